@@ -1,0 +1,1 @@
+//! svcca-core (being built)

@@ -1,0 +1,93 @@
+//! The contract between the scheduler (coordinator and workers) and the job logic.
+//!
+//! The scheduler never looks inside a task: it leases [`TaskSpec`]s that a [`JobDriver`] makes
+//! ready, hands them to a worker's [`TaskExecutor`], retries retryable failures, and gives each
+//! successful [`TaskOutput`] back to the driver. The driver decides what the tasks are, merges
+//! outputs in a fixed order (so results never depend on which worker finished first) and writes
+//! the job's results.
+
+use futures::future::BoxFuture;
+
+/// One unit of work, serialisable so it can cross gRPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// Unique within a job and deterministic: derived from the task's inputs and settings, so a
+    /// rerun of the same job names the same tasks (this is what makes resume work).
+    pub id: String,
+    /// A short human-readable kind for logs and progress (`moments`, `cross`, `dft-block`, ...).
+    pub kind: String,
+    /// Opaque to the scheduler: what the executor needs to run the task.
+    pub payload: Vec<u8>,
+}
+
+/// What a task produced. Large outputs are stored in the object store by the executor and
+/// `payload` holds a reference to them; the scheduler does not care which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutput {
+    pub payload: Vec<u8>,
+}
+
+/// Why a task failed, classified once, where the failure is understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskFailure {
+    /// Running it again may succeed: I/O, the object store, a lost worker.
+    #[error("retryable failure in task {task_id}: {message}")]
+    Retryable { task_id: String, message: String },
+    /// Running it again cannot succeed: bad input, a result that cannot be computed.
+    #[error("task {task_id} failed: {message}")]
+    Fatal { task_id: String, message: String },
+}
+
+impl TaskFailure {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, TaskFailure::Retryable { .. })
+    }
+}
+
+/// Progress of a job in tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    /// Total tasks known so far; grows when a later stage is planned.
+    pub total: u64,
+}
+
+/// What a finished job left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobSummary {
+    /// Where the results were written (an object-store URL).
+    pub output_url: String,
+    /// Human-readable lines for a terminal summary.
+    pub lines: Vec<String>,
+}
+
+/// The job logic, driven by the coordinator. Implementations are state machines; the
+/// coordinator calls them from one task at a time (never concurrently).
+pub trait JobDriver: Send {
+    /// Tasks that became ready since the last call (each returned exactly once). Tasks whose
+    /// results are already stored (resume, incremental runs) are completed internally and never
+    /// returned.
+    fn take_ready(&mut self) -> BoxFuture<'_, Result<Vec<TaskSpec>, TaskFailure>>;
+
+    /// A task finished. May make more tasks ready.
+    fn complete(&mut self, task_id: String, output: TaskOutput) -> BoxFuture<'_, Result<(), TaskFailure>>;
+
+    /// True once every task is complete and nothing more will become ready.
+    fn all_done(&self) -> bool;
+
+    /// Writes the results; called once after `all_done()`.
+    fn finish(&mut self) -> BoxFuture<'_, Result<JobSummary, TaskFailure>>;
+
+    fn progress(&self) -> Progress;
+}
+
+/// Runs tasks on a worker. Stateless apart from caches; must be safe to call concurrently.
+pub trait TaskExecutor: Send + Sync + 'static {
+    fn execute(&self, task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>>;
+}
+
+/// Builds a driver for a submitted job. The job spec crosses gRPC as TOML text (the same text a
+/// user writes in `JOB.toml`), so the coordinator needs no knowledge of its fields.
+pub trait JobDriverFactory: Send + Sync + 'static {
+    fn create(&self, job_spec_toml: String) -> BoxFuture<'static, Result<Box<dyn JobDriver>, TaskFailure>>;
+}

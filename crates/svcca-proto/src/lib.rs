@@ -1,0 +1,1 @@
+//! svcca-proto (being built)

@@ -1,0 +1,1 @@
+//! svcca-report (being built)

@@ -1,0 +1,1 @@
+//! svcca-storage (being built)
