@@ -7,4 +7,7 @@
 //! - the *cluster* half (`coordinator`, `worker`, `client`) knows gRPC, leases, heartbeats and
 //!   retries, and treats tasks as opaque.
 
+pub mod client;
+pub mod coordinator;
 pub mod driver;
+pub mod worker;

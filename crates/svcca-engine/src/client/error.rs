@@ -1,0 +1,69 @@
+//! The one error type of the cluster half (coordinator, worker, client).
+
+use std::net::SocketAddr;
+
+use crate::coordinator::wire::code_is_retryable;
+
+/// What went wrong talking to, or running, a coordinator or worker. [`ClusterError::is_retryable`]
+/// says whether the same call could succeed later; the CLI turns it into exit code 11 (retryable)
+/// or 10 (not).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid coordinator URL `{url}`: {message}")]
+    InvalidUrl { url: String, message: String },
+    #[error("invalid configuration: {message}")]
+    InvalidConfig { message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the gRPC server on {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: tonic::transport::Error,
+    },
+    #[error("{rpc} to the coordinator at {url} failed ({code:?}): {message}")]
+    Rpc {
+        rpc: &'static str,
+        url: String,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("the coordinator at {url} refused this worker: {message}")]
+    Refused { url: String, message: String },
+    #[error("job {job_id} failed: {message}")]
+    JobFailed {
+        job_id: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("job {job_id} was cancelled")]
+    JobCancelled { job_id: String },
+    #[error("the coordinator at {url} closed the watch of job {job_id} before the job ended")]
+    WatchEnded { url: String, job_id: String },
+}
+
+impl ClusterError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClusterError::InvalidUrl { .. }
+            | ClusterError::InvalidConfig { .. }
+            | ClusterError::Bind { .. }
+            | ClusterError::Refused { .. }
+            | ClusterError::JobCancelled { .. } => false,
+            ClusterError::Serve { .. } | ClusterError::WatchEnded { .. } => true,
+            ClusterError::Rpc { code, .. } => code_is_retryable(*code),
+            ClusterError::JobFailed { retryable, .. } => *retryable,
+        }
+    }
+
+    pub(crate) fn rpc(rpc: &'static str, url: &str, status: &tonic::Status) -> Self {
+        ClusterError::Rpc {
+            rpc,
+            url: url.to_string(),
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Using a coordinator: submit a job, follow it, ask its state, cancel it; and the embedded mode,
+//! which runs a coordinator and in-process workers for one job (what `svcca sweep` does).
+//!
+//! All of it goes through the same gRPC protocol as a cluster, so the embedded default exercises
+//! the cluster code on every run.
+
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::ClusterError;
+use svcca_proto::v1;
+use svcca_proto::v1::coordinator_client::CoordinatorClient;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::coordinator::wire::info_from_proto;
+use crate::coordinator::{Coordinator, CoordinatorConfig, JobInfo, JobState};
+use crate::driver::{JobDriverFactory, JobSummary, Progress, TaskExecutor};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Connects to the coordinator at `url` (e.g. `http://127.0.0.1:50051`), failing fast (retryable)
+/// when nothing answers.
+pub async fn connect(url: &str) -> Result<CoordinatorClient<Channel>, ClusterError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| ClusterError::InvalidUrl {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| ClusterError::Rpc {
+        rpc: "connect",
+        url: url.to_string(),
+        code: tonic::Code::Unavailable,
+        message: error_chain(&e),
+    })?;
+    Ok(CoordinatorClient::new(channel))
+}
+
+/// Submits a job spec (TOML text); returns the job id. A spec the coordinator's planner refuses
+/// is a non-retryable [`ClusterError::Rpc`] with code `InvalidArgument`.
+pub async fn submit(url: &str, job_spec_toml: String) -> Result<String, ClusterError> {
+    let mut client = connect(url).await?;
+    let response = client
+        .submit_job(v1::SubmitJobRequest { job_spec_toml })
+        .await
+        .map_err(|status| ClusterError::rpc("SubmitJob", url, &status))?;
+    Ok(response.into_inner().job_id)
+}
+
+/// Follows a job until it ends, calling `on_update` with every snapshot (the first is the current
+/// state). Returns the final snapshot, whatever the outcome: see [`job_result`].
+pub async fn wait_for_job(
+    url: &str,
+    job_id: &str,
+    mut on_update: impl FnMut(&JobInfo) + Send,
+) -> Result<JobInfo, ClusterError> {
+    let mut client = connect(url).await?;
+    let mut stream = client
+        .watch_job(v1::WatchJobRequest {
+            job_id: job_id.to_string(),
+        })
+        .await
+        .map_err(|status| ClusterError::rpc("WatchJob", url, &status))?
+        .into_inner();
+    loop {
+        let event = stream
+            .message()
+            .await
+            .map_err(|status| ClusterError::rpc("WatchJob", url, &status))?;
+        let Some(event) = event else {
+            return Err(ClusterError::WatchEnded {
+                url: url.to_string(),
+                job_id: job_id.to_string(),
+            });
+        };
+        let Some(info) = event.job else { continue };
+        let info =
+            info_from_proto(info).map_err(|status| ClusterError::rpc("WatchJob", url, &status))?;
+        on_update(&info);
+        if info.state.is_terminal() {
+            return Ok(info);
+        }
+    }
+}
+
+/// A finished job's summary, or its failure as an error (keeping whether it is retryable).
+pub fn job_result(info: JobInfo) -> Result<JobSummary, ClusterError> {
+    match info.state {
+        JobState::Succeeded => Ok(info.summary.unwrap_or_default()),
+        JobState::Cancelled => Err(ClusterError::JobCancelled {
+            job_id: info.job_id,
+        }),
+        JobState::Failed => {
+            let failure = info.failure.unwrap_or(crate::coordinator::JobFailure {
+                message: "no reason given".into(),
+                retryable: false,
+            });
+            Err(ClusterError::JobFailed {
+                job_id: info.job_id,
+                message: failure.message,
+                retryable: failure.retryable,
+            })
+        }
+        JobState::Running | JobState::Finishing => Err(ClusterError::WatchEnded {
+            url: String::new(),
+            job_id: info.job_id,
+        }),
+    }
+}
+
+/// One job's state.
+pub async fn status(url: &str, job_id: &str) -> Result<JobInfo, ClusterError> {
+    let mut client = connect(url).await?;
+    let response = client
+        .job_status(v1::JobStatusRequest {
+            job_id: job_id.to_string(),
+        })
+        .await
+        .map_err(|status| ClusterError::rpc("JobStatus", url, &status))?;
+    let info = response.into_inner().job.ok_or_else(|| ClusterError::Rpc {
+        rpc: "JobStatus",
+        url: url.to_string(),
+        code: tonic::Code::Internal,
+        message: "empty reply".into(),
+    })?;
+    info_from_proto(info).map_err(|status| ClusterError::rpc("JobStatus", url, &status))
+}
+
+/// Every job the coordinator knows, oldest first.
+pub async fn list_jobs(url: &str) -> Result<Vec<JobInfo>, ClusterError> {
+    let mut client = connect(url).await?;
+    let response = client
+        .list_jobs(v1::ListJobsRequest {})
+        .await
+        .map_err(|status| ClusterError::rpc("ListJobs", url, &status))?;
+    response
+        .into_inner()
+        .jobs
+        .into_iter()
+        .map(|info| {
+            info_from_proto(info).map_err(|status| ClusterError::rpc("ListJobs", url, &status))
+        })
+        .collect()
+}
+
+/// Cancels a job; returns its state afterwards.
+pub async fn cancel(url: &str, job_id: &str) -> Result<JobInfo, ClusterError> {
+    let mut client = connect(url).await?;
+    let response = client
+        .cancel_job(v1::CancelJobRequest {
+            job_id: job_id.to_string(),
+        })
+        .await
+        .map_err(|status| ClusterError::rpc("CancelJob", url, &status))?;
+    let info = response.into_inner().job.ok_or_else(|| ClusterError::Rpc {
+        rpc: "CancelJob",
+        url: url.to_string(),
+        code: tonic::Code::Internal,
+        message: "empty reply".into(),
+    })?;
+    info_from_proto(info).map_err(|status| ClusterError::rpc("CancelJob", url, &status))
+}
+
+/// Runs one job on a private cluster: a coordinator on a random loopback port and `workers`
+/// in-process workers (one task each at a time), all speaking the same gRPC as a real cluster.
+/// `on_progress` sees the job's progress at every change. Everything is shut down before it
+/// returns.
+pub async fn run_embedded(
+    factory: Arc<dyn JobDriverFactory>,
+    executor: Arc<dyn TaskExecutor>,
+    job_spec_toml: String,
+    workers: usize,
+    on_progress: impl FnMut(Progress) + Send,
+) -> Result<JobSummary, ClusterError> {
+    let config =
+        CoordinatorConfig::default().with_listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    run_embedded_with(
+        config,
+        factory,
+        executor,
+        job_spec_toml,
+        workers,
+        on_progress,
+    )
+    .await
+}
+
+/// [`run_embedded`] with the coordinator's settings given (its `listen` address is used as is).
+pub async fn run_embedded_with(
+    config: CoordinatorConfig,
+    factory: Arc<dyn JobDriverFactory>,
+    executor: Arc<dyn TaskExecutor>,
+    job_spec_toml: String,
+    workers: usize,
+    mut on_progress: impl FnMut(Progress) + Send,
+) -> Result<JobSummary, ClusterError> {
+    let workers = workers.max(1);
+    let coordinator = Coordinator::bind(config, factory).await?;
+    let url = coordinator.url();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(coordinator.serve(stopped(stop_rx.clone())));
+    let mut pool = tokio::task::JoinSet::new();
+    for i in 0..workers {
+        let config = WorkerConfig::new(url.clone())
+            .with_name(format!("embedded-{i}"))
+            .with_concurrency(1)
+            // Once the job has ended nothing is worth waiting for.
+            .with_drain_timeout(Duration::from_millis(500));
+        pool.spawn(Worker::new(config, executor.clone()).run(stopped(stop_rx.clone())));
+    }
+
+    let outcome = async {
+        let job_id = submit(&url, job_spec_toml).await?;
+        let mut last = None;
+        let info = wait_for_job(&url, &job_id, |info| {
+            if last != Some(info.progress) {
+                last = Some(info.progress);
+                on_progress(info.progress);
+            }
+        })
+        .await?;
+        job_result(info)
+    }
+    .await;
+
+    let _ = stop_tx.send(true);
+    while let Some(joined) = pool.join_next().await {
+        if let Ok(Err(error)) = joined {
+            tracing::warn!(%error, "embedded worker failed");
+        }
+    }
+    match server.await {
+        Ok(Err(error)) => tracing::warn!(%error, "embedded coordinator failed"),
+        Err(error) => tracing::warn!(%error, "embedded coordinator panicked"),
+        Ok(Ok(())) => {}
+    }
+    outcome
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,783 @@
+//! The coordinator's state machine: workers, jobs, the ready queue and leases.
+//!
+//! [`Scheduler`] knows nothing of gRPC. It is driven by method calls, each given the current time
+//! (`now`), so tests drive it with fake workers and a fake clock: a worker that stops calling
+//! [`Scheduler::heartbeat`] is lost once [`Scheduler::tick`] runs past its lease timeout.
+//!
+//! Rules it enforces:
+//! - a lease belongs to one worker; a worker that misses its heartbeats for longer than the lease
+//!   timeout loses all its leases, and each lost lease counts as one retryable failed attempt;
+//! - a failure is classified once, by whoever understood it (the worker's executor, or the driver):
+//!   a fatal one fails the job at once with the task's message; a retryable one re-queues the task
+//!   at the front, until `max_attempts` attempts have failed, which fails the job naming the task
+//!   and its last error;
+//! - while no worker is registered for `worker_grace`, running jobs fail with a message saying so,
+//!   instead of waiting forever;
+//! - results are handed to the job's [`JobDriver`], which merges them in its own fixed order, so
+//!   the order in which workers finish never changes a result.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::CoordinatorConfig;
+use crate::driver::{JobDriver, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Tasks are queued or leased.
+    Running,
+    /// Every task is done; the driver is writing the results.
+    Finishing,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Finishing => "finishing",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a job failed, and whether submitting it again could succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// A snapshot of a job, as reported to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub job_id: String,
+    pub state: JobState,
+    pub progress: Progress,
+    /// Set when `state` is [`JobState::Failed`].
+    pub failure: Option<JobFailure>,
+    /// Set when `state` is [`JobState::Succeeded`].
+    pub summary: Option<JobSummary>,
+    pub workers_alive: u32,
+}
+
+/// What a worker learns when it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub worker_id: String,
+    pub heartbeat_interval: Duration,
+    pub lease_timeout: Duration,
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedTask {
+    pub lease_id: String,
+    pub job_id: String,
+    pub task: TaskSpec,
+    /// 1 for the first try.
+    pub attempt: u32,
+}
+
+/// Calls the state machine refuses. Each maps to one gRPC status code (see `wire`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(
+        "worker speaks svcca protocol version {worker} but this coordinator speaks version \
+         {coordinator}: run the same svcca release for the coordinator and its workers"
+    )]
+    VersionMismatch { worker: u32, coordinator: u32 },
+    #[error(
+        "unknown worker {worker_id} (lost after missed heartbeats, or the coordinator restarted): register again"
+    )]
+    UnknownWorker { worker_id: String },
+    #[error("lease {lease_id} is not held by worker {worker_id} (it expired or was returned)")]
+    LeaseNotHeld { lease_id: String, worker_id: String },
+    #[error("unknown job {job_id}")]
+    UnknownJob { job_id: String },
+}
+
+#[derive(Debug)]
+struct WorkerEntry {
+    name: String,
+    last_heartbeat: Instant,
+    leases: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct LeaseEntry {
+    job_id: String,
+    worker_id: String,
+    task: TaskSpec,
+    /// Failed attempts before this one.
+    failed_attempts: u32,
+    granted_at: Instant,
+}
+
+#[derive(Debug)]
+struct PendingTask {
+    task: TaskSpec,
+    failed_attempts: u32,
+}
+
+struct Job {
+    id: String,
+    /// Dropped when the job ends, to free what the driver holds (merged matrices).
+    driver: Option<Box<dyn JobDriver>>,
+    state: JobState,
+    queue: VecDeque<PendingTask>,
+    /// Leases of this job currently out with workers.
+    in_flight: usize,
+    progress: Progress,
+    failure: Option<JobFailure>,
+    summary: Option<JobSummary>,
+    submitted_at: Instant,
+    events: watch::Sender<JobInfo>,
+}
+
+impl Job {
+    fn info(&self, workers_alive: u32) -> JobInfo {
+        JobInfo {
+            job_id: self.id.clone(),
+            state: self.state,
+            progress: self.progress,
+            failure: self.failure.clone(),
+            summary: self.summary.clone(),
+            workers_alive,
+        }
+    }
+
+    fn fail(&mut self, message: String, retryable: bool) {
+        tracing::error!(job_id = %self.id, retryable, %message, "job failed");
+        self.end(JobState::Failed);
+        self.failure = Some(JobFailure { message, retryable });
+    }
+
+    fn end(&mut self, state: JobState) {
+        self.state = state;
+        self.queue.clear();
+        self.driver = None;
+    }
+}
+
+/// The coordinator's state: see the module documentation.
+pub struct Scheduler {
+    config: CoordinatorConfig,
+    workers: BTreeMap<String, WorkerEntry>,
+    /// Keyed by submission order, so leasing serves older jobs first.
+    jobs: BTreeMap<u64, Job>,
+    job_seq: HashMap<String, u64>,
+    leases: HashMap<String, LeaseEntry>,
+    next_worker: u64,
+    next_job: u64,
+    next_lease: u64,
+    /// Since when no worker has been registered (None while at least one is).
+    no_workers_since: Option<Instant>,
+}
+
+impl Scheduler {
+    pub fn new(config: CoordinatorConfig, now: Instant) -> Self {
+        Self {
+            config,
+            workers: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            job_seq: HashMap::new(),
+            leases: HashMap::new(),
+            next_worker: 1,
+            next_job: 1,
+            next_lease: 1,
+            no_workers_since: Some(now),
+        }
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    pub fn workers_alive(&self) -> u32 {
+        u32::try_from(self.workers.len()).unwrap_or(u32::MAX)
+    }
+
+    /// True when some running job has a task waiting for a worker.
+    pub fn has_ready_task(&self) -> bool {
+        self.jobs
+            .values()
+            .any(|j| j.state == JobState::Running && !j.queue.is_empty())
+    }
+
+    pub fn register_worker(
+        &mut self,
+        name: &str,
+        protocol_version: u32,
+        now: Instant,
+    ) -> Result<Registration, SchedulerError> {
+        if protocol_version != svcca_proto::PROTOCOL_VERSION {
+            return Err(SchedulerError::VersionMismatch {
+                worker: protocol_version,
+                coordinator: svcca_proto::PROTOCOL_VERSION,
+            });
+        }
+        let worker_id = format!("worker-{}", self.next_worker);
+        self.next_worker += 1;
+        tracing::info!(%worker_id, name, "worker registered");
+        self.workers.insert(
+            worker_id.clone(),
+            WorkerEntry {
+                name: name.to_string(),
+                last_heartbeat: now,
+                leases: BTreeSet::new(),
+            },
+        );
+        self.no_workers_since = None;
+        self.publish_all();
+        Ok(Registration {
+            worker_id,
+            heartbeat_interval: self.config.heartbeat_interval,
+            lease_timeout: self.config.lease_timeout,
+        })
+    }
+
+    /// Records that the worker is alive. `held_leases` (when given) lists the leases the worker
+    /// is working on: a lease it does not know of, granted longer than a lease timeout ago, was
+    /// lost on the way (a lease reply that never arrived) and is failed like a lost worker's.
+    pub fn heartbeat(
+        &mut self,
+        worker_id: &str,
+        held_leases: Option<&[String]>,
+        now: Instant,
+    ) -> Result<(), SchedulerError> {
+        let worker = self.worker_mut(worker_id)?;
+        worker.last_heartbeat = worker.last_heartbeat.max(now);
+        let Some(held) = held_leases else {
+            return Ok(());
+        };
+        let timeout = self.config.lease_timeout;
+        let Some(worker) = self.workers.get(worker_id) else {
+            return Ok(());
+        };
+        let orphans: Vec<String> = worker
+            .leases
+            .iter()
+            .filter(|id| !held.contains(id))
+            .filter(|id| {
+                self.leases
+                    .get(*id)
+                    .is_some_and(|l| now.saturating_duration_since(l.granted_at) > timeout)
+            })
+            .cloned()
+            .collect();
+        for lease_id in orphans {
+            let message =
+                format!("worker {worker_id} does not hold lease {lease_id} (its reply was lost)");
+            self.drop_lease(&lease_id, Some(message));
+        }
+        Ok(())
+    }
+
+    /// Hands the oldest ready task to the worker, if any.
+    pub fn lease(
+        &mut self,
+        worker_id: &str,
+        now: Instant,
+    ) -> Result<Option<LeasedTask>, SchedulerError> {
+        // Asking for work is as good a sign of life as a heartbeat.
+        let worker = self.worker_mut(worker_id)?;
+        worker.last_heartbeat = worker.last_heartbeat.max(now);
+        let Some(job) = self
+            .jobs
+            .values_mut()
+            .find(|j| j.state == JobState::Running && !j.queue.is_empty())
+        else {
+            return Ok(None);
+        };
+        let Some(pending) = job.queue.pop_front() else {
+            return Ok(None);
+        };
+        job.in_flight += 1;
+        let lease_id = format!("lease-{}", self.next_lease);
+        self.next_lease += 1;
+        let leased = LeasedTask {
+            lease_id: lease_id.clone(),
+            job_id: job.id.clone(),
+            task: pending.task.clone(),
+            attempt: pending.failed_attempts + 1,
+        };
+        tracing::debug!(%worker_id, %lease_id, job_id = %job.id, task_id = %pending.task.id, attempt = leased.attempt, "task leased");
+        self.leases.insert(
+            lease_id.clone(),
+            LeaseEntry {
+                job_id: job.id.clone(),
+                worker_id: worker_id.to_string(),
+                task: pending.task,
+                failed_attempts: pending.failed_attempts,
+                granted_at: now,
+            },
+        );
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            worker.leases.insert(lease_id);
+        }
+        Ok(Some(leased))
+    }
+
+    /// Takes a new job: asks its driver for the first tasks (or finishes it at once when nothing
+    /// is left to do, e.g. a resumed job whose results are all stored).
+    pub async fn submit(&mut self, driver: Box<dyn JobDriver>, now: Instant) -> String {
+        let seq = self.next_job;
+        self.next_job += 1;
+        let job_id = format!("job-{seq}");
+        let progress = driver.progress();
+        let (events, _) = watch::channel(JobInfo {
+            job_id: job_id.clone(),
+            state: JobState::Running,
+            progress,
+            failure: None,
+            summary: None,
+            workers_alive: self.workers_alive(),
+        });
+        let job = Job {
+            id: job_id.clone(),
+            driver: Some(driver),
+            state: JobState::Running,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            progress,
+            failure: None,
+            summary: None,
+            submitted_at: now,
+            events,
+        };
+        tracing::info!(%job_id, "job submitted");
+        self.jobs.insert(seq, job);
+        self.job_seq.insert(job_id.clone(), seq);
+        if let Some(job) = self.jobs.get_mut(&seq) {
+            advance(job).await;
+        }
+        self.publish(seq);
+        job_id
+    }
+
+    /// A worker finished a leased task. Results for leases that are no longer held (expired,
+    /// returned, or their job ended) are refused and dropped: the task was or will be run again.
+    pub async fn report_result(
+        &mut self,
+        worker_id: &str,
+        lease_id: &str,
+        output: TaskOutput,
+        now: Instant,
+    ) -> Result<(), SchedulerError> {
+        let lease = self.take_lease(worker_id, lease_id, now)?;
+        let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
+            return Ok(());
+        };
+        let max_attempts = self.config.max_attempts;
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return Ok(());
+        };
+        job.in_flight = job.in_flight.saturating_sub(1);
+        if job.state != JobState::Running {
+            return Ok(());
+        }
+        let Some(driver) = job.driver.as_mut() else {
+            return Ok(());
+        };
+        tracing::debug!(%worker_id, %lease_id, job_id = %job.id, task_id = %lease.task.id, "task done");
+        let outcome = driver.complete(lease.task.id.clone(), output).await;
+        match outcome {
+            Ok(()) => advance(job).await,
+            Err(failure) => failed_attempt(
+                job,
+                lease.task,
+                lease.failed_attempts,
+                &failure,
+                max_attempts,
+            ),
+        }
+        self.publish(seq);
+        Ok(())
+    }
+
+    /// A worker's task failed; the worker classified the failure (the task id in `failure` is
+    /// replaced by the lease's).
+    pub fn report_failure(
+        &mut self,
+        worker_id: &str,
+        lease_id: &str,
+        failure: TaskFailure,
+        now: Instant,
+    ) -> Result<(), SchedulerError> {
+        let lease = self.take_lease(worker_id, lease_id, now)?;
+        // The worker names the lease; the task is the scheduler's to name.
+        let task_id = lease.task.id.clone();
+        let failure = match failure {
+            TaskFailure::Retryable { message, .. } => TaskFailure::Retryable { task_id, message },
+            TaskFailure::Fatal { message, .. } => TaskFailure::Fatal { task_id, message },
+        };
+        let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
+            return Ok(());
+        };
+        let max_attempts = self.config.max_attempts;
+        if let Some(job) = self.jobs.get_mut(&seq) {
+            job.in_flight = job.in_flight.saturating_sub(1);
+            if job.state == JobState::Running {
+                tracing::warn!(%worker_id, %lease_id, job_id = %job.id, error = %failure, "task failed");
+                failed_attempt(
+                    job,
+                    lease.task,
+                    lease.failed_attempts,
+                    &failure,
+                    max_attempts,
+                );
+            }
+        }
+        self.publish(seq);
+        Ok(())
+    }
+
+    /// A worker leaves on purpose (drain): its leases go back to the front of their queues without
+    /// counting as failed attempts.
+    pub fn deregister_worker(
+        &mut self,
+        worker_id: &str,
+        now: Instant,
+    ) -> Result<(), SchedulerError> {
+        let worker =
+            self.workers
+                .remove(worker_id)
+                .ok_or_else(|| SchedulerError::UnknownWorker {
+                    worker_id: worker_id.to_string(),
+                })?;
+        tracing::info!(%worker_id, name = %worker.name, returned = worker.leases.len(), "worker deregistered");
+        for lease_id in worker.leases {
+            self.drop_lease(&lease_id, None);
+        }
+        if self.workers.is_empty() {
+            self.no_workers_since = Some(now);
+        }
+        self.publish_all();
+        Ok(())
+    }
+
+    /// Cancels a job; a job that already ended is left as it is.
+    pub fn cancel(&mut self, job_id: &str) -> Result<JobInfo, SchedulerError> {
+        let seq = self.seq_of(job_id)?;
+        let lease_ids: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.job_id == job_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut cancelled = false;
+        if let Some(job) = self.jobs.get_mut(&seq)
+            && !job.state.is_terminal()
+        {
+            tracing::info!(%job_id, "job cancelled");
+            job.end(JobState::Cancelled);
+            cancelled = true;
+        }
+        if cancelled {
+            for lease_id in lease_ids {
+                self.forget_lease(&lease_id);
+            }
+        }
+        self.publish(seq);
+        self.job(job_id)
+    }
+
+    /// Advances time: workers silent for longer than the lease timeout are lost (their leases
+    /// fail as retryable attempts), and running jobs fail once no worker has been registered for
+    /// the grace period.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.config.lease_timeout;
+        let lost: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_heartbeat) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for worker_id in lost {
+            let Some(worker) = self.workers.remove(&worker_id) else {
+                continue;
+            };
+            let silent = now.saturating_duration_since(worker.last_heartbeat);
+            tracing::warn!(%worker_id, name = %worker.name, silent_s = silent.as_secs_f64(), leases = worker.leases.len(), "worker lost");
+            for lease_id in worker.leases {
+                let message = format!(
+                    "worker {worker_id} ({}) was lost: no heartbeat for {:.1}s",
+                    worker.name,
+                    silent.as_secs_f64()
+                );
+                self.drop_lease(&lease_id, Some(message));
+            }
+            if self.workers.is_empty() {
+                self.no_workers_since = Some(now);
+            }
+            self.publish_all();
+        }
+
+        let Some(since) = self.no_workers_since else {
+            return;
+        };
+        let grace = self.config.worker_grace;
+        let mut failed = Vec::new();
+        for (seq, job) in &mut self.jobs {
+            if job.state != JobState::Running {
+                continue;
+            }
+            let waiting_since = since.max(job.submitted_at);
+            if now.saturating_duration_since(waiting_since) >= grace {
+                let pending = job.queue.len() + job.in_flight;
+                let message = format!(
+                    "no worker was connected for {:.0}s (the worker grace period) while job {} had \
+                         {pending} task(s) pending; start workers with `svcca worker --coordinator URL` \
+                         or raise the coordinator's --worker-grace",
+                    grace.as_secs_f64(),
+                    job.id
+                );
+                job.fail(message, true);
+                failed.push(*seq);
+            }
+        }
+        for seq in failed {
+            self.publish(seq);
+        }
+    }
+
+    pub fn job(&self, job_id: &str) -> Result<JobInfo, SchedulerError> {
+        let seq = self.seq_of(job_id)?;
+        let job = self
+            .jobs
+            .get(&seq)
+            .ok_or_else(|| SchedulerError::UnknownJob {
+                job_id: job_id.to_string(),
+            })?;
+        Ok(job.info(self.workers_alive()))
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Vec<JobInfo> {
+        self.jobs
+            .values()
+            .map(|j| j.info(self.workers_alive()))
+            .collect()
+    }
+
+    /// A receiver that sees every change of the job (its current value first).
+    pub fn subscribe(&self, job_id: &str) -> Result<watch::Receiver<JobInfo>, SchedulerError> {
+        let seq = self.seq_of(job_id)?;
+        let job = self
+            .jobs
+            .get(&seq)
+            .ok_or_else(|| SchedulerError::UnknownJob {
+                job_id: job_id.to_string(),
+            })?;
+        Ok(job.events.subscribe())
+    }
+
+    fn seq_of(&self, job_id: &str) -> Result<u64, SchedulerError> {
+        self.job_seq
+            .get(job_id)
+            .copied()
+            .ok_or_else(|| SchedulerError::UnknownJob {
+                job_id: job_id.to_string(),
+            })
+    }
+
+    fn worker_mut(&mut self, worker_id: &str) -> Result<&mut WorkerEntry, SchedulerError> {
+        self.workers
+            .get_mut(worker_id)
+            .ok_or_else(|| SchedulerError::UnknownWorker {
+                worker_id: worker_id.to_string(),
+            })
+    }
+
+    /// Removes a lease that `worker_id` reports on.
+    fn take_lease(
+        &mut self,
+        worker_id: &str,
+        lease_id: &str,
+        now: Instant,
+    ) -> Result<LeaseEntry, SchedulerError> {
+        let not_held = || SchedulerError::LeaseNotHeld {
+            lease_id: lease_id.to_string(),
+            worker_id: worker_id.to_string(),
+        };
+        let worker = self.worker_mut(worker_id)?;
+        worker.last_heartbeat = worker.last_heartbeat.max(now);
+        if !worker.leases.remove(lease_id) {
+            return Err(not_held());
+        }
+        self.leases.remove(lease_id).ok_or_else(not_held)
+    }
+
+    /// Takes a lease away from its worker. With `failure`, the attempt counts as a retryable
+    /// failure; without, the task goes back to the queue as if never leased.
+    fn drop_lease(&mut self, lease_id: &str, failure: Option<String>) {
+        let Some(lease) = self.forget_lease(lease_id) else {
+            return;
+        };
+        let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
+            return;
+        };
+        let max_attempts = self.config.max_attempts;
+        if let Some(job) = self.jobs.get_mut(&seq) {
+            job.in_flight = job.in_flight.saturating_sub(1);
+            if job.state == JobState::Running {
+                match failure {
+                    Some(message) => {
+                        let failure = TaskFailure::Retryable {
+                            task_id: lease.task.id.clone(),
+                            message,
+                        };
+                        failed_attempt(
+                            job,
+                            lease.task,
+                            lease.failed_attempts,
+                            &failure,
+                            max_attempts,
+                        );
+                    }
+                    None => job.queue.push_front(PendingTask {
+                        task: lease.task,
+                        failed_attempts: lease.failed_attempts,
+                    }),
+                }
+            }
+        }
+        self.publish(seq);
+    }
+
+    fn forget_lease(&mut self, lease_id: &str) -> Option<LeaseEntry> {
+        let lease = self.leases.remove(lease_id)?;
+        if let Some(worker) = self.workers.get_mut(&lease.worker_id) {
+            worker.leases.remove(lease_id);
+        }
+        Some(lease)
+    }
+
+    fn publish(&self, seq: u64) {
+        if let Some(job) = self.jobs.get(&seq) {
+            let info = job.info(self.workers_alive());
+            job.events.send_if_modified(|current| {
+                let changed = *current != info;
+                *current = info;
+                changed
+            });
+        }
+    }
+
+    fn publish_all(&self) {
+        let seqs: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.state.is_terminal())
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in seqs {
+            self.publish(seq);
+        }
+    }
+}
+
+/// One attempt of `task` failed: fail the job, or queue the task again.
+fn failed_attempt(
+    job: &mut Job,
+    task: TaskSpec,
+    failed_before: u32,
+    failure: &TaskFailure,
+    max_attempts: u32,
+) {
+    let failed_attempts = failed_before + 1;
+    match failure {
+        TaskFailure::Fatal { .. } => job.fail(failure.to_string(), false),
+        TaskFailure::Retryable { message, .. } if failed_attempts >= max_attempts => job.fail(
+            format!(
+                "task {} ({}) failed {failed_attempts} time(s), the limit; last error: {message}",
+                task.id, task.kind
+            ),
+            true,
+        ),
+        TaskFailure::Retryable { .. } => job.queue.push_front(PendingTask {
+            task,
+            failed_attempts,
+        }),
+    }
+}
+
+/// After a submission or a completed task: queue newly ready tasks, and finish the job (write its
+/// results) once the driver says it is done.
+async fn advance(job: &mut Job) {
+    let Some(driver) = job.driver.as_mut() else {
+        return;
+    };
+    let ready = driver.take_ready().await;
+    let progress = driver.progress();
+    let all_done = driver.all_done();
+    match ready {
+        Ok(tasks) => {
+            job.queue.extend(tasks.into_iter().map(|task| PendingTask {
+                task,
+                failed_attempts: 0,
+            }));
+        }
+        Err(failure) => {
+            let retryable = failure.is_retryable();
+            job.fail(failure.to_string(), retryable);
+            return;
+        }
+    }
+    job.progress = progress;
+    if !job.queue.is_empty() || job.in_flight > 0 {
+        return;
+    }
+    if !all_done {
+        // Nothing queued, nothing running, yet not done: waiting would hang for ever.
+        let message = format!(
+            "job {} stalled: its planner made no task ready but reports unfinished work \
+             ({} of {} tasks done); this is a bug in the job driver",
+            job.id, job.progress.done, job.progress.total
+        );
+        job.fail(message, false);
+        return;
+    }
+    job.state = JobState::Finishing;
+    let workers_alive = job.events.borrow().workers_alive;
+    let info = job.info(workers_alive);
+    job.events.send_replace(info);
+    tracing::info!(job_id = %job.id, "all tasks done; writing results");
+    let Some(driver) = job.driver.as_mut() else {
+        return;
+    };
+    let outcome = driver.finish().await;
+    job.progress = driver.progress();
+    match outcome {
+        Ok(summary) => {
+            tracing::info!(job_id = %job.id, output_url = %summary.output_url, "job succeeded");
+            job.summary = Some(summary);
+            job.end(JobState::Succeeded);
+        }
+        Err(failure) => {
+            let retryable = failure.is_retryable();
+            job.fail(failure.to_string(), retryable);
+        }
+    }
+}

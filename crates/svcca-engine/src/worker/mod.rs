@@ -1,0 +1,524 @@
+//! The worker: registers with a coordinator, pulls leases, runs tasks, reports back.
+//!
+//! The worker dials the coordinator and never the reverse, so it needs no inbound port except its
+//! own health service. Its pieces:
+//! - registration, retried with backoff until the coordinator answers (it may start later than
+//!   the workers, as pods do); a protocol-version refusal is final;
+//! - a heartbeat task of its own, so a long task never starves the heartbeats; when the
+//!   coordinator has forgotten the worker (restart, or it was judged lost) it registers again;
+//! - `concurrency` slots, each leasing one task at a time and running it on a blocking thread
+//!   (compute never runs on the async workers, which serve heartbeats and gRPC);
+//! - the gRPC health service on `health_listen`: `liveness` is SERVING while the process lives
+//!   and never depends on the coordinator; `readiness` is SERVING only while registered and not
+//!   draining;
+//! - drain: when `shutdown` completes the worker stops leasing, finishes its running tasks within
+//!   `drain_timeout`, deregisters (the coordinator re-queues what was not finished without
+//!   counting an attempt) and returns.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use svcca_proto::v1;
+use svcca_proto::v1::coordinator_client::CoordinatorClient;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::client::ClusterError;
+use crate::coordinator::code_is_retryable;
+use crate::driver::{TaskExecutor, TaskFailure, TaskSpec};
+
+/// The worker's settings; build with [`WorkerConfig::new`] and the `with_*` methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// e.g. `http://svcca-coordinator:50051`.
+    pub coordinator_url: String,
+    /// Shown in the coordinator's logs (pod or host name).
+    pub name: String,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// Where to serve gRPC health; `None` serves none (in-process workers).
+    pub health_listen: Option<SocketAddr>,
+    /// How long a draining worker waits for its running tasks before returning them.
+    pub drain_timeout: Duration,
+    /// The longest pause between two registration attempts (backoff starts at 100 ms).
+    pub max_backoff: Duration,
+    /// How long one LeaseTask call may wait for work at the coordinator.
+    pub lease_wait: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(coordinator_url: impl Into<String>) -> Self {
+        Self {
+            coordinator_url: coordinator_url.into(),
+            name: "worker".into(),
+            concurrency: 1,
+            health_listen: None,
+            drain_timeout: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(5),
+            lease_wait: Duration::from_secs(5),
+        }
+    }
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+    pub fn with_health_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.health_listen = addr;
+        self
+    }
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+    pub fn with_max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = backoff;
+        self
+    }
+    pub fn with_lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Results the coordinator refused (the lease had expired or the job had ended).
+    pub refused: u64,
+}
+
+/// A worker bound to its executor; [`Worker::run`] does the rest.
+pub struct Worker {
+    config: WorkerConfig,
+    executor: Arc<dyn TaskExecutor>,
+}
+
+struct Shared {
+    url: String,
+    client: CoordinatorClient<Channel>,
+    executor: Arc<dyn TaskExecutor>,
+    lease_wait: Duration,
+    max_backoff: Duration,
+    /// The id the coordinator gave us; `None` while (re-)registering.
+    worker_id: watch::Sender<Option<String>>,
+    held: Mutex<HashSet<String>>,
+    stats: Mutex<WorkerStats>,
+    draining: watch::Receiver<bool>,
+    health: Option<HealthReporter>,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, executor: Arc<dyn TaskExecutor>) -> Self {
+        Self { config, executor }
+    }
+
+    /// Runs until `shutdown` completes and the drain is over. Fails only for what retrying cannot
+    /// fix: a bad URL, an unusable health address, a coordinator that refuses this protocol
+    /// version. An unreachable coordinator is waited for.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<WorkerStats, ClusterError> {
+        let Worker { config, executor } = self;
+        if config.concurrency == 0 {
+            return Err(ClusterError::InvalidConfig {
+                message: "worker concurrency must be at least 1".into(),
+            });
+        }
+        let url = config.coordinator_url.clone();
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| ClusterError::InvalidUrl {
+                url: url.clone(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        // Lazy: the coordinator may not be up yet; every call (re)connects as needed.
+        let client = CoordinatorClient::new(endpoint.connect_lazy());
+
+        let (drain_tx, draining) = watch::channel(false);
+        let (health_stop_tx, health_stop) = watch::channel(false);
+        let mut background = JoinSet::new();
+        let health = match config.health_listen {
+            Some(addr) => Some(serve_health(addr, health_stop, &mut background).await?),
+            None => None,
+        };
+        background.spawn(async move {
+            shutdown.await;
+            let _ = drain_tx.send(true);
+        });
+
+        let shared = Arc::new(Shared {
+            url: url.clone(),
+            client,
+            executor,
+            lease_wait: config.lease_wait,
+            max_backoff: config.max_backoff,
+            worker_id: watch::channel(None).0,
+            held: Mutex::new(HashSet::new()),
+            stats: Mutex::new(WorkerStats::default()),
+            draining: draining.clone(),
+            health,
+        });
+
+        let outcome = run_registered(&shared, &config).await;
+        let _ = health_stop_tx.send(true);
+        background.abort_all();
+        while background.join_next().await.is_some() {}
+        outcome?;
+        let stats = *lock(&shared.stats);
+        tracing::info!(
+            succeeded = stats.succeeded,
+            failed = stats.failed,
+            refused = stats.refused,
+            "worker stopped"
+        );
+        Ok(stats)
+    }
+}
+
+async fn run_registered(shared: &Arc<Shared>, config: &WorkerConfig) -> Result<(), ClusterError> {
+    let mut draining = shared.draining.clone();
+    let heartbeat_interval = tokio::select! {
+        registered = register(shared, &config.name, config.concurrency) => registered?,
+        _ = draining.wait_for(|d| *d) => return Ok(()),
+    };
+
+    let mut heartbeat = JoinSet::new();
+    heartbeat.spawn(heartbeat_loop(
+        shared.clone(),
+        config.name.clone(),
+        config.concurrency,
+        heartbeat_interval,
+    ));
+    let mut slots = JoinSet::new();
+    for slot in 0..config.concurrency {
+        slots.spawn(slot_loop(shared.clone(), slot));
+    }
+
+    let _ = draining.wait_for(|d| *d).await;
+    tracing::info!(
+        drain_timeout_s = config.drain_timeout.as_secs_f64(),
+        "draining: no new leases"
+    );
+    set_health(
+        shared,
+        svcca_proto::READINESS_SERVICE,
+        ServingStatus::NotServing,
+    )
+    .await;
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while slots.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timeout: returning unfinished leases to the coordinator");
+        slots.abort_all();
+    }
+    heartbeat.abort_all();
+    let worker_id = shared.worker_id.borrow().clone();
+    if let Some(worker_id) = worker_id {
+        let request = v1::DeregisterWorkerRequest {
+            worker_id: worker_id.clone(),
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            shared.client.clone().deregister_worker(request),
+        )
+        .await
+        {
+            Ok(Ok(_)) => tracing::info!(%worker_id, "deregistered"),
+            Ok(Err(status)) => tracing::warn!(%worker_id, error = %status, "deregistration failed"),
+            Err(_) => tracing::warn!(%worker_id, "deregistration timed out"),
+        }
+    }
+    Ok(())
+}
+
+/// Registers, retrying with backoff while the coordinator is unreachable; returns the heartbeat
+/// interval to keep.
+async fn register(
+    shared: &Shared,
+    name: &str,
+    concurrency: usize,
+) -> Result<Duration, ClusterError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let request = v1::RegisterWorkerRequest {
+            protocol_version: svcca_proto::PROTOCOL_VERSION,
+            name: name.to_string(),
+            concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
+        };
+        match shared.client.clone().register_worker(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                tracing::info!(worker_id = %response.worker_id, coordinator = %shared.url, "registered");
+                shared.worker_id.send_replace(Some(response.worker_id));
+                set_health(
+                    shared,
+                    svcca_proto::READINESS_SERVICE,
+                    ServingStatus::Serving,
+                )
+                .await;
+                return Ok(Duration::from_millis(
+                    response.heartbeat_interval_ms.max(10),
+                ));
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                return Err(ClusterError::Refused {
+                    url: shared.url.clone(),
+                    message: status.message().to_string(),
+                });
+            }
+            Err(status) => {
+                tracing::warn!(coordinator = %shared.url, error = %status, retry_in_ms = backoff.as_millis() as u64, "cannot register yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(shared.max_backoff);
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(
+    shared: Arc<Shared>,
+    name: String,
+    concurrency: usize,
+    mut period: Duration,
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(worker_id) = shared.worker_id.borrow().clone() else {
+            continue;
+        };
+        let lease_ids: Vec<String> = lock(&shared.held).iter().cloned().collect();
+        let request = v1::HeartbeatRequest {
+            worker_id: worker_id.clone(),
+            lease_ids,
+        };
+        match shared.client.clone().heartbeat(request).await {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::NotFound => {
+                // The coordinator forgot us (restart, or judged lost): our leases are void.
+                tracing::warn!(%worker_id, error = %status, "coordinator no longer knows this worker; registering again");
+                shared.worker_id.send_replace(None);
+                set_health(
+                    &shared,
+                    svcca_proto::READINESS_SERVICE,
+                    ServingStatus::NotServing,
+                )
+                .await;
+                match register(&shared, &name, concurrency).await {
+                    Ok(p) => period = p,
+                    Err(error) => {
+                        tracing::error!(%error, "registration refused");
+                        return;
+                    }
+                }
+            }
+            Err(status) => tracing::warn!(%worker_id, error = %status, "heartbeat failed"),
+        }
+    }
+}
+
+async fn slot_loop(shared: Arc<Shared>, slot: usize) {
+    let mut draining = shared.draining.clone();
+    let mut ids = shared.worker_id.subscribe();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if *draining.borrow() {
+            return;
+        }
+        let worker_id = tokio::select! {
+            id = ids.wait_for(Option::is_some) => match id { Ok(id) => id.clone().unwrap_or_default(), Err(_) => return },
+            _ = draining.wait_for(|d| *d) => return,
+        };
+        let request = v1::LeaseTaskRequest {
+            worker_id: worker_id.clone(),
+            wait_ms: u64::try_from(shared.lease_wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut client = shared.client.clone();
+        let leased = tokio::select! {
+            leased = client.lease_task(request) => leased,
+            // A lease granted while we stop listening is returned by the deregistration.
+            _ = draining.wait_for(|d| *d) => return,
+        };
+        match leased {
+            Ok(response) => {
+                backoff = Duration::from_millis(50);
+                if let Some(lease) = response.into_inner().lease {
+                    run_lease(&shared, &worker_id, slot, lease).await;
+                }
+            }
+            Err(status) => {
+                tracing::debug!(slot, error = %status, "lease call failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = draining.wait_for(|d| *d) => return,
+                }
+                backoff = (backoff * 2).min(shared.max_backoff);
+            }
+        }
+    }
+}
+
+async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lease) {
+    let lease_id = lease.lease_id.clone();
+    lock(&shared.held).insert(lease_id.clone());
+    let task = TaskSpec {
+        id: lease.task_id.clone(),
+        kind: lease.task_kind.clone(),
+        payload: lease.payload,
+    };
+    tracing::info!(slot, %lease_id, job_id = %lease.job_id, task_id = %task.id, kind = %task.kind, attempt = lease.attempt, "task started");
+    let started = std::time::Instant::now();
+    let outcome = execute_blocking(shared.executor.clone(), task).await;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let report = match outcome {
+        Ok(output) => {
+            tracing::info!(slot, %lease_id, task_id = %lease.task_id, elapsed_s, "task succeeded");
+            lock(&shared.stats).succeeded += 1;
+            Report::Result(v1::ReportResultRequest {
+                worker_id: worker_id.to_string(),
+                lease_id: lease_id.clone(),
+                output: output.payload,
+            })
+        }
+        Err(failure) => {
+            tracing::warn!(slot, %lease_id, task_id = %lease.task_id, elapsed_s, error = %failure, retryable = failure.is_retryable(), "task failed");
+            lock(&shared.stats).failed += 1;
+            let (retryable, message) = match failure {
+                TaskFailure::Retryable { message, .. } => (true, message),
+                TaskFailure::Fatal { message, .. } => (false, message),
+            };
+            Report::Failure(v1::ReportFailureRequest {
+                worker_id: worker_id.to_string(),
+                lease_id: lease_id.clone(),
+                retryable,
+                message,
+            })
+        }
+    };
+    send_report(shared, &lease_id, report).await;
+    lock(&shared.held).remove(&lease_id);
+}
+
+/// Runs the executor's future on a blocking thread, so compute never stalls the async workers
+/// that carry heartbeats. A panic becomes a fatal failure of the task.
+async fn execute_blocking(
+    executor: Arc<dyn TaskExecutor>,
+    task: TaskSpec,
+) -> Result<crate::driver::TaskOutput, TaskFailure> {
+    let task_id = task.id.clone();
+    let handle = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(executor.execute(task))).await {
+        Ok(outcome) => outcome,
+        Err(join_error) => Err(TaskFailure::Fatal {
+            task_id,
+            message: format!("the executor panicked: {join_error}"),
+        }),
+    }
+}
+
+enum Report {
+    Result(v1::ReportResultRequest),
+    Failure(v1::ReportFailureRequest),
+}
+
+/// Sends a report, retrying while the coordinator is unreachable (a result is worth keeping);
+/// gives up when the coordinator refuses it (the lease is gone: the task runs elsewhere).
+async fn send_report(shared: &Shared, lease_id: &str, report: Report) {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=8 {
+        let outcome: Result<(), Status> = match &report {
+            Report::Result(r) => shared
+                .client
+                .clone()
+                .report_result(r.clone())
+                .await
+                .map(|_| ()),
+            Report::Failure(r) => shared
+                .client
+                .clone()
+                .report_failure(r.clone())
+                .await
+                .map(|_| ()),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(status) if code_is_retryable(status.code()) => {
+                tracing::warn!(%lease_id, attempt, error = %status, "report failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(shared.max_backoff);
+            }
+            Err(status) => {
+                tracing::warn!(%lease_id, error = %status, "coordinator refused the report; dropping it");
+                lock(&shared.stats).refused += 1;
+                return;
+            }
+        }
+    }
+    tracing::error!(%lease_id, "could not report to the coordinator; the lease will expire and the task run again");
+}
+
+async fn set_health(shared: &Shared, service: &str, status: ServingStatus) {
+    if let Some(reporter) = &shared.health {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// Serves gRPC health on `addr` until `stop` turns true. Liveness is SERVING at once.
+async fn serve_health(
+    addr: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<HealthReporter, ClusterError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ClusterError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ClusterError::Bind { addr, source })?;
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(svcca_proto::LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(svcca_proto::READINESS_SERVICE, ServingStatus::NotServing)
+        .await;
+    tracing::info!(addr = %local, "health service listening");
+    tasks.spawn(async move {
+        let outcome = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )
+            .await;
+        if let Err(error) = outcome {
+            tracing::error!(%error, "health service failed");
+        }
+    });
+    Ok(reporter)
+}
+
+/// Locks a std mutex, recovering from poisoning (the data is plain counters and ids).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
