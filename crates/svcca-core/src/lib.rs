@@ -1,1 +1,48 @@
-//! svcca-core (being built)
+//! svcca-core: the maths of svcca, with no I/O and no networking.
+//!
+//! It owns:
+//! * [`moments`]: streaming, exactly mergeable means and centred co-moments
+//!   ([`MomentAccumulator`], [`JointMoments`], input as [`RowBlock`]s of f32/f64);
+//! * [`whiten`]: whitening one representation from its moments ([`Whitening`]), with the
+//!   SVCCA reduction ([`KeepRule`]) and both arithmetics ([`Mode::Default`],
+//!   [`Mode::GoogleCompat`]);
+//! * [`compare`]: CCA, SVCCA, PWCCA and linear CKA from moments or from whitened cross
+//!   products ([`compare_moments`], [`compare_whitened`], [`linear_cka`]), returning a
+//!   [`Comparison`] with its diagnostics and the definition of the number it reports.
+//!
+//! It does not read files (svcca-storage does), schedule work (svcca-engine) or print
+//! (svcca-cli). Every error is a typed [`CoreError`].
+//!
+//! Parallelism: matrix products and decompositions use faer's global parallelism setting
+//! ([`set_parallelism`]); the default is faer's (all rayon threads).
+
+pub mod compare;
+pub mod error;
+pub mod moments;
+pub mod whiten;
+
+pub use compare::{
+    CanonicalCorrelations, CompareOptions, Comparison, Metric, Side, canonical_correlations,
+    compare_cka, compare_moments, compare_whitened, linear_cka, pwcca_weights, truncated_mean,
+};
+pub use error::CoreError;
+pub use moments::{JointMoments, MomentAccumulator, MomentParts, RowBlock};
+pub use whiten::{KeepRule, Mode, WhitenOptions, Whitening};
+
+/// Re-exported so callers can build faer views without naming faer's version.
+pub use faer;
+
+/// Sets the number of threads every product and decomposition in this crate uses
+/// (0 = all of rayon's global pool, 1 = sequential).
+pub fn set_parallelism(threads: usize) {
+    let par = if threads == 1 {
+        faer::Par::Seq
+    } else {
+        faer::Par::rayon(threads)
+    };
+    faer::set_global_parallelism(par);
+}
+
+pub(crate) fn par() -> faer::Par {
+    faer::get_global_parallelism()
+}

@@ -1,0 +1,653 @@
+//! Streaming first and second moments, mergeable exactly.
+//!
+//! A [`MomentAccumulator`] over `d` neurons holds, for the `n` datapoints (rows) seen so far,
+//!
+//! * `n`,
+//! * the mean `μ` (length `d`),
+//! * the centred co-moment `M = Σ_r (x_r − μ)(x_r − μ)ᵀ` (`d × d`, symmetric),
+//!
+//! all in f64 whatever the input precision. The covariance is `Σ = M / (n − 1)`.
+//!
+//! Rows arrive in blocks ([`RowBlock`], row-major `[rows, d]`, f32 or f64). Each block (cut into
+//! chunks of bounded size) is widened into a column-major f64 scratch, centred on *its own* mean,
+//! multiplied into the lower triangle (`M_b = S_bᵀ S_b`, faer's triangular matmul), and merged
+//! with Chan et al.'s pairwise update
+//!
+//! ```text
+//! n = n_a + n_b,   δ = μ_b − μ_a,   μ = μ_a + δ·n_b/n,   M = M_a + M_b + δδᵀ·n_a·n_b/n
+//! ```
+//!
+//! The same update merges two accumulators ([`MomentAccumulator::merge`]), so any split of the
+//! rows into shards merged in any order or tree gives the same statistics to rounding
+//! (~1e-12 relative; the property tests check it). `Σxxᵀ − nμμᵀ` is never formed: ReLU
+//! activations have large means and that difference cancels catastrophically.
+//!
+//! Internally only the lower triangle of `M` is maintained (the triangular product halves the
+//! work); every accessor returns the full symmetric matrix.
+//!
+//! [`JointMoments`] accumulates a pair of representations over the same datapoints as one
+//! accumulator over the concatenated columns `[x | y]`, which yields `M_xx`, `M_yy` and the cross
+//! co-moment `M_xy = Σ (x − μ_x)(y − μ_y)ᵀ` (`d_x × d_y`).
+
+use faer::linalg::matmul::triangular::{BlockStructure, matmul as tri_matmul};
+use faer::{Accum, Mat, MatRef};
+
+use crate::error::{CoreError, Result};
+
+/// Bytes of f64 scratch one chunk may use; a block with more rows is processed in chunks.
+const CHUNK_BYTES: usize = 32 << 20;
+/// Chunks never go below this many rows (the product's inner dimension), for GEMM efficiency.
+const MIN_CHUNK_ROWS: usize = 256;
+
+/// A borrowed block of rows, row-major `[rows, cols]` (one datapoint per row).
+#[derive(Clone, Copy, Debug)]
+pub enum RowBlock<'a> {
+    /// f32 activations (widened to f64 on the way in).
+    F32 {
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+    },
+    /// f64 activations.
+    F64 {
+        data: &'a [f64],
+        rows: usize,
+        cols: usize,
+    },
+}
+
+impl<'a> RowBlock<'a> {
+    /// An f32 block, checking `data.len() == rows * cols`.
+    pub fn f32(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        let b = RowBlock::F32 { data, rows, cols };
+        b.check_shape()?;
+        Ok(b)
+    }
+
+    /// An f64 block, checking `data.len() == rows * cols`.
+    pub fn f64(data: &'a [f64], rows: usize, cols: usize) -> Result<Self> {
+        let b = RowBlock::F64 { data, rows, cols };
+        b.check_shape()?;
+        Ok(b)
+    }
+
+    /// Number of rows (datapoints).
+    pub fn rows(&self) -> usize {
+        match *self {
+            RowBlock::F32 { rows, .. } | RowBlock::F64 { rows, .. } => rows,
+        }
+    }
+
+    /// Number of columns (neurons).
+    pub fn cols(&self) -> usize {
+        match *self {
+            RowBlock::F32 { cols, .. } | RowBlock::F64 { cols, .. } => cols,
+        }
+    }
+
+    /// Checks the buffer length against the stated shape (the variants are public, so a block
+    /// may have been built without [`RowBlock::f32`] / [`RowBlock::f64`]).
+    pub fn check_shape(&self) -> Result<()> {
+        let (len, rows, cols) = match *self {
+            RowBlock::F32 { data, rows, cols } => (data.len(), rows, cols),
+            RowBlock::F64 { data, rows, cols } => (data.len(), rows, cols),
+        };
+        let expected = rows.checked_mul(cols).ok_or(CoreError::BlockShape {
+            rows,
+            cols,
+            expected: usize::MAX,
+            len,
+        })?;
+        if len != expected {
+            return Err(CoreError::BlockShape {
+                rows,
+                cols,
+                expected,
+                len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Value at (row, column) widened to f64.
+    #[inline]
+    pub fn get(&self, row: usize, col: usize) -> f64 {
+        match *self {
+            RowBlock::F32 { data, cols, .. } => data[row * cols + col] as f64,
+            RowBlock::F64 { data, cols, .. } => data[row * cols + col],
+        }
+    }
+
+    /// First non-finite value in rows `r0..r1`, as (row within the block, column, value).
+    pub(crate) fn first_non_finite(&self, r0: usize, r1: usize) -> Option<(usize, usize, f64)> {
+        let cols = self.cols();
+        for r in r0..r1 {
+            for c in 0..cols {
+                let v = self.get(r, c);
+                if !v.is_finite() {
+                    return Some((r, c, v));
+                }
+            }
+        }
+        None
+    }
+
+    /// Adds the column sums of rows `r0..r1` into `sums`.
+    fn add_column_sums(&self, r0: usize, r1: usize, sums: &mut [f64]) {
+        match *self {
+            RowBlock::F32 { data, cols, .. } => {
+                for row in data[r0 * cols..r1 * cols].chunks_exact(cols) {
+                    for (s, &v) in sums.iter_mut().zip(row) {
+                        *s += v as f64;
+                    }
+                }
+            }
+            RowBlock::F64 { data, cols, .. } => {
+                for row in data[r0 * cols..r1 * cols].chunks_exact(cols) {
+                    for (s, &v) in sums.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes rows `r0..r1`, minus `shift` per column, into the column-major `dst`
+    /// (`dst[c * ld + (r − r0)]`).
+    pub(crate) fn write_centred_col_major(
+        &self,
+        r0: usize,
+        r1: usize,
+        shift: &[f64],
+        dst: &mut [f64],
+        ld: usize,
+    ) {
+        // Tiles of rows keep the strided reads within a few cache lines per column.
+        const TILE: usize = 16;
+        let cols = self.cols();
+        let mut t0 = r0;
+        while t0 < r1 {
+            let t1 = (t0 + TILE).min(r1);
+            match *self {
+                RowBlock::F32 { data, .. } => {
+                    for (c, &mu) in shift.iter().enumerate().take(cols) {
+                        let col = &mut dst[c * ld..];
+                        for r in t0..t1 {
+                            col[r - r0] = data[r * cols + c] as f64 - mu;
+                        }
+                    }
+                }
+                RowBlock::F64 { data, .. } => {
+                    for (c, &mu) in shift.iter().enumerate().take(cols) {
+                        let col = &mut dst[c * ld..];
+                        for r in t0..t1 {
+                            col[r - r0] = data[r * cols + c] - mu;
+                        }
+                    }
+                }
+            }
+            t0 = t1;
+        }
+    }
+}
+
+/// Plain-data form of a [`MomentAccumulator`], for serialisation by the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MomentParts {
+    /// Number of datapoints.
+    pub n: u64,
+    /// Mean, length `d`.
+    pub mean: Vec<f64>,
+    /// Centred co-moment `M`, `d × d`, full symmetric, row-major (= column-major).
+    pub comoment: Vec<f64>,
+}
+
+/// Streaming mean and centred co-moment of `d` neurons; see the module docs.
+#[derive(Clone, Debug)]
+pub struct MomentAccumulator {
+    d: usize,
+    n: u64,
+    mean: Vec<f64>,
+    /// Only the lower triangle (diagonal included) is meaningful.
+    m_lower: Mat<f64>,
+    /// Reused per chunk so the hot loop does not allocate.
+    scratch: Vec<f64>,
+    sums: Vec<f64>,
+}
+
+impl MomentAccumulator {
+    /// An empty accumulator over `d` neurons.
+    pub fn new(d: usize) -> Self {
+        MomentAccumulator {
+            d,
+            n: 0,
+            mean: vec![0.0; d],
+            m_lower: Mat::zeros(d, d),
+            scratch: Vec::new(),
+            sums: Vec::new(),
+        }
+    }
+
+    /// Number of neurons.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    /// Number of datapoints seen.
+    pub fn n(&self) -> u64 {
+        self.n
+    }
+
+    /// The mean (length `d`; zeros while empty).
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// The centred co-moment `M = Σ (x−μ)(x−μ)ᵀ`, full symmetric `d × d`.
+    pub fn comoment(&self) -> Mat<f64> {
+        symmetric_from_lower(self.m_lower.as_ref())
+    }
+
+    /// The sample covariance `M / (n − 1)`, full symmetric.
+    pub fn covariance(&self) -> Result<Mat<f64>> {
+        if self.n < 2 {
+            return Err(CoreError::TooFewDatapoints { n: self.n });
+        }
+        let s = 1.0 / (self.n - 1) as f64;
+        let mut c = self.comoment();
+        c *= faer::Scale(s);
+        Ok(c)
+    }
+
+    /// The diagonal of `M` (per-neuron sums of squared deviations).
+    pub fn comoment_diagonal(&self) -> Vec<f64> {
+        (0..self.d).map(|i| self.m_lower[(i, i)]).collect()
+    }
+
+    /// The lower triangle of `M` (upper part unspecified). For callers that only read the
+    /// lower triangle (e.g. a self-adjoint eigendecomposition with `Side::Lower`) and want to
+    /// avoid the copy.
+    pub fn comoment_lower(&self) -> MatRef<'_, f64> {
+        self.m_lower.as_ref()
+    }
+
+    /// The uncentred second moment `Σ x xᵀ = M + n μμᵀ` (full symmetric). Only for formulas
+    /// that need it (google's PWCCA weights); never used to *compute* `M`.
+    pub fn uncentred_second_moment(&self) -> Mat<f64> {
+        let nf = self.n as f64;
+        let mut s = self.comoment();
+        for j in 0..self.d {
+            for i in 0..self.d {
+                s[(i, j)] += nf * self.mean[i] * self.mean[j];
+            }
+        }
+        s
+    }
+
+    /// Adds a block of rows `[rows, d]`.
+    ///
+    /// Errors: wrong column count, a buffer whose length is not `rows * cols`, or a non-finite
+    /// value (reported with its datapoint index counted from the start of this accumulator's
+    /// stream). On error the accumulator is unchanged.
+    pub fn push(&mut self, block: RowBlock<'_>) -> Result<()> {
+        self.push_pieces(&[block])
+    }
+
+    /// Adds a block made of several pieces side by side (same rows; their column counts must sum
+    /// to `d`). Used by [`JointMoments`] to accumulate `[x | y]` without copying.
+    pub(crate) fn push_pieces(&mut self, pieces: &[RowBlock<'_>]) -> Result<()> {
+        let rows = match pieces.first() {
+            Some(p) => p.rows(),
+            None => return Ok(()),
+        };
+        let mut total_cols = 0usize;
+        for p in pieces {
+            p.check_shape()?;
+            if p.rows() != rows {
+                return Err(CoreError::DatapointMismatch {
+                    n_x: rows as u64,
+                    n_y: p.rows() as u64,
+                });
+            }
+            total_cols += p.cols();
+        }
+        if total_cols != self.d {
+            return Err(CoreError::DimensionMismatch {
+                what: "row block",
+                expected: self.d,
+                found: total_cols,
+            });
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        // Validate everything first so an error leaves the accumulator untouched.
+        for (idx, p) in pieces.iter().enumerate() {
+            if let Some((r, c, v)) = p.first_non_finite(0, rows) {
+                return Err(CoreError::NonFinite {
+                    input: idx,
+                    row: self.n + r as u64,
+                    column: c,
+                    value: v,
+                });
+            }
+        }
+        if self.d == 0 {
+            self.n += rows as u64;
+            return Ok(());
+        }
+        let chunk = (CHUNK_BYTES / (8 * self.d)).max(MIN_CHUNK_ROWS).min(rows);
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + chunk).min(rows);
+            self.push_chunk(pieces, r0, r1);
+            r0 = r1;
+        }
+        Ok(())
+    }
+
+    fn push_chunk(&mut self, pieces: &[RowBlock<'_>], r0: usize, r1: usize) {
+        let d = self.d;
+        let nb = r1 - r0;
+        self.sums.clear();
+        self.sums.resize(d, 0.0);
+        let mut off = 0;
+        for p in pieces {
+            let c = p.cols();
+            p.add_column_sums(r0, r1, &mut self.sums[off..off + c]);
+            off += c;
+        }
+        let inv = 1.0 / nb as f64;
+        for s in self.sums.iter_mut() {
+            *s *= inv; // now the chunk mean
+        }
+        if self.scratch.len() < nb * d {
+            self.scratch.resize(nb * d, 0.0);
+        }
+        let mut off = 0;
+        for p in pieces {
+            let c = p.cols();
+            p.write_centred_col_major(
+                r0,
+                r1,
+                &self.sums[off..off + c],
+                &mut self.scratch[off * nb..(off + c) * nb],
+                nb,
+            );
+            off += c;
+        }
+        let s = MatRef::from_column_major_slice(&self.scratch[..nb * d], nb, d);
+        // Chan: the δδᵀ term uses the old n; add it before M_b so both are relative to μ_a.
+        let na = self.n as f64;
+        let nbf = nb as f64;
+        let ntot = na + nbf;
+        if self.n > 0 {
+            let w = na * nbf / ntot;
+            for j in 0..d {
+                let dj = self.sums[j] - self.mean[j];
+                let wdj = w * dj;
+                let col = self.m_lower.col_mut(j);
+                let col = col
+                    .try_as_col_major_mut()
+                    .expect("owned Mat is column-major");
+                let col = col.as_slice_mut();
+                for ((c, s), m) in col[j..]
+                    .iter_mut()
+                    .zip(&self.sums[j..])
+                    .zip(&self.mean[j..])
+                {
+                    *c += (s - m) * wdj;
+                }
+            }
+            for i in 0..d {
+                self.mean[i] += (self.sums[i] - self.mean[i]) * (nbf / ntot);
+            }
+        } else {
+            self.mean.copy_from_slice(&self.sums);
+        }
+        tri_matmul(
+            self.m_lower.as_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            s.transpose(),
+            BlockStructure::Rectangular,
+            s,
+            BlockStructure::Rectangular,
+            1.0,
+            crate::par(),
+        );
+        self.n += nb as u64;
+    }
+
+    /// Merges `other` into `self` exactly (Chan et al.). Both must have the same `d`.
+    pub fn merge(&mut self, other: &MomentAccumulator) -> Result<()> {
+        if other.d != self.d {
+            return Err(CoreError::DimensionMismatch {
+                what: "merging moment accumulators",
+                expected: self.d,
+                found: other.d,
+            });
+        }
+        if other.n == 0 {
+            return Ok(());
+        }
+        if self.n == 0 {
+            self.n = other.n;
+            self.mean.copy_from_slice(&other.mean);
+            self.m_lower.copy_from(&other.m_lower);
+            return Ok(());
+        }
+        let d = self.d;
+        let na = self.n as f64;
+        let nb = other.n as f64;
+        let nt = na + nb;
+        let w = na * nb / nt;
+        for j in 0..d {
+            let wdj = w * (other.mean[j] - self.mean[j]);
+            for i in j..d {
+                self.m_lower[(i, j)] +=
+                    other.m_lower[(i, j)] + (other.mean[i] - self.mean[i]) * wdj;
+            }
+        }
+        for i in 0..d {
+            self.mean[i] += (other.mean[i] - self.mean[i]) * (nb / nt);
+        }
+        self.n += other.n;
+        Ok(())
+    }
+
+    /// The plain-data form (full symmetric co-moment).
+    pub fn to_parts(&self) -> MomentParts {
+        let m = self.comoment();
+        let mut comoment = Vec::with_capacity(self.d * self.d);
+        for i in 0..self.d {
+            for j in 0..self.d {
+                comoment.push(m[(i, j)]);
+            }
+        }
+        MomentParts {
+            n: self.n,
+            mean: self.mean.clone(),
+            comoment,
+        }
+    }
+
+    /// Rebuilds an accumulator from [`MomentParts`]. The co-moment is read from its lower
+    /// triangle (row-major index `i * d + j`, `i ≥ j`).
+    pub fn from_parts(parts: MomentParts) -> Result<Self> {
+        let d = parts.mean.len();
+        if parts.comoment.len() != d * d {
+            return Err(CoreError::InvalidParts {
+                detail: format!(
+                    "mean has {d} entries so the co-moment needs {} values, got {}",
+                    d * d,
+                    parts.comoment.len()
+                ),
+            });
+        }
+        if let Some(i) = parts.mean.iter().position(|v| !v.is_finite()) {
+            return Err(CoreError::InvalidParts {
+                detail: format!("mean[{i}] is not finite"),
+            });
+        }
+        if let Some(i) = parts.comoment.iter().position(|v| !v.is_finite()) {
+            return Err(CoreError::InvalidParts {
+                detail: format!("co-moment entry ({}, {}) is not finite", i / d, i % d),
+            });
+        }
+        if let Some(i) = (0..d).find(|&i| parts.comoment[i * d + i] < 0.0) {
+            return Err(CoreError::InvalidParts {
+                detail: format!("co-moment diagonal entry {i} is negative"),
+            });
+        }
+        let mut acc = MomentAccumulator::new(d);
+        acc.n = parts.n;
+        acc.mean = parts.mean;
+        for j in 0..d {
+            for i in j..d {
+                acc.m_lower[(i, j)] = parts.comoment[i * d + j];
+            }
+        }
+        Ok(acc)
+    }
+
+    /// An accumulator made of given statistics (lower triangle of `m` used).
+    pub(crate) fn from_lower(n: u64, mean: Vec<f64>, m: MatRef<'_, f64>) -> Self {
+        let d = mean.len();
+        let mut acc = MomentAccumulator::new(d);
+        acc.n = n;
+        acc.mean = mean;
+        for j in 0..d {
+            for i in j..d {
+                acc.m_lower[(i, j)] = m[(i, j)];
+            }
+        }
+        acc
+    }
+}
+
+/// Full symmetric copy of a matrix whose lower triangle is meaningful.
+pub(crate) fn symmetric_from_lower(l: MatRef<'_, f64>) -> Mat<f64> {
+    let d = l.nrows();
+    Mat::from_fn(d, d, |i, j| if i >= j { l[(i, j)] } else { l[(j, i)] })
+}
+
+/// Moments of a pair of representations `x` (`d_x` neurons) and `y` (`d_y` neurons) over the
+/// same datapoints: one accumulator over the concatenated columns `[x | y]`.
+#[derive(Clone, Debug)]
+pub struct JointMoments {
+    acc: MomentAccumulator,
+    dx: usize,
+}
+
+impl JointMoments {
+    /// Empty joint moments for `dx` + `dy` neurons.
+    pub fn new(dx: usize, dy: usize) -> Self {
+        JointMoments {
+            acc: MomentAccumulator::new(dx + dy),
+            dx,
+        }
+    }
+
+    /// Adds the same datapoints of both representations (`x: [rows, dx]`, `y: [rows, dy]`).
+    /// A non-finite value is reported with `input` 0 (x) or 1 (y).
+    pub fn push(&mut self, x: RowBlock<'_>, y: RowBlock<'_>) -> Result<()> {
+        if x.cols() != self.dx {
+            return Err(CoreError::DimensionMismatch {
+                what: "x row block",
+                expected: self.dx,
+                found: x.cols(),
+            });
+        }
+        if y.cols() != self.dy() {
+            return Err(CoreError::DimensionMismatch {
+                what: "y row block",
+                expected: self.dy(),
+                found: y.cols(),
+            });
+        }
+        if x.rows() != y.rows() {
+            return Err(CoreError::DatapointMismatch {
+                n_x: x.rows() as u64,
+                n_y: y.rows() as u64,
+            });
+        }
+        self.acc.push_pieces(&[x, y])
+    }
+
+    /// Merges another joint accumulator of the same shape.
+    pub fn merge(&mut self, other: &JointMoments) -> Result<()> {
+        if other.dx != self.dx {
+            return Err(CoreError::DimensionMismatch {
+                what: "merging joint moments (x side)",
+                expected: self.dx,
+                found: other.dx,
+            });
+        }
+        self.acc.merge(&other.acc)
+    }
+
+    /// Builds joint moments from an accumulator over `[x | y]` with `dx` x-columns.
+    pub fn from_accumulator(acc: MomentAccumulator, dx: usize) -> Result<Self> {
+        if dx > acc.dim() {
+            return Err(CoreError::DimensionMismatch {
+                what: "joint split point",
+                expected: acc.dim(),
+                found: dx,
+            });
+        }
+        Ok(JointMoments { acc, dx })
+    }
+
+    /// The accumulator over `[x | y]`.
+    pub fn joint(&self) -> &MomentAccumulator {
+        &self.acc
+    }
+
+    /// Number of datapoints.
+    pub fn n(&self) -> u64 {
+        self.acc.n
+    }
+
+    /// Neurons of x.
+    pub fn dx(&self) -> usize {
+        self.dx
+    }
+
+    /// Neurons of y.
+    pub fn dy(&self) -> usize {
+        self.acc.d - self.dx
+    }
+
+    /// The marginal moments of x.
+    pub fn x(&self) -> MomentAccumulator {
+        let dx = self.dx;
+        MomentAccumulator::from_lower(
+            self.acc.n,
+            self.acc.mean[..dx].to_vec(),
+            self.acc.m_lower.as_ref().submatrix(0, 0, dx, dx),
+        )
+    }
+
+    /// The marginal moments of y.
+    pub fn y(&self) -> MomentAccumulator {
+        let (dx, dy) = (self.dx, self.dy());
+        MomentAccumulator::from_lower(
+            self.acc.n,
+            self.acc.mean[dx..].to_vec(),
+            self.acc.m_lower.as_ref().submatrix(dx, dx, dy, dy),
+        )
+    }
+
+    /// The cross co-moment `M_xy = Σ (x − μ_x)(y − μ_y)ᵀ`, `dx × dy`.
+    pub fn cross(&self) -> Mat<f64> {
+        let (dx, dy) = (self.dx, self.dy());
+        // The lower triangle holds the (y, x) block.
+        self.acc
+            .m_lower
+            .as_ref()
+            .submatrix(dx, 0, dy, dx)
+            .transpose()
+            .to_owned()
+    }
+}

@@ -1,0 +1,672 @@
+//! Whitening one representation from its moments (the "pass 1" product of the design).
+//!
+//! Input: a [`MomentAccumulator`] over `d` neurons (`n`, `μ`, `M`; covariance `Σ = M/(n−1)`).
+//! Output: a [`Whitening`] holding `μ` and a `d × k` transform `W` such that the whitened row
+//! `z = (x − μ)ᵀ W` (length `k`) has the covariance
+//!
+//! * `Wᵀ Σ W = I_k` exactly (to rounding) in [`Mode::Default`];
+//! * `Wᵀ Σ W = A (A + εI)⁻¹` in [`Mode::GoogleCompat`], google's regularised version, where `A` is
+//!   the (kept, rescaled) covariance — i.e. `I` up to the ε ridge.
+//!
+//! Canonical correlations of a pair are then the singular values of `Wₓᵀ Σ_xy W_y` (see
+//! [`crate::compare`]), so each representation is whitened once and reused for every pair.
+//!
+//! # Default mode
+//! 1. Neurons with variance `≤ ε · max variance` are dropped as near-constant (reported).
+//! 2. [`KeepRule::All`] (plain CCA, PWCCA): the correlation matrix `R = D^{-1/2} Σ D^{-1/2}` of
+//!    the kept neurons (`D = diag Σ`) is eigendecomposed, `R = V Λ Vᵀ`; directions with
+//!    `λ ≤ tol · λ_max` are dropped as numerically dependent, `tol = max(ε, d·2⁻⁵²)`, and
+//!    `W = D^{-1/2} V_k Λ_k^{-1/2}`. Working on `R` keeps the rank cutoff independent of each
+//!    neuron's scale, as CCA itself is.
+//! 3. [`KeepRule::Dims`] / [`KeepRule::VarianceFraction`] (SVCCA): `Σ = V Λ Vᵀ` (descending)
+//!    gives the singular directions of the centred data (`s_i² = (n−1) λ_i`); keep the top `k`
+//!    (a fixed count, or the smallest `k` with `Σ_{i<k} λ_i ≥ f · Σ λ`), then drop those with
+//!    `λ ≤ tol · λ_max`, and `W = V_k Λ_k^{-1/2}`.
+//!
+//! The rank actually used is `dims()`; it never produces NaN: a constant layer is an error.
+//!
+//! # google-compatible mode (`cca_core.get_cca_similarity`)
+//! With `S = Σ / max|Σ_ij|` (google rescales each side by its largest covariance entry):
+//! neurons with `S_ii < ε` are dropped, `A = S_kept + εI`, and `G = A^{-1/2}` computed as google
+//! does (pseudo-inverse with cutoff `1e-15·λ_max`, then the inverse square root of its
+//! eigenvalues). `W = E_kept G / sqrt(max|Σ_ij|)`, so the columns of `W` correspond to the kept
+//! neurons (which google's PWCCA needs). For SVCCA the recipe's reduction comes first (top-`k`
+//! eigenvectors `V_k` of the full covariance, no neuron dropped), then the same procedure on
+//! the reduced covariance `V_kᵀ Σ V_k`, giving `W = V_k E_kept G / sqrt(max)`.
+
+use faer::{Accum, Mat, MatMut, MatRef, Side};
+use serde::Serialize;
+
+use crate::error::{CoreError, Result};
+use crate::moments::{MomentAccumulator, RowBlock};
+
+/// Which arithmetic to follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Numerically robust: relative eigenvalue cutoff, exact whitening, paper-faithful PWCCA.
+    #[default]
+    Default,
+    /// Reproduces google/svcca's `get_cca_similarity` and `compute_pwcca`.
+    GoogleCompat,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Default => "default",
+            Mode::GoogleCompat => "google-compat",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "default" => Ok(Mode::Default),
+            "google-compat" | "google_compat" | "google" => Ok(Mode::GoogleCompat),
+            _ => Err(CoreError::InvalidOption {
+                name: "mode",
+                detail: format!("unknown mode {s:?}; expected default or google-compat"),
+            }),
+        }
+    }
+}
+
+/// How many directions of a representation to keep before CCA.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepRule {
+    /// Every (non-constant, numerically independent) direction: plain CCA.
+    All,
+    /// The top `k` singular directions (SVCCA with a fixed count; fewer if the rank is lower).
+    Dims(usize),
+    /// The smallest `k` whose eigenvalues reach this fraction of the total variance (SVCCA,
+    /// the paper uses 0.99).
+    VarianceFraction(f64),
+}
+
+impl KeepRule {
+    fn validate(&self) -> Result<()> {
+        match *self {
+            KeepRule::All => Ok(()),
+            KeepRule::Dims(0) => Err(CoreError::InvalidOption {
+                name: "keep_dims",
+                detail: "must keep at least 1 dimension".into(),
+            }),
+            KeepRule::Dims(_) => Ok(()),
+            KeepRule::VarianceFraction(f) if f > 0.0 && f <= 1.0 => Ok(()),
+            KeepRule::VarianceFraction(f) => Err(CoreError::InvalidOption {
+                name: "keep_variance",
+                detail: format!("{f} is not a fraction in (0, 1]"),
+            }),
+        }
+    }
+}
+
+/// Options of [`Whitening::from_moments`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WhitenOptions {
+    /// Arithmetic to follow.
+    pub mode: Mode,
+    /// Directions to keep (SVCCA reduction); `All` for CCA / PWCCA.
+    pub keep: KeepRule,
+    /// Relative variance cutoff (and, in google-compat mode, the ridge). Default 1e-10.
+    pub epsilon: f64,
+}
+
+impl Default for WhitenOptions {
+    fn default() -> Self {
+        WhitenOptions {
+            mode: Mode::Default,
+            keep: KeepRule::All,
+            epsilon: 1e-10,
+        }
+    }
+}
+
+impl WhitenOptions {
+    /// Sets the mode.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Sets the keep rule.
+    pub fn with_keep(mut self, keep: KeepRule) -> Self {
+        self.keep = keep;
+        self
+    }
+    /// Sets epsilon.
+    pub fn with_epsilon(mut self, epsilon: f64) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(CoreError::InvalidOption {
+                name: "epsilon",
+                detail: format!("{} must be finite and >= 0", self.epsilon),
+            });
+        }
+        self.keep.validate()
+    }
+}
+
+/// The whitening of one representation; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Whitening {
+    mode: Mode,
+    n: u64,
+    mean: Vec<f64>,
+    transform: Mat<f64>,
+    kept_neurons: Vec<usize>,
+    dropped_neurons: Vec<usize>,
+    spectrum: Vec<f64>,
+    reduced_dims: usize,
+    warnings: Vec<String>,
+}
+
+/// Eigendecomposition of a symmetric matrix (lower triangle read), eigenvalues descending.
+pub(crate) fn eigh_desc(a: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
+    let evd = a
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|_| CoreError::NoConvergence {
+            what: "self-adjoint eigendecomposition",
+        })?;
+    let k = a.nrows();
+    let s = evd.S().column_vector();
+    let u = evd.U();
+    // faer returns ascending order.
+    let vals: Vec<f64> = (0..k).map(|i| s[k - 1 - i]).collect();
+    let vecs = Mat::from_fn(k, k, |i, j| u[(i, k - 1 - j)]);
+    Ok((vals, vecs))
+}
+
+/// google's `positivedef_matrix_sqrt(pinv(A))` for a symmetric `A`: `V diag(g) Vᵀ` with
+/// `g = 1/sqrt(λ)` where `|λ| > 1e-15·max|λ|` (numpy's pinv cutoff), else 0. A negative
+/// eigenvalue above the cutoff (where google would produce NaN) gets 0 and a warning.
+fn google_inv_sqrt(a: MatRef<'_, f64>, warnings: &mut Vec<String>, side: &str) -> Result<Mat<f64>> {
+    let (vals, vecs) = eigh_desc(a)?;
+    let amax = vals.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let cutoff = 1e-15 * amax;
+    let mut negative = 0usize;
+    let g: Vec<f64> = vals
+        .iter()
+        .map(|&l| {
+            if l.abs() <= cutoff {
+                0.0
+            } else if l < 0.0 {
+                negative += 1;
+                0.0
+            } else {
+                1.0 / l.sqrt()
+            }
+        })
+        .collect();
+    if negative > 0 {
+        warnings.push(format!(
+            "{side}: {negative} negative eigenvalue(s) of the regularised covariance \
+             (google would return NaN here); treated as zero. Use a larger epsilon"
+        ));
+    }
+    let k = a.nrows();
+    let scaled = Mat::from_fn(k, k, |i, j| vecs[(i, j)] * g[j]);
+    let mut out = Mat::zeros(k, k);
+    faer::linalg::matmul::matmul(
+        out.as_mut(),
+        Accum::Replace,
+        scaled.as_ref(),
+        vecs.transpose(),
+        1.0,
+        crate::par(),
+    );
+    Ok(out)
+}
+
+/// (`W`, kept, dropped, spectrum) of [`google_whiten_cov`].
+type GoogleWhitened = (Mat<f64>, Vec<usize>, Vec<usize>, Vec<f64>);
+
+/// google's CCA whitening of a (reduced) covariance `c` (`m × m`, full symmetric):
+/// returns (`G / sqrt(max)` with rows = all m inputs, kept indices, dropped indices).
+fn google_whiten_cov(
+    c: MatRef<'_, f64>,
+    epsilon: f64,
+    warnings: &mut Vec<String>,
+    side: &str,
+) -> Result<GoogleWhitened> {
+    let m = c.nrows();
+    let mut cmax = 0.0f64;
+    for j in 0..m {
+        for i in 0..m {
+            cmax = cmax.max(c[(i, j)].abs());
+        }
+    }
+    if cmax == 0.0 {
+        return Err(CoreError::ConstantLayer {
+            side: side_name(side),
+            neurons: m,
+            cutoff: epsilon,
+        });
+    }
+    let (kept, dropped): (Vec<usize>, Vec<usize>) =
+        (0..m).partition(|&i| (c[(i, i)] / cmax).abs() >= epsilon);
+    if kept.is_empty() {
+        return Err(CoreError::ConstantLayer {
+            side: side_name(side),
+            neurons: m,
+            cutoff: epsilon,
+        });
+    }
+    let k = kept.len();
+    let a = Mat::from_fn(k, k, |i, j| {
+        c[(kept[i], kept[j])] / cmax + if i == j { epsilon } else { 0.0 }
+    });
+    let g = google_inv_sqrt(a.as_ref(), warnings, side)?;
+    let s = 1.0 / cmax.sqrt();
+    let mut w = Mat::zeros(m, k);
+    for j in 0..k {
+        for (i, &ki) in kept.iter().enumerate() {
+            w[(ki, j)] = g[(i, j)] * s;
+        }
+    }
+    // Spectrum of the kept covariance, recovered from the regularised one.
+    let (vals, _) = eigh_desc(a.as_ref())?;
+    let spectrum = vals
+        .iter()
+        .map(|&l| ((l - epsilon) * cmax).max(0.0))
+        .collect();
+    Ok((w, kept, dropped, spectrum))
+}
+
+fn side_name(side: &str) -> &'static str {
+    match side {
+        "x" => "x",
+        "y" => "y",
+        _ => "representation",
+    }
+}
+
+/// Number of leading (descending) eigenvalues a keep rule selects.
+fn keep_count(vals: &[f64], rule: KeepRule) -> usize {
+    match rule {
+        KeepRule::All => vals.len(),
+        KeepRule::Dims(k) => k.min(vals.len()),
+        KeepRule::VarianceFraction(f) => {
+            let clipped: Vec<f64> = vals.iter().map(|v| v.max(0.0)).collect();
+            let total: f64 = clipped.iter().sum();
+            if total <= 0.0 {
+                return vals.len().min(1);
+            }
+            let mut acc = 0.0;
+            for (i, v) in clipped.iter().enumerate() {
+                acc += v;
+                if acc / total >= f {
+                    return i + 1;
+                }
+            }
+            vals.len()
+        }
+    }
+}
+
+impl Whitening {
+    /// Whitens one representation from its moments. `side` in errors is "representation";
+    /// use [`Whitening::from_moments_named`] to name it "x" or "y".
+    pub fn from_moments(m: &MomentAccumulator, opts: &WhitenOptions) -> Result<Whitening> {
+        Self::from_moments_named(m, opts, "representation")
+    }
+
+    /// As [`Whitening::from_moments`], naming the side ("x" or "y") in errors and warnings.
+    pub fn from_moments_named(
+        m: &MomentAccumulator,
+        opts: &WhitenOptions,
+        side: &str,
+    ) -> Result<Whitening> {
+        opts.validate()?;
+        let d = m.dim();
+        if d == 0 {
+            return Err(CoreError::Empty {
+                what: "a representation with no neurons",
+            });
+        }
+        if m.n() == 0 {
+            return Err(CoreError::Empty {
+                what: "a representation with no datapoints",
+            });
+        }
+        if m.n() < 2 {
+            return Err(CoreError::TooFewDatapoints { n: m.n() });
+        }
+        let cov = m.covariance()?;
+        match opts.mode {
+            Mode::GoogleCompat => Self::google(m, cov, opts, side),
+            Mode::Default => Self::default_mode(m, cov, opts, side),
+        }
+    }
+
+    fn google(
+        m: &MomentAccumulator,
+        cov: Mat<f64>,
+        opts: &WhitenOptions,
+        side: &str,
+    ) -> Result<Whitening> {
+        let d = m.dim();
+        let mut warnings = Vec::new();
+        match opts.keep {
+            KeepRule::All => {
+                let (w, kept, dropped, spectrum) =
+                    google_whiten_cov(cov.as_ref(), opts.epsilon, &mut warnings, side)?;
+                let k = kept.len();
+                Ok(Whitening {
+                    mode: Mode::GoogleCompat,
+                    n: m.n(),
+                    mean: m.mean().to_vec(),
+                    transform: w,
+                    kept_neurons: kept,
+                    dropped_neurons: dropped,
+                    spectrum,
+                    reduced_dims: k,
+                    warnings,
+                })
+            }
+            rule => {
+                let (vals, vecs) = eigh_desc(cov.as_ref())?;
+                if vals.first().copied().unwrap_or(0.0) <= 0.0 {
+                    return Err(CoreError::ConstantLayer {
+                        side: side_name(side),
+                        neurons: d,
+                        cutoff: 0.0,
+                    });
+                }
+                let k = keep_count(&vals, rule);
+                let vk = vecs.as_ref().subcols(0, k);
+                // The recipe runs np.cov on the projected data: reproduce V_kᵀ Σ V_k.
+                let mut tmp = Mat::zeros(d, k);
+                faer::linalg::matmul::matmul(
+                    tmp.as_mut(),
+                    Accum::Replace,
+                    cov.as_ref(),
+                    vk,
+                    1.0,
+                    crate::par(),
+                );
+                let mut red = Mat::zeros(k, k);
+                faer::linalg::matmul::matmul(
+                    red.as_mut(),
+                    Accum::Replace,
+                    vk.transpose(),
+                    tmp.as_ref(),
+                    1.0,
+                    crate::par(),
+                );
+                let red = symmetrise(red);
+                let (g, kept, dropped, _) =
+                    google_whiten_cov(red.as_ref(), opts.epsilon, &mut warnings, side)?;
+                if !dropped.is_empty() {
+                    warnings.push(format!(
+                        "{side}: {} of the {k} SVD directions have relative variance below \
+                         epsilon {:e} and were dropped by google's CCA",
+                        dropped.len(),
+                        opts.epsilon
+                    ));
+                }
+                let mut w = Mat::zeros(d, kept.len());
+                faer::linalg::matmul::matmul(
+                    w.as_mut(),
+                    Accum::Replace,
+                    vk,
+                    g.as_ref(),
+                    1.0,
+                    crate::par(),
+                );
+                Ok(Whitening {
+                    mode: Mode::GoogleCompat,
+                    n: m.n(),
+                    mean: m.mean().to_vec(),
+                    transform: w,
+                    kept_neurons: (0..d).collect(),
+                    dropped_neurons: Vec::new(),
+                    spectrum: vals.iter().map(|v| v.max(0.0)).collect(),
+                    reduced_dims: k,
+                    warnings,
+                })
+            }
+        }
+    }
+
+    fn default_mode(
+        m: &MomentAccumulator,
+        cov: Mat<f64>,
+        opts: &WhitenOptions,
+        side: &str,
+    ) -> Result<Whitening> {
+        let d = m.dim();
+        let mut warnings = Vec::new();
+        let var: Vec<f64> = (0..d).map(|i| cov[(i, i)]).collect();
+        let vmax = var.iter().fold(0.0f64, |a, &b| a.max(b));
+        let (kept, dropped): (Vec<usize>, Vec<usize>) =
+            (0..d).partition(|&i| var[i] > opts.epsilon * vmax && var[i] > 0.0);
+        if kept.is_empty() {
+            return Err(CoreError::ConstantLayer {
+                side: side_name(side),
+                neurons: d,
+                cutoff: opts.epsilon,
+            });
+        }
+        let dk = kept.len();
+        let tol = opts.epsilon.max(dk as f64 * f64::EPSILON);
+        let (transform, spectrum, reduced_dims) = match opts.keep {
+            KeepRule::All => {
+                let scale: Vec<f64> = kept.iter().map(|&i| 1.0 / var[i].sqrt()).collect();
+                let r = Mat::from_fn(dk, dk, |i, j| cov[(kept[i], kept[j])] * scale[i] * scale[j]);
+                let (vals, vecs) = eigh_desc(r.as_ref())?;
+                let lmax = vals[0];
+                let k = vals.iter().take_while(|&&l| l > tol * lmax).count().max(1);
+                if k < dk {
+                    warnings.push(format!(
+                        "{side}: {} of {dk} directions are numerically dependent \
+                         (eigenvalue <= {tol:e} x the largest of the correlation matrix) \
+                         and were not used; rank used = {k}",
+                        dk - k
+                    ));
+                }
+                let mut w = Mat::zeros(d, k);
+                for j in 0..k {
+                    let f = 1.0 / vals[j].sqrt();
+                    for (i, &ki) in kept.iter().enumerate() {
+                        w[(ki, j)] = vecs[(i, j)] * scale[i] * f;
+                    }
+                }
+                (w, vals, k)
+            }
+            rule => {
+                let c = Mat::from_fn(dk, dk, |i, j| cov[(kept[i], kept[j])]);
+                let (vals, vecs) = eigh_desc(c.as_ref())?;
+                let lmax = vals[0];
+                let k_rule = keep_count(&vals, rule);
+                let k = vals[..k_rule]
+                    .iter()
+                    .take_while(|&&l| l > tol * lmax)
+                    .count()
+                    .max(1);
+                if k < k_rule {
+                    warnings.push(format!(
+                        "{side}: the keep rule asked for {k_rule} directions but only {k} have \
+                         eigenvalue > {tol:e} x the largest; rank used = {k}"
+                    ));
+                }
+                let mut w = Mat::zeros(d, k);
+                for j in 0..k {
+                    let f = 1.0 / vals[j].sqrt();
+                    for (i, &ki) in kept.iter().enumerate() {
+                        w[(ki, j)] = vecs[(i, j)] * f;
+                    }
+                }
+                (w, vals.iter().map(|v| v.max(0.0)).collect(), k_rule)
+            }
+        };
+        Ok(Whitening {
+            mode: Mode::Default,
+            n: m.n(),
+            mean: m.mean().to_vec(),
+            transform,
+            kept_neurons: kept,
+            dropped_neurons: dropped,
+            spectrum,
+            reduced_dims,
+            warnings,
+        })
+    }
+
+    /// The mode it was built in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Number of datapoints of the moments it was built from.
+    pub fn n(&self) -> u64 {
+        self.n
+    }
+
+    /// Input neurons `d`.
+    pub fn input_dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Whitened dimensions `k` (columns of `W`): the rank actually used.
+    pub fn dims(&self) -> usize {
+        self.transform.ncols()
+    }
+
+    /// The mean `μ` subtracted before projecting.
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// The `d × k` transform `W` (`z = (x − μ)ᵀ W`).
+    pub fn transform(&self) -> MatRef<'_, f64> {
+        self.transform.as_ref()
+    }
+
+    /// Neurons that entered the decomposition, ascending.
+    pub fn kept_neurons(&self) -> &[usize] {
+        &self.kept_neurons
+    }
+
+    /// Neurons dropped as (near-)constant, ascending.
+    pub fn dropped_neurons(&self) -> &[usize] {
+        &self.dropped_neurons
+    }
+
+    /// Eigenvalues (descending) of the decomposed matrix: the covariance of the kept neurons
+    /// (SVCCA, and google-compat CCA), or their correlation matrix (default-mode CCA/PWCCA).
+    pub fn spectrum(&self) -> &[f64] {
+        &self.spectrum
+    }
+
+    /// Directions selected by the keep rule before the rank cutoff (SVCCA's `k`); for
+    /// [`KeepRule::All`], the number of kept neurons' directions considered.
+    pub fn reduced_dims(&self) -> usize {
+        self.reduced_dims
+    }
+
+    /// Diagnostics gathered while whitening.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whitens a block of rows: `Z = (X − 1μᵀ) W`, `rows × k`.
+    pub fn whiten_rows(&self, block: RowBlock<'_>) -> Result<Mat<f64>> {
+        let mut out = Mat::zeros(block.rows(), self.dims());
+        let mut scratch = Vec::new();
+        self.whiten_rows_into(block, out.as_mut(), &mut scratch)?;
+        Ok(out)
+    }
+
+    /// As [`Whitening::whiten_rows`] into `out` (`rows × k`), reusing `scratch` (grown to
+    /// `rows × d`) so a hot loop does not allocate.
+    pub fn whiten_rows_into(
+        &self,
+        block: RowBlock<'_>,
+        out: MatMut<'_, f64>,
+        scratch: &mut Vec<f64>,
+    ) -> Result<()> {
+        block.check_shape()?;
+        let d = self.input_dim();
+        if block.cols() != d {
+            return Err(CoreError::DimensionMismatch {
+                what: "row block to whiten",
+                expected: d,
+                found: block.cols(),
+            });
+        }
+        let rows = block.rows();
+        if out.nrows() != rows || out.ncols() != self.dims() {
+            return Err(CoreError::DimensionMismatch {
+                what: "whitened output rows",
+                expected: rows,
+                found: out.nrows(),
+            });
+        }
+        if let Some((r, c, v)) = block.first_non_finite(0, rows) {
+            return Err(CoreError::NonFinite {
+                input: 0,
+                row: r as u64,
+                column: c,
+                value: v,
+            });
+        }
+        if scratch.len() < rows * d {
+            scratch.resize(rows * d, 0.0);
+        }
+        block.write_centred_col_major(0, rows, &self.mean, &mut scratch[..rows * d], rows);
+        let s = MatRef::from_column_major_slice(&scratch[..rows * d], rows, d);
+        faer::linalg::matmul::matmul(
+            out,
+            Accum::Replace,
+            s,
+            self.transform.as_ref(),
+            1.0,
+            crate::par(),
+        );
+        Ok(())
+    }
+
+    /// `Wₓᵀ M_xy W_y` for this whitening (x) and `other` (y), given the raw cross co-moment
+    /// `M_xy` (`d_x × d_y`). Equals `Σ_r z_x,r z_y,rᵀ` over the datapoints.
+    pub fn whitened_cross(&self, other: &Whitening, mxy: MatRef<'_, f64>) -> Result<Mat<f64>> {
+        if mxy.nrows() != self.input_dim() || mxy.ncols() != other.input_dim() {
+            return Err(CoreError::DimensionMismatch {
+                what: "cross co-moment",
+                expected: self.input_dim() * other.input_dim(),
+                found: mxy.nrows() * mxy.ncols(),
+            });
+        }
+        let mut t = Mat::zeros(self.input_dim(), other.dims());
+        faer::linalg::matmul::matmul(
+            t.as_mut(),
+            Accum::Replace,
+            mxy,
+            other.transform.as_ref(),
+            1.0,
+            crate::par(),
+        );
+        let mut c = Mat::zeros(self.dims(), other.dims());
+        faer::linalg::matmul::matmul(
+            c.as_mut(),
+            Accum::Replace,
+            self.transform.transpose(),
+            t.as_ref(),
+            1.0,
+            crate::par(),
+        );
+        Ok(c)
+    }
+}
+
+fn symmetrise(a: Mat<f64>) -> Mat<f64> {
+    let n = a.nrows();
+    Mat::from_fn(n, n, |i, j| 0.5 * (a[(i, j)] + a[(j, i)]))
+}
