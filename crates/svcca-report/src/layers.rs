@@ -1,0 +1,73 @@
+//! Grouping stored representations into networks and layers, in the order the sweep listed them.
+
+use svcca_results::{RepresentationKey, ResultsFile};
+
+/// One network at one checkpoint: the unit a layer × layer matrix is drawn for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct NetworkId {
+    pub run: String,
+    pub seed: Option<i64>,
+    pub step: Option<i64>,
+}
+
+impl NetworkId {
+    pub fn of(key: &RepresentationKey) -> Self {
+        Self { run: key.run.clone(), seed: key.seed, step: key.step }
+    }
+
+    /// `mlp/seed0/step2250`, in the style of [`RepresentationKey::label`].
+    pub fn label(&self) -> String {
+        let mut parts = vec![self.run.clone()];
+        if let Some(seed) = self.seed {
+            parts.push(format!("seed{seed}"));
+        }
+        if let Some(step) = self.step {
+            parts.push(format!("step{step}"));
+        }
+        parts.join("/")
+    }
+}
+
+/// The layers of a run from input to output. The sweep lists representations in manifest order,
+/// which is the network's order; layers met only in pairs come after, in first-seen order.
+pub fn layer_order(results: &ResultsFile, run: &str) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    let keys = results
+        .representations
+        .iter()
+        .map(|r| &r.key)
+        .chain(results.pairs.iter().flat_map(|p| [&p.a, &p.b]));
+    for key in keys {
+        if key.run == run && !order.contains(&key.layer) {
+            order.push(key.layer.clone());
+        }
+    }
+    order
+}
+
+/// Position of `layer` in `order` (unknown layers sort last).
+pub(crate) fn depth(order: &[String], layer: &str) -> usize {
+    order.iter().position(|l| l == layer).unwrap_or(order.len())
+}
+
+/// Runs in first-seen order.
+pub fn runs(results: &ResultsFile) -> Vec<String> {
+    let mut runs: Vec<String> = Vec::new();
+    let keys = results
+        .representations
+        .iter()
+        .map(|r| &r.key)
+        .chain(results.pairs.iter().flat_map(|p| [&p.a, &p.b]));
+    for key in keys {
+        if !runs.contains(&key.run) {
+            runs.push(key.run.clone());
+        }
+    }
+    runs
+}
+
+/// The metric a report leads with: `svcca` when present (the paper's measure), else the first.
+pub fn primary_metric(results: &ResultsFile) -> Option<String> {
+    let metrics = results.metrics();
+    if metrics.iter().any(|m| m == "svcca") { Some("svcca".to_string()) } else { metrics.into_iter().next() }
+}
