@@ -1,0 +1,449 @@
+//! Streaming per-frequency Hermitian moments of a pair of conv layers.
+//!
+//! At each computed location `ℓ` of the plan (see [`super::plan`]) every image contributes one
+//! complex datapoint `z = [X(f_x) | Y(f_y)] ∈ ℂ^{c_x+c_y}`: the channels' DFT values at the
+//! location's frequency in each layer. Over the `n` images seen so far the accumulator holds
+//!
+//! * `n` (the same for every location: every image reaches every frequency),
+//! * the mean `μ_ℓ ∈ ℂ^d` (`d = c_x + c_y`),
+//! * the centred Hermitian co-moment `M_ℓ = Σ (z − μ_ℓ)(z − μ_ℓ)ᴴ` (`d × d`),
+//!
+//! in f64 complex whatever the input precision. `M_ℓ[..c_x, c_x..]` is the cross co-moment
+//! `Σ (x − μ_x)(y − μ_y)ᴴ`. Images arrive in blocks; each chunk of up to `chunk` images is
+//! gathered into a column-major `chunk × d` matrix per location, centred on its own mean,
+//! multiplied into `M_ℓ` (`M_ℓ += Dᴴ D`, one GEMM per location) and merged with Chan et al.'s
+//! update `M = M_a + M_b + δδᴴ·n_a·n_b/n`, `δ = μ_b − μ_a` — the same update merges two
+//! accumulators ([`ConvMomentAccumulator::merge`]), so any split of the images into shards,
+//! merged in any order, gives the same moments to rounding.
+//!
+//! An accumulator holds either every representative location of the plan or a chosen subset
+//! (a *frequency block*, [`ConvMomentAccumulator::for_locations`]), the unit the engine
+//! spreads across workers.
+
+use faer::reborrow::{IntoConst, ReborrowMut};
+use faer::{Accum, MatMut, MatRef, Par, c64};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ConvError, Side};
+use super::input::{ConvInput, Layout};
+use super::plan::ConvPlan;
+use super::spectrum::Spectrum;
+
+/// Images gathered per GEMM (the product's inner dimension).
+const DEFAULT_CHUNK: usize = 64;
+
+/// The serialisable state of a [`ConvMomentAccumulator`] (what the engine ships between
+/// workers). Complex numbers are stored as interleaved `(re, im)` f64 pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvMomentParts {
+    pub plan: ConvPlan,
+    /// Row-major grid indices of the locations held, ascending.
+    pub locations: Vec<usize>,
+    /// Images seen.
+    pub n: u64,
+    /// Per location, the mean (`d` complex values).
+    pub means: Vec<f64>,
+    /// Per location, the full `d × d` Hermitian co-moment, column-major.
+    pub comoments: Vec<f64>,
+}
+
+/// Streaming per-frequency moments of a pair of conv layers; see the module docs.
+pub struct ConvMomentAccumulator {
+    plan: ConvPlan,
+    locations: Vec<usize>,
+    n: u64,
+    /// `locations.len() × d`.
+    means: Vec<c64>,
+    /// `locations.len() × d × d`, column-major per location.
+    comoments: Vec<c64>,
+    work: Option<Workspace>,
+    chunk: usize,
+}
+
+/// FFT engines and gather buffers, created on the first push and reused.
+struct Workspace {
+    x: Spectrum,
+    y: Spectrum,
+    /// `locations.len() × chunk × d`, column-major `chunk × d` per location.
+    gather: Vec<c64>,
+    block_mean: Vec<c64>,
+}
+
+impl Clone for ConvMomentAccumulator {
+    fn clone(&self) -> Self {
+        ConvMomentAccumulator {
+            plan: self.plan.clone(),
+            locations: self.locations.clone(),
+            n: self.n,
+            means: self.means.clone(),
+            comoments: self.comoments.clone(),
+            work: None,
+            chunk: self.chunk,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConvMomentAccumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConvMomentAccumulator")
+            .field("grid", &self.plan.grid())
+            .field("locations", &self.locations.len())
+            .field("n", &self.n)
+            .finish()
+    }
+}
+
+fn zero() -> c64 {
+    c64::new(0.0, 0.0)
+}
+
+impl ConvMomentAccumulator {
+    /// An empty accumulator over every representative location of `plan`.
+    pub fn new(plan: &ConvPlan) -> Self {
+        let locs = plan.representatives().to_vec();
+        Self::with_locations(plan, locs)
+    }
+
+    /// An empty accumulator over a frequency block: the given representative locations
+    /// (row-major grid indices, e.g. one entry of [`ConvPlan::frequency_blocks`]).
+    pub fn for_locations(plan: &ConvPlan, locations: &[usize]) -> Result<Self, ConvError> {
+        let mut locs = locations.to_vec();
+        locs.sort_unstable();
+        locs.dedup();
+        for &l in &locs {
+            if l >= plan.locations().len() {
+                return Err(ConvError::UnknownLocation {
+                    index: l,
+                    detail: "outside the plan's grid",
+                });
+            }
+            if !plan.locations()[l].representative {
+                return Err(ConvError::UnknownLocation {
+                    index: l,
+                    detail: "a conjugate location; use its representative",
+                });
+            }
+        }
+        Ok(Self::with_locations(plan, locs))
+    }
+
+    fn with_locations(plan: &ConvPlan, locations: Vec<usize>) -> Self {
+        let d = plan.x_shape().channels + plan.y_shape().channels;
+        ConvMomentAccumulator {
+            plan: plan.clone(),
+            means: vec![zero(); locations.len() * d],
+            comoments: vec![zero(); locations.len() * d * d],
+            locations,
+            n: 0,
+            work: None,
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+
+    /// Sets how many images are gathered per GEMM (default 64): larger is faster per image,
+    /// memory is `locations × chunk × (c_x + c_y)` complex values.
+    pub fn with_chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(1);
+        self.work = None;
+        self
+    }
+
+    pub fn plan(&self) -> &ConvPlan {
+        &self.plan
+    }
+
+    /// Row-major grid indices of the locations held, ascending.
+    pub fn locations(&self) -> &[usize] {
+        &self.locations
+    }
+
+    /// Images seen.
+    pub fn n(&self) -> u64 {
+        self.n
+    }
+
+    /// `c_x + c_y`.
+    pub fn dim(&self) -> usize {
+        self.plan.x_shape().channels + self.plan.y_shape().channels
+    }
+
+    /// Position of a grid location in this accumulator.
+    pub(crate) fn slot(&self, location: usize) -> Option<usize> {
+        self.locations.binary_search(&location).ok()
+    }
+
+    /// The mean at held location `location` (row-major grid index).
+    pub fn mean(&self, location: usize) -> Option<&[c64]> {
+        let d = self.dim();
+        self.slot(location).map(|s| &self.means[s * d..(s + 1) * d])
+    }
+
+    /// The full Hermitian co-moment at held location `location`, `d × d` column-major.
+    pub fn comoment(&self, location: usize) -> Option<MatRef<'_, c64>> {
+        let d = self.dim();
+        self.slot(location).map(|s| {
+            MatRef::from_column_major_slice(&self.comoments[s * d * d..(s + 1) * d * d], d, d)
+        })
+    }
+
+    /// Adds a block of images of both layers (the same images, in the same order).
+    pub fn push(&mut self, x: ConvInput<'_>, y: ConvInput<'_>) -> Result<(), ConvError> {
+        if x.images() != y.images() {
+            return Err(ConvError::ImageCountMismatch {
+                x: x.images() as u64,
+                y: y.images() as u64,
+            });
+        }
+        for (side, input, want) in [
+            (Side::X, &x, self.plan.x_shape()),
+            (Side::Y, &y, self.plan.y_shape()),
+        ] {
+            if input.spatial() != want {
+                return Err(ConvError::ShapeChanged {
+                    side,
+                    expected: want.as_array(),
+                    found: input.spatial().as_array(),
+                });
+            }
+        }
+        let d = self.dim();
+        let cx = self.plan.x_shape().channels;
+        let nloc = self.locations.len();
+        let chunk = self.chunk;
+        let needs_new = match &self.work {
+            None => true,
+            Some(w) => w.x.layout() != x.layout() || w.y.layout() != y.layout(),
+        };
+        if needs_new {
+            self.work = Some(Workspace::new(
+                &self.plan,
+                x.layout(),
+                y.layout(),
+                nloc * chunk * d,
+                d,
+            ));
+        }
+        let mut work = self.work.take().expect("workspace just created");
+        let result = (|| {
+            let total = x.images();
+            let mut start = 0;
+            while start < total {
+                let rows = chunk.min(total - start);
+                for b in 0..rows {
+                    let image = start + b;
+                    if let Some(value) = work.x.transform(x.data(), image) {
+                        return Err(ConvError::NonFinite {
+                            side: Side::X,
+                            image: self.n + image as u64,
+                            value,
+                        });
+                    }
+                    if let Some(value) = work.y.transform(y.data(), image) {
+                        return Err(ConvError::NonFinite {
+                            side: Side::Y,
+                            image: self.n + image as u64,
+                            value,
+                        });
+                    }
+                    for (s, &l) in self.locations.iter().enumerate() {
+                        let loc = self.plan.locations()[l];
+                        let g = &mut work.gather[s * chunk * d..(s + 1) * chunk * d];
+                        work.x.extract(loc.x_source, &mut g[b..], chunk);
+                        work.y
+                            .extract(loc.y_source, &mut g[cx * chunk + b..], chunk);
+                    }
+                }
+                // Only after the whole chunk is valid do the moments change, so an error
+                // leaves the accumulator as it was before this chunk.
+                self.absorb_chunk(&mut work, rows);
+                start += rows;
+            }
+            Ok(())
+        })();
+        self.work = Some(work);
+        result
+    }
+
+    fn absorb_chunk(&mut self, work: &mut Workspace, rows: usize) {
+        let d = self.dim();
+        let chunk = self.chunk;
+        let n_a = self.n as f64;
+        let n_b = rows as f64;
+        let n = n_a + n_b;
+        for s in 0..self.locations.len() {
+            let g = &mut work.gather[s * chunk * d..(s + 1) * chunk * d];
+            let mut dm = MatMut::from_column_major_slice_with_stride_mut(g, rows, d, chunk);
+            for c in 0..d {
+                let mut sum = zero();
+                for r in 0..rows {
+                    sum += dm[(r, c)];
+                }
+                let mu = sum / n_b;
+                work.block_mean[c] = mu;
+                for r in 0..rows {
+                    dm[(r, c)] -= mu;
+                }
+            }
+            let dm = dm.into_const();
+            let m = &mut self.comoments[s * d * d..(s + 1) * d * d];
+            let mut mm = MatMut::from_column_major_slice_mut(m, d, d);
+            // M[r, c] += Σ_b z_br · conj(z_bc), i.e. Dᵀ D̄ (the (z − μ)(z − μ)ᴴ convention).
+            faer::linalg::matmul::matmul(
+                mm.rb_mut(),
+                Accum::Add,
+                dm.transpose(),
+                dm.conjugate(),
+                c64::new(1.0, 0.0),
+                Par::Seq,
+            );
+            let mean = &mut self.means[s * d..(s + 1) * d];
+            chan_update(mean, m, n_a, &work.block_mean, n_b, n);
+        }
+        self.n += rows as u64;
+    }
+
+    /// Merges another accumulator over other images (same plan, same locations) into this one.
+    pub fn merge(&mut self, other: &ConvMomentAccumulator) -> Result<(), ConvError> {
+        if self.plan != other.plan {
+            return Err(ConvError::IncompatibleMoments {
+                detail: "different plans (shapes, method or mode)".into(),
+            });
+        }
+        if self.locations != other.locations {
+            return Err(ConvError::IncompatibleMoments {
+                detail: "different frequency locations".into(),
+            });
+        }
+        if other.n == 0 {
+            return Ok(());
+        }
+        if self.n == 0 {
+            self.means.clone_from(&other.means);
+            self.comoments.clone_from(&other.comoments);
+            self.n = other.n;
+            return Ok(());
+        }
+        let d = self.dim();
+        let (n_a, n_b) = (self.n as f64, other.n as f64);
+        let n = n_a + n_b;
+        for s in 0..self.locations.len() {
+            let m = &mut self.comoments[s * d * d..(s + 1) * d * d];
+            for (a, b) in m
+                .iter_mut()
+                .zip(&other.comoments[s * d * d..(s + 1) * d * d])
+            {
+                *a += *b;
+            }
+            chan_update(
+                &mut self.means[s * d..(s + 1) * d],
+                m,
+                n_a,
+                &other.means[s * d..(s + 1) * d],
+                n_b,
+                n,
+            );
+        }
+        self.n += other.n;
+        Ok(())
+    }
+
+    /// The moments of a subset of the held locations (to ship a frequency block to a worker).
+    pub fn select(&self, locations: &[usize]) -> Result<ConvMomentAccumulator, ConvError> {
+        let mut out = Self::for_locations(&self.plan, locations)?;
+        let d = self.dim();
+        for (t, &l) in out.locations.clone().iter().enumerate() {
+            let s = self.slot(l).ok_or(ConvError::UnknownLocation {
+                index: l,
+                detail: "not held by this accumulator",
+            })?;
+            out.means[t * d..(t + 1) * d].copy_from_slice(&self.means[s * d..(s + 1) * d]);
+            out.comoments[t * d * d..(t + 1) * d * d]
+                .copy_from_slice(&self.comoments[s * d * d..(s + 1) * d * d]);
+        }
+        out.n = self.n;
+        Ok(out)
+    }
+
+    /// The serialisable state.
+    pub fn to_parts(&self) -> ConvMomentParts {
+        let flat = |v: &[c64]| v.iter().flat_map(|z| [z.re, z.im]).collect::<Vec<f64>>();
+        ConvMomentParts {
+            plan: self.plan.clone(),
+            locations: self.locations.clone(),
+            n: self.n,
+            means: flat(&self.means),
+            comoments: flat(&self.comoments),
+        }
+    }
+
+    /// Rebuilds an accumulator from [`ConvMomentAccumulator::to_parts`], checking consistency.
+    pub fn from_parts(parts: ConvMomentParts) -> Result<Self, ConvError> {
+        let ConvMomentParts {
+            plan,
+            locations,
+            n,
+            means,
+            comoments,
+        } = parts;
+        let mut acc = Self::for_locations(&plan, &locations)?;
+        if acc.locations != locations {
+            return Err(ConvError::IncompatibleMoments {
+                detail: "locations not ascending and distinct".into(),
+            });
+        }
+        let d = acc.dim();
+        let l = locations.len();
+        if means.len() != 2 * l * d || comoments.len() != 2 * l * d * d {
+            return Err(ConvError::IncompatibleMoments {
+                detail: format!(
+                    "{} mean and {} co-moment values for {l} locations of dimension {d}",
+                    means.len(),
+                    comoments.len()
+                ),
+            });
+        }
+        if means.iter().chain(&comoments).any(|v| !v.is_finite()) {
+            return Err(ConvError::IncompatibleMoments {
+                detail: "non-finite moment values".into(),
+            });
+        }
+        let unflat = |v: &[f64]| v.chunks_exact(2).map(|p| c64::new(p[0], p[1])).collect();
+        acc.means = unflat(&means);
+        acc.comoments = unflat(&comoments);
+        acc.n = n;
+        Ok(acc)
+    }
+}
+
+/// Chan et al.'s update, after `m` already holds `M_a + M_b`: adds `δδᴴ·n_a·n_b/n` and moves
+/// `mean` (= `μ_a`) to the merged mean.
+fn chan_update(mean: &mut [c64], m: &mut [c64], n_a: f64, mean_b: &[c64], n_b: f64, n: f64) {
+    let d = mean.len();
+    if n_a == 0.0 {
+        mean.copy_from_slice(mean_b);
+        return;
+    }
+    let w = n_a * n_b / n;
+    for c in 0..d {
+        let dc = (mean_b[c] - mean[c]).conj() * w;
+        let col = &mut m[c * d..(c + 1) * d];
+        for r in 0..d {
+            col[r] += (mean_b[r] - mean[r]) * dc;
+        }
+    }
+    let f = n_b / n;
+    for (a, b) in mean.iter_mut().zip(mean_b) {
+        *a += (*b - *a) * f;
+    }
+}
+
+impl Workspace {
+    fn new(plan: &ConvPlan, x_layout: Layout, y_layout: Layout, len: usize, d: usize) -> Self {
+        Workspace {
+            x: Spectrum::new(plan.x_shape(), x_layout, plan.complex64()),
+            y: Spectrum::new(plan.y_shape(), y_layout, plan.complex64()),
+            gather: vec![zero(); len],
+            block_mean: vec![zero(); d],
+        }
+    }
+}
