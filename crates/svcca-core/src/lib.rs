@@ -17,6 +17,7 @@
 //! ([`set_parallelism`]); the default is faer's (all rayon threads).
 
 pub mod compare;
+pub mod conv;
 pub mod error;
 pub mod moments;
 pub mod whiten;
