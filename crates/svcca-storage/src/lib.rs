@@ -1,4 +1,33 @@
-//! svcca-storage: reading activations from `.npy` files (module [`npy`]); Arrow IPC datasets,
-//! manifests and object stores are being built (issue 4).
+#![doc = include_str!("../README.md")]
+//!
+//! # Crate map
+//!
+//! - [`npy`]: streaming `.npy` reader (row blocks, bounded memory), used by `svcca compare` on files.
+//! - [`layout`]: the Arrow IPC shard schema, encoder and zero-copy decoder.
+//! - [`manifest`]: the dataset manifest, representation keys and their canonical order.
+//! - [`store`]: dataset URLs (`file://`, plain paths, `s3://`, `gs://`, `az://`, `memory://`) to
+//!   object stores, configured from the environment.
+//! - [`dataset`]: [`open_dataset`] / [`Dataset`]: list representations, stream row blocks.
+//! - [`selector`]: `DATASET_URL#run=..,seed=..,step=..,layer=..` parsing and resolution.
+//! - [`ingest`]: `.npy` / `.npz` / `.safetensors` trees into a dataset ([`ingest()`]).
+//!
+//! Not here: networking (the engine owns workers and gRPC) and maths (svcca-core).
 
+pub mod dataset;
+mod error;
+pub mod ingest;
+pub mod layout;
+pub mod manifest;
 pub mod npy;
+pub mod selector;
+mod sources;
+pub mod store;
+mod template;
+
+pub use dataset::{Dataset, ReadOptions, open_dataset};
+pub use error::StorageError;
+pub use ingest::{IngestConfig, IngestReport, ingest};
+pub use layout::RowBlock;
+pub use manifest::{Manifest, ProbeSet, RepKey, Representation, ShardEntry};
+pub use selector::Selector;
+pub use store::Env;

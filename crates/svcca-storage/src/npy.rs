@@ -677,6 +677,11 @@ impl<R: Read, T: Element> RowBlocks<R, T> {
         }
     }
 
+    /// Changes the size of the following blocks (callers aligning two files block by block).
+    pub fn set_rows_per_block(&mut self, rows: usize) {
+        self.rows_per_block = rows.max(1);
+    }
+
     /// Whether to reject NaN/±Inf (default true).
     pub fn check_finite(mut self, on: bool) -> Self {
         self.check_finite = on;

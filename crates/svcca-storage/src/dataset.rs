@@ -1,0 +1,341 @@
+//! Reading a dataset: [`open_dataset`] reads the manifest; [`Dataset`] lists representations,
+//! resolves [`Selector`]s and streams row blocks with a bounded number of shards in flight.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use sha2::{Digest, Sha256};
+
+use crate::layout::{RowBlock, ShardContext, decode_shard};
+use crate::manifest::{MANIFEST_NAME, Manifest, Representation};
+use crate::selector::Selector;
+use crate::store::{Env, Location};
+use crate::{StorageError, error::is_transient};
+
+/// How a [`Dataset`] reads.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Shards fetched concurrently by the streams; memory is about this many shards (default 4).
+    pub shards_in_flight: usize,
+    /// Check each shard's SHA-256 against the manifest (default true).
+    pub verify_checksums: bool,
+    /// Reject NaN/±Inf values (default true).
+    pub check_finite: bool,
+    /// Extra attempts after a transient store error, with exponential backoff (default 3). The
+    /// cloud clients also retry HTTP requests internally.
+    pub retries: u32,
+    /// First backoff delay (default 100 ms), doubled each attempt.
+    pub retry_backoff: Duration,
+    /// Environment for store configuration (default: the process environment).
+    pub env: Option<Env>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            shards_in_flight: 4,
+            verify_checksums: true,
+            check_finite: true,
+            retries: 3,
+            retry_backoff: Duration::from_millis(100),
+            env: None,
+        }
+    }
+}
+
+impl ReadOptions {
+    pub fn with_shards_in_flight(mut self, n: usize) -> Self {
+        self.shards_in_flight = n.max(1);
+        self
+    }
+    pub fn with_verify_checksums(mut self, on: bool) -> Self {
+        self.verify_checksums = on;
+        self
+    }
+    pub fn with_check_finite(mut self, on: bool) -> Self {
+        self.check_finite = on;
+        self
+    }
+    pub fn with_retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+    pub fn with_env(mut self, env: Env) -> Self {
+        self.env = Some(env);
+        self
+    }
+}
+
+/// An opened dataset: its location and manifest. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    location: Location,
+    manifest: Arc<Manifest>,
+    options: ReadOptions,
+}
+
+/// Opens the dataset at `url` with default options.
+pub async fn open_dataset(url: &str) -> Result<Dataset, StorageError> {
+    Dataset::open(url, ReadOptions::default()).await
+}
+
+/// Fetches an object, retrying transient errors. `Ok(None)` when it does not exist.
+pub(crate) async fn get_with_retry(
+    location: &Location,
+    relative: &str,
+    retries: u32,
+    backoff: Duration,
+) -> Result<Option<bytes::Bytes>, StorageError> {
+    let path = location.child(relative);
+    let mut attempt = 0;
+    loop {
+        let result = match location.store.get(&path).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(b) => return Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) if is_transient(&e) && attempt < retries => {
+                tracing::warn!(location = %location.display(relative), attempt, error = %e, "transient store error, retrying");
+                tokio::time::sleep(backoff * 2u32.saturating_pow(attempt)).await;
+                attempt += 1;
+            }
+            Err(source) => {
+                return Err(StorageError::ObjectStore {
+                    location: location.display(relative),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+impl Dataset {
+    /// Resolves `url` and reads its manifest.
+    pub async fn open(url: &str, options: ReadOptions) -> Result<Dataset, StorageError> {
+        let env = options.env.clone().unwrap_or_else(Env::from_process);
+        let location = crate::store::resolve_with_env(url, &env)?;
+        Self::open_at(location, options).await
+    }
+
+    /// Reads the manifest of an already resolved location.
+    pub async fn open_at(
+        location: Location,
+        options: ReadOptions,
+    ) -> Result<Dataset, StorageError> {
+        let bytes = get_with_retry(
+            &location,
+            MANIFEST_NAME,
+            options.retries,
+            options.retry_backoff,
+        )
+        .await?
+        .ok_or_else(|| StorageError::ManifestNotFound {
+            url: location.url.clone(),
+            manifest: location.display(MANIFEST_NAME),
+        })?;
+        let manifest = Manifest::from_json(&bytes, &location.display(MANIFEST_NAME))?;
+        Ok(Dataset {
+            location,
+            manifest: Arc::new(manifest),
+            options,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.location.url
+    }
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn options(&self) -> &ReadOptions {
+        &self.options
+    }
+
+    /// Every representation, in canonical order (run, seed, step numerically, layer).
+    pub fn representations(&self) -> &[Representation] {
+        &self.manifest.representations
+    }
+
+    /// The representation with this canonical id (`run=..,seed=..,step=..,layer=..`).
+    pub fn representation(&self, id: &str) -> Option<&Representation> {
+        self.manifest.representations.iter().find(|r| r.id() == id)
+    }
+
+    /// The single representation a selector picks (its dataset URL is not consulted).
+    pub fn resolve(&self, selector: &Selector) -> Result<&Representation, StorageError> {
+        selector.resolve_in(self.url(), &self.manifest)
+    }
+
+    /// Fetches and decodes one shard (checksum, schema, row count, nulls and finiteness checked).
+    pub async fn read_shard(
+        &self,
+        rep: &Representation,
+        shard: usize,
+    ) -> Result<Vec<RowBlock>, StorageError> {
+        let id: Arc<str> = rep.id().into();
+        self.read_shard_with_id(rep, &id, shard).await
+    }
+
+    async fn read_shard_with_id(
+        &self,
+        rep: &Representation,
+        id: &Arc<str>,
+        shard: usize,
+    ) -> Result<Vec<RowBlock>, StorageError> {
+        let entry = rep
+            .shards
+            .get(shard)
+            .ok_or_else(|| StorageError::ShardRange {
+                representation: id.to_string(),
+                start: shard,
+                end: shard + 1,
+                shards: rep.shards.len(),
+            })?;
+        let bytes = get_with_retry(
+            &self.location,
+            &entry.path,
+            self.options.retries,
+            self.options.retry_backoff,
+        )
+        .await?
+        .ok_or_else(|| StorageError::ShardMissing {
+            representation: id.to_string(),
+            shard,
+            path: self.location.display(&entry.path),
+        })?;
+        let path = self.location.display(&entry.path);
+        let ctx = ShardContext {
+            representation: id.clone(),
+            shard,
+            path,
+            first_row: entry.row_start,
+            expected_rows: entry.rows,
+            item_shape: rep.item_shape().to_vec(),
+            check_finite: self.options.check_finite,
+        };
+        let expected_sha = self.options.verify_checksums.then(|| entry.sha256.clone());
+        // Hashing, decoding and the finiteness scan are CPU work: keep them off the async workers.
+        tokio::task::spawn_blocking(move || {
+            if let Some(expected) = expected_sha {
+                let actual = hex::encode(Sha256::digest(&bytes));
+                if actual != expected {
+                    return Err(StorageError::ShardChecksum {
+                        representation: ctx.representation.to_string(),
+                        shard: ctx.shard,
+                        path: ctx.path.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            decode_shard(bytes, &ctx)
+        })
+        .await
+        .map_err(|e| StorageError::ShardCorrupt {
+            representation: id.to_string(),
+            shard,
+            path: self.location.display(&entry.path),
+            reason: format!("decoder task failed: {e}"),
+        })?
+    }
+
+    /// Streams the row blocks of shards `shards` (indices into `rep.shards`), in order, with up
+    /// to `shards_in_flight` fetches running ahead.
+    pub fn shard_blocks(
+        &self,
+        rep: &Representation,
+        shards: Range<usize>,
+    ) -> BoxStream<'static, Result<RowBlock, StorageError>> {
+        let id: Arc<str> = rep.id().into();
+        if shards.start > shards.end || shards.end > rep.shards.len() {
+            let err = StorageError::ShardRange {
+                representation: id.to_string(),
+                start: shards.start,
+                end: shards.end,
+                shards: rep.shards.len(),
+            };
+            return stream::once(async move { Err(err) }).boxed();
+        }
+        // Each fetch runs as its own task so that fetching and decoding overlap across shards.
+        let this = self.clone();
+        let rep_owned = Arc::new(rep.clone());
+        stream::iter(shards)
+            .map(move |i| {
+                let (this, rep, id) = (this.clone(), rep_owned.clone(), id.clone());
+                let id_for_err = id.clone();
+                async move {
+                    match tokio::spawn(async move { this.read_shard_with_id(&rep, &id, i).await })
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => Err(StorageError::Cancelled {
+                            representation: id_for_err.to_string(),
+                            shard: i,
+                        }),
+                    }
+                }
+            })
+            .buffered(self.options.shards_in_flight.max(1))
+            .map_ok(|blocks| stream::iter(blocks.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Streams datapoints `rows` of `rep` as row blocks, slicing shards at the range's ends
+    /// without copying. Use this to align two representations whose shards differ.
+    pub fn row_blocks(
+        &self,
+        rep: &Representation,
+        rows: Range<usize>,
+    ) -> BoxStream<'static, Result<RowBlock, StorageError>> {
+        if rows.start > rows.end || rows.end > rep.rows() {
+            let err = StorageError::RowRange {
+                representation: rep.id(),
+                start: rows.start,
+                end: rows.end,
+                rows: rep.rows(),
+            };
+            return stream::once(async move { Err(err) }).boxed();
+        }
+        if rows.is_empty() {
+            return stream::empty().boxed();
+        }
+        let first = rep
+            .shards
+            .iter()
+            .position(|s| s.row_start + s.rows > rows.start)
+            .unwrap_or(0);
+        let last = rep
+            .shards
+            .iter()
+            .rposition(|s| s.row_start < rows.end)
+            .unwrap_or(0);
+        self.shard_blocks(rep, first..last + 1)
+            .try_filter_map(move |b| {
+                let start = rows.start.max(b.first_row);
+                let end = rows.end.min(b.first_row + b.rows);
+                let out = (start < end).then(|| b.slice_rows(start - b.first_row, end - start));
+                async move { Ok(out) }
+            })
+            .boxed()
+    }
+
+    /// Reads a whole representation into one row-major `Vec` (for small ones).
+    pub async fn read_all(&self, rep: &Representation) -> Result<Vec<f32>, StorageError> {
+        let mut out = Vec::with_capacity(rep.rows() * rep.row_len());
+        let mut s = self.shard_blocks(rep, 0..rep.shards.len());
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(b?.values());
+        }
+        Ok(out)
+    }
+}

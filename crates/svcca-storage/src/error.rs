@@ -1,0 +1,248 @@
+//! The storage crate's error type: one enum, struct variants naming the dataset, representation,
+//! shard and row the problem is about, and one place ([`StorageError::is_retryable`]) that says
+//! whether running again can help.
+
+use std::path::PathBuf;
+
+use crate::npy::NpyError;
+
+/// Everything that can go wrong reading, writing or resolving a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    // ---- URLs and stores ----
+    #[error(
+        "unsupported URL scheme '{scheme}' in {url}; use a plain path, file://, s3://, gs://, az:// (or abfs://), or memory://"
+    )]
+    UnknownScheme { url: String, scheme: String },
+    #[error("invalid dataset URL {url}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("no credentials for {url}: {hint}")]
+    MissingCredentials { url: String, hint: String },
+    #[error("cannot configure the object store for {url}: {source}")]
+    StoreConfig {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("object store error at {location}: {source}")]
+    ObjectStore {
+        location: String,
+        source: object_store::Error,
+    },
+
+    // ---- manifest ----
+    #[error("no dataset at {url}: {manifest} not found (create one with `svcca ingest`)")]
+    ManifestNotFound { url: String, manifest: String },
+    #[error("manifest {manifest} is invalid: {reason}")]
+    ManifestInvalid { manifest: String, reason: String },
+
+    // ---- shards ----
+    #[error("representation {representation}: shard {shard} ({path}) is missing from the store")]
+    ShardMissing {
+        representation: String,
+        shard: usize,
+        path: String,
+    },
+    #[error(
+        "representation {representation}: shard {shard} ({path}) is not a valid Arrow IPC file: {reason}"
+    )]
+    ShardCorrupt {
+        representation: String,
+        shard: usize,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "representation {representation}: shard {shard} ({path}) has the wrong schema: {reason}"
+    )]
+    ShardSchema {
+        representation: String,
+        shard: usize,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "representation {representation}: shard {shard} ({path}) has checksum {actual}, the manifest says {expected}; \
+         the shard was changed or damaged after it was written"
+    )]
+    ShardChecksum {
+        representation: String,
+        shard: usize,
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "representation {representation}: shard {shard} ({path}) holds {actual} rows, the manifest says {expected}"
+    )]
+    ShardRows {
+        representation: String,
+        shard: usize,
+        path: String,
+        expected: usize,
+        actual: usize,
+    },
+    #[error(
+        "representation {representation}: shard {shard} has a null at datapoint {row}; activations must not be null"
+    )]
+    NullValue {
+        representation: String,
+        shard: usize,
+        row: usize,
+    },
+    #[error(
+        "representation {representation}: non-finite value ({value}) at datapoint {row}, flat column {col}{}",
+        shard.map(|s| format!(" (shard {s})")).unwrap_or_default()
+    )]
+    NonFinite {
+        representation: String,
+        shard: Option<usize>,
+        row: usize,
+        col: usize,
+        value: f64,
+    },
+    #[error("representation {representation}: the read of shard {shard} was cancelled")]
+    Cancelled {
+        representation: String,
+        shard: usize,
+    },
+    #[error(
+        "representation {representation}: requested rows {start}..{end} but it has {rows} datapoints"
+    )]
+    RowRange {
+        representation: String,
+        start: usize,
+        end: usize,
+        rows: usize,
+    },
+    #[error("representation {representation}: requested shards {start}..{end} but it has {shards}")]
+    ShardRange {
+        representation: String,
+        start: usize,
+        end: usize,
+        shards: usize,
+    },
+
+    // ---- ingest ----
+    #[error(transparent)]
+    Npy(#[from] NpyError),
+    #[error("cannot read {}: {source}", path.display())]
+    SourceIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid {format} file: {reason}", path.display())]
+    SourceCorrupt {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
+    #[error(
+        "{}: tensor '{tensor}' has dtype {dtype}; only F32, F64, F16 and BF16 can be ingested",
+        path.display()
+    )]
+    UnsupportedTensorDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+    #[error("invalid --pattern '{pattern}': {reason}")]
+    InvalidPattern { pattern: String, reason: String },
+    #[error("{}: {reason}", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error("{representation} comes from both {} and {}", first.display(), second.display())]
+    DuplicateRepresentation {
+        representation: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("no input under {} matches the pattern '{pattern}'{}", src.display(),
+        example.as_ref().map(|e| format!(" (for example {e} does not); pass --pattern to describe your layout")).unwrap_or_default())]
+    NoInputs {
+        src: PathBuf,
+        pattern: String,
+        example: Option<String>,
+    },
+    #[error(
+        "representation {representation} ({}) has {actual} datapoints but the probe set has {expected}; \
+         every representation of a dataset must cover the same probe set",
+        source_path.display()
+    )]
+    DatapointMismatch {
+        representation: String,
+        source_path: PathBuf,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("{} ({representation}) has shape {shape:?}: {reason}", source_path.display())]
+    BadShape {
+        representation: String,
+        source_path: PathBuf,
+        shape: Vec<usize>,
+        reason: String,
+    },
+    #[error(
+        "the dataset at {url} already holds different data for {representation}; rerun with --force to replace it"
+    )]
+    Conflict { url: String, representation: String },
+    #[error("probe set mismatch: {reason}")]
+    ProbeMismatch { reason: String },
+
+    // ---- selectors ----
+    #[error("invalid selector '{text}': {reason}")]
+    InvalidSelector { text: String, reason: String },
+    #[error("no representation in {url} matches {selector}{}", if available.is_empty() { String::new() } else { format!("; available: {}", available.join(" | ")) })]
+    NoMatch {
+        url: String,
+        selector: String,
+        available: Vec<String>,
+    },
+    #[error("selector {selector} matches {} representations in {url}: {}; add keys to pick one", matches.len(), matches.join(" | "))]
+    Ambiguous {
+        url: String,
+        selector: String,
+        matches: Vec<String>,
+    },
+}
+
+impl StorageError {
+    /// Whether running the same operation again may succeed (network, throttling, a store that
+    /// was briefly unavailable). Bad data, bad configuration and missing objects are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StorageError::ObjectStore { source, .. } => is_transient(source),
+            StorageError::Cancelled { .. } => true,
+            StorageError::SourceIo { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            StorageError::Npy(NpyError::Io { source, .. }) => {
+                matches!(
+                    source.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Object-store failures worth retrying: everything except those that say the request itself is
+/// wrong (missing object, no permission, bad configuration, unsupported operation).
+pub(crate) fn is_transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    !matches!(
+        e,
+        E::NotFound { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented { .. }
+            | E::UnknownConfigurationKey { .. }
+            | E::AlreadyExists { .. }
+            | E::Precondition { .. }
+            | E::NotModified { .. }
+    )
+}

@@ -1,0 +1,406 @@
+//! Dataset URLs → object stores.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `/abs/path`, `rel/path`, `file:///abs/path` | local filesystem |
+//! | `s3://bucket/prefix` | AWS S3 or any S3-compatible server (path-style requests) |
+//! | `gs://bucket/prefix` | Google Cloud Storage |
+//! | `az://container/prefix`, `abfs[s]://...`, `azure://...` | Azure Blob Storage |
+//! | `memory://name/prefix` | an in-process store shared by name (tests, embedding) |
+//!
+//! Cloud stores are configured from the standard environment variables (`AWS_*`, `GOOGLE_*`,
+//! `AZURE_*`), for example `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//! `AWS_ENDPOINT` (S3-compatible servers such as SeaweedFS or MinIO) and `AWS_ALLOW_HTTP=true`
+//! (plain-HTTP endpoints). Credentials come from the platform, never from flags.
+//!
+//! A store with no credential source in the environment is refused up front with
+//! [`StorageError::MissingCredentials`] rather than hanging on a metadata endpoint. Where
+//! credentials come only from the cloud's instance metadata (an EC2 instance profile, a GCE
+//! service account, an Azure managed identity), set `SVCCA_USE_INSTANCE_CREDENTIALS=1`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+
+use crate::StorageError;
+
+/// A snapshot of the environment variables store configuration reads. Tests build one by hand;
+/// [`Env::from_process`] reads the real environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env(pub BTreeMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env(std::env::vars().collect())
+    }
+
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.0.insert(key.into(), value.into());
+        self
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn truthy(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    }
+}
+
+/// A resolved dataset location: the store and the root prefix inside it.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub root: StorePath,
+    /// The URL as the user gave it (for messages).
+    pub url: String,
+}
+
+impl Location {
+    /// Path of `relative` (`/`-separated) under the dataset root.
+    pub fn child(&self, relative: &str) -> StorePath {
+        let mut p = self.root.clone();
+        for part in relative.split('/').filter(|p| !p.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    /// A human-readable location of `relative` for error messages.
+    pub fn display(&self, relative: &str) -> String {
+        format!("{}/{}", self.url.trim_end_matches('/'), relative)
+    }
+}
+
+fn memory_stores() -> &'static Mutex<BTreeMap<String, Arc<dyn ObjectStore>>> {
+    static STORES: OnceLock<Mutex<BTreeMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+/// Resolves a dataset URL with the process environment.
+pub fn resolve(url: &str) -> Result<Location, StorageError> {
+    resolve_with_env(url, &Env::from_process())
+}
+
+/// Resolves a dataset URL. `create_local` makes a missing local directory (for ingest).
+pub fn resolve_with_env(url: &str, env: &Env) -> Result<Location, StorageError> {
+    resolve_inner(url, env, false)
+}
+
+/// As [`resolve`], creating the local directory if the URL is a local path that does not exist.
+pub fn resolve_for_write(url: &str, env: &Env) -> Result<Location, StorageError> {
+    resolve_inner(url, env, true)
+}
+
+fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, StorageError> {
+    let invalid = |reason: String| StorageError::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let scheme = match url.find("://") {
+        Some(i) => Some(url[..i].to_ascii_lowercase()),
+        None => None,
+    };
+    let Some(scheme) = scheme else {
+        return local(std::path::Path::new(url), url, create_local);
+    };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let prefix =
+        |p: &str| StorePath::parse(p.trim_matches('/')).map_err(|e| invalid(e.to_string()));
+    match scheme.as_str() {
+        "file" => {
+            let path = parsed
+                .to_file_path()
+                .map_err(|_| invalid("not an absolute local path".into()))?;
+            local(&path, url, create_local)
+        }
+        "memory" => {
+            let name = parsed.host_str().unwrap_or("").to_string();
+            let store = memory_stores()
+                .lock()
+                .expect("memory store registry")
+                .entry(name)
+                .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))
+                .clone();
+            Ok(Location {
+                store,
+                root: prefix(parsed.path())?,
+                url: url.to_string(),
+            })
+        }
+        "s3" | "s3a" => {
+            check_aws_credentials(url, env)?;
+            let mut b = object_store::aws::AmazonS3Builder::new();
+            for (k, v) in &env.0 {
+                if k.starts_with("AWS_")
+                    && let Ok(key) = k.to_ascii_lowercase().parse()
+                {
+                    b = b.with_config(key, v);
+                }
+            }
+            // S3-compatible servers (SeaweedFS, MinIO) want path-style requests; AWS accepts them.
+            let store = b
+                .with_url(url)
+                .with_virtual_hosted_style_request(env.truthy("AWS_VIRTUAL_HOSTED_STYLE_REQUEST"))
+                .build()
+                .map_err(|source| StorageError::StoreConfig {
+                    url: url.into(),
+                    source,
+                })?;
+            Ok(Location {
+                store: Arc::new(store),
+                root: prefix(parsed.path())?,
+                url: url.into(),
+            })
+        }
+        "gs" => {
+            check_gcp_credentials(url, env)?;
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::new();
+            for (k, v) in &env.0 {
+                if k.starts_with("GOOGLE_")
+                    && let Ok(key) = k.to_ascii_lowercase().parse()
+                {
+                    b = b.with_config(key, v);
+                }
+            }
+            if let Some(sa) = env.get("SERVICE_ACCOUNT") {
+                b = b.with_service_account_path(sa);
+            }
+            let store = b
+                .with_url(url)
+                .build()
+                .map_err(|source| StorageError::StoreConfig {
+                    url: url.into(),
+                    source,
+                })?;
+            Ok(Location {
+                store: Arc::new(store),
+                root: prefix(parsed.path())?,
+                url: url.into(),
+            })
+        }
+        "az" | "abfs" | "abfss" | "azure" | "adl" => {
+            check_azure_credentials(url, env)?;
+            let mut b = object_store::azure::MicrosoftAzureBuilder::new();
+            for (k, v) in &env.0 {
+                if k.starts_with("AZURE_")
+                    && let Ok(key) = k.to_ascii_lowercase().parse()
+                {
+                    b = b.with_config(key, v);
+                }
+            }
+            let store = b
+                .with_url(url)
+                .build()
+                .map_err(|source| StorageError::StoreConfig {
+                    url: url.into(),
+                    source,
+                })?;
+            Ok(Location {
+                store: Arc::new(store),
+                root: prefix(parsed.path())?,
+                url: url.into(),
+            })
+        }
+        _ => Err(StorageError::UnknownScheme {
+            url: url.to_string(),
+            scheme,
+        }),
+    }
+}
+
+fn local(path: &std::path::Path, url: &str, create: bool) -> Result<Location, StorageError> {
+    if create {
+        std::fs::create_dir_all(path).map_err(|source| StorageError::SourceIo {
+            path: path.into(),
+            source,
+        })?;
+    }
+    let abs = std::path::absolute(path).map_err(|source| StorageError::SourceIo {
+        path: path.into(),
+        source,
+    })?;
+    // The filesystem store is rooted at `/` so that paths under the dataset are plain children;
+    // `from_absolute_path` percent-encodes what object_store paths cannot hold.
+    let root = StorePath::from_absolute_path(&abs).map_err(|e| StorageError::InvalidUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Location {
+        store: Arc::new(object_store::local::LocalFileSystem::new()),
+        root,
+        url: url.to_string(),
+    })
+}
+
+const INSTANCE: &str = "SVCCA_USE_INSTANCE_CREDENTIALS";
+
+fn check_aws_credentials(url: &str, env: &Env) -> Result<(), StorageError> {
+    let ok = (env.has("AWS_ACCESS_KEY_ID") && env.has("AWS_SECRET_ACCESS_KEY"))
+        || (env.has("AWS_WEB_IDENTITY_TOKEN_FILE") && env.has("AWS_ROLE_ARN"))
+        || env.has("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || env.has("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        || env.truthy("AWS_SKIP_SIGNATURE")
+        || env.truthy(INSTANCE);
+    if ok {
+        return Ok(());
+    }
+    let hint = if env.has("AWS_ACCESS_KEY_ID") {
+        "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_string()
+    } else if env.has("AWS_PROFILE") {
+        format!(
+            "AWS_PROFILE is not read; export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (e.g. `eval $(aws configure export-credentials --format env)`), or set {INSTANCE}=1 on EC2"
+        )
+    } else {
+        format!(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_ENDPOINT and AWS_ALLOW_HTTP=true for an S3-compatible server), \
+             use IRSA (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), AWS_SKIP_SIGNATURE=true for a public bucket, or {INSTANCE}=1 for an EC2 instance profile"
+        )
+    };
+    Err(StorageError::MissingCredentials {
+        url: url.into(),
+        hint,
+    })
+}
+
+fn check_gcp_credentials(url: &str, env: &Env) -> Result<(), StorageError> {
+    let adc = env
+        .get("HOME")
+        .map(|h| {
+            std::path::Path::new(h).join(".config/gcloud/application_default_credentials.json")
+        })
+        .is_some_and(|p| p.is_file());
+    let ok = [
+        "GOOGLE_SERVICE_ACCOUNT",
+        "GOOGLE_SERVICE_ACCOUNT_PATH",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "SERVICE_ACCOUNT",
+        "GOOGLE_BEARER_TOKEN",
+    ]
+    .iter()
+    .any(|k| env.has(k))
+        || env.truthy("GOOGLE_SKIP_SIGNATURE")
+        || env.truthy(INSTANCE)
+        || adc;
+    if ok {
+        return Ok(());
+    }
+    Err(StorageError::MissingCredentials {
+        url: url.into(),
+        hint: format!(
+            "set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT_KEY), run `gcloud auth application-default login`, \
+             or set {INSTANCE}=1 to use the GCE/GKE metadata server"
+        ),
+    })
+}
+
+fn check_azure_credentials(url: &str, env: &Env) -> Result<(), StorageError> {
+    let ok = [
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_ACCESS_KEY",
+        "AZURE_STORAGE_MASTER_KEY",
+        "AZURE_STORAGE_SAS_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_STORAGE_TOKEN",
+        "AZURE_FEDERATED_TOKEN_FILE",
+    ]
+    .iter()
+    .any(|k| env.has(k))
+        || (env.has("AZURE_CLIENT_SECRET") || env.has("AZURE_STORAGE_CLIENT_SECRET"))
+        || env.truthy("AZURE_STORAGE_USE_EMULATOR")
+        || env.truthy("AZURE_USE_AZURE_CLI")
+        || env.truthy("AZURE_SKIP_SIGNATURE")
+        || env.truthy(INSTANCE);
+    if ok {
+        return Ok(());
+    }
+    Err(StorageError::MissingCredentials {
+        url: url.into(),
+        hint: format!(
+            "set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, use workload identity \
+             (AZURE_FEDERATED_TOKEN_FILE), a service principal (AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID), \
+             or set {INSTANCE}=1 for a managed identity"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_scheme() {
+        let e = resolve_with_env("ftp://host/x", &Env::default()).unwrap_err();
+        assert!(
+            matches!(e, StorageError::UnknownScheme { ref scheme, .. } if scheme == "ftp"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("ftp://host/x"));
+    }
+
+    #[test]
+    fn missing_credentials_are_refused_up_front() {
+        for url in ["s3://bucket/ds", "gs://bucket/ds", "az://container/ds"] {
+            let e =
+                resolve_with_env(url, &Env::default().with("HOME", "/nonexistent")).unwrap_err();
+            assert!(
+                matches!(e, StorageError::MissingCredentials { .. }),
+                "{url}: {e}"
+            );
+            assert!(e.to_string().contains(INSTANCE));
+        }
+        let e = resolve_with_env("s3://b/ds", &Env::default().with("AWS_ACCESS_KEY_ID", "x"))
+            .unwrap_err();
+        assert!(e.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{e}");
+    }
+
+    #[test]
+    fn cloud_urls_configure_from_env() {
+        let env = Env::default()
+            .with("AWS_ACCESS_KEY_ID", "k")
+            .with("AWS_SECRET_ACCESS_KEY", "s")
+            .with("AWS_ENDPOINT", "http://127.0.0.1:9")
+            .with("AWS_ALLOW_HTTP", "true");
+        let loc = resolve_with_env("s3://bucket/some/prefix", &env).unwrap();
+        assert_eq!(loc.root.as_ref(), "some/prefix");
+        assert!(format!("{}", loc.store).contains("bucket"));
+
+        let env = Env::default().with("GOOGLE_SERVICE_ACCOUNT_KEY", "{}");
+        // An invalid key is a configuration error, not a panic.
+        assert!(resolve_with_env("gs://bucket/p", &env).is_err());
+
+        let env = Env::default()
+            .with("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+            .with("AZURE_STORAGE_ACCOUNT_KEY", "a2V5");
+        let loc = resolve_with_env("az://container/p/q", &env).unwrap();
+        assert_eq!(loc.root.as_ref(), "p/q");
+        let e = resolve_with_env(
+            "az://container/p",
+            &Env::default().with("AZURE_STORAGE_ACCOUNT_KEY", "a2V5"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, StorageError::StoreConfig { .. }), "{e}");
+    }
+
+    #[test]
+    fn local_paths_and_file_urls_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = resolve_with_env(dir.path().to_str().unwrap(), &Env::default()).unwrap();
+        let b =
+            resolve_with_env(&format!("file://{}", dir.path().display()), &Env::default()).unwrap();
+        assert_eq!(a.root, b.root);
+        assert!(resolve_with_env("file://relative/x", &Env::default()).is_err());
+    }
+}
