@@ -1,11 +1,59 @@
-//! `svcca submit` (not built yet: see the open issues).
+//! `svcca submit`: sends a job spec to a coordinator, and optionally follows it to the end.
 
+use std::path::PathBuf;
+
+use svcca_engine::client;
+use svcca_engine::coordinator::JobState;
+
+use super::coordinator::{failure, runtime};
+use super::status::describe;
 use crate::exit::{CmdResult, Failure};
 
-/// Not built yet.
+/// Submit a job (a JOB.toml file) to a coordinator and print its id. Paths and URLs in the job
+/// spec are read by the coordinator and the workers: use object-store URLs or absolute paths
+/// they can all see. With --wait, follow the job (progress on stderr) and exit with its outcome:
+/// 0 on success, 10 when it failed for good (bad input), 11 when a retry could succeed (lost
+/// workers, storage errors, an unreachable coordinator).
 #[derive(Debug, clap::Args)]
-pub struct SubmitArgs {}
+pub struct SubmitArgs {
+    /// The coordinator's URL, e.g. `http://svcca-coordinator:50051`.
+    #[arg(long, env = "SVCCA_COORDINATOR")]
+    pub coordinator: String,
+    /// The job spec file.
+    pub job: PathBuf,
+    /// Wait for the job to end, printing progress; exit with its outcome.
+    #[arg(long)]
+    pub wait: bool,
+}
 
-pub fn run(_args: SubmitArgs) -> CmdResult {
-    Err(Failure::fatal("`svcca submit` is not built yet"))
+pub fn run(args: SubmitArgs) -> CmdResult {
+    let text = std::fs::read_to_string(&args.job)
+        .map_err(|e| Failure::fatal(format!("cannot read job file {}: {e}", args.job.display())))?;
+    let runtime = runtime()?;
+    let url = args.coordinator.clone();
+    let outcome = runtime.block_on(async move {
+        let job_id = client::submit(&url, text).await.map_err(failure)?;
+        println!("{job_id}");
+        if !args.wait {
+            return Ok(());
+        }
+        let mut last = None;
+        let info = client::wait_for_job(&url, &job_id, |info| {
+            let shown = (info.state, info.progress, info.workers_alive);
+            if last != Some(shown) {
+                last = Some(shown);
+                eprintln!("{}", describe(info));
+            }
+        })
+        .await
+        .map_err(failure)?;
+        if info.state == JobState::Succeeded {
+            for line in info.summary.iter().flat_map(|s| s.lines.iter()) {
+                println!("{line}");
+            }
+        }
+        client::job_result(info).map(|_| ()).map_err(failure)
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    outcome
 }

@@ -1,11 +1,70 @@
-//! `svcca worker` (not built yet: see the open issues).
+//! `svcca worker`: registers with a coordinator and runs the tasks it leases.
 
-use crate::exit::{CmdResult, Failure};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-/// Not built yet.
+use svcca_engine::worker::{Worker, WorkerConfig};
+
+use super::coordinator::{failure, parse_duration, runtime, shutdown_signal};
+use crate::exit::CmdResult;
+
+/// Run a worker: it connects to the coordinator (waiting for it if needed), pulls tasks, reads
+/// shards from the object store and reports results. It serves gRPC health on --health-listen
+/// (service `liveness`: the process is up; `readiness`: registered and not draining). On SIGTERM
+/// it stops taking tasks, finishes those it holds within --drain-timeout, hands back the rest,
+/// and exits 0.
 #[derive(Debug, clap::Args)]
-pub struct WorkerArgs {}
+pub struct WorkerArgs {
+    /// The coordinator's URL, e.g. `http://svcca-coordinator:50051`.
+    #[arg(long, env = "SVCCA_COORDINATOR")]
+    pub coordinator: String,
+    /// Tasks to run at once.
+    #[arg(long, env = "SVCCA_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Compute threads per task (default: the cores divided by --concurrency).
+    #[arg(long, env = "SVCCA_THREADS")]
+    pub threads: Option<usize>,
+    /// Address to serve gRPC health on.
+    #[arg(long, env = "SVCCA_HEALTH_LISTEN", default_value = "0.0.0.0:50052")]
+    pub health_listen: SocketAddr,
+    /// On SIGTERM, how long to wait for running tasks before handing them back.
+    #[arg(long, env = "SVCCA_DRAIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Name shown in the coordinator's logs (default: $HOSTNAME, the pod name on Kubernetes).
+    #[arg(long, env = "SVCCA_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Testing only: run the scheduler's arithmetic test tasks (see `svcca coordinator`).
+    #[arg(long, hide = true)]
+    pub test_sum_jobs: bool,
+}
 
-pub fn run(_args: WorkerArgs) -> CmdResult {
-    Err(Failure::fatal("`svcca worker` is not built yet"))
+pub fn run(args: WorkerArgs) -> CmdResult {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let concurrency = args.concurrency.max(1);
+    let threads = args.threads.unwrap_or(cores / concurrency).max(1);
+    let executor: std::sync::Arc<dyn svcca_engine::driver::TaskExecutor> = if args.test_sum_jobs {
+        std::sync::Arc::new(svcca_engine::coordinator::testkit::SumExecutor::new())
+    } else {
+        svcca_engine::task_executor(
+            svcca_engine::exec::ExecutorConfig::default().with_threads(threads),
+        )
+    };
+    let name = args
+        .name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let config = WorkerConfig::new(args.coordinator.clone())
+        .with_name(name)
+        .with_concurrency(concurrency)
+        .with_health_listen(Some(args.health_listen))
+        .with_drain_timeout(args.drain_timeout);
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(Worker::new(config, executor).run(shutdown_signal()));
+    // Tasks abandoned at the drain timeout may still be computing on blocking threads: do not
+    // wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    outcome.map(|_| ()).map_err(failure)
 }
