@@ -6,7 +6,9 @@ of the process tree's largest process) inside `timeout`, so a NumPy run past the
 and reported as a lower bound. Both sides get the same thread count (`--threads`, default 2):
 `OMP_NUM_THREADS`/`OPENBLAS_NUM_THREADS`/`MKL_NUM_THREADS` for NumPy (with `OPENBLAS_CORETYPE` and
 `OPENBLAS_L2_SIZE` removed from that command's environment only, see README) and
-`RAYON_NUM_THREADS` for svcca. The 1-minute load average is recorded before every measurement.
+`RAYON_NUM_THREADS`/`SVCCA_THREADS` for svcca. The 1-minute load average and the idle fraction of the cores over
+2 s are recorded before every run; `--wait-idle F` waits (up to `--wait-max` s) for the cores to be
+at least F idle first.
 
 Items (`--only`, default all):
   issue2   dense CCA and SVCCA (99%) vs google's NumPy recipe, plus compare at 10× the datapoints
@@ -64,6 +66,32 @@ def loadavg():
     return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def cpu_idle(seconds=2.0):
+    """Fraction of all cores idle over the next `seconds` (from /proc/stat): the other work on
+    the machine right before a measurement, unlike the lagging load average."""
+
+    def snap():
+        vals = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return vals[3] + vals[4], sum(vals)  # idle + iowait, total
+
+    i0, t0 = snap()
+    time.sleep(seconds)
+    i1, t1 = snap()
+    return (i1 - i0) / max(1, t1 - t0)
+
+
+QUIET = {"idle": 0.0, "max_wait": 0}
+
+
+def wait_for_quiet():
+    """Waits (up to QUIET['max_wait'] s) until the cores are at least QUIET['idle'] idle."""
+    deadline = time.time() + QUIET["max_wait"]
+    idle = cpu_idle()
+    while idle < QUIET["idle"] and time.time() < deadline:
+        idle = cpu_idle(5.0)
+    return idle
+
+
 def np_env(threads):
     env = dict(os.environ)
     # These make a current OpenBLAS pick slower kernels on some processors; they are unset for
@@ -78,6 +106,7 @@ def np_env(threads):
 def svcca_env(threads):
     env = dict(os.environ)
     env["RAYON_NUM_THREADS"] = str(threads)
+    env["SVCCA_THREADS"] = str(threads)  # `svcca compare --threads`
     env.setdefault("SVCCA_LOG", "warn")
     return env
 
@@ -123,6 +152,7 @@ def parse_json_stream(text):
 def measure_once(cmd, env, timeout, cwd=None):
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         full = ["/usr/bin/time", "-v", "-o", tf.name, "timeout", "-k", "10", str(timeout), *cmd]
+        idle = wait_for_quiet()
         load = loadavg()
         t = time.perf_counter()
         p = subprocess.run(full, env=env, capture_output=True, text=True, cwd=cwd)
@@ -137,6 +167,7 @@ def measure_once(cmd, env, timeout, cwd=None):
         "rss_mb": round(info.get("rss_mb", float("nan")), 1),
         "cpu_pct": info.get("cpu_pct"),
         "load_1m_before": load[0],
+        "idle_before": round(idle, 2),
         "stderr_tail": p.stderr[-1500:],
     }
     objs = parse_json_stream(p.stdout)
@@ -164,6 +195,7 @@ def measure(label, cmd, env, timeout, repeat_below_s=20.0, repeats=3, cwd=None):
     best["wall_s"] = round(statistics.median(walls), 3)
     best["rss_mb"] = max(r["rss_mb"] for r in runs)
     best["load_1m_before"] = [r["load_1m_before"] for r in runs]
+    best["idle_before"] = [r["idle_before"] for r in runs]
     status = "TIMED OUT (lower bound)" if best["timed_out"] else f"rc={best['rc']}"
     print(f"    -> {best['wall_s']:.2f} s, {best['rss_mb']:.0f} MB, {status}", file=sys.stderr, flush=True)
     if best["rc"] != 0 and not best["timed_out"]:
@@ -248,7 +280,8 @@ def write_results(name, payload, md):
 
 
 def loads(*recs):
-    return "/".join(f"{r['load_1m_before'][0]:.1f}" for r in recs)
+    """`load 1m, idle%` before the (first) run of each record."""
+    return " / ".join(f"{r['load_1m_before'][0]:.1f}, {r['idle_before'][0]:.0%}" for r in recs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,10 +358,10 @@ def issue2(args, sizes, machine):
     md = (
         f"### Issue 2: dense CCA and SVCCA (threads: {args.threads} each side; profile: {args.profile})\n\n"
         "| neurons × datapoints | metric | svcca mode | dims kept x/y | svcca s | svcca RSS MB | NumPy s | "
-        "NumPy RSS MB | speed-up | RSS svcca/NumPy | abs Δ mean | load 1m (svcca/NumPy) |\n"
+        "NumPy RSS MB | speed-up | RSS svcca/NumPy | abs Δ mean | load 1m, idle before (svcca / NumPy) |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "Memory against file size (svcca streams row blocks):\n\n"
-        "| program | neurons × datapoints | metric | input MB (x+y) | wall s | peak RSS MB | load 1m |\n"
+        "| program | neurons × datapoints | metric | input MB (x+y) | wall s | peak RSS MB | load 1m, idle before |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(mem_rows) + "\n"
     )
     write_results("issue2", {"machine": machine, "records": recs}, md)
@@ -369,7 +402,7 @@ def issue3(args, sizes, machine):
     md = (
         f"### Issue 3: conv layers, DFT method (threads: {args.threads} each side; profile: {args.profile})\n\n"
         "| images × h × w × c | svcca mode | svcca s | svcca RSS MB | NumPy s | NumPy RSS MB | speed-up | "
-        "RSS svcca/NumPy | abs Δ mean of all coefs | load 1m (svcca/NumPy) |\n"
+        "RSS svcca/NumPy | abs Δ mean of all coefs | load 1m, idle before (svcca / NumPy) |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
     write_results("issue3", {"machine": machine, "records": {"svcca": sv, "svcca_google": svg, "numpy": npr}}, md)
@@ -440,13 +473,17 @@ def issue5(args, sizes, machine):
         recs["ingest"] = measure("svcca ingest", cmd, svcca_env(args.threads), args.svcca_timeout, repeat_below_s=0)
         recs["ingest"]["bytes"] = sum(Path(f).stat().st_size for f in files)
 
-    def sweep(workers, threads):
-        out = root / f"sweep_out_w{workers}_t{threads}"
+    def sweep(workers, cores):
+        """`svcca sweep` shares the cores it may run on between its workers (threads = cores /
+        workers), so 1 worker on 1 core is pinned with taskset."""
+        out = root / f"sweep_out_w{workers}_c{cores}"
         if out.exists():
             subprocess.run(["rm", "-rf", str(out)], check=True)
         cmd = [args.svcca, "sweep", f"file://{dataset}", "--out", f"file://{out}", "--compare", "all-pairs",
                "--metric", "svcca", "--workers", str(workers), *shlex.split(args.sweep_extra)]
-        rec = measure(f"svcca sweep workers={workers} threads={threads}", cmd, svcca_env(threads),
+        if cores < (os.cpu_count() or 1):
+            cmd = ["taskset", "-c", ",".join(str(c) for c in range(cores)), *cmd]
+        rec = measure(f"svcca sweep workers={workers} cores={cores}", cmd, svcca_env(max(1, cores // workers)),
                       args.svcca_timeout, repeat_below_s=0)
         rec["results"] = _sweep_results(out)
         return rec
@@ -479,6 +516,8 @@ def issue5(args, sizes, machine):
     recs["compare_loop"]["pairs_done"] = min(args.compare_pairs, n_pairs)
 
     recs["sweep_w1"] = sweep(1, 1)
+    if args.threads > 1:
+        recs["sweep_w1_allcores"] = sweep(1, args.threads)
     recs["gemm"] = measure("numpy GEMM/SYRK rates", [PY, NP_BENCH, "gemm", str(cfg["n"]), str(cfg["d"]), "40"],
                            np_env_t, args.np_timeout, repeat_below_s=0)
     recs["gemm_1t"] = measure("numpy GEMM/SYRK rates (1 thread)",
@@ -561,6 +600,12 @@ def issue5(args, sizes, machine):
         recs["sweep_w1"]["results_pairs"] = len(recs["sweep_w1"].pop("results"))
 
     t1, t2 = recs["sweep_w1"]["wall_s"], sweep2["wall_s"]
+    w1all = "not run"
+    if recs.get("sweep_w1_allcores"):
+        r = recs["sweep_w1_allcores"]
+        w1all = f"{fmt_s(r)} s, peak RSS {r['rss_mb']:.0f} MB"
+        if r.get("results") is not None:
+            r["results_pairs"] = len(r.pop("results"))
     eff = t1 / (2 * t2) if t2 else float("nan")
     g = (recs["gemm"].get("json") or {}).get("rates", {})
     g1 = (recs["gemm_1t"].get("json") or {}).get("rates", {})
@@ -579,16 +624,17 @@ def issue5(args, sizes, machine):
         f"{n_pairs} pairs (threads: {args.threads} each side; profile: {args.profile})\n\n"
         f"Directions kept per representation (NumPy covariance route): min {min(ks) if ks else 'n/a'}, "
         f"max {max(ks) if ks else 'n/a'}, total {k_total}. Agreement sweep vs whiten-once NumPy: {agree}.\n\n"
-        "| variant | pairs measured | measured s | all pairs s | peak RSS MB | sweep speed-up (target) | load 1m |\n"
+        "| variant | pairs measured | measured s | all pairs s | peak RSS MB | sweep speed-up (target) | load 1m, idle before |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"Flops of the whiten-once plan (symmetric products counted once): Gram per representation "
         f"{n_reps} × n·d² + projections 2·n·d·Σk + all-pairs Gram n·(Σk)² = {gemm_flops / 1e9:,.0f} GFLOP "
         f"(+ ~{eig_flops / 1e9:,.0f} GFLOP in {n_reps} eigendecompositions of {d} × {d}, rough 9d³ each). "
         f"Sweep effective rate on the GEMM part: {sweep_rate:.1f} GFLOP/s; NumPy/OpenBLAS float64 SYRK "
         f"(n·d² at {n:,} × {d}) on this machine: {syrk2} GFLOP/s with {args.threads} threads, {syrk1} with 1.\n\n"
-        f"1 → 2 workers: {t1:.2f} s (1 worker, RAYON_NUM_THREADS=1) → {t2:.2f} s (2 workers, "
-        f"RAYON_NUM_THREADS={args.threads}); parallel efficiency T1 / (2·T2) = {eff:.0%} (target ≥ 85%: "
-        f"{'met' if eff >= 0.85 else 'NOT met'}).\n" + ingest_line
+        f"1 → 2 workers: {t1:.2f} s (1 worker pinned to 1 core with taskset) → {t2:.2f} s (2 workers on "
+        f"2 cores, 1 thread each); parallel efficiency T1 / (2·T2) = {eff:.0%} (target ≥ 85%: "
+        f"{'met' if eff >= 0.85 else 'NOT met'}). One worker with 2 threads on both cores: "
+        f"{w1all}.\n" + ingest_line
     )
     write_results("issue5", {"machine": machine, "config": cfg, "ks": ks, "gemm_gflop": gemm_flops / 1e9,
                              "records": recs, "compare_loop_stdout_json": cl_out}, md)
@@ -613,9 +659,13 @@ def main():
     ap.add_argument("--compare-pairs", type=int, default=60)
     ap.add_argument("--sweep-extra", default="", help="extra arguments for `svcca sweep`")
     ap.add_argument("--reingest", action="store_true")
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="before each run wait until this fraction of the cores is idle (e.g. 0.8)")
+    ap.add_argument("--wait-max", type=int, default=120, help="longest wait for --wait-idle, s")
     args = ap.parse_args()
     args.svcca = str(Path(args.svcca).resolve())
     sizes = QUICK if args.quick else FULL
+    QUIET.update(idle=args.wait_idle, max_wait=args.wait_max)
     machine = machine_info(args)
     print(json.dumps(machine, indent=1), file=sys.stderr)
     for item in args.only or ["issue2", "issue3", "issue5"]:
