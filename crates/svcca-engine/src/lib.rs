@@ -7,7 +7,25 @@
 //! - the *cluster* half (`coordinator`, `worker`, `client`) knows gRPC, leases, heartbeats and
 //!   retries, and treats tasks as opaque.
 
+pub mod cache;
 pub mod client;
 pub mod coordinator;
 pub mod driver;
+pub mod exec;
+pub mod job;
+pub mod outputs;
+pub mod plan;
+pub mod source;
+pub mod spec;
 pub mod worker;
+
+/// The sweep job logic for a coordinator: builds a [`job::SweepDriver`] from a job spec's TOML,
+/// reading datasets through svcca-storage.
+pub fn job_factory() -> std::sync::Arc<dyn driver::JobDriverFactory> {
+    std::sync::Arc::new(job::SweepFactory::new(std::sync::Arc::new(source::StorageOpener::default())))
+}
+
+/// The sweep task runner for a worker ([`exec::SweepExecutor`] over svcca-storage datasets).
+pub fn task_executor(config: exec::ExecutorConfig) -> std::sync::Arc<dyn driver::TaskExecutor> {
+    std::sync::Arc::new(exec::SweepExecutor::new(std::sync::Arc::new(source::StorageOpener::default()), config))
+}

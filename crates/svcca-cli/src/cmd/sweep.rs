@@ -1,11 +1,168 @@
-//! `svcca sweep` (not built yet: see the open issues).
+//! `svcca sweep`: runs a comparison job on an embedded cluster (a coordinator and N in-process
+//! workers on loopback), from a job file or from flags.
+
+use std::io::IsTerminal;
+
+use svcca_engine::exec::ExecutorConfig;
+use svcca_engine::spec::{ComparisonPlan, JobSpec, KeepRule, Metric, Mode, parse_where};
 
 use crate::exit::{CmdResult, Failure};
 
-/// Not built yet.
+/// Compare many representations at once: all pairs, each checkpoint against the final one, or
+/// each layer across seeds. Results (results.json, one matrix per metric as CSV and Arrow IPC,
+/// summary.json) go under --out; rerunning the same job resumes, and later runs reuse each
+/// representation's cached statistics.
+///
+/// Examples:
+///   svcca sweep JOB.toml
+///   svcca sweep ./digits-ds --out ./sweep --compare vs-final --where run=mlp --metric svcca --metric cka
 #[derive(Debug, clap::Args)]
-pub struct SweepArgs {}
+#[command(verbatim_doc_comment)]
+pub struct SweepArgs {
+    /// A job spec file (`*.toml`), or a dataset URL/path when used with --out.
+    pub target: String,
+    /// Output URL or folder (required with a dataset; overrides `output` of a job file).
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Which pairs to compare.
+    #[arg(long, value_parser = ["all-pairs", "vs-final", "cross-seed"])]
+    pub compare: Option<String>,
+    /// Keep representations whose field matches (run, seed, step, layer or a tag; globs allowed).
+    /// Repeat for several fields; the same field twice means either value.
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// Metric to compute (repeatable): svcca, cca, pwcca, cka. Default svcca.
+    #[arg(long = "metric", value_parser = ["svcca", "cca", "pwcca", "cka"])]
+    pub metrics: Vec<String>,
+    /// In-process workers (default: the number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// SVCCA keeps the fewest directions explaining this fraction of variance (default 0.99).
+    #[arg(long, conflicts_with = "keep_dims")]
+    pub keep_variance: Option<f64>,
+    /// SVCCA keeps this many directions.
+    #[arg(long)]
+    pub keep_dims: Option<usize>,
+    /// Follow google/svcca's arithmetic (regularised covariance, truncated mean).
+    #[arg(long)]
+    pub google_compat: bool,
+    /// Memory bound per task on a worker, MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Replace the results of a different job found at --out.
+    #[arg(long)]
+    pub overwrite: bool,
+}
 
-pub fn run(_args: SweepArgs) -> CmdResult {
-    Err(Failure::fatal("`svcca sweep` is not built yet"))
+fn spec_error(e: impl std::fmt::Display) -> Failure {
+    Failure::fatal(e.to_string())
+}
+
+/// The job spec the arguments describe.
+pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
+    let is_file = args.target.ends_with(".toml") && std::path::Path::new(&args.target).is_file();
+    let mut spec = if is_file {
+        let text = std::fs::read_to_string(&args.target)
+            .map_err(|e| Failure::fatal(format!("cannot read job file {}: {e}", args.target)))?;
+        let mut spec = JobSpec::parse_toml(&text).map_err(|e| Failure::fatal(format!("{}: {e}", args.target)))?;
+        if let Some(out) = &args.out {
+            spec.output = out.clone();
+        }
+        spec
+    } else {
+        let out = args.out.clone().ok_or_else(|| {
+            Failure::fatal(format!(
+                "`{}` is not a job file; to sweep a dataset give --out OUT_URL (e.g. svcca sweep {} --out ./sweep)",
+                args.target, args.target
+            ))
+        })?;
+        JobSpec::new(args.target.clone(), out)
+    };
+    if let Some(c) = &args.compare {
+        spec.comparison = c.parse::<ComparisonPlan>().map_err(spec_error)?;
+    }
+    for f in &args.filters {
+        let (k, v) = parse_where(f).map_err(spec_error)?;
+        spec = spec.with_where(k, v);
+    }
+    if !args.metrics.is_empty() {
+        let metrics = args.metrics.iter().map(|m| m.parse::<Metric>()).collect::<Result<Vec<_>, _>>().map_err(spec_error)?;
+        spec.metrics = metrics;
+    }
+    if let Some(f) = args.keep_variance {
+        spec.keep = KeepRule::Variance(f);
+    }
+    if let Some(k) = args.keep_dims {
+        spec.keep = KeepRule::Dims(k);
+    }
+    if args.google_compat {
+        spec.mode = Mode::GoogleCompat;
+    }
+    if let Some(mb) = args.memory_mb {
+        spec.resources.memory_mb = mb;
+    }
+    if args.overwrite {
+        spec.overwrite = true;
+    }
+    // Relative paths are made absolute here: workers may not share this working directory.
+    for url in [&mut spec.dataset, &mut spec.output] {
+        if !url.contains("://") && !url.starts_with("file:") {
+            if let Ok(abs) = std::path::absolute(&*url) {
+                *url = abs.to_string_lossy().to_string();
+            }
+        }
+    }
+    spec.validate().map_err(spec_error)?;
+    Ok(spec)
+}
+
+pub fn run(args: SweepArgs) -> CmdResult {
+    let spec = build_spec(&args)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = args.workers.unwrap_or(cores).max(1);
+    // Each worker runs one task at a time; share the cores between them.
+    let threads = (cores / workers).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.clamp(2, 8))
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::retryable(format!("cannot start the async runtime: {e}")))?;
+    let interactive = std::io::stderr().is_terminal();
+    let bar = if interactive {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let toml_text = spec.to_toml();
+    let progress_bar = bar.clone();
+    let outcome = runtime.block_on(svcca_engine::client::run_embedded(
+        svcca_engine::job_factory(),
+        svcca_engine::task_executor(ExecutorConfig::default().with_threads(threads)),
+        toml_text,
+        workers,
+        move |p| {
+            if let Some(bar) = &progress_bar {
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+            }
+        },
+    ));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match outcome {
+        Ok(summary) => {
+            for line in &summary.lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Err(e) if e.is_retryable() => Err(Failure::retryable(e.to_string())),
+        Err(e) => Err(Failure::fatal(e.to_string())),
+    }
 }

@@ -1,0 +1,305 @@
+//! Content-keyed storage of intermediate results, for resume and incremental sweeps.
+//!
+//! Everything a sweep computes that can be reused lives under the cache URL (default
+//! `<output>/cache`) at a key derived from *what it was computed from*, never from the job that
+//! computed it:
+//!
+//! - `moments/<content>/<start>-<end>.bin`: a representation's moments over one row range, and
+//!   `moments/<content>/all.bin` merged over every row (pass 1). `<content>` hashes the
+//!   representation's checksum, shape and the row transform (conv method).
+//! - `z/<basis>/<start>-<end>.bin`: the whitened projection `Z` (rows × k, f64, column-major) of
+//!   one row range. `<basis>` hashes `<content>` with every setting that changes the whitening
+//!   (metric family, keep rule, mode).
+//! - `pairs/<hash>.json`: one stored comparison, keyed by both sides' bases and the metric.
+//! - `partials/<hash>.bin`: large task outputs referenced from a `TaskOutput`.
+//!
+//! A later sweep that finds an entry uses it instead of reading raw shards; an entry is written
+//! once, complete (object stores' `put` is atomic), so a crashed job leaves no half entries.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+use svcca_core::moments::MomentParts;
+
+/// A failure reading or writing the cache or the output location.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("`{url}` is not a usable object-store URL or path: {message}")]
+    Url { url: String, message: String },
+    #[error("object store error at `{key}`: {source}")]
+    Store { key: String, source: object_store::Error },
+    #[error("stored object `{key}` is damaged ({message}); delete it (or the cache folder) and run again")]
+    Corrupt { key: String, message: String },
+}
+
+impl CacheError {
+    /// Object-store failures may pass; a damaged entry will not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CacheError::Store { .. })
+    }
+}
+
+/// A folder of an object store, addressed by relative keys.
+#[derive(Clone)]
+pub struct Store {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+/// Turns a local path into a `file://` URL; other strings must already be URLs.
+pub fn normalise_url(url_or_path: &str) -> Result<url::Url, CacheError> {
+    let text = url_or_path.trim();
+    let bad = |message: String| CacheError::Url { url: text.to_string(), message };
+    if text.contains("://") || text.starts_with("file:") || text.starts_with("memory:") {
+        return url::Url::parse(text).map_err(|e| bad(e.to_string()));
+    }
+    let path = std::path::Path::new(text);
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
+    };
+    url::Url::from_directory_path(&absolute)
+        .map_err(|()| bad("not an absolute local path".into()))
+}
+
+impl Store {
+    /// Opens the object store named by a URL (`file:///...`, `s3://bucket/prefix`, ...) or a
+    /// local path. Cloud credentials come from the standard environment variables.
+    pub fn open(url_or_path: &str) -> Result<Store, CacheError> {
+        let url = normalise_url(url_or_path)?;
+        let (store, root) = object_store::parse_url_opts(&url, std::env::vars())
+            .map_err(|e| CacheError::Url { url: url.to_string(), message: e.to_string() })?;
+        Ok(Store { store: Arc::from(store), root, url: url.to_string() })
+    }
+
+    /// The same store, rooted in a sub-folder.
+    pub fn child(&self, prefix: &str) -> Store {
+        let mut root = self.root.clone();
+        for part in prefix.split('/').filter(|p| !p.is_empty()) {
+            root = root.clone().join(part);
+        }
+        Store { store: self.store.clone(), root, url: format!("{}/{}", self.url.trim_end_matches('/'), prefix) }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, key: &str) -> Path {
+        let mut path = self.root.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            path = path.clone().join(part);
+        }
+        path
+    }
+
+    /// The object at `key`, or `None` when there is none.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        match self.store.get(&self.path(key)).await {
+            Ok(result) => match result.bytes().await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+            },
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, CacheError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), CacheError> {
+        let payload = PutPayload::from_bytes(bytes.into());
+        self.store
+            .put(&self.path(key), payload)
+            .await
+            .map(|_| ())
+            .map_err(|source| CacheError::Store { key: key.to_string(), source })
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+        }
+    }
+}
+
+/// A short stable hash of several strings (hex, 128 bits), for content-derived keys and task ids.
+pub fn hash_parts(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        // Length-prefixed so ("ab","c") and ("a","bc") differ.
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+const MOMENTS_MAGIC: &[u8; 8] = b"SVCCAMO1";
+const MATRIX_MAGIC: &[u8; 8] = b"SVCCAMX1";
+
+fn push_f64s(out: &mut Vec<u8>, values: &[f64]) {
+    out.reserve(values.len() * 8);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+fn read_f64s(bytes: &[u8], at: usize, count: usize) -> Option<Vec<f64>> {
+    let end = at.checked_add(count.checked_mul(8)?)?;
+    let slice = bytes.get(at..end)?;
+    Some(slice.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
+}
+
+/// Moments as bytes: magic, `n`, `d`, mean (`d`), co-moment (`d × d`), all little-endian.
+pub fn encode_moments(parts: &MomentParts) -> Vec<u8> {
+    let d = parts.mean.len();
+    let mut out = Vec::with_capacity(24 + 8 * (d + d * d));
+    out.extend_from_slice(MOMENTS_MAGIC);
+    out.extend_from_slice(&parts.n.to_le_bytes());
+    out.extend_from_slice(&(d as u64).to_le_bytes());
+    push_f64s(&mut out, &parts.mean);
+    push_f64s(&mut out, &parts.comoment);
+    out
+}
+
+pub fn decode_moments(key: &str, bytes: &[u8]) -> Result<MomentParts, CacheError> {
+    let corrupt = |message: &str| CacheError::Corrupt { key: key.to_string(), message: message.to_string() };
+    if bytes.get(..8) != Some(MOMENTS_MAGIC.as_slice()) {
+        return Err(corrupt("not a moments file"));
+    }
+    let n = read_u64(bytes, 8).ok_or_else(|| corrupt("truncated header"))?;
+    let d = read_u64(bytes, 16).ok_or_else(|| corrupt("truncated header"))? as usize;
+    let expected = d.checked_mul(d).and_then(|dd| dd.checked_add(d)).and_then(|c| c.checked_mul(8)).and_then(|b| b.checked_add(24));
+    if expected != Some(bytes.len()) {
+        return Err(corrupt("length does not match its dimension"));
+    }
+    let mean = read_f64s(bytes, 24, d).ok_or_else(|| corrupt("truncated mean"))?;
+    let comoment = read_f64s(bytes, 24 + 8 * d, d * d).ok_or_else(|| corrupt("truncated co-moment"))?;
+    Ok(MomentParts { n, mean, comoment })
+}
+
+/// A dense f64 matrix stored column-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    /// Column-major, `rows * cols` values.
+    pub data: Vec<f64>,
+}
+
+impl DenseMatrix {
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        DenseMatrix { rows, cols, data: vec![0.0; rows * cols] }
+    }
+
+    pub fn as_ref(&self) -> faer::MatRef<'_, f64> {
+        faer::MatRef::from_column_major_slice(&self.data, self.rows, self.cols)
+    }
+
+    pub fn as_mut(&mut self) -> faer::MatMut<'_, f64> {
+        faer::MatMut::from_column_major_slice_mut(&mut self.data, self.rows, self.cols)
+    }
+
+    pub fn get(&self, i: usize, j: usize) -> f64 {
+        self.data[j * self.rows + i]
+    }
+
+    /// Bytes: magic, rows, cols, values column-major, little-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + 8 * self.data.len());
+        out.extend_from_slice(MATRIX_MAGIC);
+        out.extend_from_slice(&(self.rows as u64).to_le_bytes());
+        out.extend_from_slice(&(self.cols as u64).to_le_bytes());
+        push_f64s(&mut out, &self.data);
+        out
+    }
+
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, CacheError> {
+        let corrupt = |message: &str| CacheError::Corrupt { key: key.to_string(), message: message.to_string() };
+        if bytes.get(..8) != Some(MATRIX_MAGIC.as_slice()) {
+            return Err(corrupt("not a matrix file"));
+        }
+        let rows = read_u64(bytes, 8).ok_or_else(|| corrupt("truncated header"))? as usize;
+        let cols = read_u64(bytes, 16).ok_or_else(|| corrupt("truncated header"))? as usize;
+        let count = rows.checked_mul(cols).ok_or_else(|| corrupt("impossible shape"))?;
+        if count.checked_mul(8).and_then(|b| b.checked_add(24)) != Some(bytes.len()) {
+            return Err(corrupt("length does not match its shape"));
+        }
+        let data = read_f64s(bytes, 24, count).ok_or_else(|| corrupt("truncated values"))?;
+        Ok(DenseMatrix { rows, cols, data })
+    }
+}
+
+/// Keys of the cache layout described in the module docs.
+pub mod keys {
+    pub fn moments_part(content: &str, start: u64, end: u64) -> String {
+        format!("moments/{content}/{start}-{end}.bin")
+    }
+    pub fn moments_all(content: &str) -> String {
+        format!("moments/{content}/all.bin")
+    }
+    pub fn z_chunk(basis: &str, start: u64, end: u64) -> String {
+        format!("z/{basis}/{start}-{end}.bin")
+    }
+    pub fn whitening(basis: &str) -> String {
+        format!("z/{basis}/whitening.bin")
+    }
+    pub fn pair(hash: &str) -> String {
+        format!("pairs/{hash}.json")
+    }
+    pub fn partial(hash: &str) -> String {
+        format!("partials/{hash}.bin")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_round_trip_and_reject_damage() {
+        let parts = MomentParts { n: 7, mean: vec![1.0, -2.5], comoment: vec![3.0, 0.5, 0.5, 4.0] };
+        let bytes = encode_moments(&parts);
+        assert_eq!(decode_moments("k", &bytes).unwrap(), parts);
+        assert!(matches!(decode_moments("k", &bytes[..bytes.len() - 1]), Err(CacheError::Corrupt { .. })));
+        let m = DenseMatrix { rows: 2, cols: 3, data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+        let back = DenseMatrix::decode("m", &m.encode()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.get(1, 2), 6.0);
+        assert!(DenseMatrix::decode("m", b"SVCCAMX1").is_err());
+        assert_ne!(hash_parts(&["ab", "c"]), hash_parts(&["a", "bc"]));
+    }
+
+    #[tokio::test]
+    async fn a_local_store_puts_gets_and_reports_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap().child("cache");
+        assert_eq!(store.get("a/b.bin").await.unwrap(), None);
+        store.put("a/b.bin", Bytes::from_static(b"xyz")).await.unwrap();
+        assert!(store.exists("a/b.bin").await.unwrap());
+        assert_eq!(store.get("a/b.bin").await.unwrap().unwrap().as_ref(), b"xyz");
+        assert!(dir.path().join("cache/a/b.bin").exists());
+    }
+}

@@ -1,0 +1,629 @@
+//! The worker side of a sweep: what each task does.
+//!
+//! Task kinds (payloads are [`TaskPayload`], JSON):
+//! - `moments`: rows `start..end` of one representation → its [`MomentParts`], always written to
+//!   the cache at `moments/<content>/<start>-<end>.bin` (so a rerun skips it);
+//! - `project`: rows `start..end` → the whitened rows `Z` (`rows × k`, f64, column-major) at
+//!   `z/<basis>/<start>-<end>.bin`. The whitening is rebuilt on the worker from the merged moments
+//!   in the cache with the same core call the driver makes (deterministic), and memoised;
+//! - `cross`: for a tile of blocks `A`, `B` and a list of row chunks, `C = Σ_chunks Z_Aᵀ Z_B`:
+//!   each chunk's `Z` of every member is laid side by side in one column-major scratch and
+//!   multiplied in one GEMM (a triangular one for diagonal tiles). `C` comes back inline when
+//!   small, else at `partials/<hash>.bin`;
+//! - `cka`: the same over raw rows centred on the global means, then each pair's linear CKA from
+//!   its block of the cross co-moment (core's `compare_cka`) — the raw product is too large to
+//!   send back, so the pair results are.
+//!
+//! Failures are classified once: the object store and dataset I/O are retryable; bad data, a
+//! damaged cache entry or a maths error on the input is fatal.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use faer::linalg::matmul::triangular::{BlockStructure, matmul as tri_matmul};
+use faer::{Accum, MatRef, Par};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use svcca_core::{CompareOptions, MomentAccumulator, RowBlock, Whitening};
+use svcca_results::{PairRecord, RepresentationKey};
+
+use crate::cache::{self, CacheError, DenseMatrix, Store, keys};
+use crate::driver::{TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
+use crate::source::{RowSource, SourceError, SourceOpener};
+use crate::spec::{KeepRule, Metric, Mode};
+
+/// Outputs up to this size travel inline in the `TaskOutput`; larger ones go to the cache.
+pub const INLINE_LIMIT: usize = 256 << 10;
+
+/// The numerical settings of one whitening basis, exactly as the driver uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BasisSettings {
+    /// `svcca` (keep rule applies) or `cca` (every direction; also PWCCA's basis).
+    pub metric: Metric,
+    pub mode: Mode,
+    /// The keep rule; a variance fraction travels as its bit pattern so it is exact.
+    pub keep_dims: Option<usize>,
+    pub keep_variance_bits: Option<u64>,
+}
+
+impl BasisSettings {
+    pub fn new(metric: Metric, mode: Mode, keep: KeepRule) -> Self {
+        let (keep_dims, keep_variance_bits) = match keep {
+            KeepRule::Dims(k) => (Some(k), None),
+            KeepRule::Variance(f) => (None, Some(f.to_bits())),
+        };
+        BasisSettings { metric, mode, keep_dims, keep_variance_bits }
+    }
+
+    /// Core's options for this metric (the same call on driver and worker).
+    pub fn compare_options(&self) -> CompareOptions {
+        compare_options(self.metric, self.mode, self.keep())
+    }
+
+    pub fn keep(&self) -> KeepRule {
+        match (self.keep_dims, self.keep_variance_bits) {
+            (Some(k), _) => KeepRule::Dims(k),
+            (None, Some(bits)) => KeepRule::Variance(f64::from_bits(bits)),
+            (None, None) => KeepRule::default(),
+        }
+    }
+
+    /// A stable text of everything that changes the whitening, for cache keys.
+    pub fn fingerprint(&self) -> String {
+        let keep = match self.metric {
+            Metric::Svcca => self.keep().describe(),
+            _ => "all".to_string(),
+        };
+        let o = self.compare_options();
+        format!("{}|{}|{}|eps{:016x}", if self.metric == Metric::Svcca { "svcca" } else { "cca" }, keep, self.mode.as_str(), o.epsilon.to_bits())
+    }
+}
+
+/// Core's comparison options for a metric under the job's keep rule and mode.
+pub fn compare_options(metric: Metric, mode: Mode, keep: KeepRule) -> CompareOptions {
+    let core_metric = match metric {
+        Metric::Svcca => svcca_core::Metric::Svcca,
+        Metric::Cca => svcca_core::Metric::Cca,
+        Metric::Pwcca => svcca_core::Metric::Pwcca,
+        Metric::Cka => svcca_core::Metric::Cka,
+    };
+    let core_mode = match mode {
+        Mode::Default => svcca_core::Mode::Default,
+        Mode::GoogleCompat => svcca_core::Mode::GoogleCompat,
+    };
+    let core_keep = match keep {
+        KeepRule::Dims(k) => svcca_core::KeepRule::Dims(k),
+        KeepRule::Variance(f) => svcca_core::KeepRule::VarianceFraction(f),
+    };
+    CompareOptions::default().with_metric(core_metric).with_mode(core_mode).with_keep(core_keep)
+}
+
+/// One member of a pass-2 block: where its `Z` lives and its width.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZRef {
+    pub basis: String,
+    pub dims: usize,
+}
+
+/// One member of a CKA block: how to read its raw rows and its merged moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawRef {
+    pub key: RepresentationKey,
+    pub content: String,
+    pub cols: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "kebab-case")]
+pub enum TaskPayload {
+    Moments {
+        dataset: String,
+        cache: String,
+        key: RepresentationKey,
+        content: String,
+        cols: usize,
+        start: u64,
+        end: u64,
+    },
+    Project {
+        dataset: String,
+        cache: String,
+        key: RepresentationKey,
+        content: String,
+        /// Every basis of this content whose `Z` is missing for these rows: the raw rows are
+        /// read once for all of them.
+        bases: Vec<(String, BasisSettings)>,
+        start: u64,
+        end: u64,
+    },
+    Cross {
+        cache: String,
+        a: Vec<ZRef>,
+        /// Empty for a diagonal tile (`B = A`).
+        b: Vec<ZRef>,
+        chunks: Vec<(u64, u64)>,
+        /// Where a large result goes (`partials/<out>.bin`).
+        out: String,
+    },
+    Cka {
+        dataset: String,
+        cache: String,
+        members: Vec<RawRef>,
+        /// Pairs as indices into `members`, `(x, y)` in the order results are reported.
+        pairs: Vec<(usize, usize)>,
+        chunks: Vec<(u64, u64)>,
+        mode: Mode,
+    },
+}
+
+impl TaskPayload {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskPayload::Moments { .. } => "moments",
+            TaskPayload::Project { .. } => "project",
+            TaskPayload::Cross { .. } => "cross",
+            TaskPayload::Cka { .. } => "cka",
+        }
+    }
+
+    pub fn to_task(&self, id: String) -> TaskSpec {
+        // Plain data always serialises.
+        let payload = serde_json::to_vec(self).expect("task payload serialises");
+        TaskSpec { id, kind: self.kind().to_string(), payload }
+    }
+}
+
+/// A task's result: small ones inline, large ones by cache key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Blob {
+    /// Nothing to return: the result is at a key the driver derives from the task.
+    Stored,
+    /// Bytes of a [`DenseMatrix`].
+    Matrix(#[serde(with = "hex_bytes")] Vec<u8>),
+    /// A [`DenseMatrix`] in the cache under this key.
+    MatrixAt(String),
+    /// Finished pair results (CKA).
+    Pairs(Vec<PairRecord>),
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Blob {
+    pub fn to_output(&self) -> TaskOutput {
+        TaskOutput { payload: serde_json::to_vec(self).expect("task output serialises") }
+    }
+
+    pub fn from_output(task_id: &str, output: &TaskOutput) -> Result<Blob, TaskFailure> {
+        serde_json::from_slice(&output.payload).map_err(|e| TaskFailure::Fatal {
+            task_id: task_id.to_string(),
+            message: format!("task output is not understood by this svcca version: {e}"),
+        })
+    }
+}
+
+/// Worker-side settings.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Threads for one task's matrix products (1 = sequential). With several in-process workers
+    /// on few cores, 1 avoids oversubscription.
+    pub threads: usize,
+    /// Whitenings memoised per worker.
+    pub whitening_cache: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig { threads: 1, whitening_cache: 64 }
+    }
+}
+
+impl ExecutorConfig {
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+}
+
+/// Why a task failed, before classification.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{what}: {source}")]
+    Maths { what: String, source: svcca_core::CoreError },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a worker thread failed: {0}")]
+    Join(String),
+}
+
+impl ExecError {
+    /// The one place a failure is classified.
+    pub fn classify(self, task_id: &str) -> TaskFailure {
+        let retryable = match &self {
+            ExecError::Source(e) => e.is_retryable(),
+            ExecError::Cache(e) => e.is_retryable(),
+            ExecError::Join(_) => true,
+            ExecError::Maths { .. } | ExecError::Invalid(_) => false,
+        };
+        let message = self.to_string();
+        if retryable {
+            TaskFailure::Retryable { task_id: task_id.to_string(), message }
+        } else {
+            TaskFailure::Fatal { task_id: task_id.to_string(), message }
+        }
+    }
+}
+
+struct Inner {
+    opener: Arc<dyn SourceOpener>,
+    config: ExecutorConfig,
+    sources: Mutex<HashMap<String, Arc<dyn RowSource>>>,
+    stores: Mutex<HashMap<String, Store>>,
+    whitenings: Mutex<VecDeque<(String, Arc<Whitening>)>>,
+}
+
+/// The [`TaskExecutor`] of sweeps. Cheap to clone; safe to call concurrently.
+#[derive(Clone)]
+pub struct SweepExecutor {
+    inner: Arc<Inner>,
+}
+
+impl SweepExecutor {
+    pub fn new(opener: Arc<dyn SourceOpener>, config: ExecutorConfig) -> Self {
+        SweepExecutor {
+            inner: Arc::new(Inner {
+                opener,
+                config,
+                sources: Mutex::new(HashMap::new()),
+                stores: Mutex::new(HashMap::new()),
+                whitenings: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    /// Runs one task payload (what [`TaskExecutor::execute`] does after decoding).
+    pub async fn run(&self, payload: TaskPayload) -> Result<Blob, ExecError> {
+        match payload {
+            TaskPayload::Moments { dataset, cache, key, content, cols, start, end } => {
+                let rows = self.source(&dataset).await?.read_rows(&key, start, end).await?;
+                check_rows(&key, &rows, cols, start, end)?;
+                let label = key.label();
+                let parts = blocking(move || {
+                    let mut acc = MomentAccumulator::new(cols);
+                    let block = RowBlock::f32(&rows.data, rows.rows, rows.cols)
+                        .map_err(|source| ExecError::Maths { what: label.clone(), source })?;
+                    acc.push(block).map_err(|source| ExecError::Maths {
+                        what: format!("{label}, datapoints {start}..{end}"),
+                        source,
+                    })?;
+                    Ok(cache::encode_moments(&acc.to_parts()))
+                })
+                .await?;
+                self.store(&cache)?.put(&keys::moments_part(&content, start, end), parts).await?;
+                Ok(Blob::Stored)
+            }
+            TaskPayload::Project { dataset, cache, key, content, bases, start, end } => {
+                let store = self.store(&cache)?;
+                let mut whitenings = Vec::with_capacity(bases.len());
+                for (basis, settings) in &bases {
+                    whitenings.push(self.whitening(&store, &content, basis, settings, &key).await?);
+                }
+                let rows = Arc::new(self.source(&dataset).await?.read_rows(&key, start, end).await?);
+                for ((basis, _), whitening) in bases.iter().zip(whitenings) {
+                    check_rows(&key, &rows, whitening.input_dim(), start, end)?;
+                    let label = key.label();
+                    let rows = rows.clone();
+                    let bytes = blocking(move || {
+                        let block = RowBlock::f32(&rows.data, rows.rows, rows.cols)
+                            .map_err(|source| ExecError::Maths { what: label.clone(), source })?;
+                        let z = whitening.whiten_rows(block).map_err(|source| ExecError::Maths {
+                            what: format!("whitening {label}, datapoints {start}..{end}"),
+                            source,
+                        })?;
+                        let mut m = DenseMatrix::zeros(z.nrows(), z.ncols());
+                        m.as_mut().copy_from(z.as_ref());
+                        Ok(m.encode())
+                    })
+                    .await?;
+                    store.put(&keys::z_chunk(basis, start, end), bytes).await?;
+                }
+                Ok(Blob::Stored)
+            }
+            TaskPayload::Cross { cache, a, b, chunks, out } => {
+                let store = self.store(&cache)?;
+                let diagonal = b.is_empty();
+                let dims_a: usize = a.iter().map(|z| z.dims).sum();
+                let dims_b: usize = if diagonal { dims_a } else { b.iter().map(|z| z.dims).sum() };
+                let mut acc = DenseMatrix::zeros(dims_a, dims_b);
+                let par = self.par();
+                for &(start, end) in &chunks {
+                    let rows = (end - start) as usize;
+                    let za = load_side(&store, &a, start, end, rows).await?;
+                    let zb = if diagonal { None } else { Some(load_side(&store, &b, start, end, rows).await?) };
+                    acc = blocking(move || {
+                        let za_ref = MatRef::from_column_major_slice(&za, rows, dims_a);
+                        if let Some(zb) = &zb {
+                            let zb_ref = MatRef::from_column_major_slice(zb, rows, dims_b);
+                            faer::linalg::matmul::matmul(acc.as_mut(), Accum::Add, za_ref.transpose(), zb_ref, 1.0, par);
+                        } else {
+                            // Only the lower triangle of a Gram matrix is computed (half the work).
+                            tri_matmul(
+                                acc.as_mut(),
+                                BlockStructure::TriangularLower,
+                                Accum::Add,
+                                za_ref.transpose(),
+                                BlockStructure::Rectangular,
+                                za_ref,
+                                BlockStructure::Rectangular,
+                                1.0,
+                                par,
+                            );
+                        }
+                        Ok(acc)
+                    })
+                    .await?;
+                }
+                if diagonal {
+                    for j in 0..dims_a {
+                        for i in 0..j {
+                            acc.data[j * dims_a + i] = acc.data[i * dims_a + j];
+                        }
+                    }
+                }
+                let bytes = acc.encode();
+                if bytes.len() <= INLINE_LIMIT {
+                    Ok(Blob::Matrix(bytes))
+                } else {
+                    let key = keys::partial(&out);
+                    store.put(&key, bytes).await?;
+                    Ok(Blob::MatrixAt(key))
+                }
+            }
+            TaskPayload::Cka { dataset, cache, members, pairs, chunks, mode } => {
+                self.run_cka(dataset, cache, members, pairs, chunks, mode).await
+            }
+        }
+    }
+
+    async fn run_cka(
+        &self,
+        dataset: String,
+        cache: String,
+        members: Vec<RawRef>,
+        pairs: Vec<(usize, usize)>,
+        chunks: Vec<(u64, u64)>,
+        mode: Mode,
+    ) -> Result<Blob, ExecError> {
+        let store = self.store(&cache)?;
+        let source = self.source(&dataset).await?;
+        let mut moments = Vec::with_capacity(members.len());
+        for m in &members {
+            moments.push(Arc::new(load_moments(&store, &m.content).await?));
+        }
+        let offsets: Vec<usize> = members
+            .iter()
+            .scan(0usize, |acc, m| {
+                let o = *acc;
+                *acc += m.cols;
+                Some(o)
+            })
+            .collect();
+        let total: usize = members.iter().map(|m| m.cols).sum();
+        let mut acc = DenseMatrix::zeros(total, total);
+        let par = self.par();
+        for &(start, end) in &chunks {
+            let rows = (end - start) as usize;
+            let mut scratch = vec![0.0f64; rows * total];
+            for (idx, m) in members.iter().enumerate() {
+                let data = source.read_rows(&m.key, start, end).await?;
+                check_rows(&m.key, &data, m.cols, start, end)?;
+                let mean = moments[idx].mean();
+                let base = offsets[idx] * rows;
+                // Centre on the global mean while transposing into the column-major scratch.
+                for r in 0..rows {
+                    let row = &data.data[r * m.cols..(r + 1) * m.cols];
+                    for (c, (&v, &mu)) in row.iter().zip(mean).enumerate() {
+                        scratch[base + c * rows + r] = v as f64 - mu;
+                    }
+                }
+            }
+            acc = blocking(move || {
+                let s = MatRef::from_column_major_slice(&scratch, rows, total);
+                tri_matmul(
+                    acc.as_mut(),
+                    BlockStructure::TriangularLower,
+                    Accum::Add,
+                    s.transpose(),
+                    BlockStructure::Rectangular,
+                    s,
+                    BlockStructure::Rectangular,
+                    1.0,
+                    par,
+                );
+                Ok(acc)
+            })
+            .await?;
+        }
+        let results = blocking(move || {
+            let full = acc.as_ref();
+            let mut out = Vec::with_capacity(pairs.len());
+            for &(x, y) in &pairs {
+                let (ox, oy) = (offsets[x], offsets[y]);
+                let (cx, cy) = (members[x].cols, members[y].cols);
+                // The lower triangle holds block (max, min); transpose when x comes first.
+                let mxy = if ox >= oy {
+                    full.submatrix(ox, oy, cx, cy).to_owned()
+                } else {
+                    full.submatrix(oy, ox, cy, cx).transpose().to_owned()
+                };
+                let opts = compare_options(Metric::Cka, mode, KeepRule::default());
+                let c = svcca_core::compare_cka(&moments[x], &moments[y], mxy.as_ref(), &opts).map_err(|source| {
+                    ExecError::Maths { what: format!("cka of {} and {}", members[x].key.label(), members[y].key.label()), source }
+                })?;
+                out.push(pair_record(members[x].key.clone(), members[y].key.clone(), "cka", &c));
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(Blob::Pairs(results))
+    }
+
+    fn par(&self) -> Par {
+        if self.inner.config.threads <= 1 { Par::Seq } else { Par::rayon(self.inner.config.threads) }
+    }
+
+    async fn source(&self, url: &str) -> Result<Arc<dyn RowSource>, ExecError> {
+        if let Some(s) = self.inner.sources.lock().expect("source map").get(url) {
+            return Ok(s.clone());
+        }
+        let source = self.inner.opener.open(url.to_string()).await?;
+        self.inner.sources.lock().expect("source map").insert(url.to_string(), source.clone());
+        Ok(source)
+    }
+
+    fn store(&self, url: &str) -> Result<Store, ExecError> {
+        let mut stores = self.inner.stores.lock().expect("store map");
+        if let Some(s) = stores.get(url) {
+            return Ok(s.clone());
+        }
+        let store = Store::open(url)?;
+        stores.insert(url.to_string(), store.clone());
+        Ok(store)
+    }
+
+    async fn whitening(
+        &self,
+        store: &Store,
+        content: &str,
+        basis: &str,
+        settings: &BasisSettings,
+        key: &RepresentationKey,
+    ) -> Result<Arc<Whitening>, ExecError> {
+        if let Some((_, w)) = self.inner.whitenings.lock().expect("whitening memo").iter().find(|(b, _)| b == basis) {
+            return Ok(w.clone());
+        }
+        let moments = load_moments(store, content).await?;
+        let opts = settings.compare_options();
+        let label = key.label();
+        let w = blocking(move || {
+            Whitening::from_moments(&moments, &opts.whiten_options())
+                .map_err(|source| ExecError::Maths { what: format!("whitening {label}"), source })
+        })
+        .await?;
+        let w = Arc::new(w);
+        let mut memo = self.inner.whitenings.lock().expect("whitening memo");
+        memo.push_back((basis.to_string(), w.clone()));
+        while memo.len() > self.inner.config.whitening_cache.max(1) {
+            memo.pop_front();
+        }
+        Ok(w)
+    }
+}
+
+impl TaskExecutor for SweepExecutor {
+    fn execute(&self, task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let payload: TaskPayload = serde_json::from_slice(&task.payload).map_err(|e| TaskFailure::Fatal {
+                task_id: task.id.clone(),
+                message: format!("task payload is not understood by this svcca version: {e}"),
+            })?;
+            match this.run(payload).await {
+                Ok(blob) => Ok(blob.to_output()),
+                Err(e) => Err(e.classify(&task.id)),
+            }
+        })
+    }
+}
+
+/// Runs CPU-bound work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ExecError> + Send + 'static) -> Result<T, ExecError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ExecError::Join(e.to_string()))?
+}
+
+fn check_rows(key: &RepresentationKey, rows: &crate::source::Rows, cols: usize, start: u64, end: u64) -> Result<(), ExecError> {
+    if rows.cols != cols || rows.rows as u64 != end - start || rows.data.len() != rows.rows * rows.cols {
+        return Err(ExecError::Invalid(format!(
+            "{}: asked for datapoints {start}..{end} of {cols} values each, the dataset returned {} rows of {} ({} values); the manifest and the shards disagree",
+            key.label(),
+            rows.rows,
+            rows.cols,
+            rows.data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The merged moments of a representation, from the cache.
+pub async fn load_moments(store: &Store, content: &str) -> Result<MomentAccumulator, ExecError> {
+    let key = keys::moments_all(content);
+    let bytes = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ExecError::Invalid(format!("merged moments `{key}` are missing from the cache; rerun the job")))?;
+    let parts = cache::decode_moments(&key, &bytes)?;
+    MomentAccumulator::from_parts(parts).map_err(|source| ExecError::Maths { what: key, source })
+}
+
+/// One row chunk of several members' `Z`, side by side in one column-major buffer.
+async fn load_side(store: &Store, side: &[ZRef], start: u64, end: u64, rows: usize) -> Result<Vec<f64>, ExecError> {
+    let dims: usize = side.iter().map(|z| z.dims).sum();
+    let mut out = Vec::with_capacity(rows * dims);
+    for z in side {
+        let key = keys::z_chunk(&z.basis, start, end);
+        let bytes = store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ExecError::Invalid(format!("whitened rows `{key}` are missing from the cache; rerun the job")))?;
+        let m = DenseMatrix::decode(&key, &bytes)?;
+        if m.rows != rows || m.cols != z.dims {
+            return Err(ExecError::Invalid(format!(
+                "`{key}` holds {}x{} values, expected {rows}x{}; delete the cache and rerun",
+                m.rows, m.cols, z.dims
+            )));
+        }
+        // Column-major blocks of the same row count concatenate into a column-major matrix.
+        out.extend_from_slice(&m.data);
+    }
+    Ok(out)
+}
+
+/// A core comparison as a stored pair record.
+pub fn pair_record(a: RepresentationKey, b: RepresentationKey, metric: &str, c: &svcca_core::Comparison) -> PairRecord {
+    let mut warnings = c.warnings.clone();
+    if !c.dropped_x.is_empty() || !c.dropped_y.is_empty() {
+        warnings.push(format!(
+            "near-constant neurons dropped: {} from {}, {} from {}",
+            c.dropped_x.len(),
+            a.label(),
+            c.dropped_y.len(),
+            b.label()
+        ));
+    }
+    PairRecord {
+        a,
+        b,
+        metric: metric.to_string(),
+        mean: c.mean,
+        google_mean: c.google_mean,
+        dims_a: c.dims_x,
+        dims_b: c.dims_y,
+        coefficients: c.coefficients.clone(),
+        weights: c.weights.clone(),
+        frequencies: None,
+        warnings,
+    }
+}

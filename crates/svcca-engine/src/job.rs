@@ -1,0 +1,847 @@
+//! The sweep's [`JobDriver`]: a state machine that plans tasks stage by stage, merges their
+//! outputs in a fixed order and writes the results.
+//!
+//! Stages (each representation moves through them on its own; a later stage of one may run
+//! while an earlier stage of another still does):
+//! 1. *moments*: one task per (content, row chunk); when a content's chunks are all in, the
+//!    parts are merged in chunk order (Chan's update) and stored as `moments/<content>/all.bin`;
+//! 2. *whitening* (on the driver, core's `Whitening::from_moments`), then *project*: one task per
+//!    (basis, row chunk) writing `Z`;
+//! 3. once every representation has its whitening, tiles are planned (blocks need each one's
+//!    width `k`); a tile's *cross* tasks start when all its members' `Z` are stored; the partial
+//!    products of a tile are summed in group order and each pair is compared with core's
+//!    `compare_whitened`; *cka* tiles return finished pair results.
+//!
+//! Nothing depends on which worker ran what or in which order tasks finished: merges follow
+//! chunk and group indices. Stored results (content-keyed, see [`crate::cache`]) are used instead
+//! of tasks: merged moments, `Z` chunks, moment parts and finished pairs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::{StreamExt, stream};
+use svcca_core::{MomentAccumulator, Side, Whitening};
+use svcca_results::{PairRecord, RepresentationRecord, ResultsFile, SCHEMA_VERSION};
+
+use crate::cache::{self, CacheError, DenseMatrix, Store, hash_parts, keys};
+use crate::driver::{JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec};
+use crate::exec::{BasisSettings, Blob, RawRef, TaskPayload, ZRef, compare_options, pair_record};
+use crate::outputs::{self, Claim, OutputError, Summary};
+use crate::plan::{self, PlanError, RepInfo};
+use crate::source::{SourceError, SourceOpener};
+use crate::spec::{JobSpec, Metric, SpecError};
+
+/// Why a job could not be set up or finished (before classification into a [`TaskFailure`]).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("{what}: {source}")]
+    Maths { what: String, source: svcca_core::CoreError },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl JobError {
+    pub fn classify(self, task_id: &str) -> TaskFailure {
+        let retryable = match &self {
+            JobError::Source(e) => e.is_retryable(),
+            JobError::Cache(e) => e.is_retryable(),
+            JobError::Output(e) => e.is_retryable(),
+            JobError::Internal(_) => true,
+            _ => false,
+        };
+        let message = self.to_string();
+        let task_id = task_id.to_string();
+        if retryable { TaskFailure::Retryable { task_id, message } } else { TaskFailure::Fatal { task_id, message } }
+    }
+}
+
+/// Which whitening a metric compares in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Family {
+    /// The keep rule's top directions (svcca).
+    Svcca,
+    /// Every direction (cca, pwcca).
+    Cca,
+}
+
+impl Family {
+    fn of(metric: Metric) -> Option<Family> {
+        match metric {
+            Metric::Svcca => Some(Family::Svcca),
+            Metric::Cca | Metric::Pwcca => Some(Family::Cca),
+            Metric::Cka => None,
+        }
+    }
+    fn metric(self) -> Metric {
+        match self {
+            Family::Svcca => Metric::Svcca,
+            Family::Cca => Metric::Cca,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Family::Svcca => "svcca",
+            Family::Cca => "cca",
+        }
+    }
+}
+
+struct ContentState {
+    rep: usize,
+    cols: usize,
+    /// Chunk indices whose moments are not yet stored.
+    pending: BTreeSet<usize>,
+    moments: Option<Arc<MomentAccumulator>>,
+    issued: bool,
+    prepared: bool,
+}
+
+struct ZState {
+    /// Row chunks whose `Z` is not stored yet.
+    pending: BTreeSet<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TileKind {
+    Whitened(Family),
+    Cka,
+}
+
+struct Tile {
+    kind: TileKind,
+    a: Vec<usize>,
+    /// Empty for a diagonal tile.
+    b: Vec<usize>,
+    pairs: Vec<(usize, usize)>,
+    groups: Vec<Vec<(u64, u64)>>,
+    parts: Vec<Option<DenseMatrix>>,
+    issued: bool,
+    done: bool,
+}
+
+enum TaskRef {
+    MomentsPart { content: String, chunk: usize },
+    Project { bases: Vec<String>, chunk: usize },
+    Cross { tile: usize, group: usize },
+    Cka { tile: usize },
+}
+
+/// The [`JobDriver`] of a sweep; see the module docs.
+pub struct SweepDriver {
+    spec: JobSpec,
+    cache: Store,
+    out: Store,
+    claim: Claim,
+    started: Instant,
+    reps: Vec<RepInfo>,
+    content_of: Vec<String>,
+    chunks: Vec<(u64, u64)>,
+    pairs: Vec<(usize, usize)>,
+    metrics: Vec<Metric>,
+    contents: BTreeMap<String, ContentState>,
+    whitenings: HashMap<(Family, String), Arc<Whitening>>,
+    basis_of: HashMap<(Family, String), String>,
+    z: BTreeMap<String, ZState>,
+    /// (family, rep) that must have `Z` because they are in a pair still to compute.
+    z_needed: BTreeSet<(Family, usize)>,
+    needed: BTreeMap<Metric, Vec<(usize, usize)>>,
+    results: BTreeMap<(usize, usize, Metric), PairRecord>,
+    from_cache: usize,
+    tiles: Vec<Tile>,
+    tiles_planned: bool,
+    outstanding: HashMap<String, TaskRef>,
+    ready: Vec<TaskSpec>,
+    progress: Progress,
+    task_counts: BTreeMap<String, u64>,
+    warnings: Vec<String>,
+}
+
+/// Builds [`SweepDriver`]s for the coordinator.
+pub struct SweepFactory {
+    opener: Arc<dyn SourceOpener>,
+}
+
+impl SweepFactory {
+    pub fn new(opener: Arc<dyn SourceOpener>) -> Self {
+        SweepFactory { opener }
+    }
+}
+
+impl JobDriverFactory for SweepFactory {
+    fn create(&self, job_spec_toml: String) -> BoxFuture<'static, Result<Box<dyn JobDriver>, TaskFailure>> {
+        let opener = self.opener.clone();
+        Box::pin(async move {
+            let driver = SweepDriver::new(&job_spec_toml, opener).await.map_err(|e| e.classify("plan"))?;
+            Ok(Box::new(driver) as Box<dyn JobDriver>)
+        })
+    }
+}
+
+impl SweepDriver {
+    /// Parses the spec, claims the output, reads the manifest, plans the pairs and loads what
+    /// the cache already holds.
+    pub async fn new(job_spec_toml: &str, opener: Arc<dyn SourceOpener>) -> Result<SweepDriver, JobError> {
+        let spec = JobSpec::from_toml(job_spec_toml)?;
+        let out = Store::open(&spec.output)?;
+        let cache = Store::open(&spec.cache_url())?;
+        let source = opener.open(spec.dataset.clone()).await?;
+        let all = source.list().await?;
+        let reps = plan::select(&all, &spec.select)?;
+        for r in &reps {
+            if r.is_conv() {
+                return Err(PlanError::ConvUnsupported { label: r.key.label(), shape: r.shape.clone(), method: spec.conv.as_str() }.into());
+            }
+        }
+        let n = plan::common_datapoints(&reps)?;
+        let pairs = plan::plan_pairs(&reps, &spec)?;
+        let max_cols = reps.iter().map(|r| r.columns() as u64).max().unwrap_or(1);
+        let rows = plan::rows_per_task(&spec, n, max_cols)?;
+        let chunks = plan::row_chunks(n, rows);
+        let metrics = spec.metric_set();
+        // Claimed only once the job is known to be plannable, so a bad spec leaves no trace.
+        let claim = outputs::claim(&out, &spec).await?;
+        let content_of: Vec<String> = reps
+            .iter()
+            .map(|r| hash_parts(&["content", &r.checksum, &format!("{:?}", r.shape), &r.datapoints.to_string()]))
+            .collect();
+        let mut contents = BTreeMap::new();
+        for (i, c) in content_of.iter().enumerate() {
+            contents.entry(c.clone()).or_insert_with(|| ContentState {
+                rep: i,
+                cols: reps[i].columns(),
+                pending: (0..chunks.len()).collect(),
+                moments: None,
+                issued: false,
+                prepared: false,
+            });
+        }
+        let mut driver = SweepDriver {
+            spec,
+            cache,
+            out,
+            claim,
+            started: Instant::now(),
+            reps,
+            content_of,
+            chunks,
+            pairs,
+            metrics,
+            contents,
+            whitenings: HashMap::new(),
+            basis_of: HashMap::new(),
+            z: BTreeMap::new(),
+            z_needed: BTreeSet::new(),
+            needed: BTreeMap::new(),
+            results: BTreeMap::new(),
+            from_cache: 0,
+            tiles: Vec::new(),
+            tiles_planned: false,
+            outstanding: HashMap::new(),
+            ready: Vec::new(),
+            progress: Progress::default(),
+            task_counts: BTreeMap::new(),
+            warnings: Vec::new(),
+        };
+        for (content, state) in driver.contents.iter_mut() {
+            let key = keys::moments_all(content);
+            if let Some(bytes) = driver.cache.get(&key).await? {
+                let parts = cache::decode_moments(&key, &bytes)?;
+                let m = MomentAccumulator::from_parts(parts).map_err(|source| JobError::Maths { what: key, source })?;
+                state.moments = Some(Arc::new(m));
+                state.pending.clear();
+            }
+        }
+        driver.load_cached_pairs().await?;
+        Ok(driver)
+    }
+
+    fn basis_settings(&self, family: Family) -> BasisSettings {
+        BasisSettings::new(family.metric(), self.spec.mode, self.spec.keep)
+    }
+
+    fn basis_hash(&self, family: Family, content: &str) -> String {
+        hash_parts(&["basis", content, &self.basis_settings(family).fingerprint()])
+    }
+
+    fn pair_cache_key(&self, i: usize, j: usize, metric: Metric) -> String {
+        let opts = compare_options(metric, self.spec.mode, self.spec.keep);
+        let h = match Family::of(metric) {
+            Some(f) => hash_parts(&[
+                "pair",
+                &self.basis_hash(f, &self.content_of[i]),
+                &self.basis_hash(f, &self.content_of[j]),
+                metric.as_str(),
+                &format!("{:016x}", opts.threshold.to_bits()),
+            ]),
+            None => hash_parts(&["pair-cka", &self.content_of[i], &self.content_of[j], self.spec.mode.as_str()]),
+        };
+        keys::pair(&h)
+    }
+
+    async fn load_cached_pairs(&mut self) -> Result<(), JobError> {
+        let mut wanted = Vec::new();
+        for &m in &self.metrics {
+            for &(i, j) in &self.pairs {
+                wanted.push((i, j, m, self.pair_cache_key(i, j, m)));
+            }
+        }
+        let cache = self.cache.clone();
+        let found: Vec<_> = stream::iter(wanted)
+            .map(|(i, j, m, key)| {
+                let cache = cache.clone();
+                async move { (i, j, m, key.clone(), cache.get(&key).await) }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        for (i, j, m, key, got) in found {
+            match got? {
+                Some(bytes) => {
+                    let mut record: PairRecord = serde_json::from_slice(&bytes)
+                        .map_err(|e| CacheError::Corrupt { key: key.clone(), message: e.to_string() })?;
+                    record.a = self.reps[i].key.clone();
+                    record.b = self.reps[j].key.clone();
+                    self.results.insert((i, j, m), record);
+                    self.from_cache += 1;
+                }
+                None => {
+                    self.needed.entry(m).or_default().push((i, j));
+                    if let Some(f) = Family::of(m) {
+                        self.z_needed.insert((f, i));
+                        self.z_needed.insert((f, j));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, id: String, payload: TaskPayload, what: TaskRef) {
+        *self.task_counts.entry(payload.kind().to_string()).or_default() += 1;
+        self.ready.push(payload.to_task(id.clone()));
+        self.outstanding.insert(id, what);
+        self.progress.total += 1;
+    }
+
+    /// Moves every stage as far as it can go; emits newly ready tasks.
+    async fn advance(&mut self) -> Result<(), JobError> {
+        // Stage 1: moments tasks for contents not in the cache.
+        let to_issue: Vec<String> = self.contents.iter().filter(|(_, s)| !s.issued && s.moments.is_none()).map(|(c, _)| c.clone()).collect();
+        for content in to_issue {
+            let (rep, cols, pending) = {
+                let s = &self.contents[&content];
+                (s.rep, s.cols, s.pending.clone())
+            };
+            for chunk in pending {
+                let (start, end) = self.chunks[chunk];
+                if self.cache.exists(&keys::moments_part(&content, start, end)).await? {
+                    self.contents.get_mut(&content).expect("content").pending.remove(&chunk);
+                    continue;
+                }
+                let payload = TaskPayload::Moments {
+                    dataset: self.spec.dataset.clone(),
+                    cache: self.cache.url().to_string(),
+                    key: self.reps[rep].key.clone(),
+                    content: content.clone(),
+                    cols,
+                    start,
+                    end,
+                };
+                self.emit(format!("moments/{content}/{start}-{end}"), payload, TaskRef::MomentsPart { content: content.clone(), chunk });
+            }
+            self.contents.get_mut(&content).expect("content").issued = true;
+        }
+        // Merge finished contents in chunk order.
+        let to_merge: Vec<String> = self.contents.iter().filter(|(_, s)| s.moments.is_none() && s.pending.is_empty()).map(|(c, _)| c.clone()).collect();
+        for content in to_merge {
+            let cols = self.contents[&content].cols;
+            let mut acc = MomentAccumulator::new(cols);
+            for &(start, end) in &self.chunks {
+                let key = keys::moments_part(&content, start, end);
+                let bytes = self.cache.get(&key).await?.ok_or_else(|| JobError::Internal(format!("moments part `{key}` vanished from the cache")))?;
+                let part = MomentAccumulator::from_parts(cache::decode_moments(&key, &bytes)?).map_err(|source| JobError::Maths { what: key.clone(), source })?;
+                acc.merge(&part).map_err(|source| JobError::Maths { what: key, source })?;
+            }
+            let parts = acc.to_parts();
+            self.cache.put(&keys::moments_all(&content), cache::encode_moments(&parts)).await?;
+            // Rebuilt from its stored form so driver and workers whiten the very same numbers.
+            let m = MomentAccumulator::from_parts(parts).map_err(|source| JobError::Maths { what: content.clone(), source })?;
+            self.contents.get_mut(&content).expect("content").moments = Some(Arc::new(m));
+        }
+        // Stage 2: whitenings and projections for contents with moments.
+        let to_prepare: Vec<String> = self.contents.iter().filter(|(_, s)| s.moments.is_some() && !s.prepared).map(|(c, _)| c.clone()).collect();
+        for content in to_prepare {
+            self.prepare(&content).await?;
+        }
+        // Stage 3: tiles, once every representation has its whitening.
+        if !self.tiles_planned && self.contents.values().all(|s| s.prepared) {
+            self.plan_tiles()?;
+            self.tiles_planned = true;
+        }
+        for t in 0..self.tiles.len() {
+            if self.tiles[t].issued || !self.tile_inputs_ready(t) {
+                continue;
+            }
+            self.issue_tile(t);
+        }
+        Ok(())
+    }
+
+    /// Whitens a content for each family it is needed in and issues its missing projections.
+    async fn prepare(&mut self, content: &str) -> Result<(), JobError> {
+        let moments = self.contents[content].moments.clone().expect("moments present");
+        let reps_here: Vec<usize> = (0..self.reps.len()).filter(|&i| self.content_of[i] == content).collect();
+        let mut families: BTreeSet<Family> = self.metrics.iter().filter_map(|&m| Family::of(m)).collect();
+        // The record of a representation states its SVCCA dims when svcca is asked, else CCA's.
+        families.retain(|&f| f == Family::Svcca || !self.metrics.contains(&Metric::Svcca) || reps_here.iter().any(|&i| self.z_needed.contains(&(f, i))));
+        let mut to_project: Vec<(String, BasisSettings, BTreeSet<usize>)> = Vec::new();
+        for family in families {
+            let opts = compare_options(family.metric(), self.spec.mode, self.spec.keep).whiten_options();
+            let m = moments.clone();
+            let label = self.reps[reps_here[0]].key.label();
+            let w = tokio::task::spawn_blocking(move || Whitening::from_moments(&m, &opts))
+                .await
+                .map_err(|e| JobError::Internal(e.to_string()))?
+                .map_err(|source| JobError::Maths { what: format!("whitening {label}"), source })?;
+            let basis = self.basis_hash(family, content);
+            self.whitenings.insert((family, content.to_string()), Arc::new(w));
+            self.basis_of.insert((family, content.to_string()), basis.clone());
+            if !reps_here.iter().any(|&i| self.z_needed.contains(&(family, i))) || self.z.contains_key(&basis) {
+                continue;
+            }
+            let mut pending = BTreeSet::new();
+            for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
+                if !self.cache.exists(&keys::z_chunk(&basis, start, end)).await? {
+                    pending.insert(chunk);
+                }
+            }
+            to_project.push((basis.clone(), self.basis_settings(family), pending.clone()));
+            self.z.insert(basis, ZState { pending });
+        }
+        // One task per row chunk projects every basis missing there: raw rows are read once.
+        let rep = reps_here[0];
+        for (chunk, (start, end)) in self.chunks.clone().into_iter().enumerate() {
+            let bases: Vec<(String, BasisSettings)> = to_project
+                .iter()
+                .filter(|(_, _, pending)| pending.contains(&chunk))
+                .map(|(b, s, _)| (b.clone(), *s))
+                .collect();
+            if bases.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = bases.iter().map(|(b, _)| b.as_str()).collect();
+            let id = format!("project/{}/{start}-{end}", hash_parts(&names));
+            let payload = TaskPayload::Project {
+                dataset: self.spec.dataset.clone(),
+                cache: self.cache.url().to_string(),
+                key: self.reps[rep].key.clone(),
+                content: content.to_string(),
+                bases: bases.clone(),
+                start,
+                end,
+            };
+            self.emit(id, payload, TaskRef::Project { bases: bases.into_iter().map(|(b, _)| b).collect(), chunk });
+        }
+        self.contents.get_mut(content).expect("content").prepared = true;
+        Ok(())
+    }
+
+    fn plan_tiles(&mut self) -> Result<(), JobError> {
+        let bound = self.spec.resources.memory_mb << 20;
+        let chunk_rows = self.chunks.iter().map(|c| c.1 - c.0).max().unwrap_or(1);
+        // Widest block whose tile fits the bound: 2·rows·2K·8 + K²·8 ≤ bound.
+        let max_dims = |rows: u64| -> usize {
+            let r = rows as f64;
+            let b = bound as f64 / 8.0;
+            ((-4.0 * r + (16.0 * r * r + 4.0 * b).sqrt()) / 2.0).floor().max(1.0) as usize
+        };
+        let mut tiles = Vec::new();
+        let families: BTreeSet<Family> = self.needed.keys().filter_map(|&m| Family::of(m)).collect();
+        for family in families {
+            let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
+            for (&m, ps) in &self.needed {
+                if Family::of(m) == Some(family) {
+                    pairs.extend(ps.iter().copied());
+                }
+            }
+            let pairs: Vec<(usize, usize)> = pairs.into_iter().collect();
+            let dims: Vec<usize> = (0..self.reps.len())
+                .map(|i| self.whitenings.get(&(family, self.content_of[i].clone())).map(|w| w.dims()).unwrap_or(0))
+                .collect();
+            let widest = dims.iter().copied().max().unwrap_or(1);
+            let cap = max_dims(chunk_rows);
+            if widest > cap {
+                return Err(PlanError::OverMemory {
+                    what: format!("a pass-2 tile of {widest} whitened dims over {chunk_rows} rows"),
+                    needed_mb: plan::bytes_cross(chunk_rows, widest as u64, widest as u64).div_ceil(1 << 20),
+                    bound_mb: self.spec.resources.memory_mb,
+                }
+                .into());
+            }
+            let blocks = plan::blocks(&self.reps, &dims, self.spec.comparison, &pairs, cap);
+            let planned = plan::tiles(&blocks, &pairs);
+            // Few tiles: split the rows too, so the work still spreads over workers.
+            let groups_wanted = (8usize.div_ceil(planned.len().max(1))).clamp(1, self.chunks.len());
+            let per_group = self.chunks.len().div_ceil(groups_wanted);
+            let groups: Vec<Vec<(u64, u64)>> = self.chunks.chunks(per_group).map(|g| g.to_vec()).collect();
+            for ((ba, bb), tile_pairs) in planned {
+                tiles.push(Tile {
+                    kind: TileKind::Whitened(family),
+                    a: blocks[ba].clone(),
+                    b: if ba == bb { Vec::new() } else { blocks[bb].clone() },
+                    pairs: tile_pairs,
+                    parts: vec![None; groups.len()],
+                    groups: groups.clone(),
+                    issued: false,
+                    done: false,
+                });
+            }
+        }
+        if let Some(pairs) = self.needed.get(&Metric::Cka) {
+            let dims: Vec<usize> = self.reps.iter().map(|r| r.columns()).collect();
+            // A CKA task holds both blocks' raw rows and their whole co-moment.
+            let cap = max_dims(chunk_rows) / 2;
+            let blocks = plan::blocks(&self.reps, &dims, self.spec.comparison, pairs, cap.max(1));
+            for ((ba, bb), tile_pairs) in plan::tiles(&blocks, pairs) {
+                tiles.push(Tile {
+                    kind: TileKind::Cka,
+                    a: blocks[ba].clone(),
+                    b: if ba == bb { Vec::new() } else { blocks[bb].clone() },
+                    pairs: tile_pairs,
+                    groups: vec![self.chunks.clone()],
+                    parts: vec![None],
+                    issued: false,
+                    done: false,
+                });
+            }
+        }
+        self.tiles = tiles;
+        Ok(())
+    }
+
+    fn tile_inputs_ready(&self, t: usize) -> bool {
+        let tile = &self.tiles[t];
+        match tile.kind {
+            TileKind::Cka => true,
+            TileKind::Whitened(family) => tile.a.iter().chain(&tile.b).all(|&i| {
+                self.basis_of
+                    .get(&(family, self.content_of[i].clone()))
+                    .and_then(|b| self.z.get(b))
+                    .is_some_and(|z| z.pending.is_empty())
+            }),
+        }
+    }
+
+    fn zref(&self, family: Family, i: usize) -> ZRef {
+        let content = &self.content_of[i];
+        ZRef {
+            basis: self.basis_of[&(family, content.clone())].clone(),
+            dims: self.whitenings[&(family, content.clone())].dims(),
+        }
+    }
+
+    fn issue_tile(&mut self, t: usize) {
+        let tile = &self.tiles[t];
+        match tile.kind {
+            TileKind::Whitened(family) => {
+                let a: Vec<ZRef> = tile.a.iter().map(|&i| self.zref(family, i)).collect();
+                let b: Vec<ZRef> = tile.b.iter().map(|&i| self.zref(family, i)).collect();
+                let mut tasks = Vec::new();
+                for (g, chunks) in tile.groups.iter().enumerate() {
+                    let mut parts: Vec<String> = vec!["cross".into(), family.name().into()];
+                    parts.extend(a.iter().map(|z| z.basis.clone()));
+                    parts.push("|".into());
+                    parts.extend(b.iter().map(|z| z.basis.clone()));
+                    parts.extend(chunks.iter().map(|c| format!("{}-{}", c.0, c.1)));
+                    let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
+                    let h = hash_parts(&refs);
+                    let payload = TaskPayload::Cross {
+                        cache: self.cache.url().to_string(),
+                        a: a.clone(),
+                        b: b.clone(),
+                        chunks: chunks.clone(),
+                        out: h.clone(),
+                    };
+                    tasks.push((format!("cross/{h}"), payload, TaskRef::Cross { tile: t, group: g }));
+                }
+                for (id, payload, r) in tasks {
+                    self.emit(id, payload, r);
+                }
+            }
+            TileKind::Cka => {
+                let members_idx: Vec<usize> = tile.a.iter().chain(&tile.b).copied().collect();
+                let pos: HashMap<usize, usize> = members_idx.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+                let members: Vec<RawRef> = members_idx
+                    .iter()
+                    .map(|&i| RawRef { key: self.reps[i].key.clone(), content: self.content_of[i].clone(), cols: self.reps[i].columns() })
+                    .collect();
+                let pairs: Vec<(usize, usize)> = tile.pairs.iter().map(|(i, j)| (pos[i], pos[j])).collect();
+                let mut parts: Vec<String> = vec!["cka".into(), self.spec.mode.as_str().into()];
+                parts.extend(members.iter().map(|m| m.content.clone()));
+                parts.extend(pairs.iter().map(|p| format!("{}:{}", p.0, p.1)));
+                parts.extend(self.chunks.iter().map(|c| format!("{}-{}", c.0, c.1)));
+                let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
+                let h = hash_parts(&refs);
+                let payload = TaskPayload::Cka {
+                    dataset: self.spec.dataset.clone(),
+                    cache: self.cache.url().to_string(),
+                    members,
+                    pairs,
+                    chunks: self.chunks.clone(),
+                    mode: self.spec.mode,
+                };
+                self.emit(format!("cka/{h}"), payload, TaskRef::Cka { tile: t });
+            }
+        }
+        self.tiles[t].issued = true;
+    }
+
+    async fn store_pair(&mut self, i: usize, j: usize, metric: Metric, record: PairRecord) -> Result<(), JobError> {
+        let key = self.pair_cache_key(i, j, metric);
+        self.cache.put(&key, serde_json::to_vec(&record).expect("pair record serialises")).await?;
+        self.results.insert((i, j, metric), record);
+        Ok(())
+    }
+
+    /// All groups of a whitened tile are in: sum them in group order and compare each pair.
+    async fn finish_whitened_tile(&mut self, t: usize, family: Family) -> Result<(), JobError> {
+        let tile = &mut self.tiles[t];
+        let mut parts = tile.parts.iter_mut().map(|p| p.take().expect("every group present"));
+        let mut total = parts.next().expect("a tile has at least one group");
+        for p in parts {
+            for (x, y) in total.data.iter_mut().zip(&p.data) {
+                *x += y;
+            }
+        }
+        let tile = &self.tiles[t];
+        let offsets = |members: &[usize]| -> HashMap<usize, usize> {
+            let mut off = 0;
+            let mut map = HashMap::new();
+            for &i in members {
+                map.insert(i, off);
+                off += self.whitenings[&(family, self.content_of[i].clone())].dims();
+            }
+            map
+        };
+        let rows_side = offsets(&tile.a);
+        let cols_side = if tile.b.is_empty() { rows_side.clone() } else { offsets(&tile.b) };
+        let metrics: Vec<Metric> = self.metrics.iter().copied().filter(|&m| Family::of(m) == Some(family)).collect();
+        let mut jobs = Vec::new();
+        for &(i, j) in &tile.pairs {
+            let todo: Vec<Metric> = metrics.iter().copied().filter(|m| !self.results.contains_key(&(i, j, *m))).collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let wi = self.whitenings[&(family, self.content_of[i].clone())].clone();
+            let wj = self.whitenings[&(family, self.content_of[j].clone())].clone();
+            let mi = self.contents[&self.content_of[i]].moments.clone().expect("moments");
+            let mj = self.contents[&self.content_of[j]].moments.clone().expect("moments");
+            // The pair's block of C: i in the row block and j in the column block, or mirrored.
+            let (ki, kj) = (wi.dims(), wj.dims());
+            let cross = if let (Some(&ri), Some(&cj)) = (rows_side.get(&i), cols_side.get(&j)) {
+                total.as_ref().submatrix(ri, cj, ki, kj).to_owned()
+            } else {
+                let (rj, ci) = (rows_side[&j], cols_side[&i]);
+                total.as_ref().submatrix(rj, ci, kj, ki).transpose().to_owned()
+            };
+            jobs.push((i, j, todo, wi, wj, mi, mj, cross));
+        }
+        let mode = self.spec.mode;
+        let keep = self.spec.keep;
+        let reps: Vec<_> = self.reps.iter().map(|r| r.key.clone()).collect();
+        let computed = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, usize, Metric, PairRecord)>, JobError> {
+            let mut out = Vec::new();
+            for (i, j, todo, wi, wj, mi, mj, cross) in jobs {
+                for metric in todo {
+                    let opts = compare_options(metric, mode, keep);
+                    let c = svcca_core::compare_whitened(Side::with_moments(&wi, &mi), Side::with_moments(&wj, &mj), cross.as_ref(), &opts)
+                        .map_err(|source| JobError::Maths { what: format!("{} of {} and {}", metric.as_str(), reps[i].label(), reps[j].label()), source })?;
+                    out.push((i, j, metric, pair_record(reps[i].clone(), reps[j].clone(), metric.as_str(), &c)));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| JobError::Internal(e.to_string()))??;
+        for (i, j, metric, record) in computed {
+            self.store_pair(i, j, metric, record).await?;
+        }
+        self.tiles[t].done = true;
+        Ok(())
+    }
+
+    async fn on_complete(&mut self, task_id: &str, output: TaskOutput) -> Result<(), JobError> {
+        let Some(what) = self.outstanding.remove(task_id) else {
+            // A duplicate report (a retried task that finished twice) changes nothing.
+            return Ok(());
+        };
+        self.progress.done += 1;
+        let blob = Blob::from_output(task_id, &output).map_err(|f| JobError::Internal(f.to_string()))?;
+        match what {
+            TaskRef::MomentsPart { content, chunk } => {
+                if let Some(s) = self.contents.get_mut(&content) {
+                    s.pending.remove(&chunk);
+                }
+            }
+            TaskRef::Project { bases, chunk } => {
+                for basis in bases {
+                    if let Some(z) = self.z.get_mut(&basis) {
+                        z.pending.remove(&chunk);
+                    }
+                }
+            }
+            TaskRef::Cross { tile, group } => {
+                let m = match blob {
+                    Blob::Matrix(bytes) => DenseMatrix::decode(task_id, &bytes)?,
+                    Blob::MatrixAt(key) => {
+                        let bytes = self.cache.get(&key).await?.ok_or_else(|| JobError::Internal(format!("partial `{key}` vanished")))?;
+                        let m = DenseMatrix::decode(&key, &bytes)?;
+                        // Partials are scratch: the pair results are what is kept.
+                        self.cache.delete(&key).await?;
+                        m
+                    }
+                    other => return Err(JobError::Internal(format!("cross task returned {other:?}"))),
+                };
+                self.tiles[tile].parts[group] = Some(m);
+                if self.tiles[tile].parts.iter().all(|p| p.is_some()) {
+                    let TileKind::Whitened(family) = self.tiles[tile].kind else { unreachable!("cross tasks belong to whitened tiles") };
+                    self.finish_whitened_tile(tile, family).await?;
+                }
+            }
+            TaskRef::Cka { tile } => {
+                let Blob::Pairs(records) = blob else {
+                    return Err(JobError::Internal("cka task returned no pairs".into()));
+                };
+                let pairs = self.tiles[tile].pairs.clone();
+                if records.len() != pairs.len() {
+                    return Err(JobError::Internal("cka task returned the wrong number of pairs".into()));
+                }
+                for ((i, j), record) in pairs.into_iter().zip(records) {
+                    self.store_pair(i, j, Metric::Cka, record).await?;
+                }
+                self.tiles[tile].done = true;
+            }
+        }
+        self.advance().await
+    }
+
+    fn results_file(&self) -> ResultsFile {
+        let record_family = if self.metrics.contains(&Metric::Svcca) {
+            Some(Family::Svcca)
+        } else if self.metrics.iter().any(|m| Family::of(*m) == Some(Family::Cca)) {
+            Some(Family::Cca)
+        } else {
+            None
+        };
+        let representations = self
+            .reps
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let w = record_family.and_then(|f| self.whitenings.get(&(f, self.content_of[i].clone())));
+                RepresentationRecord {
+                    key: r.key.clone(),
+                    shape: r.shape.clone(),
+                    datapoints: r.datapoints,
+                    kept_dims: w.map(|w| w.dims()).unwrap_or(r.columns()),
+                    dropped_neurons: w.map(|w| w.dropped_neurons().to_vec()).unwrap_or_default(),
+                    spectrum: w.map(|w| w.spectrum().to_vec()).unwrap_or_default(),
+                    checksum: r.checksum.clone(),
+                }
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for &(i, j) in &self.pairs {
+            for &m in &self.metrics {
+                if let Some(r) = self.results.get(&(i, j, m)) {
+                    pairs.push(r.clone());
+                }
+            }
+        }
+        ResultsFile {
+            schema_version: SCHEMA_VERSION,
+            job_spec: self.spec.to_toml(),
+            versions: outputs::versions(),
+            comparison: self.spec.comparison.as_str().to_string(),
+            settings: self.spec.describe_settings(),
+            representations,
+            pairs,
+        }
+    }
+
+    async fn write(&mut self) -> Result<JobSummary, JobError> {
+        let results = self.results_file();
+        let summary = Summary {
+            representations: results.representations.len(),
+            pairs: self.pairs.len(),
+            metrics: self.metrics.iter().map(|m| m.as_str().to_string()).collect(),
+            pairs_from_cache: self.from_cache,
+            tasks: self.task_counts.clone(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            resumed: self.claim == Claim::Resume,
+            warnings: self.warnings.clone(),
+        };
+        outputs::write_all(&self.out, &results, &summary).await?;
+        let mut lines = vec![
+            format!(
+                "{} representations, {} pairs x {} metric(s) ({}), {} from the cache",
+                summary.representations,
+                summary.pairs,
+                summary.metrics.len(),
+                summary.metrics.join(", "),
+                summary.pairs_from_cache
+            ),
+            format!(
+                "tasks run: {}",
+                if summary.tasks.is_empty() { "none".to_string() } else { summary.tasks.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ") }
+            ),
+        ];
+        for m in &self.metrics {
+            let values: Vec<f64> = results.pairs_of(m.as_str()).map(|p| p.mean).collect();
+            if !values.is_empty() {
+                let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                lines.push(format!("{}: mean similarity from {lo:.4} to {hi:.4}", m.as_str()));
+            }
+        }
+        lines.push(format!("results: {}/results.json, matrices: matrix_<metric>.csv/.arrow", self.out.url().trim_end_matches('/')));
+        Ok(JobSummary { output_url: self.out.url().to_string(), lines })
+    }
+}
+
+impl JobDriver for SweepDriver {
+    fn take_ready(&mut self) -> BoxFuture<'_, Result<Vec<TaskSpec>, TaskFailure>> {
+        Box::pin(async move {
+            self.advance().await.map_err(|e| e.classify("plan"))?;
+            Ok(std::mem::take(&mut self.ready))
+        })
+    }
+
+    fn complete(&mut self, task_id: String, output: TaskOutput) -> BoxFuture<'_, Result<(), TaskFailure>> {
+        Box::pin(async move { self.on_complete(&task_id, output).await.map_err(|e| e.classify(&task_id)) })
+    }
+
+    fn all_done(&self) -> bool {
+        self.tiles_planned && self.outstanding.is_empty() && self.ready.is_empty() && self.tiles.iter().all(|t| t.done)
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<JobSummary, TaskFailure>> {
+        Box::pin(async move { self.write().await.map_err(|e| e.classify("finish")) })
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress
+    }
+}

@@ -1,0 +1,624 @@
+//! The job spec: what a sweep compares, how, and where the results go.
+//!
+//! A spec is TOML (the text a user writes in `JOB.toml`, and what crosses gRPC to a coordinator) or
+//! built in code with [`JobSpec::new`] and the `with_*` builders. [`JobSpec::validate`] checks
+//! everything that can be checked without reading the dataset; the planner checks the rest
+//! (selected keys exist, representations share the datapoint count).
+//!
+//! ```toml
+//! dataset = "file:///data/digits"
+//! output = "file:///results/digits-sweep"
+//! comparison = "all-pairs"            # all-pairs | vs-final | cross-seed | pairs
+//! metrics = ["svcca", "pwcca", "cka"] # svcca | cca | pwcca | cka
+//! mode = "default"                    # default | google-compat
+//! conv = "dft"                        # dft | fold | pool
+//!
+//! [select]
+//! where = { run = "mlp", layer = "h*", step = "2250" }
+//! # keys = ["mlp/seed0/step2250/h1"]
+//!
+//! [keep]
+//! variance = 0.99                     # or: dims = 20
+//!
+//! [resources]
+//! memory_mb = 1024                    # per task, on a worker
+//! # rows_per_task = 5000
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Which pairs a sweep compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComparisonPlan {
+    /// Every unordered pair of selected representations.
+    #[default]
+    AllPairs,
+    /// Each checkpoint of a layer against the last step of the same run, seed and layer.
+    VsFinal,
+    /// Each layer across seeds at the same run and step.
+    CrossSeed,
+    /// The explicit list in [`JobSpec::pairs`].
+    Pairs,
+}
+
+impl ComparisonPlan {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComparisonPlan::AllPairs => "all-pairs",
+            ComparisonPlan::VsFinal => "vs-final",
+            ComparisonPlan::CrossSeed => "cross-seed",
+            ComparisonPlan::Pairs => "pairs",
+        }
+    }
+}
+
+impl std::str::FromStr for ComparisonPlan {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "all-pairs" => Ok(ComparisonPlan::AllPairs),
+            "vs-final" => Ok(ComparisonPlan::VsFinal),
+            "cross-seed" => Ok(ComparisonPlan::CrossSeed),
+            "pairs" => Ok(ComparisonPlan::Pairs),
+            other => Err(SpecError::UnknownValue {
+                field: "comparison",
+                value: other.to_string(),
+                expected: "all-pairs, vs-final, cross-seed or pairs",
+            }),
+        }
+    }
+}
+
+/// A similarity measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// CCA over the directions kept by the keep rule (the paper's SVCCA).
+    Svcca,
+    /// CCA over every direction above the small-variance threshold.
+    Cca,
+    /// Projection-weighted CCA (Morcos et al. 2018) over the CCA directions.
+    Pwcca,
+    /// Linear CKA (Kornblith et al. 2019).
+    Cka,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Svcca => "svcca",
+            Metric::Cca => "cca",
+            Metric::Pwcca => "pwcca",
+            Metric::Cka => "cka",
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "svcca" => Ok(Metric::Svcca),
+            "cca" => Ok(Metric::Cca),
+            "pwcca" => Ok(Metric::Pwcca),
+            "cka" => Ok(Metric::Cka),
+            other => Err(SpecError::UnknownValue {
+                field: "metrics",
+                value: other.to_string(),
+                expected: "svcca, cca, pwcca or cka",
+            }),
+        }
+    }
+}
+
+/// How many SVCCA directions each representation keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum KeepRule {
+    /// The fewest leading directions that explain this fraction of the variance (the paper: 0.99).
+    Variance(f64),
+    /// A fixed number of leading directions (fewer if the representation has fewer).
+    Dims(usize),
+}
+
+impl Default for KeepRule {
+    fn default() -> Self {
+        KeepRule::Variance(0.99)
+    }
+}
+
+impl KeepRule {
+    pub fn describe(&self) -> String {
+        match self {
+            KeepRule::Variance(f) => format!("variance {f}"),
+            KeepRule::Dims(k) => format!("dims {k}"),
+        }
+    }
+}
+
+/// Numerical conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Exact CCA on the kept directions.
+    #[default]
+    Default,
+    /// google/svcca's arithmetic (relative epsilon, regularised diagonal, truncated mean).
+    GoogleCompat,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Default => "default",
+            Mode::GoogleCompat => "google-compat",
+        }
+    }
+}
+
+/// How convolutional layers (`[h, w, c]` per datapoint) are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvMethod {
+    /// One CCA per spatial frequency (the paper's DFT method).
+    #[default]
+    Dft,
+    /// Spatial positions become datapoints: `n·h·w` rows of `c` channels.
+    Fold,
+    /// Average over spatial positions: `n` rows of `c` channels.
+    Pool,
+}
+
+impl ConvMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConvMethod::Dft => "dft",
+            ConvMethod::Fold => "fold",
+            ConvMethod::Pool => "pool",
+        }
+    }
+}
+
+/// One or several accepted values of a `where` filter (several: any of them matches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Patterns {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Patterns {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Patterns::One(p) => std::slice::from_ref(p),
+            Patterns::Many(ps) => ps,
+        }
+    }
+}
+
+/// Which representations of the dataset take part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// Explicit representation labels (`mlp/seed0/step2250/h1`); globs (`*`, `?`) allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Field filters: `run`, `seed`, `step`, `layer` or a tag name, each a glob or a list of globs.
+    /// Every field must match; within a field, any pattern may.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub filters: BTreeMap<String, Patterns>,
+}
+
+/// Limits on a task's size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Memory a worker may use for one task, in MiB. Row ranges and tiles are sized to fit.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Datapoints per task; when absent, derived from `memory_mb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_task: Option<u64>,
+}
+
+fn default_memory_mb() -> u64 {
+    1024
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { memory_mb: default_memory_mb(), rows_per_task: None }
+    }
+}
+
+/// A sweep: see the module docs for the TOML form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Dataset root URL (`file:///...`, `s3://...`, or a local path).
+    pub dataset: String,
+    /// Where results go (an object-store URL or a local path).
+    pub output: String,
+    /// Where per-representation results are cached across jobs; default `<output>/cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    #[serde(default)]
+    pub comparison: ComparisonPlan,
+    /// Explicit pairs of representation labels, for `comparison = "pairs"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<[String; 2]>,
+    #[serde(default)]
+    pub select: Selection,
+    #[serde(default = "default_metrics")]
+    pub metrics: Vec<Metric>,
+    #[serde(default)]
+    pub keep: KeepRule,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub conv: ConvMethod,
+    #[serde(default)]
+    pub resources: Resources,
+    /// Replace results of a *different* job found at `output` (a same job always resumes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
+}
+
+fn default_metrics() -> Vec<Metric> {
+    vec![Metric::Svcca]
+}
+
+impl Default for JobSpec {
+    fn default() -> Self {
+        JobSpec {
+            dataset: String::new(),
+            output: String::new(),
+            cache: None,
+            comparison: ComparisonPlan::default(),
+            pairs: Vec::new(),
+            select: Selection::default(),
+            metrics: default_metrics(),
+            keep: KeepRule::default(),
+            mode: Mode::default(),
+            conv: ConvMethod::default(),
+            resources: Resources::default(),
+            overwrite: false,
+        }
+    }
+}
+
+/// A spec that cannot run, with what to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("job spec is not valid TOML for svcca: {message}")]
+    Parse { message: String },
+    #[error("job spec: `{field}` is required ({hint})")]
+    Missing { field: &'static str, hint: &'static str },
+    #[error("job spec: `{field}` = `{value}` is not known; expected {expected}")]
+    UnknownValue { field: &'static str, value: String, expected: &'static str },
+    #[error("job spec: {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+impl JobSpec {
+    /// A spec comparing every selected representation of `dataset`, writing to `output`.
+    pub fn new(dataset: impl Into<String>, output: impl Into<String>) -> Self {
+        JobSpec { dataset: dataset.into(), output: output.into(), ..JobSpec::default() }
+    }
+
+    pub fn with_comparison(mut self, comparison: ComparisonPlan) -> Self {
+        self.comparison = comparison;
+        self
+    }
+
+    pub fn with_pairs(mut self, pairs: Vec<[String; 2]>) -> Self {
+        self.pairs = pairs;
+        self.comparison = ComparisonPlan::Pairs;
+        self
+    }
+
+    pub fn with_where(mut self, field: impl Into<String>, pattern: impl Into<String>) -> Self {
+        let field = field.into();
+        let pattern = pattern.into();
+        let merged = match self.select.filters.remove(&field) {
+            None => Patterns::One(pattern),
+            Some(Patterns::One(p)) => Patterns::Many(vec![p, pattern]),
+            Some(Patterns::Many(mut ps)) => {
+                ps.push(pattern);
+                Patterns::Many(ps)
+            }
+        };
+        self.select.filters.insert(field, merged);
+        self
+    }
+
+    pub fn with_keys(mut self, keys: Vec<String>) -> Self {
+        self.select.keys = keys;
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Vec<Metric>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn with_keep(mut self, keep: KeepRule) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn with_conv(mut self, conv: ConvMethod) -> Self {
+        self.conv = conv;
+        self
+    }
+
+    pub fn with_cache(mut self, cache: impl Into<String>) -> Self {
+        self.cache = Some(cache.into());
+        self
+    }
+
+    pub fn with_memory_mb(mut self, memory_mb: u64) -> Self {
+        self.resources.memory_mb = memory_mb;
+        self
+    }
+
+    pub fn with_overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+
+    pub fn with_rows_per_task(mut self, rows: u64) -> Self {
+        self.resources.rows_per_task = Some(rows);
+        self
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        let spec = Self::parse_toml(text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Parses TOML text without validating (for callers that fill in fields first).
+    pub fn parse_toml(text: &str) -> Result<Self, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse { message: e.to_string() })
+    }
+
+    /// The spec as TOML (what crosses gRPC and is stored with the results).
+    pub fn to_toml(&self) -> String {
+        // Plain data with string keys always serialises.
+        toml::to_string(self).expect("job spec serialises to TOML")
+    }
+
+    /// Metrics in a canonical order without repeats.
+    pub fn metric_set(&self) -> Vec<Metric> {
+        let mut metrics = self.metrics.clone();
+        metrics.sort();
+        metrics.dedup();
+        metrics
+    }
+
+    /// The cache root URL.
+    pub fn cache_url(&self) -> String {
+        match &self.cache {
+            Some(c) => c.clone(),
+            None => format!("{}/cache", self.output.trim_end_matches('/')),
+        }
+    }
+
+    /// Settings as one line for results files and logs.
+    pub fn describe_settings(&self) -> String {
+        format!(
+            "metrics {}; keep {}; mode {}; conv {}",
+            self.metric_set().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+            self.keep.describe(),
+            self.mode.as_str(),
+            self.conv.as_str()
+        )
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.dataset.trim().is_empty() {
+            return Err(SpecError::Missing {
+                field: "dataset",
+                hint: "the dataset root URL, e.g. file:///data/digits or s3://bucket/acts",
+            });
+        }
+        if self.output.trim().is_empty() {
+            return Err(SpecError::Missing {
+                field: "output",
+                hint: "where results go, e.g. file:///results/sweep1",
+            });
+        }
+        if self.metrics.is_empty() {
+            return Err(SpecError::Invalid {
+                field: "metrics",
+                message: "no metric asked for; list at least one of svcca, cca, pwcca, cka".into(),
+            });
+        }
+        match self.keep {
+            KeepRule::Variance(f) if !(f > 0.0 && f <= 1.0) => {
+                return Err(SpecError::Invalid {
+                    field: "keep.variance",
+                    message: format!("{f} is not a fraction in (0, 1]; the paper uses 0.99"),
+                });
+            }
+            KeepRule::Dims(0) => {
+                return Err(SpecError::Invalid {
+                    field: "keep.dims",
+                    message: "0 directions keeps nothing; use at least 1".into(),
+                });
+            }
+            _ => {}
+        }
+        if self.resources.memory_mb < 16 {
+            return Err(SpecError::Invalid {
+                field: "resources.memory_mb",
+                message: format!("{} MiB is too little for any task; use at least 16", self.resources.memory_mb),
+            });
+        }
+        if self.resources.rows_per_task == Some(0) {
+            return Err(SpecError::Invalid {
+                field: "resources.rows_per_task",
+                message: "0 rows per task; leave it out to derive it from memory_mb".into(),
+            });
+        }
+        match self.comparison {
+            ComparisonPlan::Pairs if self.pairs.is_empty() => {
+                return Err(SpecError::Invalid {
+                    field: "pairs",
+                    message: "comparison = \"pairs\" needs a list, e.g. pairs = [[\"mlp/seed0/step2250/h1\", \"mlp/seed1/step2250/h1\"]]".into(),
+                });
+            }
+            ComparisonPlan::Pairs => {}
+            other if !self.pairs.is_empty() => {
+                return Err(SpecError::Invalid {
+                    field: "pairs",
+                    message: format!(
+                        "an explicit pair list is only used with comparison = \"pairs\", not \"{}\"",
+                        other.as_str()
+                    ),
+                });
+            }
+            _ => {}
+        }
+        for (field, patterns) in &self.select.filters {
+            if field.trim().is_empty() {
+                return Err(SpecError::Invalid {
+                    field: "select.where",
+                    message: "a filter has an empty field name".into(),
+                });
+            }
+            if patterns.as_slice().is_empty() {
+                return Err(SpecError::Invalid {
+                    field: "select.where",
+                    message: format!("filter `{field}` lists no pattern"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a `KEY=VALUE` filter as given on the command line.
+pub fn parse_where(text: &str) -> Result<(String, String), SpecError> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(SpecError::Invalid {
+            field: "where",
+            message: format!("`{text}` is not KEY=VALUE (e.g. run=mlp or layer=h*)"),
+        }),
+    }
+}
+
+/// Glob match with `*` (any run of characters) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Iterative matcher with one backtrack point: linear in practice, no recursion.
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let text = r#"
+dataset = "file:///data/digits"
+output = "file:///results/digits-sweep"
+comparison = "vs-final"
+metrics = ["svcca", "pwcca", "cka"]
+mode = "google-compat"
+conv = "fold"
+[select]
+where = { run = "mlp", layer = ["h1", "h2"] }
+[keep]
+dims = 20
+[resources]
+memory_mb = 512
+rows_per_task = 300
+"#;
+        let spec = JobSpec::from_toml(text).unwrap();
+        assert_eq!(spec.comparison, ComparisonPlan::VsFinal);
+        assert_eq!(spec.keep, KeepRule::Dims(20));
+        assert_eq!(spec.mode, Mode::GoogleCompat);
+        assert_eq!(spec.conv, ConvMethod::Fold);
+        assert_eq!(spec.select.filters["layer"].as_slice(), ["h1", "h2"]);
+        assert_eq!(spec.resources.rows_per_task, Some(300));
+        let back = JobSpec::from_toml(&spec.to_toml()).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn defaults_and_builders_agree() {
+        let spec = JobSpec::from_toml("dataset = \"/d\"\noutput = \"/o\"\n").unwrap();
+        assert_eq!(spec, JobSpec::new("/d", "/o"));
+        assert_eq!(spec.keep, KeepRule::Variance(0.99));
+        assert_eq!(spec.metrics, vec![Metric::Svcca]);
+        assert_eq!(spec.cache_url(), "/o/cache");
+        let built = JobSpec::new("/d", "/o").with_where("layer", "h*").with_where("layer", "logits");
+        assert_eq!(built.select.filters["layer"].as_slice(), ["h*", "logits"]);
+    }
+
+    #[test]
+    fn bad_specs_say_what_to_fix() {
+        let cases = [
+            ("output = \"/o\"", "`dataset` is required"),
+            ("dataset = \"/d\"\noutput = \"/o\"\ncomparison = \"every\"", "unknown variant"),
+            ("dataset = \"/d\"\noutput = \"/o\"\nmetrics = []", "no metric"),
+            ("dataset = \"/d\"\noutput = \"/o\"\n[keep]\nvariance = 1.5", "not a fraction"),
+            ("dataset = \"/d\"\noutput = \"/o\"\n[keep]\ndims = 0", "keeps nothing"),
+            ("dataset = \"/d\"\noutput = \"/o\"\ncomparison = \"pairs\"", "needs a list"),
+            ("dataset = \"/d\"\noutput = \"/o\"\nbogus = 1", "unknown field"),
+        ];
+        for (text, expected) in cases {
+            let err = JobSpec::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        assert!(parse_where("layer").is_err());
+        assert_eq!(parse_where("layer=h*").unwrap(), ("layer".into(), "h*".into()));
+    }
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        assert!(glob_match("h*", "h1"));
+        assert!(glob_match("h?", "h2"));
+        assert!(!glob_match("h?", "h12"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("mlp/*/step2250/*", "mlp/seed0/step2250/h1"));
+        assert!(!glob_match("conv*", "mlp"));
+        assert!(glob_match("a*b*c", "aXbYbc"));
+    }
+}

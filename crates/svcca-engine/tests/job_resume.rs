@@ -1,0 +1,104 @@
+//! Resume, refusal of a different job's output, and incremental sweeps that read raw shards only
+//! for new representations.
+
+mod job_support;
+
+use job_support::*;
+use svcca_engine::driver::JobDriverFactory;
+use svcca_engine::spec::{KeepRule, Mode};
+
+const EXTRA: &str = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"pwcca\"]\n[select]\nwhere = { seed = \"0\", layer = [\"h2\", \"h4\"] }\n[resources]\nrows_per_task = 300\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_resumes_and_a_killed_run_finishes_with_the_same_numbers() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| p.contains("seed0") && (p.contains("step25/") || p.contains("step400") || p.contains("step2250"))).await;
+
+    // A clean run.
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let opener = CountingOpener::default();
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    run_job(&opener, &toml, Order::AsIssued).await.unwrap();
+    let clean = read_results(out.path());
+    assert_eq!(clean.pairs.len(), 15 * 2);
+    assert!(opener.total() > 0);
+
+    // The same job again: nothing is read or run, the numbers are the same.
+    opener.reset();
+    let summary = run_job(&opener, &toml, Order::AsIssued).await.unwrap();
+    assert_eq!(opener.total(), 0, "a resumed finished job read raw shards: {:?}", opener.labels());
+    assert!(summary.lines.iter().any(|l| l.contains("30 from the cache")), "{:?}", summary.lines);
+    assert_eq!(read_results(out.path()).pairs, clean.pairs);
+
+    // A run killed midway (after 9 task completions), then run again to the end.
+    let (out2, cache2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let toml2 = spec_toml(ds.path(), out2.path(), cache2.path(), EXTRA);
+    let mut driver = factory(&opener).create(toml2.clone()).await.unwrap();
+    let stopped = drive(driver.as_mut(), &executor(&opener), Order::Reversed, Some(9)).await.unwrap();
+    assert!(stopped.is_none(), "the job should have been stopped midway");
+    drop(driver);
+    assert!(!out2.path().join("results.json").exists());
+    opener.reset();
+    run_job(&opener, &toml2, Order::Interleaved).await.unwrap();
+    let resumed = read_results(out2.path());
+    assert_eq!(resumed.pairs, clean.pairs, "a resumed job must give the clean run's numbers");
+    let worst = max_difference_vs_reference(&resumed, Mode::Default, KeepRule::Variance(0.99));
+    assert!(worst < 1e-9, "{worst:e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_job_is_refused_unless_told_to_overwrite() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| p.contains("seed0/step2250") && (p.contains("h3") || p.contains("h4"))).await;
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let opener = CountingOpener::default();
+    run_job(&opener, &spec_toml(ds.path(), out.path(), cache.path(), ""), Order::AsIssued).await.unwrap();
+    let other = spec_toml(ds.path(), out.path(), cache.path(), "metrics = [\"cka\"]\n");
+    let err = factory(&opener).create(other.clone()).await.err().expect("a different job must be refused");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("different job"), "{err}");
+    let forced = spec_toml(ds.path(), out.path(), cache.path(), "metrics = [\"cka\"]\noverwrite = true\n");
+    run_job(&opener, &forced, Order::AsIssued).await.unwrap();
+    let results = read_results(out.path());
+    assert_eq!(results.metrics(), vec!["cka".to_string()]);
+}
+
+/// The nightly case: a dataset gains checkpoints; the same job reruns on the same output. Raw
+/// shards are read only for the new representations, and only the new pairs are computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_run_reads_only_new_representations() {
+    let ds = tempfile::tempdir().unwrap();
+    let old = |p: &str| p.contains("seed0") && (p.contains("step0/") || p.contains("step25/") || p.contains("step100/"));
+    ingest_digits(ds.path(), old).await;
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let opener = CountingOpener::default();
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    run_job(&opener, &toml, Order::AsIssued).await.unwrap();
+    let first = read_results(out.path());
+    assert_eq!(first.representations.len(), 6);
+    let first_reads = opener.total();
+    // 2 passes (moments, projection) x 2 row chunks per representation.
+    assert_eq!(first_reads, 6 * 2 * 2, "{:?}", opener.reads.lock().unwrap());
+
+    // Two new checkpoints arrive.
+    ingest_digits(ds.path(), |p| p.contains("seed0") && (p.contains("step400") || p.contains("step2250"))).await;
+    opener.reset();
+    let summary = run_job(&opener, &toml, Order::Reversed).await.unwrap();
+    let second = read_results(out.path());
+    assert_eq!(second.representations.len(), 10);
+    assert_eq!(second.pairs.len(), 45 * 2);
+    let read_labels = opener.labels();
+    assert!(
+        read_labels.iter().all(|l| l.contains("step400") || l.contains("step2250")),
+        "old representations were read again: {read_labels:?}"
+    );
+    assert_eq!(opener.total(), 4 * 2 * 2, "{:?}", opener.reads.lock().unwrap());
+    // 15 old pairs x 2 metrics came from the cache, unchanged.
+    assert!(summary.lines.iter().any(|l| l.contains("30 from the cache")), "{:?}", summary.lines);
+    for p in &first.pairs {
+        assert!(second.pairs.contains(p), "old pair {} {} {} changed", p.metric, p.a.label(), p.b.label());
+    }
+    let worst = max_difference_vs_reference(&second, Mode::Default, KeepRule::Variance(0.99));
+    println!("incremental run: max |sweep - compare| = {worst:e}");
+    assert!(worst < 1e-9, "{worst:e}");
+}

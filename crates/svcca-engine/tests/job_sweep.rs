@@ -1,0 +1,133 @@
+//! Sweeps over the digits MLP: every pair equals core's `compare_moments` on the same two `.npy`
+//! files, and results do not depend on task completion order or the number of workers.
+
+mod job_support;
+
+use std::sync::Arc;
+
+use job_support::*;
+use svcca_engine::exec::ExecutorConfig;
+use svcca_engine::spec::{KeepRule, Mode};
+
+const TOL: f64 = 1e-9;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_pairs_at_the_last_step_match_compare_for_every_metric() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| p.contains("step2250")).await;
+    let out = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let opener = CountingOpener::default();
+    // 250 rows per task over 200-row shards: chunks straddle shard boundaries.
+    let toml = spec_toml(
+        ds.path(),
+        out.path(),
+        cache.path(),
+        "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cca\", \"pwcca\", \"cka\"]\n[select]\nwhere = { run = \"mlp\", step = \"2250\" }\n[resources]\nrows_per_task = 250\n",
+    );
+    let summary = run_job(&opener, &toml, Order::AsIssued).await.unwrap();
+    let results = read_results(out.path());
+    assert_eq!(results.representations.len(), 15);
+    assert_eq!(results.pairs.len(), 105 * 4, "{:?}", summary.lines);
+    let worst = max_difference_vs_reference(&results, Mode::Default, KeepRule::Variance(0.99));
+    println!("all-pairs step 2250, 4 metrics: max |sweep - compare| = {worst:e}");
+    assert!(worst < TOL, "max difference {worst:e}");
+    // h1 keeps 66 of its 128 directions at 99% variance in the digits MLP (seed 0).
+    let h1 = results.representations.iter().find(|r| r.key.label() == "mlp/seed0/step2250/h1").unwrap();
+    assert!(h1.kept_dims > 10 && h1.kept_dims < 128, "kept {}", h1.kept_dims);
+    for metric in ["svcca", "cca", "pwcca", "cka"] {
+        let csv = std::fs::read_to_string(out.path().join(format!("matrix_{metric}.csv"))).unwrap();
+        assert_eq!(csv.lines().count(), 16, "{metric}: header + 15 rows");
+        assert!(csv.starts_with("label,mlp/seed0/step2250/h1,"), "{metric}: {}", &csv[..80]);
+        assert!(out.path().join(format!("matrix_{metric}.arrow")).exists());
+    }
+    assert!(out.path().join("summary.json").exists());
+    assert!(out.path().join("job.toml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vs_final_over_checkpoints_matches_compare() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| p.contains("/h2.npy") || p.contains("/logits.npy")).await;
+    let out = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let opener = CountingOpener::default();
+    let toml = spec_toml(
+        ds.path(),
+        out.path(),
+        cache.path(),
+        "comparison = \"vs-final\"\nmetrics = [\"svcca\", \"pwcca\"]\n[keep]\ndims = 20\n",
+    );
+    run_job(&opener, &toml, Order::Reversed).await.unwrap();
+    let results = read_results(out.path());
+    // 3 seeds x 2 layers x 4 earlier checkpoints, two metrics.
+    assert_eq!(results.pairs.len(), 24 * 2);
+    for p in &results.pairs {
+        assert_eq!(p.b.step, Some(2250));
+        assert_eq!((p.a.seed, &p.a.layer), (p.b.seed, &p.b.layer));
+    }
+    let worst = max_difference_vs_reference(&results, Mode::Default, KeepRule::Dims(20));
+    println!("vs-final h2+logits, svcca dims 20 + pwcca: max |sweep - compare| = {worst:e}");
+    assert!(worst < TOL, "max difference {worst:e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_compat_cross_seed_matches_compare() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| p.contains("step400") && (p.contains("h3") || p.contains("h4"))).await;
+    let out = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let opener = CountingOpener::default();
+    let toml = spec_toml(
+        ds.path(),
+        out.path(),
+        cache.path(),
+        "comparison = \"cross-seed\"\nmode = \"google-compat\"\nmetrics = [\"svcca\", \"cca\"]\n",
+    );
+    run_job(&opener, &toml, Order::Interleaved).await.unwrap();
+    let results = read_results(out.path());
+    assert_eq!(results.pairs.len(), 2 * 3 * 2, "2 layers x 3 seed pairs x 2 metrics");
+    let worst = max_difference_vs_reference(&results, Mode::GoogleCompat, KeepRule::Variance(0.99));
+    println!("cross-seed google-compat: max |sweep - compare| = {worst:e}");
+    assert!(worst < TOL, "max difference {worst:e}");
+}
+
+/// Runs the same job (fresh output and cache each time) in several completion orders and
+/// through the embedded gRPC cluster with 1, 2 and 3 workers: the results must be identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_do_not_depend_on_order_or_worker_count() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| p.contains("seed0") || (p.contains("seed1") && p.contains("step2250"))).await;
+    let extra = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"pwcca\", \"cka\"]\n[select]\nwhere = { layer = [\"h1\", \"h3\"], step = [\"100\", \"2250\"] }\n[resources]\nrows_per_task = 150\n";
+    let mut runs = Vec::new();
+    for order in [Order::AsIssued, Order::Reversed, Order::Interleaved] {
+        let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let opener = CountingOpener::default();
+        run_job(&opener, &spec_toml(ds.path(), out.path(), cache.path(), extra), order).await.unwrap();
+        runs.push((format!("{order:?}"), read_results(out.path())));
+    }
+    for workers in [1, 2, 3] {
+        let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let opener = CountingOpener::default();
+        let summary = svcca_engine::client::run_embedded(
+            Arc::new(factory(&opener)),
+            Arc::new(svcca_engine::exec::SweepExecutor::new(Arc::new(opener.clone()), ExecutorConfig::default())),
+            spec_toml(ds.path(), out.path(), cache.path(), extra),
+            workers,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(!summary.lines.is_empty());
+        runs.push((format!("{workers} workers"), read_results(out.path())));
+    }
+    let (first_name, first) = &runs[0];
+    // 6 representations (seed0 x 2 steps x 2 layers + seed1 x 1 step x 2 layers) -> 15 pairs.
+    assert_eq!(first.pairs.len(), 15 * 3);
+    for (name, r) in &runs[1..] {
+        assert_eq!(r.pairs, first.pairs, "{name} differs from {first_name}");
+        assert_eq!(r.representations, first.representations, "{name} differs from {first_name}");
+    }
+    let worst = max_difference_vs_reference(first, Mode::Default, KeepRule::Variance(0.99));
+    assert!(worst < TOL, "max difference {worst:e}");
+}
