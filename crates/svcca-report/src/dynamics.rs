@@ -26,7 +26,7 @@ use crate::layers::{depth, layer_order};
 pub const DEFAULT_THRESHOLD: f64 = 0.95;
 
 /// Similarity of one checkpoint to the final one.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct DynamicsPoint {
     pub step: i64,
     pub similarity: f64,

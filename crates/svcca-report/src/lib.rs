@@ -11,10 +11,12 @@
 //! This crate computes no similarity of its own from stored results; the analyses that need
 //! activations call `svcca-core`.
 
+pub mod compute;
 pub mod dynamics;
 pub mod layers;
 pub mod matrices;
 pub mod render;
+pub mod report;
 pub mod seeds;
 
 #[cfg(test)]
@@ -31,4 +33,11 @@ pub enum ReportError {
     Plot { file: PathBuf, message: String },
     #[error("could not write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("metric {metric:?} is not in these results (they hold: {available})")]
+    UnknownMetric { metric: String, available: String },
+    #[error("bad report option: {detail}")]
+    Options { detail: String },
 }
+
+pub use compute::ComputedAnalyses;
+pub use report::{ReportData, ReportOptions, ReportSummary, write_report};

@@ -1,0 +1,919 @@
+//! Writing a report: figures, one `index.html` with the numbers in tables and their definitions,
+//! `report.json` with the same analyses as data, and a short terminal summary.
+//!
+//! Everything is derived from the stored results (plus, when given, the stored
+//! [`ComputedAnalyses`]); the only computation is the seeded Gaussian null baseline at the shapes
+//! of the stored pairs, which is cheap and can be turned off. The output is deterministic: the same
+//! inputs give the same bytes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use svcca_results::{PairRecord, ResultsFile};
+
+use crate::ReportError;
+use crate::compute::{ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline, gaussian_null};
+use crate::dynamics::{DEFAULT_THRESHOLD, LearningDynamics, learning_dynamics};
+use crate::layers::{layer_order, primary_metric, runs};
+use crate::matrices::{
+    FrequencyMap, LayerMatrix, Matrix, frequency_maps, full_matrix, layer_matrix, layer_matrix_candidates,
+};
+use crate::render::{Figure, Heatmap, LineChart, PlotFiles, Reference, Series, XScale, render};
+use crate::seeds::{SeedSpread, cross_seed};
+
+/// What a report contains and how it is computed. Plain data with `with_*` builders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOptions {
+    /// The metric the analyses use; default `svcca` when present, else the first stored.
+    pub metric: Option<String>,
+    /// Convergence threshold of the learning dynamics (default 0.95).
+    pub threshold: f64,
+    /// Most layer × layer matrices drawn (default 6).
+    pub max_layer_matrices: usize,
+    /// Most per-frequency maps drawn (default 8).
+    pub max_frequency_maps: usize,
+    /// The whole-sweep matrix is drawn up to this many representations (default 400).
+    pub max_matrix_size: usize,
+    /// Compute the seeded Gaussian null at the stored shapes (default true).
+    pub gaussian_null: bool,
+    pub null_draws: usize,
+    pub null_seed: u64,
+    /// Analyses computed from activations earlier (`analyses.json`).
+    pub computed: Option<ComputedAnalyses>,
+    /// Where the results came from, shown on the page.
+    pub source: Option<String>,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            metric: None,
+            threshold: DEFAULT_THRESHOLD,
+            max_layer_matrices: 6,
+            max_frequency_maps: 8,
+            max_matrix_size: 400,
+            gaussian_null: true,
+            null_draws: 5,
+            null_seed: 0,
+            computed: None,
+            source: None,
+        }
+    }
+}
+
+impl ReportOptions {
+    pub fn with_metric(mut self, metric: impl Into<String>) -> Self {
+        self.metric = Some(metric.into());
+        self
+    }
+    pub fn with_threshold(mut self, threshold: f64) -> Self {
+        self.threshold = threshold;
+        self
+    }
+    pub fn with_gaussian_null(mut self, on: bool) -> Self {
+        self.gaussian_null = on;
+        self
+    }
+    pub fn with_computed(mut self, computed: ComputedAnalyses) -> Self {
+        self.computed = Some(computed);
+        self
+    }
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+}
+
+/// What [`write_report`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportSummary {
+    pub out_dir: PathBuf,
+    /// `out_dir/index.html`.
+    pub index: PathBuf,
+    /// Every file written, relative to `out_dir`, sorted.
+    pub files: Vec<String>,
+    /// The short terminal summary (what `svcca report` prints).
+    pub text: String,
+    /// Things the report could not show, in words.
+    pub notes: Vec<String>,
+}
+
+/// The analyses of a report as data (`report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportData {
+    pub metric: String,
+    pub comparison: String,
+    pub settings: String,
+    pub dynamics: LearningDynamics,
+    pub cross_seed: Vec<SeedSpread>,
+    pub layer_matrices: Vec<LayerMatrix>,
+    pub frequency_maps: Vec<FrequencyMap>,
+    pub null_baselines: Vec<NullBaseline>,
+    pub dimensionality: Vec<DimensionalityCurve>,
+    pub class_sensitivity: Vec<ClassSensitivity>,
+}
+
+/// Writes the report of `results` under `out_dir` (created if missing).
+pub fn write_report(
+    results: &ResultsFile,
+    out_dir: &Path,
+    options: &ReportOptions,
+) -> Result<ReportSummary, ReportError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Write { path: out_dir.to_path_buf(), source })?;
+    let metrics = results.metrics();
+    let metric = match &options.metric {
+        Some(m) if metrics.contains(m) || results.pairs.is_empty() => m.clone(),
+        Some(m) => return Err(ReportError::UnknownMetric { metric: m.clone(), available: metrics.join(", ") }),
+        None => primary_metric(results).unwrap_or_else(|| "svcca".to_string()),
+    };
+    let dynamics = learning_dynamics(results, &metric, options.threshold)
+        .map_err(|e| ReportError::Options { detail: e.to_string() })?;
+    let seeds = cross_seed(results, &metric);
+    let layer_mats: Vec<LayerMatrix> = layer_matrix_candidates(results, &metric, options.max_layer_matrices)
+        .iter()
+        .map(|(a, b)| layer_matrix(results, &metric, a, b))
+        .collect();
+    let freq_maps = frequency_maps(results, options.max_frequency_maps);
+    let computed = options.computed.clone().unwrap_or_default();
+    let mut notes = Vec::new();
+    let mut nulls =
+        if options.gaussian_null { gaussian_nulls(results, &metric, options, &mut notes) } else { Vec::new() };
+    nulls.extend(computed.null_baselines.iter().cloned());
+
+    let mut page = Page::new(out_dir);
+    page.header(results, &metric, options);
+    page.definitions(&metric, options.threshold);
+    page.nulls(&nulls, &metric);
+    page.dynamics(&dynamics, &nulls, results)?;
+    page.cross_seed(&seeds, &metric, &nulls, results)?;
+    page.layer_matrices(&layer_mats)?;
+    for m in &metrics {
+        let full = full_matrix(results, m);
+        page.full_matrix(&full, options.max_matrix_size, &mut notes)?;
+    }
+    page.frequency_maps(&freq_maps)?;
+    page.spectra(results)?;
+    page.dimensionality(&computed.dimensionality)?;
+    page.class_sensitivity(&computed.class_sensitivity)?;
+    page.warnings(results);
+    if !notes.is_empty() {
+        page.section("notes", "Notes");
+        for note in &notes {
+            page.note(note);
+        }
+    }
+
+    let data = ReportData {
+        metric: metric.clone(),
+        comparison: results.comparison.clone(),
+        settings: results.settings.clone(),
+        dynamics,
+        cross_seed: seeds,
+        layer_matrices: layer_mats,
+        frequency_maps: freq_maps,
+        null_baselines: nulls,
+        dimensionality: computed.dimensionality.clone(),
+        class_sensitivity: computed.class_sensitivity.clone(),
+    };
+    let text = terminal_summary(results, &data, out_dir);
+    let json = serde_json::to_vec_pretty(&data).map_err(|e| ReportError::Options { detail: e.to_string() })?;
+    page.write_file("report.json", &json)?;
+    let html = page.finish();
+    page.write_file("index.html", html.as_bytes())?;
+    let mut files = page.files.clone();
+    files.sort();
+    Ok(ReportSummary { out_dir: out_dir.to_path_buf(), index: out_dir.join("index.html"), files, text, notes })
+}
+
+/// Gaussian nulls at the distinct (datapoints, dims) shapes of the stored pairs, at most 12.
+fn gaussian_nulls(
+    results: &ResultsFile,
+    metric: &str,
+    options: &ReportOptions,
+    notes: &mut Vec<String>,
+) -> Vec<NullBaseline> {
+    let datapoints: BTreeMap<_, u64> = results.representations.iter().map(|r| (&r.key, r.datapoints)).collect();
+    let mut shapes: BTreeMap<(u64, usize, usize), usize> = BTreeMap::new();
+    for p in results.pairs_of(metric) {
+        if let Some(&n) = datapoints.get(&p.a) {
+            let (x, y) = (p.dims_a.min(p.dims_b), p.dims_a.max(p.dims_b));
+            *shapes.entry((n, x, y)).or_default() += 1;
+        }
+    }
+    let mut ordered: Vec<((u64, usize, usize), usize)> = shapes.into_iter().collect();
+    ordered.sort_by_key(|&(shape, count)| (std::cmp::Reverse(count), shape));
+    if ordered.len() > 12 {
+        notes.push(format!("gaussian null computed for the 12 most frequent of {} pair shapes", ordered.len()));
+        ordered.truncate(12);
+    }
+    ordered.sort_by_key(|&(shape, _)| shape);
+    let mut out = Vec::new();
+    for ((n, da, db), _) in ordered {
+        // Keep report writing cheap: skip shapes whose null would take more than seconds.
+        let cost = n as f64 * ((da + db) as f64).powi(2) * options.null_draws as f64;
+        if cost > 2e10 {
+            notes.push(format!("gaussian null not computed for {n} datapoints × {da}/{db} dims (too large for a report)"));
+            continue;
+        }
+        match gaussian_null(n, da, db, metric, options.null_draws, options.null_seed) {
+            Ok(null) => out.push(null),
+            Err(e) => notes.push(format!("gaussian null for {n} × {da}/{db}: {e}")),
+        }
+    }
+    out
+}
+
+fn null_for(nulls: &[NullBaseline], n: u64, da: usize, db: usize) -> Option<&NullBaseline> {
+    let (x, y) = (da.min(db), da.max(db));
+    nulls.iter().find(|z| z.kind == "gaussian" && z.datapoints == n && z.dims_a == x && z.dims_b == y)
+}
+
+/// The largest Gaussian null among the pairs `filter` selects.
+fn max_null(
+    results: &ResultsFile,
+    metric: &str,
+    nulls: &[NullBaseline],
+    filter: impl Fn(&PairRecord) -> bool,
+) -> Option<f64> {
+    let n_of: BTreeMap<_, u64> = results.representations.iter().map(|r| (&r.key, r.datapoints)).collect();
+    results
+        .pairs_of(metric)
+        .filter(|p| filter(p))
+        .filter_map(|p| null_for(nulls, *n_of.get(&p.a)?, p.dims_a, p.dims_b).map(|z| z.mean))
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A file-name-safe form of a label.
+fn slug(s: &str) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    out.truncate(60);
+    out
+}
+
+fn num(v: f64) -> String {
+    format!("{v:.3}")
+}
+
+fn network_name(run: &str, seed: Option<i64>) -> String {
+    seed.map_or(run.to_string(), |s| format!("{run}/seed{s}"))
+}
+
+/// The HTML page being built, and the files written for it.
+struct Page {
+    dir: PathBuf,
+    html: String,
+    toc: Vec<(String, String)>,
+    files: Vec<String>,
+    figures: usize,
+}
+
+impl Page {
+    fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf(), html: String::new(), toc: Vec::new(), files: Vec::new(), figures: 0 }
+    }
+
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), ReportError> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, bytes).map_err(|source| ReportError::Write { path, source })?;
+        self.files.push(name.to_string());
+        Ok(())
+    }
+
+    fn section(&mut self, id: &str, title: &str) {
+        self.toc.push((id.to_string(), title.to_string()));
+        let _ = writeln!(self.html, "<h2 id=\"{id}\">{}</h2>", esc(title));
+    }
+
+    fn p(&mut self, text: &str) {
+        let _ = writeln!(self.html, "<p>{}</p>", esc(text));
+    }
+
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(self.html, "<p class=\"note\">{}</p>", esc(text));
+    }
+
+    fn figure<F: Figure>(&mut self, fig: &F, name: &str, caption: &str) -> Result<PlotFiles, ReportError> {
+        self.figures += 1;
+        let stem = format!("fig{:02}_{}", self.figures, slug(name));
+        let files = render(fig, &self.dir, &stem)?;
+        self.files.push(files.png.clone());
+        self.files.push(files.svg.clone());
+        let _ = writeln!(
+            self.html,
+            "<figure><a href=\"{svg}\"><img src=\"{png}\" width=\"{w}\" height=\"{h}\" alt=\"{cap}\"></a>\
+             <figcaption>{cap} <a href=\"{svg}\">SVG</a></figcaption></figure>",
+            svg = esc(&files.svg),
+            png = esc(&files.png),
+            w = files.width,
+            h = files.height,
+            cap = esc(caption),
+        );
+        Ok(files)
+    }
+
+    fn table(&mut self, head: &[String], rows: &[Vec<String>]) {
+        self.html.push_str("<table><thead><tr>");
+        for h in head {
+            let _ = write!(self.html, "<th>{}</th>", esc(h));
+        }
+        self.html.push_str("</tr></thead><tbody>\n");
+        for row in rows {
+            self.html.push_str("<tr>");
+            for cell in row {
+                let _ = write!(self.html, "<td>{}</td>", esc(cell));
+            }
+            self.html.push_str("</tr>\n");
+        }
+        self.html.push_str("</tbody></table>\n");
+    }
+
+    fn header(&mut self, results: &ResultsFile, metric: &str, options: &ReportOptions) {
+        let mut rows = vec![
+            vec!["comparison".into(), results.comparison.clone()],
+            vec!["settings".into(), results.settings.clone()],
+            vec!["metrics stored".into(), results.metrics().join(", ")],
+            vec!["metric analysed".into(), metric.to_string()],
+            vec!["representations".into(), results.representations.len().to_string()],
+            vec!["pairs".into(), results.pairs.len().to_string()],
+        ];
+        if let Some(src) = &options.source {
+            rows.insert(0, vec!["results".into(), src.clone()]);
+        }
+        for (k, v) in &results.versions {
+            rows.push(vec![format!("version of {k}"), v.clone()]);
+        }
+        self.section("run", "The sweep");
+        self.table(&["".into(), "".into()], &rows);
+        let _ = writeln!(self.html, "<details><summary>job spec</summary><pre>{}</pre></details>", esc(&results.job_spec));
+    }
+
+    fn definitions(&mut self, metric: &str, threshold: f64) {
+        self.section("definitions", "What the numbers mean");
+        let defs: Vec<(&str, String)> = vec![
+            ("svcca", "mean of the canonical correlations between the top singular directions of each side (kept by the sweep's keep rule; the paper keeps 99% of the variance); 1 = the same subspace up to an invertible linear map.".into()),
+            ("cca", "mean of the canonical correlations over every non-constant direction; with many directions and few datapoints it is high even for unrelated data (see the null baseline).".into()),
+            ("pwcca", "canonical correlations weighted by how much of the representation each accounts for (Morcos et al. 2018).".into()),
+            ("cka", "linear centred kernel alignment ‖Σxy‖²_F / (‖Σxx‖_F ‖Σyy‖_F) (Kornblith et al. 2019).".into()),
+            ("mean vs google_mean", "reports use mean (all coefficients); google/svcca's tutorials quote a truncated mean of the leading coefficients holding 98% of their sum, stored as google_mean in results.json.".into()),
+            ("learning dynamics", format!("{metric} similarity of each layer at every checkpoint to the same layer at the final checkpoint (1 at the final checkpoint by definition); the x axis is log(1 + step).")),
+            ("convergence step", format!("the first checkpoint (before the final one) from which the similarity to the final checkpoint stays ≥ {threshold} at every later checkpoint; '—' when none does.")),
+            ("bottom-up", "convergence steps never decrease from the input to the output (the paper's finding).".into()),
+            ("suggested freeze step", format!("the latest convergence step among a layer and every layer below it (the paper's Freeze Training freezes layers from the bottom). A suggestion for the next run of the same recipe, measured in hindsight at the stored checkpoints with threshold {threshold}: the true step lies between the previous checkpoint and the one named.")),
+            ("cross-seed spread", "over all pairs of seeds of the same run, step and layer: mean, sample std (n − 1), min and max. Seed pairs share networks, so this describes the sweep, not a confidence interval.".into()),
+            ("best match", "for each row layer, the column layer with the highest similarity (outlined in red).".into()),
+            ("null baseline", "what the same shapes give with no relation: gaussian = independent standard Gaussian data with the pair's datapoints and kept dimensions (seeded); permuted = the real pair with one side's datapoints shuffled (seeded). Unrelated data is far from 0 when there are few datapoints per dimension (≈0.2 mean CCA at common shapes): read a score against its null.".into()),
+            ("dimensionality", "carried(k): share of the pair's SVCCA similarity carried by the layer's top k singular directions (never decreases, reaches the pair's SVCCA value at the kept k); k for 99%: the smallest k carrying 99% of it.".into()),
+            ("class sensitivity", "for each class, SVCCA between the layer and the single column of that class's logit (or class indicator) over the probe set, i.e. the multiple correlation of that column with the layer's top directions, at every checkpoint.".into()),
+        ];
+        self.html.push_str("<dl>\n");
+        for (term, def) in defs {
+            let _ = writeln!(self.html, "<dt>{}</dt><dd>{}</dd>", esc(term), esc(&def));
+        }
+        self.html.push_str("</dl>\n");
+    }
+
+    fn nulls(&mut self, nulls: &[NullBaseline], metric: &str) {
+        self.section("null", "Null baselines");
+        if nulls.is_empty() {
+            self.p("No null baseline was computed for this report.");
+            return;
+        }
+        self.p(&format!(
+            "Scores of {metric} (or the metric named) on data with no relation, at the shapes of the stored pairs. A score near its null says nothing about the networks."
+        ));
+        let rows: Vec<Vec<String>> = nulls
+            .iter()
+            .map(|z| {
+                vec![
+                    z.kind.clone(),
+                    z.metric.clone(),
+                    z.of.clone(),
+                    z.datapoints.to_string(),
+                    format!("{} / {}", z.dims_a, z.dims_b),
+                    format!("{} (seed {})", z.draws, z.seed),
+                    num(z.mean),
+                    num(z.std),
+                    format!("{} – {}", num(z.min), num(z.max)),
+                ]
+            })
+            .collect();
+        let head = ["kind", "metric", "for", "datapoints", "dims", "draws", "mean", "std", "range"].map(String::from);
+        self.table(&head, &rows);
+    }
+
+    fn dynamics(&mut self, d: &LearningDynamics, nulls: &[NullBaseline], results: &ResultsFile) -> Result<(), ReportError> {
+        self.section("dynamics", "Learning dynamics");
+        if d.networks.is_empty() {
+            self.p("No pair compares a checkpoint with the final checkpoint of the same layer (a vs-final sweep gives them).");
+            return Ok(());
+        }
+        for net in &d.networks {
+            let name = network_name(&net.run, net.seed);
+            let mut steps: Vec<i64> = net.layers.iter().flat_map(|l| l.points.iter().map(|p| p.step)).collect();
+            steps.sort_unstable();
+            steps.dedup();
+            let null = max_null(results, &d.metric, nulls, |p| {
+                p.a.run == net.run && p.a.seed == net.seed && p.b.seed == net.seed && p.a.layer == p.b.layer
+            });
+            let mut references = vec![Reference { y: d.threshold, label: format!("threshold {}", d.threshold) }];
+            if let Some(z) = null {
+                references.push(Reference { y: z, label: format!("gaussian null (max) {z:.2}") });
+            }
+            let chart = LineChart {
+                title: format!("{name}: {} similarity to the final checkpoint", d.metric),
+                x_desc: "training step (log scale)".into(),
+                y_desc: format!("{} to final checkpoint", d.metric),
+                series: net
+                    .layers
+                    .iter()
+                    .map(|l| Series {
+                        name: l.layer.clone(),
+                        points: l.points.iter().map(|p| (p.step as f64, p.similarity)).collect(),
+                    })
+                    .collect(),
+                x: XScale::Log1pSteps { ticks: steps.clone() },
+                y_range: (0.0, 1.02),
+                references,
+            };
+            let order = if net.bottom_up { "bottom-up: yes" } else { "bottom-up: no" };
+            let caption = format!(
+                "{name}: one line per layer; convergence order {} ({order}).",
+                net.convergence_order.join(" → ")
+            );
+            self.figure(&chart, &format!("dynamics_{name}"), &caption)?;
+            let mut head = vec!["layer".to_string()];
+            head.extend(steps.iter().map(|s| format!("step {s}")));
+            head.extend(["converged at".to_string(), "suggested freeze".to_string()]);
+            let rows: Vec<Vec<String>> = net
+                .layers
+                .iter()
+                .map(|l| {
+                    let mut row = vec![l.layer.clone()];
+                    row.extend(steps.iter().map(|s| l.similarity_at(*s).map_or("—".into(), num)));
+                    row.push(l.convergence_step.map_or("—".into(), |s| s.to_string()));
+                    row.push(l.suggested_freeze_step.map_or("—".into(), |s| s.to_string()));
+                    row
+                })
+                .collect();
+            self.table(&head, &rows);
+            self.html.push_str("<ul class=\"freeze\">\n");
+            for l in &net.layers {
+                let _ = writeln!(self.html, "<li>{}</li>", esc(&l.freeze_suggestion(&d.metric, d.threshold)));
+            }
+            self.html.push_str("</ul>\n");
+        }
+        Ok(())
+    }
+
+    fn cross_seed(
+        &mut self,
+        seeds: &[SeedSpread],
+        metric: &str,
+        nulls: &[NullBaseline],
+        results: &ResultsFile,
+    ) -> Result<(), ReportError> {
+        self.section("seeds", "Across seeds");
+        if seeds.is_empty() {
+            self.p("No pair compares the same layer of two seeds at the same step.");
+            return Ok(());
+        }
+        // One chart per run: one line per step, x = layers from input to output.
+        let run_order = runs(results);
+        let mut by_run: BTreeMap<usize, BTreeMap<Option<i64>, Vec<&SeedSpread>>> = BTreeMap::new();
+        for s in seeds {
+            let r = run_order.iter().position(|x| *x == s.run).unwrap_or(usize::MAX);
+            by_run.entry(r).or_default().entry(s.step).or_default().push(s);
+        }
+        for lines in by_run.values() {
+            let Some(run) = lines.values().next().and_then(|v| v.first()).map(|s| s.run.clone()) else { continue };
+            let present: Vec<String> = layer_order(results, &run)
+                .into_iter()
+                .filter(|l| seeds.iter().any(|s| s.run == run && &s.layer == l))
+                .collect();
+            let pos = |l: &str| present.iter().position(|x| x == l).unwrap_or(0) as f64;
+            let null = max_null(results, metric, nulls, |p| {
+                p.a.run == run && p.b.run == run && p.a.layer == p.b.layer && p.a.seed != p.b.seed
+            });
+            let chart = LineChart {
+                title: format!("{run}: {metric} between seeds, per layer"),
+                x_desc: "layer".into(),
+                y_desc: format!("mean {metric} over seed pairs"),
+                series: lines
+                    .iter()
+                    .map(|(step, v)| Series {
+                        name: step.map_or("no step".into(), |s| format!("step {s}")),
+                        points: v.iter().map(|s| (pos(&s.layer), s.mean)).collect(),
+                    })
+                    .collect(),
+                x: XScale::Categories(present.clone()),
+                y_range: (0.0, 1.02),
+                references: null
+                    .map(|z| Reference { y: z, label: format!("gaussian null (max) {z:.2}") })
+                    .into_iter()
+                    .collect(),
+            };
+            self.figure(&chart, &format!("seeds_{run}"), &format!("{run}: mean over seed pairs per layer; the spread is in the table."))?;
+        }
+        let rows: Vec<Vec<String>> = seeds
+            .iter()
+            .map(|s| {
+                vec![
+                    s.run.clone(),
+                    s.step.map_or("—".into(), |v| v.to_string()),
+                    s.layer.clone(),
+                    s.pairs.to_string(),
+                    num(s.mean),
+                    num(s.std),
+                    num(s.min),
+                    num(s.max),
+                ]
+            })
+            .collect();
+        let head = ["run", "step", "layer", "seed pairs", "mean", "std", "min", "max"].map(String::from);
+        self.table(&head, &rows);
+        Ok(())
+    }
+
+    fn layer_matrices(&mut self, mats: &[LayerMatrix]) -> Result<(), ReportError> {
+        self.section("layers", "Layer × layer");
+        if mats.is_empty() {
+            self.p("No pair of networks has comparisons between different layers (an all-pairs sweep gives them).");
+            return Ok(());
+        }
+        for m in mats {
+            let outlined = m.best_match.iter().enumerate().filter_map(|(r, b)| b.map(|(c, _)| (r, c))).collect();
+            let heat = Heatmap {
+                title: m.matrix.title.clone(),
+                note: Some("red outline: best match of each row; grey: not compared".into()),
+                row_labels: &m.matrix.row_labels,
+                col_labels: &m.matrix.col_labels,
+                values: &m.matrix.values,
+                x_desc: format!("layers of {}", m.b.label()),
+                y_desc: format!("layers of {}", m.a.label()),
+                colorbar_label: m.matrix.metric.clone(),
+                range: (0.0, 1.0),
+                outlined,
+            };
+            self.figure(&heat, &format!("layers_{}_vs_{}", m.a.label(), m.b.label()), &m.matrix.title)?;
+            let rows: Vec<Vec<String>> = m
+                .best_match
+                .iter()
+                .enumerate()
+                .map(|(r, b)| match b {
+                    Some((c, v)) => vec![m.matrix.row_labels[r].clone(), m.matrix.col_labels[*c].clone(), num(*v)],
+                    None => vec![m.matrix.row_labels[r].clone(), "—".into(), "—".into()],
+                })
+                .collect();
+            let head =
+                vec![format!("layer of {}", m.a.label()), format!("best match in {}", m.b.label()), m.matrix.metric.clone()];
+            self.table(&head, &rows);
+        }
+        Ok(())
+    }
+
+    fn full_matrix(&mut self, m: &Matrix, max: usize, notes: &mut Vec<String>) -> Result<(), ReportError> {
+        let id = format!("matrix-{}", slug(&m.metric));
+        self.section(&id, &format!("All representations: {}", m.metric));
+        if m.rows() > max {
+            self.p(&format!(
+                "{} representations: too many to draw here; the matrix is in matrix_{}.csv next to results.json.",
+                m.rows(),
+                m.metric
+            ));
+            notes.push(format!("{} matrix not drawn ({} representations > {max})", m.metric, m.rows()));
+            return Ok(());
+        }
+        if m.fill() < 0.2 {
+            self.p(&format!(
+                "Only {:.0}% of this matrix was compared (the sweep's plan did not compare every pair), so it is not drawn; the sections above hold its numbers.",
+                m.fill() * 100.0
+            ));
+            return Ok(());
+        }
+        let heat = Heatmap {
+            title: m.title.clone(),
+            note: Some("grey: not compared; rows and columns in the sweep's order".into()),
+            row_labels: &m.row_labels,
+            col_labels: &m.col_labels,
+            values: &m.values,
+            x_desc: "representation".into(),
+            y_desc: "representation".into(),
+            colorbar_label: m.metric.clone(),
+            range: (0.0, 1.0),
+            outlined: Vec::new(),
+        };
+        self.figure(&heat, &format!("matrix_{}", m.metric), &m.title)?;
+        Ok(())
+    }
+
+    fn frequency_maps(&mut self, maps: &[FrequencyMap]) -> Result<(), ReportError> {
+        if maps.is_empty() {
+            return Ok(());
+        }
+        self.section("frequencies", "Per-frequency maps (conv layers, DFT method)");
+        self.p("Each cell is the mean canonical correlation at one spatial frequency (row: vertical index, column: horizontal index; (0, 0) is the constant component). Frequencies that a real input's conjugate symmetry makes redundant are filled from their mirror image.");
+        let mut rows = Vec::new();
+        for m in maps {
+            let rl: Vec<String> = (0..m.h).map(|i| i.to_string()).collect();
+            let cl: Vec<String> = (0..m.w).map(|j| j.to_string()).collect();
+            let title = format!("{}: {} × {}", m.metric, m.a, m.b);
+            let heat = Heatmap {
+                title: title.clone(),
+                note: Some(format!("{} × {} frequencies; {} filled by conjugate symmetry", m.h, m.w, m.mirrored)),
+                row_labels: &rl,
+                col_labels: &cl,
+                values: &m.values,
+                x_desc: "horizontal frequency index".into(),
+                y_desc: "vertical frequency index".into(),
+                colorbar_label: format!("{} per frequency", m.metric),
+                range: (0.0, 1.0),
+                outlined: Vec::new(),
+            };
+            self.figure(&heat, &format!("freq_{}_vs_{}", m.a, m.b), &title)?;
+            let vals: Vec<f64> = m.values.iter().flatten().copied().collect();
+            let mean = vals.iter().sum::<f64>() / vals.len().max(1) as f64;
+            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            rows.push(vec![m.a.clone(), m.b.clone(), format!("{} × {}", m.h, m.w), num(mean), num(lo), num(hi)]);
+        }
+        let head = ["a", "b", "frequencies", "mean over frequencies", "min", "max"].map(String::from);
+        self.table(&head, &rows);
+        Ok(())
+    }
+
+    fn spectra(&mut self, results: &ResultsFile) -> Result<(), ReportError> {
+        let with_spectrum: Vec<_> =
+            results.representations.iter().filter(|r| r.spectrum.iter().any(|v| *v > 0.0)).collect();
+        if with_spectrum.is_empty() {
+            return Ok(());
+        }
+        self.section("spectra", "Variance spectra and kept directions");
+        // One chart per run, at its last step and lowest seed: one line per layer.
+        for run in runs(results) {
+            let of_run: Vec<_> = with_spectrum.iter().filter(|r| r.key.run == run).collect();
+            let last = of_run.iter().filter_map(|r| r.key.step).max();
+            let seed = of_run.iter().filter(|r| r.key.step == last).filter_map(|r| r.key.seed).min();
+            let chosen: Vec<_> = of_run.iter().filter(|r| r.key.step == last && r.key.seed == seed).collect();
+            let Some(first) = chosen.first() else { continue };
+            let max_k = chosen.iter().map(|r| r.spectrum.len()).max().unwrap_or(1);
+            let series = chosen
+                .iter()
+                .map(|r| {
+                    let total: f64 = r.spectrum.iter().map(|v| v.max(0.0)).sum();
+                    let mut acc = 0.0;
+                    let points = r
+                        .spectrum
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            acc += v.max(0.0);
+                            ((i + 1) as f64, acc / total)
+                        })
+                        .collect();
+                    Series { name: format!("{} (kept {})", r.key.layer, r.kept_dims), points }
+                })
+                .collect();
+            let mut net = first.key.run.clone();
+            if let Some(s) = first.key.seed {
+                net.push_str(&format!("/seed{s}"));
+            }
+            if let Some(s) = first.key.step {
+                net.push_str(&format!("/step{s}"));
+            }
+            let chart = LineChart {
+                title: format!("{net}: variance explained by the top k directions"),
+                x_desc: "k (singular directions, by variance)".into(),
+                y_desc: "fraction of variance".into(),
+                series,
+                x: XScale::Linear { min: 0.0, max: max_k as f64 },
+                y_range: (0.0, 1.02),
+                references: vec![Reference { y: 0.99, label: "99% of the variance".into() }],
+            };
+            let caption = format!("{net}: cumulative variance per layer; the legend gives the directions the sweep kept.");
+            self.figure(&chart, &format!("spectrum_{net}"), &caption)?;
+        }
+        let rows: Vec<Vec<String>> = results
+            .representations
+            .iter()
+            .take(500)
+            .map(|r| {
+                vec![
+                    r.key.label(),
+                    format!("{:?}", r.shape),
+                    r.datapoints.to_string(),
+                    r.kept_dims.to_string(),
+                    r.dropped_neurons.len().to_string(),
+                ]
+            })
+            .collect();
+        let head = ["representation", "shape", "datapoints", "kept directions", "dropped neurons"].map(String::from);
+        self.table(&head, &rows);
+        Ok(())
+    }
+
+    fn dimensionality(&mut self, curves: &[DimensionalityCurve]) -> Result<(), ReportError> {
+        self.section("dimensionality", "Intrinsic dimensionality");
+        if curves.is_empty() {
+            self.p("Not computed for this report: it needs the activations (svcca_report::compute::dimensionality, stored in analyses.json).");
+            return Ok(());
+        }
+        let max_k = curves.iter().map(|c| c.kept).max().unwrap_or(1);
+        let chart = LineChart {
+            title: "Similarity carried by the top k directions".into(),
+            x_desc: "k (top singular directions of the layer)".into(),
+            y_desc: "carried(k)".into(),
+            series: curves
+                .iter()
+                .map(|c| Series {
+                    name: format!("{} vs {}", c.a, c.b),
+                    points: c.points.iter().map(|p| (p.k as f64, p.carried)).collect(),
+                })
+                .collect(),
+            x: XScale::Linear { min: 0.0, max: max_k as f64 },
+            y_range: (0.0, 1.02),
+            references: Vec::new(),
+        };
+        self.figure(&chart, "dimensionality", "carried(k) per pair; each curve ends at the pair's SVCCA value.")?;
+        let rows: Vec<Vec<String>> = curves
+            .iter()
+            .map(|c| {
+                vec![
+                    c.a.clone(),
+                    c.b.clone(),
+                    c.keep.clone(),
+                    c.neurons.to_string(),
+                    format!("{} / {}", c.kept, c.kept_b),
+                    num(c.full),
+                    c.k99.to_string(),
+                ]
+            })
+            .collect();
+        let head =
+            ["layer", "against", "keep rule", "neurons", "kept (layer / against)", "SVCCA", "k for 99%"].map(String::from);
+        self.table(&head, &rows);
+        Ok(())
+    }
+
+    fn class_sensitivity(&mut self, all: &[ClassSensitivity]) -> Result<(), ReportError> {
+        self.section("classes", "Class sensitivity");
+        if all.is_empty() {
+            self.p("Not computed for this report: it needs the activations, logits and labels (svcca_report::compute::class_sensitivity, stored in analyses.json).");
+            return Ok(());
+        }
+        for cs in all {
+            let mut steps: Vec<i64> = cs.classes.iter().flat_map(|c| c.points.iter().map(|p| p.step)).collect();
+            steps.sort_unstable();
+            steps.dedup();
+            let chart = LineChart {
+                title: format!("{}: similarity with each class", cs.layer),
+                x_desc: "training step (log scale)".into(),
+                y_desc: "SVCCA with the class column".into(),
+                series: cs
+                    .classes
+                    .iter()
+                    .map(|c| Series {
+                        name: format!("class {}", c.class),
+                        points: c.points.iter().map(|p| (p.step as f64, p.similarity)).collect(),
+                    })
+                    .collect(),
+                x: XScale::Log1pSteps { ticks: steps.clone() },
+                y_range: (0.0, 1.02),
+                references: Vec::new(),
+            };
+            self.figure(&chart, &format!("classes_{}", cs.layer), &format!("{}: compared with {}.", cs.layer, cs.target))?;
+            let mut head = vec!["class".to_string(), "datapoints".to_string()];
+            head.extend(steps.iter().map(|s| format!("step {s}")));
+            let rows: Vec<Vec<String>> = cs
+                .classes
+                .iter()
+                .map(|c| {
+                    let mut row = vec![c.class.to_string(), c.count.to_string()];
+                    row.extend(
+                        steps
+                            .iter()
+                            .map(|s| c.points.iter().find(|p| p.step == *s).map_or("—".into(), |p| num(p.similarity))),
+                    );
+                    row
+                })
+                .collect();
+            self.table(&head, &rows);
+        }
+        Ok(())
+    }
+
+    fn warnings(&mut self, results: &ResultsFile) {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for w in results.pairs.iter().flat_map(|p| p.warnings.iter()) {
+            *counts.entry(w.as_str()).or_default() += 1;
+        }
+        if counts.is_empty() {
+            return;
+        }
+        self.section("warnings", "Warnings from the sweep");
+        let rows: Vec<Vec<String>> = counts.iter().take(50).map(|(w, n)| vec![n.to_string(), w.to_string()]).collect();
+        self.table(&["pairs".into(), "warning".into()], &rows);
+    }
+
+    fn finish(&self) -> String {
+        let mut out = String::new();
+        out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>svcca report</title>\n<style>\n");
+        out.push_str(CSS);
+        out.push_str("</style></head><body>\n<h1>svcca report</h1>\n<nav><ul>");
+        for (id, title) in &self.toc {
+            let _ = write!(out, "<li><a href=\"#{id}\">{}</a></li>", esc(title));
+        }
+        out.push_str("</ul></nav>\n");
+        out.push_str(&self.html);
+        out.push_str("</body></html>\n");
+        out
+    }
+}
+
+const CSS: &str = "body{font-family:'DejaVu Sans',sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\n\
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}\n\
+td:first-child,th:first-child{text-align:left}thead{background:#f3f3f3}figure{margin:1em 0}\n\
+img{max-width:100%;height:auto}figcaption{color:#444;font-size:90%}dt{font-weight:bold;margin-top:0.4em}\n\
+.note{color:#8a5a00}nav ul{columns:3;font-size:90%}\n";
+
+fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "svcca report: {} representations, {} pairs, comparison {}, metric {} ({})",
+        results.representations.len(),
+        results.pairs.len(),
+        results.comparison,
+        data.metric,
+        results.settings
+    );
+    if !data.dynamics.networks.is_empty() {
+        let _ = writeln!(s, "learning dynamics ({}, threshold {}):", data.dynamics.metric, data.dynamics.threshold);
+        for net in &data.dynamics.networks {
+            let conv: Vec<String> = net
+                .layers
+                .iter()
+                .map(|l| format!("{}@{}", l.layer, l.convergence_step.map_or("—".into(), |c| c.to_string())))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {}: converged {}; bottom-up: {}",
+                network_name(&net.run, net.seed),
+                conv.join(" "),
+                if net.bottom_up { "yes" } else { "no" }
+            );
+            let freeze: Vec<String> = net
+                .layers
+                .iter()
+                .filter_map(|l| l.suggested_freeze_step.map(|f| format!("{} from step {f}", l.layer)))
+                .collect();
+            if !freeze.is_empty() {
+                let _ = writeln!(s, "    suggestion (freeze bottom-up): {}", freeze.join(", "));
+            }
+        }
+    }
+    if !data.cross_seed.is_empty() {
+        let _ = writeln!(s, "across seeds ({}, mean ± std over seed pairs, last step):", data.metric);
+        let mut last: BTreeMap<&str, (Option<i64>, Vec<&SeedSpread>)> = BTreeMap::new();
+        for x in &data.cross_seed {
+            let e = last.entry(x.run.as_str()).or_insert((x.step, Vec::new()));
+            if x.step > e.0 {
+                *e = (x.step, Vec::new());
+            }
+            if x.step == e.0 {
+                e.1.push(x);
+            }
+        }
+        for (run, (step, v)) in last {
+            let cells: Vec<String> = v.iter().map(|x| format!("{} {:.3}±{:.3}", x.layer, x.mean, x.std)).collect();
+            let at = step.map_or(String::new(), |st| format!(" step {st}"));
+            let _ = writeln!(s, "  {run}{at}: {}", cells.join(", "));
+        }
+    }
+    if !data.null_baselines.is_empty() {
+        let lo = data.null_baselines.iter().map(|z| z.mean).fold(f64::INFINITY, f64::min);
+        let hi = data.null_baselines.iter().map(|z| z.mean).fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(s, "null baselines (no relation, same shapes): {lo:.3} – {hi:.3}");
+    }
+    for c in &data.dimensionality {
+        let _ = writeln!(s, "dimensionality: {} vs {}: {:.3} with {} directions; 99% of it with {}", c.a, c.b, c.full, c.kept, c.k99);
+    }
+    let _ = writeln!(s, "report: {}", out_dir.join("index.html").display());
+    s
+}
