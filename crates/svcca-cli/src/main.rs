@@ -4,6 +4,7 @@
 mod cmd;
 mod exit;
 mod logging;
+mod source;
 
 use clap::{Parser, Subcommand};
 

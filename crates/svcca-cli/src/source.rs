@@ -1,0 +1,231 @@
+//! Where a representation to compare comes from, read as aligned blocks of datapoints.
+//!
+//! A source is a `.npy` file (datapoints first, or google's neurons-first layout) or one
+//! representation of a dataset named by a selector (`DATASET_URL#run=mlp,seed=0,...`). Every source
+//! hands out blocks of exactly the number of datapoints asked for (fewer only at the end), so two
+//! sources whose native blocks differ (shards of different sizes) stay aligned datapoint by
+//! datapoint. Memory is bounded by one block per side, never by the file.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use svcca_storage::npy::{Dtype, NpyFile, NpyHeader, RowBlocks};
+use svcca_storage::{Dataset, ReadOptions, Selector, StorageError};
+
+use crate::exit::Failure;
+
+/// A block of consecutive datapoints, row-major, in the source's own precision.
+pub enum Block {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Block {
+    pub fn as_core(&self, rows: usize, cols: usize) -> Result<svcca_core::RowBlock<'_>, Failure> {
+        match self {
+            Block::F32(v) => svcca_core::RowBlock::f32(v, rows, cols),
+            Block::F64(v) => svcca_core::RowBlock::f64(v, rows, cols),
+        }
+        .map_err(|e| Failure::fatal(e.to_string()))
+    }
+
+    pub fn as_conv<'a>(
+        &'a self,
+        shape: &[usize],
+        layout: svcca_core::conv::Layout,
+    ) -> Result<svcca_core::conv::ConvInput<'a>, svcca_core::conv::ConvError> {
+        match self {
+            Block::F32(v) => svcca_core::conv::ConvInput::f32(v, shape, layout),
+            Block::F64(v) => svcca_core::conv::ConvInput::f64(v, shape, layout),
+        }
+    }
+}
+
+/// An opened representation.
+pub struct Source {
+    /// What the user typed, for messages.
+    pub name: String,
+    /// Shape with datapoints first (`[n, d]` or `[n, h, w, c]` / `[n, c, h, w]` as stored).
+    pub shape: Vec<usize>,
+    reader: Reader,
+}
+
+enum Reader {
+    NpyF32(RowBlocks<BufReader<File>, f32>),
+    NpyF64(RowBlocks<BufReader<File>, f64>),
+    NeuronsFirst(NeuronsFirstReader),
+    Dataset(DatasetReader),
+}
+
+impl Source {
+    /// Opens `spec`: a selector when it looks like one, else a `.npy` path.
+    pub fn open(spec: &str, neurons_first: bool, runtime: &tokio::runtime::Runtime) -> Result<Source, Failure> {
+        if Selector::looks_like_selector(spec) {
+            if neurons_first {
+                return Err(Failure::fatal(format!(
+                    "{spec}: --neurons-first applies to .npy files only; dataset representations are always stored datapoints first"
+                )));
+            }
+            return runtime.block_on(DatasetReader::open(spec)).map(|(shape, reader)| Source {
+                name: spec.to_string(),
+                shape,
+                reader: Reader::Dataset(reader),
+            });
+        }
+        let path = PathBuf::from(spec);
+        if neurons_first {
+            let reader = NeuronsFirstReader::open(&path)?;
+            let shape = vec![reader.datapoints, reader.neurons];
+            return Ok(Source { name: spec.to_string(), shape, reader: Reader::NeuronsFirst(reader) });
+        }
+        let file = NpyFile::open(&path).map_err(|e| Failure::fatal(e.to_string()))?;
+        let shape = file.shape().to_vec();
+        let reader = match file.dtype() {
+            // Blocks are requested with an explicit row count on every call.
+            Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
+            Dtype::F64 => Reader::NpyF64(file.blocks_f64(1)),
+        };
+        Ok(Source { name: spec.to_string(), shape, reader })
+    }
+
+    pub fn datapoints(&self) -> usize {
+        self.shape[0]
+    }
+
+    /// Values per datapoint.
+    pub fn row_len(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+
+    /// The next `rows` datapoints (fewer at the end; `None` when exhausted).
+    pub fn next(&mut self, rows: usize, runtime: &tokio::runtime::Runtime) -> Result<Option<Block>, Failure> {
+        let fatal = |e: svcca_storage::npy::NpyError| Failure::fatal(e.to_string());
+        match &mut self.reader {
+            Reader::NpyF32(blocks) => Ok(read_exact_rows(blocks, rows).map_err(fatal)?.map(Block::F32)),
+            Reader::NpyF64(blocks) => Ok(read_exact_rows(blocks, rows).map_err(fatal)?.map(Block::F64)),
+            Reader::NeuronsFirst(r) => r.next(rows),
+            Reader::Dataset(r) => runtime.block_on(r.next(rows)),
+        }
+    }
+}
+
+/// Reads exactly `rows` rows (or what is left) from a `.npy` block iterator.
+fn read_exact_rows<T: svcca_storage::npy::Element + Copy>(
+    blocks: &mut RowBlocks<BufReader<File>, T>,
+    rows: usize,
+) -> Result<Option<Vec<T>>, svcca_storage::npy::NpyError> {
+    blocks.set_rows_per_block(rows);
+    Ok(blocks.next_block()?.map(|b| b.data.to_vec()))
+}
+
+/// google's `[neurons, datapoints]` layout: each block of datapoints is gathered with one
+/// positioned read per neuron and transposed, so memory stays at one block.
+struct NeuronsFirstReader {
+    path: PathBuf,
+    file: File,
+    header: NpyHeader,
+    neurons: usize,
+    datapoints: usize,
+    next: usize,
+    bytes: Vec<u8>,
+}
+
+impl NeuronsFirstReader {
+    fn open(path: &Path) -> Result<Self, Failure> {
+        let file = NpyFile::open(path).map_err(|e| Failure::fatal(e.to_string()))?;
+        file.expect_rank(&[2]).map_err(|e| {
+            Failure::fatal(format!("{e} (--neurons-first reads [neurons, datapoints] matrices)"))
+        })?;
+        let header = file.header().clone();
+        let (neurons, datapoints) = (header.shape[0], header.shape[1]);
+        let raw = File::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?;
+        Ok(NeuronsFirstReader { path: path.into(), file: raw, header, neurons, datapoints, next: 0, bytes: Vec::new() })
+    }
+
+    fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
+        use std::os::unix::fs::FileExt;
+        if self.next >= self.datapoints {
+            return Ok(None);
+        }
+        let rows = rows.min(self.datapoints - self.next);
+        let size = self.header.dtype.size();
+        self.bytes.resize(rows * size, 0);
+        let mut out_f32 = Vec::new();
+        let mut out_f64 = Vec::new();
+        match self.header.dtype {
+            Dtype::F32 => out_f32.resize(rows * self.neurons, 0f32),
+            Dtype::F64 => out_f64.resize(rows * self.neurons, 0f64),
+        }
+        for neuron in 0..self.neurons {
+            let offset = self.header.data_offset + ((neuron * self.datapoints + self.next) * size) as u64;
+            self.file.read_exact_at(&mut self.bytes, offset).map_err(|e| {
+                Failure::fatal(format!("cannot read {} at neuron {neuron}: {e}", self.path.display()))
+            })?;
+            match self.header.dtype {
+                Dtype::F32 => {
+                    for (r, chunk) in self.bytes.chunks_exact(4).enumerate() {
+                        out_f32[r * self.neurons + neuron] = f32::from_le_bytes(chunk.try_into().unwrap());
+                    }
+                }
+                Dtype::F64 => {
+                    for (r, chunk) in self.bytes.chunks_exact(8).enumerate() {
+                        out_f64[r * self.neurons + neuron] = f64::from_le_bytes(chunk.try_into().unwrap());
+                    }
+                }
+            }
+        }
+        self.next += rows;
+        Ok(Some(match self.header.dtype {
+            Dtype::F32 => Block::F32(out_f32),
+            Dtype::F64 => Block::F64(out_f64),
+        }))
+    }
+}
+
+/// One representation of a dataset, re-blocked to the requested number of rows.
+struct DatasetReader {
+    stream: BoxStream<'static, Result<svcca_storage::RowBlock, StorageError>>,
+    pending: Option<svcca_storage::RowBlock>,
+    row_len: usize,
+}
+
+impl DatasetReader {
+    async fn open(spec: &str) -> Result<(Vec<usize>, DatasetReader), Failure> {
+        let selector = Selector::parse(spec).map_err(storage_failure)?;
+        let dataset =
+            Dataset::open(&selector.dataset_url, ReadOptions::default()).await.map_err(storage_failure)?;
+        let rep = dataset.resolve(&selector).map_err(storage_failure)?.clone();
+        let stream = dataset.row_blocks(&rep, 0..rep.rows());
+        let reader = DatasetReader { stream, pending: None, row_len: rep.row_len() };
+        Ok((rep.shape.clone(), reader))
+    }
+
+    async fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
+        let mut out: Vec<f32> = Vec::with_capacity(rows * self.row_len);
+        while out.len() < rows * self.row_len {
+            let block = match self.pending.take() {
+                Some(b) => b,
+                None => match self.stream.next().await {
+                    Some(b) => b.map_err(storage_failure)?,
+                    None => break,
+                },
+            };
+            let want = rows - out.len() / self.row_len;
+            if block.rows > want {
+                out.extend_from_slice(block.slice_rows(0, want).values());
+                self.pending = Some(block.slice_rows(want, block.rows - want));
+            } else {
+                out.extend_from_slice(block.values());
+            }
+        }
+        Ok((!out.is_empty()).then_some(Block::F32(out)))
+    }
+}
+
+/// Storage errors are retryable when the store, not the data, failed.
+pub fn storage_failure(e: StorageError) -> Failure {
+    if e.is_retryable() { Failure::retryable(e.to_string()) } else { Failure::fatal(e.to_string()) }
+}
