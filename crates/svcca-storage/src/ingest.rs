@@ -184,9 +184,17 @@ pub async fn ingest(config: IngestConfig) -> Result<IngestReport, StorageError> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "default".into());
+    // Reading every header is blocking file I/O: keep it off the async workers.
+    let listed = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|(relative, path, kind, caps)| Ok((relative, list_arrays(&path, kind)?, path, caps)))
+            .collect::<Result<Vec<_>, StorageError>>()
+    })
+    .await
+    .expect("listing task")?;
     let mut planned: Vec<Planned> = Vec::new();
-    for (relative, path, kind, caps) in files {
-        let arrays = list_arrays(&path, kind)?;
+    for (relative, arrays, path, caps) in listed {
         for source in arrays {
             let layer = match (&source.member, caps.layer.clone()) {
                 (None, Some(l)) => l,
@@ -650,7 +658,9 @@ async fn write_representation(
         }
     })
     .buffered(uploads_in_flight);
-    futures::pin_mut!(uploads);
+    // Boxed (not pinned on the stack) so that dropping it on an error really closes the channel
+    // and unblocks the producer.
+    let mut uploads = Box::pin(uploads);
     let mut written = Written {
         shards: Vec::new(),
         values_sha256: String::new(),

@@ -228,14 +228,14 @@ fn decode_inner(
         // A sliced FixedSizeList starts `offset()` rows into its child.
         let start = list.offset() * width;
         let n = list.len();
-        if let Some(nulls) = child.nulls().filter(|n| n.null_count() > 0) {
-            if let Some(j) = (start..start + n * width).find(|&j| nulls.is_null(j)) {
-                return Err(crate::StorageError::NullValue {
-                    representation: ctx.representation.to_string(),
-                    shard: ctx.shard,
-                    row: ctx.first_row + row + (j - start) / width,
-                });
-            }
+        if let Some(nulls) = child.nulls().filter(|n| n.null_count() > 0)
+            && let Some(j) = (start..start + n * width).find(|&j| nulls.is_null(j))
+        {
+            return Err(crate::StorageError::NullValue {
+                representation: ctx.representation.to_string(),
+                shard: ctx.shard,
+                row: ctx.first_row + row + (j - start) / width,
+            });
         }
         let values = child.values().slice(start, n * width);
         if ctx.check_finite

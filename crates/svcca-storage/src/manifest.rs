@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn steps_sort_numerically() {
-        let mut keys = vec![
+        let mut keys = [
             key("mlp", Some(0), Some(10), "h1"),
             key("mlp", Some(0), Some(2), "h1"),
             key("mlp", Some(0), Some(2250), "h1"),

@@ -108,10 +108,7 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
         url: url.to_string(),
         reason,
     };
-    let scheme = match url.find("://") {
-        Some(i) => Some(url[..i].to_ascii_lowercase()),
-        None => None,
-    };
+    let scheme = url.find("://").map(|i| url[..i].to_ascii_lowercase());
     let Some(scheme) = scheme else {
         return local(std::path::Path::new(url), url, create_local);
     };

@@ -1,11 +1,97 @@
-//! `svcca ls` (not built yet: see the open issues).
+//! `svcca ls URL`: what a dataset holds, grouped by run, seed, checkpoint and layer.
 
-use crate::exit::{CmdResult, Failure};
+use svcca_storage::{Representation, open_dataset};
 
-/// Not built yet.
+use super::ingest::{runtime, storage_failure};
+use crate::exit::CmdResult;
+
+/// List a dataset's representations with their shapes and sizes.
+///
+/// Reads only the manifest. Checkpoints are listed in numeric step order.
 #[derive(Debug, clap::Args)]
-pub struct LsArgs {}
+pub struct LsArgs {
+    /// The dataset: a path, file://, s3://, gs://, az:// URL.
+    pub url: String,
+    /// Print one JSON object (probe set and every representation) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: LsArgs) -> CmdResult {
-    Err(Failure::fatal("`svcca ls` is not built yet"))
+pub fn run(args: LsArgs) -> CmdResult {
+    let dataset = runtime()?.block_on(open_dataset(&args.url)).map_err(storage_failure)?;
+    let manifest = dataset.manifest();
+    if args.json {
+        let reps: Vec<serde_json::Value> = manifest.representations.iter().map(rep_json).collect();
+        let out = serde_json::json!({
+            "url": args.url,
+            "probe_set": manifest.probe_set,
+            "representations": reps,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
+        return Ok(());
+    }
+    let total: u64 = manifest.representations.iter().map(|r| r.bytes()).sum();
+    println!(
+        "{}: {} representations, {} datapoints, probe set {}, {}",
+        args.url,
+        manifest.representations.len(),
+        manifest.probe_set.datapoints,
+        manifest.probe_set.fingerprint.as_deref().unwrap_or("(no fingerprint)"),
+        human(total)
+    );
+    let mut last: (Option<&str>, Option<Option<u64>>, Option<Option<u64>>) = (None, None, None);
+    for r in &manifest.representations {
+        let k = &r.key;
+        if last.0 != Some(k.run.as_str()) {
+            println!("{}", k.run);
+            last = (Some(k.run.as_str()), None, None);
+        }
+        if last.1 != Some(k.seed) {
+            println!("  {}", k.seed.map(|s| format!("seed {s}")).unwrap_or_else(|| "(no seed)".into()));
+            last.1 = Some(k.seed);
+            last.2 = None;
+        }
+        if last.2 != Some(k.step) {
+            println!("    {}", k.step.map(|s| format!("step {s}")).unwrap_or_else(|| "(no step)".into()));
+            last.2 = Some(k.step);
+        }
+        let tags: String = k.tags.iter().map(|(a, b)| format!(" {a}={b}")).collect();
+        println!(
+            "      {:<12}{tags} {:<18} {:<8} {:>3} shard{} {:>10}",
+            k.layer,
+            format!("{:?}", r.shape),
+            r.dtype,
+            r.shards.len(),
+            if r.shards.len() == 1 { " " } else { "s" },
+            human(r.bytes())
+        );
+    }
+    Ok(())
+}
+
+fn rep_json(r: &Representation) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id(),
+        "key": r.key,
+        "shape": r.shape,
+        "item_shape": r.item_shape(),
+        "dtype": r.dtype,
+        "source_dtype": r.source_dtype,
+        "shards": r.shards.len(),
+        "bytes": r.bytes(),
+        "checksum": r.content_checksum(),
+    })
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
 }

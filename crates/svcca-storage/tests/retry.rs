@@ -1,0 +1,172 @@
+//! Transient store errors are retried with backoff; permanent ones are not. A fault-injecting
+//! wrapper around the in-memory store fails the first N reads.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+use svcca_storage::ingest::IngestConfig;
+use svcca_storage::store::{Location, resolve_with_env};
+use svcca_storage::{Dataset, Env, ReadOptions, StorageError, ingest};
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Transient,
+    Denied,
+}
+
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn ObjectStore>,
+    failures_left: AtomicUsize,
+    gets: AtomicUsize,
+    fault: Fault,
+}
+
+impl fmt::Display for Flaky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Flaky({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Flaky {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        let fail = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(match self.fault {
+                Fault::Transient => object_store::Error::Generic {
+                    store: "flaky",
+                    source: "connection reset by peer (injected)".into(),
+                },
+                Fault::Denied => object_store::Error::PermissionDenied {
+                    path: location.to_string(),
+                    source: "access denied (injected)".into(),
+                },
+            });
+        }
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+async fn dataset_in_memory(name: &str) -> Location {
+    let src = tempfile::tempdir().unwrap();
+    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/digits/mlp/seed0/step0/h4.npy");
+    std::fs::create_dir_all(src.path().join("mlp/seed0/step0")).unwrap();
+    std::fs::copy(f, src.path().join("mlp/seed0/step0/h4.npy")).unwrap();
+    let url = format!("memory://{name}/ds");
+    ingest(
+        IngestConfig::new(src.path(), &url)
+            .with_pattern("{run}/seed{seed}/step{step}/{layer}.npy")
+            .with_shard_rows(200)
+            .with_env(Env::default()),
+    )
+    .await
+    .unwrap();
+    resolve_with_env(&url, &Env::default()).unwrap()
+}
+
+fn flaky(loc: &Location, failures: usize, fault: Fault) -> (Location, Arc<Flaky>) {
+    let store = Arc::new(Flaky {
+        inner: loc.store.clone(),
+        failures_left: AtomicUsize::new(failures),
+        gets: AtomicUsize::new(0),
+        fault,
+    });
+    (
+        Location {
+            store: store.clone(),
+            root: loc.root.clone(),
+            url: loc.url.clone(),
+        },
+        store,
+    )
+}
+
+fn options(retries: u32) -> ReadOptions {
+    let mut o = ReadOptions::default()
+        .with_retries(retries)
+        .with_env(Env::default());
+    o.retry_backoff = Duration::from_millis(1);
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_are_retried() {
+    let loc = dataset_in_memory("retry-ok").await;
+    // Two failures: the manifest read needs three attempts.
+    let (flaky_loc, store) = flaky(&loc, 2, Fault::Transient);
+    let ds = Dataset::open_at(flaky_loc, options(3)).await.unwrap();
+    assert_eq!(store.gets.load(Ordering::SeqCst), 3);
+    // Failures in the middle of shard reads are retried too.
+    store.failures_left.store(2, Ordering::SeqCst);
+    let rep = ds.representations()[0].clone();
+    let data = ds.read_all(&rep).await.unwrap();
+    assert_eq!(data.len(), 597 * 64);
+    assert_eq!(store.gets.load(Ordering::SeqCst), 3 + 3 + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_bounded_and_the_error_is_retryable() {
+    let loc = dataset_in_memory("retry-exhausted").await;
+    let (flaky_loc, store) = flaky(&loc, 10, Fault::Transient);
+    let e = Dataset::open_at(flaky_loc, options(2)).await.unwrap_err();
+    assert!(matches!(e, StorageError::ObjectStore { .. }), "{e}");
+    assert!(
+        e.is_retryable(),
+        "a transient store error is retryable: {e}"
+    );
+    assert!(e.to_string().contains("manifest.json"), "{e}");
+    assert_eq!(store.gets.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_are_not_retried() {
+    let loc = dataset_in_memory("retry-denied").await;
+    let (flaky_loc, store) = flaky(&loc, 1, Fault::Denied);
+    let e = Dataset::open_at(flaky_loc, options(5)).await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    assert_eq!(store.gets.load(Ordering::SeqCst), 1);
+}
