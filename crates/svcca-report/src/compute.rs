@@ -644,3 +644,62 @@ pub fn permuted_null(
         max,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_seeded_and_normal_looking() {
+        let (mut a, mut b) = (SplitMix64::new(3), SplitMix64::new(3));
+        let xs: Vec<f64> = (0..20_000).map(|_| a.normal()).collect();
+        let ys: Vec<f64> = (0..20_000).map(|_| b.normal()).collect();
+        assert_eq!(xs, ys);
+        let (mean, std, _, _) = spread(&xs);
+        assert!(mean.abs() < 0.03 && (std - 1.0).abs() < 0.03, "{mean} {std}");
+        assert_ne!(SplitMix64::new(4).next_u64(), SplitMix64::new(3).next_u64());
+    }
+
+    #[test]
+    fn curve_points_cover_one_to_kept() {
+        assert_eq!(curve_ks(5, 64), vec![1, 2, 3, 4, 5]);
+        let ks = curve_ks(1000, 20);
+        assert_eq!((ks[0], *ks.last().unwrap()), (1, 1000));
+        assert!(ks.len() <= 21 && ks.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn gaussian_null_matches_its_shape() {
+        // Independent data: small with many datapoints per dimension, larger with few.
+        let many = gaussian_null(2000, 5, 5, "svcca", 3, 0).unwrap();
+        let few = gaussian_null(60, 20, 20, "svcca", 3, 0).unwrap();
+        assert!(many.mean < 0.1, "{}", many.mean);
+        assert!(few.mean > 3.0 * many.mean, "{} vs {}", few.mean, many.mean);
+        assert_eq!(gaussian_null(60, 20, 20, "svcca", 3, 0).unwrap(), few);
+        assert!(gaussian_null(60, 20, 20, "nonsense", 3, 0).is_err());
+        assert!(gaussian_null(60, 0, 20, "svcca", 3, 0).is_err());
+    }
+
+    #[test]
+    fn labels_read_integer_npy_and_refuse_floats() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("y.npy");
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        let mut header = "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }".to_string();
+        header.push_str(&" ".repeat(64 - (10 + header.len() + 1) % 64));
+        header.push('\n');
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        for v in [2i64, 0, 9] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(load_labels(&path).unwrap(), vec![2, 0, 9]);
+        let floats = tmp.path().join("f.npy");
+        svcca_storage::npy::write_npy(&floats, &[3], &[1.0f32, 2.0, 3.0]).unwrap();
+        let err = load_labels(&floats).unwrap_err().to_string();
+        assert!(err.contains("astype"), "{err}");
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(load_labels(&path).is_err());
+    }
+}

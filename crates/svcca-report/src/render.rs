@@ -255,7 +255,8 @@ impl Figure for Heatmap<'_> {
         let bh = l.bar_h as i32;
         for py in 0..bh {
             let t = 1.0 - py as f64 / (bh - 1).max(1) as f64;
-            root.draw(&Rectangle::new([(bx, y0 + py), (bx + 18, y0 + py)], viridis(t).filled()))?;
+            // One-pixel rows: plotters draws nothing for a zero-height filled rectangle.
+            root.draw(&Rectangle::new([(bx, y0 + py), (bx + 18, y0 + py + 1)], viridis(t).filled()))?;
         }
         root.draw(&Rectangle::new([(bx, y0), (bx + 18, y0 + bh - 1)], BLACK.stroke_width(1)))?;
         let (lo, hi) = self.range;
@@ -404,7 +405,10 @@ impl Figure for LineChart {
             let color = PALETTE[i % PALETTE.len()];
             let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (self.map_x(x), y)).collect();
             chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            // Markers show where the data are; on dense curves they would only blur the line.
+            if pts.len() <= 40 {
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            }
         }
 
         // Legend column.

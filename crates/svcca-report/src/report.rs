@@ -317,7 +317,7 @@ impl Page {
         self.files.push(files.svg.clone());
         let _ = writeln!(
             self.html,
-            "<figure><a href=\"{svg}\"><img src=\"{png}\" width=\"{w}\" height=\"{h}\" alt=\"{cap}\"></a>\
+            "<figure><a href=\"{svg}\"><img src=\"{png}\" width=\"{w}\" height=\"{h}\" alt=\"{cap}\" /></a>\
              <figcaption>{cap} <a href=\"{svg}\">SVG</a></figcaption></figure>",
             svg = esc(&files.svg),
             png = esc(&files.png),
@@ -379,7 +379,7 @@ impl Page {
             ("cross-seed spread", "over all pairs of seeds of the same run, step and layer: mean, sample std (n − 1), min and max. Seed pairs share networks, so this describes the sweep, not a confidence interval.".into()),
             ("best match", "for each row layer, the column layer with the highest similarity (outlined in red).".into()),
             ("null baseline", "what the same shapes give with no relation: gaussian = independent standard Gaussian data with the pair's datapoints and kept dimensions (seeded); permuted = the real pair with one side's datapoints shuffled (seeded). Unrelated data is far from 0 when there are few datapoints per dimension (≈0.2 mean CCA at common shapes): read a score against its null.".into()),
-            ("dimensionality", "carried(k): share of the pair's SVCCA similarity carried by the layer's top k singular directions (never decreases, reaches the pair's SVCCA value at the kept k); k for 99%: the smallest k carrying 99% of it.".into()),
+            ("dimensionality", "carried(k): share of the pair's SVCCA similarity carried by the layer's top k singular directions (never decreases, reaches the pair's SVCCA value at the kept k); k for 99%: the smallest k carrying 99% of it; both(k): the mean canonical correlation with the top k directions kept on both sides (not monotone: weakly shared directions lower a mean).".into()),
             ("class sensitivity", "for each class, SVCCA between the layer and the single column of that class's logit (or class indicator) over the probe set, i.e. the multiple correlation of that column with the layer's top directions, at every checkpoint.".into()),
         ];
         self.html.push_str("<dl>\n");
@@ -736,21 +736,29 @@ impl Page {
         }
         let max_k = curves.iter().map(|c| c.kept).max().unwrap_or(1);
         let chart = LineChart {
-            title: "Similarity carried by the top k directions".into(),
+            title: "Similarity against the number of kept directions".into(),
             x_desc: "k (top singular directions of the layer)".into(),
-            y_desc: "carried(k)".into(),
+            y_desc: "similarity".into(),
             series: curves
                 .iter()
-                .map(|c| Series {
-                    name: format!("{} vs {}", c.a, c.b),
-                    points: c.points.iter().map(|p| (p.k as f64, p.carried)).collect(),
+                .flat_map(|c| {
+                    [
+                        Series {
+                            name: format!("{} vs {}: carried(k)", c.a, c.b),
+                            points: c.points.iter().map(|p| (p.k as f64, p.carried)).collect(),
+                        },
+                        Series {
+                            name: format!("{} vs {}: both(k)", c.a, c.b),
+                            points: c.points.iter().map(|p| (p.k as f64, p.both)).collect(),
+                        },
+                    ]
                 })
                 .collect(),
             x: XScale::Linear { min: 0.0, max: max_k as f64 },
             y_range: (0.0, 1.02),
             references: Vec::new(),
         };
-        self.figure(&chart, "dimensionality", "carried(k) per pair; each curve ends at the pair's SVCCA value.")?;
+        self.figure(&chart, "dimensionality", "carried(k) per pair (each ends at the pair's SVCCA value) and both(k), the mean with k directions kept on both sides.")?;
         let rows: Vec<Vec<String>> = curves
             .iter()
             .map(|c| {
@@ -833,7 +841,7 @@ impl Page {
 
     fn finish(&self) -> String {
         let mut out = String::new();
-        out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>svcca report</title>\n<style>\n");
+        out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\" />\n<title>svcca report</title>\n<style>\n");
         out.push_str(CSS);
         out.push_str("</style></head><body>\n<h1>svcca report</h1>\n<nav><ul>");
         for (id, title) in &self.toc {
@@ -916,4 +924,83 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
     }
     let _ = writeln!(s, "report: {}", out_dir.join("index.html").display());
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{key, pair, results_with};
+    use svcca_results::FrequencyRecord;
+
+    /// An all-pairs sweep of two conv networks, one pair compared per frequency.
+    fn all_pairs() -> ResultsFile {
+        let keys: Vec<_> = [0, 1]
+            .into_iter()
+            .flat_map(|seed| ["conv1", "conv2", "fc"].map(move |l| key("conv", seed, 1500, l)))
+            .collect();
+        let mut pairs = Vec::new();
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                let v = if a.layer == b.layer { 0.8 } else { 0.4 };
+                pairs.push(pair(a.clone(), b.clone(), "cka", v));
+                let mut p = pair(a.clone(), b.clone(), "svcca", v - 0.1);
+                if a.layer == "conv1" && b.layer == "conv1" {
+                    p.frequencies = Some(
+                        (0..8usize)
+                            .flat_map(|i| (0..8usize).map(move |j| (i, j)))
+                            .map(|(i, j)| FrequencyRecord { i, j, coefficients: vec![], mean: 1.0 / (1.0 + (i + j) as f64) })
+                            .collect(),
+                    );
+                }
+                pairs.push(p);
+            }
+        }
+        let mut results = results_with(&["conv1", "conv2", "fc"], pairs);
+        results.comparison = "all-pairs".into();
+        results
+    }
+
+    #[test]
+    fn all_pairs_report_draws_matrices_and_frequency_maps() {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = all_pairs();
+        let summary = write_report(&results, tmp.path(), &ReportOptions::default()).unwrap();
+        let has = |part: &str| summary.files.iter().any(|f| f.contains(part) && f.ends_with(".png"));
+        assert!(has("matrix_svcca") && has("matrix_cka"), "{:?}", summary.files);
+        assert!(has("freq_"), "{:?}", summary.files);
+        assert!(has("layers_"), "{:?}", summary.files);
+        assert!(has("seeds_"), "{:?}", summary.files);
+        let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        assert!(html.contains("No pair compares a checkpoint with the final checkpoint"));
+        assert!(summary.text.contains("across seeds"), "{}", summary.text);
+        // The Gaussian null at the stored shapes (4 × 4 dims over 100 datapoints) is well above 0.
+        let data: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+        let null = data["null_baselines"][0]["mean"].as_f64().unwrap();
+        assert!(null > 0.05 && null < 0.5, "{null}");
+    }
+
+    #[test]
+    fn refuses_unknown_metric_and_bad_threshold() {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = all_pairs();
+        let err = write_report(&results, tmp.path(), &ReportOptions::default().with_metric("pwcca")).unwrap_err();
+        assert!(matches!(err, ReportError::UnknownMetric { .. }), "{err}");
+        assert!(err.to_string().contains("svcca"));
+        let err = write_report(&results, tmp.path(), &ReportOptions::default().with_threshold(2.0)).unwrap_err();
+        assert!(matches!(err, ReportError::Options { .. }), "{err}");
+    }
+
+    #[test]
+    fn empty_results_still_give_a_page() {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = results_with(&[], vec![]);
+        let summary = write_report(&results, tmp.path(), &ReportOptions::default()).unwrap();
+        assert_eq!(summary.files, ["index.html", "report.json"]);
+    }
+
+    #[test]
+    fn html_escapes_labels() {
+        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(slug("mlp/seed0 step<1>"), "mlp_seed0_step_1_");
+    }
 }

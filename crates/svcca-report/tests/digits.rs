@@ -382,7 +382,7 @@ fn report_renders_references_existing_files_and_is_reproducible() {
         assert!(root.contains(&format!("width=\"{w}\"")) && root.contains(&format!("height=\"{h}\"")), "{root}");
         assert!(svg.contains("<text"), "{svg_name} has no text");
     }
-    for needle in ["Learning dynamics", "suggestion: h1 could be frozen", "Null baselines", "gaussian", "permuted", "k for 99%", "class 9"] {
+    for needle in ["Learning dynamics", "suggestion: h1 could be frozen", "Null baselines", "gaussian", "permuted", "k for 99%", "Class sensitivity", "logits@2250"] {
         assert!(html.contains(needle), "page lacks {needle:?}");
     }
 
