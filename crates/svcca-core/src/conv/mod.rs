@@ -399,16 +399,49 @@ impl ConvMomentAccumulator {
     ) -> Result<Vec<FrequencyResult>, ConvError> {
         self.check_ready(options)?;
         let settings = options.settings();
-        locations
-            .iter()
-            .map(|&l| {
-                let m = self.comoment(l).ok_or(ConvError::UnknownLocation {
-                    index: l,
-                    detail: "not held by this accumulator",
-                })?;
-                let loc = self.plan().locations()[l];
-                self.cca_at(m, self.n() as f64, &loc, &settings, options.threshold)
-            })
+        let one = |l: usize| -> Result<FrequencyResult, ConvError> {
+            let m = self.comoment(l).ok_or(ConvError::UnknownLocation {
+                index: l,
+                detail: "not held by this accumulator",
+            })?;
+            let loc = self.plan().locations()[l];
+            self.cca_at(
+                m.as_ref(),
+                self.n() as f64,
+                &loc,
+                &settings,
+                options.threshold,
+            )
+        };
+        let threads = moments::worker_threads(locations.len());
+        if threads == 1 {
+            return locations.iter().map(|&l| one(l)).collect();
+        }
+        // Locations are independent: spread them over threads, interleaved so that each
+        // thread gets a similar mix, and put the results back in the order asked.
+        let mut slots: Vec<Option<Result<FrequencyResult, ConvError>>> =
+            (0..locations.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let one = &one;
+                    scope.spawn(move || {
+                        (t..locations.len())
+                            .step_by(threads)
+                            .map(|k| (k, one(locations[k])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                for (k, r) in h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                    slots[k] = Some(r);
+                }
+            }
+        });
+        slots
+            .into_iter()
+            .map(|r| r.expect("every location computed"))
             .collect()
     }
 
@@ -431,7 +464,7 @@ impl ConvMomentAccumulator {
                 let m = self.comoment(0).expect("pool plan holds its one location");
                 let loc = self.plan().locations()[0];
                 let r = self.cca_at(
-                    m,
+                    m.as_ref(),
                     self.n() as f64,
                     &loc,
                     &options.settings(),

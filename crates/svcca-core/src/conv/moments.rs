@@ -9,19 +9,23 @@
 //! * the centred Hermitian co-moment `M_ℓ = Σ (z − μ_ℓ)(z − μ_ℓ)ᴴ` (`d × d`),
 //!
 //! in f64 complex whatever the input precision. `M_ℓ[..c_x, c_x..]` is the cross co-moment
-//! `Σ (x − μ_x)(y − μ_y)ᴴ`. Images arrive in blocks; each chunk of up to `chunk` images is
-//! gathered into a column-major `chunk × d` matrix per location, centred on its own mean,
-//! multiplied into `M_ℓ` (`M_ℓ += Dᴴ D`, one GEMM per location) and merged with Chan et al.'s
-//! update `M = M_a + M_b + δδᴴ·n_a·n_b/n`, `δ = μ_b − μ_a` — the same update merges two
-//! accumulators ([`ConvMomentAccumulator::merge`]), so any split of the images into shards,
+//! `Σ (x − μ_x)(y − μ_y)ᴴ`; only the lower triangle is maintained (accessors and
+//! [`ConvMomentParts`] give the full matrix). Images arrive in blocks, processed in chunks of up
+//! to `chunk` images: first, in parallel over images, every image's spectra are taken and its
+//! values at the held locations gathered; then, in parallel over locations, each location's
+//! `chunk × d` matrix is centred on its own mean, multiplied into `M_ℓ` (`M_ℓ += Dᵀ D̄`, one
+//! triangular GEMM) and merged with Chan et al.'s update `M = M_a + M_b + δδᴴ·n_a·n_b/n`,
+//! `δ = μ_b − μ_a`. The same update merges two accumulators
+//! ([`ConvMomentAccumulator::merge`]), so any split of the images into shards,
 //! merged in any order, gives the same moments to rounding.
 //!
 //! An accumulator holds either every representative location of the plan or a chosen subset
 //! (a *frequency block*, [`ConvMomentAccumulator::for_locations`]), the unit the engine
 //! spreads across workers.
 
-use faer::reborrow::{IntoConst, ReborrowMut};
-use faer::{Accum, MatMut, MatRef, Par, c64};
+use faer::linalg::matmul::triangular::{BlockStructure, matmul as tri_matmul};
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par, c64};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ConvError, Side};
@@ -60,12 +64,17 @@ pub struct ConvMomentAccumulator {
     chunk: usize,
 }
 
-/// FFT engines and gather buffers, created on the first push and reused.
+/// FFT engines and buffers, created on the first push and reused: one spectrum pair and one
+/// scratch per thread, and the gather buffer of one chunk (`chunk × locations × d`).
 struct Workspace {
-    x: Spectrum,
-    y: Spectrum,
-    /// `locations.len() × chunk × d`, column-major `chunk × d` per location.
+    layouts: (Layout, Layout),
+    spectra: Vec<(Spectrum, Spectrum)>,
     gather: Vec<c64>,
+    locals: Vec<LocalScratch>,
+}
+
+struct LocalScratch {
+    centred: Vec<c64>,
     block_mean: Vec<c64>,
 }
 
@@ -107,6 +116,12 @@ impl ConvMomentAccumulator {
     /// An empty accumulator over a frequency block: the given representative locations
     /// (row-major grid indices, e.g. one entry of [`ConvPlan::frequency_blocks`]).
     pub fn for_locations(plan: &ConvPlan, locations: &[usize]) -> Result<Self, ConvError> {
+        if locations.is_empty() {
+            return Err(ConvError::InvalidOption {
+                name: "locations",
+                detail: "a frequency block needs at least one location".into(),
+            });
+        }
         let mut locs = locations.to_vec();
         locs.sort_unstable();
         locs.dedup();
@@ -178,11 +193,18 @@ impl ConvMomentAccumulator {
         self.slot(location).map(|s| &self.means[s * d..(s + 1) * d])
     }
 
-    /// The full Hermitian co-moment at held location `location`, `d × d` column-major.
-    pub fn comoment(&self, location: usize) -> Option<MatRef<'_, c64>> {
+    /// The full Hermitian co-moment at held location `location`, `d × d`.
+    pub fn comoment(&self, location: usize) -> Option<Mat<c64>> {
         let d = self.dim();
         self.slot(location).map(|s| {
-            MatRef::from_column_major_slice(&self.comoments[s * d * d..(s + 1) * d * d], d, d)
+            let m = &self.comoments[s * d * d..(s + 1) * d * d];
+            Mat::from_fn(d, d, |r, c| {
+                if r >= c {
+                    m[c * d + r]
+                } else {
+                    m[r * d + c].conj()
+                }
+            })
         })
     }
 
@@ -207,97 +229,145 @@ impl ConvMomentAccumulator {
             }
         }
         let d = self.dim();
-        let cx = self.plan.x_shape().channels;
         let nloc = self.locations.len();
         let chunk = self.chunk;
-        let needs_new = match &self.work {
-            None => true,
-            Some(w) => w.x.layout() != x.layout() || w.y.layout() != y.layout(),
-        };
-        if needs_new {
+        let threads = worker_threads(chunk.max(nloc));
+        let fits = self
+            .work
+            .as_ref()
+            .is_some_and(|w| w.layouts == (x.layout(), y.layout()) && w.spectra.len() == threads);
+        if !fits {
             self.work = Some(Workspace::new(
                 &self.plan,
-                x.layout(),
-                y.layout(),
-                nloc * chunk * d,
+                (x.layout(), y.layout()),
+                threads,
+                chunk,
+                nloc,
                 d,
             ));
         }
         let mut work = self.work.take().expect("workspace just created");
-        let result = (|| {
-            let total = x.images();
-            let mut start = 0;
-            while start < total {
-                let rows = chunk.min(total - start);
-                for b in 0..rows {
-                    let image = start + b;
-                    if let Some(value) = work.x.transform(x.data(), image) {
-                        return Err(ConvError::NonFinite {
-                            side: Side::X,
-                            image: self.n + image as u64,
-                            value,
-                        });
-                    }
-                    if let Some(value) = work.y.transform(y.data(), image) {
-                        return Err(ConvError::NonFinite {
-                            side: Side::Y,
-                            image: self.n + image as u64,
-                            value,
-                        });
-                    }
-                    for (s, &l) in self.locations.iter().enumerate() {
-                        let loc = self.plan.locations()[l];
-                        let g = &mut work.gather[s * chunk * d..(s + 1) * chunk * d];
-                        work.x.extract(loc.x_source, &mut g[b..], chunk);
-                        work.y
-                            .extract(loc.y_source, &mut g[cx * chunk + b..], chunk);
-                    }
-                }
-                // Only after the whole chunk is valid do the moments change, so an error
-                // leaves the accumulator as it was before this chunk.
-                self.absorb_chunk(&mut work, rows);
-                start += rows;
+        let mut result = Ok(());
+        let total = x.images();
+        let mut start = 0;
+        while start < total {
+            let rows = chunk.min(total - start);
+            if let Err(e) = self.gather_chunk(&mut work, x, y, start, rows) {
+                // The moments change only after a whole chunk is valid, so an error leaves
+                // the accumulator as it was before that chunk.
+                result = Err(e);
+                break;
             }
-            Ok(())
-        })();
+            self.absorb_chunk(&mut work, rows);
+            start += rows;
+        }
         self.work = Some(work);
         result
     }
 
-    fn absorb_chunk(&mut self, work: &mut Workspace, rows: usize) {
+    /// Phase 1, parallel over images: FFT of images `start..start+rows` of both layers and
+    /// their values at every held location into `work.gather` (image-major:
+    /// `[image][location][channel]`).
+    fn gather_chunk(
+        &self,
+        work: &mut Workspace,
+        x: ConvInput<'_>,
+        y: ConvInput<'_>,
+        start: usize,
+        rows: usize,
+    ) -> Result<(), ConvError> {
         let d = self.dim();
-        let chunk = self.chunk;
-        let n_a = self.n as f64;
-        let n_b = rows as f64;
-        let n = n_a + n_b;
-        for s in 0..self.locations.len() {
-            let g = &mut work.gather[s * chunk * d..(s + 1) * chunk * d];
-            let mut dm = MatMut::from_column_major_slice_with_stride_mut(g, rows, d, chunk);
-            for c in 0..d {
-                let mut sum = zero();
-                for r in 0..rows {
-                    sum += dm[(r, c)];
+        let cx = self.plan.x_shape().channels;
+        let stride = self.locations.len() * d;
+        let threads = work.spectra.len().min(rows).max(1);
+        let per = rows.div_ceil(threads);
+        let sources: Vec<((usize, usize), (usize, usize))> = self
+            .locations
+            .iter()
+            .map(|&l| {
+                let loc = self.plan.locations()[l];
+                (loc.x_source, loc.y_source)
+            })
+            .collect();
+        let first_image = self.n + start as u64;
+        let job = |(sx, sy): &mut (Spectrum, Spectrum), images: &mut [c64], b0: usize| {
+            for (k, row) in images.chunks_mut(stride).enumerate() {
+                let image = start + b0 + k;
+                let at = first_image + (b0 + k) as u64;
+                if let Some(value) = sx.transform(x.data(), image) {
+                    return Err(ConvError::NonFinite {
+                        side: Side::X,
+                        image: at,
+                        value,
+                    });
                 }
-                let mu = sum / n_b;
-                work.block_mean[c] = mu;
-                for r in 0..rows {
-                    dm[(r, c)] -= mu;
+                if let Some(value) = sy.transform(y.data(), image) {
+                    return Err(ConvError::NonFinite {
+                        side: Side::Y,
+                        image: at,
+                        value,
+                    });
+                }
+                for (z, &(xs, ys)) in row.chunks_mut(d).zip(&sources) {
+                    sx.extract(xs, z, 1);
+                    sy.extract(ys, &mut z[cx..], 1);
                 }
             }
-            let dm = dm.into_const();
-            let m = &mut self.comoments[s * d * d..(s + 1) * d * d];
-            let mut mm = MatMut::from_column_major_slice_mut(m, d, d);
-            // M[r, c] += Σ_b z_br · conj(z_bc), i.e. Dᵀ D̄ (the (z − μ)(z − μ)ᴴ convention).
-            faer::linalg::matmul::matmul(
-                mm.rb_mut(),
-                Accum::Add,
-                dm.transpose(),
-                dm.conjugate(),
-                c64::new(1.0, 0.0),
-                Par::Seq,
-            );
-            let mean = &mut self.means[s * d..(s + 1) * d];
-            chan_update(mean, m, n_a, &work.block_mean, n_b, n);
+            Ok(())
+        };
+        let parts = work.gather[..rows * stride]
+            .chunks_mut(per * stride)
+            .zip(work.spectra.iter_mut())
+            .enumerate();
+        if threads == 1 {
+            for (t, (g, sp)) in parts {
+                job(sp, g, t * per)?;
+            }
+            return Ok(());
+        }
+        let outcomes: Vec<Result<(), ConvError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .map(|(t, (g, sp))| {
+                    let job = &job;
+                    scope.spawn(move || job(sp, g, t * per))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        // the earliest image's error (threads hold increasing image ranges)
+        outcomes.into_iter().collect()
+    }
+
+    /// Phase 2, parallel over locations: centre each location's chunk on its own mean,
+    /// multiply it into the co-moment, merge.
+    fn absorb_chunk(&mut self, work: &mut Workspace, rows: usize) {
+        let d = self.dim();
+        let (n_a, n_b) = (self.n as f64, rows as f64);
+        let nloc = self.locations.len();
+        let threads = work.locals.len().min(nloc).max(1);
+        let per = nloc.div_ceil(threads).max(1);
+        let gather = &work.gather[..rows * nloc * d];
+        let jobs = self
+            .comoments
+            .chunks_mut(per * d * d)
+            .zip(self.means.chunks_mut(per * d))
+            .zip(work.locals.iter_mut())
+            .enumerate();
+        if threads == 1 {
+            for (t, ((m, mu), local)) in jobs {
+                absorb_locations(gather, t * per, m, mu, local, rows, nloc, d, n_a, n_b);
+            }
+        } else {
+            std::thread::scope(|scope| {
+                for (t, ((m, mu), local)) in jobs {
+                    scope.spawn(move || {
+                        absorb_locations(gather, t * per, m, mu, local, rows, nloc, d, n_a, n_b);
+                    });
+                }
+            });
         }
         self.n += rows as u64;
     }
@@ -372,7 +442,18 @@ impl ConvMomentAccumulator {
             locations: self.locations.clone(),
             n: self.n,
             means: flat(&self.means),
-            comoments: flat(&self.comoments),
+            comoments: self
+                .locations
+                .iter()
+                .flat_map(|&l| {
+                    let m = self.comoment(l).expect("held");
+                    let d = m.nrows();
+                    (0..d * d).flat_map(move |k| {
+                        let z = m[(k % d, k / d)];
+                        [z.re, z.im]
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -415,8 +496,77 @@ impl ConvMomentAccumulator {
     }
 }
 
-/// Chan et al.'s update, after `m` already holds `M_a + M_b`: adds `δδᴴ·n_a·n_b/n` and moves
-/// `mean` (= `μ_a`) to the merged mean.
+/// Centres each location's chunk (copied from the image-major gather buffer into a
+/// column-major `rows × d` scratch) on its own mean, multiplies it into the co-moment's lower
+/// triangle and merges the means: the hot loop of the accumulation (no allocation).
+#[allow(clippy::too_many_arguments)]
+fn absorb_locations(
+    gather: &[c64],
+    first: usize,
+    comoments: &mut [c64],
+    means: &mut [c64],
+    local: &mut LocalScratch,
+    rows: usize,
+    nloc: usize,
+    d: usize,
+    n_a: f64,
+    n_b: f64,
+) {
+    let n = n_a + n_b;
+    let stride = nloc * d;
+    for (k, (m, mean)) in comoments
+        .chunks_mut(d * d)
+        .zip(means.chunks_mut(d))
+        .enumerate()
+    {
+        let s = first + k;
+        let mu = &mut local.block_mean;
+        mu.fill(zero());
+        for b in 0..rows {
+            for (a, z) in mu
+                .iter_mut()
+                .zip(&gather[b * stride + s * d..b * stride + (s + 1) * d])
+            {
+                *a += *z;
+            }
+        }
+        for a in mu.iter_mut() {
+            *a /= n_b;
+        }
+        let buf = &mut local.centred[..rows * d];
+        for b in 0..rows {
+            let z = &gather[b * stride + s * d..b * stride + (s + 1) * d];
+            for c in 0..d {
+                buf[c * rows + b] = z[c] - mu[c];
+            }
+        }
+        let dm = MatRef::from_column_major_slice(buf, rows, d);
+        let mut mm = MatMut::from_column_major_slice_mut(m, d, d);
+        // M[r, c] += Σ_b z_br · conj(z_bc), i.e. Dᵀ D̄ (the (z − μ)(z − μ)ᴴ convention);
+        // Hermitian, so only the lower triangle is formed (half the work).
+        tri_matmul(
+            mm.rb_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            dm.transpose(),
+            BlockStructure::Rectangular,
+            dm.conjugate(),
+            BlockStructure::Rectangular,
+            c64::new(1.0, 0.0),
+            Par::Seq,
+        );
+        chan_update(mean, m, n_a, mu, n_b, n);
+    }
+}
+
+/// Threads to spread `jobs` independent locations over: faer's global parallelism setting
+/// ([`crate::set_parallelism`]), at most one per job.
+pub(crate) fn worker_threads(jobs: usize) -> usize {
+    crate::par().degree().clamp(1, jobs.max(1))
+}
+
+/// Chan et al.'s update, after `m` already holds `M_a + M_b`: adds `δδᴴ·n_a·n_b/n` (lower
+/// triangle) and moves `mean` (= `μ_a`) to the merged mean.
 fn chan_update(mean: &mut [c64], m: &mut [c64], n_a: f64, mean_b: &[c64], n_b: f64, n: f64) {
     let d = mean.len();
     if n_a == 0.0 {
@@ -427,7 +577,7 @@ fn chan_update(mean: &mut [c64], m: &mut [c64], n_a: f64, mean_b: &[c64], n_b: f
     for c in 0..d {
         let dc = (mean_b[c] - mean[c]).conj() * w;
         let col = &mut m[c * d..(c + 1) * d];
-        for r in 0..d {
+        for r in c..d {
             col[r] += (mean_b[r] - mean[r]) * dc;
         }
     }
@@ -438,12 +588,31 @@ fn chan_update(mean: &mut [c64], m: &mut [c64], n_a: f64, mean_b: &[c64], n_b: f
 }
 
 impl Workspace {
-    fn new(plan: &ConvPlan, x_layout: Layout, y_layout: Layout, len: usize, d: usize) -> Self {
+    fn new(
+        plan: &ConvPlan,
+        layouts: (Layout, Layout),
+        threads: usize,
+        chunk: usize,
+        nloc: usize,
+        d: usize,
+    ) -> Self {
         Workspace {
-            x: Spectrum::new(plan.x_shape(), x_layout, plan.complex64()),
-            y: Spectrum::new(plan.y_shape(), y_layout, plan.complex64()),
-            gather: vec![zero(); len],
-            block_mean: vec![zero(); d],
+            layouts,
+            spectra: (0..threads)
+                .map(|_| {
+                    (
+                        Spectrum::new(plan.x_shape(), layouts.0, plan.complex64()),
+                        Spectrum::new(plan.y_shape(), layouts.1, plan.complex64()),
+                    )
+                })
+                .collect(),
+            gather: vec![zero(); chunk * nloc * d],
+            locals: (0..threads)
+                .map(|_| LocalScratch {
+                    centred: vec![zero(); chunk * d],
+                    block_mean: vec![zero(); d],
+                })
+                .collect(),
         }
     }
 }

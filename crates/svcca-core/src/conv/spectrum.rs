@@ -56,10 +56,6 @@ impl Spectrum {
         }
     }
 
-    pub(crate) fn layout(&self) -> Layout {
-        self.layout
-    }
-
     /// Loads image `image` of `data` (a block in this spectrum's layout) and transforms it.
     /// Returns the first non-finite value met, if any (the spectrum is then meaningless).
     pub(crate) fn transform(&mut self, data: ConvData<'_>, image: usize) -> Option<f64> {
