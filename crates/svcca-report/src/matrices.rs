@@ -125,8 +125,8 @@ pub fn layer_matrix(results: &ResultsFile, metric: &str, a: &NetworkId, b: &Netw
 }
 
 /// Pairs of networks worth a layer × layer matrix: those with pairs between different layers.
-/// Different networks first (cross-seed, cross-architecture), latest step first, then a network
-/// with itself; at most `limit`.
+/// Different networks at the same step first (cross-seed, cross-architecture), latest step first,
+/// then networks at different steps, then a network with itself; at most `limit`.
 pub fn layer_matrix_candidates(results: &ResultsFile, metric: &str, limit: usize) -> Vec<(NetworkId, NetworkId)> {
     let mut counts: BTreeMap<(NetworkId, NetworkId), usize> = BTreeMap::new();
     for pair in results.pairs_of(metric) {
@@ -138,7 +138,7 @@ pub fn layer_matrix_candidates(results: &ResultsFile, metric: &str, limit: usize
         *counts.entry(key).or_default() += 1;
     }
     let mut cands: Vec<(NetworkId, NetworkId)> = counts.into_iter().filter(|(_, n)| *n >= 2).map(|(k, _)| k).collect();
-    cands.sort_by_key(|(x, y)| (x == y, std::cmp::Reverse(x.step.max(y.step)), x.clone(), y.clone()));
+    cands.sort_by_key(|(x, y)| (x == y, x.step != y.step, std::cmp::Reverse(x.step.max(y.step)), x.clone(), y.clone()));
     cands.truncate(limit);
     cands
 }

@@ -963,18 +963,20 @@ mod tests {
     #[test]
     fn all_pairs_report_draws_matrices_and_frequency_maps() {
         let tmp = tempfile::tempdir().unwrap();
+        // SVCCA_REPORT_OUT=DIR keeps the pictures for a look.
+        let dir = std::env::var_os("SVCCA_REPORT_OUT").map_or(tmp.path().to_path_buf(), |d| PathBuf::from(d).join("all_pairs"));
         let results = all_pairs();
-        let summary = write_report(&results, tmp.path(), &ReportOptions::default()).unwrap();
+        let summary = write_report(&results, &dir, &ReportOptions::default()).unwrap();
         let has = |part: &str| summary.files.iter().any(|f| f.contains(part) && f.ends_with(".png"));
         assert!(has("matrix_svcca") && has("matrix_cka"), "{:?}", summary.files);
         assert!(has("freq_"), "{:?}", summary.files);
         assert!(has("layers_"), "{:?}", summary.files);
         assert!(has("seeds_"), "{:?}", summary.files);
-        let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
         assert!(html.contains("No pair compares a checkpoint with the final checkpoint"));
         assert!(summary.text.contains("across seeds"), "{}", summary.text);
         // The Gaussian null at the stored shapes (4 × 4 dims over 100 datapoints) is well above 0.
-        let data: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+        let data: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
         let null = data["null_baselines"][0]["mean"].as_f64().unwrap();
         assert!(null > 0.05 && null < 0.5, "{null}");
     }

@@ -1,11 +1,97 @@
-//! `svcca report` (not built yet: see the open issues).
+//! `svcca report`: regenerate a report (PNG/SVG plots, index.html, report.json and a terminal
+//! summary) from a sweep's stored results, without recomputing any similarity.
+
+use std::path::PathBuf;
+
+use svcca_engine::cache::{Store, normalise_url};
+use svcca_report::{ComputedAnalyses, ReportError, ReportOptions, write_report};
+use svcca_results::ResultsFile;
 
 use crate::exit::{CmdResult, Failure};
 
-/// Not built yet.
+/// Write a report from a sweep's stored results: similarity heatmaps, learning-dynamics curves,
+/// cross-seed agreement, variance spectra, null baselines, and the numbers in tables.
+///
+/// Reads `results.json` (and `analyses.json` when present: dimensionality and class sensitivity
+/// computed from activations) and writes `index.html` with its PNG and SVG figures.
 #[derive(Debug, clap::Args)]
-pub struct ReportArgs {}
+pub struct ReportArgs {
+    /// The sweep's output folder or URL (a local path, file://, s3://, gs://, az://), or the
+    /// results.json file itself.
+    pub results: String,
+    /// Folder to write the report into [default: `report/` inside a local results folder;
+    /// required for a remote one].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Metric the analyses use [default: svcca when stored, else the first stored].
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Similarity to the final checkpoint a layer must keep to count as converged.
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold: f64,
+    /// Do not compute the Gaussian null baseline at the stored shapes.
+    #[arg(long)]
+    pub no_null: bool,
+}
 
-pub fn run(_args: ReportArgs) -> CmdResult {
-    Err(Failure::fatal("`svcca report` is not built yet"))
+pub fn run(args: ReportArgs) -> CmdResult {
+    let text = args.results.trim();
+    // A path or URL ending in `.json` names the results file; otherwise it is the sweep folder.
+    let (folder, file) = match text.rsplit_once('/') {
+        Some((dir, name)) if name.ends_with(".json") => (if dir.is_empty() { "/" } else { dir }, name),
+        None if text.ends_with(".json") => (".", text),
+        _ => (text, "results.json"),
+    };
+    let store = Store::open(folder).map_err(|e| Failure::fatal(format!("cannot open {folder}: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::retryable(format!("cannot start the I/O runtime: {e}")))?;
+    let get = |key: &str| {
+        runtime.block_on(store.get(key)).map_err(|e| {
+            let message = format!("cannot read {key} under {}: {e}", store.url());
+            if e.is_retryable() { Failure::retryable(message) } else { Failure::fatal(message) }
+        })
+    };
+    let bytes = get(file)?.ok_or_else(|| {
+        Failure::fatal(format!(
+            "no {file} under {}: point `svcca report` at the output of `svcca sweep`",
+            store.url()
+        ))
+    })?;
+    let results = ResultsFile::from_json(&bytes)
+        .map_err(|e| Failure::fatal(format!("{}/{file}: {e}", store.url().trim_end_matches('/'))))?;
+    let computed = match get("analyses.json")? {
+        Some(bytes) => Some(ComputedAnalyses::from_json(&bytes).map_err(|e| {
+            Failure::fatal(format!("{}/analyses.json is not valid: {e}", store.url().trim_end_matches('/')))
+        })?),
+        None => None,
+    };
+
+    let out = match args.out {
+        Some(out) => out,
+        None => {
+            let url = normalise_url(folder).map_err(|e| Failure::fatal(e.to_string()))?;
+            match url.to_file_path() {
+                Ok(dir) if url.scheme() == "file" => dir.join("report"),
+                _ => return Err(Failure::fatal(format!("{folder} is not a local folder: pass --out DIR for the report"))),
+            }
+        }
+    };
+    let mut options = ReportOptions::default()
+        .with_threshold(args.threshold)
+        .with_gaussian_null(!args.no_null)
+        .with_source(args.results.clone());
+    if let Some(metric) = args.metric {
+        options = options.with_metric(metric);
+    }
+    if let Some(computed) = computed {
+        options = options.with_computed(computed);
+    }
+    let summary = write_report(&results, &out, &options).map_err(|e| match e {
+        ReportError::Write { .. } => Failure::retryable(e.to_string()),
+        _ => Failure::fatal(e.to_string()),
+    })?;
+    print!("{}", summary.text);
+    Ok(())
 }
