@@ -24,6 +24,10 @@
 //!     the *uncentred* activations. From moments: `D Xᵀ = Uᵀ M + n μμᵀ` and the `R` of
 //!     `qr(Dᵀ)` is the `R` of the small `[(Λ^{1/2} Vᵀ U); √n μᵀ]` where `M = V Λ Vᵀ`.
 //!     google crashes (IndexError) when the y side is chosen; here it uses y's activations.
+//!     Because the means are re-added *after* rotating, these weights depend on the arbitrary
+//!     sign of each singular vector (LAPACK's choice in google); here each chosen-side vector
+//!     has its largest-magnitude entry positive. google's numbers are reproduced exactly given
+//!     its signs (golden tests) and to ~1e-3 with ours.
 //! * **Linear CKA** (Kornblith et al. 2019): `‖M_xy‖²_F / (‖M_xx‖_F ‖M_yy‖_F)` (the `(n−1)`
 //!   factors cancel); invariant to orthogonal maps and isotropic scaling, not to general
 //!   invertible maps. It needs the raw cross co-moment, not whitenings.
@@ -260,6 +264,24 @@ fn mean_of(s: &[f64]) -> f64 {
     }
 }
 
+/// Flips columns so that each column's largest-magnitude entry is positive.
+fn fix_signs(m: &mut Mat<f64>) {
+    for j in 0..m.ncols() {
+        let (mut best, mut at) = (0.0f64, 0);
+        for i in 0..m.nrows() {
+            if m[(i, j)].abs() > best {
+                best = m[(i, j)].abs();
+                at = i;
+            }
+        }
+        if m[(at, j)] < 0.0 {
+            for i in 0..m.nrows() {
+                m[(i, j)] = -m[(i, j)];
+            }
+        }
+    }
+}
+
 /// Singular values (and vectors if `vectors`) of `cross / (n − 1)`.
 pub fn canonical_correlations(
     cross: MatRef<'_, f64>,
@@ -298,8 +320,29 @@ pub fn canonical_correlations(
         idx.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
         let coefficients = idx.iter().map(|&i| s[i].abs()).collect();
         let (su, sv) = (svd.U(), svd.V());
-        let u = Mat::from_fn(kx, r, |i, j| su[(i, idx[j])]);
-        let v = Mat::from_fn(ky, r, |i, j| sv[(i, idx[j])]);
+        let mut u = Mat::from_fn(kx, r, |i, j| su[(i, idx[j])]);
+        let mut v = Mat::from_fn(ky, r, |i, j| sv[(i, idx[j])]);
+        // Singular vectors are defined up to a joint sign; fix it (largest |entry| of each u
+        // column positive) so results are reproducible. google's PWCCA depends on this sign
+        // (it re-adds means after rotating), and LAPACK's choice follows no simple rule.
+        for j in 0..r {
+            let col = u.col(j);
+            let (mut best, mut at) = (0.0f64, 0);
+            for i in 0..kx {
+                if col[i].abs() > best {
+                    best = col[i].abs();
+                    at = i;
+                }
+            }
+            if col[at] < 0.0 {
+                for i in 0..kx {
+                    u[(i, j)] = -u[(i, j)];
+                }
+                for i in 0..ky {
+                    v[(i, j)] = -v[(i, j)];
+                }
+            }
+        }
         Ok(CanonicalCorrelations { coefficients, u, v })
     } else {
         let mut s = a
@@ -433,11 +476,11 @@ pub fn compare_whitened(
     let r = coefs.len();
     let (mean, google_mean, weights, definition) = if pwcca {
         let (side, name) = if kx <= ky { (x, "x") } else { (y, "y") };
-        let dirs = if kx <= ky {
-            cc.u.as_ref()
-        } else {
-            cc.v.as_ref()
-        };
+        let mut dirs = if kx <= ky { cc.u.clone() } else { cc.v.clone() };
+        // google-compat weights depend on these signs (see the module docs): fix them on the
+        // chosen side so that swapping x and y gives the same PWCCA.
+        fix_signs(&mut dirs);
+        let dirs = dirs.as_ref();
         let m = side.moments.ok_or(CoreError::InvalidOption {
             name: "metric",
             detail: "pwcca needs the moments of the side with fewer dims".into(),

@@ -28,7 +28,7 @@ pub use compare::{
 };
 pub use error::CoreError;
 pub use moments::{JointMoments, MomentAccumulator, MomentParts, RowBlock};
-pub use whiten::{KeepRule, Mode, WhitenOptions, Whitening};
+pub use whiten::{KeepRule, Mode, WhitenOptions, Whitening, WhiteningParts};
 
 /// Re-exported so callers can build faer views without naming faer's version.
 pub use faer;

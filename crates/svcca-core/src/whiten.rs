@@ -154,6 +154,31 @@ impl WhitenOptions {
     }
 }
 
+/// Plain-data form of a [`Whitening`], so the engine can ship it to workers or store it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WhiteningParts {
+    /// Mode it was built in.
+    pub mode: Mode,
+    /// Datapoints of the moments it came from.
+    pub n: u64,
+    /// Mean, length `d`.
+    pub mean: Vec<f64>,
+    /// Number of whitened dims `k`.
+    pub dims: usize,
+    /// `W`, `d × k`, column-major (column `j` is `transform[j*d..(j+1)*d]`).
+    pub transform: Vec<f64>,
+    /// Neurons that entered the decomposition.
+    pub kept_neurons: Vec<usize>,
+    /// Neurons dropped as near-constant.
+    pub dropped_neurons: Vec<usize>,
+    /// Eigenvalues, descending (see [`Whitening::spectrum`]).
+    pub spectrum: Vec<f64>,
+    /// Directions chosen by the keep rule before the rank cutoff.
+    pub reduced_dims: usize,
+    /// Diagnostics.
+    pub warnings: Vec<String>,
+}
+
 /// The whitening of one representation; see the module docs.
 #[derive(Clone, Debug)]
 pub struct Whitening {
@@ -575,6 +600,70 @@ impl Whitening {
     /// Diagnostics gathered while whitening.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The plain-data form.
+    pub fn to_parts(&self) -> WhiteningParts {
+        let (d, k) = (self.input_dim(), self.dims());
+        let mut transform = Vec::with_capacity(d * k);
+        for j in 0..k {
+            for i in 0..d {
+                transform.push(self.transform[(i, j)]);
+            }
+        }
+        WhiteningParts {
+            mode: self.mode,
+            n: self.n,
+            mean: self.mean.clone(),
+            dims: k,
+            transform,
+            kept_neurons: self.kept_neurons.clone(),
+            dropped_neurons: self.dropped_neurons.clone(),
+            spectrum: self.spectrum.clone(),
+            reduced_dims: self.reduced_dims,
+            warnings: self.warnings.clone(),
+        }
+    }
+
+    /// Rebuilds a whitening from [`WhiteningParts`], checking lengths and finiteness.
+    pub fn from_parts(p: WhiteningParts) -> Result<Whitening> {
+        let d = p.mean.len();
+        if p.transform.len() != d * p.dims {
+            return Err(CoreError::InvalidParts {
+                detail: format!(
+                    "transform needs {d} x {} = {} values, got {}",
+                    p.dims,
+                    d * p.dims,
+                    p.transform.len()
+                ),
+            });
+        }
+        if p.mean.iter().chain(&p.transform).any(|v| !v.is_finite()) {
+            return Err(CoreError::InvalidParts {
+                detail: "whitening has a non-finite mean or transform entry".into(),
+            });
+        }
+        if p.kept_neurons
+            .iter()
+            .chain(&p.dropped_neurons)
+            .any(|&i| i >= d)
+        {
+            return Err(CoreError::InvalidParts {
+                detail: format!("a kept or dropped neuron index is >= {d}"),
+            });
+        }
+        let transform = Mat::from_fn(d, p.dims, |i, j| p.transform[j * d + i]);
+        Ok(Whitening {
+            mode: p.mode,
+            n: p.n,
+            mean: p.mean,
+            transform,
+            kept_neurons: p.kept_neurons,
+            dropped_neurons: p.dropped_neurons,
+            spectrum: p.spectrum,
+            reduced_dims: p.reduced_dims,
+            warnings: p.warnings,
+        })
     }
 
     /// Whitens a block of rows: `Z = (X − 1μᵀ) W`, `rows × k`.
