@@ -37,11 +37,11 @@
 
 use std::path::{Path, PathBuf};
 
-use svcca_core::faer::Mat;
 use serde::{Deserialize, Serialize};
+use svcca_core::faer::Mat;
 use svcca_core::{
-    CompareOptions, CoreError, JointMoments, KeepRule, Metric, MomentAccumulator, MomentParts, RowBlock,
-    WhitenOptions, Whitening, canonical_correlations, compare_moments,
+    CompareOptions, CoreError, JointMoments, KeepRule, Metric, MomentAccumulator, MomentParts,
+    RowBlock, WhitenOptions, Whitening, canonical_correlations, compare_moments,
 };
 
 use crate::dynamics::DynamicsPoint;
@@ -52,17 +52,25 @@ pub enum ComputeError {
     #[error("{what}: {source}")]
     Core { what: String, source: CoreError },
     #[error("{source}")]
-    Read { source: svcca_storage::npy::NpyError },
+    Read {
+        source: svcca_storage::npy::NpyError,
+    },
     #[error("labels {path}: {detail}")]
     Labels { path: PathBuf, detail: String },
     #[error("{what}: {detail}")]
     Input { what: String, detail: String },
     #[error("could not write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn core<T>(what: impl Into<String>, r: Result<T, CoreError>) -> Result<T, ComputeError> {
-    r.map_err(|source| ComputeError::Core { what: what.into(), source })
+    r.map_err(|source| ComputeError::Core {
+        what: what.into(),
+        source,
+    })
 }
 
 /// A representation read from a `.npy` file: `[rows, …]` flattened to `[rows, row_len]` f32.
@@ -76,29 +84,45 @@ pub struct LoadedRepresentation {
 
 impl LoadedRepresentation {
     pub fn block(&self) -> RowBlock<'_> {
-        RowBlock::F32 { data: &self.data, rows: self.rows, cols: self.cols }
+        RowBlock::F32 {
+            data: &self.data,
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 }
 
 /// Reads a `.npy` activation file (f32 or f64; conv layers are flattened per datapoint).
 pub fn load_npy(path: impl AsRef<Path>) -> Result<LoadedRepresentation, ComputeError> {
     let path = path.as_ref();
-    let array = svcca_storage::npy::read_f32(path).map_err(|source| ComputeError::Read { source })?;
-    Ok(LoadedRepresentation { path: path.to_path_buf(), rows: array.rows(), cols: array.row_len(), data: array.data })
+    let array =
+        svcca_storage::npy::read_f32(path).map_err(|source| ComputeError::Read { source })?;
+    Ok(LoadedRepresentation {
+        path: path.to_path_buf(),
+        rows: array.rows(),
+        cols: array.row_len(),
+        data: array.data,
+    })
 }
 
 /// Reads integer class labels from a 1-D `.npy` file (`<i8`, `<i4`, `<i2`, `|i1`, `|u1`): svcca's
 /// activation reader takes floats only, and labels are the one integer input of a report.
 pub fn load_labels(path: impl AsRef<Path>) -> Result<Vec<i64>, ComputeError> {
     let path = path.as_ref();
-    let bad = |detail: String| ComputeError::Labels { path: path.to_path_buf(), detail };
+    let bad = |detail: String| ComputeError::Labels {
+        path: path.to_path_buf(),
+        detail,
+    };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("not a .npy file (bad magic)".into()));
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
     let header = bytes
@@ -110,26 +134,48 @@ pub fn load_labels(path: impl AsRef<Path>) -> Result<Vec<i64>, ComputeError> {
         let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
         Some(rest)
     };
-    let descr = field("descr").and_then(|r| r.strip_prefix('\'')).and_then(|r| r.split('\'').next()).unwrap_or("");
+    let descr = field("descr")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .unwrap_or("");
     let size = match descr {
         "<i8" => 8,
         "<i4" => 4,
         "<i2" => 2,
         "|i1" | "|u1" => 1,
-        other => return Err(bad(format!("dtype {other:?} is not a little-endian integer; save labels with `y.astype('<i8')`"))),
+        other => {
+            return Err(bad(format!(
+                "dtype {other:?} is not a little-endian integer; save labels with `y.astype('<i8')`"
+            )));
+        }
     };
     if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
         return Err(bad("stored in Fortran order".into()));
     }
-    let shape = field("shape").and_then(|r| r.strip_prefix('(')).and_then(|r| r.split(')').next()).unwrap_or("");
-    let dims: Vec<usize> = shape.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap_or(usize::MAX)).collect();
+    let shape = field("shape")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .unwrap_or("");
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap_or(usize::MAX))
+        .collect();
     let n = match dims.as_slice() {
         [n] | [n, 1] if *n != usize::MAX => *n,
-        _ => return Err(bad(format!("shape ({shape}) is not one label per datapoint"))),
+        _ => {
+            return Err(bad(format!(
+                "shape ({shape}) is not one label per datapoint"
+            )));
+        }
     };
     let data = &bytes[start + header_len..];
     if data.len() != n * size {
-        return Err(bad(format!("{n} labels need {} bytes, found {}", n * size, data.len())));
+        return Err(bad(format!(
+            "{n} labels need {} bytes, found {}",
+            n * size,
+            data.len()
+        )));
     }
     Ok(data
         .chunks_exact(size)
@@ -177,7 +223,11 @@ pub struct ComputeOptions {
 
 impl Default for ComputeOptions {
     fn default() -> Self {
-        Self { keep: KeepRule::VarianceFraction(0.99), epsilon: 1e-10, max_curve_points: 64 }
+        Self {
+            keep: KeepRule::VarianceFraction(0.99),
+            epsilon: 1e-10,
+            max_curve_points: 64,
+        }
     }
 }
 
@@ -187,7 +237,9 @@ impl ComputeOptions {
         self
     }
     fn whiten(&self) -> WhitenOptions {
-        WhitenOptions::default().with_keep(self.keep).with_epsilon(self.epsilon)
+        WhitenOptions::default()
+            .with_keep(self.keep)
+            .with_epsilon(self.epsilon)
     }
     fn keep_text(&self) -> String {
         match self.keep {
@@ -247,12 +299,22 @@ pub fn dimensionality(
     let cross = core(&what, wa.whitened_cross(&wb, joint.cross().as_ref()))?;
     let (kept, kept_b) = (wa.dims(), wb.dims());
     if kept == 0 || kept_b == 0 {
-        return Err(ComputeError::Input { what, detail: "a side has no direction left to compare".into() });
+        return Err(ComputeError::Input {
+            what,
+            detail: "a side has no direction left to compare".into(),
+        });
     }
     let denom = kept.min(kept_b) as f64;
     let rho = |rows: usize, cols: usize| -> Result<Vec<f64>, ComputeError> {
-        let cc = core(&what, canonical_correlations(cross.as_ref().submatrix(0, 0, rows, cols), n, false))?;
-        Ok(cc.coefficients.into_iter().map(|v| v.clamp(0.0, 1.0)).collect())
+        let cc = core(
+            &what,
+            canonical_correlations(cross.as_ref().submatrix(0, 0, rows, cols), n, false),
+        )?;
+        Ok(cc
+            .coefficients
+            .into_iter()
+            .map(|v| v.clamp(0.0, 1.0))
+            .collect())
     };
     let mut points = Vec::new();
     for k in curve_ks(kept, opts.max_curve_points) {
@@ -262,7 +324,10 @@ pub fn dimensionality(
         points.push(DimensionalityPoint { k, carried, both });
     }
     let full = points.last().map_or(0.0, |p| p.carried);
-    let k99 = points.iter().find(|p| p.carried >= 0.99 * full).map_or(kept, |p| p.k);
+    let k99 = points
+        .iter()
+        .find(|p| p.carried >= 0.99 * full)
+        .map_or(kept, |p| p.k);
     Ok(DimensionalityCurve {
         a: labels.0.to_string(),
         b: labels.1.to_string(),
@@ -283,7 +348,11 @@ fn curve_ks(kept: usize, max_points: usize) -> Vec<usize> {
         return (1..=kept).collect();
     }
     let mut ks: Vec<usize> = (0..max_points)
-        .map(|i| (kept as f64).powf(i as f64 / (max_points - 1) as f64).round() as usize)
+        .map(|i| {
+            (kept as f64)
+                .powf(i as f64 / (max_points - 1) as f64)
+                .round() as usize
+        })
         .collect();
     ks.push(kept);
     ks.sort_unstable();
@@ -324,11 +393,17 @@ pub fn svcca_directions(
     let wa = core(&what, Whitening::from_moments(&mx, &opts.whiten()))?;
     let wb = core(&what, Whitening::from_moments(&joint.y(), &opts.whiten()))?;
     let cross = core(&what, wa.whitened_cross(&wb, joint.cross().as_ref()))?;
-    let cc = core(&what, canonical_correlations(cross.as_ref(), joint.n(), true))?;
+    let cc = core(
+        &what,
+        canonical_correlations(cross.as_ref(), joint.n(), true),
+    )?;
     let r = cc.coefficients.len();
     let k = k.unwrap_or(r);
     if k == 0 || k > r {
-        return Err(ComputeError::Input { what, detail: format!("asked for {k} directions; the pair has {r}") });
+        return Err(ComputeError::Input {
+            what,
+            detail: format!("asked for {k} directions; the pair has {r}"),
+        });
     }
     let d = a.cols();
     let p: Mat<f64> = wa.transform() * cc.u.as_ref().submatrix(0, 0, cc.u.nrows(), k);
@@ -340,8 +415,14 @@ pub fn svcca_directions(
         neurons: d,
         k,
         mean: mx.mean().to_vec(),
-        projection: (0..d).flat_map(|i| (0..k).map(move |j| (i, j))).map(|(i, j)| p[(i, j)]).collect(),
-        reconstruction: (0..k).flat_map(|i| (0..d).map(move |j| (i, j))).map(|(i, j)| recon[(i, j)]).collect(),
+        projection: (0..d)
+            .flat_map(|i| (0..k).map(move |j| (i, j)))
+            .map(|(i, j)| p[(i, j)])
+            .collect(),
+        reconstruction: (0..k)
+            .flat_map(|i| (0..d).map(move |j| (i, j)))
+            .map(|(i, j)| recon[(i, j)])
+            .collect(),
         coefficients: cc.coefficients[..k].to_vec(),
     })
 }
@@ -378,7 +459,10 @@ pub fn write_directions(
                 svcca_storage::npy::write_npy(&path, &shape, &narrow)
             }
         };
-        result.map_err(|source| ComputeError::Write { path: path.clone(), source })?;
+        result.map_err(|source| ComputeError::Write {
+            path: path.clone(),
+            source,
+        })?;
         written.push(path);
     }
     Ok(written)
@@ -425,9 +509,14 @@ pub fn class_sensitivity(
     opts: &ComputeOptions,
 ) -> Result<ClassSensitivity, ComputeError> {
     let what = format!("class sensitivity of {layer}");
-    let input = |detail: String| ComputeError::Input { what: what.clone(), detail };
+    let input = |detail: String| ComputeError::Input {
+        what: what.clone(),
+        detail,
+    };
     if let Some(bad) = labels.iter().find(|&&l| l < 0) {
-        return Err(input(format!("label {bad} is negative; classes are numbered from 0")));
+        return Err(input(format!(
+            "label {bad} is negative; classes are numbered from 0"
+        )));
     }
     let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
     if classes == 0 {
@@ -437,7 +526,11 @@ pub fn class_sensitivity(
     let (target_block, target_text) = match target {
         ClassTarget::Logits(block) => {
             if block.cols() < classes {
-                return Err(input(format!("{target_name} has {} columns but labels go up to class {}", block.cols(), classes - 1)));
+                return Err(input(format!(
+                    "{target_name} has {} columns but labels go up to class {}",
+                    block.cols(),
+                    classes - 1
+                )));
             }
             (block, format!("the class's logit column of {target_name}"))
         }
@@ -446,11 +539,22 @@ pub fn class_sensitivity(
             for (r, &l) in labels.iter().enumerate() {
                 indicator[r * classes + l as usize] = 1.0;
             }
-            (RowBlock::F64 { data: &indicator, rows: labels.len(), cols: classes }, "the class indicator 1[label = c]".to_string())
+            (
+                RowBlock::F64 {
+                    data: &indicator,
+                    rows: labels.len(),
+                    cols: classes,
+                },
+                "the class indicator 1[label = c]".to_string(),
+            )
         }
     };
     if target_block.rows() != labels.len() {
-        return Err(input(format!("{} labels for {} datapoints of {target_name}", labels.len(), target_block.rows())));
+        return Err(input(format!(
+            "{} labels for {} datapoints of {target_name}",
+            labels.len(),
+            target_block.rows()
+        )));
     }
     let mut curves: Vec<ClassCurve> = (0..classes)
         .map(|c| ClassCurve {
@@ -465,7 +569,11 @@ pub fn class_sensitivity(
     for (step, block) in ordered {
         let at = format!("{what} at step {step}");
         if block.rows() != labels.len() {
-            return Err(input(format!("step {step} has {} datapoints, labels {}", block.rows(), labels.len())));
+            return Err(input(format!(
+                "step {step} has {} datapoints, labels {}",
+                block.rows(),
+                labels.len()
+            )));
         }
         let joint = joint_of(*block, target_block, &at)?;
         let wx = core(&at, Whitening::from_moments(&joint.x(), &opts.whiten()))?;
@@ -473,22 +581,50 @@ pub fn class_sensitivity(
         let my_m = my.comoment();
         let mxy = joint.cross();
         for (c, curve) in curves.iter_mut().enumerate() {
-            let column = MomentParts { n: joint.n(), mean: vec![my.mean()[c]], comoment: vec![my_m[(c, c)]] };
+            let column = MomentParts {
+                n: joint.n(),
+                mean: vec![my.mean()[c]],
+                comoment: vec![my_m[(c, c)]],
+            };
             let one = core(&at, MomentAccumulator::from_parts(column))?;
-            let wc = match Whitening::from_moments(&one, &WhitenOptions::default().with_epsilon(opts.epsilon)) {
+            let wc = match Whitening::from_moments(
+                &one,
+                &WhitenOptions::default().with_epsilon(opts.epsilon),
+            ) {
                 Ok(w) if w.dims() == 1 => w,
                 Ok(_) | Err(_) => {
-                    curve.warnings.push(format!("step {step}: the target column of class {c} is constant"));
+                    curve.warnings.push(format!(
+                        "step {step}: the target column of class {c} is constant"
+                    ));
                     continue;
                 }
             };
-            let cross = core(&at, wx.whitened_cross(&wc, mxy.as_ref().submatrix(0, c, mxy.nrows(), 1)))?;
-            let cc = core(&at, canonical_correlations(cross.as_ref(), joint.n(), false))?;
-            let similarity = cc.coefficients.first().copied().unwrap_or(0.0).clamp(0.0, 1.0);
-            curve.points.push(DynamicsPoint { step: *step, similarity });
+            let cross = core(
+                &at,
+                wx.whitened_cross(&wc, mxy.as_ref().submatrix(0, c, mxy.nrows(), 1)),
+            )?;
+            let cc = core(
+                &at,
+                canonical_correlations(cross.as_ref(), joint.n(), false),
+            )?;
+            let similarity = cc
+                .coefficients
+                .first()
+                .copied()
+                .unwrap_or(0.0)
+                .clamp(0.0, 1.0);
+            curve.points.push(DynamicsPoint {
+                step: *step,
+                similarity,
+            });
         }
     }
-    Ok(ClassSensitivity { layer: layer.to_string(), target: target_text, keep: opts.keep_text(), classes: curves })
+    Ok(ClassSensitivity {
+        layer: layer.to_string(),
+        target: target_text,
+        keep: opts.keep_text(),
+        classes: curves,
+    })
 }
 
 /// A null baseline: the metric on data with no relation, over several seeded draws.
@@ -541,7 +677,11 @@ impl SplitMix64 {
 fn spread(values: &[f64]) -> (f64, f64, f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
-    let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (mean, var.sqrt(), min, max)
@@ -563,7 +703,10 @@ pub fn gaussian_null(
         other => core(&what, other.parse::<Metric>())?,
     };
     if draws == 0 || dims_a == 0 || dims_b == 0 {
-        return Err(ComputeError::Input { what, detail: "needs at least one draw and one dimension per side".into() });
+        return Err(ComputeError::Input {
+            what,
+            detail: "needs at least one draw and one dimension per side".into(),
+        });
     }
     let n = datapoints as usize;
     let mut rng = SplitMix64::new(seed);
@@ -572,7 +715,19 @@ pub fn gaussian_null(
     for _ in 0..draws {
         let a: Vec<f64> = (0..n * dims_a).map(|_| rng.normal()).collect();
         let b: Vec<f64> = (0..n * dims_b).map(|_| rng.normal()).collect();
-        let joint = joint_of(RowBlock::F64 { data: &a, rows: n, cols: dims_a }, RowBlock::F64 { data: &b, rows: n, cols: dims_b }, &what)?;
+        let joint = joint_of(
+            RowBlock::F64 {
+                data: &a,
+                rows: n,
+                cols: dims_a,
+            },
+            RowBlock::F64 {
+                data: &b,
+                rows: n,
+                cols: dims_b,
+            },
+            &what,
+        )?;
         values.push(core(&what, compare_moments(&joint, &opts))?.mean);
     }
     let (mean, std, min, max) = spread(&values);
@@ -603,14 +758,25 @@ pub fn permuted_null(
 ) -> Result<NullBaseline, ComputeError> {
     let what = format!("permuted null for {label}");
     if draws == 0 {
-        return Err(ComputeError::Input { what, detail: "needs at least one draw".into() });
+        return Err(ComputeError::Input {
+            what,
+            detail: "needs at least one draw".into(),
+        });
     }
     if a.rows() != b.rows() {
-        return Err(ComputeError::Input { what, detail: format!("{} vs {} datapoints", a.rows(), b.rows()) });
+        return Err(ComputeError::Input {
+            what,
+            detail: format!("{} vs {} datapoints", a.rows(), b.rows()),
+        });
     }
     let (n, db) = (b.rows(), b.cols());
-    let b_rows: Vec<f64> = (0..n).flat_map(|r| (0..db).map(move |c| (r, c))).map(|(r, c)| b.get(r, c)).collect();
-    let compare = CompareOptions::default().with_keep(opts.keep).with_epsilon(opts.epsilon);
+    let b_rows: Vec<f64> = (0..n)
+        .flat_map(|r| (0..db).map(move |c| (r, c)))
+        .map(|(r, c)| b.get(r, c))
+        .collect();
+    let compare = CompareOptions::default()
+        .with_keep(opts.keep)
+        .with_epsilon(opts.epsilon);
     let mut rng = SplitMix64::new(seed);
     let mut values = Vec::with_capacity(draws);
     let mut dims = (0, 0);
@@ -623,7 +789,15 @@ pub fn permuted_null(
         for (dst, &src) in perm.iter().enumerate() {
             shuffled[dst * db..(dst + 1) * db].copy_from_slice(&b_rows[src * db..(src + 1) * db]);
         }
-        let joint = joint_of(a, RowBlock::F64 { data: &shuffled, rows: n, cols: db }, &what)?;
+        let joint = joint_of(
+            a,
+            RowBlock::F64 {
+                data: &shuffled,
+                rows: n,
+                cols: db,
+            },
+            &what,
+        )?;
         let c = core(&what, compare_moments(&joint, &compare))?;
         dims = (c.dims_x, c.dims_y);
         values.push(c.mean);
@@ -656,7 +830,10 @@ mod tests {
         let ys: Vec<f64> = (0..20_000).map(|_| b.normal()).collect();
         assert_eq!(xs, ys);
         let (mean, std, _, _) = spread(&xs);
-        assert!(mean.abs() < 0.03 && (std - 1.0).abs() < 0.03, "{mean} {std}");
+        assert!(
+            mean.abs() < 0.03 && (std - 1.0).abs() < 0.03,
+            "{mean} {std}"
+        );
         assert_ne!(SplitMix64::new(4).next_u64(), SplitMix64::new(3).next_u64());
     }
 

@@ -52,7 +52,10 @@ pub struct LayerDynamics {
 impl LayerDynamics {
     /// Similarity at `step`, if that checkpoint was compared.
     pub fn similarity_at(&self, step: i64) -> Option<f64> {
-        self.points.iter().find(|p| p.step == step).map(|p| p.similarity)
+        self.points
+            .iter()
+            .find(|p| p.step == step)
+            .map(|p| p.similarity)
     }
 
     /// The suggestion in words, with the threshold and metric it rests on.
@@ -125,7 +128,9 @@ pub fn learning_dynamics(
         .chain(results.pairs.iter().flat_map(|p| [&p.a, &p.b]));
     for key in keys {
         if let Some(step) = key.step {
-            let e = final_step.entry((key.run.clone(), key.seed, key.layer.clone())).or_insert(step);
+            let e = final_step
+                .entry((key.run.clone(), key.seed, key.layer.clone()))
+                .or_insert(step);
             *e = (*e).max(step);
         }
     }
@@ -136,9 +141,13 @@ pub fn learning_dynamics(
         if a.run != b.run || a.seed != b.seed || a.layer != b.layer || !pair.mean.is_finite() {
             continue;
         }
-        let (Some(sa), Some(sb)) = (a.step, b.step) else { continue };
+        let (Some(sa), Some(sb)) = (a.step, b.step) else {
+            continue;
+        };
         let track = (a.run.clone(), a.seed, a.layer.clone());
-        let Some(&last) = final_step.get(&track) else { continue };
+        let Some(&last) = final_step.get(&track) else {
+            continue;
+        };
         let step = if sb == last {
             sa
         } else if sa == last {
@@ -147,7 +156,11 @@ pub fn learning_dynamics(
             continue;
         };
         // First pair wins, so a file with duplicates still gives one deterministic answer.
-        points.entry(track).or_default().entry(step).or_insert(pair.mean);
+        points
+            .entry(track)
+            .or_default()
+            .entry(step)
+            .or_insert(pair.mean);
     }
 
     let mut by_network: BTreeMap<(String, Option<i64>), Vec<LayerDynamics>> = BTreeMap::new();
@@ -155,20 +168,27 @@ pub fn learning_dynamics(
     for ((run, seed, layer), mut steps) in points {
         let last = final_step[&(run.clone(), seed, layer.clone())];
         steps.entry(last).or_insert(1.0);
-        let points: Vec<DynamicsPoint> =
-            steps.into_iter().map(|(step, similarity)| DynamicsPoint { step, similarity }).collect();
-        let order = orders.entry(run.clone()).or_insert_with(|| layer_order(results, &run));
+        let points: Vec<DynamicsPoint> = steps
+            .into_iter()
+            .map(|(step, similarity)| DynamicsPoint { step, similarity })
+            .collect();
+        let order = orders
+            .entry(run.clone())
+            .or_insert_with(|| layer_order(results, &run));
         let convergence_step = convergence_step(&points, threshold);
-        by_network.entry((run.clone(), seed)).or_default().push(LayerDynamics {
-            depth: depth(order, &layer),
-            run,
-            seed,
-            layer,
-            final_step: last,
-            points,
-            convergence_step,
-            suggested_freeze_step: None,
-        });
+        by_network
+            .entry((run.clone(), seed))
+            .or_default()
+            .push(LayerDynamics {
+                depth: depth(order, &layer),
+                run,
+                seed,
+                layer,
+                final_step: last,
+                points,
+                convergence_step,
+                suggested_freeze_step: None,
+            });
     }
 
     let networks = by_network
@@ -187,15 +207,28 @@ pub fn learning_dynamics(
             let mut order: Vec<&LayerDynamics> = layers.iter().collect();
             order.sort_by_key(|l| (l.convergence_step.is_none(), l.convergence_step, l.depth));
             let convergence_order = order.iter().map(|l| l.layer.clone()).collect();
-            let bottom_up = layers.windows(2).all(|w| match (w[0].convergence_step, w[1].convergence_step) {
-                (Some(lo), Some(hi)) => lo <= hi,
-                (_, None) => true,
-                (None, Some(_)) => false,
-            });
-            NetworkDynamics { run, seed, layers, convergence_order, bottom_up }
+            let bottom_up =
+                layers
+                    .windows(2)
+                    .all(|w| match (w[0].convergence_step, w[1].convergence_step) {
+                        (Some(lo), Some(hi)) => lo <= hi,
+                        (_, None) => true,
+                        (None, Some(_)) => false,
+                    });
+            NetworkDynamics {
+                run,
+                seed,
+                layers,
+                convergence_order,
+                bottom_up,
+            }
         })
         .collect();
-    Ok(LearningDynamics { metric: metric.to_string(), threshold, networks })
+    Ok(LearningDynamics {
+        metric: metric.to_string(),
+        threshold,
+        networks,
+    })
 }
 
 /// First step (the final one excluded) from which every later point is at or above `threshold`.
@@ -220,15 +253,34 @@ mod tests {
     fn vs_final(seed: i64, layer: &str, values: &[(i64, f64)]) -> Vec<svcca_results::PairRecord> {
         values
             .iter()
-            .map(|&(step, v)| pair(key("mlp", seed, step, layer), key("mlp", seed, 2250, layer), "svcca", v))
+            .map(|&(step, v)| {
+                pair(
+                    key("mlp", seed, step, layer),
+                    key("mlp", seed, 2250, layer),
+                    "svcca",
+                    v,
+                )
+            })
             .collect()
     }
 
     #[test]
     fn convergence_needs_to_stay_above_the_threshold() {
-        let mut pairs = vs_final(0, "h1", &[(0, 0.3), (25, 0.96), (100, 0.94), (400, 0.97), (1000, 0.99)]);
-        pairs.extend(vs_final(0, "h2", &[(0, 0.2), (25, 0.5), (100, 0.96), (400, 0.98), (1000, 0.99)]));
-        pairs.extend(vs_final(0, "h3", &[(0, 0.1), (25, 0.3), (100, 0.6), (400, 0.8), (1000, 0.9)]));
+        let mut pairs = vs_final(
+            0,
+            "h1",
+            &[(0, 0.3), (25, 0.96), (100, 0.94), (400, 0.97), (1000, 0.99)],
+        );
+        pairs.extend(vs_final(
+            0,
+            "h2",
+            &[(0, 0.2), (25, 0.5), (100, 0.96), (400, 0.98), (1000, 0.99)],
+        ));
+        pairs.extend(vs_final(
+            0,
+            "h3",
+            &[(0, 0.1), (25, 0.3), (100, 0.6), (400, 0.8), (1000, 0.9)],
+        ));
         let results = results_with(&["h1", "h2", "h3"], pairs);
         let d = learning_dynamics(&results, "svcca", 0.95).unwrap();
         assert_eq!(d.networks.len(), 1);
@@ -245,7 +297,11 @@ mod tests {
         assert_eq!(net.layers[0].suggested_freeze_step, Some(400));
         assert_eq!(net.layers[1].suggested_freeze_step, Some(400));
         assert_eq!(net.layers[2].suggested_freeze_step, None);
-        assert!(net.layers[0].freeze_suggestion("svcca", 0.95).contains("0.95"));
+        assert!(
+            net.layers[0]
+                .freeze_suggestion("svcca", 0.95)
+                .contains("0.95")
+        );
         // The final checkpoint is appended at similarity 1 and points are ordered numerically.
         let steps: Vec<i64> = net.layers[0].points.iter().map(|p| p.step).collect();
         assert_eq!(steps, [0, 25, 100, 400, 1000, 2250]);
@@ -256,12 +312,37 @@ mod tests {
     fn bottom_up_when_lower_layers_converge_first_and_pairs_may_be_reversed() {
         let mut pairs = vs_final(1, "h1", &[(25, 0.97), (100, 0.99)]);
         // Final checkpoint on the left: still a vs-final pair.
-        pairs.push(pair(key("mlp", 1, 2250, "h2"), key("mlp", 1, 25, "h2"), "svcca", 0.5));
-        pairs.push(pair(key("mlp", 1, 2250, "h2"), key("mlp", 1, 100, "h2"), "svcca", 0.96));
+        pairs.push(pair(
+            key("mlp", 1, 2250, "h2"),
+            key("mlp", 1, 25, "h2"),
+            "svcca",
+            0.5,
+        ));
+        pairs.push(pair(
+            key("mlp", 1, 2250, "h2"),
+            key("mlp", 1, 100, "h2"),
+            "svcca",
+            0.96,
+        ));
         // Noise that must be ignored: another metric, a cross-seed pair, a pair of two non-final steps.
-        pairs.push(pair(key("mlp", 1, 25, "h2"), key("mlp", 1, 2250, "h2"), "cka", 0.99));
-        pairs.push(pair(key("mlp", 1, 25, "h2"), key("mlp", 2, 2250, "h2"), "svcca", 0.99));
-        pairs.push(pair(key("mlp", 1, 25, "h2"), key("mlp", 1, 100, "h2"), "svcca", 0.99));
+        pairs.push(pair(
+            key("mlp", 1, 25, "h2"),
+            key("mlp", 1, 2250, "h2"),
+            "cka",
+            0.99,
+        ));
+        pairs.push(pair(
+            key("mlp", 1, 25, "h2"),
+            key("mlp", 2, 2250, "h2"),
+            "svcca",
+            0.99,
+        ));
+        pairs.push(pair(
+            key("mlp", 1, 25, "h2"),
+            key("mlp", 1, 100, "h2"),
+            "svcca",
+            0.99,
+        ));
         let results = results_with(&["h1", "h2"], pairs);
         let d = learning_dynamics(&results, "svcca", 0.95).unwrap();
         let net = d.networks.iter().find(|n| n.seed == Some(1)).unwrap();
@@ -278,6 +359,11 @@ mod tests {
         for t in [0.0, -1.0, 1.5, f64::NAN] {
             assert!(learning_dynamics(&results, "svcca", t).is_err());
         }
-        assert!(learning_dynamics(&results, "svcca", 0.9).unwrap().networks.is_empty());
+        assert!(
+            learning_dynamics(&results, "svcca", 0.9)
+                .unwrap()
+                .networks
+                .is_empty()
+        );
     }
 }

@@ -12,7 +12,11 @@ pub struct NetworkId {
 
 impl NetworkId {
     pub fn of(key: &RepresentationKey) -> Self {
-        Self { run: key.run.clone(), seed: key.seed, step: key.step }
+        Self {
+            run: key.run.clone(),
+            seed: key.seed,
+            step: key.step,
+        }
     }
 
     /// `mlp/seed0/step2250`, in the style of [`RepresentationKey::label`].
@@ -69,5 +73,9 @@ pub fn runs(results: &ResultsFile) -> Vec<String> {
 /// The metric a report leads with: `svcca` when present (the paper's measure), else the first.
 pub fn primary_metric(results: &ResultsFile) -> Option<String> {
     let metrics = results.metrics();
-    if metrics.iter().any(|m| m == "svcca") { Some("svcca".to_string()) } else { metrics.into_iter().next() }
+    if metrics.iter().any(|m| m == "svcca") {
+        Some("svcca".to_string())
+    } else {
+        metrics.into_iter().next()
+    }
 }

@@ -32,7 +32,10 @@ pub enum ReportError {
     #[error("could not draw {file}: {message}")]
     Plot { file: PathBuf, message: String },
     #[error("could not write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("metric {metric:?} is not in these results (they hold: {available})")]
     UnknownMetric { metric: String, available: String },
     #[error("bad report option: {detail}")]

@@ -42,8 +42,12 @@ impl Matrix {
 /// The similarity matrix of `metric` over all representations, in the results' order. Pairs are
 /// symmetric; the diagonal is 1 (a representation compared with itself) unless a self-pair is stored.
 pub fn full_matrix(results: &ResultsFile, metric: &str) -> Matrix {
-    let index: BTreeMap<&RepresentationKey, usize> =
-        results.representations.iter().enumerate().map(|(i, r)| (&r.key, i)).collect();
+    let index: BTreeMap<&RepresentationKey, usize> = results
+        .representations
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&r.key, i))
+        .collect();
     let n = results.representations.len();
     let mut values = vec![None; n * n];
     for i in 0..n {
@@ -55,7 +59,11 @@ pub fn full_matrix(results: &ResultsFile, metric: &str) -> Matrix {
             values[j * n + i] = Some(pair.mean);
         }
     }
-    let labels: Vec<String> = results.representations.iter().map(|r| r.key.label()).collect();
+    let labels: Vec<String> = results
+        .representations
+        .iter()
+        .map(|r| r.key.label())
+        .collect();
     Matrix {
         metric: metric.to_string(),
         title: format!("{metric}: all representations"),
@@ -77,7 +85,12 @@ pub struct LayerMatrix {
 }
 
 /// The layer × layer matrix of `metric` between networks `a` and `b` (which may be equal).
-pub fn layer_matrix(results: &ResultsFile, metric: &str, a: &NetworkId, b: &NetworkId) -> LayerMatrix {
+pub fn layer_matrix(
+    results: &ResultsFile,
+    metric: &str,
+    a: &NetworkId,
+    b: &NetworkId,
+) -> LayerMatrix {
     let rows = layer_order(results, &a.run);
     let cols = layer_order(results, &b.run);
     let mut values = vec![None; rows.len() * cols.len()];
@@ -100,10 +113,17 @@ pub fn layer_matrix(results: &ResultsFile, metric: &str, a: &NetworkId, b: &Netw
         }
     }
     // Keep only layers the two networks actually have.
-    let keep_rows: Vec<usize> = (0..rows.len()).filter(|&r| (0..cols.len()).any(|c| values[r * cols.len() + c].is_some())).collect();
-    let keep_cols: Vec<usize> = (0..cols.len()).filter(|&c| (0..rows.len()).any(|r| values[r * cols.len() + c].is_some())).collect();
-    let kept: Vec<Option<f64>> =
-        keep_rows.iter().flat_map(|&r| keep_cols.iter().map(move |&c| (r, c))).map(|(r, c)| values[r * cols.len() + c]).collect();
+    let keep_rows: Vec<usize> = (0..rows.len())
+        .filter(|&r| (0..cols.len()).any(|c| values[r * cols.len() + c].is_some()))
+        .collect();
+    let keep_cols: Vec<usize> = (0..cols.len())
+        .filter(|&c| (0..rows.len()).any(|r| values[r * cols.len() + c].is_some()))
+        .collect();
+    let kept: Vec<Option<f64>> = keep_rows
+        .iter()
+        .flat_map(|&r| keep_cols.iter().map(move |&c| (r, c)))
+        .map(|(r, c)| values[r * cols.len() + c])
+        .collect();
     let matrix = Matrix {
         metric: metric.to_string(),
         title: format!("{metric}: {} × {}", a.label(), b.label()),
@@ -121,13 +141,22 @@ pub fn layer_matrix(results: &ResultsFile, metric: &str, a: &NetworkId, b: &Netw
                 })
         })
         .collect();
-    LayerMatrix { a: a.clone(), b: b.clone(), matrix, best_match }
+    LayerMatrix {
+        a: a.clone(),
+        b: b.clone(),
+        matrix,
+        best_match,
+    }
 }
 
 /// Pairs of networks worth a layer × layer matrix: those with pairs between different layers.
 /// Different networks at the same step first (cross-seed, cross-architecture), latest step first,
 /// then networks at different steps, then a network with itself; at most `limit`.
-pub fn layer_matrix_candidates(results: &ResultsFile, metric: &str, limit: usize) -> Vec<(NetworkId, NetworkId)> {
+pub fn layer_matrix_candidates(
+    results: &ResultsFile,
+    metric: &str,
+    limit: usize,
+) -> Vec<(NetworkId, NetworkId)> {
     let mut counts: BTreeMap<(NetworkId, NetworkId), usize> = BTreeMap::new();
     for pair in results.pairs_of(metric) {
         if pair.a.layer == pair.b.layer && pair.a.run == pair.b.run {
@@ -137,8 +166,20 @@ pub fn layer_matrix_candidates(results: &ResultsFile, metric: &str, limit: usize
         let key = if x <= y { (x, y) } else { (y, x) };
         *counts.entry(key).or_default() += 1;
     }
-    let mut cands: Vec<(NetworkId, NetworkId)> = counts.into_iter().filter(|(_, n)| *n >= 2).map(|(k, _)| k).collect();
-    cands.sort_by_key(|(x, y)| (x == y, x.step != y.step, std::cmp::Reverse(x.step.max(y.step)), x.clone(), y.clone()));
+    let mut cands: Vec<(NetworkId, NetworkId)> = counts
+        .into_iter()
+        .filter(|(_, n)| *n >= 2)
+        .map(|(k, _)| k)
+        .collect();
+    cands.sort_by_key(|(x, y)| {
+        (
+            x == y,
+            x.step != y.step,
+            std::cmp::Reverse(x.step.max(y.step)),
+            x.clone(),
+            y.clone(),
+        )
+    });
     cands.truncate(limit);
     cands
 }
@@ -169,10 +210,17 @@ pub fn frequency_maps(results: &ResultsFile, limit: usize) -> Vec<FrequencyMap> 
 
 fn frequency_map(results: &ResultsFile, pair: &PairRecord) -> Option<FrequencyMap> {
     let freqs = pair.frequencies.as_ref().filter(|f| !f.is_empty())?;
-    let shape = results.representations.iter().find(|r| r.key == pair.a).map(|r| r.shape.clone());
+    let shape = results
+        .representations
+        .iter()
+        .find(|r| r.key == pair.a)
+        .map(|r| r.shape.clone());
     let (h, w) = match shape.as_deref() {
         Some([h, w, _]) if freqs.iter().all(|f| f.i < *h && f.j < *w) => (*h, *w),
-        _ => (freqs.iter().map(|f| f.i).max()? + 1, freqs.iter().map(|f| f.j).max()? + 1),
+        _ => (
+            freqs.iter().map(|f| f.i).max()? + 1,
+            freqs.iter().map(|f| f.j).max()? + 1,
+        ),
     };
     let mut values = vec![None; h * w];
     for f in freqs.iter().filter(|f| f.mean.is_finite()) {
@@ -188,7 +236,15 @@ fn frequency_map(results: &ResultsFile, pair: &PairRecord) -> Option<FrequencyMa
             }
         }
     }
-    Some(FrequencyMap { a: pair.a.label(), b: pair.b.label(), metric: pair.metric.clone(), h, w, values, mirrored })
+    Some(FrequencyMap {
+        a: pair.a.label(),
+        b: pair.b.label(),
+        metric: pair.metric.clone(),
+        h,
+        w,
+        values,
+        mirrored,
+    })
 }
 
 #[cfg(test)]
@@ -204,7 +260,12 @@ mod tests {
         for (i, la) in layers.iter().enumerate() {
             for (j, lb) in layers.iter().enumerate() {
                 let v = 1.0 - 0.2 * (i as f64 - j as f64).abs() - if j == 2 { 0.05 } else { 0.0 };
-                pairs.push(pair(key("mlp", 0, 100, la), key("mlp", 1, 100, lb), "svcca", v));
+                pairs.push(pair(
+                    key("mlp", 0, 100, la),
+                    key("mlp", 1, 100, lb),
+                    "svcca",
+                    v,
+                ));
             }
         }
         let results = results_with(&layers, pairs);
@@ -214,7 +275,13 @@ mod tests {
         assert_eq!(a.seed, Some(0));
         let m = layer_matrix(&results, "svcca", a, b);
         assert_eq!(m.matrix.row_labels, ["h1", "h2", "h3"]);
-        assert_eq!(m.best_match.iter().map(|b| b.unwrap().0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            m.best_match
+                .iter()
+                .map(|b| b.unwrap().0)
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
         assert!((m.matrix.get(0, 2).unwrap() - 0.55).abs() < 1e-12);
         // Reading the pairs the other way round transposes the matrix.
         let t = layer_matrix(&results, "svcca", b, a);
@@ -229,14 +296,24 @@ mod tests {
 
     #[test]
     fn frequency_map_fills_conjugate_frequencies() {
-        let mut p = pair(key("conv", 0, 1500, "conv1"), key("conv", 1, 1500, "conv1"), "svcca", 0.5);
+        let mut p = pair(
+            key("conv", 0, 1500, "conv1"),
+            key("conv", 1, 1500, "conv1"),
+            "svcca",
+            0.5,
+        );
         // A 4 × 3 grid where only the non-redundant half is stored.
         let mut stored = Vec::new();
         for i in 0..4usize {
             for j in 0..3usize {
                 let m = ((4 - i) % 4, (3 - j) % 3);
                 if (i, j) <= m {
-                    stored.push(FrequencyRecord { i, j, coefficients: vec![], mean: (i * 10 + j) as f64 / 100.0 });
+                    stored.push(FrequencyRecord {
+                        i,
+                        j,
+                        coefficients: vec![],
+                        mean: (i * 10 + j) as f64 / 100.0,
+                    });
                 }
             }
         }

@@ -33,11 +33,18 @@ fn font(size: u32) -> TextStyle<'static> {
 
 /// Width and height in pixels of `text` at `size`.
 fn text_size(text: &str, size: u32) -> (u32, u32) {
-    (FAMILY, size as f64).into_font().box_size(text).unwrap_or((text.chars().count() as u32 * size * 6 / 10, size))
+    (FAMILY, size as f64)
+        .into_font()
+        .box_size(text)
+        .unwrap_or((text.chars().count() as u32 * size * 6 / 10, size))
 }
 
 fn max_text_width<'a>(texts: impl IntoIterator<Item = &'a str>, size: u32) -> u32 {
-    texts.into_iter().map(|t| text_size(t, size).0).max().unwrap_or(0)
+    texts
+        .into_iter()
+        .map(|t| text_size(t, size).0)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The plot files written for one figure, named relative to the report folder.
@@ -49,7 +56,8 @@ pub struct PlotFiles {
     pub height: u32,
 }
 
-pub(crate) type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+pub(crate) type DrawResult<DB> =
+    Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// A figure that knows its size and can draw itself on any backend.
 pub(crate) trait Figure {
@@ -58,27 +66,43 @@ pub(crate) trait Figure {
 }
 
 /// Writes `<stem>.png` and `<stem>.svg` under `dir`.
-pub(crate) fn render<F: Figure>(figure: &F, dir: &Path, stem: &str) -> Result<PlotFiles, ReportError> {
+pub(crate) fn render<F: Figure>(
+    figure: &F,
+    dir: &Path,
+    stem: &str,
+) -> Result<PlotFiles, ReportError> {
     ensure_font()?;
     let size = figure.size();
     let png = format!("{stem}.png");
     let svg = format!("{stem}.svg");
-    let plot_err = |file: &str, e: String| ReportError::Plot { file: dir.join(file), message: e };
+    let plot_err = |file: &str, e: String| ReportError::Plot {
+        file: dir.join(file),
+        message: e,
+    };
     {
         let path = dir.join(&png);
         let root = BitMapBackend::new(&path, size).into_drawing_area();
-        figure.draw(&root).map_err(|e| plot_err(&png, e.to_string()))?;
+        figure
+            .draw(&root)
+            .map_err(|e| plot_err(&png, e.to_string()))?;
         root.present().map_err(|e| plot_err(&png, e.to_string()))?;
     }
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
-        figure.draw(&root).map_err(|e| plot_err(&svg, e.to_string()))?;
+        figure
+            .draw(&root)
+            .map_err(|e| plot_err(&svg, e.to_string()))?;
         root.present().map_err(|e| plot_err(&svg, e.to_string()))?;
     }
     let path = dir.join(&svg);
     std::fs::write(&path, text).map_err(|source| ReportError::Write { path, source })?;
-    Ok(PlotFiles { png, svg, width: size.0, height: size.1 })
+    Ok(PlotFiles {
+        png,
+        svg,
+        width: size.0,
+        height: size.1,
+    })
 }
 
 /// matplotlib's viridis at nine evenly spaced points; perceptually uniform and readable in grey.
@@ -95,7 +119,11 @@ const VIRIDIS: [(u8, u8, u8); 9] = [
 ];
 
 pub(crate) fn viridis(t: f64) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let x = t * (VIRIDIS.len() - 1) as f64;
     let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
     let f = x - i as f64;
@@ -168,9 +196,20 @@ impl Heatmap<'_> {
             (9, (10 + cell as usize - 1) / cell as usize)
         };
         let shown = |labels: &'_ [String]| -> u32 {
-            max_text_width(labels.iter().step_by(label_every).map(String::as_str), label_font)
+            max_text_width(
+                labels.iter().step_by(label_every).map(String::as_str),
+                label_font,
+            )
         };
-        let title_h = 12 + TITLE_FONT + 6 + if self.note.is_some() { NOTE_FONT + 6 } else { 0 } + 8;
+        let title_h = 12
+            + TITLE_FONT
+            + 6
+            + if self.note.is_some() {
+                NOTE_FONT + 6
+            } else {
+                0
+            }
+            + 8;
         let left = 12 + DESC_FONT + 10 + shown(self.row_labels) + 8;
         let grid_w = cell * nc as u32;
         let grid_h = cell * nr as u32;
@@ -180,10 +219,26 @@ impl Heatmap<'_> {
         let right = 24 + 18 + 6 + tick_w + 10 + DESC_FONT + 14;
         let width = (left + grid_w + right)
             .max(text_size(&self.title, TITLE_FONT).0 + 24)
-            .max(self.note.as_deref().map_or(0, |n| text_size(n, NOTE_FONT).0 + 24));
+            .max(
+                self.note
+                    .as_deref()
+                    .map_or(0, |n| text_size(n, NOTE_FONT).0 + 24),
+            );
         let height = title_h + bar_h.max(grid_h) + bottom;
         let annotate = cell >= 40 && nr * nc <= 400;
-        HeatmapLayout { cell, label_font, label_every, left, top: title_h, grid_w, grid_h, bar_h, width, height, annotate }
+        HeatmapLayout {
+            cell,
+            label_font,
+            label_every,
+            left,
+            top: title_h,
+            grid_w,
+            grid_h,
+            bar_h,
+            width,
+            height,
+            annotate,
+        }
     }
 
     fn norm(&self, v: f64) -> f64 {
@@ -202,9 +257,15 @@ impl Figure for Heatmap<'_> {
         let l = self.layout();
         root.fill(&WHITE)?;
         let center_x = (l.width / 2) as i32;
-        root.draw_text(&self.title, &font(TITLE_FONT).pos(Pos::new(HPos::Center, VPos::Top)), (center_x, 12))?;
+        root.draw_text(
+            &self.title,
+            &font(TITLE_FONT).pos(Pos::new(HPos::Center, VPos::Top)),
+            (center_x, 12),
+        )?;
         if let Some(note) = &self.note {
-            let style = font(NOTE_FONT).color(&RGBColor(0x44, 0x44, 0x44)).pos(Pos::new(HPos::Center, VPos::Top));
+            let style = font(NOTE_FONT)
+                .color(&RGBColor(0x44, 0x44, 0x44))
+                .pos(Pos::new(HPos::Center, VPos::Top));
             root.draw_text(note, &style, (center_x, (12 + TITLE_FONT + 6) as i32))?;
         }
         let nc = self.col_labels.len();
@@ -215,28 +276,51 @@ impl Figure for Heatmap<'_> {
             let (r, c) = ((idx / nc.max(1)) as i32, (idx % nc.max(1)) as i32);
             let color = v.map_or(MISSING, |v| viridis(self.norm(v)));
             let (cx, cy) = (x0 + c * cell, y0 + r * cell);
-            root.draw(&Rectangle::new([(cx, cy), (cx + cell - inset, cy + cell - inset)], color.filled()))?;
+            root.draw(&Rectangle::new(
+                [(cx, cy), (cx + cell - inset, cy + cell - inset)],
+                color.filled(),
+            ))?;
             if let (true, Some(v)) = (l.annotate, v) {
                 let ink = if self.norm(*v) < 0.6 { WHITE } else { BLACK };
-                let style = font(12).color(&ink).pos(Pos::new(HPos::Center, VPos::Center));
+                let style = font(12)
+                    .color(&ink)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
                 root.draw_text(&format!("{v:.2}"), &style, (cx + cell / 2, cy + cell / 2))?;
             }
         }
         for &(r, c) in &self.outlined {
             let (cx, cy) = (x0 + c as i32 * cell, y0 + r as i32 * cell);
-            root.draw(&Rectangle::new([(cx, cy), (cx + cell - 1, cy + cell - 1)], OUTLINE.stroke_width(2)))?;
-            root.draw(&Rectangle::new([(cx + 1, cy + 1), (cx + cell - 2, cy + cell - 2)], OUTLINE.stroke_width(1)))?;
+            root.draw(&Rectangle::new(
+                [(cx, cy), (cx + cell - 1, cy + cell - 1)],
+                OUTLINE.stroke_width(2),
+            ))?;
+            root.draw(&Rectangle::new(
+                [(cx + 1, cy + 1), (cx + cell - 2, cy + cell - 2)],
+                OUTLINE.stroke_width(1),
+            ))?;
         }
-        root.draw(&Rectangle::new([(x0 - 1, y0 - 1), (x0 + l.grid_w as i32, y0 + l.grid_h as i32)], BLACK.stroke_width(1)))?;
+        root.draw(&Rectangle::new(
+            [
+                (x0 - 1, y0 - 1),
+                (x0 + l.grid_w as i32, y0 + l.grid_h as i32),
+            ],
+            BLACK.stroke_width(1),
+        ))?;
 
         let row_style = font(l.label_font).pos(Pos::new(HPos::Right, VPos::Center));
         for (r, label) in self.row_labels.iter().enumerate().step_by(l.label_every) {
             root.draw_text(label, &row_style, (x0 - 6, y0 + r as i32 * cell + cell / 2))?;
         }
-        let col_style = font(l.label_font).transform(FontTransform::Rotate90).pos(Pos::new(HPos::Left, VPos::Center));
+        let col_style = font(l.label_font)
+            .transform(FontTransform::Rotate90)
+            .pos(Pos::new(HPos::Left, VPos::Center));
         let labels_top = y0 + l.grid_h as i32 + 6;
         for (c, label) in self.col_labels.iter().enumerate().step_by(l.label_every) {
-            root.draw_text(label, &col_style, (x0 + c as i32 * cell + cell / 2, labels_top))?;
+            root.draw_text(
+                label,
+                &col_style,
+                (x0 + c as i32 * cell + cell / 2, labels_top),
+            )?;
         }
         let desc = font(DESC_FONT);
         root.draw_text(
@@ -246,7 +330,9 @@ impl Figure for Heatmap<'_> {
         )?;
         root.draw_text(
             &self.y_desc,
-            &desc.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Top)),
+            &desc
+                .transform(FontTransform::Rotate270)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
             (12, y0 + l.grid_h as i32 / 2),
         )?;
 
@@ -256,21 +342,33 @@ impl Figure for Heatmap<'_> {
         for py in 0..bh {
             let t = 1.0 - py as f64 / (bh - 1).max(1) as f64;
             // One-pixel rows: plotters draws nothing for a zero-height filled rectangle.
-            root.draw(&Rectangle::new([(bx, y0 + py), (bx + 18, y0 + py + 1)], viridis(t).filled()))?;
+            root.draw(&Rectangle::new(
+                [(bx, y0 + py), (bx + 18, y0 + py + 1)],
+                viridis(t).filled(),
+            ))?;
         }
-        root.draw(&Rectangle::new([(bx, y0), (bx + 18, y0 + bh - 1)], BLACK.stroke_width(1)))?;
+        root.draw(&Rectangle::new(
+            [(bx, y0), (bx + 18, y0 + bh - 1)],
+            BLACK.stroke_width(1),
+        ))?;
         let (lo, hi) = self.range;
         let tick_style = font(TICK_FONT).pos(Pos::new(HPos::Left, VPos::Center));
         for k in 0..=4 {
             let t = k as f64 / 4.0;
             let y = y0 + ((1.0 - t) * (bh - 1) as f64).round() as i32;
             root.draw(&PathElement::new(vec![(bx + 18, y), (bx + 22, y)], BLACK))?;
-            root.draw_text(&format!("{:.2}", lo + t * (hi - lo)), &tick_style, (bx + 24, y))?;
+            root.draw_text(
+                &format!("{:.2}", lo + t * (hi - lo)),
+                &tick_style,
+                (bx + 24, y),
+            )?;
         }
         let tick_w = max_text_width(["0.00", "1.00"], TICK_FONT) as i32;
         root.draw_text(
             &self.colorbar_label,
-            &desc.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Top)),
+            &desc
+                .transform(FontTransform::Rotate270)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
             (bx + 24 + tick_w + 10, y0 + bh / 2),
         )?;
         Ok(())
@@ -279,9 +377,14 @@ impl Figure for Heatmap<'_> {
 
 /// How the x axis maps data.
 pub(crate) enum XScale {
-    Linear { min: f64, max: f64 },
+    Linear {
+        min: f64,
+        max: f64,
+    },
     /// Training steps on `log10(1 + step)`, ticks at the given steps.
-    Log1pSteps { ticks: Vec<i64> },
+    Log1pSteps {
+        ticks: Vec<i64>,
+    },
     /// Named positions `0, 1, …` (layers from input to output).
     Categories(Vec<String>),
 }
@@ -313,7 +416,11 @@ const CHART_H: u32 = 460;
 
 impl LineChart {
     fn legend_width(&self) -> u32 {
-        let names = self.series.iter().map(|s| s.name.as_str()).chain(self.references.iter().map(|r| r.label.as_str()));
+        let names = self
+            .series
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.references.iter().map(|r| r.label.as_str()));
         max_text_width(names, 13) + 56
     }
 
@@ -357,7 +464,12 @@ impl Figure for LineChart {
             }
             XScale::Categories(names) => {
                 let every = names.len().div_ceil(16).max(1);
-                let kept = names.iter().enumerate().step_by(every).map(|(i, n)| (i as f64, n.clone())).collect();
+                let kept = names
+                    .iter()
+                    .enumerate()
+                    .step_by(every)
+                    .map(|(i, n)| (i as f64, n.clone()))
+                    .collect();
                 (-0.3, names.len().max(1) as f64 - 0.7, Some(kept))
             }
         };
@@ -368,7 +480,11 @@ impl Figure for LineChart {
             .y_label_area_size(64)
             .build_cartesian_2d(x_lo..x_hi, self.y_range.0..self.y_range.1)?;
         let lin_fmt = |v: &f64| {
-            if (v - v.round()).abs() < 1e-9 { format!("{}", v.round() as i64) } else { format!("{v:.2}") }
+            if (v - v.round()).abs() < 1e-9 {
+                format!("{}", v.round() as i64)
+            } else {
+                format!("{v:.2}")
+            }
         };
         let mut mesh = chart.configure_mesh();
         mesh.x_desc(self.x_desc.as_str())
@@ -398,8 +514,17 @@ impl Figure for LineChart {
 
         let grey = RGBColor(0x55, 0x55, 0x55);
         for (k, r) in self.references.iter().enumerate() {
-            let style = if k % 2 == 0 { grey.stroke_width(1) } else { RGBColor(0x99, 0x00, 0x00).stroke_width(1) };
-            chart.draw_series(DashedLineSeries::new(vec![(x_lo, r.y), (x_hi, r.y)], 8, 5, style))?;
+            let style = if k % 2 == 0 {
+                grey.stroke_width(1)
+            } else {
+                RGBColor(0x99, 0x00, 0x00).stroke_width(1)
+            };
+            chart.draw_series(DashedLineSeries::new(
+                vec![(x_lo, r.y), (x_hi, r.y)],
+                8,
+                5,
+                style,
+            ))?;
         }
         for (i, s) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
@@ -416,15 +541,28 @@ impl Figure for LineChart {
         let mut y = 60;
         for (i, s) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            legend_area.draw(&PathElement::new(vec![(6, y), (34, y)], color.stroke_width(2)))?;
+            legend_area.draw(&PathElement::new(
+                vec![(6, y), (34, y)],
+                color.stroke_width(2),
+            ))?;
             legend_area.draw(&Circle::new((20, y), 3, color.filled()))?;
             legend_area.draw_text(&s.name, &entry, (42, y))?;
             y += 22;
         }
         for (k, r) in self.references.iter().enumerate() {
-            let color = if k % 2 == 0 { grey } else { RGBColor(0x99, 0x00, 0x00) };
-            legend_area.draw(&PathElement::new(vec![(6, y), (14, y)], color.stroke_width(1)))?;
-            legend_area.draw(&PathElement::new(vec![(20, y), (28, y)], color.stroke_width(1)))?;
+            let color = if k % 2 == 0 {
+                grey
+            } else {
+                RGBColor(0x99, 0x00, 0x00)
+            };
+            legend_area.draw(&PathElement::new(
+                vec![(6, y), (14, y)],
+                color.stroke_width(1),
+            ))?;
+            legend_area.draw(&PathElement::new(
+                vec![(20, y), (28, y)],
+                color.stroke_width(1),
+            ))?;
             legend_area.draw_text(&r.label, &entry, (42, y))?;
             y += 22;
         }

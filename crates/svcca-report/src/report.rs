@@ -14,11 +14,14 @@ use serde::Serialize;
 use svcca_results::{PairRecord, ResultsFile};
 
 use crate::ReportError;
-use crate::compute::{ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline, gaussian_null};
+use crate::compute::{
+    ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline, gaussian_null,
+};
 use crate::dynamics::{DEFAULT_THRESHOLD, LearningDynamics, learning_dynamics};
 use crate::layers::{layer_order, primary_metric, runs};
 use crate::matrices::{
-    FrequencyMap, LayerMatrix, Matrix, frequency_maps, full_matrix, layer_matrix, layer_matrix_candidates,
+    FrequencyMap, LayerMatrix, Matrix, frequency_maps, full_matrix, layer_matrix,
+    layer_matrix_candidates,
 };
 use crate::render::{Figure, Heatmap, LineChart, PlotFiles, Reference, Series, XScale, render};
 use crate::seeds::{SeedSpread, cross_seed};
@@ -121,25 +124,40 @@ pub fn write_report(
     out_dir: &Path,
     options: &ReportOptions,
 ) -> Result<ReportSummary, ReportError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Write { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let metrics = results.metrics();
     let metric = match &options.metric {
         Some(m) if metrics.contains(m) || results.pairs.is_empty() => m.clone(),
-        Some(m) => return Err(ReportError::UnknownMetric { metric: m.clone(), available: metrics.join(", ") }),
+        Some(m) => {
+            return Err(ReportError::UnknownMetric {
+                metric: m.clone(),
+                available: metrics.join(", "),
+            });
+        }
         None => primary_metric(results).unwrap_or_else(|| "svcca".to_string()),
     };
-    let dynamics = learning_dynamics(results, &metric, options.threshold)
-        .map_err(|e| ReportError::Options { detail: e.to_string() })?;
+    let dynamics = learning_dynamics(results, &metric, options.threshold).map_err(|e| {
+        ReportError::Options {
+            detail: e.to_string(),
+        }
+    })?;
     let seeds = cross_seed(results, &metric);
-    let layer_mats: Vec<LayerMatrix> = layer_matrix_candidates(results, &metric, options.max_layer_matrices)
-        .iter()
-        .map(|(a, b)| layer_matrix(results, &metric, a, b))
-        .collect();
+    let layer_mats: Vec<LayerMatrix> =
+        layer_matrix_candidates(results, &metric, options.max_layer_matrices)
+            .iter()
+            .map(|(a, b)| layer_matrix(results, &metric, a, b))
+            .collect();
     let freq_maps = frequency_maps(results, options.max_frequency_maps);
     let computed = options.computed.clone().unwrap_or_default();
     let mut notes = Vec::new();
-    let mut nulls =
-        if options.gaussian_null { gaussian_nulls(results, &metric, options, &mut notes) } else { Vec::new() };
+    let mut nulls = if options.gaussian_null {
+        gaussian_nulls(results, &metric, options, &mut notes)
+    } else {
+        Vec::new()
+    };
     nulls.extend(computed.null_baselines.iter().cloned());
 
     let mut page = Page::new(out_dir);
@@ -178,13 +196,21 @@ pub fn write_report(
         class_sensitivity: computed.class_sensitivity.clone(),
     };
     let text = terminal_summary(results, &data, out_dir);
-    let json = serde_json::to_vec_pretty(&data).map_err(|e| ReportError::Options { detail: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(&data).map_err(|e| ReportError::Options {
+        detail: e.to_string(),
+    })?;
     page.write_file("report.json", &json)?;
     let html = page.finish();
     page.write_file("index.html", html.as_bytes())?;
     let mut files = page.files.clone();
     files.sort();
-    Ok(ReportSummary { out_dir: out_dir.to_path_buf(), index: out_dir.join("index.html"), files, text, notes })
+    Ok(ReportSummary {
+        out_dir: out_dir.to_path_buf(),
+        index: out_dir.join("index.html"),
+        files,
+        text,
+        notes,
+    })
 }
 
 /// Gaussian nulls at the distinct (datapoints, dims) shapes of the stored pairs, at most 12.
@@ -194,7 +220,11 @@ fn gaussian_nulls(
     options: &ReportOptions,
     notes: &mut Vec<String>,
 ) -> Vec<NullBaseline> {
-    let datapoints: BTreeMap<_, u64> = results.representations.iter().map(|r| (&r.key, r.datapoints)).collect();
+    let datapoints: BTreeMap<_, u64> = results
+        .representations
+        .iter()
+        .map(|r| (&r.key, r.datapoints))
+        .collect();
     let mut shapes: BTreeMap<(u64, usize, usize), usize> = BTreeMap::new();
     for p in results.pairs_of(metric) {
         if let Some(&n) = datapoints.get(&p.a) {
@@ -205,7 +235,10 @@ fn gaussian_nulls(
     let mut ordered: Vec<((u64, usize, usize), usize)> = shapes.into_iter().collect();
     ordered.sort_by_key(|&(shape, count)| (std::cmp::Reverse(count), shape));
     if ordered.len() > 12 {
-        notes.push(format!("gaussian null computed for the 12 most frequent of {} pair shapes", ordered.len()));
+        notes.push(format!(
+            "gaussian null computed for the 12 most frequent of {} pair shapes",
+            ordered.len()
+        ));
         ordered.truncate(12);
     }
     ordered.sort_by_key(|&(shape, _)| shape);
@@ -227,7 +260,9 @@ fn gaussian_nulls(
 
 fn null_for(nulls: &[NullBaseline], n: u64, da: usize, db: usize) -> Option<&NullBaseline> {
     let (x, y) = (da.min(db), da.max(db));
-    nulls.iter().find(|z| z.kind == "gaussian" && z.datapoints == n && z.dims_a == x && z.dims_b == y)
+    nulls
+        .iter()
+        .find(|z| z.kind == "gaussian" && z.datapoints == n && z.dims_a == x && z.dims_b == y)
 }
 
 /// The largest Gaussian null among the pairs `filter` selects.
@@ -237,7 +272,11 @@ fn max_null(
     nulls: &[NullBaseline],
     filter: impl Fn(&PairRecord) -> bool,
 ) -> Option<f64> {
-    let n_of: BTreeMap<_, u64> = results.representations.iter().map(|r| (&r.key, r.datapoints)).collect();
+    let n_of: BTreeMap<_, u64> = results
+        .representations
+        .iter()
+        .map(|r| (&r.key, r.datapoints))
+        .collect();
     results
         .pairs_of(metric)
         .filter(|p| filter(p))
@@ -262,7 +301,16 @@ fn esc(s: &str) -> String {
 
 /// A file-name-safe form of a label.
 fn slug(s: &str) -> String {
-    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     out.truncate(60);
     out
 }
@@ -286,7 +334,13 @@ struct Page {
 
 impl Page {
     fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf(), html: String::new(), toc: Vec::new(), files: Vec::new(), figures: 0 }
+        Self {
+            dir: dir.to_path_buf(),
+            html: String::new(),
+            toc: Vec::new(),
+            files: Vec::new(),
+            figures: 0,
+        }
     }
 
     fn write_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), ReportError> {
@@ -309,7 +363,12 @@ impl Page {
         let _ = writeln!(self.html, "<p class=\"note\">{}</p>", esc(text));
     }
 
-    fn figure<F: Figure>(&mut self, fig: &F, name: &str, caption: &str) -> Result<PlotFiles, ReportError> {
+    fn figure<F: Figure>(
+        &mut self,
+        fig: &F,
+        name: &str,
+        caption: &str,
+    ) -> Result<PlotFiles, ReportError> {
         self.figures += 1;
         let stem = format!("fig{:02}_{}", self.figures, slug(name));
         let files = render(fig, &self.dir, &stem)?;
@@ -350,7 +409,10 @@ impl Page {
             vec!["settings".into(), results.settings.clone()],
             vec!["metrics stored".into(), results.metrics().join(", ")],
             vec!["metric analysed".into(), metric.to_string()],
-            vec!["representations".into(), results.representations.len().to_string()],
+            vec![
+                "representations".into(),
+                results.representations.len().to_string(),
+            ],
             vec!["pairs".into(), results.pairs.len().to_string()],
         ];
         if let Some(src) = &options.source {
@@ -361,7 +423,11 @@ impl Page {
         }
         self.section("run", "The sweep");
         self.table(&["".into(), "".into()], &rows);
-        let _ = writeln!(self.html, "<details><summary>job spec</summary><pre>{}</pre></details>", esc(&results.job_spec));
+        let _ = writeln!(
+            self.html,
+            "<details><summary>job spec</summary><pre>{}</pre></details>",
+            esc(&results.job_spec)
+        );
     }
 
     fn definitions(&mut self, metric: &str, threshold: f64) {
@@ -414,11 +480,27 @@ impl Page {
                 ]
             })
             .collect();
-        let head = ["kind", "metric", "for", "datapoints", "dims", "draws", "mean", "std", "range"].map(String::from);
+        let head = [
+            "kind",
+            "metric",
+            "for",
+            "datapoints",
+            "dims",
+            "draws",
+            "mean",
+            "std",
+            "range",
+        ]
+        .map(String::from);
         self.table(&head, &rows);
     }
 
-    fn dynamics(&mut self, d: &LearningDynamics, nulls: &[NullBaseline], results: &ResultsFile) -> Result<(), ReportError> {
+    fn dynamics(
+        &mut self,
+        d: &LearningDynamics,
+        nulls: &[NullBaseline],
+        results: &ResultsFile,
+    ) -> Result<(), ReportError> {
         self.section("dynamics", "Learning dynamics");
         if d.networks.is_empty() {
             self.p("No pair compares a checkpoint with the final checkpoint of the same layer (a vs-final sweep gives them).");
@@ -426,15 +508,28 @@ impl Page {
         }
         for net in &d.networks {
             let name = network_name(&net.run, net.seed);
-            let mut steps: Vec<i64> = net.layers.iter().flat_map(|l| l.points.iter().map(|p| p.step)).collect();
+            let mut steps: Vec<i64> = net
+                .layers
+                .iter()
+                .flat_map(|l| l.points.iter().map(|p| p.step))
+                .collect();
             steps.sort_unstable();
             steps.dedup();
             let null = max_null(results, &d.metric, nulls, |p| {
-                p.a.run == net.run && p.a.seed == net.seed && p.b.seed == net.seed && p.a.layer == p.b.layer
+                p.a.run == net.run
+                    && p.a.seed == net.seed
+                    && p.b.seed == net.seed
+                    && p.a.layer == p.b.layer
             });
-            let mut references = vec![Reference { y: d.threshold, label: format!("threshold {}", d.threshold) }];
+            let mut references = vec![Reference {
+                y: d.threshold,
+                label: format!("threshold {}", d.threshold),
+            }];
             if let Some(z) = null {
-                references.push(Reference { y: z, label: format!("gaussian null (max) {z:.2}") });
+                references.push(Reference {
+                    y: z,
+                    label: format!("gaussian null (max) {z:.2}"),
+                });
             }
             let chart = LineChart {
                 title: format!("{name}: {} similarity to the final checkpoint", d.metric),
@@ -445,14 +540,24 @@ impl Page {
                     .iter()
                     .map(|l| Series {
                         name: l.layer.clone(),
-                        points: l.points.iter().map(|p| (p.step as f64, p.similarity)).collect(),
+                        points: l
+                            .points
+                            .iter()
+                            .map(|p| (p.step as f64, p.similarity))
+                            .collect(),
                     })
                     .collect(),
-                x: XScale::Log1pSteps { ticks: steps.clone() },
+                x: XScale::Log1pSteps {
+                    ticks: steps.clone(),
+                },
                 y_range: (0.0, 1.02),
                 references,
             };
-            let order = if net.bottom_up { "bottom-up: yes" } else { "bottom-up: no" };
+            let order = if net.bottom_up {
+                "bottom-up: yes"
+            } else {
+                "bottom-up: no"
+            };
             let caption = format!(
                 "{name}: one line per layer; convergence order {} ({order}).",
                 net.convergence_order.join(" → ")
@@ -466,16 +571,27 @@ impl Page {
                 .iter()
                 .map(|l| {
                     let mut row = vec![l.layer.clone()];
-                    row.extend(steps.iter().map(|s| l.similarity_at(*s).map_or("—".into(), num)));
+                    row.extend(
+                        steps
+                            .iter()
+                            .map(|s| l.similarity_at(*s).map_or("—".into(), num)),
+                    );
                     row.push(l.convergence_step.map_or("—".into(), |s| s.to_string()));
-                    row.push(l.suggested_freeze_step.map_or("—".into(), |s| s.to_string()));
+                    row.push(
+                        l.suggested_freeze_step
+                            .map_or("—".into(), |s| s.to_string()),
+                    );
                     row
                 })
                 .collect();
             self.table(&head, &rows);
             self.html.push_str("<ul class=\"freeze\">\n");
             for l in &net.layers {
-                let _ = writeln!(self.html, "<li>{}</li>", esc(&l.freeze_suggestion(&d.metric, d.threshold)));
+                let _ = writeln!(
+                    self.html,
+                    "<li>{}</li>",
+                    esc(&l.freeze_suggestion(&d.metric, d.threshold))
+                );
             }
             self.html.push_str("</ul>\n");
         }
@@ -498,11 +614,26 @@ impl Page {
         let run_order = runs(results);
         let mut by_run: BTreeMap<usize, BTreeMap<Option<i64>, Vec<&SeedSpread>>> = BTreeMap::new();
         for s in seeds {
-            let r = run_order.iter().position(|x| *x == s.run).unwrap_or(usize::MAX);
-            by_run.entry(r).or_default().entry(s.step).or_default().push(s);
+            let r = run_order
+                .iter()
+                .position(|x| *x == s.run)
+                .unwrap_or(usize::MAX);
+            by_run
+                .entry(r)
+                .or_default()
+                .entry(s.step)
+                .or_default()
+                .push(s);
         }
         for lines in by_run.values() {
-            let Some(run) = lines.values().next().and_then(|v| v.first()).map(|s| s.run.clone()) else { continue };
+            let Some(run) = lines
+                .values()
+                .next()
+                .and_then(|v| v.first())
+                .map(|s| s.run.clone())
+            else {
+                continue;
+            };
             let present: Vec<String> = layer_order(results, &run)
                 .into_iter()
                 .filter(|l| seeds.iter().any(|s| s.run == run && &s.layer == l))
@@ -525,11 +656,18 @@ impl Page {
                 x: XScale::Categories(present.clone()),
                 y_range: (0.0, 1.02),
                 references: null
-                    .map(|z| Reference { y: z, label: format!("gaussian null (max) {z:.2}") })
+                    .map(|z| Reference {
+                        y: z,
+                        label: format!("gaussian null (max) {z:.2}"),
+                    })
                     .into_iter()
                     .collect(),
             };
-            self.figure(&chart, &format!("seeds_{run}"), &format!("{run}: mean over seed pairs per layer; the spread is in the table."))?;
+            self.figure(
+                &chart,
+                &format!("seeds_{run}"),
+                &format!("{run}: mean over seed pairs per layer; the spread is in the table."),
+            )?;
         }
         let rows: Vec<Vec<String>> = seeds
             .iter()
@@ -546,7 +684,17 @@ impl Page {
                 ]
             })
             .collect();
-        let head = ["run", "step", "layer", "seed pairs", "mean", "std", "min", "max"].map(String::from);
+        let head = [
+            "run",
+            "step",
+            "layer",
+            "seed pairs",
+            "mean",
+            "std",
+            "min",
+            "max",
+        ]
+        .map(String::from);
         self.table(&head, &rows);
         Ok(())
     }
@@ -558,7 +706,12 @@ impl Page {
             return Ok(());
         }
         for m in mats {
-            let outlined = m.best_match.iter().enumerate().filter_map(|(r, b)| b.map(|(c, _)| (r, c))).collect();
+            let outlined = m
+                .best_match
+                .iter()
+                .enumerate()
+                .filter_map(|(r, b)| b.map(|(c, _)| (r, c)))
+                .collect();
             let heat = Heatmap {
                 title: m.matrix.title.clone(),
                 note: Some("red outline: best match of each row; grey: not compared".into()),
@@ -571,24 +724,40 @@ impl Page {
                 range: (0.0, 1.0),
                 outlined,
             };
-            self.figure(&heat, &format!("layers_{}_vs_{}", m.a.label(), m.b.label()), &m.matrix.title)?;
+            self.figure(
+                &heat,
+                &format!("layers_{}_vs_{}", m.a.label(), m.b.label()),
+                &m.matrix.title,
+            )?;
             let rows: Vec<Vec<String>> = m
                 .best_match
                 .iter()
                 .enumerate()
                 .map(|(r, b)| match b {
-                    Some((c, v)) => vec![m.matrix.row_labels[r].clone(), m.matrix.col_labels[*c].clone(), num(*v)],
+                    Some((c, v)) => vec![
+                        m.matrix.row_labels[r].clone(),
+                        m.matrix.col_labels[*c].clone(),
+                        num(*v),
+                    ],
                     None => vec![m.matrix.row_labels[r].clone(), "—".into(), "—".into()],
                 })
                 .collect();
-            let head =
-                vec![format!("layer of {}", m.a.label()), format!("best match in {}", m.b.label()), m.matrix.metric.clone()];
+            let head = vec![
+                format!("layer of {}", m.a.label()),
+                format!("best match in {}", m.b.label()),
+                m.matrix.metric.clone(),
+            ];
             self.table(&head, &rows);
         }
         Ok(())
     }
 
-    fn full_matrix(&mut self, m: &Matrix, max: usize, notes: &mut Vec<String>) -> Result<(), ReportError> {
+    fn full_matrix(
+        &mut self,
+        m: &Matrix,
+        max: usize,
+        notes: &mut Vec<String>,
+    ) -> Result<(), ReportError> {
         let id = format!("matrix-{}", slug(&m.metric));
         self.section(&id, &format!("All representations: {}", m.metric));
         if m.rows() > max {
@@ -597,7 +766,11 @@ impl Page {
                 m.rows(),
                 m.metric
             ));
-            notes.push(format!("{} matrix not drawn ({} representations > {max})", m.metric, m.rows()));
+            notes.push(format!(
+                "{} matrix not drawn ({} representations > {max})",
+                m.metric,
+                m.rows()
+            ));
             return Ok(());
         }
         if m.fill() < 0.2 {
@@ -627,7 +800,10 @@ impl Page {
         if maps.is_empty() {
             return Ok(());
         }
-        self.section("frequencies", "Per-frequency maps (conv layers, DFT method)");
+        self.section(
+            "frequencies",
+            "Per-frequency maps (conv layers, DFT method)",
+        );
         self.p("Each cell is the mean canonical correlation at one spatial frequency (row: vertical index, column: horizontal index; (0, 0) is the constant component). Frequencies that a real input's conjugate symmetry makes redundant are filled from their mirror image.");
         let mut rows = Vec::new();
         for m in maps {
@@ -636,7 +812,10 @@ impl Page {
             let title = format!("{}: {} × {}", m.metric, m.a, m.b);
             let heat = Heatmap {
                 title: title.clone(),
-                note: Some(format!("{} × {} frequencies; {} filled by conjugate symmetry", m.h, m.w, m.mirrored)),
+                note: Some(format!(
+                    "{} × {} frequencies; {} filled by conjugate symmetry",
+                    m.h, m.w, m.mirrored
+                )),
                 row_labels: &rl,
                 col_labels: &cl,
                 values: &m.values,
@@ -651,16 +830,34 @@ impl Page {
             let mean = vals.iter().sum::<f64>() / vals.len().max(1) as f64;
             let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            rows.push(vec![m.a.clone(), m.b.clone(), format!("{} × {}", m.h, m.w), num(mean), num(lo), num(hi)]);
+            rows.push(vec![
+                m.a.clone(),
+                m.b.clone(),
+                format!("{} × {}", m.h, m.w),
+                num(mean),
+                num(lo),
+                num(hi),
+            ]);
         }
-        let head = ["a", "b", "frequencies", "mean over frequencies", "min", "max"].map(String::from);
+        let head = [
+            "a",
+            "b",
+            "frequencies",
+            "mean over frequencies",
+            "min",
+            "max",
+        ]
+        .map(String::from);
         self.table(&head, &rows);
         Ok(())
     }
 
     fn spectra(&mut self, results: &ResultsFile) -> Result<(), ReportError> {
-        let with_spectrum: Vec<_> =
-            results.representations.iter().filter(|r| r.spectrum.iter().any(|v| *v > 0.0)).collect();
+        let with_spectrum: Vec<_> = results
+            .representations
+            .iter()
+            .filter(|r| r.spectrum.iter().any(|v| *v > 0.0))
+            .collect();
         if with_spectrum.is_empty() {
             return Ok(());
         }
@@ -669,9 +866,18 @@ impl Page {
         for run in runs(results) {
             let of_run: Vec<_> = with_spectrum.iter().filter(|r| r.key.run == run).collect();
             let last = of_run.iter().filter_map(|r| r.key.step).max();
-            let seed = of_run.iter().filter(|r| r.key.step == last).filter_map(|r| r.key.seed).min();
-            let chosen: Vec<_> = of_run.iter().filter(|r| r.key.step == last && r.key.seed == seed).collect();
-            let Some(first) = chosen.first() else { continue };
+            let seed = of_run
+                .iter()
+                .filter(|r| r.key.step == last)
+                .filter_map(|r| r.key.seed)
+                .min();
+            let chosen: Vec<_> = of_run
+                .iter()
+                .filter(|r| r.key.step == last && r.key.seed == seed)
+                .collect();
+            let Some(first) = chosen.first() else {
+                continue;
+            };
             let max_k = chosen.iter().map(|r| r.spectrum.len()).max().unwrap_or(1);
             let series = chosen
                 .iter()
@@ -687,7 +893,10 @@ impl Page {
                             ((i + 1) as f64, acc / total)
                         })
                         .collect();
-                    Series { name: format!("{} (kept {})", r.key.layer, r.kept_dims), points }
+                    Series {
+                        name: format!("{} (kept {})", r.key.layer, r.kept_dims),
+                        points,
+                    }
                 })
                 .collect();
             let mut net = first.key.run.clone();
@@ -702,11 +911,19 @@ impl Page {
                 x_desc: "k (singular directions, by variance)".into(),
                 y_desc: "fraction of variance".into(),
                 series,
-                x: XScale::Linear { min: 0.0, max: max_k as f64 },
+                x: XScale::Linear {
+                    min: 0.0,
+                    max: max_k as f64,
+                },
                 y_range: (0.0, 1.02),
-                references: vec![Reference { y: 0.99, label: "99% of the variance".into() }],
+                references: vec![Reference {
+                    y: 0.99,
+                    label: "99% of the variance".into(),
+                }],
             };
-            let caption = format!("{net}: cumulative variance per layer; the legend gives the directions the sweep kept.");
+            let caption = format!(
+                "{net}: cumulative variance per layer; the legend gives the directions the sweep kept."
+            );
             self.figure(&chart, &format!("spectrum_{net}"), &caption)?;
         }
         let rows: Vec<Vec<String>> = results
@@ -723,7 +940,14 @@ impl Page {
                 ]
             })
             .collect();
-        let head = ["representation", "shape", "datapoints", "kept directions", "dropped neurons"].map(String::from);
+        let head = [
+            "representation",
+            "shape",
+            "datapoints",
+            "kept directions",
+            "dropped neurons",
+        ]
+        .map(String::from);
         self.table(&head, &rows);
         Ok(())
     }
@@ -754,7 +978,10 @@ impl Page {
                     ]
                 })
                 .collect(),
-            x: XScale::Linear { min: 0.0, max: max_k as f64 },
+            x: XScale::Linear {
+                min: 0.0,
+                max: max_k as f64,
+            },
             y_range: (0.0, 1.02),
             references: Vec::new(),
         };
@@ -773,8 +1000,16 @@ impl Page {
                 ]
             })
             .collect();
-        let head =
-            ["layer", "against", "keep rule", "neurons", "kept (layer / against)", "SVCCA", "k for 99%"].map(String::from);
+        let head = [
+            "layer",
+            "against",
+            "keep rule",
+            "neurons",
+            "kept (layer / against)",
+            "SVCCA",
+            "k for 99%",
+        ]
+        .map(String::from);
         self.table(&head, &rows);
         Ok(())
     }
@@ -786,7 +1021,11 @@ impl Page {
             return Ok(());
         }
         for cs in all {
-            let mut steps: Vec<i64> = cs.classes.iter().flat_map(|c| c.points.iter().map(|p| p.step)).collect();
+            let mut steps: Vec<i64> = cs
+                .classes
+                .iter()
+                .flat_map(|c| c.points.iter().map(|p| p.step))
+                .collect();
             steps.sort_unstable();
             steps.dedup();
             let chart = LineChart {
@@ -798,14 +1037,24 @@ impl Page {
                     .iter()
                     .map(|c| Series {
                         name: format!("class {}", c.class),
-                        points: c.points.iter().map(|p| (p.step as f64, p.similarity)).collect(),
+                        points: c
+                            .points
+                            .iter()
+                            .map(|p| (p.step as f64, p.similarity))
+                            .collect(),
                     })
                     .collect(),
-                x: XScale::Log1pSteps { ticks: steps.clone() },
+                x: XScale::Log1pSteps {
+                    ticks: steps.clone(),
+                },
                 y_range: (0.0, 1.02),
                 references: Vec::new(),
             };
-            self.figure(&chart, &format!("classes_{}", cs.layer), &format!("{}: compared with {}.", cs.layer, cs.target))?;
+            self.figure(
+                &chart,
+                &format!("classes_{}", cs.layer),
+                &format!("{}: compared with {}.", cs.layer, cs.target),
+            )?;
             let mut head = vec!["class".to_string(), "datapoints".to_string()];
             head.extend(steps.iter().map(|s| format!("step {s}")));
             let rows: Vec<Vec<String>> = cs
@@ -813,11 +1062,12 @@ impl Page {
                 .iter()
                 .map(|c| {
                     let mut row = vec![c.class.to_string(), c.count.to_string()];
-                    row.extend(
-                        steps
+                    row.extend(steps.iter().map(|s| {
+                        c.points
                             .iter()
-                            .map(|s| c.points.iter().find(|p| p.step == *s).map_or("—".into(), |p| num(p.similarity))),
-                    );
+                            .find(|p| p.step == *s)
+                            .map_or("—".into(), |p| num(p.similarity))
+                    }));
                     row
                 })
                 .collect();
@@ -835,7 +1085,11 @@ impl Page {
             return;
         }
         self.section("warnings", "Warnings from the sweep");
-        let rows: Vec<Vec<String>> = counts.iter().take(50).map(|(w, n)| vec![n.to_string(), w.to_string()]).collect();
+        let rows: Vec<Vec<String>> = counts
+            .iter()
+            .take(50)
+            .map(|(w, n)| vec![n.to_string(), w.to_string()])
+            .collect();
         self.table(&["pairs".into(), "warning".into()], &rows);
     }
 
@@ -872,12 +1126,22 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
         results.settings
     );
     if !data.dynamics.networks.is_empty() {
-        let _ = writeln!(s, "learning dynamics ({}, threshold {}):", data.dynamics.metric, data.dynamics.threshold);
+        let _ = writeln!(
+            s,
+            "learning dynamics ({}, threshold {}):",
+            data.dynamics.metric, data.dynamics.threshold
+        );
         for net in &data.dynamics.networks {
             let conv: Vec<String> = net
                 .layers
                 .iter()
-                .map(|l| format!("{}@{}", l.layer, l.convergence_step.map_or("—".into(), |c| c.to_string())))
+                .map(|l| {
+                    format!(
+                        "{}@{}",
+                        l.layer,
+                        l.convergence_step.map_or("—".into(), |c| c.to_string())
+                    )
+                })
                 .collect();
             let _ = writeln!(
                 s,
@@ -889,15 +1153,26 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             let freeze: Vec<String> = net
                 .layers
                 .iter()
-                .filter_map(|l| l.suggested_freeze_step.map(|f| format!("{} from step {f}", l.layer)))
+                .filter_map(|l| {
+                    l.suggested_freeze_step
+                        .map(|f| format!("{} from step {f}", l.layer))
+                })
                 .collect();
             if !freeze.is_empty() {
-                let _ = writeln!(s, "    suggestion (freeze bottom-up): {}", freeze.join(", "));
+                let _ = writeln!(
+                    s,
+                    "    suggestion (freeze bottom-up): {}",
+                    freeze.join(", ")
+                );
             }
         }
     }
     if !data.cross_seed.is_empty() {
-        let _ = writeln!(s, "across seeds ({}, mean ± std over seed pairs, last step):", data.metric);
+        let _ = writeln!(
+            s,
+            "across seeds ({}, mean ± std over seed pairs, last step):",
+            data.metric
+        );
         let mut last: BTreeMap<&str, (Option<i64>, Vec<&SeedSpread>)> = BTreeMap::new();
         for x in &data.cross_seed {
             let e = last.entry(x.run.as_str()).or_insert((x.step, Vec::new()));
@@ -909,18 +1184,36 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             }
         }
         for (run, (step, v)) in last {
-            let cells: Vec<String> = v.iter().map(|x| format!("{} {:.3}±{:.3}", x.layer, x.mean, x.std)).collect();
+            let cells: Vec<String> = v
+                .iter()
+                .map(|x| format!("{} {:.3}±{:.3}", x.layer, x.mean, x.std))
+                .collect();
             let at = step.map_or(String::new(), |st| format!(" step {st}"));
             let _ = writeln!(s, "  {run}{at}: {}", cells.join(", "));
         }
     }
     if !data.null_baselines.is_empty() {
-        let lo = data.null_baselines.iter().map(|z| z.mean).fold(f64::INFINITY, f64::min);
-        let hi = data.null_baselines.iter().map(|z| z.mean).fold(f64::NEG_INFINITY, f64::max);
-        let _ = writeln!(s, "null baselines (no relation, same shapes): {lo:.3} – {hi:.3}");
+        let lo = data
+            .null_baselines
+            .iter()
+            .map(|z| z.mean)
+            .fold(f64::INFINITY, f64::min);
+        let hi = data
+            .null_baselines
+            .iter()
+            .map(|z| z.mean)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            s,
+            "null baselines (no relation, same shapes): {lo:.3} – {hi:.3}"
+        );
     }
     for c in &data.dimensionality {
-        let _ = writeln!(s, "dimensionality: {} vs {}: {:.3} with {} directions; 99% of it with {}", c.a, c.b, c.full, c.kept, c.k99);
+        let _ = writeln!(
+            s,
+            "dimensionality: {} vs {}: {:.3} with {} directions; 99% of it with {}",
+            c.a, c.b, c.full, c.kept, c.k99
+        );
     }
     let _ = writeln!(s, "report: {}", out_dir.join("index.html").display());
     s
@@ -948,7 +1241,12 @@ mod tests {
                     p.frequencies = Some(
                         (0..8usize)
                             .flat_map(|i| (0..8usize).map(move |j| (i, j)))
-                            .map(|(i, j)| FrequencyRecord { i, j, coefficients: vec![], mean: 1.0 / (1.0 + (i + j) as f64) })
+                            .map(|(i, j)| FrequencyRecord {
+                                i,
+                                j,
+                                coefficients: vec![],
+                                mean: 1.0 / (1.0 + (i + j) as f64),
+                            })
                             .collect(),
                     );
                 }
@@ -964,11 +1262,22 @@ mod tests {
     fn all_pairs_report_draws_matrices_and_frequency_maps() {
         let tmp = tempfile::tempdir().unwrap();
         // SVCCA_REPORT_OUT=DIR keeps the pictures for a look.
-        let dir = std::env::var_os("SVCCA_REPORT_OUT").map_or(tmp.path().to_path_buf(), |d| PathBuf::from(d).join("all_pairs"));
+        let dir = std::env::var_os("SVCCA_REPORT_OUT").map_or(tmp.path().to_path_buf(), |d| {
+            PathBuf::from(d).join("all_pairs")
+        });
         let results = all_pairs();
         let summary = write_report(&results, &dir, &ReportOptions::default()).unwrap();
-        let has = |part: &str| summary.files.iter().any(|f| f.contains(part) && f.ends_with(".png"));
-        assert!(has("matrix_svcca") && has("matrix_cka"), "{:?}", summary.files);
+        let has = |part: &str| {
+            summary
+                .files
+                .iter()
+                .any(|f| f.contains(part) && f.ends_with(".png"))
+        };
+        assert!(
+            has("matrix_svcca") && has("matrix_cka"),
+            "{:?}",
+            summary.files
+        );
         assert!(has("freq_"), "{:?}", summary.files);
         assert!(has("layers_"), "{:?}", summary.files);
         assert!(has("seeds_"), "{:?}", summary.files);
@@ -976,7 +1285,8 @@ mod tests {
         assert!(html.contains("No pair compares a checkpoint with the final checkpoint"));
         assert!(summary.text.contains("across seeds"), "{}", summary.text);
         // The Gaussian null at the stored shapes (4 × 4 dims over 100 datapoints) is well above 0.
-        let data: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+        let data: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
         let null = data["null_baselines"][0]["mean"].as_f64().unwrap();
         assert!(null > 0.05 && null < 0.5, "{null}");
     }
@@ -985,10 +1295,20 @@ mod tests {
     fn refuses_unknown_metric_and_bad_threshold() {
         let tmp = tempfile::tempdir().unwrap();
         let results = all_pairs();
-        let err = write_report(&results, tmp.path(), &ReportOptions::default().with_metric("pwcca")).unwrap_err();
+        let err = write_report(
+            &results,
+            tmp.path(),
+            &ReportOptions::default().with_metric("pwcca"),
+        )
+        .unwrap_err();
         assert!(matches!(err, ReportError::UnknownMetric { .. }), "{err}");
         assert!(err.to_string().contains("svcca"));
-        let err = write_report(&results, tmp.path(), &ReportOptions::default().with_threshold(2.0)).unwrap_err();
+        let err = write_report(
+            &results,
+            tmp.path(),
+            &ReportOptions::default().with_threshold(2.0),
+        )
+        .unwrap_err();
         assert!(matches!(err, ReportError::Options { .. }), "{err}");
     }
 
@@ -1002,7 +1322,10 @@ mod tests {
 
     #[test]
     fn html_escapes_labels() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(slug("mlp/seed0 step<1>"), "mlp_seed0_step_1_");
     }
 }

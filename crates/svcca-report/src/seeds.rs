@@ -33,8 +33,16 @@ pub fn cross_seed(results: &ResultsFile, metric: &str) -> Vec<SeedSpread> {
     let mut groups: BTreeMap<(String, Option<i64>, String), Vec<f64>> = BTreeMap::new();
     for pair in results.pairs_of(metric) {
         let (a, b) = (&pair.a, &pair.b);
-        if a.run == b.run && a.step == b.step && a.layer == b.layer && a.seed != b.seed && pair.mean.is_finite() {
-            groups.entry((a.run.clone(), a.step, a.layer.clone())).or_default().push(pair.mean);
+        if a.run == b.run
+            && a.step == b.step
+            && a.layer == b.layer
+            && a.seed != b.seed
+            && pair.mean.is_finite()
+        {
+            groups
+                .entry((a.run.clone(), a.step, a.layer.clone()))
+                .or_default()
+                .push(pair.mean);
         }
     }
     let runs = crate::layers::runs(results);
@@ -74,14 +82,49 @@ mod tests {
     #[test]
     fn mean_and_spread_over_seed_pairs() {
         let pairs = vec![
-            pair(key("mlp", 0, 100, "h2"), key("mlp", 1, 100, "h2"), "svcca", 0.6),
-            pair(key("mlp", 0, 100, "h2"), key("mlp", 2, 100, "h2"), "svcca", 0.7),
-            pair(key("mlp", 1, 100, "h2"), key("mlp", 2, 100, "h2"), "svcca", 0.8),
-            pair(key("mlp", 0, 100, "h1"), key("mlp", 1, 100, "h1"), "svcca", 0.9),
+            pair(
+                key("mlp", 0, 100, "h2"),
+                key("mlp", 1, 100, "h2"),
+                "svcca",
+                0.6,
+            ),
+            pair(
+                key("mlp", 0, 100, "h2"),
+                key("mlp", 2, 100, "h2"),
+                "svcca",
+                0.7,
+            ),
+            pair(
+                key("mlp", 1, 100, "h2"),
+                key("mlp", 2, 100, "h2"),
+                "svcca",
+                0.8,
+            ),
+            pair(
+                key("mlp", 0, 100, "h1"),
+                key("mlp", 1, 100, "h1"),
+                "svcca",
+                0.9,
+            ),
             // Ignored: another layer on one side, same seed, another metric.
-            pair(key("mlp", 0, 100, "h1"), key("mlp", 1, 100, "h2"), "svcca", 0.1),
-            pair(key("mlp", 0, 25, "h1"), key("mlp", 0, 100, "h1"), "svcca", 0.1),
-            pair(key("mlp", 0, 100, "h1"), key("mlp", 1, 100, "h1"), "cka", 0.1),
+            pair(
+                key("mlp", 0, 100, "h1"),
+                key("mlp", 1, 100, "h2"),
+                "svcca",
+                0.1,
+            ),
+            pair(
+                key("mlp", 0, 25, "h1"),
+                key("mlp", 0, 100, "h1"),
+                "svcca",
+                0.1,
+            ),
+            pair(
+                key("mlp", 0, 100, "h1"),
+                key("mlp", 1, 100, "h1"),
+                "cka",
+                0.1,
+            ),
         ];
         let results = results_with(&["h1", "h2"], pairs);
         let s = cross_seed(&results, "svcca");

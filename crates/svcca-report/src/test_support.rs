@@ -2,13 +2,26 @@
 
 use std::collections::BTreeMap;
 
-use svcca_results::{PairRecord, RepresentationKey, RepresentationRecord, ResultsFile, SCHEMA_VERSION};
+use svcca_results::{
+    PairRecord, RepresentationKey, RepresentationRecord, ResultsFile, SCHEMA_VERSION,
+};
 
 pub(crate) fn key(run: &str, seed: i64, step: i64, layer: &str) -> RepresentationKey {
-    RepresentationKey { run: run.into(), seed: Some(seed), step: Some(step), layer: layer.into(), tags: BTreeMap::new() }
+    RepresentationKey {
+        run: run.into(),
+        seed: Some(seed),
+        step: Some(step),
+        layer: layer.into(),
+        tags: BTreeMap::new(),
+    }
 }
 
-pub(crate) fn pair(a: RepresentationKey, b: RepresentationKey, metric: &str, mean: f64) -> PairRecord {
+pub(crate) fn pair(
+    a: RepresentationKey,
+    b: RepresentationKey,
+    metric: &str,
+    mean: f64,
+) -> PairRecord {
     PairRecord {
         a,
         b,
@@ -37,7 +50,13 @@ pub(crate) fn results_with(layers: &[&str], pairs: Vec<PairRecord>) -> ResultsFi
     }
     let pos = |l: &str| layers.iter().position(|x| *x == l).unwrap_or(layers.len());
     keys.sort_by(|x, y| {
-        (&x.run, x.seed, x.step, pos(&x.layer), &x.layer).cmp(&(&y.run, y.seed, y.step, pos(&y.layer), &y.layer))
+        (&x.run, x.seed, x.step, pos(&x.layer), &x.layer).cmp(&(
+            &y.run,
+            y.seed,
+            y.step,
+            pos(&y.layer),
+            &y.layer,
+        ))
     });
     ResultsFile {
         schema_version: SCHEMA_VERSION,

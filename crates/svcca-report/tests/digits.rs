@@ -10,15 +10,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use svcca_core::{CompareOptions, JointMoments, KeepRule, RowBlock, WhitenOptions, Whitening, compare_moments};
+use svcca_core::{
+    CompareOptions, JointMoments, KeepRule, RowBlock, WhitenOptions, Whitening, compare_moments,
+};
 use svcca_report::compute::{
-    ClassTarget, ComputeOptions, ComputedAnalyses, LoadedRepresentation, Precision, class_sensitivity, dimensionality,
-    gaussian_null, load_labels, load_npy, permuted_null, svcca_directions, write_directions,
+    ClassTarget, ComputeOptions, ComputedAnalyses, LoadedRepresentation, Precision,
+    class_sensitivity, dimensionality, gaussian_null, load_labels, load_npy, permuted_null,
+    svcca_directions, write_directions,
 };
 use svcca_report::dynamics::learning_dynamics;
 use svcca_report::seeds::cross_seed;
 use svcca_report::{ReportOptions, write_report};
-use svcca_results::{PairRecord, RepresentationKey, RepresentationRecord, ResultsFile, SCHEMA_VERSION};
+use svcca_results::{
+    PairRecord, RepresentationKey, RepresentationRecord, ResultsFile, SCHEMA_VERSION,
+};
 
 const SEEDS: [i64; 3] = [0, 1, 2];
 const STEPS: [i64; 5] = [0, 25, 100, 400, 2250];
@@ -30,7 +35,13 @@ fn digits() -> PathBuf {
 }
 
 fn key(seed: i64, step: i64, layer: &str) -> RepresentationKey {
-    RepresentationKey { run: "mlp".into(), seed: Some(seed), step: Some(step), layer: layer.into(), tags: BTreeMap::new() }
+    RepresentationKey {
+        run: "mlp".into(),
+        seed: Some(seed),
+        step: Some(step),
+        layer: layer.into(),
+        tags: BTreeMap::new(),
+    }
 }
 
 type Store = BTreeMap<(i64, i64, String), LoadedRepresentation>;
@@ -56,7 +67,10 @@ fn rep(seed: i64, step: i64, layer: &str) -> RowBlock<'static> {
 }
 
 fn svcca_pair(a: &RepresentationKey, b: &RepresentationKey) -> PairRecord {
-    let (x, y) = (rep(a.seed.unwrap(), a.step.unwrap(), &a.layer), rep(b.seed.unwrap(), b.step.unwrap(), &b.layer));
+    let (x, y) = (
+        rep(a.seed.unwrap(), a.step.unwrap(), &a.layer),
+        rep(b.seed.unwrap(), b.step.unwrap(), &b.layer),
+    );
     let mut joint = JointMoments::new(x.cols(), y.cols());
     joint.push(x, y).unwrap();
     let c = compare_moments(&joint, &CompareOptions::default()).unwrap();
@@ -87,8 +101,11 @@ fn results() -> &'static ResultsFile {
                     let r = &store()[&(seed, step, layer.to_string())];
                     let mut m = svcca_core::MomentAccumulator::new(r.cols);
                     m.push(r.block()).unwrap();
-                    let w = Whitening::from_moments(&m, &WhitenOptions::default().with_keep(KeepRule::VarianceFraction(0.99)))
-                        .unwrap();
+                    let w = Whitening::from_moments(
+                        &m,
+                        &WhitenOptions::default().with_keep(KeepRule::VarianceFraction(0.99)),
+                    )
+                    .unwrap();
                     representations.push(RepresentationRecord {
                         key: key(seed, step, layer),
                         shape: vec![r.cols],
@@ -105,7 +122,10 @@ fn results() -> &'static ResultsFile {
         for seed in SEEDS {
             for layer in LAYERS {
                 for step in &STEPS[..STEPS.len() - 1] {
-                    pairs.push(svcca_pair(&key(seed, *step, layer), &key(seed, FINAL, layer)));
+                    pairs.push(svcca_pair(
+                        &key(seed, *step, layer),
+                        &key(seed, FINAL, layer),
+                    ));
                 }
             }
         }
@@ -140,9 +160,20 @@ fn learning_dynamics_converge_bottom_up_on_every_seed() {
     let d = learning_dynamics(results(), "svcca", 0.95).unwrap();
     assert_eq!(d.networks.len(), SEEDS.len());
     for net in &d.networks {
-        let at25 = |layer: &str| net.layers.iter().find(|l| l.layer == layer).unwrap().similarity_at(25).unwrap();
+        let at25 = |layer: &str| {
+            net.layers
+                .iter()
+                .find(|l| l.layer == layer)
+                .unwrap()
+                .similarity_at(25)
+                .unwrap()
+        };
         let (h1, h4) = (at25("h1"), at25("h4"));
-        assert!(h1 > h4, "seed {:?}: h1 {h1:.3} should be closer to its final state than h4 {h4:.3} at step 25", net.seed);
+        assert!(
+            h1 > h4,
+            "seed {:?}: h1 {h1:.3} should be closer to its final state than h4 {h4:.3} at step 25",
+            net.seed
+        );
         let order: Vec<&str> = net.layers.iter().map(|l| l.layer.as_str()).collect();
         assert_eq!(order, LAYERS, "layers in network order");
         for l in &net.layers {
@@ -176,14 +207,41 @@ fn null_baselines_sit_below_real_cross_seed_similarity() {
             .unwrap();
         let null = gaussian_null(597, da, db, "svcca", 3, 7).unwrap();
         assert!(null.mean > 0.0 && null.mean < 1.0);
-        assert!(null.max < s.min, "{}: gaussian null {:.3} vs cross-seed {:.3}", s.layer, null.max, s.min);
+        assert!(
+            null.max < s.min,
+            "{}: gaussian null {:.3} vs cross-seed {:.3}",
+            s.layer,
+            null.max,
+            s.min
+        );
     }
     let opts = ComputeOptions::default();
-    let perm = permuted_null(rep(0, FINAL, "h2"), rep(1, FINAL, "h2"), "h2 seed0 vs seed1", 3, 1, &opts).unwrap();
+    let perm = permuted_null(
+        rep(0, FINAL, "h2"),
+        rep(1, FINAL, "h2"),
+        "h2 seed0 vs seed1",
+        3,
+        1,
+        &opts,
+    )
+    .unwrap();
     let real = spread.iter().find(|s| s.layer == "h2").unwrap();
-    assert!(perm.max < real.min, "permuted {:.3} vs real {:.3}", perm.max, real.min);
+    assert!(
+        perm.max < real.min,
+        "permuted {:.3} vs real {:.3}",
+        perm.max,
+        real.min
+    );
     // Seeded: the same draws give the same numbers.
-    let again = permuted_null(rep(0, FINAL, "h2"), rep(1, FINAL, "h2"), "h2 seed0 vs seed1", 3, 1, &opts).unwrap();
+    let again = permuted_null(
+        rep(0, FINAL, "h2"),
+        rep(1, FINAL, "h2"),
+        "h2 seed0 vs seed1",
+        3,
+        1,
+        &opts,
+    )
+    .unwrap();
     assert_eq!(perm, again);
 }
 
@@ -193,34 +251,70 @@ fn dimensionality_curve_rises_to_the_full_svcca_value() {
     let (a, b) = (rep(0, 400, "h2"), rep(0, FINAL, "h2"));
     let curve = dimensionality(a, b, ("h2@400", "h2@2250"), &opts).unwrap();
     for w in curve.points.windows(2) {
-        assert!(w[1].carried >= w[0].carried - 1e-9, "not monotone at k = {}", w[1].k);
+        assert!(
+            w[1].carried >= w[0].carried - 1e-9,
+            "not monotone at k = {}",
+            w[1].k
+        );
     }
     let last = curve.points.last().unwrap();
     assert_eq!(last.k, curve.kept);
     let mut joint = JointMoments::new(a.cols(), b.cols());
     joint.push(a, b).unwrap();
     let full = compare_moments(&joint, &CompareOptions::default()).unwrap();
-    assert!((last.carried - full.mean).abs() < 1e-9, "{} vs {}", last.carried, full.mean);
+    assert!(
+        (last.carried - full.mean).abs() < 1e-9,
+        "{} vs {}",
+        last.carried,
+        full.mean
+    );
     assert!((curve.full - full.mean).abs() < 1e-9);
     assert!(curve.k99 >= 1 && curve.k99 <= curve.kept);
-    assert!(curve.points.iter().find(|p| p.k == curve.k99).unwrap().carried >= 0.99 * curve.full);
+    assert!(
+        curve
+            .points
+            .iter()
+            .find(|p| p.k == curve.k99)
+            .unwrap()
+            .carried
+            >= 0.99 * curve.full
+    );
 
     // The nested-directions shortcut agrees with core's own top-k reduction.
     let k = 5;
-    let wa = Whitening::from_moments(&joint.x(), &WhitenOptions::default().with_keep(KeepRule::Dims(k))).unwrap();
-    let wb = Whitening::from_moments(&joint.y(), &WhitenOptions::default().with_keep(KeepRule::VarianceFraction(0.99)))
-        .unwrap();
+    let wa = Whitening::from_moments(
+        &joint.x(),
+        &WhitenOptions::default().with_keep(KeepRule::Dims(k)),
+    )
+    .unwrap();
+    let wb = Whitening::from_moments(
+        &joint.y(),
+        &WhitenOptions::default().with_keep(KeepRule::VarianceFraction(0.99)),
+    )
+    .unwrap();
     let cross = wa.whitened_cross(&wb, joint.cross().as_ref()).unwrap();
     let cc = svcca_core::canonical_correlations(cross.as_ref(), joint.n(), false).unwrap();
     let carried = cc.coefficients.iter().sum::<f64>() / curve.kept.min(curve.kept_b) as f64;
     let at_k = curve.points.iter().find(|p| p.k == k).unwrap();
-    assert!((at_k.carried - carried).abs() < 1e-9, "{} vs {}", at_k.carried, carried);
+    assert!(
+        (at_k.carried - carried).abs() < 1e-9,
+        "{} vs {}",
+        at_k.carried,
+        carried
+    );
 }
 
 #[test]
 fn exported_directions_are_whitened_canonical_variates() {
     let (a, b) = (rep(1, FINAL, "h3"), rep(2, FINAL, "h3"));
-    let dirs = svcca_directions(a, b, ("h3 seed1", "h3 seed2"), Some(10), &ComputeOptions::default()).unwrap();
+    let dirs = svcca_directions(
+        a,
+        b,
+        ("h3 seed1", "h3 seed2"),
+        Some(10),
+        &ComputeOptions::default(),
+    )
+    .unwrap();
     assert_eq!((dirs.neurons, dirs.k), (64, 10));
     let tmp = tempfile::tempdir().unwrap();
     let files = write_directions(tmp.path(), "h3", &dirs, Precision::F64).unwrap();
@@ -234,7 +328,9 @@ fn exported_directions_are_whitened_canonical_variates() {
     let mut z = vec![0.0f64; n * k];
     for row in 0..n {
         for j in 0..k {
-            z[row * k + j] = (0..d).map(|i| (a.get(row, i) - dirs.mean[i]) * dirs.projection[i * k + j]).sum();
+            z[row * k + j] = (0..d)
+                .map(|i| (a.get(row, i) - dirs.mean[i]) * dirs.projection[i * k + j])
+                .sum();
         }
     }
     for i in 0..k {
@@ -245,32 +341,69 @@ fn exported_directions_are_whitened_canonical_variates() {
         }
     }
     let f32_files = write_directions(tmp.path(), "h3_f32", &dirs, Precision::F32).unwrap();
-    assert_eq!(svcca_storage::npy::read_f32(&f32_files[0]).unwrap().shape, vec![64, 10]);
+    assert_eq!(
+        svcca_storage::npy::read_f32(&f32_files[0]).unwrap().shape,
+        vec![64, 10]
+    );
 }
 
 #[test]
 fn class_sensitivity_grows_with_training() {
     let labels = load_labels(digits().join("probe_y.npy")).unwrap();
     assert_eq!(labels.len(), 597);
-    let steps: Vec<(i64, RowBlock<'static>)> = STEPS.iter().map(|&s| (s, rep(0, s, "h4"))).collect();
+    let steps: Vec<(i64, RowBlock<'static>)> =
+        STEPS.iter().map(|&s| (s, rep(0, s, "h4"))).collect();
     let logits = rep(0, FINAL, "logits");
-    let cs = class_sensitivity("mlp/seed0/h4", &steps, ClassTarget::Logits(logits), "logits@2250", &labels, &ComputeOptions::default())
-        .unwrap();
+    let cs = class_sensitivity(
+        "mlp/seed0/h4",
+        &steps,
+        ClassTarget::Logits(logits),
+        "logits@2250",
+        &labels,
+        &ComputeOptions::default(),
+    )
+    .unwrap();
     assert_eq!(cs.classes.len(), 10);
     assert_eq!(cs.classes.iter().map(|c| c.count).sum::<usize>(), 597);
     let mean_at = |step: i64| {
-        cs.classes.iter().map(|c| c.points.iter().find(|p| p.step == step).unwrap().similarity).sum::<f64>() / 10.0
+        cs.classes
+            .iter()
+            .map(|c| c.points.iter().find(|p| p.step == step).unwrap().similarity)
+            .sum::<f64>()
+            / 10.0
     };
     // The final logits are an affine map of the final h4: their columns lie in its span (up to
     // the 1% of variance SVCCA drops).
     assert!(mean_at(FINAL) > 0.95, "{}", mean_at(FINAL));
-    assert!(mean_at(FINAL) > mean_at(0), "{} vs {}", mean_at(FINAL), mean_at(0));
-    let ind = class_sensitivity("mlp/seed0/h4", &steps, ClassTarget::LabelIndicator, "labels", &labels, &ComputeOptions::default())
-        .unwrap();
+    assert!(
+        mean_at(FINAL) > mean_at(0),
+        "{} vs {}",
+        mean_at(FINAL),
+        mean_at(0)
+    );
+    let ind = class_sensitivity(
+        "mlp/seed0/h4",
+        &steps,
+        ClassTarget::LabelIndicator,
+        "labels",
+        &labels,
+        &ComputeOptions::default(),
+    )
+    .unwrap();
     assert!(ind.classes.iter().all(|c| c.points.len() == STEPS.len()));
     // Bad labels are refused with a message, not a panic.
     let short = &labels[..10];
-    assert!(class_sensitivity("x", &steps, ClassTarget::LabelIndicator, "labels", short, &ComputeOptions::default()).is_err());
+    assert!(
+        class_sensitivity(
+            "x",
+            &steps,
+            ClassTarget::LabelIndicator,
+            "labels",
+            short,
+            &ComputeOptions::default()
+        )
+        .is_err()
+    );
 }
 
 /// Reads width and height from a PNG's IHDR chunk.
@@ -296,9 +429,18 @@ fn check_xml(text: &str) -> String {
             continue;
         }
         if let Some(name) = tag.strip_prefix('/') {
-            assert_eq!(stack.pop().as_deref(), Some(name.trim()), "mismatched closing tag");
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched closing tag"
+            );
         } else {
-            let name = tag.split_whitespace().next().unwrap().trim_end_matches('/').to_string();
+            let name = tag
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string();
             if root.is_none() {
                 root = Some(tag.to_string());
             }
@@ -313,11 +455,12 @@ fn check_xml(text: &str) -> String {
 
 fn attr_values<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
     let pat = format!("{attr}=\"");
-    html.match_indices(&pat).map(|(i, _)| {
-        let s = &html[i + pat.len()..];
-        &s[..s.find('"').unwrap()]
-    })
-    .collect()
+    html.match_indices(&pat)
+        .map(|(i, _)| {
+            let s = &html[i + pat.len()..];
+            &s[..s.find('"').unwrap()]
+        })
+        .collect()
 }
 
 #[test]
@@ -330,59 +473,125 @@ fn report_renders_references_existing_files_and_is_reproducible() {
     // Analyses computed from activations travel with the report through analyses.json.
     let labels = load_labels(digits().join("probe_y.npy")).unwrap();
     let opts = ComputeOptions::default();
-    let steps: Vec<(i64, RowBlock<'static>)> = STEPS.iter().map(|&s| (s, rep(0, s, "h3"))).collect();
+    let steps: Vec<(i64, RowBlock<'static>)> =
+        STEPS.iter().map(|&s| (s, rep(0, s, "h3"))).collect();
     let computed = ComputedAnalyses {
         dimensionality: vec![
-            dimensionality(rep(0, 400, "h1"), rep(0, FINAL, "h1"), ("mlp/seed0/step400/h1", "step2250"), &opts).unwrap(),
-            dimensionality(rep(0, FINAL, "h3"), rep(1, FINAL, "h3"), ("mlp/seed0/step2250/h3", "seed1"), &opts).unwrap(),
+            dimensionality(
+                rep(0, 400, "h1"),
+                rep(0, FINAL, "h1"),
+                ("mlp/seed0/step400/h1", "step2250"),
+                &opts,
+            )
+            .unwrap(),
+            dimensionality(
+                rep(0, FINAL, "h3"),
+                rep(1, FINAL, "h3"),
+                ("mlp/seed0/step2250/h3", "seed1"),
+                &opts,
+            )
+            .unwrap(),
         ],
         class_sensitivity: vec![
-            class_sensitivity("mlp/seed0/h3", &steps, ClassTarget::Logits(rep(0, FINAL, "logits")), "logits@2250", &labels, &opts)
-                .unwrap(),
+            class_sensitivity(
+                "mlp/seed0/h3",
+                &steps,
+                ClassTarget::Logits(rep(0, FINAL, "logits")),
+                "logits@2250",
+                &labels,
+                &opts,
+            )
+            .unwrap(),
         ],
-        null_baselines: vec![permuted_null(rep(0, FINAL, "h1"), rep(1, FINAL, "h1"), "mlp h1 seed0 vs seed1 @2250", 3, 0, &opts).unwrap()],
+        null_baselines: vec![
+            permuted_null(
+                rep(0, FINAL, "h1"),
+                rep(1, FINAL, "h1"),
+                "mlp h1 seed0 vs seed1 @2250",
+                3,
+                0,
+                &opts,
+            )
+            .unwrap(),
+        ],
     };
     let computed = ComputedAnalyses::from_json(&computed.to_json()).unwrap();
 
     let stored = ResultsFile::from_json(&results().to_json()).unwrap();
-    let options = ReportOptions::default().with_computed(computed).with_source("fixtures/digits (built in the test)");
+    let options = ReportOptions::default()
+        .with_computed(computed)
+        .with_source("fixtures/digits (built in the test)");
     let summary = write_report(&stored, &first, &options).unwrap();
     let again = write_report(&stored, &second, &options).unwrap();
 
     assert!(summary.text.contains("bottom-up"), "{}", summary.text);
     assert!(summary.files.contains(&"index.html".to_string()));
     assert_eq!(summary.files, again.files);
-    let pngs: Vec<&String> = summary.files.iter().filter(|f| f.ends_with(".png")).collect();
+    let pngs: Vec<&String> = summary
+        .files
+        .iter()
+        .filter(|f| f.ends_with(".png"))
+        .collect();
     // 3 dynamics, 1 cross-seed, 1 layer × layer, 1 spectrum, 1 dimensionality, 1 class chart.
     assert!(pngs.len() >= 8, "{pngs:?}");
 
     let html = std::fs::read_to_string(first.join("index.html")).unwrap();
-    check_xml(&html.replace("<!DOCTYPE html>", "").replace("<meta charset=\"utf-8\">", ""));
+    check_xml(
+        &html
+            .replace("<!DOCTYPE html>", "")
+            .replace("<meta charset=\"utf-8\">", ""),
+    );
     let mut referenced: Vec<&str> = attr_values(&html, "src");
-    referenced.extend(attr_values(&html, "href").into_iter().filter(|h| !h.starts_with('#')));
+    referenced.extend(
+        attr_values(&html, "href")
+            .into_iter()
+            .filter(|h| !h.starts_with('#')),
+    );
     assert!(!referenced.is_empty());
     for r in &referenced {
         assert!(first.join(r).is_file(), "index.html references missing {r}");
     }
     for png in &pngs {
-        assert!(referenced.contains(&png.as_str()), "{png} not shown on the page");
+        assert!(
+            referenced.contains(&png.as_str()),
+            "{png} not shown on the page"
+        );
         let bytes = std::fs::read(first.join(png)).unwrap();
         let (w, h) = png_size(&bytes);
         // The page states each picture's size; the PNG must have it.
-        let tag = html.split("<img ").find(|t| t.starts_with(&format!("src=\"{png}\""))).unwrap();
+        let tag = html
+            .split("<img ")
+            .find(|t| t.starts_with(&format!("src=\"{png}\"")))
+            .unwrap();
         let expect_w: u32 = attr_values(tag, "width")[0].parse().unwrap();
         let expect_h: u32 = attr_values(tag, "height")[0].parse().unwrap();
         assert_eq!((w, h), (expect_w, expect_h), "{png}");
         assert!(w >= 300 && h >= 200, "{png}: {w}x{h}");
-        assert!(bytes.len() > 5_000, "{png} looks empty ({} bytes)", bytes.len());
+        assert!(
+            bytes.len() > 5_000,
+            "{png} looks empty ({} bytes)",
+            bytes.len()
+        );
         let svg_name = png.replace(".png", ".svg");
         let svg = std::fs::read_to_string(first.join(&svg_name)).unwrap();
         let root = check_xml(&svg);
         assert!(root.starts_with("svg"), "{svg_name}: root {root}");
-        assert!(root.contains(&format!("width=\"{w}\"")) && root.contains(&format!("height=\"{h}\"")), "{root}");
+        assert!(
+            root.contains(&format!("width=\"{w}\"")) && root.contains(&format!("height=\"{h}\"")),
+            "{root}"
+        );
         assert!(svg.contains("<text"), "{svg_name} has no text");
     }
-    for needle in ["Learning dynamics", "suggestion: h1 could be frozen", "Null baselines", "gaussian", "permuted", "k for 99%", "Class sensitivity", "logits@2250"] {
+    for needle in [
+        "Learning dynamics",
+        "suggestion: h1 could be frozen",
+        "Null baselines",
+        "gaussian",
+        "permuted",
+        "k for 99%",
+        "Class sensitivity",
+        "logits@2250",
+    ] {
         assert!(html.contains(needle), "page lacks {needle:?}");
     }
 

@@ -38,11 +38,14 @@ pub fn run(args: ReportArgs) -> CmdResult {
     let text = args.results.trim();
     // A path or URL ending in `.json` names the results file; otherwise it is the sweep folder.
     let (folder, file) = match text.rsplit_once('/') {
-        Some((dir, name)) if name.ends_with(".json") => (if dir.is_empty() { "/" } else { dir }, name),
+        Some((dir, name)) if name.ends_with(".json") => {
+            (if dir.is_empty() { "/" } else { dir }, name)
+        }
         None if text.ends_with(".json") => (".", text),
         _ => (text, "results.json"),
     };
-    let store = Store::open(folder).map_err(|e| Failure::fatal(format!("cannot open {folder}: {e}")))?;
+    let store =
+        Store::open(folder).map_err(|e| Failure::fatal(format!("cannot open {folder}: {e}")))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,7 +53,11 @@ pub fn run(args: ReportArgs) -> CmdResult {
     let get = |key: &str| {
         runtime.block_on(store.get(key)).map_err(|e| {
             let message = format!("cannot read {key} under {}: {e}", store.url());
-            if e.is_retryable() { Failure::retryable(message) } else { Failure::fatal(message) }
+            if e.is_retryable() {
+                Failure::retryable(message)
+            } else {
+                Failure::fatal(message)
+            }
         })
     };
     let bytes = get(file)?.ok_or_else(|| {
@@ -59,11 +66,15 @@ pub fn run(args: ReportArgs) -> CmdResult {
             store.url()
         ))
     })?;
-    let results = ResultsFile::from_json(&bytes)
-        .map_err(|e| Failure::fatal(format!("{}/{file}: {e}", store.url().trim_end_matches('/'))))?;
+    let results = ResultsFile::from_json(&bytes).map_err(|e| {
+        Failure::fatal(format!("{}/{file}: {e}", store.url().trim_end_matches('/')))
+    })?;
     let computed = match get("analyses.json")? {
         Some(bytes) => Some(ComputedAnalyses::from_json(&bytes).map_err(|e| {
-            Failure::fatal(format!("{}/analyses.json is not valid: {e}", store.url().trim_end_matches('/')))
+            Failure::fatal(format!(
+                "{}/analyses.json is not valid: {e}",
+                store.url().trim_end_matches('/')
+            ))
         })?),
         None => None,
     };
@@ -74,7 +85,11 @@ pub fn run(args: ReportArgs) -> CmdResult {
             let url = normalise_url(folder).map_err(|e| Failure::fatal(e.to_string()))?;
             match url.to_file_path() {
                 Ok(dir) if url.scheme() == "file" => dir.join("report"),
-                _ => return Err(Failure::fatal(format!("{folder} is not a local folder: pass --out DIR for the report"))),
+                _ => {
+                    return Err(Failure::fatal(format!(
+                        "{folder} is not a local folder: pass --out DIR for the report"
+                    )));
+                }
             }
         }
     };
