@@ -214,11 +214,11 @@ impl DenseMatrix {
         DenseMatrix { rows, cols, data: vec![0.0; rows * cols] }
     }
 
-    pub fn as_ref(&self) -> faer::MatRef<'_, f64> {
+    pub fn view(&self) -> faer::MatRef<'_, f64> {
         faer::MatRef::from_column_major_slice(&self.data, self.rows, self.cols)
     }
 
-    pub fn as_mut(&mut self) -> faer::MatMut<'_, f64> {
+    pub fn view_mut(&mut self) -> faer::MatMut<'_, f64> {
         faer::MatMut::from_column_major_slice_mut(&mut self.data, self.rows, self.cols)
     }
 

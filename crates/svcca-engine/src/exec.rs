@@ -10,9 +10,13 @@
 //!   each chunk's `Z` of every member is laid side by side in one column-major scratch and
 //!   multiplied in one GEMM (a triangular one for diagonal tiles). `C` comes back inline when
 //!   small, else at `partials/<hash>.bin`;
-//! - `cka`: the same over raw rows centred on the global means, then each pair's linear CKA from
-//!   its block of the cross co-moment (core's `compare_cka`) — the raw product is too large to
-//!   send back, so the pair results are.
+//! - `raw`: the same over raw rows centred on the global means, then each pair's linear CKA
+//!   (core's `compare_cka`) and PWCCA (`Wₓᵀ M_xy W_y`, then `compare_whitened`, exactly the path
+//!   of `compare_moments`) from its block of the cross co-moment — the raw product is too large
+//!   to send back, so the pair results are. PWCCA takes this path because its weights (L1 norms
+//!   of singular vectors) change by up to 1e-3 under rounding-level changes of the cross product
+//!   wherever canonical correlations are (nearly) equal, e.g. adjacent layers with ρ = 1
+//!   clusters: from `Z` it would not reproduce `svcca compare`.
 //!
 //! Failures are classified once: the object store and dataset I/O are retryable; bad data, a
 //! damaged cache entry or a maths error on the input is fatal.
@@ -24,13 +28,17 @@ use faer::linalg::matmul::triangular::{BlockStructure, matmul as tri_matmul};
 use faer::{Accum, MatRef, Par};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use svcca_core::{CompareOptions, MomentAccumulator, RowBlock, Whitening};
-use svcca_results::{PairRecord, RepresentationKey};
+use svcca_core::conv::{
+    ConvComparison, ConvError, ConvInput, ConvMomentAccumulator, ConvOptions, ConvPlan, FrequencyResult, Layout,
+    SpatialShape,
+};
+use svcca_core::{CompareOptions, MomentAccumulator, RowBlock, Side, Whitening};
+use svcca_results::{FrequencyRecord, PairRecord, RepresentationKey};
 
 use crate::cache::{self, CacheError, DenseMatrix, Store, keys};
 use crate::driver::{TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
 use crate::source::{RowSource, SourceError, SourceOpener};
-use crate::spec::{KeepRule, Metric, Mode};
+use crate::spec::{ConvMethod, KeepRule, Metric, Mode};
 
 /// Outputs up to this size travel inline in the `TaskOutput`; larger ones go to the cache.
 pub const INLINE_LIMIT: usize = 256 << 10;
@@ -111,6 +119,8 @@ pub struct RawRef {
     pub key: RepresentationKey,
     pub content: String,
     pub cols: usize,
+    /// Its CCA whitening's basis (memo key on the worker; pwcca only).
+    pub basis: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,14 +155,32 @@ pub enum TaskPayload {
         /// Where a large result goes (`partials/<out>.bin`).
         out: String,
     },
-    Cka {
+    /// One frequency block of a conv layer pair (dft), or the whole pair (fold, pool): the
+    /// images are read in row chunks, both layers together.
+    Conv {
+        dataset: String,
+        a: RepresentationKey,
+        b: RepresentationKey,
+        /// `[h, w, c]` of each side (NHWC).
+        shapes: [[usize; 3]; 2],
+        settings: ConvSettings,
+        /// Representative locations of the block (dft only).
+        locations: Vec<usize>,
+        chunks: Vec<(u64, u64)>,
+    },
+    /// Metrics computed from the raw cross co-moment `M_xy`: cka, and pwcca (whose weights are
+    /// too ill-conditioned to take from `Z`; see the module docs).
+    Raw {
         dataset: String,
         cache: String,
         members: Vec<RawRef>,
         /// Pairs as indices into `members`, `(x, y)` in the order results are reported.
         pairs: Vec<(usize, usize)>,
+        /// Computed for every pair; results come back pair by pair, metric by metric.
+        metrics: Vec<Metric>,
         chunks: Vec<(u64, u64)>,
-        mode: Mode,
+        /// Settings of the CCA whitening (pwcca), rebuilt on the worker from the moments.
+        settings: BasisSettings,
     },
 }
 
@@ -162,7 +190,8 @@ impl TaskPayload {
             TaskPayload::Moments { .. } => "moments",
             TaskPayload::Project { .. } => "project",
             TaskPayload::Cross { .. } => "cross",
-            TaskPayload::Cka { .. } => "cka",
+            TaskPayload::Raw { .. } => "raw",
+            TaskPayload::Conv { .. } => "conv",
         }
     }
 
@@ -185,6 +214,8 @@ pub enum Blob {
     MatrixAt(String),
     /// Finished pair results (CKA).
     Pairs(Vec<PairRecord>),
+    /// Per-frequency CCAs of one dft block.
+    Frequencies(Vec<FrequencyResult>),
 }
 
 mod hex_bytes {
@@ -334,7 +365,7 @@ impl SweepExecutor {
                             source,
                         })?;
                         let mut m = DenseMatrix::zeros(z.nrows(), z.ncols());
-                        m.as_mut().copy_from(z.as_ref());
+                        m.view_mut().copy_from(z.as_ref());
                         Ok(m.encode())
                     })
                     .await?;
@@ -357,11 +388,11 @@ impl SweepExecutor {
                         let za_ref = MatRef::from_column_major_slice(&za, rows, dims_a);
                         if let Some(zb) = &zb {
                             let zb_ref = MatRef::from_column_major_slice(zb, rows, dims_b);
-                            faer::linalg::matmul::matmul(acc.as_mut(), Accum::Add, za_ref.transpose(), zb_ref, 1.0, par);
+                            faer::linalg::matmul::matmul(acc.view_mut(), Accum::Add, za_ref.transpose(), zb_ref, 1.0, par);
                         } else {
                             // Only the lower triangle of a Gram matrix is computed (half the work).
                             tri_matmul(
-                                acc.as_mut(),
+                                acc.view_mut(),
                                 BlockStructure::TriangularLower,
                                 Accum::Add,
                                 za_ref.transpose(),
@@ -392,20 +423,23 @@ impl SweepExecutor {
                     Ok(Blob::MatrixAt(key))
                 }
             }
-            TaskPayload::Cka { dataset, cache, members, pairs, chunks, mode } => {
-                self.run_cka(dataset, cache, members, pairs, chunks, mode).await
+            TaskPayload::Raw { dataset, cache, members, pairs, metrics, chunks, settings } => {
+                self.run_raw(dataset, cache, members, (pairs, metrics), chunks, settings).await
+            }
+            TaskPayload::Conv { dataset, a, b, shapes, settings, locations, chunks } => {
+                self.run_conv(dataset, [a, b], shapes, settings, locations, chunks).await
             }
         }
     }
 
-    async fn run_cka(
+    async fn run_raw(
         &self,
         dataset: String,
         cache: String,
         members: Vec<RawRef>,
-        pairs: Vec<(usize, usize)>,
+        (pairs, metrics): (Vec<(usize, usize)>, Vec<Metric>),
         chunks: Vec<(u64, u64)>,
-        mode: Mode,
+        settings: BasisSettings,
     ) -> Result<Blob, ExecError> {
         let store = self.store(&cache)?;
         let source = self.source(&dataset).await?;
@@ -413,6 +447,13 @@ impl SweepExecutor {
         for m in &members {
             moments.push(Arc::new(load_moments(&store, &m.content).await?));
         }
+        let mut whitenings = Vec::new();
+        if metrics.contains(&Metric::Pwcca) {
+            for m in &members {
+                whitenings.push(self.whitening(&store, &m.content, &m.basis, &settings, &m.key).await?);
+            }
+        }
+        let mode = settings.mode;
         let offsets: Vec<usize> = members
             .iter()
             .scan(0usize, |acc, m| {
@@ -443,7 +484,7 @@ impl SweepExecutor {
             acc = blocking(move || {
                 let s = MatRef::from_column_major_slice(&scratch, rows, total);
                 tri_matmul(
-                    acc.as_mut(),
+                    acc.view_mut(),
                     BlockStructure::TriangularLower,
                     Accum::Add,
                     s.transpose(),
@@ -458,8 +499,8 @@ impl SweepExecutor {
             .await?;
         }
         let results = blocking(move || {
-            let full = acc.as_ref();
-            let mut out = Vec::with_capacity(pairs.len());
+            let full = acc.view();
+            let mut out = Vec::with_capacity(pairs.len() * metrics.len());
             for &(x, y) in &pairs {
                 let (ox, oy) = (offsets[x], offsets[y]);
                 let (cx, cy) = (members[x].cols, members[y].cols);
@@ -469,16 +510,78 @@ impl SweepExecutor {
                 } else {
                     full.submatrix(oy, ox, cy, cx).transpose().to_owned()
                 };
-                let opts = compare_options(Metric::Cka, mode, KeepRule::default());
-                let c = svcca_core::compare_cka(&moments[x], &moments[y], mxy.as_ref(), &opts).map_err(|source| {
-                    ExecError::Maths { what: format!("cka of {} and {}", members[x].key.label(), members[y].key.label()), source }
-                })?;
-                out.push(pair_record(members[x].key.clone(), members[y].key.clone(), "cka", &c));
+                for &metric in &metrics {
+                    let opts = compare_options(metric, mode, settings.keep());
+                    let what = || format!("{} of {} and {}", metric.as_str(), members[x].key.label(), members[y].key.label());
+                    let c = if metric == Metric::Cka {
+                        svcca_core::compare_cka(&moments[x], &moments[y], mxy.as_ref(), &opts)
+                    } else {
+                        // Exactly compare_moments' path: Wₓᵀ M_xy W_y from the raw co-moment.
+                        let (wx, wy) = (&whitenings[x], &whitenings[y]);
+                        wx.whitened_cross(wy, mxy.as_ref()).and_then(|cross| {
+                            svcca_core::compare_whitened(
+                                Side::with_moments(wx, &moments[x]),
+                                Side::with_moments(wy, &moments[y]),
+                                cross.as_ref(),
+                                &opts,
+                            )
+                        })
+                    }
+                    .map_err(|source| ExecError::Maths { what: what(), source })?;
+                    out.push(pair_record(members[x].key.clone(), members[y].key.clone(), metric.as_str(), &c));
+                }
             }
             Ok(out)
         })
         .await?;
         Ok(Blob::Pairs(results))
+    }
+
+    async fn run_conv(
+        &self,
+        dataset: String,
+        [a, b]: [RepresentationKey; 2],
+        shapes: [[usize; 3]; 2],
+        settings: ConvSettings,
+        locations: Vec<usize>,
+        chunks: Vec<(u64, u64)>,
+    ) -> Result<Blob, ExecError> {
+        let source = self.source(&dataset).await?;
+        let options = settings.options();
+        let conv_err = |what: String| move |e: ConvError| ExecError::Invalid(format!("{what}: {e}"));
+        let what = format!("{} of {} and {}", settings.metric.as_str(), a.label(), b.label());
+        let plan = ConvPlan::new(spatial(shapes[0]), spatial(shapes[1]), &options).map_err(conv_err(what.clone()))?;
+        let mut acc = if settings.method == ConvMethod::Dft {
+            ConvMomentAccumulator::for_locations(&plan, &locations).map_err(conv_err(what.clone()))?
+        } else {
+            ConvMomentAccumulator::new(&plan)
+        };
+        for &(start, end) in &chunks {
+            let x = source.read_rows(&a, start, end).await?;
+            let y = source.read_rows(&b, start, end).await?;
+            let rows = (end - start) as usize;
+            let (sa, sb) = (shapes[0], shapes[1]);
+            check_rows(&a, &x, sa.iter().product(), start, end)?;
+            check_rows(&b, &y, sb.iter().product(), start, end)?;
+            let what = what.clone();
+            acc = blocking(move || {
+                let xi = ConvInput::f32(&x.data, &[rows, sa[0], sa[1], sa[2]], Layout::Nhwc).map_err(conv_err(what.clone()))?;
+                let yi = ConvInput::f32(&y.data, &[rows, sb[0], sb[1], sb[2]], Layout::Nhwc).map_err(conv_err(what.clone()))?;
+                acc.push(xi, yi).map_err(conv_err(what))?;
+                Ok(acc)
+            })
+            .await?;
+        }
+        blocking(move || {
+            if settings.method == ConvMethod::Dft {
+                let results = acc.frequency_results(&locations, &options).map_err(conv_err(what))?;
+                Ok(Blob::Frequencies(results))
+            } else {
+                let c = acc.compare(&options).map_err(conv_err(what))?;
+                Ok(Blob::Pairs(vec![conv_record(a, b, settings.metric.as_str(), &c)]))
+            }
+        })
+        .await
     }
 
     fn par(&self) -> Par {
@@ -625,5 +728,62 @@ pub fn pair_record(a: RepresentationKey, b: RepresentationKey, metric: &str, c: 
         weights: c.weights.clone(),
         frequencies: None,
         warnings,
+    }
+}
+
+/// The settings of a conv pair comparison, exactly as driver and worker use them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConvSettings {
+    /// `svcca` (keep rule per frequency) or `cca`.
+    pub metric: Metric,
+    pub method: ConvMethod,
+    pub mode: Mode,
+    pub keep_dims: Option<usize>,
+    pub keep_variance_bits: Option<u64>,
+}
+
+impl ConvSettings {
+    pub fn new(metric: Metric, method: ConvMethod, mode: Mode, keep: KeepRule) -> Self {
+        let b = BasisSettings::new(metric, mode, keep);
+        ConvSettings { metric, method, mode, keep_dims: b.keep_dims, keep_variance_bits: b.keep_variance_bits }
+    }
+
+    /// Core's conv options (the keep rule applies to svcca only, as for dense layers).
+    pub fn options(&self) -> ConvOptions {
+        let b = BasisSettings { metric: self.metric, mode: self.mode, keep_dims: self.keep_dims, keep_variance_bits: self.keep_variance_bits };
+        let base = b.compare_options();
+        let method = match self.method {
+            ConvMethod::Dft => svcca_core::conv::ConvMethod::Dft,
+            ConvMethod::Fold => svcca_core::conv::ConvMethod::Fold,
+            ConvMethod::Pool => svcca_core::conv::ConvMethod::Pool,
+        };
+        ConvOptions::default().with_method(method).with_mode(base.mode).with_keep(base.whiten_options().keep)
+    }
+}
+
+pub fn spatial(s: [usize; 3]) -> SpatialShape {
+    SpatialShape::new(s[0], s[1], s[2])
+}
+
+/// A core conv comparison as a stored pair record (per-frequency results included for dft).
+pub fn conv_record(a: RepresentationKey, b: RepresentationKey, metric: &str, c: &ConvComparison) -> PairRecord {
+    let frequencies = (!c.frequencies.is_empty()).then(|| {
+        c.frequencies
+            .iter()
+            .map(|f| FrequencyRecord { i: f.i, j: f.j, coefficients: f.coefficients.clone(), mean: f.mean })
+            .collect()
+    });
+    PairRecord {
+        a,
+        b,
+        metric: metric.to_string(),
+        mean: c.mean,
+        google_mean: Some(c.google_mean),
+        dims_a: c.x_dims,
+        dims_b: c.y_dims,
+        coefficients: c.coefficients.clone(),
+        weights: None,
+        frequencies,
+        warnings: c.warnings.clone(),
     }
 }

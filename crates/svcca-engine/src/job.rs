@@ -27,11 +27,14 @@ use svcca_results::{PairRecord, RepresentationRecord, ResultsFile, SCHEMA_VERSIO
 
 use crate::cache::{self, CacheError, DenseMatrix, Store, hash_parts, keys};
 use crate::driver::{JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec};
-use crate::exec::{BasisSettings, Blob, RawRef, TaskPayload, ZRef, compare_options, pair_record};
+use crate::exec::{BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, ZRef, compare_options, conv_record, pair_record, spatial};
 use crate::outputs::{self, Claim, OutputError, Summary};
 use crate::plan::{self, PlanError, RepInfo};
 use crate::source::{SourceError, SourceOpener};
-use crate::spec::{JobSpec, Metric, SpecError};
+use crate::spec::{ConvMethod, JobSpec, Metric, SpecError};
+
+/// Frequency blocks per conv pair (dft): enough to spread one pair's frequencies over workers.
+const CONV_BLOCKS: usize = 4;
 
 /// Why a job could not be set up or finished (before classification into a [`TaskFailure`]).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum JobError {
     Output(#[from] OutputError),
     #[error("{what}: {source}")]
     Maths { what: String, source: svcca_core::CoreError },
+    #[error("{what}: {source}")]
+    Conv { what: String, source: svcca_core::conv::ConvError },
     #[error("{0}")]
     Internal(String),
 }
@@ -80,8 +85,10 @@ impl Family {
     fn of(metric: Metric) -> Option<Family> {
         match metric {
             Metric::Svcca => Some(Family::Svcca),
-            Metric::Cca | Metric::Pwcca => Some(Family::Cca),
-            Metric::Cka => None,
+            Metric::Cca => Some(Family::Cca),
+            // From raw cross co-moments (see `exec`): pwcca's weights are too ill-conditioned
+            // to take from Z.
+            Metric::Pwcca | Metric::Cka => None,
         }
     }
     fn metric(self) -> Metric {
@@ -116,7 +123,8 @@ struct ZState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TileKind {
     Whitened(Family),
-    Cka,
+    /// pwcca and cka, from raw cross co-moments.
+    Raw,
 }
 
 struct Tile {
@@ -135,7 +143,8 @@ enum TaskRef {
     MomentsPart { content: String, chunk: usize },
     Project { bases: Vec<String>, chunk: usize },
     Cross { tile: usize, group: usize },
-    Cka { tile: usize },
+    Raw { tile: usize },
+    Conv { job: usize, block: usize },
 }
 
 /// The [`JobDriver`] of a sweep; see the module docs.
@@ -166,6 +175,21 @@ pub struct SweepDriver {
     progress: Progress,
     task_counts: BTreeMap<String, u64>,
     warnings: Vec<String>,
+    /// Conv layer pairs still to compare, one per (pair, metric).
+    convs: Vec<ConvJob>,
+    convs_issued: bool,
+}
+
+/// A conv pair comparison in progress: its frequency blocks and their results.
+struct ConvJob {
+    i: usize,
+    j: usize,
+    metric: Metric,
+    settings: ConvSettings,
+    /// dft: representative locations per block; fold/pool: one empty block (the whole pair).
+    blocks: Vec<Vec<usize>>,
+    results: Vec<Option<Blob>>,
+    done: bool,
 }
 
 /// Builds [`SweepDriver`]s for the coordinator.
@@ -199,13 +223,31 @@ impl SweepDriver {
         let source = opener.open(spec.dataset.clone()).await?;
         let all = source.list().await?;
         let reps = plan::select(&all, &spec.select)?;
-        for r in &reps {
-            if r.is_conv() {
+        let n = plan::common_datapoints(&reps)?;
+        let planned = plan::plan_pairs(&reps, &spec)?;
+        // A conv layer is compared with conv layers only (by the spec's conv method); a mixed
+        // pair has no common definition and is reported as skipped.
+        let mut warnings = Vec::new();
+        let mut pairs = Vec::new();
+        let mut skipped = 0usize;
+        for (i, j) in planned {
+            if reps[i].is_conv() == reps[j].is_conv() {
+                pairs.push((i, j));
+            } else {
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            warnings.push(format!("{skipped} pair(s) of a conv layer with a dense layer were skipped: select them separately"));
+        }
+        if pairs.is_empty() {
+            return Err(PlanError::NoPairs { detail: "every planned pair mixes a conv layer with a dense layer".into() }.into());
+        }
+        for r in reps.iter().filter(|r| r.is_conv() || r.shape.len() != 1) {
+            if r.shape.len() != 3 {
                 return Err(PlanError::ConvUnsupported { label: r.key.label(), shape: r.shape.clone(), method: spec.conv.as_str() }.into());
             }
         }
-        let n = plan::common_datapoints(&reps)?;
-        let pairs = plan::plan_pairs(&reps, &spec)?;
         let max_cols = reps.iter().map(|r| r.columns() as u64).max().unwrap_or(1);
         let rows = plan::rows_per_task(&spec, n, max_cols)?;
         let chunks = plan::row_chunks(n, rows);
@@ -218,6 +260,9 @@ impl SweepDriver {
             .collect();
         let mut contents = BTreeMap::new();
         for (i, c) in content_of.iter().enumerate() {
+            if reps[i].is_conv() {
+                continue;
+            }
             contents.entry(c.clone()).or_insert_with(|| ContentState {
                 rep: i,
                 cols: reps[i].columns(),
@@ -252,7 +297,9 @@ impl SweepDriver {
             ready: Vec::new(),
             progress: Progress::default(),
             task_counts: BTreeMap::new(),
-            warnings: Vec::new(),
+            warnings,
+            convs: Vec::new(),
+            convs_issued: false,
         };
         for (content, state) in driver.contents.iter_mut() {
             let key = keys::moments_all(content);
@@ -277,6 +324,11 @@ impl SweepDriver {
 
     fn pair_cache_key(&self, i: usize, j: usize, metric: Metric) -> String {
         let opts = compare_options(metric, self.spec.mode, self.spec.keep);
+        if self.reps[i].is_conv() {
+            let settings = ConvSettings::new(metric, self.spec.conv, self.spec.mode, self.spec.keep);
+            let fingerprint = format!("{settings:?}");
+            return keys::pair(&hash_parts(&["pair-conv", &self.content_of[i], &self.content_of[j], &fingerprint]));
+        }
         let h = match Family::of(metric) {
             Some(f) => hash_parts(&[
                 "pair",
@@ -285,7 +337,14 @@ impl SweepDriver {
                 metric.as_str(),
                 &format!("{:016x}", opts.threshold.to_bits()),
             ]),
-            None => hash_parts(&["pair-cka", &self.content_of[i], &self.content_of[j], self.spec.mode.as_str()]),
+            None => hash_parts(&[
+                "pair-raw",
+                &self.content_of[i],
+                &self.content_of[j],
+                metric.as_str(),
+                &self.basis_settings(Family::Cca).fingerprint(),
+                &format!("{:016x}", opts.threshold.to_bits()),
+            ]),
         };
         keys::pair(&h)
     }
@@ -316,6 +375,13 @@ impl SweepDriver {
                     self.results.insert((i, j, m), record);
                     self.from_cache += 1;
                 }
+                None if self.reps[i].is_conv() => {
+                    if matches!(m, Metric::Svcca | Metric::Cca) {
+                        self.add_conv_job(i, j, m)?;
+                    } else if !self.warnings.iter().any(|w| w.starts_with("pwcca and cka")) {
+                        self.warnings.push("pwcca and cka are not computed for conv layers (svcca and cca are, by the conv method)".into());
+                    }
+                }
                 None => {
                     self.needed.entry(m).or_default().push((i, j));
                     if let Some(f) = Family::of(m) {
@@ -328,6 +394,92 @@ impl SweepDriver {
         Ok(())
     }
 
+    fn conv_shapes(&self, i: usize, j: usize) -> [[usize; 3]; 2] {
+        let s = |r: &RepInfo| [r.shape[0], r.shape[1], r.shape[2]];
+        [s(&self.reps[i]), s(&self.reps[j])]
+    }
+
+    fn conv_plan(&self, i: usize, j: usize, settings: &ConvSettings) -> Result<svcca_core::conv::ConvPlan, JobError> {
+        let [a, b] = self.conv_shapes(i, j);
+        svcca_core::conv::ConvPlan::new(spatial(a), spatial(b), &settings.options()).map_err(|source| JobError::Conv {
+            what: format!("{} of {} and {}", settings.metric.as_str(), self.reps[i].key.label(), self.reps[j].key.label()),
+            source,
+        })
+    }
+
+    /// Plans a conv pair: dft frequencies in blocks (so they spread over workers), fold and pool
+    /// as one task.
+    fn add_conv_job(&mut self, i: usize, j: usize, metric: Metric) -> Result<(), JobError> {
+        let settings = ConvSettings::new(metric, self.spec.conv, self.spec.mode, self.spec.keep);
+        let blocks = if self.spec.conv == ConvMethod::Dft {
+            self.conv_plan(i, j, &settings)?.frequency_blocks(CONV_BLOCKS)
+        } else {
+            vec![Vec::new()]
+        };
+        let results = vec![None; blocks.len()];
+        self.convs.push(ConvJob { i, j, metric, settings, blocks, results, done: false });
+        Ok(())
+    }
+
+    fn issue_convs(&mut self) {
+        let mut tasks = Vec::new();
+        for (job, c) in self.convs.iter().enumerate() {
+            for (block, locations) in c.blocks.iter().enumerate() {
+                let payload = TaskPayload::Conv {
+                    dataset: self.spec.dataset.clone(),
+                    a: self.reps[c.i].key.clone(),
+                    b: self.reps[c.j].key.clone(),
+                    shapes: self.conv_shapes(c.i, c.j),
+                    settings: c.settings,
+                    locations: locations.clone(),
+                    chunks: self.chunks.clone(),
+                };
+                let loc_text: Vec<String> = locations.iter().map(|l| l.to_string()).collect();
+                let h = hash_parts(&[
+                    "conv",
+                    &self.content_of[c.i],
+                    &self.content_of[c.j],
+                    &format!("{:?}", c.settings),
+                    &loc_text.join(","),
+                ]);
+                tasks.push((format!("conv/{h}"), payload, TaskRef::Conv { job, block }));
+            }
+        }
+        for (id, payload, r) in tasks {
+            self.emit(id, payload, r);
+        }
+        self.convs_issued = true;
+    }
+
+    async fn finish_conv(&mut self, job: usize) -> Result<(), JobError> {
+        let (i, j, metric, settings) = {
+            let c = &self.convs[job];
+            (c.i, c.j, c.metric, c.settings)
+        };
+        let blobs: Vec<Blob> = self.convs[job].results.iter_mut().map(|r| r.take().expect("every block present")).collect();
+        let record = if settings.method == ConvMethod::Dft {
+            let mut frequencies = Vec::new();
+            for b in blobs {
+                match b {
+                    Blob::Frequencies(f) => frequencies.extend(f),
+                    other => return Err(JobError::Internal(format!("conv block returned {other:?}"))),
+                }
+            }
+            let plan = self.conv_plan(i, j, &settings)?;
+            let c = svcca_core::conv::ConvComparison::from_frequency_results(&plan, self.reps[i].datapoints, frequencies, &settings.options())
+                .map_err(|source| JobError::Conv { what: format!("assembling {} of {} and {}", metric.as_str(), self.reps[i].key.label(), self.reps[j].key.label()), source })?;
+            conv_record(self.reps[i].key.clone(), self.reps[j].key.clone(), metric.as_str(), &c)
+        } else {
+            match blobs.into_iter().next() {
+                Some(Blob::Pairs(mut records)) if records.len() == 1 => records.remove(0),
+                other => return Err(JobError::Internal(format!("conv task returned {other:?}"))),
+            }
+        };
+        self.store_pair(i, j, metric, record).await?;
+        self.convs[job].done = true;
+        Ok(())
+    }
+
     fn emit(&mut self, id: String, payload: TaskPayload, what: TaskRef) {
         *self.task_counts.entry(payload.kind().to_string()).or_default() += 1;
         self.ready.push(payload.to_task(id.clone()));
@@ -337,6 +489,9 @@ impl SweepDriver {
 
     /// Moves every stage as far as it can go; emits newly ready tasks.
     async fn advance(&mut self) -> Result<(), JobError> {
+        if !self.convs_issued {
+            self.issue_convs();
+        }
         // Stage 1: moments tasks for contents not in the cache.
         let to_issue: Vec<String> = self.contents.iter().filter(|(_, s)| !s.issued && s.moments.is_none()).map(|(c, _)| c.clone()).collect();
         for content in to_issue {
@@ -390,10 +545,8 @@ impl SweepDriver {
             self.plan_tiles()?;
             self.tiles_planned = true;
         }
-        for t in 0..self.tiles.len() {
-            if self.tiles[t].issued || !self.tile_inputs_ready(t) {
-                continue;
-            }
+        let ready: Vec<usize> = (0..self.tiles.len()).filter(|&t| !self.tiles[t].issued && self.tile_inputs_ready(t)).collect();
+        for t in ready {
             self.issue_tile(t);
         }
         Ok(())
@@ -404,6 +557,10 @@ impl SweepDriver {
         let moments = self.contents[content].moments.clone().expect("moments present");
         let reps_here: Vec<usize> = (0..self.reps.len()).filter(|&i| self.content_of[i] == content).collect();
         let mut families: BTreeSet<Family> = self.metrics.iter().filter_map(|&m| Family::of(m)).collect();
+        if self.metrics.contains(&Metric::Pwcca) && families.is_empty() {
+            // Only for the representation's record (kept dims, spectrum).
+            families.insert(Family::Cca);
+        }
         // The record of a representation states its SVCCA dims when svcca is asked, else CCA's.
         families.retain(|&f| f == Family::Svcca || !self.metrics.contains(&Metric::Svcca) || reps_here.iter().any(|&i| self.z_needed.contains(&(f, i))));
         let mut to_project: Vec<(String, BasisSettings, BTreeSet<usize>)> = Vec::new();
@@ -509,14 +666,23 @@ impl SweepDriver {
                 });
             }
         }
-        if let Some(pairs) = self.needed.get(&Metric::Cka) {
+        let raw_pairs: Vec<(usize, usize)> = [Metric::Pwcca, Metric::Cka]
+            .iter()
+            .filter_map(|m| self.needed.get(m))
+            .flatten()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !raw_pairs.is_empty() {
+            let pairs = &raw_pairs;
             let dims: Vec<usize> = self.reps.iter().map(|r| r.columns()).collect();
-            // A CKA task holds both blocks' raw rows and their whole co-moment.
+            // A raw task holds both blocks' raw rows and their whole co-moment.
             let cap = max_dims(chunk_rows) / 2;
             let blocks = plan::blocks(&self.reps, &dims, self.spec.comparison, pairs, cap.max(1));
             for ((ba, bb), tile_pairs) in plan::tiles(&blocks, pairs) {
                 tiles.push(Tile {
-                    kind: TileKind::Cka,
+                    kind: TileKind::Raw,
                     a: blocks[ba].clone(),
                     b: if ba == bb { Vec::new() } else { blocks[bb].clone() },
                     pairs: tile_pairs,
@@ -531,10 +697,15 @@ impl SweepDriver {
         Ok(())
     }
 
+    /// The raw-path metrics this job still computes, in canonical order.
+    fn raw_metrics(&self) -> Vec<Metric> {
+        [Metric::Pwcca, Metric::Cka].into_iter().filter(|m| self.needed.get(m).is_some_and(|p| !p.is_empty())).collect()
+    }
+
     fn tile_inputs_ready(&self, t: usize) -> bool {
         let tile = &self.tiles[t];
         match tile.kind {
-            TileKind::Cka => true,
+            TileKind::Raw => true,
             TileKind::Whitened(family) => tile.a.iter().chain(&tile.b).all(|&i| {
                 self.basis_of
                     .get(&(family, self.content_of[i].clone()))
@@ -580,29 +751,37 @@ impl SweepDriver {
                     self.emit(id, payload, r);
                 }
             }
-            TileKind::Cka => {
+            TileKind::Raw => {
                 let members_idx: Vec<usize> = tile.a.iter().chain(&tile.b).copied().collect();
                 let pos: HashMap<usize, usize> = members_idx.iter().enumerate().map(|(p, &i)| (i, p)).collect();
                 let members: Vec<RawRef> = members_idx
                     .iter()
-                    .map(|&i| RawRef { key: self.reps[i].key.clone(), content: self.content_of[i].clone(), cols: self.reps[i].columns() })
+                    .map(|&i| RawRef {
+                        key: self.reps[i].key.clone(),
+                        content: self.content_of[i].clone(),
+                        cols: self.reps[i].columns(),
+                        basis: self.basis_hash(Family::Cca, &self.content_of[i]),
+                    })
                     .collect();
                 let pairs: Vec<(usize, usize)> = tile.pairs.iter().map(|(i, j)| (pos[i], pos[j])).collect();
-                let mut parts: Vec<String> = vec!["cka".into(), self.spec.mode.as_str().into()];
+                let metrics = self.raw_metrics();
+                let mut parts: Vec<String> = vec!["raw".into(), self.spec.mode.as_str().into()];
+                parts.extend(metrics.iter().map(|m| m.as_str().to_string()));
                 parts.extend(members.iter().map(|m| m.content.clone()));
                 parts.extend(pairs.iter().map(|p| format!("{}:{}", p.0, p.1)));
                 parts.extend(self.chunks.iter().map(|c| format!("{}-{}", c.0, c.1)));
                 let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
                 let h = hash_parts(&refs);
-                let payload = TaskPayload::Cka {
+                let payload = TaskPayload::Raw {
                     dataset: self.spec.dataset.clone(),
                     cache: self.cache.url().to_string(),
                     members,
                     pairs,
+                    metrics,
                     chunks: self.chunks.clone(),
-                    mode: self.spec.mode,
+                    settings: self.basis_settings(Family::Cca),
                 };
-                self.emit(format!("cka/{h}"), payload, TaskRef::Cka { tile: t });
+                self.emit(format!("raw/{h}"), payload, TaskRef::Raw { tile: t });
             }
         }
         self.tiles[t].issued = true;
@@ -651,10 +830,10 @@ impl SweepDriver {
             // The pair's block of C: i in the row block and j in the column block, or mirrored.
             let (ki, kj) = (wi.dims(), wj.dims());
             let cross = if let (Some(&ri), Some(&cj)) = (rows_side.get(&i), cols_side.get(&j)) {
-                total.as_ref().submatrix(ri, cj, ki, kj).to_owned()
+                total.view().submatrix(ri, cj, ki, kj).to_owned()
             } else {
                 let (rj, ci) = (rows_side[&j], cols_side[&i]);
-                total.as_ref().submatrix(rj, ci, kj, ki).transpose().to_owned()
+                total.view().submatrix(rj, ci, kj, ki).transpose().to_owned()
             };
             jobs.push((i, j, todo, wi, wj, mi, mj, cross));
         }
@@ -720,16 +899,27 @@ impl SweepDriver {
                     self.finish_whitened_tile(tile, family).await?;
                 }
             }
-            TaskRef::Cka { tile } => {
-                let Blob::Pairs(records) = blob else {
-                    return Err(JobError::Internal("cka task returned no pairs".into()));
-                };
-                let pairs = self.tiles[tile].pairs.clone();
-                if records.len() != pairs.len() {
-                    return Err(JobError::Internal("cka task returned the wrong number of pairs".into()));
+            TaskRef::Conv { job, block } => {
+                self.convs[job].results[block] = Some(blob);
+                if self.convs[job].results.iter().all(|r| r.is_some()) {
+                    self.finish_conv(job).await?;
                 }
-                for ((i, j), record) in pairs.into_iter().zip(records) {
-                    self.store_pair(i, j, Metric::Cka, record).await?;
+            }
+            TaskRef::Raw { tile } => {
+                let Blob::Pairs(records) = blob else {
+                    return Err(JobError::Internal("raw task returned no pairs".into()));
+                };
+                let metrics = self.raw_metrics();
+                let wanted: Vec<(usize, usize, Metric)> =
+                    self.tiles[tile].pairs.iter().flat_map(|&(i, j)| metrics.iter().map(move |&m| (i, j, m))).collect();
+                if records.len() != wanted.len() {
+                    return Err(JobError::Internal("raw task returned the wrong number of pairs".into()));
+                }
+                for ((i, j, m), record) in wanted.into_iter().zip(records) {
+                    // A pair may be here for one metric while the other came from the cache.
+                    if !self.results.contains_key(&(i, j, m)) {
+                        self.store_pair(i, j, m, record).await?;
+                    }
                 }
                 self.tiles[tile].done = true;
             }
@@ -740,7 +930,7 @@ impl SweepDriver {
     fn results_file(&self) -> ResultsFile {
         let record_family = if self.metrics.contains(&Metric::Svcca) {
             Some(Family::Svcca)
-        } else if self.metrics.iter().any(|m| Family::of(*m) == Some(Family::Cca)) {
+        } else if self.metrics.iter().any(|m| matches!(m, Metric::Cca | Metric::Pwcca)) {
             Some(Family::Cca)
         } else {
             None
@@ -834,7 +1024,12 @@ impl JobDriver for SweepDriver {
     }
 
     fn all_done(&self) -> bool {
-        self.tiles_planned && self.outstanding.is_empty() && self.ready.is_empty() && self.tiles.iter().all(|t| t.done)
+        self.tiles_planned
+            && self.convs_issued
+            && self.outstanding.is_empty()
+            && self.ready.is_empty()
+            && self.tiles.iter().all(|t| t.done)
+            && self.convs.iter().all(|c| c.done)
     }
 
     fn finish(&mut self) -> BoxFuture<'_, Result<JobSummary, TaskFailure>> {

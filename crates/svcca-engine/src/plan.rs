@@ -56,6 +56,8 @@ pub enum PlanError {
     BadPair { a: String, b: String, problem: String },
     #[error("{plan} needs {field} numbers, but representation `{label}` has none")]
     MissingField { plan: &'static str, field: &'static str, label: String },
+    #[error("`{label}` has {n} datapoint(s): at least 2 are needed for a covariance (the SVCCA authors advise 5-10x more datapoints than neurons)")]
+    TooFewDatapoints { label: String, n: u64 },
     #[error("the comparison plan produced no pair: {detail}")]
     NoPairs { detail: String },
     #[error(
@@ -64,8 +66,8 @@ pub enum PlanError {
     )]
     DatapointMismatch { a: String, n_a: u64, b: String, n_b: u64 },
     #[error(
-        "`{label}` is a convolutional layer (shape {shape:?}); conv method `{method}` is not \
-         supported by sweeps yet: use conv = \"pool\" or compare it with `svcca compare`"
+        "`{label}` has datapoints of shape {shape:?}: sweeps compare dense layers ([neurons]) and \
+         conv layers ([h, w, channels], NHWC, by conv method `{method}`); reshape it when ingesting"
     )]
     ConvUnsupported { label: String, shape: Vec<usize>, method: &'static str },
     #[error("{what} needs about {needed_mb} MiB per task, over the bound of {bound_mb} MiB; raise resources.memory_mb")]
@@ -119,9 +121,12 @@ pub fn select(all: &[RepInfo], selection: &Selection) -> Result<Vec<RepInfo>, Pl
     Ok(chosen)
 }
 
-/// Checks that every representation covers the same datapoints; returns that count.
+/// Checks that every representation covers the same datapoints (at least 2); returns that count.
 pub fn common_datapoints(reps: &[RepInfo]) -> Result<u64, PlanError> {
     let first = &reps[0];
+    if first.datapoints < 2 {
+        return Err(PlanError::TooFewDatapoints { label: first.key.label(), n: first.datapoints });
+    }
     for r in &reps[1..] {
         if r.datapoints != first.datapoints {
             return Err(PlanError::DatapointMismatch {

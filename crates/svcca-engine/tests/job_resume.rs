@@ -7,7 +7,7 @@ use job_support::*;
 use svcca_engine::driver::JobDriverFactory;
 use svcca_engine::spec::{KeepRule, Mode};
 
-const EXTRA: &str = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"pwcca\"]\n[select]\nwhere = { seed = \"0\", layer = [\"h2\", \"h4\"] }\n[resources]\nrows_per_task = 300\n";
+const EXTRA: &str = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cca\"]\n[select]\nwhere = { seed = \"0\", layer = [\"h2\", \"h4\"] }\n[resources]\nrows_per_task = 300\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_resumes_and_a_killed_run_finishes_with_the_same_numbers() {
@@ -42,8 +42,7 @@ async fn a_rerun_resumes_and_a_killed_run_finishes_with_the_same_numbers() {
     run_job(&opener, &toml2, Order::Interleaved).await.unwrap();
     let resumed = read_results(out2.path());
     assert_eq!(resumed.pairs, clean.pairs, "a resumed job must give the clean run's numbers");
-    let worst = max_difference_vs_reference(&resumed, Mode::Default, KeepRule::Variance(0.99));
-    assert!(worst < 1e-9, "{worst:e}");
+    assert_matches_reference("resumed job", &resumed, Mode::Default, KeepRule::Variance(0.99));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +97,5 @@ async fn an_incremental_run_reads_only_new_representations() {
     for p in &first.pairs {
         assert!(second.pairs.contains(p), "old pair {} {} {} changed", p.metric, p.a.label(), p.b.label());
     }
-    let worst = max_difference_vs_reference(&second, Mode::Default, KeepRule::Variance(0.99));
-    println!("incremental run: max |sweep - compare| = {worst:e}");
-    assert!(worst < 1e-9, "{worst:e}");
+    assert_matches_reference("incremental run", &second, Mode::Default, KeepRule::Variance(0.99));
 }

@@ -9,8 +9,6 @@ use job_support::*;
 use svcca_engine::exec::ExecutorConfig;
 use svcca_engine::spec::{KeepRule, Mode};
 
-const TOL: f64 = 1e-9;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_pairs_at_the_last_step_match_compare_for_every_metric() {
     let ds = tempfile::tempdir().unwrap();
@@ -29,9 +27,7 @@ async fn all_pairs_at_the_last_step_match_compare_for_every_metric() {
     let results = read_results(out.path());
     assert_eq!(results.representations.len(), 15);
     assert_eq!(results.pairs.len(), 105 * 4, "{:?}", summary.lines);
-    let worst = max_difference_vs_reference(&results, Mode::Default, KeepRule::Variance(0.99));
-    println!("all-pairs step 2250, 4 metrics: max |sweep - compare| = {worst:e}");
-    assert!(worst < TOL, "max difference {worst:e}");
+    assert_matches_reference("all-pairs step 2250, 4 metrics", &results, Mode::Default, KeepRule::Variance(0.99));
     // h1 keeps 66 of its 128 directions at 99% variance in the digits MLP (seed 0).
     let h1 = results.representations.iter().find(|r| r.key.label() == "mlp/seed0/step2250/h1").unwrap();
     assert!(h1.kept_dims > 10 && h1.kept_dims < 128, "kept {}", h1.kept_dims);
@@ -66,9 +62,7 @@ async fn vs_final_over_checkpoints_matches_compare() {
         assert_eq!(p.b.step, Some(2250));
         assert_eq!((p.a.seed, &p.a.layer), (p.b.seed, &p.b.layer));
     }
-    let worst = max_difference_vs_reference(&results, Mode::Default, KeepRule::Dims(20));
-    println!("vs-final h2+logits, svcca dims 20 + pwcca: max |sweep - compare| = {worst:e}");
-    assert!(worst < TOL, "max difference {worst:e}");
+    assert_matches_reference("vs-final h2+logits, svcca dims 20 + pwcca", &results, Mode::Default, KeepRule::Dims(20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,9 +81,7 @@ async fn google_compat_cross_seed_matches_compare() {
     run_job(&opener, &toml, Order::Interleaved).await.unwrap();
     let results = read_results(out.path());
     assert_eq!(results.pairs.len(), 2 * 3 * 2, "2 layers x 3 seed pairs x 2 metrics");
-    let worst = max_difference_vs_reference(&results, Mode::GoogleCompat, KeepRule::Variance(0.99));
-    println!("cross-seed google-compat: max |sweep - compare| = {worst:e}");
-    assert!(worst < TOL, "max difference {worst:e}");
+    assert_matches_reference("cross-seed google-compat", &results, Mode::GoogleCompat, KeepRule::Variance(0.99));
 }
 
 /// Runs the same job (fresh output and cache each time) in several completion orders and
@@ -128,6 +120,5 @@ async fn results_do_not_depend_on_order_or_worker_count() {
         assert_eq!(r.pairs, first.pairs, "{name} differs from {first_name}");
         assert_eq!(r.representations, first.representations, "{name} differs from {first_name}");
     }
-    let worst = max_difference_vs_reference(first, Mode::Default, KeepRule::Variance(0.99));
-    assert!(worst < TOL, "max difference {worst:e}");
+    assert_matches_reference("order/worker-count job", first, Mode::Default, KeepRule::Variance(0.99));
 }
