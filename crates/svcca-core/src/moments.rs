@@ -120,16 +120,25 @@ impl<'a> RowBlock<'a> {
 
     /// First non-finite value in rows `r0..r1`, as (row within the block, column, value).
     pub(crate) fn first_non_finite(&self, r0: usize, r1: usize) -> Option<(usize, usize, f64)> {
+        // One monomorphic pass over the slice (vectorisable), not a per-element match.
         let cols = self.cols();
-        for r in r0..r1 {
-            for c in 0..cols {
-                let v = self.get(r, c);
-                if !v.is_finite() {
-                    return Some((r, c, v));
-                }
-            }
+        let at = |i: usize| (r0 + i / cols, i % cols);
+        match *self {
+            RowBlock::F32 { data, .. } => data[r0 * cols..r1 * cols]
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| {
+                    let (r, c) = at(i);
+                    (r, c, data[r * cols + c] as f64)
+                }),
+            RowBlock::F64 { data, .. } => data[r0 * cols..r1 * cols]
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| {
+                    let (r, c) = at(i);
+                    (r, c, data[r * cols + c])
+                }),
         }
-        None
     }
 
     /// Adds the column sums of rows `r0..r1` into `sums`.

@@ -1,6 +1,8 @@
 //! Real activations: the digits MLP's hidden layers, seed 0 vs seed 1 at the last checkpoint
 //! (`fixtures/digits/mlp/seed{0,1}/step2250/{h1,h4}.npy`, f32 `[597, neurons]`, post-ReLU), fed
 //! as f32 row blocks, compared in both modes.
+// Matrix code indexes (row, column) pairs: index loops read clearer than iterator chains.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 

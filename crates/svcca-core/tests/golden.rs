@@ -2,6 +2,8 @@
 //! mode: coefficients, truncated and plain means, sums, kept/removed neurons, SVCCA k's and
 //! PWCCA weights within 1e-9 absolute. Recipe-only inputs are rebuilt from the splitmix64 recipe
 //! and checked against the stored checksums first.
+// Matrix code indexes (row, column) pairs: index loops read clearer than iterator chains.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 

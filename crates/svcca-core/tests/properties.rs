@@ -1,6 +1,8 @@
 //! Seeded property tests of the maths: exact mergeability of moments, invariances of CCA,
 //! SVCCA and CKA, symmetry, equality of the whiten-once path with `compare_moments`, and the
 //! guards on bad input.
+// Matrix code indexes (row, column) pairs: index loops read clearer than iterator chains.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 
