@@ -489,6 +489,19 @@ def issue5(args, sizes, machine):
         return rec
 
     recs["sweep_w2"] = sweep(2, args.threads)
+    if args.sweep_only:
+        recs["sweep_w1"] = sweep(1, 1)
+        t1, t2 = recs["sweep_w1"]["wall_s"], recs["sweep_w2"]["wall_s"]
+        for r in (recs["sweep_w1"], recs["sweep_w2"]):
+            if r.get("results") is not None:
+                r["results_pairs"] = len(r.pop("results"))
+        md = (f"#### `svcca sweep` only, {args.profile}\n\n"
+              f"| workers | cores | wall s | peak RSS MB | load 1m, idle before |\n|---|---|---|---|---|\n"
+              f"| 2 | 2 | {fmt_s(recs['sweep_w2'])} | {recs['sweep_w2']['rss_mb']:.0f} | {loads(recs['sweep_w2'])} |\n"
+              f"| 1 | 1 (taskset) | {fmt_s(recs['sweep_w1'])} | {recs['sweep_w1']['rss_mb']:.0f} | "
+              f"{loads(recs['sweep_w1'])} |\n\nParallel efficiency T1 / (2·T2) = {t1 / (2 * t2):.0%}.\n")
+        write_results(f"issue5-sweep-{args.sweep_only}", {"machine": machine, "records": recs}, md)
+        return
 
     np_env_t = np_env(args.threads)
     recs["whiten_once"] = measure("numpy whiten-once", [PY, NP_BENCH, "whiten-once", str(src)], np_env_t,
@@ -516,7 +529,7 @@ def issue5(args, sizes, machine):
     recs["compare_loop"]["pairs_done"] = min(args.compare_pairs, n_pairs)
 
     recs["sweep_w1"] = sweep(1, 1)
-    if args.threads > 1:
+    if args.threads > 1 and args.w1_allcores:
         recs["sweep_w1_allcores"] = sweep(1, args.threads)
     recs["gemm"] = measure("numpy GEMM/SYRK rates", [PY, NP_BENCH, "gemm", str(cfg["n"]), str(cfg["d"]), "40"],
                            np_env_t, args.np_timeout, repeat_below_s=0)
@@ -659,6 +672,8 @@ def main():
     ap.add_argument("--compare-pairs", type=int, default=60)
     ap.add_argument("--sweep-extra", default="", help="extra arguments for `svcca sweep`")
     ap.add_argument("--reingest", action="store_true")
+    ap.add_argument("--w1-allcores", action="store_true", help="issue5: also 1 worker with all cores")
+    ap.add_argument("--sweep-only", metavar="LABEL", help="issue5: only the sweeps (e.g. another build)")
     ap.add_argument("--wait-idle", type=float, default=0.0,
                     help="before each run wait until this fraction of the cores is idle (e.g. 0.8)")
     ap.add_argument("--wait-max", type=int, default=120, help="longest wait for --wait-idle, s")
