@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 ROWS=${1:-200000}; COLS=${2:-512}; SHARD_ROWS=${3:-16384}; IN_FLIGHT=${4:-4}
 
 cargo build --release --quiet -p svcca-storage --example storage_bench
-BENCH=target/release/examples/storage_bench
+BENCH=${CARGO_TARGET_DIR:-target}/release/examples/storage_bench
 work=$(mktemp -d)
 weed_pid=""
 cleanup() { if [ -n "$weed_pid" ]; then kill "$weed_pid" 2>/dev/null || true; wait "$weed_pid" 2>/dev/null || true; fi; rm -rf "$work"; }
