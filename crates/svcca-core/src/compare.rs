@@ -747,3 +747,32 @@ pub fn compare_moments(joint: &JointMoments, opts: &CompareOptions) -> Result<Co
         opts,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_mean_follows_google_sum_threshold() {
+        // Partial sums / total: 0, 0.6, 0.933...; google returns the first i reaching the
+        // threshold and averages s[:i]; none reached -> all.
+        let s = [0.9, 0.5, 0.1];
+        assert!((truncated_mean(&s, 0.98) - 0.5).abs() < 1e-15);
+        assert!((truncated_mean(&s, 0.9) - 0.7).abs() < 1e-15);
+        assert!((truncated_mean(&s, 0.5) - 0.9).abs() < 1e-15);
+        assert_eq!(truncated_mean(&[0.0, 0.0], 0.98), 0.0);
+        assert_eq!(truncated_mean(&[], 0.98), 0.0);
+    }
+
+    #[test]
+    fn linear_cka_of_identical_sides_is_one() {
+        let m = Mat::from_fn(3, 3, |i, j| if i == j { 2.0 + i as f64 } else { 0.5 });
+        let v = linear_cka(m.as_ref(), m.as_ref(), m.as_ref()).unwrap();
+        assert!((v - 1.0).abs() < 1e-15);
+        let z = Mat::<f64>::zeros(3, 3);
+        assert!(matches!(
+            linear_cka(z.as_ref(), m.as_ref(), z.as_ref()),
+            Err(CoreError::ConstantLayer { side: "x", .. })
+        ));
+    }
+}

@@ -222,6 +222,7 @@ pub struct MomentAccumulator {
     /// Reused per chunk so the hot loop does not allocate.
     scratch: Vec<f64>,
     sums: Vec<f64>,
+    chunk_bytes: usize,
 }
 
 impl MomentAccumulator {
@@ -234,6 +235,7 @@ impl MomentAccumulator {
             m_lower: Mat::zeros(d, d),
             scratch: Vec::new(),
             sums: Vec::new(),
+            chunk_bytes: CHUNK_BYTES,
         }
     }
 
@@ -345,7 +347,9 @@ impl MomentAccumulator {
             self.n += rows as u64;
             return Ok(());
         }
-        let chunk = (CHUNK_BYTES / (8 * self.d)).max(MIN_CHUNK_ROWS).min(rows);
+        let chunk = (self.chunk_bytes / (8 * self.d))
+            .max(MIN_CHUNK_ROWS)
+            .min(rows);
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);
@@ -658,5 +662,64 @@ impl JointMoments {
             .submatrix(dx, 0, dy, dx)
             .transpose()
             .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, d: usize) -> Vec<f64> {
+        // Deterministic, correlated, with a large offset to exercise the centring.
+        (0..n * d)
+            .map(|i| {
+                let (r, c) = (i / d, i % d);
+                1e3 + ((r * 7919 + c * 104729) % 1000) as f64 / 100.0 + (r % 13) as f64 * c as f64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunked_push_equals_single_chunk() {
+        let (n, d) = (1000, 5);
+        let x = data(n, d);
+        let mut one = MomentAccumulator::new(d);
+        one.push(RowBlock::f64(&x, n, d).unwrap()).unwrap();
+        let mut many = MomentAccumulator::new(d);
+        many.chunk_bytes = 8 * d; // forces MIN_CHUNK_ROWS-row chunks: 4 chunks
+        many.push(RowBlock::f64(&x, n, d).unwrap()).unwrap();
+        assert_eq!(many.n(), 1000);
+        let (a, b) = (one.comoment(), many.comoment());
+        for i in 0..d {
+            assert!((one.mean()[i] - many.mean()[i]).abs() < 1e-12);
+            for j in 0..d {
+                assert!((a[(i, j)] - b[(i, j)]).abs() <= 1e-12 * a[(i, i)].max(a[(j, j)]));
+                assert_eq!(a[(i, j)], a[(j, i)], "symmetric");
+            }
+        }
+    }
+
+    #[test]
+    fn joint_blocks_are_the_marginals() {
+        let (n, dx, dy) = (300, 3, 2);
+        let x = data(n, dx);
+        let y: Vec<f64> = data(n, dy).iter().map(|v| v * 0.5 - 3.0).collect();
+        let mut j = JointMoments::new(dx, dy);
+        j.push(
+            RowBlock::f64(&x, n, dx).unwrap(),
+            RowBlock::f64(&y, n, dy).unwrap(),
+        )
+        .unwrap();
+        let mut mx = MomentAccumulator::new(dx);
+        mx.push(RowBlock::f64(&x, n, dx).unwrap()).unwrap();
+        let (a, b) = (j.x().comoment(), mx.comoment());
+        for i in 0..dx {
+            for k in 0..dx {
+                assert!((a[(i, k)] - b[(i, k)]).abs() <= 1e-12 * b[(i, i)]);
+            }
+        }
+        assert_eq!(j.cross().nrows(), dx);
+        assert_eq!(j.cross().ncols(), dy);
+        assert_eq!(j.y().dim(), dy);
     }
 }

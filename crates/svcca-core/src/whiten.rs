@@ -759,3 +759,38 @@ fn symmetrise(a: Mat<f64>) -> Mat<f64> {
     let n = a.nrows();
     Mat::from_fn(n, n, |i, j| 0.5 * (a[(i, j)] + a[(j, i)]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_count_rules() {
+        let vals = [6.0, 3.0, 1.0, -1e-17];
+        assert_eq!(keep_count(&vals, KeepRule::VarianceFraction(0.9)), 2);
+        assert_eq!(keep_count(&vals, KeepRule::VarianceFraction(0.5)), 1);
+        assert_eq!(keep_count(&vals, KeepRule::VarianceFraction(1.0)), 3);
+        assert_eq!(keep_count(&vals, KeepRule::Dims(9)), 4);
+        assert_eq!(keep_count(&vals, KeepRule::All), 4);
+    }
+
+    #[test]
+    fn google_inverse_sqrt_inverts_and_cuts_like_pinv() {
+        let a = Mat::from_fn(2, 2, |i, j| if i == j { 4.0 } else { 1.0 });
+        let mut w = Vec::new();
+        let g = google_inv_sqrt(a.as_ref(), &mut w, "x").unwrap();
+        // G A G = I
+        let gag = &g * &a * &g;
+        for i in 0..2 {
+            for j in 0..2 {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((gag[(i, j)] - want).abs() < 1e-14);
+            }
+        }
+        // A singular matrix: the null direction gets 0, not inf or NaN.
+        let s = Mat::from_fn(2, 2, |_, _| 1.0);
+        let g = google_inv_sqrt(s.as_ref(), &mut w, "x").unwrap();
+        assert!(g.col_iter().all(|c| c.iter().all(|v| v.is_finite())));
+        assert!(w.is_empty());
+    }
+}
