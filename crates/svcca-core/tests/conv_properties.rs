@@ -61,6 +61,10 @@ fn all_shifts(data: &[f64], n: usize, h: usize, w: usize, c: usize) -> Vec<f64> 
 }
 
 fn dense_cca(x: &[f64], y: &[f64], n: usize, dx: usize, dy: usize) -> Vec<f64> {
+    dense_cca_mode(x, y, n, dx, dy, Mode::Default)
+}
+
+fn dense_cca_mode(x: &[f64], y: &[f64], n: usize, dx: usize, dy: usize, mode: Mode) -> Vec<f64> {
     let mut joint = JointMoments::new(dx, dy);
     joint
         .push(
@@ -68,9 +72,14 @@ fn dense_cca(x: &[f64], y: &[f64], n: usize, dx: usize, dy: usize) -> Vec<f64> {
             RowBlock::f64(y, n, dy).unwrap(),
         )
         .unwrap();
-    compare_moments(&joint, &CompareOptions::default().with_metric(Metric::Cca))
-        .unwrap()
-        .coefficients
+    compare_moments(
+        &joint,
+        &CompareOptions::default()
+            .with_metric(Metric::Cca)
+            .with_mode(mode),
+    )
+    .unwrap()
+    .coefficients
 }
 
 fn nhwc(x: &[f64], shape: [usize; 4]) -> ConvInput<'_> {
@@ -197,11 +206,16 @@ fn pool_and_fold_match_the_dense_api() {
     for v in x.iter_mut() {
         *v += 3.0;
     }
-    for method in [ConvMethod::Pool, ConvMethod::Fold] {
+    for (method, mode) in [
+        (ConvMethod::Pool, Mode::Default),
+        (ConvMethod::Fold, Mode::Default),
+        (ConvMethod::Pool, Mode::GoogleCompat),
+        (ConvMethod::Fold, Mode::GoogleCompat),
+    ] {
         let conv = compare_conv(
             nhwc(&x, [n, h, w, cx]),
             nhwc(&y, [n, h, w, cy]),
-            &ConvOptions::default().with_method(method),
+            &ConvOptions::default().with_method(method).with_mode(mode),
         )
         .unwrap();
         let dense = match method {
@@ -217,9 +231,9 @@ fn pool_and_fold_match_the_dense_api() {
                     }
                     out
                 };
-                dense_cca(&avg(&x, cx), &avg(&y, cy), n, cx, cy)
+                dense_cca_mode(&avg(&x, cx), &avg(&y, cy), n, cx, cy, mode)
             }
-            _ => dense_cca(&x, &y, n * h * w, cx, cy),
+            _ => dense_cca_mode(&x, &y, n * h * w, cx, cy, mode),
         };
         assert_eq!(conv.coefficients.len(), dense.len());
         for (a, b) in conv.coefficients.iter().zip(&dense) {

@@ -466,6 +466,20 @@ impl ConvMomentAccumulator {
             means,
             comoments,
         } = parts;
+        // A deserialised plan is only trusted if it is the plan its shapes and method give.
+        let mode = if plan.complex64() {
+            crate::whiten::Mode::GoogleCompat
+        } else {
+            crate::whiten::Mode::Default
+        };
+        let options = super::ConvOptions::default()
+            .with_method(plan.method())
+            .with_mode(mode);
+        if ConvPlan::new(plan.x_shape(), plan.y_shape(), &options).as_ref() != Ok(&plan) {
+            return Err(ConvError::IncompatibleMoments {
+                detail: "the plan in the parts is inconsistent with its shapes and method".into(),
+            });
+        }
         let mut acc = Self::for_locations(&plan, &locations)?;
         if acc.locations != locations {
             return Err(ConvError::IncompatibleMoments {
