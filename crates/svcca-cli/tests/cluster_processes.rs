@@ -111,6 +111,7 @@ struct Cluster {
     url: String,
     coordinator: Proc,
     workers: Vec<Proc>,
+    mode: Vec<String>,
 }
 
 /// Heartbeats every 200 ms, a worker is lost after 1 s of silence, a job fails after 3 s with no
@@ -119,7 +120,13 @@ const LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 const GRACE: Duration = Duration::from_secs(3);
 
 impl Cluster {
+    /// A cluster running the scheduler's test job.
     fn start(workers: usize) -> Cluster {
+        Cluster::start_with(workers, &["--test-sum-jobs"])
+    }
+
+    /// A cluster; `mode` is added to the coordinator's and the workers' flags.
+    fn start_with(workers: usize, mode: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -136,8 +143,11 @@ impl Cluster {
                 "1s",
                 "--worker-grace",
                 "3s",
-                "--test-sum-jobs",
-            ],
+            ]
+            .iter()
+            .chain(mode)
+            .copied()
+            .collect::<Vec<_>>(),
         );
         let addr: SocketAddr = listen.parse().expect("addr");
         let deadline = Instant::now() + WAIT_LIMIT;
@@ -154,11 +164,12 @@ impl Cluster {
             url: format!("http://{listen}"),
             coordinator,
             workers: Vec::new(),
+            mode: mode.iter().map(|m| m.to_string()).collect(),
         };
         for _ in 0..workers {
             cluster.add_worker();
         }
-        cluster.wait_for_workers(workers as u64);
+        cluster.wait_for_workers(workers);
         cluster
     }
 
@@ -176,8 +187,11 @@ impl Cluster {
                 &health,
                 "--drain-timeout",
                 "10s",
-                "--test-sum-jobs",
-            ],
+            ]
+            .iter()
+            .copied()
+            .chain(self.mode.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
         );
         self.workers.push(worker);
         index
@@ -268,10 +282,23 @@ impl Cluster {
         }
     }
 
-    fn wait_for_workers(&self, n: u64) {
-        // Workers are counted in job snapshots: submit a one-task probe job and poll it.
-        let probe = self.submit(&SumSpec::new(1));
-        self.poll(&probe, |s| s["workers_alive"] == n, "workers registered");
+    /// Waits until the coordinator has logged `n` registrations in all.
+    fn wait_for_workers(&self, n: usize) {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        while self
+            .coordinator
+            .log_text()
+            .matches("worker registered")
+            .count()
+            < n
+        {
+            assert!(
+                Instant::now() < deadline,
+                "workers never registered; log:\n{}",
+                self.coordinator.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Polls the job's status until `until` holds; returns that status.
@@ -473,4 +500,130 @@ fn exit_codes_tell_fatal_from_retryable() {
     );
     let out = cluster.svcca(&["status", "--coordinator", &nobody]);
     assert_eq!(out.status.code(), Some(11));
+}
+
+/// The digits MLP at its last step (3 seeds × 5 layers), ingested with `svcca ingest` into a
+/// dataset under `dir`; returns the dataset's path.
+fn ingest_digits(dir: &Path) -> PathBuf {
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits");
+    let src = dir.join("src");
+    for seed in 0..3 {
+        for layer in ["h1", "h2", "h3", "h4", "logits"] {
+            let rel = format!("mlp/seed{seed}/step2250/{layer}.npy");
+            let to = src.join(&rel);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(digits.join(&rel), &to).expect("copy fixture");
+        }
+    }
+    let dataset = dir.join("dataset");
+    let out = Command::new(SVCCA)
+        .args([
+            "ingest",
+            src.to_str().expect("utf-8"),
+            dataset.to_str().expect("utf-8"),
+            "--shard-rows",
+            "200",
+        ])
+        .output()
+        .expect("svcca ingest");
+    assert!(
+        out.status.success(),
+        "ingest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dataset
+}
+
+fn real_job(dataset: &Path, output: &Path) -> String {
+    format!(
+        "dataset = {:?}\noutput = {:?}\ncomparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cka\"]\n\
+         [resources]\nrows_per_task = 50\n",
+        dataset.to_str().expect("utf-8"),
+        output.to_str().expect("utf-8"),
+    )
+}
+
+/// The compared pairs of a results folder (what must not depend on workers or kills).
+fn pairs_of(output: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(output.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_slice(&bytes).expect("results JSON");
+    let pairs = results["pairs"].clone();
+    assert!(
+        pairs.as_array().is_some_and(|p| p.len() == 2 * 105),
+        "15 representations, 2 metrics: {pairs}"
+    );
+    pairs
+}
+
+#[test]
+fn a_real_sweep_with_a_worker_killed_mid_job_equals_the_embedded_sweep() {
+    let mut cluster = Cluster::start_with(2, &[]);
+    let dataset = ingest_digits(cluster.dir.path());
+
+    // The clean run: `svcca sweep` (embedded coordinator and workers).
+    let clean_out = cluster.dir.path().join("clean");
+    let clean_job = cluster.dir.path().join("clean.toml");
+    std::fs::write(&clean_job, real_job(&dataset, &clean_out)).expect("job file");
+    let out = cluster.svcca(&[
+        "sweep",
+        clean_job.to_str().expect("utf-8"),
+        "--workers",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "sweep: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clean = pairs_of(&clean_out);
+
+    // The cluster run, one worker SIGKILLed once a few tasks are done.
+    let killed_out = cluster.dir.path().join("killed");
+    let job_file = cluster.dir.path().join("killed.toml");
+    std::fs::write(&job_file, real_job(&dataset, &killed_out)).expect("job file");
+    let out = cluster.svcca(&[
+        "submit",
+        "--coordinator",
+        &cluster.url,
+        job_file.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    let before = cluster.poll(&job, |s| s["done"].as_u64() >= Some(5), "five tasks done");
+    cluster.workers[0].sigkill();
+    let after = cluster.status(&job);
+    for seen in [&before, &after] {
+        let (done, total) = (
+            seen["done"].as_u64().expect("done"),
+            seen["total"].as_u64().expect("total"),
+        );
+        assert!(
+            done > 0 && done < total,
+            "the kill happened mid-job: {seen}"
+        );
+        assert_eq!(seen["state"], "running", "{seen}");
+    }
+    let end = cluster.wait_until_done(&job);
+    assert_eq!(
+        end["state"],
+        "succeeded",
+        "{end}; coordinator log:\n{}",
+        cluster.coordinator.log_text()
+    );
+    assert_eq!(
+        end["workers_alive"], 1,
+        "the coordinator noticed the loss: {end}"
+    );
+    assert_eq!(
+        pairs_of(&killed_out),
+        clean,
+        "the same numbers as the clean embedded run"
+    );
 }

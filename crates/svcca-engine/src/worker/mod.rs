@@ -145,6 +145,11 @@ impl Worker {
                 message: e.to_string(),
             })?
             .connect_timeout(Duration::from_secs(5))
+            // A connection that dies silently (a partition, a node gone) is noticed within
+            // seconds rather than when the kernel gives up on TCP.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         // Lazy: the coordinator may not be up yet; every call (re)connects as needed.
         let client = CoordinatorClient::new(endpoint.connect_lazy());
@@ -304,10 +309,11 @@ async fn heartbeat_loop(
             continue;
         };
         let lease_ids: Vec<String> = lock(&shared.held).iter().cloned().collect();
-        let request = v1::HeartbeatRequest {
+        let mut request = tonic::Request::new(v1::HeartbeatRequest {
             worker_id: worker_id.clone(),
             lease_ids,
-        };
+        });
+        request.set_timeout((period * 3).max(Duration::from_secs(5)));
         match shared.client.clone().heartbeat(request).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::NotFound => {
@@ -345,10 +351,13 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
             id = ids.wait_for(Option::is_some) => match id { Ok(id) => id.clone().unwrap_or_default(), Err(_) => return },
             _ = draining.wait_for(|d| *d) => return,
         };
-        let request = v1::LeaseTaskRequest {
+        let mut request = tonic::Request::new(v1::LeaseTaskRequest {
             worker_id: worker_id.clone(),
             wait_ms: u64::try_from(shared.lease_wait.as_millis()).unwrap_or(u64::MAX),
-        };
+        });
+        // Well past the long poll. Should a granted lease's reply be lost this way, the
+        // heartbeat's lease list gets it re-queued.
+        request.set_timeout(shared.lease_wait + Duration::from_secs(30));
         let mut client = shared.client.clone();
         let leased = tokio::select! {
             leased = client.lease_task(request) => leased,
