@@ -116,8 +116,7 @@ fn image_entrypoint() -> Vec<String> {
     let line = text
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("ENTRYPOINT"))
-        .last()
+        .rfind(|l| l.starts_with("ENTRYPOINT"))
         .expect("deploy/Dockerfile sets an ENTRYPOINT");
     serde_json::from_str(line["ENTRYPOINT".len()..].trim())
         .expect("ENTRYPOINT is in exec form (a JSON array)")
