@@ -21,16 +21,26 @@ pub struct Failure {
 
 impl Failure {
     pub fn fatal(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true }
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     pub fn report(&self) -> ExitCode {
         eprintln!("error: {}", self.message);
-        ExitCode::from(if self.retryable { RETRYABLE } else { NON_RETRYABLE })
+        ExitCode::from(if self.retryable {
+            RETRYABLE
+        } else {
+            NON_RETRYABLE
+        })
     }
 }
 

@@ -21,7 +21,9 @@ pub enum LogFormat {
 pub fn init(args: &LogArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // Colour codes in redirected logs are noise for log collectors.
     let ansi = std::io::stderr().is_terminal();
     match args.log_format {

@@ -62,24 +62,34 @@ enum Reader {
 
 impl Source {
     /// Opens `spec`: a selector when it looks like one, else a `.npy` path.
-    pub fn open(spec: &str, neurons_first: bool, runtime: &tokio::runtime::Runtime) -> Result<Source, Failure> {
+    pub fn open(
+        spec: &str,
+        neurons_first: bool,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Source, Failure> {
         if Selector::looks_like_selector(spec) {
             if neurons_first {
                 return Err(Failure::fatal(format!(
                     "{spec}: --neurons-first applies to .npy files only; dataset representations are always stored datapoints first"
                 )));
             }
-            return runtime.block_on(DatasetReader::open(spec)).map(|(shape, reader)| Source {
-                name: spec.to_string(),
-                shape,
-                reader: Reader::Dataset(reader),
-            });
+            return runtime
+                .block_on(DatasetReader::open(spec))
+                .map(|(shape, reader)| Source {
+                    name: spec.to_string(),
+                    shape,
+                    reader: Reader::Dataset(reader),
+                });
         }
         let path = PathBuf::from(spec);
         if neurons_first {
             let reader = NeuronsFirstReader::open(&path)?;
             let shape = vec![reader.datapoints, reader.neurons];
-            return Ok(Source { name: spec.to_string(), shape, reader: Reader::NeuronsFirst(reader) });
+            return Ok(Source {
+                name: spec.to_string(),
+                shape,
+                reader: Reader::NeuronsFirst(reader),
+            });
         }
         let file = NpyFile::open(&path).map_err(|e| Failure::fatal(e.to_string()))?;
         let shape = file.shape().to_vec();
@@ -88,7 +98,11 @@ impl Source {
             Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
             Dtype::F64 => Reader::NpyF64(file.blocks_f64(1)),
         };
-        Ok(Source { name: spec.to_string(), shape, reader })
+        Ok(Source {
+            name: spec.to_string(),
+            shape,
+            reader,
+        })
     }
 
     pub fn datapoints(&self) -> usize {
@@ -101,11 +115,19 @@ impl Source {
     }
 
     /// The next `rows` datapoints (fewer at the end; `None` when exhausted).
-    pub fn next(&mut self, rows: usize, runtime: &tokio::runtime::Runtime) -> Result<Option<Block>, Failure> {
+    pub fn next(
+        &mut self,
+        rows: usize,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Option<Block>, Failure> {
         let fatal = |e: svcca_storage::npy::NpyError| Failure::fatal(e.to_string());
         match &mut self.reader {
-            Reader::NpyF32(blocks) => Ok(read_exact_rows(blocks, rows).map_err(fatal)?.map(Block::F32)),
-            Reader::NpyF64(blocks) => Ok(read_exact_rows(blocks, rows).map_err(fatal)?.map(Block::F64)),
+            Reader::NpyF32(blocks) => Ok(read_exact_rows(blocks, rows)
+                .map_err(fatal)?
+                .map(Block::F32)),
+            Reader::NpyF64(blocks) => Ok(read_exact_rows(blocks, rows)
+                .map_err(fatal)?
+                .map(Block::F64)),
             Reader::NeuronsFirst(r) => r.next(rows),
             Reader::Dataset(r) => runtime.block_on(r.next(rows)),
         }
@@ -137,12 +159,23 @@ impl NeuronsFirstReader {
     fn open(path: &Path) -> Result<Self, Failure> {
         let file = NpyFile::open(path).map_err(|e| Failure::fatal(e.to_string()))?;
         file.expect_rank(&[2]).map_err(|e| {
-            Failure::fatal(format!("{e} (--neurons-first reads [neurons, datapoints] matrices)"))
+            Failure::fatal(format!(
+                "{e} (--neurons-first reads [neurons, datapoints] matrices)"
+            ))
         })?;
         let header = file.header().clone();
         let (neurons, datapoints) = (header.shape[0], header.shape[1]);
-        let raw = File::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?;
-        Ok(NeuronsFirstReader { path: path.into(), file: raw, header, neurons, datapoints, next: 0, bytes: Vec::new() })
+        let raw = File::open(path)
+            .map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?;
+        Ok(NeuronsFirstReader {
+            path: path.into(),
+            file: raw,
+            header,
+            neurons,
+            datapoints,
+            next: 0,
+            bytes: Vec::new(),
+        })
     }
 
     fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
@@ -160,19 +193,27 @@ impl NeuronsFirstReader {
             Dtype::F64 => out_f64.resize(rows * self.neurons, 0f64),
         }
         for neuron in 0..self.neurons {
-            let offset = self.header.data_offset + ((neuron * self.datapoints + self.next) * size) as u64;
-            self.file.read_exact_at(&mut self.bytes, offset).map_err(|e| {
-                Failure::fatal(format!("cannot read {} at neuron {neuron}: {e}", self.path.display()))
-            })?;
+            let offset =
+                self.header.data_offset + ((neuron * self.datapoints + self.next) * size) as u64;
+            self.file
+                .read_exact_at(&mut self.bytes, offset)
+                .map_err(|e| {
+                    Failure::fatal(format!(
+                        "cannot read {} at neuron {neuron}: {e}",
+                        self.path.display()
+                    ))
+                })?;
             match self.header.dtype {
                 Dtype::F32 => {
                     for (r, chunk) in self.bytes.chunks_exact(4).enumerate() {
-                        out_f32[r * self.neurons + neuron] = f32::from_le_bytes(chunk.try_into().unwrap());
+                        out_f32[r * self.neurons + neuron] =
+                            f32::from_le_bytes(chunk.try_into().unwrap());
                     }
                 }
                 Dtype::F64 => {
                     for (r, chunk) in self.bytes.chunks_exact(8).enumerate() {
-                        out_f64[r * self.neurons + neuron] = f64::from_le_bytes(chunk.try_into().unwrap());
+                        out_f64[r * self.neurons + neuron] =
+                            f64::from_le_bytes(chunk.try_into().unwrap());
                     }
                 }
             }
@@ -195,11 +236,16 @@ struct DatasetReader {
 impl DatasetReader {
     async fn open(spec: &str) -> Result<(Vec<usize>, DatasetReader), Failure> {
         let selector = Selector::parse(spec).map_err(storage_failure)?;
-        let dataset =
-            Dataset::open(&selector.dataset_url, ReadOptions::default()).await.map_err(storage_failure)?;
+        let dataset = Dataset::open(&selector.dataset_url, ReadOptions::default())
+            .await
+            .map_err(storage_failure)?;
         let rep = dataset.resolve(&selector).map_err(storage_failure)?.clone();
         let stream = dataset.row_blocks(&rep, 0..rep.rows());
-        let reader = DatasetReader { stream, pending: None, row_len: rep.row_len() };
+        let reader = DatasetReader {
+            stream,
+            pending: None,
+            row_len: rep.row_len(),
+        };
         Ok((rep.shape.clone(), reader))
     }
 
@@ -227,5 +273,9 @@ impl DatasetReader {
 
 /// Storage errors are retryable when the store, not the data, failed.
 pub fn storage_failure(e: StorageError) -> Failure {
-    if e.is_retryable() { Failure::retryable(e.to_string()) } else { Failure::fatal(e.to_string()) }
+    if e.is_retryable() {
+        Failure::retryable(e.to_string())
+    } else {
+        Failure::fatal(e.to_string())
+    }
 }

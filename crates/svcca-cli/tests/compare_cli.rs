@@ -12,7 +12,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn digits(rel: &str) -> String {
-    fixtures().join("digits").join(rel).to_string_lossy().into_owned()
+    fixtures()
+        .join("digits")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn svcca(args: &[&str]) -> Output {
@@ -36,18 +40,32 @@ fn json_of(args: &[&str]) -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("an array").iter().map(|x| x.as_f64().expect("a number")).collect()
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
 }
 
 /// Fails with the exit code for bad input and a message containing every `needle`.
 fn fails_with(args: &[&str], needles: &[&str]) {
     let out = svcca(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(10), "svcca {args:?}: expected exit 10, stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "svcca {args:?}: expected exit 10, stderr: {stderr}"
+    );
     for needle in needles {
-        assert!(stderr.contains(needle), "svcca {args:?}: {needle:?} missing from: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "svcca {args:?}: {needle:?} missing from: {stderr}"
+        );
     }
-    assert!(!stderr.contains("panicked"), "svcca {args:?} panicked: {stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "svcca {args:?} panicked: {stderr}"
+    );
 }
 
 #[test]
@@ -59,7 +77,10 @@ fn real_layers_in_both_modes_agree_where_they_must() {
         let google = json_of(&["compare", &x, &y, "--metric", metric, "--google-compat"]);
         assert_eq!(default["metric"], metric);
         assert_eq!(google["metric"], metric);
-        let (cd, cg) = (floats(&default["coefficients"]), floats(&google["coefficients"]));
+        let (cd, cg) = (
+            floats(&default["coefficients"]),
+            floats(&google["coefficients"]),
+        );
         // Both modes keep directions by the same eigenvalues: same dims, hence as many
         // coefficients. The google ridge (1e-10 of the largest covariance entry) moves them only
         // slightly on these well-conditioned layers.
@@ -69,16 +90,31 @@ fn real_layers_in_both_modes_agree_where_they_must() {
         for (a, b) in cd.iter().zip(&cg) {
             assert!((a - b).abs() < 1e-5, "{metric}: default {a} vs google {b}");
         }
-        assert!(cd.windows(2).all(|w| w[0] >= w[1]), "{metric}: coefficients descend");
-        assert!(cd.iter().all(|c| (0.0..=1.0 + 1e-12).contains(c)), "{metric}: coefficients in [0, 1]");
+        assert!(
+            cd.windows(2).all(|w| w[0] >= w[1]),
+            "{metric}: coefficients descend"
+        );
+        assert!(
+            cd.iter().all(|c| (0.0..=1.0 + 1e-12).contains(c)),
+            "{metric}: coefficients in [0, 1]"
+        );
         let mean: f64 = cd.iter().sum::<f64>() / cd.len() as f64;
-        assert!((default["mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{metric}: mean is the mean of all");
-        assert!(default["google_mean"].as_f64().is_some(), "{metric}: google_mean reported");
+        assert!(
+            (default["mean"].as_f64().unwrap() - mean).abs() < 1e-12,
+            "{metric}: mean is the mean of all"
+        );
+        assert!(
+            default["google_mean"].as_f64().is_some(),
+            "{metric}: google_mean reported"
+        );
     }
     // SVCCA at 99% variance keeps fewer directions than the 128 neurons of h1.
     let svcca = json_of(&["compare", &x, &y]);
     let kept = svcca["dims_x"].as_u64().unwrap();
-    assert!(kept > 5 && kept < 128, "SVCCA kept {kept} of 128 directions");
+    assert!(
+        kept > 5 && kept < 128,
+        "SVCCA kept {kept} of 128 directions"
+    );
 }
 
 #[test]
@@ -89,8 +125,17 @@ fn neurons_first_reproduces_golden_and_matches_datapoints_first() {
     let a1 = case.join("acts1.npy").to_string_lossy().into_owned();
     let a2 = case.join("acts2.npy").to_string_lossy().into_owned();
     let got = json_of(&[
-        "compare", &a1, &a2, "--neurons-first", "--google-compat", "--metric", "cca", "--epsilon", "1e-10",
-        "--block-rows", "333",
+        "compare",
+        &a1,
+        &a2,
+        "--neurons-first",
+        "--google-compat",
+        "--metric",
+        "cca",
+        "--epsilon",
+        "1e-10",
+        "--block-rows",
+        "333",
     ]);
     let want = floats(&expected["result"]["cca_coef1"]);
     let have = floats(&got["coefficients"]);
@@ -117,9 +162,21 @@ fn neurons_first_reproduces_golden_and_matches_datapoints_first() {
         path.to_string_lossy().into_owned()
     };
     let (t1, t2) = (transposed(&a1, "t1.npy"), transposed(&a2, "t2.npy"));
-    let again = json_of(&["compare", &t1, &t2, "--google-compat", "--metric", "cca", "--epsilon", "1e-10"]);
+    let again = json_of(&[
+        "compare",
+        &t1,
+        &t2,
+        "--google-compat",
+        "--metric",
+        "cca",
+        "--epsilon",
+        "1e-10",
+    ]);
     for (a, b) in floats(&again["coefficients"]).iter().zip(&have) {
-        assert!((a - b).abs() < 1e-12, "datapoints-first {a} vs neurons-first {b}");
+        assert!(
+            (a - b).abs() < 1e-12,
+            "datapoints-first {a} vs neurons-first {b}"
+        );
     }
 }
 
@@ -129,15 +186,35 @@ fn every_metric_prints_the_documented_fields() {
     let y = digits("mlp/seed2/step2250/h3.npy");
     for metric in ["svcca", "cca", "pwcca", "cka"] {
         let v = json_of(&["compare", &x, &y, "--metric", metric]);
-        for field in ["metric", "mean", "coefficients", "google_mean", "dims_x", "dims_y", "dropped_x", "dropped_y", "warnings", "definition"] {
-            assert!(v.get(field).is_some(), "{metric}: field {field} missing from {v}");
+        for field in [
+            "metric",
+            "mean",
+            "coefficients",
+            "google_mean",
+            "dims_x",
+            "dims_y",
+            "dropped_x",
+            "dropped_y",
+            "warnings",
+            "definition",
+        ] {
+            assert!(
+                v.get(field).is_some(),
+                "{metric}: field {field} missing from {v}"
+            );
         }
         let mean = v["mean"].as_f64().unwrap();
-        assert!(mean.is_finite() && mean > 0.0 && mean <= 1.0, "{metric}: mean {mean}");
+        assert!(
+            mean.is_finite() && mean > 0.0 && mean <= 1.0,
+            "{metric}: mean {mean}"
+        );
     }
     let pwcca = json_of(&["compare", &x, &y, "--metric", "pwcca"]);
     let w = floats(&pwcca["weights"]);
-    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9, "pwcca weights sum to 1");
+    assert!(
+        (w.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+        "pwcca weights sum to 1"
+    );
 }
 
 #[test]
@@ -147,8 +224,17 @@ fn table_output_names_the_definition() {
     let out = svcca(&["compare", &x, &y]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["metric       svcca", "mean ", "google mean", "dims ", "coefficients"] {
-        assert!(text.contains(needle), "{needle:?} missing from the table:\n{text}");
+    for needle in [
+        "metric       svcca",
+        "mean ",
+        "google mean",
+        "dims ",
+        "coefficients",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing from the table:\n{text}"
+        );
     }
 }
 
@@ -157,10 +243,17 @@ fn conv_layers_with_all_three_methods_and_both_layouts() {
     let c1 = digits("conv/seed0/step1500/conv1.npy");
     let c2 = digits("conv/seed1/step1500/conv2.npy");
     let dft = json_of(&["compare", &c1, &c2, "--conv", "dft", "--metric", "cca"]);
-    let freqs = dft["frequencies"].as_array().expect("dft lists frequencies");
+    let freqs = dft["frequencies"]
+        .as_array()
+        .expect("dft lists frequencies");
     assert_eq!(freqs.len(), 64, "8 x 8 grid");
     for f in freqs {
-        assert!(f.get("i").is_some() && f.get("j").is_some() && f.get("coefficients").is_some() && f.get("mean").is_some());
+        assert!(
+            f.get("i").is_some()
+                && f.get("j").is_some()
+                && f.get("coefficients").is_some()
+                && f.get("mean").is_some()
+        );
     }
     for method in ["fold", "pool"] {
         let v = json_of(&["compare", &c1, &c2, "--conv", method, "--metric", "cca"]);
@@ -178,7 +271,8 @@ fn conv_layers_with_all_three_methods_and_both_layouts() {
             for y in 0..h {
                 for x in 0..w {
                     for ch in 0..c {
-                        t[((i * c + ch) * h + y) * w + x] = arr.data[((i * h + y) * w + x) * c + ch];
+                        t[((i * c + ch) * h + y) * w + x] =
+                            arr.data[((i * h + y) * w + x) * c + ch];
                     }
                 }
             }
@@ -188,7 +282,9 @@ fn conv_layers_with_all_three_methods_and_both_layouts() {
         path.to_string_lossy().into_owned()
     };
     let (n1, n2) = (to_nchw(&c1, "c1.npy"), to_nchw(&c2, "c2.npy"));
-    let nchw = json_of(&["compare", &n1, &n2, "--conv", "dft", "--metric", "cca", "--nchw"]);
+    let nchw = json_of(&[
+        "compare", &n1, &n2, "--conv", "dft", "--metric", "cca", "--nchw",
+    ]);
     assert!((nchw["mean"].as_f64().unwrap() - dft["mean"].as_f64().unwrap()).abs() < 1e-9);
 }
 
@@ -202,25 +298,40 @@ fn bad_inputs_get_clear_errors_naming_the_file() {
     let mut data: Vec<f32> = read_f32(&good).unwrap().data;
     data[5 * 64 + 7] = f32::NAN;
     write_npy(p("nan.npy"), &[597, 64], &data).unwrap();
-    fails_with(&["compare", &p("nan.npy"), &good], &["nan.npy", "datapoint 5", "7"]);
+    fails_with(
+        &["compare", &p("nan.npy"), &good],
+        &["nan.npy", "datapoint 5", "7"],
+    );
 
     // Different datapoint counts.
     let short: Vec<f32> = read_f32(&good).unwrap().data[..500 * 64].to_vec();
     write_npy(p("short.npy"), &[500, 64], &short).unwrap();
-    fails_with(&["compare", &p("short.npy"), &good], &["short.npy", "500", "597"]);
+    fails_with(
+        &["compare", &p("short.npy"), &good],
+        &["short.npy", "500", "597"],
+    );
 
     // Wrong rank for a dense comparison, and a conv method on dense data.
     write_npy(p("rank3.npy"), &[597, 8, 8], &vec![0.5f32; 597 * 64]).unwrap();
-    fails_with(&["compare", &p("rank3.npy"), &good], &["rank3.npy", "[597, 8, 8]"]);
+    fails_with(
+        &["compare", &p("rank3.npy"), &good],
+        &["rank3.npy", "[597, 8, 8]"],
+    );
     fails_with(&["compare", &good, &good, "--conv", "dft"], &["4-D"]);
 
     // Unsupported dtype: the int64 labels.
-    fails_with(&["compare", &digits("probe_y.npy"), &good], &["probe_y.npy", "dtype"]);
+    fails_with(
+        &["compare", &digits("probe_y.npy"), &good],
+        &["probe_y.npy", "dtype"],
+    );
 
     // Truncated file.
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(p("trunc.npy"), &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(&["compare", &p("trunc.npy"), &good], &["trunc.npy", "truncated"]);
+    fails_with(
+        &["compare", &p("trunc.npy"), &good],
+        &["trunc.npy", "truncated"],
+    );
 
     // Corrupt header.
     std::fs::write(p("junk.npy"), b"this is not numpy").unwrap();
@@ -229,18 +340,30 @@ fn bad_inputs_get_clear_errors_naming_the_file() {
     // Fortran order.
     let mut fortran = bytes.clone();
     let (from, to) = (b"'fortran_order': False", b"'fortran_order': True ");
-    let at = fortran.windows(from.len()).position(|w| w == from).expect("a C-order header");
+    let at = fortran
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("a C-order header");
     fortran[at..at + to.len()].copy_from_slice(to);
     std::fs::write(p("fortran.npy"), &fortran).unwrap();
-    fails_with(&["compare", &p("fortran.npy"), &good], &["fortran.npy", "Fortran"]);
+    fails_with(
+        &["compare", &p("fortran.npy"), &good],
+        &["fortran.npy", "Fortran"],
+    );
 
     // Empty array.
     write_npy(p("empty.npy"), &[0, 64], &Vec::<f32>::new()).unwrap();
-    fails_with(&["compare", &p("empty.npy"), &p("empty.npy")], &["empty.npy"]);
+    fails_with(
+        &["compare", &p("empty.npy"), &p("empty.npy")],
+        &["empty.npy"],
+    );
 
     // An all-constant layer.
     write_npy(p("const.npy"), &[597, 64], &vec![3.0f32; 597 * 64]).unwrap();
-    fails_with(&["compare", &p("const.npy"), &good, "--metric", "cca"], &["constant"]);
+    fails_with(
+        &["compare", &p("const.npy"), &good, "--metric", "cca"],
+        &["constant"],
+    );
 
     // Missing file.
     fails_with(&["compare", &p("missing.npy"), &good], &["missing.npy"]);
@@ -255,7 +378,17 @@ fn as_many_dims_as_datapoints_is_refused_unless_opted_in() {
     let g4 = read_f32(digits("mlp/seed1/step2250/h4.npy")).unwrap().data;
     write_npy(p("a.npy"), &[40, 64], &h4[..40 * 64]).unwrap();
     write_npy(p("b.npy"), &[40, 64], &g4[..40 * 64]).unwrap();
-    fails_with(&["compare", &p("a.npy"), &p("b.npy"), "--metric", "cca"], &["trivially 1", "datapoints"]);
-    let forced = json_of(&["compare", &p("a.npy"), &p("b.npy"), "--metric", "cca", "--allow-trivial"]);
+    fails_with(
+        &["compare", &p("a.npy"), &p("b.npy"), "--metric", "cca"],
+        &["trivially 1", "datapoints"],
+    );
+    let forced = json_of(&[
+        "compare",
+        &p("a.npy"),
+        &p("b.npy"),
+        "--metric",
+        "cca",
+        "--allow-trivial",
+    ]);
     assert!(forced["mean"].as_f64().unwrap().is_finite());
 }

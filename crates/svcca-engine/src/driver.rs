@@ -70,7 +70,11 @@ pub trait JobDriver: Send {
     fn take_ready(&mut self) -> BoxFuture<'_, Result<Vec<TaskSpec>, TaskFailure>>;
 
     /// A task finished. May make more tasks ready.
-    fn complete(&mut self, task_id: String, output: TaskOutput) -> BoxFuture<'_, Result<(), TaskFailure>>;
+    fn complete(
+        &mut self,
+        task_id: String,
+        output: TaskOutput,
+    ) -> BoxFuture<'_, Result<(), TaskFailure>>;
 
     /// True once every task is complete and nothing more will become ready.
     fn all_done(&self) -> bool;
@@ -89,5 +93,8 @@ pub trait TaskExecutor: Send + Sync + 'static {
 /// Builds a driver for a submitted job. The job spec crosses gRPC as TOML text (the same text a
 /// user writes in `JOB.toml`), so the coordinator needs no knowledge of its fields.
 pub trait JobDriverFactory: Send + Sync + 'static {
-    fn create(&self, job_spec_toml: String) -> BoxFuture<'static, Result<Box<dyn JobDriver>, TaskFailure>>;
+    fn create(
+        &self,
+        job_spec_toml: String,
+    ) -> BoxFuture<'static, Result<Box<dyn JobDriver>, TaskFailure>>;
 }

@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 use clap::ValueEnum;
 use serde_json::json;
-use svcca_core::conv::{ConvComparison, ConvError, ConvMethod, ConvMomentAccumulator, ConvOptions, ConvPlan, Layout, SpatialShape};
+use svcca_core::conv::{
+    ConvComparison, ConvError, ConvMethod, ConvMomentAccumulator, ConvOptions, ConvPlan, Layout,
+    SpatialShape,
+};
 use svcca_core::{CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode};
 
 use crate::exit::{CmdResult, Failure};
@@ -106,7 +109,11 @@ impl From<ConvArg> for ConvMethod {
 
 impl CompareArgs {
     fn mode(&self) -> Mode {
-        if self.google_compat { Mode::GoogleCompat } else { Mode::Default }
+        if self.google_compat {
+            Mode::GoogleCompat
+        } else {
+            Mode::Default
+        }
     }
 
     fn keep(&self) -> KeepRule {
@@ -176,7 +183,11 @@ pub fn run(args: CompareArgs) -> CmdResult {
             x.datapoints(),
             y.name,
             y.datapoints(),
-            if args.neurons_first { "" } else { " (if your files are [neurons, datapoints], pass --neurons-first)" }
+            if args.neurons_first {
+                ""
+            } else {
+                " (if your files are [neurons, datapoints], pass --neurons-first)"
+            }
         )));
     }
     let output = match args.conv {
@@ -192,13 +203,25 @@ pub fn run(args: CompareArgs) -> CmdResult {
             }
             let opts = args.compare_options();
             let result = compare_dense(&mut x, &mut y, &opts, args.block_rows, &runtime)?;
-            if args.json { dense_json(&x, &y, &result) } else { dense_table(&x, &y, &result) }
+            if args.json {
+                dense_json(&x, &y, &result)
+            } else {
+                dense_table(&x, &y, &result)
+            }
         }
         Some(method) => {
             let opts = args.conv_options(method.into())?;
-            let layout = if args.nchw { Layout::Nchw } else { Layout::Nhwc };
+            let layout = if args.nchw {
+                Layout::Nchw
+            } else {
+                Layout::Nhwc
+            };
             let result = compare_conv(&mut x, &mut y, &opts, layout, args.block_rows, &runtime)?;
-            if args.json { conv_json(&x, &y, args.metric, &result) } else { conv_table(&x, &y, args.metric, &result) }
+            if args.json {
+                conv_json(&x, &y, args.metric, &result)
+            } else {
+                conv_table(&x, &y, args.metric, &result)
+            }
         }
     };
     println!("{output}");
@@ -225,7 +248,12 @@ fn compare_dense(
                     .map_err(|e| core_failure(e, x, y))?;
             }
             (None, None) => break,
-            _ => return Err(Failure::fatal(format!("{} and {} ended at different datapoints", x.name, y.name))),
+            _ => {
+                return Err(Failure::fatal(format!(
+                    "{} and {} ended at different datapoints",
+                    x.name, y.name
+                )));
+            }
         }
     }
     svcca_core::compare_moments(&joint, opts).map_err(|e| core_failure(e, x, y))
@@ -244,7 +272,9 @@ fn compare_conv(
             return Err(Failure::fatal(format!(
                 "{}: {}",
                 s.name,
-                ConvError::NotFourD { shape: s.shape.clone() }
+                ConvError::NotFourD {
+                    shape: s.shape.clone()
+                }
             )));
         }
     }
@@ -268,7 +298,12 @@ fn compare_conv(
                 acc.push(ix, iy).map_err(|e| conv_failure(e, x, y))?;
             }
             (None, None) => break,
-            _ => return Err(Failure::fatal(format!("{} and {} ended at different images", x.name, y.name))),
+            _ => {
+                return Err(Failure::fatal(format!(
+                    "{} and {} ended at different images",
+                    x.name, y.name
+                )));
+            }
         }
     }
     acc.compare(opts).map_err(|e| conv_failure(e, x, y))
@@ -285,7 +320,12 @@ fn block_len(b: &crate::source::Block) -> usize {
 fn core_failure(e: CoreError, x: &Source, y: &Source) -> Failure {
     let names = format!("(x = {}, y = {})", x.name, y.name);
     match &e {
-        CoreError::NonFinite { input, row, column, value } => {
+        CoreError::NonFinite {
+            input,
+            row,
+            column,
+            value,
+        } => {
             let name = if *input == 0 { &x.name } else { &y.name };
             Failure::fatal(format!(
                 "{name}: non-finite value {value} at datapoint {row}, neuron {column}; NaN or infinite \
@@ -301,7 +341,11 @@ fn conv_failure(e: ConvError, x: &Source, y: &Source) -> Failure {
 }
 
 fn shape_text(s: &Source) -> String {
-    s.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
+    s.shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" x ")
 }
 
 fn dense_json(x: &Source, y: &Source, r: &Comparison) -> String {
@@ -328,11 +372,20 @@ fn dense_json(x: &Source, y: &Source, r: &Comparison) -> String {
 
 fn list_preview(values: &[f64]) -> String {
     const SHOW: usize = 8;
-    let fmt = |v: &[f64]| v.iter().map(|c| format!("{c:.4}")).collect::<Vec<_>>().join(" ");
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|c| format!("{c:.4}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     if values.len() <= 2 * SHOW {
         fmt(values)
     } else {
-        format!("{} ... {}", fmt(&values[..SHOW]), fmt(&values[values.len() - SHOW..]))
+        format!(
+            "{} ... {}",
+            fmt(&values[..SHOW]),
+            fmt(&values[values.len() - SHOW..])
+        )
     }
 }
 
@@ -354,7 +407,11 @@ fn dense_table(x: &Source, y: &Source, r: &Comparison) -> String {
     if let Some(g) = r.google_mean {
         let _ = writeln!(out, "google mean  {g:.6}  (google/svcca's truncated mean)");
     }
-    let _ = writeln!(out, "dims         x: {}   y: {}   over {} datapoints", r.dims_x, r.dims_y, r.n_datapoints);
+    let _ = writeln!(
+        out,
+        "dims         x: {}   y: {}   over {} datapoints",
+        r.dims_x, r.dims_y, r.n_datapoints
+    );
     let _ = writeln!(
         out,
         "dropped      x: {}   y: {}",
@@ -387,16 +444,41 @@ fn conv_table(x: &Source, y: &Source, metric: MetricArg, r: &ConvComparison) -> 
     let mut out = String::new();
     let _ = writeln!(out, "x            {} [{}]", x.name, shape_text(x));
     let _ = writeln!(out, "y            {} [{}]", y.name, shape_text(y));
-    let _ = writeln!(out, "metric       {} (conv {}, {} mode)", Metric::from(metric), r.method, r.mode);
-    let _ = writeln!(out, "mean         {:.6}  (mean of all coefficients)", r.mean);
+    let _ = writeln!(
+        out,
+        "metric       {} (conv {}, {} mode)",
+        Metric::from(metric),
+        r.method,
+        r.mode
+    );
+    let _ = writeln!(
+        out,
+        "mean         {:.6}  (mean of all coefficients)",
+        r.mean
+    );
     let _ = writeln!(out, "             {}", r.definition);
     if r.method == ConvMethod::Dft {
-        let _ = writeln!(out, "mean of per-frequency means {:.6}", r.mean_of_frequency_means);
-        let _ = writeln!(out, "grid         {} x {}{}", r.grid[0], r.grid[1], if r.cropped { " (cropped to the smaller layer)" } else { "" });
+        let _ = writeln!(
+            out,
+            "mean of per-frequency means {:.6}",
+            r.mean_of_frequency_means
+        );
+        let _ = writeln!(
+            out,
+            "grid         {} x {}{}",
+            r.grid[0],
+            r.grid[1],
+            if r.cropped {
+                " (cropped to the smaller layer)"
+            } else {
+                ""
+            }
+        );
         let _ = writeln!(out, "per-frequency means (rows i, columns j):");
         for i in 0..r.grid[0] {
-            let row: Vec<String> =
-                (0..r.grid[1]).map(|j| format!("{:.3}", r.mean_grid[i * r.grid[1] + j])).collect();
+            let row: Vec<String> = (0..r.grid[1])
+                .map(|j| format!("{:.3}", r.mean_grid[i * r.grid[1] + j]))
+                .collect();
             let _ = writeln!(out, "  {}", row.join(" "));
         }
     }
