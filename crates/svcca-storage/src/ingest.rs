@@ -168,6 +168,22 @@ struct Planned {
 
 /// Runs an ingest. See the module docs for the steps and guarantees.
 pub async fn ingest(config: IngestConfig) -> Result<IngestReport, StorageError> {
+    ingest_inner(config, None).await
+}
+
+/// As [`ingest`], into an already resolved location (a wrapped or custom store); `dest_url`
+/// only names it in messages.
+pub async fn ingest_into(
+    location: Location,
+    config: IngestConfig,
+) -> Result<IngestReport, StorageError> {
+    ingest_inner(config, Some(location)).await
+}
+
+async fn ingest_inner(
+    config: IngestConfig,
+    location: Option<Location>,
+) -> Result<IngestReport, StorageError> {
     let template = Template::parse(&config.pattern)?;
     let env = config.env.clone().unwrap_or_else(Env::from_process);
 
@@ -188,7 +204,9 @@ pub async fn ingest(config: IngestConfig) -> Result<IngestReport, StorageError> 
     let listed = tokio::task::spawn_blocking(move || {
         files
             .into_iter()
-            .map(|(relative, path, kind, caps)| Ok((relative, list_arrays(&path, kind)?, path, caps)))
+            .map(|(relative, path, kind, caps)| {
+                Ok((relative, list_arrays(&path, kind)?, path, caps))
+            })
             .collect::<Result<Vec<_>, StorageError>>()
     })
     .await
@@ -267,7 +285,10 @@ pub async fn ingest(config: IngestConfig) -> Result<IngestReport, StorageError> 
         }
     }
 
-    let location = crate::store::resolve_for_write(&config.dest_url, &env)?;
+    let location = match location {
+        Some(l) => l,
+        None => crate::store::resolve_for_write(&config.dest_url, &env)?,
+    };
     let existing = match get_with_retry(
         &location,
         MANIFEST_NAME,
@@ -512,13 +533,18 @@ fn walk(src: &Path, template: &Template) -> Result<WalkResult, StorageError> {
                 source,
             })?;
             let path = entry.path();
-            let ft = std::fs::metadata(&path).map_err(|source| StorageError::SourceIo {
+            let ft = entry.file_type().map_err(|source| StorageError::SourceIo {
                 path: path.clone(),
                 source,
             })?;
             if ft.is_dir() {
                 stack.push(path);
             } else if let Some(kind) = FileKind::from_path(&path) {
+                // Symlinked files are followed; symlinked directories are not (no cycles).
+                if ft.is_symlink() && !path.is_file() {
+                    tracing::warn!(path = %path.display(), "skipping a symlink that is not a file");
+                    continue;
+                }
                 all.push((path, kind));
             }
         }
@@ -582,7 +608,6 @@ async fn write_representation(
         let mut values_hash = Sha256::new();
         let mut index = 0;
         let row_len: usize = item_shape.iter().product();
-        let mut bytes_le = Vec::new();
         let result = source.for_each_block(shard_rows, |first_row, rows, values| {
             if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
                 return Err(StorageError::NonFinite {
@@ -593,9 +618,7 @@ async fn write_representation(
                     value: values[pos] as f64,
                 });
             }
-            bytes_le.clear();
-            bytes_le.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            values_hash.update(&bytes_le);
+            hash_f32_le(&mut values_hash, values);
             let bytes = encode_shard(&item_shape, values);
             let sha256 = hex::encode(Sha256::digest(&bytes));
             let shard = EncodedShard {
@@ -720,5 +743,22 @@ async fn put(location: &Location, relative: &str, bytes: Vec<u8>) -> Result<(), 
                 });
             }
         }
+    }
+}
+
+/// Feeds `values` to `hash` as little-endian f32 bytes.
+fn hash_f32_le(hash: &mut Sha256, values: &[f32]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: f32 has no padding and any byte pattern is a valid u8; on a little-endian
+        // target the in-memory bytes are the little-endian encoding, so no copy is needed.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
+        hash.update(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for v in values {
+        hash.update(v.to_le_bytes());
     }
 }
