@@ -193,7 +193,7 @@ impl Heatmap<'_> {
         } else if cell >= 9 {
             (cell - 1, 1)
         } else {
-            (9, (10 + cell as usize - 1) / cell as usize)
+            (9, 10_usize.div_ceil(cell as usize))
         };
         let shown = |labels: &'_ [String]| -> u32 {
             max_text_width(
