@@ -447,12 +447,6 @@ impl SweepExecutor {
         for m in &members {
             moments.push(Arc::new(load_moments(&store, &m.content).await?));
         }
-        let mut whitenings = Vec::new();
-        if metrics.contains(&Metric::Pwcca) {
-            for m in &members {
-                whitenings.push(self.whitening(&store, &m.content, &m.basis, &settings, &m.key).await?);
-            }
-        }
         let mode = settings.mode;
         let offsets: Vec<usize> = members
             .iter()
@@ -500,6 +494,31 @@ impl SweepExecutor {
         }
         let results = blocking(move || {
             let full = acc.view();
+            // PWCCA whitens each member from its own block of this same product, so that
+            // `M_xx`, `M_yy` and `M_xy` come from one accumulation, as in compare_moments (its
+            // weights are that sensitive; see the module docs).
+            let mut tile_moments = Vec::new();
+            let mut whitenings = Vec::new();
+            if metrics.contains(&Metric::Pwcca) {
+                let wopts = settings.compare_options().whiten_options();
+                for (idx, m) in members.iter().enumerate() {
+                    let (o, d) = (offsets[idx], m.cols);
+                    let mut comoment = vec![0.0; d * d];
+                    for i in 0..d {
+                        for j in 0..=i {
+                            let v = full[(o + i, o + j)];
+                            comoment[i * d + j] = v;
+                            comoment[j * d + i] = v;
+                        }
+                    }
+                    let parts = svcca_core::MomentParts { n: moments[idx].n(), mean: moments[idx].mean().to_vec(), comoment };
+                    let what = || format!("moments of {} in a raw tile", m.key.label());
+                    let tm = MomentAccumulator::from_parts(parts).map_err(|source| ExecError::Maths { what: what(), source })?;
+                    let w = Whitening::from_moments(&tm, &wopts).map_err(|source| ExecError::Maths { what: what(), source })?;
+                    tile_moments.push(tm);
+                    whitenings.push(w);
+                }
+            }
             let mut out = Vec::with_capacity(pairs.len() * metrics.len());
             for &(x, y) in &pairs {
                 let (ox, oy) = (offsets[x], offsets[y]);
@@ -520,8 +539,8 @@ impl SweepExecutor {
                         let (wx, wy) = (&whitenings[x], &whitenings[y]);
                         wx.whitened_cross(wy, mxy.as_ref()).and_then(|cross| {
                             svcca_core::compare_whitened(
-                                Side::with_moments(wx, &moments[x]),
-                                Side::with_moments(wy, &moments[y]),
+                                Side::with_moments(wx, &tile_moments[x]),
+                                Side::with_moments(wy, &tile_moments[y]),
                                 cross.as_ref(),
                                 &opts,
                             )

@@ -190,6 +190,7 @@ pub fn versions() -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
 
     #[test]
     fn csv_and_arrow_matrices_carry_labels_and_gaps() {

@@ -333,9 +333,12 @@ pub fn blocks(
     out
 }
 
+/// A tile: its blocks `(a, b)` (`a ≤ b`) and the pairs it answers.
+pub type TilePlan = ((usize, usize), Vec<(usize, usize)>);
+
 /// Tiles `(block a, block b)` with `a ≤ b` that hold at least one of `pairs`, and for each tile
 /// the pairs it answers (each pair in exactly one tile).
-pub fn tiles(blocks: &[Vec<usize>], pairs: &[(usize, usize)]) -> Vec<((usize, usize), Vec<(usize, usize)>)> {
+pub fn tiles(blocks: &[Vec<usize>], pairs: &[(usize, usize)]) -> Vec<TilePlan> {
     let mut block_of: BTreeMap<usize, usize> = BTreeMap::new();
     for (b, members) in blocks.iter().enumerate() {
         for &i in members {
