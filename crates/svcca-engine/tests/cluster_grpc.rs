@@ -594,3 +594,36 @@ async fn health_liveness_never_needs_the_coordinator_and_readiness_follows_regis
     .await
     .expect("within the time limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_register_again_with_a_restarted_coordinator() {
+    tokio::time::timeout(LIMIT, async {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let spec = SumSpec {
+            task_ms: 10,
+            ..SumSpec::new(3)
+        };
+        let first = RunningCoordinator::start(fast_config().with_listen(addr)).await;
+        let worker = RunningWorker::start(&first.url, "w", Arc::new(SumExecutor::new()));
+        let job_id = client::submit(&first.url, spec.to_toml())
+            .await
+            .expect("submit");
+        let (info, _) = wait(&first.url, &job_id).await;
+        assert_eq!(sum_of(&info).to_bits(), spec.expected_sum().to_bits());
+        first.stop().await;
+
+        // Same address, empty memory: the worker's heartbeat is refused (unknown worker) and
+        // it registers again on its own.
+        let second = RunningCoordinator::start(fast_config().with_listen(addr)).await;
+        let job_id = client::submit(&second.url, spec.to_toml())
+            .await
+            .expect("submit");
+        let (info, _) = wait(&second.url, &job_id).await;
+        assert_eq!(sum_of(&info).to_bits(), spec.expected_sum().to_bits());
+        assert_eq!(info.workers_alive, 1);
+        worker.stop().await;
+        second.stop().await;
+    })
+    .await
+    .expect("within the time limit");
+}
