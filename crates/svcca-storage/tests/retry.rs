@@ -12,7 +12,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
-use svcca_storage::ingest::IngestConfig;
+use svcca_storage::ingest::{IngestConfig, ingest_into};
 use svcca_storage::store::{Location, resolve_with_env};
 use svcca_storage::{Dataset, Env, ReadOptions, StorageError, ingest};
 
@@ -28,6 +28,9 @@ struct Flaky {
     failures_left: AtomicUsize,
     gets: AtomicUsize,
     fault: Fault,
+    /// Puts that fail (with `fault`) before puts succeed again; `usize::MAX` for always.
+    put_failures_left: AtomicUsize,
+    puts: AtomicUsize,
 }
 
 impl fmt::Display for Flaky {
@@ -44,6 +47,23 @@ impl ObjectStore for Flaky {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        let fail = self
+            .put_failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(match self.fault {
+                Fault::Transient => object_store::Error::Generic {
+                    store: "flaky",
+                    source: "503 slow down (injected)".into(),
+                },
+                Fault::Denied => object_store::Error::PermissionDenied {
+                    path: location.to_string(),
+                    source: "access denied (injected)".into(),
+                },
+            });
+        }
         self.inner.put_opts(location, payload, opts).await
     }
     async fn put_multipart_opts(
@@ -114,6 +134,8 @@ fn flaky(loc: &Location, failures: usize, fault: Fault) -> (Location, Arc<Flaky>
         failures_left: AtomicUsize::new(failures),
         gets: AtomicUsize::new(0),
         fault,
+        put_failures_left: AtomicUsize::new(0),
+        puts: AtomicUsize::new(0),
     });
     (
         Location {
@@ -169,4 +191,64 @@ async fn permanent_errors_are_not_retried() {
     let e = Dataset::open_at(flaky_loc, options(5)).await.unwrap_err();
     assert!(!e.is_retryable(), "{e}");
     assert_eq!(store.gets.load(Ordering::SeqCst), 1);
+}
+
+fn digits_h4_src() -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/digits/mlp/seed0/step0/h4.npy");
+    std::fs::create_dir_all(src.path().join("mlp/seed0/step0")).unwrap();
+    std::fs::copy(f, src.path().join("mlp/seed0/step0/h4.npy")).unwrap();
+    src
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_retries_transient_put_errors() {
+    let src = digits_h4_src();
+    let url = "memory://ingest-retry/ds";
+    let loc = resolve_with_env(url, &Env::default()).unwrap();
+    let (flaky_loc, store) = flaky(&loc, 0, Fault::Transient);
+    store.put_failures_left.store(2, Ordering::SeqCst);
+    let config = IngestConfig::new(src.path(), url)
+        .with_pattern("{run}/seed{seed}/step{step}/{layer}.npy")
+        .with_shard_rows(50);
+    let report = ingest_into(flaky_loc, config.with_env(Env::default()))
+        .await
+        .unwrap();
+    assert_eq!(report.shards_written, 12);
+    // 12 shards + the manifest, plus the two failed attempts.
+    assert_eq!(store.puts.load(Ordering::SeqCst), 12 + 1 + 2);
+    let ds = Dataset::open_at(loc, options(0)).await.unwrap();
+    assert_eq!(
+        ds.read_all(&ds.representations()[0]).await.unwrap().len(),
+        597 * 64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stops_on_a_permanent_put_error_without_a_manifest() {
+    let src = digits_h4_src();
+    let url = "memory://ingest-denied/ds";
+    let loc = resolve_with_env(url, &Env::default()).unwrap();
+    let (flaky_loc, store) = flaky(&loc, 0, Fault::Denied);
+    store.put_failures_left.store(usize::MAX, Ordering::SeqCst);
+    // Tiny shards: the reader runs far ahead of the failing uploads and must be stopped, not hang.
+    let config = IngestConfig::new(src.path(), url)
+        .with_pattern("{run}/seed{seed}/step{step}/{layer}.npy")
+        .with_shard_rows(1)
+        .with_env(Env::default());
+    let e = tokio::time::timeout(Duration::from_secs(30), ingest_into(flaky_loc, config))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(matches!(e, StorageError::ObjectStore { .. }), "{e}");
+    assert!(!e.is_retryable());
+    assert!(
+        store.puts.load(Ordering::SeqCst) < 20,
+        "uploads stopped early"
+    );
+    assert!(matches!(
+        Dataset::open_at(loc, options(0)).await,
+        Err(StorageError::ManifestNotFound { .. })
+    ));
 }
