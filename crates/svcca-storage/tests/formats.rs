@@ -131,6 +131,10 @@ async fn npz_members_stored_and_deflated_become_layers() {
         reps[3].source.as_deref(),
         Some("net/seed3/step10/acts.npz:fc1")
     );
+    // values_sha256 is the SHA-256 of the little-endian f32 values, whatever the sharding.
+    let le: Vec<u8> = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&le));
+    assert_eq!(reps[0].values_sha256.as_deref(), Some(want.as_str()));
     // Same values from two files: same values checksum, whatever the container.
     assert_eq!(reps[0].content_checksum(), reps[3].content_checksum());
 }
