@@ -493,6 +493,23 @@ fn url_of(path: &Path) -> String {
     )
 }
 
+/// The job spec with its dataset and output (and cache, if set) moved to local folders; every
+/// other setting is the ConfigMap's.
+fn adapt(job_toml: &str, dataset: &str, output: &Path) -> String {
+    let mut table: toml::Table = toml::from_str(job_toml).unwrap();
+    table.insert("dataset".into(), dataset.into());
+    table.insert("output".into(), url_of(output).into());
+    if table.contains_key("cache") {
+        table.insert(
+            "cache".into(),
+            url_of(&output.with_extension("cache")).into(),
+        );
+    }
+    let adapted = toml::to_string(&table).unwrap();
+    JobSpec::from_toml(&adapted).expect("the adapted job spec is valid");
+    adapted
+}
+
 /// The labels of [`REPRESENTATIONS`] that the spec's selection takes.
 fn selected(spec: &JobSpec) -> BTreeSet<String> {
     REPRESENTATIONS
@@ -669,15 +686,9 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
     let spec_dir = tmp.path().join("spec");
     std::fs::create_dir_all(&spec_dir).unwrap();
     let original = JobSpec::from_toml(&sweep.job_toml).expect("the ConfigMap's job spec is valid");
-    let mut table: toml::Table = toml::from_str(&sweep.job_toml).unwrap();
     let output = tmp.path().join("output");
-    table.insert("dataset".into(), ingest(tmp.path()).into());
-    table.insert("output".into(), url_of(&tmp.path().join("output")).into());
-    if table.contains_key("cache") {
-        table.insert("cache".into(), url_of(&tmp.path().join("cache")).into());
-    }
-    let adapted = toml::to_string(&table).unwrap();
-    JobSpec::from_toml(&adapted).expect("the adapted job spec is valid");
+    let dataset = ingest(tmp.path());
+    let adapted = adapt(&sweep.job_toml, &dataset, &output);
     let mount_dir = sweep.submit_container["volumeMounts"][0]["mountPath"]
         .as_str()
         .unwrap()
@@ -853,6 +864,100 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
     );
     assert!(!fail_codes.contains(&0) && !fail_codes.is_empty());
 
+    // The nightly overlay runs the same pool with the same submitter.
+    let nightly = pool("nightly", "CronJob", "svcca-nightly");
+    assert_eq!(nightly.entrypoint, sweep.entrypoint);
+    assert_eq!(
+        nightly.coordinator, sweep.coordinator,
+        "the nightly coordinator differs from the sweep's"
+    );
+    assert_eq!(
+        nightly.worker, sweep.worker,
+        "the nightly workers differ from the sweep's"
+    );
+    assert_eq!(
+        nightly.submit, sweep.submit,
+        "the nightly submitter differs from the sweep's"
+    );
+    assert_eq!(fail_job_codes(&nightly.submit_job), fail_codes);
+    assert_eq!(nightly.service, sweep.service);
+
+    // ... and its job spec, submitted to the same pool, runs to completion: each checkpoint of a
+    // layer against the last checkpoint of the same seed and layer.
+    let nightly_spec =
+        JobSpec::from_toml(&nightly.job_toml).expect("the nightly ConfigMap's job spec is valid");
+    let nightly_dir = tmp.path().join("spec-nightly");
+    std::fs::create_dir_all(&nightly_dir).unwrap();
+    let nightly_output = tmp.path().join("output-nightly");
+    std::fs::write(
+        nightly_dir.join(&spec_file[mount_dir.len() + 1..]),
+        adapt(&nightly.job_toml, &dataset, &nightly_output),
+    )
+    .unwrap();
+    let nightly_submit = Rewrite(vec![
+        to_coordinator.clone(),
+        (
+            format!("{mount_dir}/"),
+            format!("{}/", nightly_dir.display()),
+        ),
+    ])
+    .apply(&nightly.submit, "nightly submitter");
+    let (code, out) = run(
+        "submit-nightly",
+        &nightly_submit,
+        &logs,
+        Duration::from_secs(300),
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the nightly job failed\n{out}\n{}",
+        coord.logs()
+    );
+    let results = svcca_results::ResultsFile::from_json(
+        &std::fs::read(nightly_output.join("results.json")).expect("nightly results.json"),
+    )
+    .expect("nightly results.json parses");
+    let chosen = selected(&nightly_spec);
+    let mut expected_pairs = BTreeSet::new();
+    if nightly_spec.comparison.as_str() == "vs-final" {
+        for (seed, step, layer) in REPRESENTATIONS {
+            let last = REPRESENTATIONS
+                .iter()
+                .filter(|(s, t, l)| *s == seed && *l == layer && chosen.contains(&label(*s, *t, l)))
+                .map(|(_, t, _)| *t)
+                .max();
+            if chosen.contains(&label(seed, step, layer)) && last.is_some_and(|last| last > step) {
+                expected_pairs
+                    .insert((label(seed, step, layer), label(seed, last.unwrap(), layer)));
+            }
+        }
+        assert!(
+            !expected_pairs.is_empty(),
+            "the test dataset gives the nightly spec nothing to compare"
+        );
+    }
+    for metric in nightly_spec.metric_set() {
+        let got: BTreeSet<(String, String)> = results
+            .pairs_of(metric.as_str())
+            .map(|p| (p.a.label(), p.b.label()))
+            .collect();
+        if nightly_spec.comparison.as_str() == "vs-final" {
+            assert_eq!(
+                got,
+                expected_pairs,
+                "nightly {}: not each checkpoint against the last",
+                metric.as_str()
+            );
+        } else {
+            assert!(
+                !got.is_empty(),
+                "nightly {}: no pair compared",
+                metric.as_str()
+            );
+        }
+    }
+
     // JSON logs, one object per line, as the manifests ask (SVCCA_LOG_FORMAT=json).
     for (launch, proc) in [(&coordinator, &coord), (&workers[0], &w0)] {
         assert!(
@@ -918,23 +1023,4 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
         w0.logs()
     );
     drop((coord, w1));
-
-    // The nightly overlay runs the same pool with the same submitter.
-    let nightly = pool("nightly", "CronJob", "svcca-nightly");
-    assert_eq!(nightly.entrypoint, sweep.entrypoint);
-    assert_eq!(
-        nightly.coordinator, sweep.coordinator,
-        "the nightly coordinator differs from the sweep's"
-    );
-    assert_eq!(
-        nightly.worker, sweep.worker,
-        "the nightly workers differ from the sweep's"
-    );
-    assert_eq!(
-        nightly.submit, sweep.submit,
-        "the nightly submitter differs from the sweep's"
-    );
-    assert_eq!(fail_job_codes(&nightly.submit_job), fail_codes);
-    assert_eq!(nightly.service, sweep.service);
-    JobSpec::from_toml(&nightly.job_toml).expect("the nightly ConfigMap's job spec is valid");
 }
