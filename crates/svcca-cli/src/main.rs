@@ -32,6 +32,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     logging::init(&cli.log);
     let outcome = match cli.command {
@@ -48,5 +49,14 @@ fn main() -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => failure.report(),
+    }
+}
+
+/// `svcca ls | head` must end quietly when `head` closes the pipe, as other Unix tools do.
+/// Rust ignores SIGPIPE by default, which turns a closed pipe into a panic in `println!`.
+fn restore_default_sigpipe() {
+    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
