@@ -169,6 +169,8 @@ struct HeatmapLayout {
     cell: u32,
     label_font: u32,
     label_every: usize,
+    /// Column labels run downwards unless they all fit across their cell.
+    rotate_cols: bool,
     left: u32,
     top: u32,
     grid_w: u32,
@@ -214,7 +216,13 @@ impl Heatmap<'_> {
         let grid_w = cell * nc as u32;
         let grid_h = cell * nr as u32;
         let bar_h = grid_h.max(160);
-        let bottom = 8 + shown(self.col_labels) + 10 + DESC_FONT + 14;
+        let rotate_cols = shown(self.col_labels) + 4 > cell * label_every as u32;
+        let col_band = if rotate_cols {
+            shown(self.col_labels)
+        } else {
+            label_font + 4
+        };
+        let bottom = 8 + col_band + 10 + DESC_FONT + 14;
         let tick_w = max_text_width(["0.00", "1.00"], TICK_FONT);
         let right = 24 + 18 + 6 + tick_w + 10 + DESC_FONT + 14;
         let width = (left + grid_w + right)
@@ -230,6 +238,7 @@ impl Heatmap<'_> {
             cell,
             label_font,
             label_every,
+            rotate_cols,
             left,
             top: title_h,
             grid_w,
@@ -311,9 +320,13 @@ impl Figure for Heatmap<'_> {
         for (r, label) in self.row_labels.iter().enumerate().step_by(l.label_every) {
             root.draw_text(label, &row_style, (x0 - 6, y0 + r as i32 * cell + cell / 2))?;
         }
-        let col_style = font(l.label_font)
-            .transform(FontTransform::Rotate90)
-            .pos(Pos::new(HPos::Left, VPos::Center));
+        let col_style = if l.rotate_cols {
+            font(l.label_font)
+                .transform(FontTransform::Rotate90)
+                .pos(Pos::new(HPos::Left, VPos::Center))
+        } else {
+            font(l.label_font).pos(Pos::new(HPos::Center, VPos::Top))
+        };
         let labels_top = y0 + l.grid_h as i32 + 6;
         for (c, label) in self.col_labels.iter().enumerate().step_by(l.label_every) {
             root.draw_text(
