@@ -30,8 +30,13 @@ pub enum CacheError {
     #[error("`{url}` is not a usable object-store URL or path: {message}")]
     Url { url: String, message: String },
     #[error("object store error at `{key}`: {source}")]
-    Store { key: String, source: object_store::Error },
-    #[error("stored object `{key}` is damaged ({message}); delete it (or the cache folder) and run again")]
+    Store {
+        key: String,
+        source: object_store::Error,
+    },
+    #[error(
+        "stored object `{key}` is damaged ({message}); delete it (or the cache folder) and run again"
+    )]
     Corrupt { key: String, message: String },
 }
 
@@ -59,7 +64,10 @@ impl std::fmt::Debug for Store {
 /// Turns a local path into a `file://` URL; other strings must already be URLs.
 pub fn normalise_url(url_or_path: &str) -> Result<url::Url, CacheError> {
     let text = url_or_path.trim();
-    let bad = |message: String| CacheError::Url { url: text.to_string(), message };
+    let bad = |message: String| CacheError::Url {
+        url: text.to_string(),
+        message,
+    };
     if text.contains("://") || text.starts_with("file:") || text.starts_with("memory:") {
         return url::Url::parse(text).map_err(|e| bad(e.to_string()));
     }
@@ -67,10 +75,11 @@ pub fn normalise_url(url_or_path: &str) -> Result<url::Url, CacheError> {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
+        std::env::current_dir()
+            .map_err(|e| bad(e.to_string()))?
+            .join(path)
     };
-    url::Url::from_directory_path(&absolute)
-        .map_err(|()| bad("not an absolute local path".into()))
+    url::Url::from_directory_path(&absolute).map_err(|()| bad("not an absolute local path".into()))
 }
 
 impl Store {
@@ -78,9 +87,16 @@ impl Store {
     /// local path. Cloud credentials come from the standard environment variables.
     pub fn open(url_or_path: &str) -> Result<Store, CacheError> {
         let url = normalise_url(url_or_path)?;
-        let (store, root) = object_store::parse_url_opts(&url, std::env::vars())
-            .map_err(|e| CacheError::Url { url: url.to_string(), message: e.to_string() })?;
-        Ok(Store { store: Arc::from(store), root, url: url.to_string() })
+        let (store, root) =
+            object_store::parse_url_opts(&url, std::env::vars()).map_err(|e| CacheError::Url {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Store {
+            store: Arc::from(store),
+            root,
+            url: url.to_string(),
+        })
     }
 
     /// The same store, rooted in a sub-folder.
@@ -89,7 +105,11 @@ impl Store {
         for part in prefix.split('/').filter(|p| !p.is_empty()) {
             root = root.clone().join(part);
         }
-        Store { store: self.store.clone(), root, url: format!("{}/{}", self.url.trim_end_matches('/'), prefix) }
+        Store {
+            store: self.store.clone(),
+            root,
+            url: format!("{}/{}", self.url.trim_end_matches('/'), prefix),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -109,10 +129,16 @@ impl Store {
         match self.store.get(&self.path(key)).await {
             Ok(result) => match result.bytes().await {
                 Ok(bytes) => Ok(Some(bytes)),
-                Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+                Err(source) => Err(CacheError::Store {
+                    key: key.to_string(),
+                    source,
+                }),
             },
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+            Err(source) => Err(CacheError::Store {
+                key: key.to_string(),
+                source,
+            }),
         }
     }
 
@@ -120,7 +146,10 @@ impl Store {
         match self.store.head(&self.path(key)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+            Err(source) => Err(CacheError::Store {
+                key: key.to_string(),
+                source,
+            }),
         }
     }
 
@@ -130,13 +159,19 @@ impl Store {
             .put(&self.path(key), payload)
             .await
             .map(|_| ())
-            .map_err(|source| CacheError::Store { key: key.to_string(), source })
+            .map_err(|source| CacheError::Store {
+                key: key.to_string(),
+                source,
+            })
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(CacheError::Store { key: key.to_string(), source }),
+            Err(source) => Err(CacheError::Store {
+                key: key.to_string(),
+                source,
+            }),
         }
     }
 }
@@ -163,13 +198,20 @@ fn push_f64s(out: &mut Vec<u8>, values: &[f64]) {
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    bytes
+        .get(at..at + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 fn read_f64s(bytes: &[u8], at: usize, count: usize) -> Option<Vec<f64>> {
     let end = at.checked_add(count.checked_mul(8)?)?;
     let slice = bytes.get(at..end)?;
-    Some(slice.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
+    Some(
+        slice
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect(),
+    )
 }
 
 /// Moments as bytes: magic, `n`, `d`, mean (`d`), co-moment (`d × d`), all little-endian.
@@ -185,18 +227,26 @@ pub fn encode_moments(parts: &MomentParts) -> Vec<u8> {
 }
 
 pub fn decode_moments(key: &str, bytes: &[u8]) -> Result<MomentParts, CacheError> {
-    let corrupt = |message: &str| CacheError::Corrupt { key: key.to_string(), message: message.to_string() };
+    let corrupt = |message: &str| CacheError::Corrupt {
+        key: key.to_string(),
+        message: message.to_string(),
+    };
     if bytes.get(..8) != Some(MOMENTS_MAGIC.as_slice()) {
         return Err(corrupt("not a moments file"));
     }
     let n = read_u64(bytes, 8).ok_or_else(|| corrupt("truncated header"))?;
     let d = read_u64(bytes, 16).ok_or_else(|| corrupt("truncated header"))? as usize;
-    let expected = d.checked_mul(d).and_then(|dd| dd.checked_add(d)).and_then(|c| c.checked_mul(8)).and_then(|b| b.checked_add(24));
+    let expected = d
+        .checked_mul(d)
+        .and_then(|dd| dd.checked_add(d))
+        .and_then(|c| c.checked_mul(8))
+        .and_then(|b| b.checked_add(24));
     if expected != Some(bytes.len()) {
         return Err(corrupt("length does not match its dimension"));
     }
     let mean = read_f64s(bytes, 24, d).ok_or_else(|| corrupt("truncated mean"))?;
-    let comoment = read_f64s(bytes, 24 + 8 * d, d * d).ok_or_else(|| corrupt("truncated co-moment"))?;
+    let comoment =
+        read_f64s(bytes, 24 + 8 * d, d * d).ok_or_else(|| corrupt("truncated co-moment"))?;
     Ok(MomentParts { n, mean, comoment })
 }
 
@@ -211,7 +261,11 @@ pub struct DenseMatrix {
 
 impl DenseMatrix {
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        DenseMatrix { rows, cols, data: vec![0.0; rows * cols] }
+        DenseMatrix {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
     }
 
     pub fn view(&self) -> faer::MatRef<'_, f64> {
@@ -237,13 +291,18 @@ impl DenseMatrix {
     }
 
     pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, CacheError> {
-        let corrupt = |message: &str| CacheError::Corrupt { key: key.to_string(), message: message.to_string() };
+        let corrupt = |message: &str| CacheError::Corrupt {
+            key: key.to_string(),
+            message: message.to_string(),
+        };
         if bytes.get(..8) != Some(MATRIX_MAGIC.as_slice()) {
             return Err(corrupt("not a matrix file"));
         }
         let rows = read_u64(bytes, 8).ok_or_else(|| corrupt("truncated header"))? as usize;
         let cols = read_u64(bytes, 16).ok_or_else(|| corrupt("truncated header"))? as usize;
-        let count = rows.checked_mul(cols).ok_or_else(|| corrupt("impossible shape"))?;
+        let count = rows
+            .checked_mul(cols)
+            .ok_or_else(|| corrupt("impossible shape"))?;
         if count.checked_mul(8).and_then(|b| b.checked_add(24)) != Some(bytes.len()) {
             return Err(corrupt("length does not match its shape"));
         }
@@ -280,11 +339,22 @@ mod tests {
 
     #[test]
     fn encodings_round_trip_and_reject_damage() {
-        let parts = MomentParts { n: 7, mean: vec![1.0, -2.5], comoment: vec![3.0, 0.5, 0.5, 4.0] };
+        let parts = MomentParts {
+            n: 7,
+            mean: vec![1.0, -2.5],
+            comoment: vec![3.0, 0.5, 0.5, 4.0],
+        };
         let bytes = encode_moments(&parts);
         assert_eq!(decode_moments("k", &bytes).unwrap(), parts);
-        assert!(matches!(decode_moments("k", &bytes[..bytes.len() - 1]), Err(CacheError::Corrupt { .. })));
-        let m = DenseMatrix { rows: 2, cols: 3, data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+        assert!(matches!(
+            decode_moments("k", &bytes[..bytes.len() - 1]),
+            Err(CacheError::Corrupt { .. })
+        ));
+        let m = DenseMatrix {
+            rows: 2,
+            cols: 3,
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
         let back = DenseMatrix::decode("m", &m.encode()).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.get(1, 2), 6.0);
@@ -295,11 +365,19 @@ mod tests {
     #[tokio::test]
     async fn a_local_store_puts_gets_and_reports_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().to_str().unwrap()).unwrap().child("cache");
+        let store = Store::open(dir.path().to_str().unwrap())
+            .unwrap()
+            .child("cache");
         assert_eq!(store.get("a/b.bin").await.unwrap(), None);
-        store.put("a/b.bin", Bytes::from_static(b"xyz")).await.unwrap();
+        store
+            .put("a/b.bin", Bytes::from_static(b"xyz"))
+            .await
+            .unwrap();
         assert!(store.exists("a/b.bin").await.unwrap());
-        assert_eq!(store.get("a/b.bin").await.unwrap().unwrap().as_ref(), b"xyz");
+        assert_eq!(
+            store.get("a/b.bin").await.unwrap().unwrap().as_ref(),
+            b"xyz"
+        );
         assert!(dir.path().join("cache/a/b.bin").exists());
     }
 }

@@ -29,8 +29,8 @@ use faer::{Accum, MatRef, Par};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use svcca_core::conv::{
-    ConvComparison, ConvError, ConvInput, ConvMomentAccumulator, ConvOptions, ConvPlan, FrequencyResult, Layout,
-    SpatialShape,
+    ConvComparison, ConvError, ConvInput, ConvMomentAccumulator, ConvOptions, ConvPlan,
+    FrequencyResult, Layout, SpatialShape,
 };
 use svcca_core::{CompareOptions, MomentAccumulator, RowBlock, Side, Whitening};
 use svcca_results::{FrequencyRecord, PairRecord, RepresentationKey};
@@ -60,7 +60,12 @@ impl BasisSettings {
             KeepRule::Dims(k) => (Some(k), None),
             KeepRule::Variance(f) => (None, Some(f.to_bits())),
         };
-        BasisSettings { metric, mode, keep_dims, keep_variance_bits }
+        BasisSettings {
+            metric,
+            mode,
+            keep_dims,
+            keep_variance_bits,
+        }
     }
 
     /// Core's options for this metric (the same call on driver and worker).
@@ -83,7 +88,17 @@ impl BasisSettings {
             _ => "all".to_string(),
         };
         let o = self.compare_options();
-        format!("{}|{}|{}|eps{:016x}", if self.metric == Metric::Svcca { "svcca" } else { "cca" }, keep, self.mode.as_str(), o.epsilon.to_bits())
+        format!(
+            "{}|{}|{}|eps{:016x}",
+            if self.metric == Metric::Svcca {
+                "svcca"
+            } else {
+                "cca"
+            },
+            keep,
+            self.mode.as_str(),
+            o.epsilon.to_bits()
+        )
     }
 }
 
@@ -103,7 +118,10 @@ pub fn compare_options(metric: Metric, mode: Mode, keep: KeepRule) -> CompareOpt
         KeepRule::Dims(k) => svcca_core::KeepRule::Dims(k),
         KeepRule::Variance(f) => svcca_core::KeepRule::VarianceFraction(f),
     };
-    CompareOptions::default().with_metric(core_metric).with_mode(core_mode).with_keep(core_keep)
+    CompareOptions::default()
+        .with_metric(core_metric)
+        .with_mode(core_mode)
+        .with_keep(core_keep)
 }
 
 /// One member of a pass-2 block: where its `Z` lives and its width.
@@ -113,14 +131,12 @@ pub struct ZRef {
     pub dims: usize,
 }
 
-/// One member of a CKA block: how to read its raw rows and its merged moments.
+/// One member of a raw (pwcca, cka) block: how to read its raw rows and its merged moments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawRef {
     pub key: RepresentationKey,
     pub content: String,
     pub cols: usize,
-    /// Its CCA whitening's basis (memo key on the worker; pwcca only).
-    pub basis: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,7 +214,11 @@ impl TaskPayload {
     pub fn to_task(&self, id: String) -> TaskSpec {
         // Plain data always serialises.
         let payload = serde_json::to_vec(self).expect("task payload serialises");
-        TaskSpec { id, kind: self.kind().to_string(), payload }
+        TaskSpec {
+            id,
+            kind: self.kind().to_string(),
+            payload,
+        }
     }
 }
 
@@ -231,7 +251,9 @@ mod hex_bytes {
 
 impl Blob {
     pub fn to_output(&self) -> TaskOutput {
-        TaskOutput { payload: serde_json::to_vec(self).expect("task output serialises") }
+        TaskOutput {
+            payload: serde_json::to_vec(self).expect("task output serialises"),
+        }
     }
 
     pub fn from_output(task_id: &str, output: &TaskOutput) -> Result<Blob, TaskFailure> {
@@ -254,7 +276,10 @@ pub struct ExecutorConfig {
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        ExecutorConfig { threads: 1, whitening_cache: 64 }
+        ExecutorConfig {
+            threads: 1,
+            whitening_cache: 64,
+        }
     }
 }
 
@@ -273,7 +298,10 @@ pub enum ExecError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error("{what}: {source}")]
-    Maths { what: String, source: svcca_core::CoreError },
+    Maths {
+        what: String,
+        source: svcca_core::CoreError,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("a worker thread failed: {0}")]
@@ -291,9 +319,15 @@ impl ExecError {
         };
         let message = self.to_string();
         if retryable {
-            TaskFailure::Retryable { task_id: task_id.to_string(), message }
+            TaskFailure::Retryable {
+                task_id: task_id.to_string(),
+                message,
+            }
         } else {
-            TaskFailure::Fatal { task_id: task_id.to_string(), message }
+            TaskFailure::Fatal {
+                task_id: task_id.to_string(),
+                message,
+            }
         }
     }
 }
@@ -328,14 +362,31 @@ impl SweepExecutor {
     /// Runs one task payload (what [`TaskExecutor::execute`] does after decoding).
     pub async fn run(&self, payload: TaskPayload) -> Result<Blob, ExecError> {
         match payload {
-            TaskPayload::Moments { dataset, cache, key, content, cols, start, end } => {
-                let rows = self.source(&dataset).await?.read_rows(&key, start, end).await?;
+            TaskPayload::Moments {
+                dataset,
+                cache,
+                key,
+                content,
+                cols,
+                start,
+                end,
+            } => {
+                let rows = self
+                    .source(&dataset)
+                    .await?
+                    .read_rows(&key, start, end)
+                    .await?;
                 check_rows(&key, &rows, cols, start, end)?;
                 let label = key.label();
                 let parts = blocking(move || {
                     let mut acc = MomentAccumulator::new(cols);
-                    let block = RowBlock::f32(&rows.data, rows.rows, rows.cols)
-                        .map_err(|source| ExecError::Maths { what: label.clone(), source })?;
+                    let block =
+                        RowBlock::f32(&rows.data, rows.rows, rows.cols).map_err(|source| {
+                            ExecError::Maths {
+                                what: label.clone(),
+                                source,
+                            }
+                        })?;
                     acc.push(block).map_err(|source| ExecError::Maths {
                         what: format!("{label}, datapoints {start}..{end}"),
                         source,
@@ -343,52 +394,98 @@ impl SweepExecutor {
                     Ok(cache::encode_moments(&acc.to_parts()))
                 })
                 .await?;
-                self.store(&cache)?.put(&keys::moments_part(&content, start, end), parts).await?;
+                self.store(&cache)?
+                    .put(&keys::moments_part(&content, start, end), parts)
+                    .await?;
                 Ok(Blob::Stored)
             }
-            TaskPayload::Project { dataset, cache, key, content, bases, start, end } => {
+            TaskPayload::Project {
+                dataset,
+                cache,
+                key,
+                content,
+                bases,
+                start,
+                end,
+            } => {
                 let store = self.store(&cache)?;
                 let mut whitenings = Vec::with_capacity(bases.len());
                 for (basis, settings) in &bases {
-                    whitenings.push(self.whitening(&store, &content, basis, settings, &key).await?);
+                    whitenings.push(
+                        self.whitening(&store, &content, basis, settings, &key)
+                            .await?,
+                    );
                 }
-                let rows = Arc::new(self.source(&dataset).await?.read_rows(&key, start, end).await?);
+                let rows = Arc::new(
+                    self.source(&dataset)
+                        .await?
+                        .read_rows(&key, start, end)
+                        .await?,
+                );
                 for ((basis, _), whitening) in bases.iter().zip(whitenings) {
                     check_rows(&key, &rows, whitening.input_dim(), start, end)?;
                     let label = key.label();
                     let rows = rows.clone();
-                    let bytes = blocking(move || {
-                        let block = RowBlock::f32(&rows.data, rows.rows, rows.cols)
-                            .map_err(|source| ExecError::Maths { what: label.clone(), source })?;
-                        let z = whitening.whiten_rows(block).map_err(|source| ExecError::Maths {
-                            what: format!("whitening {label}, datapoints {start}..{end}"),
-                            source,
-                        })?;
-                        let mut m = DenseMatrix::zeros(z.nrows(), z.ncols());
-                        m.view_mut().copy_from(z.as_ref());
-                        Ok(m.encode())
-                    })
-                    .await?;
+                    let bytes =
+                        blocking(move || {
+                            let block = RowBlock::f32(&rows.data, rows.rows, rows.cols).map_err(
+                                |source| ExecError::Maths {
+                                    what: label.clone(),
+                                    source,
+                                },
+                            )?;
+                            let z = whitening.whiten_rows(block).map_err(|source| {
+                                ExecError::Maths {
+                                    what: format!("whitening {label}, datapoints {start}..{end}"),
+                                    source,
+                                }
+                            })?;
+                            let mut m = DenseMatrix::zeros(z.nrows(), z.ncols());
+                            m.view_mut().copy_from(z.as_ref());
+                            Ok(m.encode())
+                        })
+                        .await?;
                     store.put(&keys::z_chunk(basis, start, end), bytes).await?;
                 }
                 Ok(Blob::Stored)
             }
-            TaskPayload::Cross { cache, a, b, chunks, out } => {
+            TaskPayload::Cross {
+                cache,
+                a,
+                b,
+                chunks,
+                out,
+            } => {
                 let store = self.store(&cache)?;
                 let diagonal = b.is_empty();
                 let dims_a: usize = a.iter().map(|z| z.dims).sum();
-                let dims_b: usize = if diagonal { dims_a } else { b.iter().map(|z| z.dims).sum() };
+                let dims_b: usize = if diagonal {
+                    dims_a
+                } else {
+                    b.iter().map(|z| z.dims).sum()
+                };
                 let mut acc = DenseMatrix::zeros(dims_a, dims_b);
                 let par = self.par();
                 for &(start, end) in &chunks {
                     let rows = (end - start) as usize;
                     let za = load_side(&store, &a, start, end, rows).await?;
-                    let zb = if diagonal { None } else { Some(load_side(&store, &b, start, end, rows).await?) };
+                    let zb = if diagonal {
+                        None
+                    } else {
+                        Some(load_side(&store, &b, start, end, rows).await?)
+                    };
                     acc = blocking(move || {
                         let za_ref = MatRef::from_column_major_slice(&za, rows, dims_a);
                         if let Some(zb) = &zb {
                             let zb_ref = MatRef::from_column_major_slice(zb, rows, dims_b);
-                            faer::linalg::matmul::matmul(acc.view_mut(), Accum::Add, za_ref.transpose(), zb_ref, 1.0, par);
+                            faer::linalg::matmul::matmul(
+                                acc.view_mut(),
+                                Accum::Add,
+                                za_ref.transpose(),
+                                zb_ref,
+                                1.0,
+                                par,
+                            );
                         } else {
                             // Only the lower triangle of a Gram matrix is computed (half the work).
                             tri_matmul(
@@ -423,11 +520,29 @@ impl SweepExecutor {
                     Ok(Blob::MatrixAt(key))
                 }
             }
-            TaskPayload::Raw { dataset, cache, members, pairs, metrics, chunks, settings } => {
-                self.run_raw(dataset, cache, members, (pairs, metrics), chunks, settings).await
+            TaskPayload::Raw {
+                dataset,
+                cache,
+                members,
+                pairs,
+                metrics,
+                chunks,
+                settings,
+            } => {
+                self.run_raw(dataset, cache, members, (pairs, metrics), chunks, settings)
+                    .await
             }
-            TaskPayload::Conv { dataset, a, b, shapes, settings, locations, chunks } => {
-                self.run_conv(dataset, [a, b], shapes, settings, locations, chunks).await
+            TaskPayload::Conv {
+                dataset,
+                a,
+                b,
+                shapes,
+                settings,
+                locations,
+                chunks,
+            } => {
+                self.run_conv(dataset, [a, b], shapes, settings, locations, chunks)
+                    .await
             }
         }
     }
@@ -511,10 +626,24 @@ impl SweepExecutor {
                             comoment[j * d + i] = v;
                         }
                     }
-                    let parts = svcca_core::MomentParts { n: moments[idx].n(), mean: moments[idx].mean().to_vec(), comoment };
+                    let parts = svcca_core::MomentParts {
+                        n: moments[idx].n(),
+                        mean: moments[idx].mean().to_vec(),
+                        comoment,
+                    };
                     let what = || format!("moments of {} in a raw tile", m.key.label());
-                    let tm = MomentAccumulator::from_parts(parts).map_err(|source| ExecError::Maths { what: what(), source })?;
-                    let w = Whitening::from_moments(&tm, &wopts).map_err(|source| ExecError::Maths { what: what(), source })?;
+                    let tm = MomentAccumulator::from_parts(parts).map_err(|source| {
+                        ExecError::Maths {
+                            what: what(),
+                            source,
+                        }
+                    })?;
+                    let w = Whitening::from_moments(&tm, &wopts).map_err(|source| {
+                        ExecError::Maths {
+                            what: what(),
+                            source,
+                        }
+                    })?;
                     tile_moments.push(tm);
                     whitenings.push(w);
                 }
@@ -531,7 +660,14 @@ impl SweepExecutor {
                 };
                 for &metric in &metrics {
                     let opts = compare_options(metric, mode, settings.keep());
-                    let what = || format!("{} of {} and {}", metric.as_str(), members[x].key.label(), members[y].key.label());
+                    let what = || {
+                        format!(
+                            "{} of {} and {}",
+                            metric.as_str(),
+                            members[x].key.label(),
+                            members[y].key.label()
+                        )
+                    };
                     let c = if metric == Metric::Cka {
                         svcca_core::compare_cka(&moments[x], &moments[y], mxy.as_ref(), &opts)
                     } else {
@@ -546,8 +682,16 @@ impl SweepExecutor {
                             )
                         })
                     }
-                    .map_err(|source| ExecError::Maths { what: what(), source })?;
-                    out.push(pair_record(members[x].key.clone(), members[y].key.clone(), metric.as_str(), &c));
+                    .map_err(|source| ExecError::Maths {
+                        what: what(),
+                        source,
+                    })?;
+                    out.push(pair_record(
+                        members[x].key.clone(),
+                        members[y].key.clone(),
+                        metric.as_str(),
+                        &c,
+                    ));
                 }
             }
             Ok(out)
@@ -567,11 +711,19 @@ impl SweepExecutor {
     ) -> Result<Blob, ExecError> {
         let source = self.source(&dataset).await?;
         let options = settings.options();
-        let conv_err = |what: String| move |e: ConvError| ExecError::Invalid(format!("{what}: {e}"));
-        let what = format!("{} of {} and {}", settings.metric.as_str(), a.label(), b.label());
-        let plan = ConvPlan::new(spatial(shapes[0]), spatial(shapes[1]), &options).map_err(conv_err(what.clone()))?;
+        let conv_err =
+            |what: String| move |e: ConvError| ExecError::Invalid(format!("{what}: {e}"));
+        let what = format!(
+            "{} of {} and {}",
+            settings.metric.as_str(),
+            a.label(),
+            b.label()
+        );
+        let plan = ConvPlan::new(spatial(shapes[0]), spatial(shapes[1]), &options)
+            .map_err(conv_err(what.clone()))?;
         let mut acc = if settings.method == ConvMethod::Dft {
-            ConvMomentAccumulator::for_locations(&plan, &locations).map_err(conv_err(what.clone()))?
+            ConvMomentAccumulator::for_locations(&plan, &locations)
+                .map_err(conv_err(what.clone()))?
         } else {
             ConvMomentAccumulator::new(&plan)
         };
@@ -584,8 +736,10 @@ impl SweepExecutor {
             check_rows(&b, &y, sb.iter().product(), start, end)?;
             let what = what.clone();
             acc = blocking(move || {
-                let xi = ConvInput::f32(&x.data, &[rows, sa[0], sa[1], sa[2]], Layout::Nhwc).map_err(conv_err(what.clone()))?;
-                let yi = ConvInput::f32(&y.data, &[rows, sb[0], sb[1], sb[2]], Layout::Nhwc).map_err(conv_err(what.clone()))?;
+                let xi = ConvInput::f32(&x.data, &[rows, sa[0], sa[1], sa[2]], Layout::Nhwc)
+                    .map_err(conv_err(what.clone()))?;
+                let yi = ConvInput::f32(&y.data, &[rows, sb[0], sb[1], sb[2]], Layout::Nhwc)
+                    .map_err(conv_err(what.clone()))?;
                 acc.push(xi, yi).map_err(conv_err(what))?;
                 Ok(acc)
             })
@@ -593,18 +747,29 @@ impl SweepExecutor {
         }
         blocking(move || {
             if settings.method == ConvMethod::Dft {
-                let results = acc.frequency_results(&locations, &options).map_err(conv_err(what))?;
+                let results = acc
+                    .frequency_results(&locations, &options)
+                    .map_err(conv_err(what))?;
                 Ok(Blob::Frequencies(results))
             } else {
                 let c = acc.compare(&options).map_err(conv_err(what))?;
-                Ok(Blob::Pairs(vec![conv_record(a, b, settings.metric.as_str(), &c)]))
+                Ok(Blob::Pairs(vec![conv_record(
+                    a,
+                    b,
+                    settings.metric.as_str(),
+                    &c,
+                )]))
             }
         })
         .await
     }
 
     fn par(&self) -> Par {
-        if self.inner.config.threads <= 1 { Par::Seq } else { Par::rayon(self.inner.config.threads) }
+        if self.inner.config.threads <= 1 {
+            Par::Seq
+        } else {
+            Par::rayon(self.inner.config.threads)
+        }
     }
 
     async fn source(&self, url: &str) -> Result<Arc<dyn RowSource>, ExecError> {
@@ -612,7 +777,11 @@ impl SweepExecutor {
             return Ok(s.clone());
         }
         let source = self.inner.opener.open(url.to_string()).await?;
-        self.inner.sources.lock().expect("source map").insert(url.to_string(), source.clone());
+        self.inner
+            .sources
+            .lock()
+            .expect("source map")
+            .insert(url.to_string(), source.clone());
         Ok(source)
     }
 
@@ -634,15 +803,26 @@ impl SweepExecutor {
         settings: &BasisSettings,
         key: &RepresentationKey,
     ) -> Result<Arc<Whitening>, ExecError> {
-        if let Some((_, w)) = self.inner.whitenings.lock().expect("whitening memo").iter().find(|(b, _)| b == basis) {
+        if let Some((_, w)) = self
+            .inner
+            .whitenings
+            .lock()
+            .expect("whitening memo")
+            .iter()
+            .find(|(b, _)| b == basis)
+        {
             return Ok(w.clone());
         }
         let moments = load_moments(store, content).await?;
         let opts = settings.compare_options();
         let label = key.label();
         let w = blocking(move || {
-            Whitening::from_moments(&moments, &opts.whiten_options())
-                .map_err(|source| ExecError::Maths { what: format!("whitening {label}"), source })
+            Whitening::from_moments(&moments, &opts.whiten_options()).map_err(|source| {
+                ExecError::Maths {
+                    what: format!("whitening {label}"),
+                    source,
+                }
+            })
         })
         .await?;
         let w = Arc::new(w);
@@ -659,10 +839,11 @@ impl TaskExecutor for SweepExecutor {
     fn execute(&self, task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
         let this = self.clone();
         Box::pin(async move {
-            let payload: TaskPayload = serde_json::from_slice(&task.payload).map_err(|e| TaskFailure::Fatal {
-                task_id: task.id.clone(),
-                message: format!("task payload is not understood by this svcca version: {e}"),
-            })?;
+            let payload: TaskPayload =
+                serde_json::from_slice(&task.payload).map_err(|e| TaskFailure::Fatal {
+                    task_id: task.id.clone(),
+                    message: format!("task payload is not understood by this svcca version: {e}"),
+                })?;
             match this.run(payload).await {
                 Ok(blob) => Ok(blob.to_output()),
                 Err(e) => Err(e.classify(&task.id)),
@@ -672,12 +853,25 @@ impl TaskExecutor for SweepExecutor {
 }
 
 /// Runs CPU-bound work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ExecError> + Send + 'static) -> Result<T, ExecError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ExecError::Join(e.to_string()))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
+) -> Result<T, ExecError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ExecError::Join(e.to_string()))?
 }
 
-fn check_rows(key: &RepresentationKey, rows: &crate::source::Rows, cols: usize, start: u64, end: u64) -> Result<(), ExecError> {
-    if rows.cols != cols || rows.rows as u64 != end - start || rows.data.len() != rows.rows * rows.cols {
+fn check_rows(
+    key: &RepresentationKey,
+    rows: &crate::source::Rows,
+    cols: usize,
+    start: u64,
+    end: u64,
+) -> Result<(), ExecError> {
+    if rows.cols != cols
+        || rows.rows as u64 != end - start
+        || rows.data.len() != rows.rows * rows.cols
+    {
         return Err(ExecError::Invalid(format!(
             "{}: asked for datapoints {start}..{end} of {cols} values each, the dataset returned {} rows of {} ({} values); the manifest and the shards disagree",
             key.label(),
@@ -692,24 +886,32 @@ fn check_rows(key: &RepresentationKey, rows: &crate::source::Rows, cols: usize, 
 /// The merged moments of a representation, from the cache.
 pub async fn load_moments(store: &Store, content: &str) -> Result<MomentAccumulator, ExecError> {
     let key = keys::moments_all(content);
-    let bytes = store
-        .get(&key)
-        .await?
-        .ok_or_else(|| ExecError::Invalid(format!("merged moments `{key}` are missing from the cache; rerun the job")))?;
+    let bytes = store.get(&key).await?.ok_or_else(|| {
+        ExecError::Invalid(format!(
+            "merged moments `{key}` are missing from the cache; rerun the job"
+        ))
+    })?;
     let parts = cache::decode_moments(&key, &bytes)?;
     MomentAccumulator::from_parts(parts).map_err(|source| ExecError::Maths { what: key, source })
 }
 
 /// One row chunk of several members' `Z`, side by side in one column-major buffer.
-async fn load_side(store: &Store, side: &[ZRef], start: u64, end: u64, rows: usize) -> Result<Vec<f64>, ExecError> {
+async fn load_side(
+    store: &Store,
+    side: &[ZRef],
+    start: u64,
+    end: u64,
+    rows: usize,
+) -> Result<Vec<f64>, ExecError> {
     let dims: usize = side.iter().map(|z| z.dims).sum();
     let mut out = Vec::with_capacity(rows * dims);
     for z in side {
         let key = keys::z_chunk(&z.basis, start, end);
-        let bytes = store
-            .get(&key)
-            .await?
-            .ok_or_else(|| ExecError::Invalid(format!("whitened rows `{key}` are missing from the cache; rerun the job")))?;
+        let bytes = store.get(&key).await?.ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "whitened rows `{key}` are missing from the cache; rerun the job"
+            ))
+        })?;
         let m = DenseMatrix::decode(&key, &bytes)?;
         if m.rows != rows || m.cols != z.dims {
             return Err(ExecError::Invalid(format!(
@@ -724,7 +926,12 @@ async fn load_side(store: &Store, side: &[ZRef], start: u64, end: u64, rows: usi
 }
 
 /// A core comparison as a stored pair record.
-pub fn pair_record(a: RepresentationKey, b: RepresentationKey, metric: &str, c: &svcca_core::Comparison) -> PairRecord {
+pub fn pair_record(
+    a: RepresentationKey,
+    b: RepresentationKey,
+    metric: &str,
+    c: &svcca_core::Comparison,
+) -> PairRecord {
     let mut warnings = c.warnings.clone();
     if !c.dropped_x.is_empty() || !c.dropped_y.is_empty() {
         warnings.push(format!(
@@ -764,19 +971,33 @@ pub struct ConvSettings {
 impl ConvSettings {
     pub fn new(metric: Metric, method: ConvMethod, mode: Mode, keep: KeepRule) -> Self {
         let b = BasisSettings::new(metric, mode, keep);
-        ConvSettings { metric, method, mode, keep_dims: b.keep_dims, keep_variance_bits: b.keep_variance_bits }
+        ConvSettings {
+            metric,
+            method,
+            mode,
+            keep_dims: b.keep_dims,
+            keep_variance_bits: b.keep_variance_bits,
+        }
     }
 
     /// Core's conv options (the keep rule applies to svcca only, as for dense layers).
     pub fn options(&self) -> ConvOptions {
-        let b = BasisSettings { metric: self.metric, mode: self.mode, keep_dims: self.keep_dims, keep_variance_bits: self.keep_variance_bits };
+        let b = BasisSettings {
+            metric: self.metric,
+            mode: self.mode,
+            keep_dims: self.keep_dims,
+            keep_variance_bits: self.keep_variance_bits,
+        };
         let base = b.compare_options();
         let method = match self.method {
             ConvMethod::Dft => svcca_core::conv::ConvMethod::Dft,
             ConvMethod::Fold => svcca_core::conv::ConvMethod::Fold,
             ConvMethod::Pool => svcca_core::conv::ConvMethod::Pool,
         };
-        ConvOptions::default().with_method(method).with_mode(base.mode).with_keep(base.whiten_options().keep)
+        ConvOptions::default()
+            .with_method(method)
+            .with_mode(base.mode)
+            .with_keep(base.whiten_options().keep)
     }
 }
 
@@ -785,11 +1006,21 @@ pub fn spatial(s: [usize; 3]) -> SpatialShape {
 }
 
 /// A core conv comparison as a stored pair record (per-frequency results included for dft).
-pub fn conv_record(a: RepresentationKey, b: RepresentationKey, metric: &str, c: &ConvComparison) -> PairRecord {
+pub fn conv_record(
+    a: RepresentationKey,
+    b: RepresentationKey,
+    metric: &str,
+    c: &ConvComparison,
+) -> PairRecord {
     let frequencies = (!c.frequencies.is_empty()).then(|| {
         c.frequencies
             .iter()
-            .map(|f| FrequencyRecord { i: f.i, j: f.j, coefficients: f.coefficients.clone(), mean: f.mean })
+            .map(|f| FrequencyRecord {
+                i: f.i,
+                j: f.j,
+                coefficients: f.coefficients.clone(),
+                mean: f.mean,
+            })
             .collect()
     });
     PairRecord {

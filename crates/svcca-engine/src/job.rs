@@ -26,8 +26,13 @@ use svcca_core::{MomentAccumulator, Side, Whitening};
 use svcca_results::{PairRecord, RepresentationRecord, ResultsFile, SCHEMA_VERSION};
 
 use crate::cache::{self, CacheError, DenseMatrix, Store, hash_parts, keys};
-use crate::driver::{JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec};
-use crate::exec::{BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, ZRef, compare_options, conv_record, pair_record, spatial};
+use crate::driver::{
+    JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
+};
+use crate::exec::{
+    BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, ZRef, compare_options, conv_record,
+    pair_record, spatial,
+};
 use crate::outputs::{self, Claim, OutputError, Summary};
 use crate::plan::{self, PlanError, RepInfo};
 use crate::source::{SourceError, SourceOpener};
@@ -50,9 +55,15 @@ pub enum JobError {
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error("{what}: {source}")]
-    Maths { what: String, source: svcca_core::CoreError },
+    Maths {
+        what: String,
+        source: svcca_core::CoreError,
+    },
     #[error("{what}: {source}")]
-    Conv { what: String, source: svcca_core::conv::ConvError },
+    Conv {
+        what: String,
+        source: svcca_core::conv::ConvError,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -68,7 +79,11 @@ impl JobError {
         };
         let message = self.to_string();
         let task_id = task_id.to_string();
-        if retryable { TaskFailure::Retryable { task_id, message } } else { TaskFailure::Fatal { task_id, message } }
+        if retryable {
+            TaskFailure::Retryable { task_id, message }
+        } else {
+            TaskFailure::Fatal { task_id, message }
+        }
     }
 }
 
@@ -204,10 +219,15 @@ impl SweepFactory {
 }
 
 impl JobDriverFactory for SweepFactory {
-    fn create(&self, job_spec_toml: String) -> BoxFuture<'static, Result<Box<dyn JobDriver>, TaskFailure>> {
+    fn create(
+        &self,
+        job_spec_toml: String,
+    ) -> BoxFuture<'static, Result<Box<dyn JobDriver>, TaskFailure>> {
         let opener = self.opener.clone();
         Box::pin(async move {
-            let driver = SweepDriver::new(&job_spec_toml, opener).await.map_err(|e| e.classify("plan"))?;
+            let driver = SweepDriver::new(&job_spec_toml, opener)
+                .await
+                .map_err(|e| e.classify("plan"))?;
             Ok(Box::new(driver) as Box<dyn JobDriver>)
         })
     }
@@ -216,7 +236,10 @@ impl JobDriverFactory for SweepFactory {
 impl SweepDriver {
     /// Parses the spec, claims the output, reads the manifest, plans the pairs and loads what
     /// the cache already holds.
-    pub async fn new(job_spec_toml: &str, opener: Arc<dyn SourceOpener>) -> Result<SweepDriver, JobError> {
+    pub async fn new(
+        job_spec_toml: &str,
+        opener: Arc<dyn SourceOpener>,
+    ) -> Result<SweepDriver, JobError> {
         let spec = JobSpec::from_toml(job_spec_toml)?;
         let out = Store::open(&spec.output)?;
         let cache = Store::open(&spec.cache_url())?;
@@ -241,11 +264,19 @@ impl SweepDriver {
             warnings.push(format!("{skipped} pair(s) of a conv layer with a dense layer were skipped: select them separately"));
         }
         if pairs.is_empty() {
-            return Err(PlanError::NoPairs { detail: "every planned pair mixes a conv layer with a dense layer".into() }.into());
+            return Err(PlanError::NoPairs {
+                detail: "every planned pair mixes a conv layer with a dense layer".into(),
+            }
+            .into());
         }
         for r in reps.iter().filter(|r| r.is_conv() || r.shape.len() != 1) {
             if r.shape.len() != 3 {
-                return Err(PlanError::ConvUnsupported { label: r.key.label(), shape: r.shape.clone(), method: spec.conv.as_str() }.into());
+                return Err(PlanError::ConvUnsupported {
+                    label: r.key.label(),
+                    shape: r.shape.clone(),
+                    method: spec.conv.as_str(),
+                }
+                .into());
             }
         }
         let max_cols = reps.iter().map(|r| r.columns() as u64).max().unwrap_or(1);
@@ -256,7 +287,14 @@ impl SweepDriver {
         let claim = outputs::claim(&out, &spec).await?;
         let content_of: Vec<String> = reps
             .iter()
-            .map(|r| hash_parts(&["content", &r.checksum, &format!("{:?}", r.shape), &r.datapoints.to_string()]))
+            .map(|r| {
+                hash_parts(&[
+                    "content",
+                    &r.checksum,
+                    &format!("{:?}", r.shape),
+                    &r.datapoints.to_string(),
+                ])
+            })
             .collect();
         let mut contents = BTreeMap::new();
         for (i, c) in content_of.iter().enumerate() {
@@ -305,7 +343,8 @@ impl SweepDriver {
             let key = keys::moments_all(content);
             if let Some(bytes) = driver.cache.get(&key).await? {
                 let parts = cache::decode_moments(&key, &bytes)?;
-                let m = MomentAccumulator::from_parts(parts).map_err(|source| JobError::Maths { what: key, source })?;
+                let m = MomentAccumulator::from_parts(parts)
+                    .map_err(|source| JobError::Maths { what: key, source })?;
                 state.moments = Some(Arc::new(m));
                 state.pending.clear();
             }
@@ -325,9 +364,15 @@ impl SweepDriver {
     fn pair_cache_key(&self, i: usize, j: usize, metric: Metric) -> String {
         let opts = compare_options(metric, self.spec.mode, self.spec.keep);
         if self.reps[i].is_conv() {
-            let settings = ConvSettings::new(metric, self.spec.conv, self.spec.mode, self.spec.keep);
+            let settings =
+                ConvSettings::new(metric, self.spec.conv, self.spec.mode, self.spec.keep);
             let fingerprint = format!("{settings:?}");
-            return keys::pair(&hash_parts(&["pair-conv", &self.content_of[i], &self.content_of[j], &fingerprint]));
+            return keys::pair(&hash_parts(&[
+                "pair-conv",
+                &self.content_of[i],
+                &self.content_of[j],
+                &fingerprint,
+            ]));
         }
         let h = match Family::of(metric) {
             Some(f) => hash_parts(&[
@@ -368,8 +413,11 @@ impl SweepDriver {
         for (i, j, m, key, got) in found {
             match got? {
                 Some(bytes) => {
-                    let mut record: PairRecord = serde_json::from_slice(&bytes)
-                        .map_err(|e| CacheError::Corrupt { key: key.clone(), message: e.to_string() })?;
+                    let mut record: PairRecord =
+                        serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+                            key: key.clone(),
+                            message: e.to_string(),
+                        })?;
                     record.a = self.reps[i].key.clone();
                     record.b = self.reps[j].key.clone();
                     self.results.insert((i, j, m), record);
@@ -399,12 +447,24 @@ impl SweepDriver {
         [s(&self.reps[i]), s(&self.reps[j])]
     }
 
-    fn conv_plan(&self, i: usize, j: usize, settings: &ConvSettings) -> Result<svcca_core::conv::ConvPlan, JobError> {
+    fn conv_plan(
+        &self,
+        i: usize,
+        j: usize,
+        settings: &ConvSettings,
+    ) -> Result<svcca_core::conv::ConvPlan, JobError> {
         let [a, b] = self.conv_shapes(i, j);
-        svcca_core::conv::ConvPlan::new(spatial(a), spatial(b), &settings.options()).map_err(|source| JobError::Conv {
-            what: format!("{} of {} and {}", settings.metric.as_str(), self.reps[i].key.label(), self.reps[j].key.label()),
-            source,
-        })
+        svcca_core::conv::ConvPlan::new(spatial(a), spatial(b), &settings.options()).map_err(
+            |source| JobError::Conv {
+                what: format!(
+                    "{} of {} and {}",
+                    settings.metric.as_str(),
+                    self.reps[i].key.label(),
+                    self.reps[j].key.label()
+                ),
+                source,
+            },
+        )
     }
 
     /// Plans a conv pair: dft frequencies in blocks (so they spread over workers), fold and pool
@@ -412,12 +472,21 @@ impl SweepDriver {
     fn add_conv_job(&mut self, i: usize, j: usize, metric: Metric) -> Result<(), JobError> {
         let settings = ConvSettings::new(metric, self.spec.conv, self.spec.mode, self.spec.keep);
         let blocks = if self.spec.conv == ConvMethod::Dft {
-            self.conv_plan(i, j, &settings)?.frequency_blocks(CONV_BLOCKS)
+            self.conv_plan(i, j, &settings)?
+                .frequency_blocks(CONV_BLOCKS)
         } else {
             vec![Vec::new()]
         };
         let results = vec![None; blocks.len()];
-        self.convs.push(ConvJob { i, j, metric, settings, blocks, results, done: false });
+        self.convs.push(ConvJob {
+            i,
+            j,
+            metric,
+            settings,
+            blocks,
+            results,
+            done: false,
+        });
         Ok(())
     }
 
@@ -456,19 +525,43 @@ impl SweepDriver {
             let c = &self.convs[job];
             (c.i, c.j, c.metric, c.settings)
         };
-        let blobs: Vec<Blob> = self.convs[job].results.iter_mut().map(|r| r.take().expect("every block present")).collect();
+        let blobs: Vec<Blob> = self.convs[job]
+            .results
+            .iter_mut()
+            .map(|r| r.take().expect("every block present"))
+            .collect();
         let record = if settings.method == ConvMethod::Dft {
             let mut frequencies = Vec::new();
             for b in blobs {
                 match b {
                     Blob::Frequencies(f) => frequencies.extend(f),
-                    other => return Err(JobError::Internal(format!("conv block returned {other:?}"))),
+                    other => {
+                        return Err(JobError::Internal(format!("conv block returned {other:?}")));
+                    }
                 }
             }
             let plan = self.conv_plan(i, j, &settings)?;
-            let c = svcca_core::conv::ConvComparison::from_frequency_results(&plan, self.reps[i].datapoints, frequencies, &settings.options())
-                .map_err(|source| JobError::Conv { what: format!("assembling {} of {} and {}", metric.as_str(), self.reps[i].key.label(), self.reps[j].key.label()), source })?;
-            conv_record(self.reps[i].key.clone(), self.reps[j].key.clone(), metric.as_str(), &c)
+            let c = svcca_core::conv::ConvComparison::from_frequency_results(
+                &plan,
+                self.reps[i].datapoints,
+                frequencies,
+                &settings.options(),
+            )
+            .map_err(|source| JobError::Conv {
+                what: format!(
+                    "assembling {} of {} and {}",
+                    metric.as_str(),
+                    self.reps[i].key.label(),
+                    self.reps[j].key.label()
+                ),
+                source,
+            })?;
+            conv_record(
+                self.reps[i].key.clone(),
+                self.reps[j].key.clone(),
+                metric.as_str(),
+                &c,
+            )
         } else {
             match blobs.into_iter().next() {
                 Some(Blob::Pairs(mut records)) if records.len() == 1 => records.remove(0),
@@ -481,7 +574,10 @@ impl SweepDriver {
     }
 
     fn emit(&mut self, id: String, payload: TaskPayload, what: TaskRef) {
-        *self.task_counts.entry(payload.kind().to_string()).or_default() += 1;
+        *self
+            .task_counts
+            .entry(payload.kind().to_string())
+            .or_default() += 1;
         self.ready.push(payload.to_task(id.clone()));
         self.outstanding.insert(id, what);
         self.progress.total += 1;
@@ -493,7 +589,12 @@ impl SweepDriver {
             self.issue_convs();
         }
         // Stage 1: moments tasks for contents not in the cache.
-        let to_issue: Vec<String> = self.contents.iter().filter(|(_, s)| !s.issued && s.moments.is_none()).map(|(c, _)| c.clone()).collect();
+        let to_issue: Vec<String> = self
+            .contents
+            .iter()
+            .filter(|(_, s)| !s.issued && s.moments.is_none())
+            .map(|(c, _)| c.clone())
+            .collect();
         for content in to_issue {
             let (rep, cols, pending) = {
                 let s = &self.contents[&content];
@@ -501,8 +602,16 @@ impl SweepDriver {
             };
             for chunk in pending {
                 let (start, end) = self.chunks[chunk];
-                if self.cache.exists(&keys::moments_part(&content, start, end)).await? {
-                    self.contents.get_mut(&content).expect("content").pending.remove(&chunk);
+                if self
+                    .cache
+                    .exists(&keys::moments_part(&content, start, end))
+                    .await?
+                {
+                    self.contents
+                        .get_mut(&content)
+                        .expect("content")
+                        .pending
+                        .remove(&chunk);
                     continue;
                 }
                 let payload = TaskPayload::Moments {
@@ -514,29 +623,58 @@ impl SweepDriver {
                     start,
                     end,
                 };
-                self.emit(format!("moments/{content}/{start}-{end}"), payload, TaskRef::MomentsPart { content: content.clone(), chunk });
+                self.emit(
+                    format!("moments/{content}/{start}-{end}"),
+                    payload,
+                    TaskRef::MomentsPart {
+                        content: content.clone(),
+                        chunk,
+                    },
+                );
             }
             self.contents.get_mut(&content).expect("content").issued = true;
         }
         // Merge finished contents in chunk order.
-        let to_merge: Vec<String> = self.contents.iter().filter(|(_, s)| s.moments.is_none() && s.pending.is_empty()).map(|(c, _)| c.clone()).collect();
+        let to_merge: Vec<String> = self
+            .contents
+            .iter()
+            .filter(|(_, s)| s.moments.is_none() && s.pending.is_empty())
+            .map(|(c, _)| c.clone())
+            .collect();
         for content in to_merge {
             let cols = self.contents[&content].cols;
             let mut acc = MomentAccumulator::new(cols);
             for &(start, end) in &self.chunks {
                 let key = keys::moments_part(&content, start, end);
-                let bytes = self.cache.get(&key).await?.ok_or_else(|| JobError::Internal(format!("moments part `{key}` vanished from the cache")))?;
-                let part = MomentAccumulator::from_parts(cache::decode_moments(&key, &bytes)?).map_err(|source| JobError::Maths { what: key.clone(), source })?;
-                acc.merge(&part).map_err(|source| JobError::Maths { what: key, source })?;
+                let bytes = self.cache.get(&key).await?.ok_or_else(|| {
+                    JobError::Internal(format!("moments part `{key}` vanished from the cache"))
+                })?;
+                let part = MomentAccumulator::from_parts(cache::decode_moments(&key, &bytes)?)
+                    .map_err(|source| JobError::Maths {
+                        what: key.clone(),
+                        source,
+                    })?;
+                acc.merge(&part)
+                    .map_err(|source| JobError::Maths { what: key, source })?;
             }
             let parts = acc.to_parts();
-            self.cache.put(&keys::moments_all(&content), cache::encode_moments(&parts)).await?;
+            self.cache
+                .put(&keys::moments_all(&content), cache::encode_moments(&parts))
+                .await?;
             // Rebuilt from its stored form so driver and workers whiten the very same numbers.
-            let m = MomentAccumulator::from_parts(parts).map_err(|source| JobError::Maths { what: content.clone(), source })?;
+            let m = MomentAccumulator::from_parts(parts).map_err(|source| JobError::Maths {
+                what: content.clone(),
+                source,
+            })?;
             self.contents.get_mut(&content).expect("content").moments = Some(Arc::new(m));
         }
         // Stage 2: whitenings and projections for contents with moments.
-        let to_prepare: Vec<String> = self.contents.iter().filter(|(_, s)| s.moments.is_some() && !s.prepared).map(|(c, _)| c.clone()).collect();
+        let to_prepare: Vec<String> = self
+            .contents
+            .iter()
+            .filter(|(_, s)| s.moments.is_some() && !s.prepared)
+            .map(|(c, _)| c.clone())
+            .collect();
         for content in to_prepare {
             self.prepare(&content).await?;
         }
@@ -545,7 +683,9 @@ impl SweepDriver {
             self.plan_tiles()?;
             self.tiles_planned = true;
         }
-        let ready: Vec<usize> = (0..self.tiles.len()).filter(|&t| !self.tiles[t].issued && self.tile_inputs_ready(t)).collect();
+        let ready: Vec<usize> = (0..self.tiles.len())
+            .filter(|&t| !self.tiles[t].issued && self.tile_inputs_ready(t))
+            .collect();
         for t in ready {
             self.issue_tile(t);
         }
@@ -554,33 +694,57 @@ impl SweepDriver {
 
     /// Whitens a content for each family it is needed in and issues its missing projections.
     async fn prepare(&mut self, content: &str) -> Result<(), JobError> {
-        let moments = self.contents[content].moments.clone().expect("moments present");
-        let reps_here: Vec<usize> = (0..self.reps.len()).filter(|&i| self.content_of[i] == content).collect();
-        let mut families: BTreeSet<Family> = self.metrics.iter().filter_map(|&m| Family::of(m)).collect();
+        let moments = self.contents[content]
+            .moments
+            .clone()
+            .expect("moments present");
+        let reps_here: Vec<usize> = (0..self.reps.len())
+            .filter(|&i| self.content_of[i] == content)
+            .collect();
+        let mut families: BTreeSet<Family> =
+            self.metrics.iter().filter_map(|&m| Family::of(m)).collect();
         if self.metrics.contains(&Metric::Pwcca) && families.is_empty() {
             // Only for the representation's record (kept dims, spectrum).
             families.insert(Family::Cca);
         }
         // The record of a representation states its SVCCA dims when svcca is asked, else CCA's.
-        families.retain(|&f| f == Family::Svcca || !self.metrics.contains(&Metric::Svcca) || reps_here.iter().any(|&i| self.z_needed.contains(&(f, i))));
+        families.retain(|&f| {
+            f == Family::Svcca
+                || !self.metrics.contains(&Metric::Svcca)
+                || reps_here.iter().any(|&i| self.z_needed.contains(&(f, i)))
+        });
         let mut to_project: Vec<(String, BasisSettings, BTreeSet<usize>)> = Vec::new();
         for family in families {
-            let opts = compare_options(family.metric(), self.spec.mode, self.spec.keep).whiten_options();
+            let opts =
+                compare_options(family.metric(), self.spec.mode, self.spec.keep).whiten_options();
             let m = moments.clone();
             let label = self.reps[reps_here[0]].key.label();
             let w = tokio::task::spawn_blocking(move || Whitening::from_moments(&m, &opts))
                 .await
                 .map_err(|e| JobError::Internal(e.to_string()))?
-                .map_err(|source| JobError::Maths { what: format!("whitening {label}"), source })?;
+                .map_err(|source| JobError::Maths {
+                    what: format!("whitening {label}"),
+                    source,
+                })?;
             let basis = self.basis_hash(family, content);
-            self.whitenings.insert((family, content.to_string()), Arc::new(w));
-            self.basis_of.insert((family, content.to_string()), basis.clone());
-            if !reps_here.iter().any(|&i| self.z_needed.contains(&(family, i))) || self.z.contains_key(&basis) {
+            self.whitenings
+                .insert((family, content.to_string()), Arc::new(w));
+            self.basis_of
+                .insert((family, content.to_string()), basis.clone());
+            if !reps_here
+                .iter()
+                .any(|&i| self.z_needed.contains(&(family, i)))
+                || self.z.contains_key(&basis)
+            {
                 continue;
             }
             let mut pending = BTreeSet::new();
             for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
-                if !self.cache.exists(&keys::z_chunk(&basis, start, end)).await? {
+                if !self
+                    .cache
+                    .exists(&keys::z_chunk(&basis, start, end))
+                    .await?
+                {
                     pending.insert(chunk);
                 }
             }
@@ -609,7 +773,14 @@ impl SweepDriver {
                 start,
                 end,
             };
-            self.emit(id, payload, TaskRef::Project { bases: bases.into_iter().map(|(b, _)| b).collect(), chunk });
+            self.emit(
+                id,
+                payload,
+                TaskRef::Project {
+                    bases: bases.into_iter().map(|(b, _)| b).collect(),
+                    chunk,
+                },
+            );
         }
         self.contents.get_mut(content).expect("content").prepared = true;
         Ok(())
@@ -622,10 +793,13 @@ impl SweepDriver {
         let max_dims = |rows: u64| -> usize {
             let r = rows as f64;
             let b = bound as f64 / 8.0;
-            ((-4.0 * r + (16.0 * r * r + 4.0 * b).sqrt()) / 2.0).floor().max(1.0) as usize
+            ((-4.0 * r + (16.0 * r * r + 4.0 * b).sqrt()) / 2.0)
+                .floor()
+                .max(1.0) as usize
         };
         let mut tiles = Vec::new();
-        let families: BTreeSet<Family> = self.needed.keys().filter_map(|&m| Family::of(m)).collect();
+        let families: BTreeSet<Family> =
+            self.needed.keys().filter_map(|&m| Family::of(m)).collect();
         for family in families {
             let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
             for (&m, ps) in &self.needed {
@@ -635,14 +809,20 @@ impl SweepDriver {
             }
             let pairs: Vec<(usize, usize)> = pairs.into_iter().collect();
             let dims: Vec<usize> = (0..self.reps.len())
-                .map(|i| self.whitenings.get(&(family, self.content_of[i].clone())).map(|w| w.dims()).unwrap_or(0))
+                .map(|i| {
+                    self.whitenings
+                        .get(&(family, self.content_of[i].clone()))
+                        .map(|w| w.dims())
+                        .unwrap_or(0)
+                })
                 .collect();
             let widest = dims.iter().copied().max().unwrap_or(1);
             let cap = max_dims(chunk_rows);
             if widest > cap {
                 return Err(PlanError::OverMemory {
                     what: format!("a pass-2 tile of {widest} whitened dims over {chunk_rows} rows"),
-                    needed_mb: plan::bytes_cross(chunk_rows, widest as u64, widest as u64).div_ceil(1 << 20),
+                    needed_mb: plan::bytes_cross(chunk_rows, widest as u64, widest as u64)
+                        .div_ceil(1 << 20),
                     bound_mb: self.spec.resources.memory_mb,
                 }
                 .into());
@@ -652,12 +832,17 @@ impl SweepDriver {
             // Few tiles: split the rows too, so the work still spreads over workers.
             let groups_wanted = (8usize.div_ceil(planned.len().max(1))).clamp(1, self.chunks.len());
             let per_group = self.chunks.len().div_ceil(groups_wanted);
-            let groups: Vec<Vec<(u64, u64)>> = self.chunks.chunks(per_group).map(|g| g.to_vec()).collect();
+            let groups: Vec<Vec<(u64, u64)>> =
+                self.chunks.chunks(per_group).map(|g| g.to_vec()).collect();
             for ((ba, bb), tile_pairs) in planned {
                 tiles.push(Tile {
                     kind: TileKind::Whitened(family),
                     a: blocks[ba].clone(),
-                    b: if ba == bb { Vec::new() } else { blocks[bb].clone() },
+                    b: if ba == bb {
+                        Vec::new()
+                    } else {
+                        blocks[bb].clone()
+                    },
                     pairs: tile_pairs,
                     parts: vec![None; groups.len()],
                     groups: groups.clone(),
@@ -684,7 +869,11 @@ impl SweepDriver {
                 tiles.push(Tile {
                     kind: TileKind::Raw,
                     a: blocks[ba].clone(),
-                    b: if ba == bb { Vec::new() } else { blocks[bb].clone() },
+                    b: if ba == bb {
+                        Vec::new()
+                    } else {
+                        blocks[bb].clone()
+                    },
                     pairs: tile_pairs,
                     groups: vec![self.chunks.clone()],
                     parts: vec![None],
@@ -699,7 +888,10 @@ impl SweepDriver {
 
     /// The raw-path metrics this job still computes, in canonical order.
     fn raw_metrics(&self) -> Vec<Metric> {
-        [Metric::Pwcca, Metric::Cka].into_iter().filter(|m| self.needed.get(m).is_some_and(|p| !p.is_empty())).collect()
+        [Metric::Pwcca, Metric::Cka]
+            .into_iter()
+            .filter(|m| self.needed.get(m).is_some_and(|p| !p.is_empty()))
+            .collect()
     }
 
     fn tile_inputs_ready(&self, t: usize) -> bool {
@@ -745,7 +937,11 @@ impl SweepDriver {
                         chunks: chunks.clone(),
                         out: h.clone(),
                     };
-                    tasks.push((format!("cross/{h}"), payload, TaskRef::Cross { tile: t, group: g }));
+                    tasks.push((
+                        format!("cross/{h}"),
+                        payload,
+                        TaskRef::Cross { tile: t, group: g },
+                    ));
                 }
                 for (id, payload, r) in tasks {
                     self.emit(id, payload, r);
@@ -753,17 +949,21 @@ impl SweepDriver {
             }
             TileKind::Raw => {
                 let members_idx: Vec<usize> = tile.a.iter().chain(&tile.b).copied().collect();
-                let pos: HashMap<usize, usize> = members_idx.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+                let pos: HashMap<usize, usize> = members_idx
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &i)| (i, p))
+                    .collect();
                 let members: Vec<RawRef> = members_idx
                     .iter()
                     .map(|&i| RawRef {
                         key: self.reps[i].key.clone(),
                         content: self.content_of[i].clone(),
                         cols: self.reps[i].columns(),
-                        basis: self.basis_hash(Family::Cca, &self.content_of[i]),
                     })
                     .collect();
-                let pairs: Vec<(usize, usize)> = tile.pairs.iter().map(|(i, j)| (pos[i], pos[j])).collect();
+                let pairs: Vec<(usize, usize)> =
+                    tile.pairs.iter().map(|(i, j)| (pos[i], pos[j])).collect();
                 let metrics = self.raw_metrics();
                 let mut parts: Vec<String> = vec!["raw".into(), self.spec.mode.as_str().into()];
                 parts.extend(metrics.iter().map(|m| m.as_str().to_string()));
@@ -787,9 +987,20 @@ impl SweepDriver {
         self.tiles[t].issued = true;
     }
 
-    async fn store_pair(&mut self, i: usize, j: usize, metric: Metric, record: PairRecord) -> Result<(), JobError> {
+    async fn store_pair(
+        &mut self,
+        i: usize,
+        j: usize,
+        metric: Metric,
+        record: PairRecord,
+    ) -> Result<(), JobError> {
         let key = self.pair_cache_key(i, j, metric);
-        self.cache.put(&key, serde_json::to_vec(&record).expect("pair record serialises")).await?;
+        self.cache
+            .put(
+                &key,
+                serde_json::to_vec(&record).expect("pair record serialises"),
+            )
+            .await?;
         self.results.insert((i, j, metric), record);
         Ok(())
     }
@@ -797,7 +1008,10 @@ impl SweepDriver {
     /// All groups of a whitened tile are in: sum them in group order and compare each pair.
     async fn finish_whitened_tile(&mut self, t: usize, family: Family) -> Result<(), JobError> {
         let tile = &mut self.tiles[t];
-        let mut parts = tile.parts.iter_mut().map(|p| p.take().expect("every group present"));
+        let mut parts = tile
+            .parts
+            .iter_mut()
+            .map(|p| p.take().expect("every group present"));
         let mut total = parts.next().expect("a tile has at least one group");
         for p in parts {
             for (x, y) in total.data.iter_mut().zip(&p.data) {
@@ -815,43 +1029,86 @@ impl SweepDriver {
             map
         };
         let rows_side = offsets(&tile.a);
-        let cols_side = if tile.b.is_empty() { rows_side.clone() } else { offsets(&tile.b) };
-        let metrics: Vec<Metric> = self.metrics.iter().copied().filter(|&m| Family::of(m) == Some(family)).collect();
+        let cols_side = if tile.b.is_empty() {
+            rows_side.clone()
+        } else {
+            offsets(&tile.b)
+        };
+        let metrics: Vec<Metric> = self
+            .metrics
+            .iter()
+            .copied()
+            .filter(|&m| Family::of(m) == Some(family))
+            .collect();
         let mut jobs = Vec::new();
         for &(i, j) in &tile.pairs {
-            let todo: Vec<Metric> = metrics.iter().copied().filter(|m| !self.results.contains_key(&(i, j, *m))).collect();
+            let todo: Vec<Metric> = metrics
+                .iter()
+                .copied()
+                .filter(|m| !self.results.contains_key(&(i, j, *m)))
+                .collect();
             if todo.is_empty() {
                 continue;
             }
             let wi = self.whitenings[&(family, self.content_of[i].clone())].clone();
             let wj = self.whitenings[&(family, self.content_of[j].clone())].clone();
-            let mi = self.contents[&self.content_of[i]].moments.clone().expect("moments");
-            let mj = self.contents[&self.content_of[j]].moments.clone().expect("moments");
+            let mi = self.contents[&self.content_of[i]]
+                .moments
+                .clone()
+                .expect("moments");
+            let mj = self.contents[&self.content_of[j]]
+                .moments
+                .clone()
+                .expect("moments");
             // The pair's block of C: i in the row block and j in the column block, or mirrored.
             let (ki, kj) = (wi.dims(), wj.dims());
             let cross = if let (Some(&ri), Some(&cj)) = (rows_side.get(&i), cols_side.get(&j)) {
                 total.view().submatrix(ri, cj, ki, kj).to_owned()
             } else {
                 let (rj, ci) = (rows_side[&j], cols_side[&i]);
-                total.view().submatrix(rj, ci, kj, ki).transpose().to_owned()
+                total
+                    .view()
+                    .submatrix(rj, ci, kj, ki)
+                    .transpose()
+                    .to_owned()
             };
             jobs.push((i, j, todo, wi, wj, mi, mj, cross));
         }
         let mode = self.spec.mode;
         let keep = self.spec.keep;
         let reps: Vec<_> = self.reps.iter().map(|r| r.key.clone()).collect();
-        let computed = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, usize, Metric, PairRecord)>, JobError> {
-            let mut out = Vec::new();
-            for (i, j, todo, wi, wj, mi, mj, cross) in jobs {
-                for metric in todo {
-                    let opts = compare_options(metric, mode, keep);
-                    let c = svcca_core::compare_whitened(Side::with_moments(&wi, &mi), Side::with_moments(&wj, &mj), cross.as_ref(), &opts)
-                        .map_err(|source| JobError::Maths { what: format!("{} of {} and {}", metric.as_str(), reps[i].label(), reps[j].label()), source })?;
-                    out.push((i, j, metric, pair_record(reps[i].clone(), reps[j].clone(), metric.as_str(), &c)));
+        let computed = tokio::task::spawn_blocking(
+            move || -> Result<Vec<(usize, usize, Metric, PairRecord)>, JobError> {
+                let mut out = Vec::new();
+                for (i, j, todo, wi, wj, mi, mj, cross) in jobs {
+                    for metric in todo {
+                        let opts = compare_options(metric, mode, keep);
+                        let c = svcca_core::compare_whitened(
+                            Side::with_moments(&wi, &mi),
+                            Side::with_moments(&wj, &mj),
+                            cross.as_ref(),
+                            &opts,
+                        )
+                        .map_err(|source| JobError::Maths {
+                            what: format!(
+                                "{} of {} and {}",
+                                metric.as_str(),
+                                reps[i].label(),
+                                reps[j].label()
+                            ),
+                            source,
+                        })?;
+                        out.push((
+                            i,
+                            j,
+                            metric,
+                            pair_record(reps[i].clone(), reps[j].clone(), metric.as_str(), &c),
+                        ));
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await
         .map_err(|e| JobError::Internal(e.to_string()))??;
         for (i, j, metric, record) in computed {
@@ -867,7 +1124,8 @@ impl SweepDriver {
             return Ok(());
         };
         self.progress.done += 1;
-        let blob = Blob::from_output(task_id, &output).map_err(|f| JobError::Internal(f.to_string()))?;
+        let blob =
+            Blob::from_output(task_id, &output).map_err(|f| JobError::Internal(f.to_string()))?;
         match what {
             TaskRef::MomentsPart { content, chunk } => {
                 if let Some(s) = self.contents.get_mut(&content) {
@@ -885,17 +1143,23 @@ impl SweepDriver {
                 let m = match blob {
                     Blob::Matrix(bytes) => DenseMatrix::decode(task_id, &bytes)?,
                     Blob::MatrixAt(key) => {
-                        let bytes = self.cache.get(&key).await?.ok_or_else(|| JobError::Internal(format!("partial `{key}` vanished")))?;
+                        let bytes = self.cache.get(&key).await?.ok_or_else(|| {
+                            JobError::Internal(format!("partial `{key}` vanished"))
+                        })?;
                         let m = DenseMatrix::decode(&key, &bytes)?;
                         // Partials are scratch: the pair results are what is kept.
                         self.cache.delete(&key).await?;
                         m
                     }
-                    other => return Err(JobError::Internal(format!("cross task returned {other:?}"))),
+                    other => {
+                        return Err(JobError::Internal(format!("cross task returned {other:?}")));
+                    }
                 };
                 self.tiles[tile].parts[group] = Some(m);
                 if self.tiles[tile].parts.iter().all(|p| p.is_some()) {
-                    let TileKind::Whitened(family) = self.tiles[tile].kind else { unreachable!("cross tasks belong to whitened tiles") };
+                    let TileKind::Whitened(family) = self.tiles[tile].kind else {
+                        unreachable!("cross tasks belong to whitened tiles")
+                    };
                     self.finish_whitened_tile(tile, family).await?;
                 }
             }
@@ -910,10 +1174,15 @@ impl SweepDriver {
                     return Err(JobError::Internal("raw task returned no pairs".into()));
                 };
                 let metrics = self.raw_metrics();
-                let wanted: Vec<(usize, usize, Metric)> =
-                    self.tiles[tile].pairs.iter().flat_map(|&(i, j)| metrics.iter().map(move |&m| (i, j, m))).collect();
+                let wanted: Vec<(usize, usize, Metric)> = self.tiles[tile]
+                    .pairs
+                    .iter()
+                    .flat_map(|&(i, j)| metrics.iter().map(move |&m| (i, j, m)))
+                    .collect();
                 if records.len() != wanted.len() {
-                    return Err(JobError::Internal("raw task returned the wrong number of pairs".into()));
+                    return Err(JobError::Internal(
+                        "raw task returned the wrong number of pairs".into(),
+                    ));
                 }
                 for ((i, j, m), record) in wanted.into_iter().zip(records) {
                     // A pair may be here for one metric while the other came from the cache.
@@ -930,7 +1199,11 @@ impl SweepDriver {
     fn results_file(&self) -> ResultsFile {
         let record_family = if self.metrics.contains(&Metric::Svcca) {
             Some(Family::Svcca)
-        } else if self.metrics.iter().any(|m| matches!(m, Metric::Cca | Metric::Pwcca)) {
+        } else if self
+            .metrics
+            .iter()
+            .any(|m| matches!(m, Metric::Cca | Metric::Pwcca))
+        {
             Some(Family::Cca)
         } else {
             None
@@ -940,7 +1213,8 @@ impl SweepDriver {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let w = record_family.and_then(|f| self.whitenings.get(&(f, self.content_of[i].clone())));
+                let w = record_family
+                    .and_then(|f| self.whitenings.get(&(f, self.content_of[i].clone())));
                 RepresentationRecord {
                     key: r.key.clone(),
                     shape: r.shape.clone(),
@@ -976,7 +1250,11 @@ impl SweepDriver {
         let summary = Summary {
             representations: results.representations.len(),
             pairs: self.pairs.len(),
-            metrics: self.metrics.iter().map(|m| m.as_str().to_string()).collect(),
+            metrics: self
+                .metrics
+                .iter()
+                .map(|m| m.as_str().to_string())
+                .collect(),
             pairs_from_cache: self.from_cache,
             tasks: self.task_counts.clone(),
             seconds: self.started.elapsed().as_secs_f64(),
@@ -995,7 +1273,16 @@ impl SweepDriver {
             ),
             format!(
                 "tasks run: {}",
-                if summary.tasks.is_empty() { "none".to_string() } else { summary.tasks.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ") }
+                if summary.tasks.is_empty() {
+                    "none".to_string()
+                } else {
+                    summary
+                        .tasks
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             ),
         ];
         for m in &self.metrics {
@@ -1003,11 +1290,20 @@ impl SweepDriver {
             if !values.is_empty() {
                 let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                lines.push(format!("{}: mean similarity from {lo:.4} to {hi:.4}", m.as_str()));
+                lines.push(format!(
+                    "{}: mean similarity from {lo:.4} to {hi:.4}",
+                    m.as_str()
+                ));
             }
         }
-        lines.push(format!("results: {}/results.json, matrices: matrix_<metric>.csv/.arrow", self.out.url().trim_end_matches('/')));
-        Ok(JobSummary { output_url: self.out.url().to_string(), lines })
+        lines.push(format!(
+            "results: {}/results.json, matrices: matrix_<metric>.csv/.arrow",
+            self.out.url().trim_end_matches('/')
+        ));
+        Ok(JobSummary {
+            output_url: self.out.url().to_string(),
+            lines,
+        })
     }
 }
 
@@ -1019,8 +1315,16 @@ impl JobDriver for SweepDriver {
         })
     }
 
-    fn complete(&mut self, task_id: String, output: TaskOutput) -> BoxFuture<'_, Result<(), TaskFailure>> {
-        Box::pin(async move { self.on_complete(&task_id, output).await.map_err(|e| e.classify(&task_id)) })
+    fn complete(
+        &mut self,
+        task_id: String,
+        output: TaskOutput,
+    ) -> BoxFuture<'_, Result<(), TaskFailure>> {
+        Box::pin(async move {
+            self.on_complete(&task_id, output)
+                .await
+                .map_err(|e| e.classify(&task_id))
+        })
     }
 
     fn all_done(&self) -> bool {

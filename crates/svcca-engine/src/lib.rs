@@ -22,10 +22,12 @@ pub mod worker;
 /// The sweep job logic for a coordinator: builds a [`job::SweepDriver`] from a job spec's TOML,
 /// reading datasets through svcca-storage.
 pub fn job_factory() -> std::sync::Arc<dyn driver::JobDriverFactory> {
-    std::sync::Arc::new(job::SweepFactory::new(std::sync::Arc::new(source::StorageOpener::default())))
+    let opener = std::sync::Arc::new(source::StorageOpener::default());
+    std::sync::Arc::new(job::SweepFactory::new(opener))
 }
 
 /// The sweep task runner for a worker ([`exec::SweepExecutor`] over svcca-storage datasets).
 pub fn task_executor(config: exec::ExecutorConfig) -> std::sync::Arc<dyn driver::TaskExecutor> {
-    std::sync::Arc::new(exec::SweepExecutor::new(std::sync::Arc::new(source::StorageOpener::default()), config))
+    let opener = std::sync::Arc::new(source::StorageOpener::default());
+    std::sync::Arc::new(exec::SweepExecutor::new(opener, config))
 }

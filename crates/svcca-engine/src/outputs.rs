@@ -30,7 +30,9 @@ pub enum OutputError {
          choose another output URL, or set overwrite = true in the job spec (--overwrite) to replace them"
     )]
     DifferentJob { url: String },
-    #[error("`{url}/job.toml` is not a job spec svcca can read ({message}); remove it or choose another output URL")]
+    #[error(
+        "`{url}/job.toml` is not a job spec svcca can read ({message}); remove it or choose another output URL"
+    )]
     UnreadableJob { url: String, message: String },
     #[error(transparent)]
     Store(#[from] CacheError),
@@ -59,8 +61,11 @@ pub async fn claim(out: &Store, spec: &JobSpec) -> Result<Claim, OutputError> {
         None => Claim::Fresh,
         Some(bytes) => {
             let text = String::from_utf8_lossy(&bytes).to_string();
-            let stored: JobSpec = toml::from_str(&text)
-                .map_err(|e| OutputError::UnreadableJob { url: out.url().to_string(), message: e.to_string() })?;
+            let stored: JobSpec =
+                toml::from_str(&text).map_err(|e| OutputError::UnreadableJob {
+                    url: out.url().to_string(),
+                    message: e.to_string(),
+                })?;
             let mut a = stored.clone();
             let mut b = spec.clone();
             a.overwrite = false;
@@ -70,7 +75,9 @@ pub async fn claim(out: &Store, spec: &JobSpec) -> Result<Claim, OutputError> {
             } else if spec.overwrite {
                 Claim::Overwrite
             } else {
-                return Err(OutputError::DifferentJob { url: out.url().to_string() });
+                return Err(OutputError::DifferentJob {
+                    url: out.url().to_string(),
+                });
             }
         }
     };
@@ -98,12 +105,23 @@ pub struct Summary {
 
 /// The similarity matrix of one metric: `values[i][j]`, `None` where not compared.
 pub fn matrix(results: &ResultsFile, metric: &str) -> Vec<Vec<Option<f64>>> {
-    let labels: Vec<String> = results.representations.iter().map(|r| r.key.label()).collect();
-    let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let labels: Vec<String> = results
+        .representations
+        .iter()
+        .map(|r| r.key.label())
+        .collect();
+    let index: BTreeMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
     let n = labels.len();
     let mut m = vec![vec![None; n]; n];
     for p in results.pairs_of(metric) {
-        let (Some(&i), Some(&j)) = (index.get(p.a.label().as_str()), index.get(p.b.label().as_str())) else {
+        let (Some(&i), Some(&j)) = (
+            index.get(p.a.label().as_str()),
+            index.get(p.b.label().as_str()),
+        ) else {
             continue;
         };
         m[i][j] = Some(p.mean);
@@ -115,7 +133,11 @@ pub fn matrix(results: &ResultsFile, metric: &str) -> Vec<Vec<Option<f64>>> {
 }
 
 fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }
 
 pub fn matrix_csv(labels: &[String], m: &[Vec<Option<f64>>]) -> String {
@@ -139,19 +161,30 @@ pub fn matrix_csv(labels: &[String], m: &[Vec<Option<f64>>]) -> String {
     out
 }
 
-pub fn matrix_arrow(metric: &str, labels: &[String], m: &[Vec<Option<f64>>]) -> Result<Vec<u8>, OutputError> {
-    let arrow_err = |e: arrow_schema::ArrowError| OutputError::Arrow { metric: metric.to_string(), message: e.to_string() };
+pub fn matrix_arrow(
+    metric: &str,
+    labels: &[String],
+    m: &[Vec<Option<f64>>],
+) -> Result<Vec<u8>, OutputError> {
+    let arrow_err = |e: arrow_schema::ArrowError| OutputError::Arrow {
+        metric: metric.to_string(),
+        message: e.to_string(),
+    };
     let mut fields = vec![Field::new("label", DataType::Utf8, false)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(labels.to_vec()))];
     for (j, l) in labels.iter().enumerate() {
         fields.push(Field::new(l, DataType::Float64, true));
-        columns.push(Arc::new(Float64Array::from(m.iter().map(|row| row[j]).collect::<Vec<_>>())));
+        columns.push(Arc::new(Float64Array::from(
+            m.iter().map(|row| row[j]).collect::<Vec<_>>(),
+        )));
     }
-    let schema = Arc::new(Schema::new(fields).with_metadata(
-        [("svcca.metric".to_string(), metric.to_string())]
-            .into_iter()
-            .collect::<std::collections::HashMap<String, String>>(),
-    ));
+    let schema = Arc::new(
+        Schema::new(fields).with_metadata(
+            [("svcca.metric".to_string(), metric.to_string())]
+                .into_iter()
+                .collect::<std::collections::HashMap<String, String>>(),
+        ),
+    );
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)?;
     let mut buf = Vec::new();
     {
@@ -164,14 +197,34 @@ pub fn matrix_arrow(metric: &str, labels: &[String], m: &[Vec<Option<f64>>]) -> 
 
 /// Writes results, matrices and summary. `results.json` goes last, so its presence means the
 /// job finished.
-pub async fn write_all(out: &Store, results: &ResultsFile, summary: &Summary) -> Result<(), OutputError> {
-    let labels: Vec<String> = results.representations.iter().map(|r| r.key.label()).collect();
+pub async fn write_all(
+    out: &Store,
+    results: &ResultsFile,
+    summary: &Summary,
+) -> Result<(), OutputError> {
+    let labels: Vec<String> = results
+        .representations
+        .iter()
+        .map(|r| r.key.label())
+        .collect();
     for metric in results.metrics() {
         let m = matrix(results, &metric);
-        out.put(&format!("matrix_{metric}.csv"), matrix_csv(&labels, &m).into_bytes()).await?;
-        out.put(&format!("matrix_{metric}.arrow"), matrix_arrow(&metric, &labels, &m)?).await?;
+        out.put(
+            &format!("matrix_{metric}.csv"),
+            matrix_csv(&labels, &m).into_bytes(),
+        )
+        .await?;
+        out.put(
+            &format!("matrix_{metric}.arrow"),
+            matrix_arrow(&metric, &labels, &m)?,
+        )
+        .await?;
     }
-    out.put("summary.json", serde_json::to_vec_pretty(summary).expect("summary serialises")).await?;
+    out.put(
+        "summary.json",
+        serde_json::to_vec_pretty(summary).expect("summary serialises"),
+    )
+    .await?;
     out.put("results.json", results.to_json()).await?;
     Ok(())
 }
@@ -180,7 +233,10 @@ pub async fn write_all(out: &Store, results: &ResultsFile, summary: &Summary) ->
 pub fn versions() -> BTreeMap<String, String> {
     [
         ("svcca".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-        ("svcca-results-schema".to_string(), svcca_results::SCHEMA_VERSION.to_string()),
+        (
+            "svcca-results-schema".to_string(),
+            svcca_results::SCHEMA_VERSION.to_string(),
+        ),
         ("faer".to_string(), "0.24".to_string()),
     ]
     .into_iter()
@@ -199,10 +255,15 @@ mod tests {
         let csv = matrix_csv(&labels, &m);
         assert_eq!(csv, "label,a/x,\"b,y\"\na/x,,0.25\n\"b,y\",0.25,\n");
         let bytes = matrix_arrow("svcca", &labels, &m).unwrap();
-        let reader = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let reader =
+            arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches[0].num_rows(), 2);
-        let col = batches[0].column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        let col = batches[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         assert!(col.is_null(0));
         assert_eq!(col.value(1), 0.25);
     }

@@ -50,13 +50,25 @@ impl RepInfo {
 pub enum PlanError {
     #[error("the selection matches no representation of the dataset ({detail})")]
     EmptySelection { detail: String },
-    #[error("selected key `{key}` matches no representation of the dataset; `svcca ls DATASET` lists them")]
+    #[error(
+        "selected key `{key}` matches no representation of the dataset; `svcca ls DATASET` lists them"
+    )]
     UnknownKey { key: String },
     #[error("pair ({a}, {b}): {problem}")]
-    BadPair { a: String, b: String, problem: String },
+    BadPair {
+        a: String,
+        b: String,
+        problem: String,
+    },
     #[error("{plan} needs {field} numbers, but representation `{label}` has none")]
-    MissingField { plan: &'static str, field: &'static str, label: String },
-    #[error("`{label}` has {n} datapoint(s): at least 2 are needed for a covariance (the SVCCA authors advise 5-10x more datapoints than neurons)")]
+    MissingField {
+        plan: &'static str,
+        field: &'static str,
+        label: String,
+    },
+    #[error(
+        "`{label}` has {n} datapoint(s): at least 2 are needed for a covariance (the SVCCA authors advise 5-10x more datapoints than neurons)"
+    )]
     TooFewDatapoints { label: String, n: u64 },
     #[error("the comparison plan produced no pair: {detail}")]
     NoPairs { detail: String },
@@ -64,14 +76,29 @@ pub enum PlanError {
         "representations cover different datapoints: `{a}` has {n_a} and `{b}` has {n_b}; every \
          representation of a sweep must cover the same probe set in the same order"
     )]
-    DatapointMismatch { a: String, n_a: u64, b: String, n_b: u64 },
+    DatapointMismatch {
+        a: String,
+        n_a: u64,
+        b: String,
+        n_b: u64,
+    },
     #[error(
         "`{label}` has datapoints of shape {shape:?}: sweeps compare dense layers ([neurons]) and \
          conv layers ([h, w, channels], NHWC, by conv method `{method}`); reshape it when ingesting"
     )]
-    ConvUnsupported { label: String, shape: Vec<usize>, method: &'static str },
-    #[error("{what} needs about {needed_mb} MiB per task, over the bound of {bound_mb} MiB; raise resources.memory_mb")]
-    OverMemory { what: String, needed_mb: u64, bound_mb: u64 },
+    ConvUnsupported {
+        label: String,
+        shape: Vec<usize>,
+        method: &'static str,
+    },
+    #[error(
+        "{what} needs about {needed_mb} MiB per task, over the bound of {bound_mb} MiB; raise resources.memory_mb"
+    )]
+    OverMemory {
+        what: String,
+        needed_mb: u64,
+        bound_mb: u64,
+    },
 }
 
 fn field_value(key: &RepresentationKey, field: &str) -> Option<String> {
@@ -89,7 +116,9 @@ fn field_value(key: &RepresentationKey, field: &str) -> Option<String> {
 pub fn select(all: &[RepInfo], selection: &Selection) -> Result<Vec<RepInfo>, PlanError> {
     for pattern in &selection.keys {
         if !all.iter().any(|r| glob_match(pattern, &r.key.label())) {
-            return Err(PlanError::UnknownKey { key: pattern.clone() });
+            return Err(PlanError::UnknownKey {
+                key: pattern.clone(),
+            });
         }
     }
     let mut chosen: Vec<RepInfo> = all
@@ -111,7 +140,11 @@ pub fn select(all: &[RepInfo], selection: &Selection) -> Result<Vec<RepInfo>, Pl
             detail: format!(
                 "{} representations in the dataset; filters {:?}, keys {:?}",
                 all.len(),
-                selection.filters.iter().map(|(k, v)| format!("{k}={}", v.as_slice().join("|"))).collect::<Vec<_>>(),
+                selection
+                    .filters
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_slice().join("|")))
+                    .collect::<Vec<_>>(),
                 selection.keys
             ),
         });
@@ -125,7 +158,10 @@ pub fn select(all: &[RepInfo], selection: &Selection) -> Result<Vec<RepInfo>, Pl
 pub fn common_datapoints(reps: &[RepInfo]) -> Result<u64, PlanError> {
     let first = &reps[0];
     if first.datapoints < 2 {
-        return Err(PlanError::TooFewDatapoints { label: first.key.label(), n: first.datapoints });
+        return Err(PlanError::TooFewDatapoints {
+            label: first.key.label(),
+            n: first.datapoints,
+        });
     }
     for r in &reps[1..] {
         if r.datapoints != first.datapoints {
@@ -155,13 +191,24 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
             let mut groups: BTreeMap<(String, Option<i64>, String), Vec<usize>> = BTreeMap::new();
             for (i, r) in reps.iter().enumerate() {
                 if r.key.step.is_none() {
-                    return Err(PlanError::MissingField { plan: "vs-final", field: "step", label: r.key.label() });
+                    return Err(PlanError::MissingField {
+                        plan: "vs-final",
+                        field: "step",
+                        label: r.key.label(),
+                    });
                 }
-                groups.entry((r.key.run.clone(), r.key.seed, r.key.layer.clone())).or_default().push(i);
+                groups
+                    .entry((r.key.run.clone(), r.key.seed, r.key.layer.clone()))
+                    .or_default()
+                    .push(i);
             }
             for members in groups.values() {
                 let last_step = members.iter().map(|&i| reps[i].key.step).max().flatten();
-                let finals: Vec<usize> = members.iter().copied().filter(|&i| reps[i].key.step == last_step).collect();
+                let finals: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|&i| reps[i].key.step == last_step)
+                    .collect();
                 // Reps differing only in tags at the final step: compare against the first.
                 let Some(&fin) = finals.first() else { continue };
                 for &i in members {
@@ -175,9 +222,16 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
             let mut groups: BTreeMap<(String, Option<i64>, String), Vec<usize>> = BTreeMap::new();
             for (i, r) in reps.iter().enumerate() {
                 if r.key.seed.is_none() {
-                    return Err(PlanError::MissingField { plan: "cross-seed", field: "seed", label: r.key.label() });
+                    return Err(PlanError::MissingField {
+                        plan: "cross-seed",
+                        field: "seed",
+                        label: r.key.label(),
+                    });
                 }
-                groups.entry((r.key.run.clone(), r.key.step, r.key.layer.clone())).or_default().push(i);
+                groups
+                    .entry((r.key.run.clone(), r.key.step, r.key.layer.clone()))
+                    .or_default()
+                    .push(i);
             }
             for members in groups.values() {
                 for (x, &i) in members.iter().enumerate() {
@@ -190,7 +244,11 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
             }
         }
         ComparisonPlan::Pairs => {
-            let index: BTreeMap<String, usize> = reps.iter().enumerate().map(|(i, r)| (r.key.label(), i)).collect();
+            let index: BTreeMap<String, usize> = reps
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.key.label(), i))
+                .collect();
             for [a, b] in &spec.pairs {
                 let find = |label: &str| {
                     index.get(label).copied().ok_or_else(|| PlanError::BadPair {
@@ -201,7 +259,11 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
                 };
                 let (i, j) = (find(a)?, find(b)?);
                 if i == j {
-                    return Err(PlanError::BadPair { a: a.clone(), b: b.clone(), problem: "a representation compared with itself".into() });
+                    return Err(PlanError::BadPair {
+                        a: a.clone(),
+                        b: b.clone(),
+                        problem: "a representation compared with itself".into(),
+                    });
                 }
                 pairs.insert((i, j));
             }
@@ -261,7 +323,9 @@ pub fn rows_per_task(spec: &JobSpec, n: u64, max_cols: u64) -> Result<u64, PlanE
 /// `[0, n)` in ranges of `rows` (the last may be shorter).
 pub fn row_chunks(n: u64, rows: u64) -> Vec<(u64, u64)> {
     let rows = rows.max(1);
-    (0..n.div_ceil(rows)).map(|c| (c * rows, ((c + 1) * rows).min(n))).collect()
+    (0..n.div_ceil(rows))
+        .map(|c| (c * rows, ((c + 1) * rows).min(n)))
+        .collect()
 }
 
 /// Groups representations into blocks for pass 2.
@@ -348,7 +412,10 @@ pub fn tiles(blocks: &[Vec<usize>], pairs: &[(usize, usize)]) -> Vec<TilePlan> {
     let mut by_tile: BTreeMap<(usize, usize), Vec<(usize, usize)>> = BTreeMap::new();
     for &(i, j) in pairs {
         let (bi, bj) = (block_of[&i], block_of[&j]);
-        by_tile.entry((bi.min(bj), bi.max(bj))).or_default().push((i, j));
+        by_tile
+            .entry((bi.min(bj), bi.max(bj)))
+            .or_default()
+            .push((i, j));
     }
     by_tile.into_iter().collect()
 }
@@ -360,7 +427,13 @@ mod tests {
 
     fn rep(run: &str, seed: i64, step: i64, layer: &str) -> RepInfo {
         RepInfo {
-            key: RepresentationKey { run: run.into(), seed: Some(seed), step: Some(step), layer: layer.into(), tags: Default::default() },
+            key: RepresentationKey {
+                run: run.into(),
+                seed: Some(seed),
+                step: Some(step),
+                layer: layer.into(),
+                tags: Default::default(),
+            },
             shape: vec![8],
             datapoints: 100,
             checksum: format!("{run}{seed}{step}{layer}"),
@@ -383,55 +456,98 @@ mod tests {
     #[test]
     fn selection_filters_and_sorts() {
         let all = grid();
-        let spec = JobSpec::new("/d", "/o").with_where("run", "mlp").with_where("layer", "h1").with_metrics(vec![Metric::Svcca]);
+        let spec = JobSpec::new("/d", "/o")
+            .with_where("run", "mlp")
+            .with_where("layer", "h1")
+            .with_metrics(vec![Metric::Svcca]);
         let chosen = select(&all, &spec.select).unwrap();
         assert_eq!(chosen.len(), 6);
         assert!(chosen.windows(2).all(|w| w[0].key < w[1].key));
         let spec = JobSpec::new("/d", "/o").with_where("step", "2?0");
         assert_eq!(select(&all, &spec.select).unwrap().len(), 4);
         let spec = JobSpec::new("/d", "/o").with_keys(vec!["mlp/seed9/*".into()]);
-        assert!(matches!(select(&all, &spec.select), Err(PlanError::UnknownKey { .. })));
+        assert!(matches!(
+            select(&all, &spec.select),
+            Err(PlanError::UnknownKey { .. })
+        ));
         let spec = JobSpec::new("/d", "/o").with_where("run", "nothing");
-        assert!(matches!(select(&all, &spec.select), Err(PlanError::EmptySelection { .. })));
+        assert!(matches!(
+            select(&all, &spec.select),
+            Err(PlanError::EmptySelection { .. })
+        ));
     }
 
     #[test]
     fn comparison_plans_pick_the_right_pairs() {
-        let reps = select(&grid(), &JobSpec::new("/d", "/o").with_where("run", "mlp").select).unwrap();
+        let reps = select(
+            &grid(),
+            &JobSpec::new("/d", "/o").with_where("run", "mlp").select,
+        )
+        .unwrap();
         let all = plan_pairs(&reps, &JobSpec::new("/d", "/o")).unwrap();
         assert_eq!(all.len(), 12 * 11 / 2);
-        let vs = plan_pairs(&reps, &JobSpec::new("/d", "/o").with_comparison(ComparisonPlan::VsFinal)).unwrap();
+        let vs = plan_pairs(
+            &reps,
+            &JobSpec::new("/d", "/o").with_comparison(ComparisonPlan::VsFinal),
+        )
+        .unwrap();
         // 2 seeds x 2 layers x 2 earlier steps.
         assert_eq!(vs.len(), 8);
         for &(i, j) in &vs {
             assert_eq!(reps[j].key.step, Some(200));
             assert!(reps[i].key.step < reps[j].key.step);
-            assert_eq!((reps[i].key.seed, &reps[i].key.layer), (reps[j].key.seed, &reps[j].key.layer));
+            assert_eq!(
+                (reps[i].key.seed, &reps[i].key.layer),
+                (reps[j].key.seed, &reps[j].key.layer)
+            );
         }
-        let cs = plan_pairs(&reps, &JobSpec::new("/d", "/o").with_comparison(ComparisonPlan::CrossSeed)).unwrap();
+        let cs = plan_pairs(
+            &reps,
+            &JobSpec::new("/d", "/o").with_comparison(ComparisonPlan::CrossSeed),
+        )
+        .unwrap();
         // 3 steps x 2 layers, one seed pair each.
         assert_eq!(cs.len(), 6);
-        let explicit = JobSpec::new("/d", "/o").with_pairs(vec![["mlp/seed0/step0/h1".into(), "mlp/seed1/step0/h2".into()]]);
+        let explicit = JobSpec::new("/d", "/o").with_pairs(vec![[
+            "mlp/seed0/step0/h1".into(),
+            "mlp/seed1/step0/h2".into(),
+        ]]);
         assert_eq!(plan_pairs(&reps, &explicit).unwrap().len(), 1);
-        let bad = JobSpec::new("/d", "/o").with_pairs(vec![["mlp/seed0/step0/h1".into(), "nope".into()]]);
-        assert!(matches!(plan_pairs(&reps, &bad), Err(PlanError::BadPair { .. })));
+        let bad =
+            JobSpec::new("/d", "/o").with_pairs(vec![["mlp/seed0/step0/h1".into(), "nope".into()]]);
+        assert!(matches!(
+            plan_pairs(&reps, &bad),
+            Err(PlanError::BadPair { .. })
+        ));
     }
 
     #[test]
     fn tiles_cover_every_pair_once() {
-        let reps = select(&grid(), &JobSpec::new("/d", "/o").with_where("run", "mlp").select).unwrap();
+        let reps = select(
+            &grid(),
+            &JobSpec::new("/d", "/o").with_where("run", "mlp").select,
+        )
+        .unwrap();
         let dims: Vec<usize> = (0..reps.len()).map(|i| 50 + 10 * i).collect();
-        for plan in [ComparisonPlan::AllPairs, ComparisonPlan::VsFinal, ComparisonPlan::CrossSeed] {
+        for plan in [
+            ComparisonPlan::AllPairs,
+            ComparisonPlan::VsFinal,
+            ComparisonPlan::CrossSeed,
+        ] {
             let pairs = plan_pairs(&reps, &JobSpec::new("/d", "/o").with_comparison(plan)).unwrap();
             for max in [60, 300, 10_000] {
                 let b = blocks(&reps, &dims, plan, &pairs, max);
                 let t = tiles(&b, &pairs);
-                let mut covered: Vec<(usize, usize)> = t.iter().flat_map(|(_, p)| p.clone()).collect();
+                let mut covered: Vec<(usize, usize)> =
+                    t.iter().flat_map(|(_, p)| p.clone()).collect();
                 covered.sort();
                 assert_eq!(covered, pairs, "{plan:?} max {max}");
                 for members in &b {
                     let width: usize = members.iter().map(|&i| dims[i]).sum();
-                    assert!(members.len() == 1 || width <= max.max(256), "{plan:?}: block too wide");
+                    assert!(
+                        members.len() == 1 || width <= max.max(256),
+                        "{plan:?}: block too wide"
+                    );
                 }
             }
         }
@@ -443,7 +559,7 @@ mod tests {
         assert_eq!(row_chunks(3, 10), vec![(0, 3)]);
         let spec = JobSpec::new("/d", "/o");
         let rows = rows_per_task(&spec, 20_000, 512).unwrap();
-        assert!(rows >= 1 && rows <= 20_000);
+        assert!((1..=20_000).contains(&rows));
         assert!(bytes_project(rows, 512) <= 1024 * MIB);
         assert!(rows_per_task(&JobSpec::new("/d", "/o").with_memory_mb(16), 100, 4096).is_err());
     }

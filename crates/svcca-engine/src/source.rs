@@ -70,9 +70,15 @@ impl StorageOpener {
 
 fn storage_error(url: &str, e: svcca_storage::StorageError) -> SourceError {
     if e.is_retryable() {
-        SourceError::Io { url: url.to_string(), message: e.to_string() }
+        SourceError::Io {
+            url: url.to_string(),
+            message: e.to_string(),
+        }
     } else {
-        SourceError::Invalid { url: url.to_string(), message: e.to_string() }
+        SourceError::Invalid {
+            url: url.to_string(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -91,14 +97,20 @@ impl SourceOpener for StorageOpener {
     fn open(&self, url: String) -> BoxFuture<'static, Result<Arc<dyn RowSource>, SourceError>> {
         let options = self.options.clone();
         Box::pin(async move {
-            let dataset = svcca_storage::Dataset::open(&url, options).await.map_err(|e| storage_error(&url, e))?;
+            let dataset = svcca_storage::Dataset::open(&url, options)
+                .await
+                .map_err(|e| storage_error(&url, e))?;
             let index = dataset
                 .representations()
                 .iter()
                 .enumerate()
                 .map(|(i, r)| (results_key(&r.key), i))
                 .collect();
-            Ok(Arc::new(StorageSource { url, dataset, index }) as Arc<dyn RowSource>)
+            Ok(Arc::new(StorageSource {
+                url,
+                dataset,
+                index,
+            }) as Arc<dyn RowSource>)
         })
     }
 }
@@ -126,14 +138,22 @@ impl RowSource for StorageSource {
         })
     }
 
-    fn read_rows<'a>(&'a self, key: &'a RepresentationKey, start: u64, end: u64) -> BoxFuture<'a, Result<Rows, SourceError>> {
+    fn read_rows<'a>(
+        &'a self,
+        key: &'a RepresentationKey,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'a, Result<Rows, SourceError>> {
         use futures::StreamExt;
         Box::pin(async move {
             let rep = self
                 .index
                 .get(key)
                 .map(|&i| &self.dataset.representations()[i])
-                .ok_or_else(|| SourceError::Invalid { url: self.url.clone(), message: format!("no representation {} in the manifest", key.label()) })?;
+                .ok_or_else(|| SourceError::Invalid {
+                    url: self.url.clone(),
+                    message: format!("no representation {} in the manifest", key.label()),
+                })?;
             let cols = rep.row_len();
             let rows = (end - start) as usize;
             let mut data = Vec::with_capacity(rows * cols);

@@ -230,7 +230,10 @@ fn default_memory_mb() -> u64 {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { memory_mb: default_memory_mb(), rows_per_task: None }
+        Resources {
+            memory_mb: default_memory_mb(),
+            rows_per_task: None,
+        }
     }
 }
 
@@ -239,8 +242,10 @@ impl Default for Resources {
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Dataset root URL (`file:///...`, `s3://...`, or a local path).
+    #[serde(default)]
     pub dataset: String,
     /// Where results go (an object-store URL or a local path).
+    #[serde(default)]
     pub output: String,
     /// Where per-representation results are cached across jobs; default `<output>/cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,17 +301,31 @@ pub enum SpecError {
     #[error("job spec is not valid TOML for svcca: {message}")]
     Parse { message: String },
     #[error("job spec: `{field}` is required ({hint})")]
-    Missing { field: &'static str, hint: &'static str },
+    Missing {
+        field: &'static str,
+        hint: &'static str,
+    },
     #[error("job spec: `{field}` = `{value}` is not known; expected {expected}")]
-    UnknownValue { field: &'static str, value: String, expected: &'static str },
+    UnknownValue {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("job spec: {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl JobSpec {
     /// A spec comparing every selected representation of `dataset`, writing to `output`.
     pub fn new(dataset: impl Into<String>, output: impl Into<String>) -> Self {
-        JobSpec { dataset: dataset.into(), output: output.into(), ..JobSpec::default() }
+        JobSpec {
+            dataset: dataset.into(),
+            output: output.into(),
+            ..JobSpec::default()
+        }
     }
 
     pub fn with_comparison(mut self, comparison: ComparisonPlan) -> Self {
@@ -389,7 +408,9 @@ impl JobSpec {
 
     /// Parses TOML text without validating (for callers that fill in fields first).
     pub fn parse_toml(text: &str) -> Result<Self, SpecError> {
-        toml::from_str(text).map_err(|e| SpecError::Parse { message: e.to_string() })
+        toml::from_str(text).map_err(|e| SpecError::Parse {
+            message: e.to_string(),
+        })
     }
 
     /// The spec as TOML (what crosses gRPC and is stored with the results).
@@ -418,7 +439,11 @@ impl JobSpec {
     pub fn describe_settings(&self) -> String {
         format!(
             "metrics {}; keep {}; mode {}; conv {}",
-            self.metric_set().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+            self.metric_set()
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             self.keep.describe(),
             self.mode.as_str(),
             self.conv.as_str()
@@ -462,7 +487,10 @@ impl JobSpec {
         if self.resources.memory_mb < 16 {
             return Err(SpecError::Invalid {
                 field: "resources.memory_mb",
-                message: format!("{} MiB is too little for any task; use at least 16", self.resources.memory_mb),
+                message: format!(
+                    "{} MiB is too little for any task; use at least 16",
+                    self.resources.memory_mb
+                ),
             });
         }
         if self.resources.rows_per_task == Some(0) {
@@ -588,7 +616,9 @@ rows_per_task = 300
         assert_eq!(spec.keep, KeepRule::Variance(0.99));
         assert_eq!(spec.metrics, vec![Metric::Svcca]);
         assert_eq!(spec.cache_url(), "/o/cache");
-        let built = JobSpec::new("/d", "/o").with_where("layer", "h*").with_where("layer", "logits");
+        let built = JobSpec::new("/d", "/o")
+            .with_where("layer", "h*")
+            .with_where("layer", "logits");
         assert_eq!(built.select.filters["layer"].as_slice(), ["h*", "logits"]);
     }
 
@@ -596,19 +626,40 @@ rows_per_task = 300
     fn bad_specs_say_what_to_fix() {
         let cases = [
             ("output = \"/o\"", "`dataset` is required"),
-            ("dataset = \"/d\"\noutput = \"/o\"\ncomparison = \"every\"", "unknown variant"),
-            ("dataset = \"/d\"\noutput = \"/o\"\nmetrics = []", "no metric"),
-            ("dataset = \"/d\"\noutput = \"/o\"\n[keep]\nvariance = 1.5", "not a fraction"),
-            ("dataset = \"/d\"\noutput = \"/o\"\n[keep]\ndims = 0", "keeps nothing"),
-            ("dataset = \"/d\"\noutput = \"/o\"\ncomparison = \"pairs\"", "needs a list"),
-            ("dataset = \"/d\"\noutput = \"/o\"\nbogus = 1", "unknown field"),
+            (
+                "dataset = \"/d\"\noutput = \"/o\"\ncomparison = \"every\"",
+                "unknown variant",
+            ),
+            (
+                "dataset = \"/d\"\noutput = \"/o\"\nmetrics = []",
+                "no metric",
+            ),
+            (
+                "dataset = \"/d\"\noutput = \"/o\"\n[keep]\nvariance = 1.5",
+                "not a fraction",
+            ),
+            (
+                "dataset = \"/d\"\noutput = \"/o\"\n[keep]\ndims = 0",
+                "keeps nothing",
+            ),
+            (
+                "dataset = \"/d\"\noutput = \"/o\"\ncomparison = \"pairs\"",
+                "needs a list",
+            ),
+            (
+                "dataset = \"/d\"\noutput = \"/o\"\nbogus = 1",
+                "unknown field",
+            ),
         ];
         for (text, expected) in cases {
             let err = JobSpec::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
         assert!(parse_where("layer").is_err());
-        assert_eq!(parse_where("layer=h*").unwrap(), ("layer".into(), "h*".into()));
+        assert_eq!(
+            parse_where("layer=h*").unwrap(),
+            ("layer".into(), "h*".into())
+        );
     }
 
     #[test]

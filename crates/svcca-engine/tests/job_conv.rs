@@ -19,12 +19,24 @@ async fn ingest_conv(dest: &std::path::Path) {
             std::fs::copy(digits().join(&rel), &to).unwrap();
         }
     }
-    let config = svcca_storage::IngestConfig::new(src.path(), dest.to_str().unwrap().to_string()).with_shard_rows(200);
+    let config = svcca_storage::IngestConfig::new(src.path(), dest.to_str().unwrap().to_string())
+        .with_shard_rows(200);
     svcca_storage::ingest(config).await.unwrap();
 }
 
-fn conv_reference(a: &RepresentationKey, b: &RepresentationKey, settings: &ConvSettings) -> svcca_core::conv::ConvComparison {
-    let path = |k: &RepresentationKey| digits().join(format!("conv/seed{}/step{}/{}.npy", k.seed.unwrap(), k.step.unwrap(), k.layer));
+fn conv_reference(
+    a: &RepresentationKey,
+    b: &RepresentationKey,
+    settings: &ConvSettings,
+) -> svcca_core::conv::ConvComparison {
+    let path = |k: &RepresentationKey| {
+        digits().join(format!(
+            "conv/seed{}/step{}/{}.npy",
+            k.seed.unwrap(),
+            k.step.unwrap(),
+            k.layer
+        ))
+    };
     let x = svcca_storage::npy::read_f32(path(a)).unwrap();
     let y = svcca_storage::npy::read_f32(path(b)).unwrap();
     compare_conv(
@@ -49,7 +61,10 @@ fn max_conv_difference(results: &ResultsFile, method: ConvMethod) -> f64 {
             worst = worst.max((u - v).abs());
         }
         if method == ConvMethod::Dft {
-            let freqs = p.frequencies.as_ref().expect("dft pairs carry per-frequency results");
+            let freqs = p
+                .frequencies
+                .as_ref()
+                .expect("dft pairs carry per-frequency results");
             assert_eq!(freqs.len(), r.frequencies.len());
             for (f, g) in freqs.iter().zip(&r.frequencies) {
                 assert_eq!((f.i, f.j), (g.i, g.j));
@@ -80,8 +95,14 @@ async fn dft_blocks_over_tasks_equal_compare_conv() {
     println!("conv dft all-pairs: max |sweep - compare_conv| = {worst:e}");
     assert!(worst < 1e-9, "{worst:e}");
     let summary_json = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
-    assert!(summary_json.contains("not computed for conv layers"), "{summary_json}");
-    assert!(summary_json.contains("\"conv\""), "conv tasks are counted: {summary_json}");
+    assert!(
+        summary_json.contains("not computed for conv layers"),
+        "{summary_json}"
+    );
+    assert!(
+        summary_json.contains("\"conv\""),
+        "conv tasks are counted: {summary_json}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,10 +112,21 @@ async fn pool_and_fold_equal_compare_conv() {
     for (method, name) in [(ConvMethod::Pool, "pool"), (ConvMethod::Fold, "fold")] {
         let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let opener = CountingOpener::default();
-        let toml = spec_toml(ds.path(), out.path(), cache.path(), &format!("comparison = \"cross-seed\"\nconv = \"{name}\"\nmetrics = [\"svcca\", \"cca\"]\n"));
+        let toml = spec_toml(
+            ds.path(),
+            out.path(),
+            cache.path(),
+            &format!(
+                "comparison = \"cross-seed\"\nconv = \"{name}\"\nmetrics = [\"svcca\", \"cca\"]\n"
+            ),
+        );
         run_job(&opener, &toml, Order::AsIssued).await.unwrap();
         let results = read_results(out.path());
-        assert_eq!(results.pairs.len(), 4, "{name}: 2 layers x 1 seed pair x 2 metrics");
+        assert_eq!(
+            results.pairs.len(),
+            4,
+            "{name}: 2 layers x 1 seed pair x 2 metrics"
+        );
         let worst = max_conv_difference(&results, method);
         println!("conv {name} cross-seed: max |sweep - compare_conv| = {worst:e}");
         assert!(worst < 1e-9, "{name}: {worst:e}");

@@ -12,7 +12,11 @@ const EXTRA: &str = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cca\"]\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_resumes_and_a_killed_run_finishes_with_the_same_numbers() {
     let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| p.contains("seed0") && (p.contains("step25/") || p.contains("step400") || p.contains("step2250"))).await;
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0")
+            && (p.contains("step25/") || p.contains("step400") || p.contains("step2250"))
+    })
+    .await;
 
     // A clean run.
     let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -26,37 +30,82 @@ async fn a_rerun_resumes_and_a_killed_run_finishes_with_the_same_numbers() {
     // The same job again: nothing is read or run, the numbers are the same.
     opener.reset();
     let summary = run_job(&opener, &toml, Order::AsIssued).await.unwrap();
-    assert_eq!(opener.total(), 0, "a resumed finished job read raw shards: {:?}", opener.labels());
-    assert!(summary.lines.iter().any(|l| l.contains("30 from the cache")), "{:?}", summary.lines);
+    assert_eq!(
+        opener.total(),
+        0,
+        "a resumed finished job read raw shards: {:?}",
+        opener.labels()
+    );
+    assert!(
+        summary
+            .lines
+            .iter()
+            .any(|l| l.contains("30 from the cache")),
+        "{:?}",
+        summary.lines
+    );
     assert_eq!(read_results(out.path()).pairs, clean.pairs);
 
     // A run killed midway (after 9 task completions), then run again to the end.
     let (out2, cache2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let toml2 = spec_toml(ds.path(), out2.path(), cache2.path(), EXTRA);
     let mut driver = factory(&opener).create(toml2.clone()).await.unwrap();
-    let stopped = drive(driver.as_mut(), &executor(&opener), Order::Reversed, Some(9)).await.unwrap();
+    let stopped = drive(
+        driver.as_mut(),
+        &executor(&opener),
+        Order::Reversed,
+        Some(9),
+    )
+    .await
+    .unwrap();
     assert!(stopped.is_none(), "the job should have been stopped midway");
     drop(driver);
     assert!(!out2.path().join("results.json").exists());
     opener.reset();
     run_job(&opener, &toml2, Order::Interleaved).await.unwrap();
     let resumed = read_results(out2.path());
-    assert_eq!(resumed.pairs, clean.pairs, "a resumed job must give the clean run's numbers");
-    assert_matches_reference("resumed job", &resumed, Mode::Default, KeepRule::Variance(0.99));
+    assert_eq!(
+        resumed.pairs, clean.pairs,
+        "a resumed job must give the clean run's numbers"
+    );
+    assert_matches_reference(
+        "resumed job",
+        &resumed,
+        Mode::Default,
+        KeepRule::Variance(0.99),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_job_is_refused_unless_told_to_overwrite() {
     let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| p.contains("seed0/step2250") && (p.contains("h3") || p.contains("h4"))).await;
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0/step2250") && (p.contains("h3") || p.contains("h4"))
+    })
+    .await;
     let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let opener = CountingOpener::default();
-    run_job(&opener, &spec_toml(ds.path(), out.path(), cache.path(), ""), Order::AsIssued).await.unwrap();
+    run_job(
+        &opener,
+        &spec_toml(ds.path(), out.path(), cache.path(), ""),
+        Order::AsIssued,
+    )
+    .await
+    .unwrap();
     let other = spec_toml(ds.path(), out.path(), cache.path(), "metrics = [\"cka\"]\n");
-    let err = factory(&opener).create(other.clone()).await.err().expect("a different job must be refused");
+    let err = factory(&opener)
+        .create(other.clone())
+        .await
+        .err()
+        .expect("a different job must be refused");
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("different job"), "{err}");
-    let forced = spec_toml(ds.path(), out.path(), cache.path(), "metrics = [\"cka\"]\noverwrite = true\n");
+    let forced = spec_toml(
+        ds.path(),
+        out.path(),
+        cache.path(),
+        "metrics = [\"cka\"]\noverwrite = true\n",
+    );
     run_job(&opener, &forced, Order::AsIssued).await.unwrap();
     let results = read_results(out.path());
     assert_eq!(results.metrics(), vec!["cka".to_string()]);
@@ -67,7 +116,10 @@ async fn a_different_job_is_refused_unless_told_to_overwrite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_run_reads_only_new_representations() {
     let ds = tempfile::tempdir().unwrap();
-    let old = |p: &str| p.contains("seed0") && (p.contains("step0/") || p.contains("step25/") || p.contains("step100/"));
+    let old = |p: &str| {
+        p.contains("seed0")
+            && (p.contains("step0/") || p.contains("step25/") || p.contains("step100/"))
+    };
     ingest_digits(ds.path(), old).await;
     let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let opener = CountingOpener::default();
@@ -80,7 +132,10 @@ async fn an_incremental_run_reads_only_new_representations() {
     assert_eq!(first_reads, 6 * 2 * 2, "{:?}", opener.reads.lock().unwrap());
 
     // Two new checkpoints arrive.
-    ingest_digits(ds.path(), |p| p.contains("seed0") && (p.contains("step400") || p.contains("step2250"))).await;
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0") && (p.contains("step400") || p.contains("step2250"))
+    })
+    .await;
     opener.reset();
     let summary = run_job(&opener, &toml, Order::Reversed).await.unwrap();
     let second = read_results(out.path());
@@ -88,14 +143,39 @@ async fn an_incremental_run_reads_only_new_representations() {
     assert_eq!(second.pairs.len(), 45 * 2);
     let read_labels = opener.labels();
     assert!(
-        read_labels.iter().all(|l| l.contains("step400") || l.contains("step2250")),
+        read_labels
+            .iter()
+            .all(|l| l.contains("step400") || l.contains("step2250")),
         "old representations were read again: {read_labels:?}"
     );
-    assert_eq!(opener.total(), 4 * 2 * 2, "{:?}", opener.reads.lock().unwrap());
+    assert_eq!(
+        opener.total(),
+        4 * 2 * 2,
+        "{:?}",
+        opener.reads.lock().unwrap()
+    );
     // 15 old pairs x 2 metrics came from the cache, unchanged.
-    assert!(summary.lines.iter().any(|l| l.contains("30 from the cache")), "{:?}", summary.lines);
+    assert!(
+        summary
+            .lines
+            .iter()
+            .any(|l| l.contains("30 from the cache")),
+        "{:?}",
+        summary.lines
+    );
     for p in &first.pairs {
-        assert!(second.pairs.contains(p), "old pair {} {} {} changed", p.metric, p.a.label(), p.b.label());
+        assert!(
+            second.pairs.contains(p),
+            "old pair {} {} {} changed",
+            p.metric,
+            p.a.label(),
+            p.b.label()
+        );
     }
-    assert_matches_reference("incremental run", &second, Mode::Default, KeepRule::Variance(0.99));
+    assert_matches_reference(
+        "incremental run",
+        &second,
+        Mode::Default,
+        KeepRule::Variance(0.99),
+    );
 }

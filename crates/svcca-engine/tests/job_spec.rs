@@ -19,7 +19,10 @@ async fn create_error(opener: &CountingOpener, toml: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_specs_and_selections_are_refused_with_a_reason() {
     let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| p.contains("seed0/step2250") || p.contains("seed1/step0/h1")).await;
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0/step2250") || p.contains("seed1/step0/h1")
+    })
+    .await;
     let opener = CountingOpener::default();
     let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let base = |extra: &str| spec_toml(ds.path(), out.path(), cache.path(), extra);
@@ -27,11 +30,26 @@ async fn bad_specs_and_selections_are_refused_with_a_reason() {
         ("comparison = \"everything\"\n", "unknown variant"),
         ("metrics = [\"svcca\", \"mystery\"]\n", "unknown variant"),
         ("[keep]\nvariance = 0.0\n", "not a fraction"),
-        ("[select]\nwhere = { run = \"resnet\" }\n", "matches no representation"),
-        ("[select]\nkeys = [\"mlp/seed7/*\"]\n", "matches no representation"),
-        ("comparison = \"cross-seed\"\n[select]\nwhere = { seed = \"0\" }\n", "no pair"),
-        ("comparison = \"vs-final\"\n[select]\nwhere = { step = \"2250\" }\n", "no pair"),
-        ("comparison = \"pairs\"\npairs = [[\"mlp/seed0/step2250/h1\", \"mlp/seed0/step9/h1\"]]\n", "not a selected representation"),
+        (
+            "[select]\nwhere = { run = \"resnet\" }\n",
+            "matches no representation",
+        ),
+        (
+            "[select]\nkeys = [\"mlp/seed7/*\"]\n",
+            "matches no representation",
+        ),
+        (
+            "comparison = \"cross-seed\"\n[select]\nwhere = { seed = \"0\" }\n",
+            "no pair",
+        ),
+        (
+            "comparison = \"vs-final\"\n[select]\nwhere = { step = \"2250\" }\n",
+            "no pair",
+        ),
+        (
+            "comparison = \"pairs\"\npairs = [[\"mlp/seed0/step2250/h1\", \"mlp/seed0/step9/h1\"]]\n",
+            "not a selected representation",
+        ),
         ("[resources]\nmemory_mb = 1\n", "memory_mb"),
     ];
     for (extra, expected) in cases {
@@ -39,7 +57,11 @@ async fn bad_specs_and_selections_are_refused_with_a_reason() {
         assert!(err.contains(expected), "{extra:?}: {err}");
     }
     let missing = tempfile::tempdir().unwrap();
-    let err = create_error(&opener, &spec_toml(missing.path(), out.path(), cache.path(), "")).await;
+    let err = create_error(
+        &opener,
+        &spec_toml(missing.path(), out.path(), cache.path(), ""),
+    )
+    .await;
     assert!(err.contains("manifest") || err.contains("dataset"), "{err}");
     assert_eq!(opener.total(), 0, "no shard is read while planning");
 }

@@ -27,14 +27,31 @@ async fn all_pairs_at_the_last_step_match_compare_for_every_metric() {
     let results = read_results(out.path());
     assert_eq!(results.representations.len(), 15);
     assert_eq!(results.pairs.len(), 105 * 4, "{:?}", summary.lines);
-    assert_matches_reference("all-pairs step 2250, 4 metrics", &results, Mode::Default, KeepRule::Variance(0.99));
+    assert_matches_reference(
+        "all-pairs step 2250, 4 metrics",
+        &results,
+        Mode::Default,
+        KeepRule::Variance(0.99),
+    );
     // h1 keeps 66 of its 128 directions at 99% variance in the digits MLP (seed 0).
-    let h1 = results.representations.iter().find(|r| r.key.label() == "mlp/seed0/step2250/h1").unwrap();
-    assert!(h1.kept_dims > 10 && h1.kept_dims < 128, "kept {}", h1.kept_dims);
+    let h1 = results
+        .representations
+        .iter()
+        .find(|r| r.key.label() == "mlp/seed0/step2250/h1")
+        .unwrap();
+    assert!(
+        h1.kept_dims > 10 && h1.kept_dims < 128,
+        "kept {}",
+        h1.kept_dims
+    );
     for metric in ["svcca", "cca", "pwcca", "cka"] {
         let csv = std::fs::read_to_string(out.path().join(format!("matrix_{metric}.csv"))).unwrap();
         assert_eq!(csv.lines().count(), 16, "{metric}: header + 15 rows");
-        assert!(csv.starts_with("label,mlp/seed0/step2250/h1,"), "{metric}: {}", &csv[..80]);
+        assert!(
+            csv.starts_with("label,mlp/seed0/step2250/h1,"),
+            "{metric}: {}",
+            &csv[..80]
+        );
         assert!(out.path().join(format!("matrix_{metric}.arrow")).exists());
     }
     assert!(out.path().join("summary.json").exists());
@@ -44,7 +61,10 @@ async fn all_pairs_at_the_last_step_match_compare_for_every_metric() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vs_final_over_checkpoints_matches_compare() {
     let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| p.contains("/h2.npy") || p.contains("/logits.npy")).await;
+    ingest_digits(ds.path(), |p| {
+        p.contains("/h2.npy") || p.contains("/logits.npy")
+    })
+    .await;
     let out = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let opener = CountingOpener::default();
@@ -62,13 +82,21 @@ async fn vs_final_over_checkpoints_matches_compare() {
         assert_eq!(p.b.step, Some(2250));
         assert_eq!((p.a.seed, &p.a.layer), (p.b.seed, &p.b.layer));
     }
-    assert_matches_reference("vs-final h2+logits, svcca dims 20 + pwcca", &results, Mode::Default, KeepRule::Dims(20));
+    assert_matches_reference(
+        "vs-final h2+logits, svcca dims 20 + pwcca",
+        &results,
+        Mode::Default,
+        KeepRule::Dims(20),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_compat_cross_seed_matches_compare() {
     let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| p.contains("step400") && (p.contains("h3") || p.contains("h4"))).await;
+    ingest_digits(ds.path(), |p| {
+        p.contains("step400") && (p.contains("h3") || p.contains("h4"))
+    })
+    .await;
     let out = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let opener = CountingOpener::default();
@@ -80,8 +108,17 @@ async fn google_compat_cross_seed_matches_compare() {
     );
     run_job(&opener, &toml, Order::Interleaved).await.unwrap();
     let results = read_results(out.path());
-    assert_eq!(results.pairs.len(), 2 * 3 * 2, "2 layers x 3 seed pairs x 2 metrics");
-    assert_matches_reference("cross-seed google-compat", &results, Mode::GoogleCompat, KeepRule::Variance(0.99));
+    assert_eq!(
+        results.pairs.len(),
+        2 * 3 * 2,
+        "2 layers x 3 seed pairs x 2 metrics"
+    );
+    assert_matches_reference(
+        "cross-seed google-compat",
+        &results,
+        Mode::GoogleCompat,
+        KeepRule::Variance(0.99),
+    );
 }
 
 /// Runs the same job (fresh output and cache each time) in several completion orders and
@@ -89,13 +126,22 @@ async fn google_compat_cross_seed_matches_compare() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_do_not_depend_on_order_or_worker_count() {
     let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| p.contains("seed0") || (p.contains("seed1") && p.contains("step2250"))).await;
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0") || (p.contains("seed1") && p.contains("step2250"))
+    })
+    .await;
     let extra = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"pwcca\", \"cka\"]\n[select]\nwhere = { layer = [\"h1\", \"h3\"], step = [\"100\", \"2250\"] }\n[resources]\nrows_per_task = 150\n";
     let mut runs = Vec::new();
     for order in [Order::AsIssued, Order::Reversed, Order::Interleaved] {
         let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let opener = CountingOpener::default();
-        run_job(&opener, &spec_toml(ds.path(), out.path(), cache.path(), extra), order).await.unwrap();
+        run_job(
+            &opener,
+            &spec_toml(ds.path(), out.path(), cache.path(), extra),
+            order,
+        )
+        .await
+        .unwrap();
         runs.push((format!("{order:?}"), read_results(out.path())));
     }
     for workers in [1, 2, 3] {
@@ -103,7 +149,10 @@ async fn results_do_not_depend_on_order_or_worker_count() {
         let opener = CountingOpener::default();
         let summary = svcca_engine::client::run_embedded(
             Arc::new(factory(&opener)),
-            Arc::new(svcca_engine::exec::SweepExecutor::new(Arc::new(opener.clone()), ExecutorConfig::default())),
+            Arc::new(svcca_engine::exec::SweepExecutor::new(
+                Arc::new(opener.clone()),
+                ExecutorConfig::default(),
+            )),
             spec_toml(ds.path(), out.path(), cache.path(), extra),
             workers,
             |_| {},
@@ -118,7 +167,15 @@ async fn results_do_not_depend_on_order_or_worker_count() {
     assert_eq!(first.pairs.len(), 15 * 3);
     for (name, r) in &runs[1..] {
         assert_eq!(r.pairs, first.pairs, "{name} differs from {first_name}");
-        assert_eq!(r.representations, first.representations, "{name} differs from {first_name}");
+        assert_eq!(
+            r.representations, first.representations,
+            "{name} differs from {first_name}"
+        );
     }
-    assert_matches_reference("order/worker-count job", first, Mode::Default, KeepRule::Variance(0.99));
+    assert_matches_reference(
+        "order/worker-count job",
+        first,
+        Mode::Default,
+        KeepRule::Variance(0.99),
+    );
 }

@@ -64,7 +64,8 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     let mut spec = if is_file {
         let text = std::fs::read_to_string(&args.target)
             .map_err(|e| Failure::fatal(format!("cannot read job file {}: {e}", args.target)))?;
-        let mut spec = JobSpec::parse_toml(&text).map_err(|e| Failure::fatal(format!("{}: {e}", args.target)))?;
+        let mut spec = JobSpec::parse_toml(&text)
+            .map_err(|e| Failure::fatal(format!("{}: {e}", args.target)))?;
         if let Some(out) = &args.out {
             spec.output = out.clone();
         }
@@ -86,7 +87,12 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
         spec = spec.with_where(k, v);
     }
     if !args.metrics.is_empty() {
-        let metrics = args.metrics.iter().map(|m| m.parse::<Metric>()).collect::<Result<Vec<_>, _>>().map_err(spec_error)?;
+        let metrics = args
+            .metrics
+            .iter()
+            .map(|m| m.parse::<Metric>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(spec_error)?;
         spec.metrics = metrics;
     }
     if let Some(f) = args.keep_variance {
@@ -118,7 +124,9 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
 
 pub fn run(args: SweepArgs) -> CmdResult {
     let spec = build_spec(&args)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let workers = args.workers.unwrap_or(cores).max(1);
     // Each worker runs one task at a time; share the cores between them.
     let threads = (cores / workers).max(1);
@@ -131,8 +139,10 @@ pub fn run(args: SweepArgs) -> CmdResult {
     let bar = if interactive {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use svcca_core::{Comparison, JointMoments, RowBlock};
-use svcca_engine::driver::{JobDriver, JobDriverFactory, JobSummary, TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
+use svcca_engine::driver::{
+    JobDriver, JobDriverFactory, JobSummary, TaskExecutor, TaskFailure, TaskOutput, TaskSpec,
+};
 use svcca_engine::exec::{ExecutorConfig, SweepExecutor, compare_options};
 use svcca_engine::job::SweepFactory;
 use svcca_engine::plan::RepInfo;
@@ -41,7 +43,8 @@ pub async fn ingest_digits(dest: &Path, keep: impl Fn(&str) -> bool) {
         }
     }
     assert!(copied > 0, "the filter kept no file");
-    let config = svcca_storage::IngestConfig::new(src.path(), dest.to_str().unwrap().to_string()).with_shard_rows(200);
+    let config = svcca_storage::IngestConfig::new(src.path(), dest.to_str().unwrap().to_string())
+        .with_shard_rows(200);
     svcca_storage::ingest(config).await.unwrap();
 }
 
@@ -73,7 +76,12 @@ impl RowSource for CountingSource {
     fn list(&self) -> BoxFuture<'_, Result<Vec<RepInfo>, SourceError>> {
         self.inner.list()
     }
-    fn read_rows<'a>(&'a self, key: &'a RepresentationKey, start: u64, end: u64) -> BoxFuture<'a, Result<Rows, SourceError>> {
+    fn read_rows<'a>(
+        &'a self,
+        key: &'a RepresentationKey,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'a, Result<Rows, SourceError>> {
         *self.reads.lock().unwrap().entry(key.label()).or_default() += 1;
         self.inner.read_rows(key, start, end)
     }
@@ -83,7 +91,12 @@ impl SourceOpener for CountingOpener {
     fn open(&self, url: String) -> BoxFuture<'static, Result<Arc<dyn RowSource>, SourceError>> {
         let inner = self.inner.open(url);
         let reads = self.reads.clone();
-        Box::pin(async move { Ok(Arc::new(CountingSource { inner: inner.await?, reads }) as Arc<dyn RowSource>) })
+        Box::pin(async move {
+            Ok(Arc::new(CountingSource {
+                inner: inner.await?,
+                reads,
+            }) as Arc<dyn RowSource>)
+        })
     }
 }
 
@@ -117,17 +130,22 @@ pub async fn drive(
     loop {
         let batch: Vec<TaskSpec> = driver.take_ready().await?;
         if batch.is_empty() {
-            assert!(driver.all_done(), "the driver has nothing ready but is not done");
+            assert!(
+                driver.all_done(),
+                "the driver has nothing ready but is not done"
+            );
             return Ok(Some(driver.finish().await?));
         }
-        let outputs = futures::future::join_all(batch.iter().map(|t| exec.execute(t.clone()))).await;
+        let outputs =
+            futures::future::join_all(batch.iter().map(|t| exec.execute(t.clone()))).await;
         let mut done: Vec<(String, Result<TaskOutput, TaskFailure>)> =
             batch.into_iter().map(|t| t.id).zip(outputs).collect();
         match order {
             Order::AsIssued => {}
             Order::Reversed => done.reverse(),
             Order::Interleaved => {
-                let (odd, even): (Vec<_>, Vec<_>) = done.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
+                let (odd, even): (Vec<_>, Vec<_>) =
+                    done.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
                 done = odd.into_iter().chain(even).map(|(_, x)| x).collect();
             }
         }
@@ -142,10 +160,16 @@ pub async fn drive(
 }
 
 /// Creates a driver from TOML and drives it to the end.
-pub async fn run_job(opener: &CountingOpener, toml: &str, order: Order) -> Result<JobSummary, TaskFailure> {
+pub async fn run_job(
+    opener: &CountingOpener,
+    toml: &str,
+    order: Order,
+) -> Result<JobSummary, TaskFailure> {
     let mut driver = factory(opener).create(toml.to_string()).await?;
     let exec = executor(opener);
-    Ok(drive(driver.as_mut(), &exec, order, None).await?.expect("ran to the end"))
+    Ok(drive(driver.as_mut(), &exec, order, None)
+        .await?
+        .expect("ran to the end"))
 }
 
 pub fn read_results(out: &Path) -> ResultsFile {
@@ -153,7 +177,13 @@ pub fn read_results(out: &Path) -> ResultsFile {
 }
 
 fn npy_path(key: &RepresentationKey) -> PathBuf {
-    digits().join(format!("{}/seed{}/step{}/{}.npy", key.run, key.seed.unwrap(), key.step.unwrap(), key.layer))
+    digits().join(format!(
+        "{}/seed{}/step{}/{}.npy",
+        key.run,
+        key.seed.unwrap(),
+        key.step.unwrap(),
+        key.layer
+    ))
 }
 
 /// `svcca compare`'s computation on the two `.npy` files: core's `compare_moments` over joint
@@ -161,14 +191,27 @@ fn npy_path(key: &RepresentationKey) -> PathBuf {
 /// same datapoints arrive reversed or in blocks merged with Chan's update (the same statistics
 /// in exact arithmetic): how far that moves a number is the reference's own rounding
 /// sensitivity.
-pub fn reference_with(a: &RepresentationKey, b: &RepresentationKey, metric: Metric, mode: Mode, keep: KeepRule, feed: Feed) -> Comparison {
+pub fn reference_with(
+    a: &RepresentationKey,
+    b: &RepresentationKey,
+    metric: Metric,
+    mode: Mode,
+    keep: KeepRule,
+    feed: Feed,
+) -> Comparison {
     let reversed = feed == Feed::Reversed;
     let mut x = svcca_storage::npy::read_f32(npy_path(a)).unwrap();
     let mut y = svcca_storage::npy::read_f32(npy_path(b)).unwrap();
     if reversed {
         for arr in [&mut x, &mut y] {
             let len = arr.row_len();
-            arr.data = arr.data.chunks_exact(len).rev().flatten().copied().collect();
+            arr.data = arr
+                .data
+                .chunks_exact(len)
+                .rev()
+                .flatten()
+                .copied()
+                .collect();
         }
     }
     let mut joint = JointMoments::new(x.row_len(), y.row_len());
@@ -194,7 +237,13 @@ pub enum Feed {
     Blocks,
 }
 
-pub fn reference(a: &RepresentationKey, b: &RepresentationKey, metric: Metric, mode: Mode, keep: KeepRule) -> Comparison {
+pub fn reference(
+    a: &RepresentationKey,
+    b: &RepresentationKey,
+    metric: Metric,
+    mode: Mode,
+    keep: KeepRule,
+) -> Comparison {
     reference_with(a, b, metric, mode, keep, Feed::Whole)
 }
 
@@ -223,9 +272,21 @@ pub fn differences(results: &ResultsFile, mode: Mode, keep: KeepRule) -> Differe
     for p in &results.pairs {
         let metric: Metric = p.metric.parse().unwrap();
         let r = reference(&p.a, &p.b, metric, mode, keep);
-        assert_eq!((p.dims_a, p.dims_b), (r.dims_x, r.dims_y), "{} {} vs {}", p.metric, p.a.label(), p.b.label());
+        assert_eq!(
+            (p.dims_a, p.dims_b),
+            (r.dims_x, r.dims_y),
+            "{} {} vs {}",
+            p.metric,
+            p.a.label(),
+            p.b.label()
+        );
         assert_eq!(p.coefficients.len(), r.coefficients.len());
-        let coef = p.coefficients.iter().zip(&r.coefficients).map(|(u, v)| (u - v).abs()).fold(0.0, f64::max);
+        let coef = p
+            .coefficients
+            .iter()
+            .zip(&r.coefficients)
+            .map(|(u, v)| (u - v).abs())
+            .fold(0.0, f64::max);
         if metric == Metric::Pwcca {
             d.pwcca_coefficients = d.pwcca_coefficients.max(coef);
             let diff = (p.mean - r.mean).abs();
@@ -233,10 +294,16 @@ pub fn differences(results: &ResultsFile, mode: Mode, keep: KeepRule) -> Differe
             if diff > 1e-9 {
                 let spread = [Feed::Reversed, Feed::Blocks]
                     .into_iter()
-                    .map(|feed| (reference_with(&p.a, &p.b, metric, mode, keep, feed).mean - r.mean).abs())
+                    .map(|feed| {
+                        (reference_with(&p.a, &p.b, metric, mode, keep, feed).mean - r.mean).abs()
+                    })
                     .fold(0.0, f64::max);
                 if diff > 10.0 * spread {
-                    d.pwcca_unexplained.push(format!("{} vs {}: |sweep - compare| {diff:e}, compare's own spread {spread:e}", p.a.label(), p.b.label()));
+                    d.pwcca_unexplained.push(format!(
+                        "{} vs {}: |sweep - compare| {diff:e}, compare's own spread {spread:e}",
+                        p.a.label(),
+                        p.b.label()
+                    ));
                 }
             }
             continue;
@@ -251,15 +318,28 @@ pub fn differences(results: &ResultsFile, mode: Mode, keep: KeepRule) -> Differe
 }
 
 /// Asserts the sweep agrees with the reference (see [`differences`]) and prints the numbers.
-pub fn assert_matches_reference(what: &str, results: &ResultsFile, mode: Mode, keep: KeepRule) -> Differences {
+pub fn assert_matches_reference(
+    what: &str,
+    results: &ResultsFile,
+    mode: Mode,
+    keep: KeepRule,
+) -> Differences {
     let d = differences(results, mode, keep);
     println!(
         "{what}: max |sweep - compare| = {:e} (svcca/cca/cka), pwcca coefficients {:e}, pwcca mean {:e}",
         d.strict, d.pwcca_coefficients, d.pwcca_mean
     );
     assert!(d.strict < 1e-9, "{what}: {:e}", d.strict);
-    assert!(d.pwcca_coefficients < 1e-9, "{what}: pwcca coefficients {:e}", d.pwcca_coefficients);
-    assert!(d.pwcca_unexplained.is_empty(), "{what}: {:#?}", d.pwcca_unexplained);
+    assert!(
+        d.pwcca_coefficients < 1e-9,
+        "{what}: pwcca coefficients {:e}",
+        d.pwcca_coefficients
+    );
+    assert!(
+        d.pwcca_unexplained.is_empty(),
+        "{what}: {:#?}",
+        d.pwcca_unexplained
+    );
     d
 }
 
