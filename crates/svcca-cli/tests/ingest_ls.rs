@@ -12,7 +12,11 @@ fn digits() -> PathBuf {
 }
 
 fn svcca(args: &[&str]) -> Output {
-    Command::new(SVCCA).args(args).env_remove("SVCCA_LOG").output().expect("run svcca")
+    Command::new(SVCCA)
+        .args(args)
+        .env_remove("SVCCA_LOG")
+        .output()
+        .expect("run svcca")
 }
 
 fn stdout(o: &Output) -> String {
@@ -28,21 +32,44 @@ fn ingest_digits_then_ls() {
     let out = tempfile::tempdir().unwrap();
     let url = format!("file://{}/ds", out.path().display());
     let src = digits();
-    let o = svcca(&["ingest", src.to_str().unwrap(), &url, "--pattern", PATTERN, "--json"]);
+    let o = svcca(&[
+        "ingest",
+        src.to_str().unwrap(),
+        &url,
+        "--pattern",
+        PATTERN,
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     // 3 seeds × 5 steps × 5 layers of the MLP, 2 seeds × 2 layers of the conv net.
     assert_eq!(report["added"].as_array().unwrap().len(), 75 + 4);
     assert_eq!(report["datapoints"], 597);
-    assert!(report["skipped_files"].as_array().unwrap().iter().any(|f| f == "probe_y.npy"));
+    assert!(
+        report["skipped_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "probe_y.npy")
+    );
 
     let o = svcca(&["ls", &url]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("79 representations, 597 datapoints"), "{text}");
-    assert!(text.contains("conv1") && text.contains("[597, 8, 8, 16]"), "{text}");
+    assert!(
+        text.contains("79 representations, 597 datapoints"),
+        "{text}"
+    );
+    assert!(
+        text.contains("conv1") && text.contains("[597, 8, 8, 16]"),
+        "{text}"
+    );
     // Numeric checkpoint order: step 25 before step 100 before step 2250.
-    let (a, b, c) = (text.find("step 25\n").unwrap(), text.find("step 100\n").unwrap(), text.find("step 2250\n").unwrap());
+    let (a, b, c) = (
+        text.find("step 25\n").unwrap(),
+        text.find("step 100\n").unwrap(),
+        text.find("step 2250\n").unwrap(),
+    );
     assert!(a < b && b < c, "{text}");
 
     let o = svcca(&["ls", &url, "--json"]);
@@ -50,12 +77,22 @@ fn ingest_digits_then_ls() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let reps = v["representations"].as_array().unwrap();
     assert_eq!(reps.len(), 79);
-    let conv2 = reps.iter().find(|r| r["id"] == "run=conv,seed=1,step=1500,layer=conv2").unwrap();
+    let conv2 = reps
+        .iter()
+        .find(|r| r["id"] == "run=conv,seed=1,step=1500,layer=conv2")
+        .unwrap();
     assert_eq!(conv2["shape"], serde_json::json!([597, 8, 8, 32]));
     assert_eq!(conv2["item_shape"], serde_json::json!([8, 8, 32]));
 
     // Re-running changes nothing.
-    let o = svcca(&["ingest", src.to_str().unwrap(), &url, "--pattern", PATTERN, "--json"]);
+    let o = svcca(&[
+        "ingest",
+        src.to_str().unwrap(),
+        &url,
+        "--pattern",
+        PATTERN,
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let again: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(again["unchanged"].as_array().unwrap().len(), 79);
@@ -72,7 +109,11 @@ fn bad_input_exit_codes() {
     // Unknown scheme.
     let o = svcca(&["ls", "ftp://host/ds"]);
     assert_eq!(o.status.code(), Some(10));
-    assert!(stderr(&o).contains("unsupported URL scheme 'ftp'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unsupported URL scheme 'ftp'"),
+        "{}",
+        stderr(&o)
+    );
     // A NaN in the input: the file, row and column are named, and nothing is written.
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(src.path().join("m/seed0/step1")).unwrap();
@@ -80,9 +121,18 @@ fn bad_input_exit_codes() {
     v[13] = f32::NAN;
     svcca_storage::npy::write_npy(src.path().join("m/seed0/step1/h.npy"), &[5, 4], &v).unwrap();
     let url = out.path().join("ds").display().to_string();
-    let o = svcca(&["ingest", src.path().to_str().unwrap(), &url, "--pattern", PATTERN]);
+    let o = svcca(&[
+        "ingest",
+        src.path().to_str().unwrap(),
+        &url,
+        "--pattern",
+        PATTERN,
+    ]);
     assert_eq!(o.status.code(), Some(10));
     let err = stderr(&o);
-    assert!(err.contains("h.npy") && err.contains("datapoint 3") && err.contains("column 1"), "{err}");
+    assert!(
+        err.contains("h.npy") && err.contains("datapoint 3") && err.contains("column 1"),
+        "{err}"
+    );
     assert!(!out.path().join("ds/manifest.json").exists());
 }

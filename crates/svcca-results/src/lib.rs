@@ -135,7 +135,9 @@ impl ResultsFile {
         let file: ResultsFile =
             serde_json::from_slice(bytes).map_err(|source| ResultsError::Parse { source })?;
         if file.schema_version > SCHEMA_VERSION {
-            return Err(ResultsError::NewerSchema { found: file.schema_version });
+            return Err(ResultsError::NewerSchema {
+                found: file.schema_version,
+            });
         }
         Ok(file)
     }
@@ -167,7 +169,13 @@ mod tests {
     use super::*;
 
     fn key(layer: &str, step: i64) -> RepresentationKey {
-        RepresentationKey { run: "mlp".into(), seed: Some(0), step: Some(step), layer: layer.into(), tags: BTreeMap::new() }
+        RepresentationKey {
+            run: "mlp".into(),
+            seed: Some(0),
+            step: Some(step),
+            layer: layer.into(),
+            tags: BTreeMap::new(),
+        }
     }
 
     #[test]

@@ -17,9 +17,11 @@ use crate::exit::{CmdResult, Failure};
 /// what the dataset already holds is never replaced without --force. Each array of an .npz and
 /// each tensor of a .safetensors file becomes a layer named after it.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  svcca ingest fixtures/digits file:///tmp/ds --pattern '{run}/seed{seed}/step{step}/{layer}.npy'\n  \
+#[command(
+    after_help = "Examples:\n  svcca ingest fixtures/digits file:///tmp/ds --pattern '{run}/seed{seed}/step{step}/{layer}.npy'\n  \
 AWS_ENDPOINT=http://127.0.0.1:8333 AWS_ALLOW_HTTP=true svcca ingest acts/ s3://bucket/ds\n\n\
-Pattern placeholders: {run} (or {model}), {seed}, {step} (digits), {layer}, {*} (ignored), any other {name} becomes a tag.")]
+Pattern placeholders: {run} (or {model}), {seed}, {step} (digits), {layer}, {*} (ignored), any other {name} becomes a tag."
+)]
 pub struct IngestArgs {
     /// Directory to read.
     pub src: PathBuf,
@@ -51,7 +53,9 @@ pub struct IngestArgs {
 
 impl IngestArgs {
     fn into_config(self) -> (IngestConfig, bool) {
-        let mut c = IngestConfig::new(self.src, self.dest_url).with_pattern(self.pattern).with_force(self.force);
+        let mut c = IngestConfig::new(self.src, self.dest_url)
+            .with_pattern(self.pattern)
+            .with_force(self.force);
         c.shard_rows = self.shard_rows;
         c.probe = match (self.probe_file, self.probe_name) {
             (Some(f), _) => Some(ProbeIdentity::File(f)),
@@ -80,17 +84,26 @@ pub fn run(args: IngestArgs) -> CmdResult {
     let progress_bar = bar.clone();
     let config = config.with_progress(Arc::new(move |event: &IngestEvent| match event {
         IngestEvent::Planned { bytes, .. } => progress_bar.set_length(*bytes),
-        IngestEvent::Done { representation, bytes, .. } => {
+        IngestEvent::Done {
+            representation,
+            bytes,
+            ..
+        } => {
             progress_bar.inc(*bytes);
             progress_bar.set_message(representation.clone());
         }
     }));
     let runtime = runtime()?;
-    let report = runtime.block_on(svcca_storage::ingest(config)).map_err(storage_failure);
+    let report = runtime
+        .block_on(svcca_storage::ingest(config))
+        .map_err(storage_failure);
     bar.finish_and_clear();
     let report = report?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
         return Ok(());
     }
     println!(
@@ -125,5 +138,9 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Storage errors keep their retryable/fatal classification across the process boundary.
 pub(crate) fn storage_failure(e: svcca_storage::StorageError) -> Failure {
-    if e.is_retryable() { Failure::retryable(e.to_string()) } else { Failure::fatal(e.to_string()) }
+    if e.is_retryable() {
+        Failure::retryable(e.to_string())
+    } else {
+        Failure::fatal(e.to_string())
+    }
 }

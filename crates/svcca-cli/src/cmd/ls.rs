@@ -18,7 +18,9 @@ pub struct LsArgs {
 }
 
 pub fn run(args: LsArgs) -> CmdResult {
-    let dataset = runtime()?.block_on(open_dataset(&args.url)).map_err(storage_failure)?;
+    let dataset = runtime()?
+        .block_on(open_dataset(&args.url))
+        .map_err(storage_failure)?;
     let manifest = dataset.manifest();
     if args.json {
         let reps: Vec<serde_json::Value> = manifest.representations.iter().map(rep_json).collect();
@@ -27,7 +29,10 @@ pub fn run(args: LsArgs) -> CmdResult {
             "probe_set": manifest.probe_set,
             "representations": reps,
         });
-        println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialises")
+        );
         return Ok(());
     }
     let total: u64 = manifest.representations.iter().map(|r| r.bytes()).sum();
@@ -36,7 +41,11 @@ pub fn run(args: LsArgs) -> CmdResult {
         args.url,
         manifest.representations.len(),
         manifest.probe_set.datapoints,
-        manifest.probe_set.fingerprint.as_deref().unwrap_or("(no fingerprint)"),
+        manifest
+            .probe_set
+            .fingerprint
+            .as_deref()
+            .unwrap_or("(no fingerprint)"),
         human(total)
     );
     let mut last: (Option<&str>, Option<Option<u64>>, Option<Option<u64>>) = (None, None, None);
@@ -47,12 +56,22 @@ pub fn run(args: LsArgs) -> CmdResult {
             last = (Some(k.run.as_str()), None, None);
         }
         if last.1 != Some(k.seed) {
-            println!("  {}", k.seed.map(|s| format!("seed {s}")).unwrap_or_else(|| "(no seed)".into()));
+            println!(
+                "  {}",
+                k.seed
+                    .map(|s| format!("seed {s}"))
+                    .unwrap_or_else(|| "(no seed)".into())
+            );
             last.1 = Some(k.seed);
             last.2 = None;
         }
         if last.2 != Some(k.step) {
-            println!("    {}", k.step.map(|s| format!("step {s}")).unwrap_or_else(|| "(no step)".into()));
+            println!(
+                "    {}",
+                k.step
+                    .map(|s| format!("step {s}"))
+                    .unwrap_or_else(|| "(no step)".into())
+            );
             last.2 = Some(k.step);
         }
         let tags: String = k.tags.iter().map(|(a, b)| format!(" {a}={b}")).collect();
