@@ -52,6 +52,9 @@ pub struct SweepArgs {
     /// Replace the results of a different job found at --out.
     #[arg(long)]
     pub overwrite: bool,
+    /// Do not write the HTML report (`report/` in a local output folder) at the end.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 fn spec_error(e: impl std::fmt::Display) -> Failure {
@@ -112,10 +115,11 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     }
     // Relative paths are made absolute here: workers may not share this working directory.
     for url in [&mut spec.dataset, &mut spec.output] {
-        if !url.contains("://") && !url.starts_with("file:") {
-            if let Ok(abs) = std::path::absolute(&*url) {
-                *url = abs.to_string_lossy().to_string();
-            }
+        if !url.contains("://")
+            && !url.starts_with("file:")
+            && let Ok(abs) = std::path::absolute(&*url)
+        {
+            *url = abs.to_string_lossy().to_string();
         }
     }
     spec.validate().map_err(spec_error)?;
@@ -170,9 +174,29 @@ pub fn run(args: SweepArgs) -> CmdResult {
             for line in &summary.lines {
                 println!("{line}");
             }
-            Ok(())
+            if args.no_report {
+                return Ok(());
+            }
+            write_local_report(&spec.output)
         }
         Err(e) if e.is_retryable() => Err(Failure::retryable(e.to_string())),
         Err(e) => Err(Failure::fatal(e.to_string())),
     }
+}
+
+/// Reports are files for people to open: write one next to local results; remote results get
+/// theirs from `svcca report URL --out DIR`.
+fn write_local_report(output: &str) -> CmdResult {
+    let local = !output.contains("://") || output.starts_with("file://");
+    if !local {
+        println!("report: run `svcca report {output} --out DIR` to draw the results");
+        return Ok(());
+    }
+    crate::cmd::report::run(crate::cmd::report::ReportArgs {
+        results: output.to_string(),
+        out: None,
+        metric: None,
+        threshold: 0.95,
+        no_null: false,
+    })
 }

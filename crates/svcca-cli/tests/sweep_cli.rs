@@ -1,0 +1,130 @@
+//! `svcca sweep` as the README runs it: the embedded default (coordinator and in-process workers)
+//! on the example dataset kept in the repository, then the report it writes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn svcca(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_svcca"))
+        .args(args)
+        .current_dir(repo())
+        .env("SVCCA_THREADS", "2")
+        .output()
+        .expect("the svcca binary runs")
+}
+
+fn label(key: &Value) -> String {
+    format!(
+        "{}/seed{}/step{}/{}",
+        key["run"].as_str().unwrap(),
+        key["seed"],
+        key["step"],
+        key["layer"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn vs_final_sweep_on_the_example_dataset_shows_bottom_up_convergence_and_writes_a_report() {
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("sweep");
+    let out_str = out_dir.to_string_lossy().into_owned();
+    let run = svcca(&[
+        "sweep",
+        "examples/digits-dataset",
+        "--out",
+        &out_str,
+        "--compare",
+        "vs-final",
+        "--where",
+        "layer=h1",
+        "--where",
+        "layer=h4",
+        "--metric",
+        "svcca",
+        "--workers",
+        "2",
+    ]);
+    assert!(
+        run.status.success(),
+        "sweep failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
+    let pairs = results["pairs"].as_array().unwrap();
+    // 3 seeds x 2 layers x 4 earlier checkpoints against the final one (plus the final itself
+    // when the plan includes it).
+    assert!(pairs.len() >= 24, "{} pairs", pairs.len());
+    let at_step_25 = |seed: i64, layer: &str| -> f64 {
+        pairs
+            .iter()
+            .find(|p| {
+                let (a, b) = (&p["a"], &p["b"]);
+                let early = if a["step"] == 25 { a } else { b };
+                early["step"] == 25 && early["seed"] == seed && early["layer"] == layer
+            })
+            .unwrap_or_else(|| panic!("no step-25 pair for seed {seed} {layer}"))["mean"]
+            .as_f64()
+            .unwrap()
+    };
+    for seed in 0..3 {
+        let (h1, h4) = (at_step_25(seed, "h1"), at_step_25(seed, "h4"));
+        assert!(
+            h1 > h4,
+            "seed {seed}: bottom-up convergence expects h1 ({h1}) > h4 ({h4}) at step 25"
+        );
+    }
+
+    // One pair checked against `svcca compare` on the original .npy files.
+    let pair = pairs
+        .iter()
+        .find(|p| {
+            p["a"]["seed"] == 1
+                && p["a"]["layer"] == "h4"
+                && (p["a"]["step"] == 100 || p["b"]["step"] == 100)
+        })
+        .expect("a seed-1 h4 pair with step 100");
+    let npy = |key: &Value| {
+        repo()
+            .join("fixtures/digits")
+            .join(format!("{}.npy", label(key)))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let compare = svcca(&["compare", &npy(&pair["a"]), &npy(&pair["b"]), "--json"]);
+    assert!(
+        compare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compare.stderr)
+    );
+    let compare: Value = serde_json::from_slice(&compare.stdout).unwrap();
+    let (swept, direct) = (
+        pair["mean"].as_f64().unwrap(),
+        compare["mean"].as_f64().unwrap(),
+    );
+    assert!(
+        (swept - direct).abs() < 1e-9,
+        "sweep {swept} vs compare {direct}"
+    );
+
+    // The report is written by default and references only files that exist.
+    let index =
+        std::fs::read_to_string(out_dir.join("report/index.html")).expect("report/index.html");
+    let mut referenced = 0;
+    for part in index.split("src=\"").skip(1) {
+        let file = part.split('"').next().unwrap();
+        assert!(
+            out_dir.join("report").join(file).is_file(),
+            "index.html references missing {file}"
+        );
+        referenced += 1;
+    }
+    assert!(referenced > 0, "the report shows pictures");
+}
