@@ -9,4 +9,5 @@ pub mod report;
 pub mod status;
 pub mod submit;
 pub mod sweep;
+pub mod sweep_analyses;
 pub mod worker;

@@ -177,7 +177,7 @@ pub fn run(args: SweepArgs) -> CmdResult {
             if args.no_report {
                 return Ok(());
             }
-            write_local_report(&spec.output)
+            write_local_report(&spec.dataset, &spec.output, &runtime)
         }
         Err(e) if e.is_retryable() => Err(Failure::retryable(e.to_string())),
         Err(e) => Err(Failure::fatal(e.to_string())),
@@ -186,11 +186,27 @@ pub fn run(args: SweepArgs) -> CmdResult {
 
 /// Reports are files for people to open: write one next to local results; remote results get
 /// theirs from `svcca report URL --out DIR`.
-fn write_local_report(output: &str) -> CmdResult {
+fn write_local_report(dataset: &str, output: &str, runtime: &tokio::runtime::Runtime) -> CmdResult {
     let local = !output.contains("://") || output.starts_with("file://");
     if !local {
         println!("report: run `svcca report {output} --out DIR` to draw the results");
         return Ok(());
+    }
+    let folder = std::path::PathBuf::from(output.strip_prefix("file://").unwrap_or(output));
+    let results = std::fs::read(folder.join("results.json"))
+        .map_err(|e| {
+            Failure::fatal(format!(
+                "cannot read {}: {e}",
+                folder.join("results.json").display()
+            ))
+        })
+        .and_then(|bytes| {
+            svcca_results::ResultsFile::from_json(&bytes).map_err(|e| Failure::fatal(e.to_string()))
+        })?;
+    if let Some(analyses) = crate::cmd::sweep_analyses::compute(dataset, &results, runtime)? {
+        let path = folder.join("analyses.json");
+        std::fs::write(&path, analyses.to_json())
+            .map_err(|e| Failure::retryable(format!("cannot write {}: {e}", path.display())))?;
     }
     crate::cmd::report::run(crate::cmd::report::ReportArgs {
         results: output.to_string(),
