@@ -200,11 +200,13 @@ pub async fn run_embedded_with(
     let workers = workers.max(1);
     let coordinator = Coordinator::bind(config, factory).await?;
     let url = coordinator.url();
+    // Workers stop before the coordinator so that they can deregister from it.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_server_tx, stop_server_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = tokio::spawn(coordinator.serve(stopped(stop_rx.clone())));
+    let server = tokio::spawn(coordinator.serve(stopped(stop_server_rx)));
     let mut pool = tokio::task::JoinSet::new();
     for i in 0..workers {
         let config = WorkerConfig::new(url.clone())
@@ -235,6 +237,7 @@ pub async fn run_embedded_with(
             tracing::warn!(%error, "embedded worker failed");
         }
     }
+    let _ = stop_server_tx.send(true);
     match server.await {
         Ok(Err(error)) => tracing::warn!(%error, "embedded coordinator failed"),
         Err(error) => tracing::warn!(%error, "embedded coordinator panicked"),
