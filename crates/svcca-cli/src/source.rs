@@ -24,6 +24,14 @@ pub enum Block {
 }
 
 impl Block {
+    /// Values in the block (rows × values per datapoint).
+    pub fn len(&self) -> usize {
+        match self {
+            Block::F32(v) => v.len(),
+            Block::F64(v) => v.len(),
+        }
+    }
+
     pub fn as_core(&self, rows: usize, cols: usize) -> Result<svcca_core::RowBlock<'_>, Failure> {
         match self {
             Block::F32(v) => svcca_core::RowBlock::f32(v, rows, cols),

@@ -6,7 +6,6 @@ use clap::ValueEnum;
 use serde_json::json;
 use svcca_core::conv::{
     ConvComparison, ConvError, ConvMethod, ConvMomentAccumulator, ConvOptions, ConvPlan, Layout,
-    SpatialShape,
 };
 use svcca_core::{CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode};
 
@@ -242,7 +241,7 @@ fn compare_dense(
         let (bx, by) = (x.next(block_rows, runtime)?, y.next(block_rows, runtime)?);
         match (bx, by) {
             (Some(bx), Some(by)) => {
-                let rows = block_len(&bx) / dx;
+                let rows = bx.len() / dx;
                 joint
                     .push(bx.as_core(rows, dx)?, by.as_core(rows, dy)?)
                     .map_err(|e| core_failure(e, x, y))?;
@@ -278,19 +277,17 @@ fn compare_conv(
             )));
         }
     }
-    let spatial = |s: &Source| match layout {
-        Layout::Nhwc => SpatialShape::new(s.shape[1], s.shape[2], s.shape[3]),
-        Layout::Nchw => SpatialShape::new(s.shape[2], s.shape[3], s.shape[1]),
-    };
     let conv = |e: ConvError| conv_failure(e, x, y);
-    let plan = ConvPlan::new(spatial(x), spatial(y), opts).map_err(conv)?;
+    let spatial = |s: &Source| layout.spatial_shape(&s.shape);
+    let plan =
+        ConvPlan::new(spatial(x).map_err(conv)?, spatial(y).map_err(conv)?, opts).map_err(conv)?;
     let mut acc = ConvMomentAccumulator::new(&plan).with_chunk(opts.chunk_images);
     let (shape_x, shape_y) = (x.shape.clone(), y.shape.clone());
     loop {
         let (bx, by) = (x.next(block_rows, runtime)?, y.next(block_rows, runtime)?);
         match (bx, by) {
             (Some(bx), Some(by)) => {
-                let rows = block_len(&bx) / x.row_len();
+                let rows = bx.len() / x.row_len();
                 let sx = [rows, shape_x[1], shape_x[2], shape_x[3]];
                 let sy = [rows, shape_y[1], shape_y[2], shape_y[3]];
                 let ix = bx.as_conv(&sx, layout).map_err(|e| conv_failure(e, x, y))?;
@@ -307,13 +304,6 @@ fn compare_conv(
         }
     }
     acc.compare(opts).map_err(|e| conv_failure(e, x, y))
-}
-
-fn block_len(b: &crate::source::Block) -> usize {
-    match b {
-        crate::source::Block::F32(v) => v.len(),
-        crate::source::Block::F64(v) => v.len(),
-    }
 }
 
 /// Core errors speak of "x"/"y" or input 0/1: name the user's inputs instead.

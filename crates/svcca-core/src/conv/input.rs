@@ -16,6 +16,21 @@ pub enum Layout {
     Nchw,
 }
 
+impl Layout {
+    /// The per-image shape of an array stored with this layout (`shape` includes the image axis).
+    pub fn spatial_shape(self, shape: &[usize]) -> Result<SpatialShape, ConvError> {
+        let &[_, a, b, c] = shape else {
+            return Err(ConvError::NotFourD {
+                shape: shape.to_vec(),
+            });
+        };
+        Ok(match self {
+            Layout::Nhwc => SpatialShape::new(a, b, c),
+            Layout::Nchw => SpatialShape::new(b, c, a),
+        })
+    }
+}
+
 /// Per-image shape of a conv layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SpatialShape {
@@ -89,12 +104,9 @@ impl<'a> ConvInput<'a> {
     /// A block from its data, its 4-D shape as stored (`[n, h, w, c]` for NHWC,
     /// `[n, c, h, w]` for NCHW) and the layout. Checks the rank and the buffer length.
     pub fn new(data: ConvData<'a>, shape: &[usize], layout: Layout) -> Result<Self, ConvError> {
-        let &[n, a, b, c] = shape else {
-            return Err(ConvError::NotFourD {
-                shape: shape.to_vec(),
-            });
-        };
-        let expected = n * a * b * c;
+        let spatial = layout.spatial_shape(shape)?;
+        let n = shape[0];
+        let expected = n * spatial.len();
         if data.len() != expected {
             return Err(ConvError::BufferLength {
                 shape: shape.to_vec(),
@@ -102,14 +114,10 @@ impl<'a> ConvInput<'a> {
                 len: data.len(),
             });
         }
-        let shape = match layout {
-            Layout::Nhwc => SpatialShape::new(a, b, c),
-            Layout::Nchw => SpatialShape::new(b, c, a),
-        };
         Ok(ConvInput {
             data,
             images: n,
-            shape,
+            shape: spatial,
             layout,
         })
     }
