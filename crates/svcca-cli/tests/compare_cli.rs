@@ -392,3 +392,28 @@ fn as_many_dims_as_datapoints_is_refused_unless_opted_in() {
     ]);
     assert!(forced["mean"].as_f64().unwrap().is_finite());
 }
+
+#[test]
+fn flag_combinations_that_cannot_work_are_refused() {
+    let dense = digits("mlp/seed0/step2250/h4.npy");
+    let conv = digits("conv/seed0/step1500/conv1.npy");
+    fails_with(
+        &[
+            "compare", &conv, &conv, "--conv", "dft", "--metric", "pwcca",
+        ],
+        &["--metric pwcca", "--conv"],
+    );
+    fails_with(
+        &["compare", &dense, &dense, "--block-rows", "0"],
+        &["--block-rows"],
+    );
+    fails_with(
+        &[
+            "compare",
+            "file:///nowhere#run=mlp,layer=h1",
+            &dense,
+            "--neurons-first",
+        ],
+        &["--neurons-first", ".npy files only"],
+    );
+}
