@@ -23,6 +23,10 @@
 //! [resources]
 //! memory_mb = 1024                    # per task, on a worker
 //! # rows_per_task = 5000
+//!
+//! [analyses]                          # optional; computed by `svcca sweep` after the job
+//! labels = "probe_y.npy"              # integer class labels, one per datapoint
+//! logits = "logits"                   # optional: the layer whose columns are the class targets
 //! ```
 
 use std::collections::BTreeMap;
@@ -224,6 +228,28 @@ pub struct Resources {
     pub rows_per_task: Option<u64>,
 }
 
+/// Analyses computed from the activations after the comparisons (`[analyses]` in TOML). They do
+/// not change which pairs are compared: `svcca sweep` runs them locally once the job is done, and
+/// leaves them out of the spec it submits, so adding or changing them resumes the same job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Analyses {
+    /// A `.npy` of integer class labels, one per datapoint of the probe set (a local path or a
+    /// `file://` URL). Turns on class sensitivity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
+    /// The layer whose final checkpoint's columns are the class targets (column `c` = class
+    /// `c`'s logit); without it the target is the class indicator `1[label = c]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logits: Option<String>,
+}
+
+impl Analyses {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_none() && self.logits.is_none()
+    }
+}
+
 fn default_memory_mb() -> u64 {
     1024
 }
@@ -270,6 +296,9 @@ pub struct JobSpec {
     /// Replace results of a *different* job found at `output` (a same job always resumes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overwrite: bool,
+    /// Analyses `svcca sweep` computes after the job; see [`Analyses`].
+    #[serde(default, skip_serializing_if = "Analyses::is_empty")]
+    pub analyses: Analyses,
 }
 
 fn default_metrics() -> Vec<Metric> {
@@ -291,6 +320,7 @@ impl Default for JobSpec {
             conv: ConvMethod::default(),
             resources: Resources::default(),
             overwrite: false,
+            analyses: Analyses::default(),
         }
     }
 }
@@ -518,6 +548,28 @@ impl JobSpec {
             }
             _ => {}
         }
+        match (&self.analyses.labels, &self.analyses.logits) {
+            (Some(l), _) if l.trim().is_empty() => {
+                return Err(SpecError::Invalid {
+                    field: "analyses.labels",
+                    message: "empty path; name a .npy of integer class labels".into(),
+                });
+            }
+            (_, Some(l)) if l.trim().is_empty() => {
+                return Err(SpecError::Invalid {
+                    field: "analyses.logits",
+                    message: "empty layer name; leave it out to compare with the class indicator"
+                        .into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(SpecError::Invalid {
+                    field: "analyses.logits",
+                    message: "class sensitivity needs analyses.labels too (a .npy of integer class labels)".into(),
+                });
+            }
+            _ => {}
+        }
         for (field, patterns) in &self.select.filters {
             if field.trim().is_empty() {
                 return Err(SpecError::Invalid {
@@ -660,6 +712,37 @@ rows_per_task = 300
             parse_where("layer=h*").unwrap(),
             ("layer".into(), "h*".into())
         );
+    }
+
+    #[test]
+    fn analyses_are_optional_and_round_trip() {
+        // Without [analyses] the spec, and so its TOML (the job's identity), is as before.
+        let plain = JobSpec::from_toml("dataset = \"/d\"\noutput = \"/o\"\n").unwrap();
+        assert!(plain.analyses.is_empty());
+        assert!(!plain.to_toml().contains("analyses"), "{}", plain.to_toml());
+        let text = "dataset = \"/d\"\noutput = \"/o\"\n[analyses]\nlabels = \"y.npy\"\nlogits = \"logits\"\n";
+        let spec = JobSpec::from_toml(text).unwrap();
+        assert_eq!(spec.analyses.labels.as_deref(), Some("y.npy"));
+        assert_eq!(spec.analyses.logits.as_deref(), Some("logits"));
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+        let only_labels = JobSpec::from_toml(
+            "dataset = \"/d\"\noutput = \"/o\"\n[analyses]\nlabels = \"y.npy\"\n",
+        )
+        .unwrap();
+        assert_eq!(only_labels.analyses.logits, None);
+        for (text, expected) in [
+            ("[analyses]\nlogits = \"logits\"", "needs analyses.labels"),
+            ("[analyses]\nlabels = \" \"", "empty path"),
+            (
+                "[analyses]\nlabels = \"y.npy\"\nlogits = \"\"",
+                "empty layer",
+            ),
+            ("[analyses]\nlabel = \"y.npy\"", "unknown field"),
+        ] {
+            let text = format!("dataset = \"/d\"\noutput = \"/o\"\n{text}\n");
+            let err = JobSpec::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
     }
 
     #[test]
