@@ -198,6 +198,9 @@ pub struct ComputedAnalyses {
     pub class_sensitivity: Vec<ClassSensitivity>,
     #[serde(default)]
     pub null_baselines: Vec<NullBaseline>,
+    /// What was left out and why (caps, sizes), shown in the report's notes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl ComputedAnalyses {

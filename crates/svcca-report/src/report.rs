@@ -152,7 +152,7 @@ pub fn write_report(
             .collect();
     let freq_maps = frequency_maps(results, options.max_frequency_maps);
     let computed = options.computed.clone().unwrap_or_default();
-    let mut notes = Vec::new();
+    let mut notes = computed.notes.clone();
     let mut nulls = if options.gaussian_null {
         gaussian_nulls(results, &metric, options, &mut notes)
     } else {

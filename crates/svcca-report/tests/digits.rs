@@ -514,6 +514,7 @@ fn report_renders_references_existing_files_and_is_reproducible() {
             )
             .unwrap(),
         ],
+        notes: vec!["a note from the analyses".into()],
     };
     let computed = ComputedAnalyses::from_json(&computed.to_json()).unwrap();
 
@@ -591,6 +592,7 @@ fn report_renders_references_existing_files_and_is_reproducible() {
         "k for 99%",
         "Class sensitivity",
         "logits@2250",
+        "a note from the analyses",
     ] {
         assert!(html.contains(needle), "page lacks {needle:?}");
     }

@@ -11,11 +11,13 @@ use crate::exit::{CmdResult, Failure};
 /// Compare many representations at once: all pairs, each checkpoint against the final one, or
 /// each layer across seeds. Results (results.json, one matrix per metric as CSV and Arrow IPC,
 /// summary.json) go under --out; rerunning the same job resumes, and later runs reuse each
-/// representation's cached statistics.
+/// representation's cached statistics. A local output also gets analyses.json (intrinsic
+/// dimensionality; class sensitivity with --labels) and the HTML report under report/.
 ///
 /// Examples:
 ///   svcca sweep JOB.toml
 ///   svcca sweep ./digits-ds --out ./sweep --compare vs-final --where run=mlp --metric svcca --metric cka
+///   svcca sweep ./digits-ds --out ./sweep --compare vs-final --labels probe_y.npy --logits logits
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct SweepArgs {
@@ -52,9 +54,18 @@ pub struct SweepArgs {
     /// Replace the results of a different job found at --out.
     #[arg(long)]
     pub overwrite: bool,
-    /// Do not write the HTML report (`report/` in a local output folder) at the end.
+    /// Do not write the HTML report (`report/` in a local output folder) nor analyses.json at
+    /// the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Class labels (`.npy` of integers, one per datapoint of the probe set) for class
+    /// sensitivity: each layer at every checkpoint against each class (`[analyses] labels`).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<String>,
+    /// With --labels: compare with each class's column of this layer's final checkpoint (same run
+    /// and seed) instead of the class indicator (`[analyses] logits`).
+    #[arg(long, value_name = "LAYER", requires = "labels")]
+    pub logits: Option<String>,
 }
 
 fn spec_error(e: impl std::fmt::Display) -> Failure {
@@ -113,6 +124,10 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     if args.overwrite {
         spec.overwrite = true;
     }
+    if let Some(labels) = &args.labels {
+        spec.analyses.labels = Some(labels.clone());
+        spec.analyses.logits = args.logits.clone();
+    }
     // Relative paths are made absolute here: workers may not share this working directory.
     for url in [&mut spec.dataset, &mut spec.output] {
         if !url.contains("://")
@@ -127,7 +142,11 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
 }
 
 pub fn run(args: SweepArgs) -> CmdResult {
-    let spec = build_spec(&args)?;
+    let mut spec = build_spec(&args)?;
+    // The analyses run here after the job and do not change its pairs: the engine gets the spec
+    // without them, so adding labels to a finished job resumes it instead of refusing the output
+    // folder as another job's.
+    let analyses = std::mem::take(&mut spec.analyses);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -139,6 +158,14 @@ pub fn run(args: SweepArgs) -> CmdResult {
         .enable_all()
         .build()
         .map_err(|e| Failure::retryable(format!("cannot start the async runtime: {e}")))?;
+    let classes = if args.no_report {
+        if analyses.labels.is_some() {
+            eprintln!("note: --no-report: class sensitivity is not computed");
+        }
+        None
+    } else {
+        crate::cmd::sweep_analyses::prepare_classes(&analyses, &spec.dataset, &runtime)?
+    };
     let interactive = std::io::stderr().is_terminal();
     let bar = if interactive {
         let bar = indicatif::ProgressBar::new(0);
@@ -177,7 +204,7 @@ pub fn run(args: SweepArgs) -> CmdResult {
             if args.no_report {
                 return Ok(());
             }
-            write_local_report(&spec.dataset, &spec.output, &runtime)
+            write_local_report(&spec.dataset, &spec.output, classes.as_ref(), &runtime)
         }
         Err(e) if e.is_retryable() => Err(Failure::retryable(e.to_string())),
         Err(e) => Err(Failure::fatal(e.to_string())),
@@ -186,9 +213,17 @@ pub fn run(args: SweepArgs) -> CmdResult {
 
 /// Reports are files for people to open: write one next to local results; remote results get
 /// theirs from `svcca report URL --out DIR`.
-fn write_local_report(dataset: &str, output: &str, runtime: &tokio::runtime::Runtime) -> CmdResult {
+fn write_local_report(
+    dataset: &str,
+    output: &str,
+    classes: Option<&crate::cmd::sweep_analyses::ClassInputs>,
+    runtime: &tokio::runtime::Runtime,
+) -> CmdResult {
     let local = !output.contains("://") || output.starts_with("file://");
     if !local {
+        if classes.is_some() {
+            eprintln!("note: class sensitivity is computed for local output folders only");
+        }
         println!("report: run `svcca report {output} --out DIR` to draw the results");
         return Ok(());
     }
@@ -203,7 +238,9 @@ fn write_local_report(dataset: &str, output: &str, runtime: &tokio::runtime::Run
         .and_then(|bytes| {
             svcca_results::ResultsFile::from_json(&bytes).map_err(|e| Failure::fatal(e.to_string()))
         })?;
-    if let Some(analyses) = crate::cmd::sweep_analyses::compute(dataset, &results, runtime)? {
+    if let Some(analyses) =
+        crate::cmd::sweep_analyses::compute(dataset, &results, classes, runtime)?
+    {
         let path = folder.join("analyses.json");
         std::fs::write(&path, analyses.to_json())
             .map_err(|e| Failure::retryable(format!("cannot write {}: {e}", path.display())))?;

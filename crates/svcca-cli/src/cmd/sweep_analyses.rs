@@ -1,13 +1,23 @@
 //! Analyses a sweep's report shows beside the stored similarities, computed from the activations
-//! themselves: how many SVCCA directions each layer really uses (the paper's intrinsic
-//! dimensionality), for every layer at its final checkpoint against the same layer of another
-//! seed. Written as `analyses.json` next to `results.json`, so `svcca report` can redraw them later
-//! without the dataset.
+//! themselves, and written as `analyses.json` next to `results.json` so `svcca report` can redraw
+//! them later without the dataset:
+//! - how many SVCCA directions each layer really uses (the paper's intrinsic dimensionality), for
+//!   every layer at its final checkpoint against the same layer of another seed;
+//! - class sensitivity (the paper's interpretability experiment), when the job names class labels
+//!   (`[analyses] labels`, `--labels`): for every run and seed, every dense layer other than the
+//!   logits layer, at each of its checkpoints, against each class's column of the *final*
+//!   checkpoint's logits of the same run and seed (or the class indicator without a logits layer).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
+use svcca_engine::spec::Analyses;
 use svcca_report::ComputedAnalyses;
-use svcca_report::compute::{ComputeOptions, dimensionality};
+use svcca_report::compute::{
+    ClassCurve, ClassSensitivity, ClassTarget, ComputeOptions, class_sensitivity, dimensionality,
+    load_labels,
+};
+use svcca_report::layers::layer_order;
 use svcca_results::ResultsFile;
 use svcca_storage::{Dataset, ReadOptions, Representation};
 
@@ -16,79 +26,131 @@ use crate::exit::Failure;
 /// Layers larger than this (datapoints × neurons) are left out: the analysis holds both sides in
 /// memory, which a report step must not turn into a surprise.
 const MAX_VALUES: usize = 50_000_000;
-/// At most this many curves: one per (run, layer).
+/// At most this many dimensionality curves: one per (run, layer).
 const MAX_CURVES: usize = 24;
+/// At most this many class-sensitivity tracks: one per (run, seed, layer). Each is one chart and
+/// one table in the report.
+const MAX_CLASS_TRACKS: usize = 24;
 
-/// Computes the curves for a local sweep; `Ok(None)` when there is nothing to pair (one seed).
+/// Class labels read and checked before the job runs, so a bad file fails in seconds rather than
+/// after the sweep.
+#[derive(Debug, Clone)]
+pub struct ClassInputs {
+    /// The file as the user named it (for messages).
+    pub path: PathBuf,
+    pub labels: Vec<i64>,
+    /// The layer whose final checkpoint is the target; `None`: the class indicator.
+    pub logits: Option<String>,
+}
+
+impl ClassInputs {
+    fn bad(&self, detail: impl std::fmt::Display) -> Failure {
+        Failure::fatal(format!("labels {}: {detail}", self.path.display()))
+    }
+}
+
+/// Reads the labels named by `analyses` and checks them against the dataset: a 1-D integer
+/// `.npy`, no negative label, one label per datapoint, and the logits layer present.
+/// `Ok(None)` when no labels are asked for.
+pub fn prepare_classes(
+    analyses: &Analyses,
+    dataset_url: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<ClassInputs>, Failure> {
+    let Some(text) = analyses.labels.as_deref() else {
+        return Ok(None);
+    };
+    let local = text.strip_prefix("file://").unwrap_or(text);
+    if local.contains("://") {
+        return Err(Failure::fatal(format!(
+            "labels {text}: class labels are read from a local .npy file (a path or file:// URL)"
+        )));
+    }
+    let path = PathBuf::from(local);
+    let labels = load_labels(&path).map_err(|e| Failure::fatal(e.to_string()))?;
+    let inputs = ClassInputs {
+        path,
+        labels,
+        logits: analyses.logits.clone(),
+    };
+    if inputs.labels.is_empty() {
+        return Err(inputs.bad("holds no label"));
+    }
+    if let Some((i, l)) = inputs.labels.iter().enumerate().find(|(_, l)| **l < 0) {
+        return Err(inputs.bad(format!(
+            "label {l} of datapoint {i} is negative; classes are numbered from 0"
+        )));
+    }
+    let dataset = runtime
+        .block_on(Dataset::open(dataset_url, ReadOptions::default()))
+        .map_err(crate::source::storage_failure)?;
+    let dense: Vec<&Representation> = dataset
+        .representations()
+        .iter()
+        .filter(|r| r.shape.len() == 2)
+        .collect();
+    let counts: BTreeSet<usize> = dense.iter().map(|r| r.rows()).collect();
+    if !counts.is_empty() && !counts.contains(&inputs.labels.len()) {
+        let counts: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
+        return Err(inputs.bad(format!(
+            "{} labels, but the representations of {dataset_url} have {} datapoints; \
+             give one label per datapoint of the probe set, in its order",
+            inputs.labels.len(),
+            counts.join(" or ")
+        )));
+    }
+    if let Some(logits) = &inputs.logits
+        && !dense.iter().any(|r| &r.key.layer == logits)
+    {
+        let layers: BTreeSet<&str> = dense.iter().map(|r| r.key.layer.as_str()).collect();
+        return Err(Failure::fatal(format!(
+            "logits layer `{logits}` is not a dense layer of {dataset_url} (its dense layers: {})",
+            layers.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(Some(inputs))
+}
+
+/// Computes the analyses for a local sweep; `Ok(None)` when there is nothing to compute (one
+/// seed and no labels).
 pub fn compute(
     dataset_url: &str,
     results: &ResultsFile,
+    classes: Option<&ClassInputs>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<ComputedAnalyses>, Failure> {
-    // (run, layer) -> the final step's representations, by seed.
-    let mut finals: BTreeMap<(String, String), (i64, BTreeMap<i64, ()>)> = BTreeMap::new();
-    for rep in &results.representations {
-        let (Some(step), Some(seed)) = (rep.key.step, rep.key.seed) else {
-            continue;
-        };
-        if rep.shape.len() != 1 {
-            continue; // conv layers have their per-frequency maps instead
-        }
-        let entry = finals
-            .entry((rep.key.run.clone(), rep.key.layer.clone()))
-            .or_insert((step, BTreeMap::new()));
-        if step > entry.0 {
-            *entry = (step, BTreeMap::new());
-        }
-        if step == entry.0 {
-            entry.1.insert(seed, ());
-        }
-    }
-    let wanted: Vec<((String, String), i64, i64, i64)> = finals
-        .into_iter()
-        .filter_map(|(key, (step, seeds))| {
-            let mut seeds = seeds.into_keys();
-            let (a, b) = (seeds.next()?, seeds.next()?);
-            Some((key, step, a, b))
-        })
-        .take(MAX_CURVES)
-        .collect();
-    if wanted.is_empty() {
+    let wanted = dimensionality_pairs(results);
+    if wanted.is_empty() && classes.is_none() {
         return Ok(None);
     }
     let dataset = runtime
         .block_on(Dataset::open(dataset_url, ReadOptions::default()))
         .map_err(crate::source::storage_failure)?;
-    let find = |run: &str, layer: &str, step: i64, seed: i64| -> Option<Representation> {
-        dataset
-            .representations()
-            .iter()
-            .find(|r| {
-                r.key.run == run
-                    && r.key.layer == layer
-                    && r.key.step.map(|s| s as i64) == Some(step)
-                    && r.key.seed.map(|s| s as i64) == Some(seed)
-            })
-            .cloned()
+    let data = Data {
+        dataset: &dataset,
+        runtime,
     };
     let mut analyses = ComputedAnalyses::default();
-    for ((run, layer), step, seed_a, seed_b) in wanted {
+    if wanted.len() > MAX_CURVES {
+        analyses.notes.push(format!(
+            "dimensionality computed for the first {MAX_CURVES} of {} layers",
+            wanted.len()
+        ));
+    }
+    for ((run, layer), step, seed_a, seed_b) in wanted.into_iter().take(MAX_CURVES) {
         let (Some(a), Some(b)) = (
-            find(&run, &layer, step, seed_a),
-            find(&run, &layer, step, seed_b),
+            data.find(&run, &layer, step, Some(seed_a)),
+            data.find(&run, &layer, step, Some(seed_b)),
         ) else {
             continue;
         };
         if a.rows() * a.row_len() > MAX_VALUES || b.rows() * b.row_len() > MAX_VALUES {
+            analyses.notes.push(format!(
+                "dimensionality of {run}/{layer} left out: more than {MAX_VALUES} values"
+            ));
             continue;
         }
-        let da = runtime
-            .block_on(dataset.read_all(&a))
-            .map_err(crate::source::storage_failure)?;
-        let db = runtime
-            .block_on(dataset.read_all(&b))
-            .map_err(crate::source::storage_failure)?;
-
+        let (da, db) = (data.read(&a)?, data.read(&b)?);
         let label = |seed: i64| format!("{run}/seed{seed}/step{step}/{layer}");
         let curve = dimensionality(
             block(&da, &a)?,
@@ -99,7 +161,215 @@ pub fn compute(
         .map_err(|e| Failure::fatal(format!("dimensionality of {}: {e}", label(seed_a))))?;
         analyses.dimensionality.push(curve);
     }
+    if let Some(classes) = classes {
+        class_tracks(&data, results, classes, &mut analyses)?;
+    }
     Ok(Some(analyses))
+}
+
+/// (run, layer) with its final step and two seeds there, for every dense layer stored at its
+/// final step under at least two seeds.
+fn dimensionality_pairs(results: &ResultsFile) -> Vec<((String, String), i64, i64, i64)> {
+    let mut finals: BTreeMap<(String, String), (i64, BTreeSet<i64>)> = BTreeMap::new();
+    for rep in &results.representations {
+        let (Some(step), Some(seed)) = (rep.key.step, rep.key.seed) else {
+            continue;
+        };
+        if rep.shape.len() != 1 {
+            continue; // conv layers have their per-frequency maps instead
+        }
+        let entry = finals
+            .entry((rep.key.run.clone(), rep.key.layer.clone()))
+            .or_insert((step, BTreeSet::new()));
+        if step > entry.0 {
+            *entry = (step, BTreeSet::new());
+        }
+        if step == entry.0 {
+            entry.1.insert(seed);
+        }
+    }
+    finals
+        .into_iter()
+        .filter_map(|(key, (step, seeds))| {
+            let mut seeds = seeds.into_iter();
+            let (a, b) = (seeds.next()?, seeds.next()?);
+            Some((key, step, a, b))
+        })
+        .collect()
+}
+
+fn seed_part(seed: Option<i64>) -> String {
+    seed.map_or(String::new(), |s| format!("/seed{s}"))
+}
+
+/// Class sensitivity of every (run, seed, dense layer) of the sweep, one checkpoint at a time so
+/// only one layer's activations are held besides the target.
+fn class_tracks(
+    data: &Data<'_>,
+    results: &ResultsFile,
+    classes: &ClassInputs,
+    analyses: &mut ComputedAnalyses,
+) -> Result<(), Failure> {
+    // (run, seed) -> layer -> steps, over the dense representations the sweep compared.
+    let mut tracks: BTreeMap<(String, Option<i64>), BTreeMap<String, BTreeSet<i64>>> =
+        BTreeMap::new();
+    for rep in &results.representations {
+        let Some(step) = rep.key.step else { continue };
+        if rep.shape.len() != 1 || Some(&rep.key.layer) == classes.logits.as_ref() {
+            continue;
+        }
+        tracks
+            .entry((rep.key.run.clone(), rep.key.seed))
+            .or_default()
+            .entry(rep.key.layer.clone())
+            .or_default()
+            .insert(step);
+    }
+    let total: usize = tracks.values().map(|layers| layers.len()).sum();
+    if total == 0 {
+        analyses.notes.push(
+            "class sensitivity: the sweep compared no dense layer with a training step".into(),
+        );
+        return Ok(());
+    }
+    if total > MAX_CLASS_TRACKS {
+        analyses.notes.push(format!(
+            "class sensitivity computed for the first {MAX_CLASS_TRACKS} of {total} layers (run, seed, layer)"
+        ));
+    }
+    let opts = ComputeOptions::default();
+    let mut budget = MAX_CLASS_TRACKS;
+    for ((run, seed), layers) in tracks {
+        if budget == 0 {
+            break;
+        }
+        let network = format!("{run}{}", seed_part(seed));
+        // The target: the final checkpoint of the logits layer of the same run and seed.
+        let target = match &classes.logits {
+            None => None,
+            Some(logits) => {
+                let rep = data
+                    .dataset
+                    .representations()
+                    .iter()
+                    .filter(|r| {
+                        r.key.run == run
+                            && &r.key.layer == logits
+                            && r.key.seed.map(|s| s as i64) == seed
+                            && r.shape.len() == 2
+                    })
+                    .max_by_key(|r| r.key.step)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Failure::fatal(format!(
+                            "logits layer `{logits}` has no checkpoint for {network} in {}",
+                            data.dataset.url()
+                        ))
+                    })?;
+                let name = format!(
+                    "{network}{}/{logits} (the final checkpoint's logits of the same run and seed)",
+                    rep.key.step.map_or(String::new(), |s| format!("/step{s}"))
+                );
+                check_rows(classes, &rep)?;
+                Some((data.read(&rep)?, rep, name))
+            }
+        };
+        let order = layer_order(results, &run);
+        let mut layers: Vec<(String, BTreeSet<i64>)> = layers.into_iter().collect();
+        layers.sort_by_key(|(l, _)| order.iter().position(|o| o == l).unwrap_or(order.len()));
+        for (layer, steps) in layers {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            let label = format!("{network}/{layer}");
+            let mut merged: Option<ClassSensitivity> = None;
+            for step in steps {
+                let Some(rep) = data.find(&run, &layer, step, seed) else {
+                    continue;
+                };
+                if rep.rows() * rep.row_len() > MAX_VALUES {
+                    analyses.notes.push(format!(
+                        "class sensitivity of {label} at step {step} left out: more than {MAX_VALUES} values"
+                    ));
+                    continue;
+                }
+                check_rows(classes, &rep)?;
+                let values = data.read(&rep)?;
+                let (target, target_name) = match &target {
+                    Some((t, trep, name)) => (ClassTarget::Logits(block(t, trep)?), name.as_str()),
+                    None => (ClassTarget::LabelIndicator, "the class labels"),
+                };
+                let one = class_sensitivity(
+                    &label,
+                    &[(step, block(&values, &rep)?)],
+                    target,
+                    target_name,
+                    &classes.labels,
+                    &opts,
+                )
+                .map_err(|e| classes.bad(e))?;
+                merged = Some(match merged {
+                    None => one,
+                    Some(mut all) => {
+                        append(&mut all.classes, one.classes);
+                        all
+                    }
+                });
+            }
+            if let Some(cs) = merged {
+                analyses.class_sensitivity.push(cs);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds one checkpoint's curves (same classes, in the same order) to the curves so far.
+fn append(all: &mut [ClassCurve], more: Vec<ClassCurve>) {
+    for (curve, extra) in all.iter_mut().zip(more) {
+        curve.points.extend(extra.points);
+        curve.warnings.extend(extra.warnings);
+    }
+}
+
+fn check_rows(classes: &ClassInputs, rep: &Representation) -> Result<(), Failure> {
+    if rep.rows() != classes.labels.len() {
+        return Err(classes.bad(format!(
+            "{} labels for the {} datapoints of {}",
+            classes.labels.len(),
+            rep.rows(),
+            rep.id()
+        )));
+    }
+    Ok(())
+}
+
+/// The dataset and the runtime that reads it.
+struct Data<'a> {
+    dataset: &'a Dataset,
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl Data<'_> {
+    fn find(&self, run: &str, layer: &str, step: i64, seed: Option<i64>) -> Option<Representation> {
+        self.dataset
+            .representations()
+            .iter()
+            .find(|r| {
+                r.key.run == run
+                    && r.key.layer == layer
+                    && r.key.step.map(|s| s as i64) == Some(step)
+                    && r.key.seed.map(|s| s as i64) == seed
+            })
+            .cloned()
+    }
+
+    fn read(&self, rep: &Representation) -> Result<Vec<f32>, Failure> {
+        self.runtime
+            .block_on(self.dataset.read_all(rep))
+            .map_err(crate::source::storage_failure)
+    }
 }
 
 fn block<'a>(data: &'a [f32], rep: &Representation) -> Result<svcca_core::RowBlock<'a>, Failure> {
