@@ -15,8 +15,17 @@
 //!   so the correlations interlace) and equals the SVCCA mean at `k = K`;
 //! - `both(k)`: the mean canonical correlation with the top `k` directions kept on *both* sides
 //!   (the paper's "SVCCA with k directions"); it is not monotone: adding weakly shared directions
-//!   lowers a mean;
-//! - `k99`: the smallest `k` with `carried(k) ≥ 0.99 · carried(K)`.
+//!   lowers a mean. Its sum `k · both(k)` never decreases (both sides' subspaces are nested, so
+//!   each canonical correlation can only grow);
+//! - `k99_carried`: the smallest `k` with `carried(k) ≥ 0.99 · carried(K)`. Each kept direction
+//!   adds its own correlation to `carried`, so when the pair is similar this is close to `K` and
+//!   says little about how many directions matter;
+//! - the headline numbers: `shared = Σ_i ρ_i` over all kept directions (`= SVCCA · min(K, k_B)`),
+//!   how many directions the two sides share in effect; `best_both` at `best_both_k`, the highest
+//!   `both(k)` on the curve; and `k99_both`, the fewest directions kept on both sides that reach
+//!   99% of `best_both`. On the digits MLP's layers against another seed, `both(k)` peaks within
+//!   the first few directions (about 0.95) and falls to the SVCCA value (about 0.7) as weaker
+//!   directions join: a few directions are shared almost exactly, the rest partly.
 //!
 //! # Class sensitivity
 //! The paper's interpretability experiment: for each class `c`, SVCCA between a layer (reduced
@@ -205,7 +214,13 @@ pub struct ComputedAnalyses {
 
 impl ComputedAnalyses {
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let mut analyses: Self = serde_json::from_slice(bytes)?;
+        for curve in &mut analyses.dimensionality {
+            if curve.best_both_k == 0 {
+                curve.summarise();
+            }
+        }
+        Ok(analyses)
     }
     pub fn to_json(&self) -> Vec<u8> {
         // Plain data with string keys and finite numbers: serialising cannot fail.
@@ -275,8 +290,20 @@ pub struct DimensionalityCurve {
     pub points: Vec<DimensionalityPoint>,
     /// The pair's SVCCA mean (the curve's value at `k = kept`).
     pub full: f64,
-    /// Smallest `k` carrying 99% of `full`.
-    pub k99: usize,
+    /// Smallest `k` carrying 99% of `full` (`carried`; close to `kept` for similar pairs).
+    #[serde(alias = "k99")]
+    pub k99_carried: usize,
+    /// `Σ ρ_i` over all kept directions: the pair's shared directions in effect.
+    #[serde(default)]
+    pub shared: f64,
+    /// The highest `both(k)` on the curve, and the `k` where it is reached (the smallest if tied).
+    #[serde(default)]
+    pub best_both: f64,
+    #[serde(default)]
+    pub best_both_k: usize,
+    /// Smallest `k` on the curve with `both(k) ≥ 0.99 · best_both`.
+    #[serde(default)]
+    pub k99_both: usize,
 }
 
 fn joint_of(a: RowBlock<'_>, b: RowBlock<'_>, what: &str) -> Result<JointMoments, ComputeError> {
@@ -327,11 +354,7 @@ pub fn dimensionality(
         points.push(DimensionalityPoint { k, carried, both });
     }
     let full = points.last().map_or(0.0, |p| p.carried);
-    let k99 = points
-        .iter()
-        .find(|p| p.carried >= 0.99 * full)
-        .map_or(kept, |p| p.k);
-    Ok(DimensionalityCurve {
+    let mut curve = DimensionalityCurve {
         a: labels.0.to_string(),
         b: labels.1.to_string(),
         keep: opts.keep_text(),
@@ -340,8 +363,41 @@ pub fn dimensionality(
         kept_b,
         points,
         full,
-        k99,
-    })
+        k99_carried: kept,
+        shared: 0.0,
+        best_both: 0.0,
+        best_both_k: 0,
+        k99_both: 0,
+    };
+    curve.summarise();
+    Ok(curve)
+}
+
+impl DimensionalityCurve {
+    /// Derives the summary numbers from the points (also for `analyses.json` files written before
+    /// they were stored).
+    fn summarise(&mut self) {
+        let (kept, full) = (self.kept, self.full);
+        self.k99_carried = self
+            .points
+            .iter()
+            .find(|p| p.carried >= 0.99 * full)
+            .map_or(kept, |p| p.k);
+        self.shared = full * kept.min(self.kept_b) as f64;
+        let (best_k, best) = self
+            .points
+            .iter()
+            .fold((kept, f64::NEG_INFINITY), |best, p| {
+                if p.both > best.1 { (p.k, p.both) } else { best }
+            });
+        self.best_both_k = best_k;
+        self.best_both = if best.is_finite() { best } else { 0.0 };
+        self.k99_both = self
+            .points
+            .iter()
+            .find(|p| p.both >= 0.99 * best)
+            .map_or(kept, |p| p.k);
+    }
 }
 
 /// `1..=kept`, every `k` when few, else evenly spaced on a log scale (always including `kept`).
@@ -846,6 +902,24 @@ mod tests {
         let ks = curve_ks(1000, 20);
         assert_eq!((ks[0], *ks.last().unwrap()), (1, 1000));
         assert!(ks.len() <= 21 && ks.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn analyses_written_before_the_headline_numbers_still_read() {
+        // An analyses.json of the earlier layout: `k99`, no shared/best_both/k99_both.
+        let old = r#"{"dimensionality": [{"a": "h1", "b": "h1 seed1", "keep": "99% of the variance",
+            "neurons": 8, "kept": 4, "kept_b": 4, "full": 0.6, "k99": 4, "points": [
+            {"k": 1, "carried": 0.24, "both": 0.96}, {"k": 2, "carried": 0.4, "both": 0.8},
+            {"k": 3, "carried": 0.5, "both": 0.7}, {"k": 4, "carried": 0.6, "both": 0.6}]}]}"#;
+        let analyses = ComputedAnalyses::from_json(old.as_bytes()).unwrap();
+        let c = &analyses.dimensionality[0];
+        assert_eq!(c.k99_carried, 4);
+        assert_eq!((c.best_both_k, c.best_both, c.k99_both), (1, 0.96, 1));
+        assert!((c.shared - 2.4).abs() < 1e-12);
+        assert!(analyses.notes.is_empty());
+        // And the new layout round-trips unchanged.
+        let again = ComputedAnalyses::from_json(&analyses.to_json()).unwrap();
+        assert_eq!(again, analyses);
     }
 
     #[test]

@@ -445,7 +445,7 @@ impl Page {
             ("cross-seed spread", "over all pairs of seeds of the same run, step and layer: mean, sample std (n − 1), min and max. Seed pairs share networks, so this describes the sweep, not a confidence interval.".into()),
             ("best match", "for each row layer, the column layer with the highest similarity (outlined in red).".into()),
             ("null baseline", "what the same shapes give with no relation: gaussian = independent standard Gaussian data with the pair's datapoints and kept dimensions (seeded); permuted = the real pair with one side's datapoints shuffled (seeded). Unrelated data is far from 0 when there are few datapoints per dimension (≈0.2 mean CCA at common shapes): read a score against its null.".into()),
-            ("dimensionality", "carried(k): share of the pair's SVCCA similarity carried by the layer's top k singular directions (never decreases, reaches the pair's SVCCA value at the kept k); k for 99%: the smallest k carrying 99% of it; both(k): the mean canonical correlation with the top k directions kept on both sides (not monotone: weakly shared directions lower a mean).".into()),
+            ("dimensionality", "both(k): the mean canonical correlation with the top k singular directions kept on both sides (the paper's SVCCA with k directions; not monotone: weakly shared directions lower a mean); best both(k): its highest value and the k reaching it; k for 99% of best: the fewest directions on both sides reaching 99% of that highest value; shared directions: Σρ over all kept directions (SVCCA × the smaller kept count), how many directions the two sides share in effect; carried(k): share of the pair's SVCCA similarity carried by the layer's top k directions (never decreases, reaches the SVCCA value at the kept k); k carrying 99%: the smallest k carrying 99% of it, close to the kept count whenever every direction is shared, so it says little on its own.".into()),
             ("class sensitivity", "for each class, SVCCA between the layer and the single column of that class's logit (or class indicator) over the probe set, i.e. the multiple correlation of that column with the layer's top directions, at every checkpoint.".into()),
         ];
         self.html.push_str("<dl>\n");
@@ -996,7 +996,10 @@ impl Page {
                     c.neurons.to_string(),
                     format!("{} / {}", c.kept, c.kept_b),
                     num(c.full),
-                    c.k99.to_string(),
+                    format!("{:.1}", c.shared),
+                    format!("{} (k = {})", num(c.best_both), c.best_both_k),
+                    c.k99_both.to_string(),
+                    c.k99_carried.to_string(),
                 ]
             })
             .collect();
@@ -1007,7 +1010,10 @@ impl Page {
             "neurons",
             "kept (layer / against)",
             "SVCCA",
-            "k for 99%",
+            "shared directions (Σρ)",
+            "best both(k)",
+            "k for 99% of best",
+            "k carrying 99%",
         ]
         .map(String::from);
         self.table(&head, &rows);
@@ -1211,8 +1217,9 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
     for c in &data.dimensionality {
         let _ = writeln!(
             s,
-            "dimensionality: {} vs {}: {:.3} with {} directions; 99% of it with {}",
-            c.a, c.b, c.full, c.kept, c.k99
+            "dimensionality: {} vs {}: SVCCA {:.3} over {}/{} directions, {:.1} shared (Σρ); \
+             with k on both sides it peaks at {:.3} (k = {}), 99% of that from k = {}",
+            c.a, c.b, c.full, c.kept, c.kept_b, c.shared, c.best_both, c.best_both_k, c.k99_both
         );
     }
     let _ = writeln!(s, "report: {}", out_dir.join("index.html").display());
