@@ -440,7 +440,7 @@ impl Page {
             ("mean vs google_mean", "reports use mean (all coefficients); google/svcca's tutorials quote a truncated mean of the leading coefficients holding 98% of their sum, stored as google_mean in results.json.".into()),
             ("learning dynamics", format!("{metric} similarity of each layer at every checkpoint to the same layer at the final checkpoint (1 at the final checkpoint by definition); the x axis is log(1 + step).")),
             ("convergence step", format!("the first checkpoint (before the final one) from which the similarity to the final checkpoint stays ≥ {threshold} at every later checkpoint; '—' when none does.")),
-            ("bottom-up", "convergence steps never decrease from the input to the output (the paper's finding).".into()),
+            ("bottom-up", "the paper's finding, judged two ways. By convergence step: convergence steps never decrease from the input to the output (layers converging at the same checkpoint tie: in order, but not ordered). Checkpoint-wise: at each checkpoint before the final one, whether similarity to the final checkpoint is non-increasing with depth over every layer but the deepest (the output, trained directly by the loss; all layers when there are fewer than three), and how many (lower, deeper) layer pairs are in that order.".into()),
             ("suggested freeze step", format!("the latest convergence step among a layer and every layer below it (the paper's Freeze Training freezes layers from the bottom). A suggestion for the next run of the same recipe, measured in hindsight at the stored checkpoints with threshold {threshold}: the true step lies between the previous checkpoint and the one named.")),
             ("cross-seed spread", "over all pairs of seeds of the same run, step and layer: mean, sample std (n − 1), min and max. Seed pairs share networks, so this describes the sweep, not a confidence interval.".into()),
             ("best match", "for each row layer, the column layer with the highest similarity (outlined in red).".into()),
@@ -553,16 +553,14 @@ impl Page {
                 y_range: (0.0, 1.02),
                 references,
             };
-            let order = if net.bottom_up {
-                "bottom-up: yes"
-            } else {
-                "bottom-up: no"
-            };
             let caption = format!(
-                "{name}: one line per layer; convergence order {} ({order}).",
+                "{name}: one line per layer; convergence order {}.",
                 net.convergence_order.join(" → ")
             );
             self.figure(&chart, &format!("dynamics_{name}"), &caption)?;
+            for sentence in net.bottom_up_verdict(true) {
+                self.p(&sentence);
+            }
             let mut head = vec!["layer".to_string()];
             head.extend(steps.iter().map(|s| format!("step {s}")));
             head.extend(["converged at".to_string(), "suggested freeze".to_string()]);
@@ -1151,11 +1149,13 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
                 .collect();
             let _ = writeln!(
                 s,
-                "  {}: converged {}; bottom-up: {}",
+                "  {}: converged {}",
                 network_name(&net.run, net.seed),
                 conv.join(" "),
-                if net.bottom_up { "yes" } else { "no" }
             );
+            for sentence in net.bottom_up_verdict(false) {
+                let _ = writeln!(s, "    {sentence}");
+            }
             let freeze: Vec<String> = net
                 .layers
                 .iter()
