@@ -87,7 +87,10 @@ fn report_writes_the_page_and_prints_a_summary() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("h1@100 h2@—"), "{stdout}");
-    assert!(stdout.contains("bottom-up: yes"), "{stdout}");
+    assert!(
+        stdout.contains("By convergence step: bottom-up"),
+        "{stdout}"
+    );
     let page = sweep.join("report/index.html");
     assert!(page.is_file());
 
