@@ -163,6 +163,19 @@ fn bad_labels_are_refused_before_the_sweep_with_the_file_named() {
     let missing = tmp.path().join("no_such_labels.npy");
     let good = repo().join("examples/digits-labels.npy");
 
+    // --logits alone: the spec names a logits layer without labels.
+    let run = svcca(&[
+        "sweep",
+        "examples/digits-dataset",
+        "--out",
+        &out,
+        "--logits",
+        "logits",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(10), "{stderr}");
+    assert!(stderr.contains("needs analyses.labels"), "{stderr}");
+
     let cases: [(&Path, Option<&str>, &[&str]); 5] = [
         (&short, None, &["4 labels", "597 datapoints"]),
         (&negative, None, &["negative", "datapoint 7"]),

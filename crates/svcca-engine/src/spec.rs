@@ -234,8 +234,8 @@ pub struct Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Analyses {
-    /// A `.npy` of integer class labels, one per datapoint of the probe set (a local path or a
-    /// `file://` URL). Turns on class sensitivity.
+    /// A `.npy` of integer class labels, one per datapoint of the probe set (a local path,
+    /// relative to the working directory, or a `file://` URL). Turns on class sensitivity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
     /// The layer whose final checkpoint's columns are the class targets (column `c` = class

@@ -557,6 +557,31 @@ pub struct ClassSensitivity {
     pub classes: Vec<ClassCurve>,
 }
 
+impl ClassSensitivity {
+    /// The checkpoints of any class, ascending.
+    pub fn steps(&self) -> Vec<i64> {
+        let mut steps: Vec<i64> = self
+            .classes
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.step))
+            .collect();
+        steps.sort_unstable();
+        steps.dedup();
+        steps
+    }
+
+    /// The mean similarity over the classes compared at `step` (`None`: none was).
+    pub fn mean_at(&self, step: i64) -> Option<f64> {
+        let values: Vec<f64> = self
+            .classes
+            .iter()
+            .filter_map(|c| c.points.iter().find(|p| p.step == step))
+            .map(|p| p.similarity)
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
+}
+
 /// For each class, SVCCA between the layer at each checkpoint (`steps`: `(step, activations)`)
 /// and the class's target column; see the module docs.
 pub fn class_sensitivity(

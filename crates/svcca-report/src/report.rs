@@ -1024,6 +1024,26 @@ impl Page {
             self.p("Not computed for this report: it needs the activations, logits and labels (svcca_report::compute::class_sensitivity, stored in analyses.json).");
             return Ok(());
         }
+        // First the mean over classes of every layer, then each layer's classes.
+        let mut all_steps: Vec<i64> = all.iter().flat_map(|cs| cs.steps()).collect();
+        all_steps.sort_unstable();
+        all_steps.dedup();
+        let mut head = vec!["layer".to_string(), "compared with".to_string()];
+        head.extend(all_steps.iter().map(|s| format!("step {s}")));
+        let rows: Vec<Vec<String>> = all
+            .iter()
+            .map(|cs| {
+                let mut row = vec![cs.layer.clone(), cs.target.clone()];
+                row.extend(
+                    all_steps
+                        .iter()
+                        .map(|s| cs.mean_at(*s).map_or("—".into(), num)),
+                );
+                row
+            })
+            .collect();
+        self.p("Mean over the classes of each layer's similarity with the class's column:");
+        self.table(&head, &rows);
         for cs in all {
             let mut steps: Vec<i64> = cs
                 .classes
@@ -1220,6 +1240,27 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             "dimensionality: {} vs {}: SVCCA {:.3} over {}/{} directions, {:.1} shared (Σρ); \
              with k on both sides it peaks at {:.3} (k = {}), 99% of that from k = {}",
             c.a, c.b, c.full, c.kept, c.kept_b, c.shared, c.best_both, c.best_both_k, c.k99_both
+        );
+    }
+    // Class sensitivity: one line per network, each layer's mean over classes first → last step.
+    let mut by_network: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for cs in &data.class_sensitivity {
+        let (network, layer) = cs.layer.rsplit_once('/').unwrap_or(("", cs.layer.as_str()));
+        let steps = cs.steps();
+        if let (Some(first), Some(last)) = (steps.first(), steps.last())
+            && let (Some(a), Some(b)) = (cs.mean_at(*first), cs.mean_at(*last))
+        {
+            by_network
+                .entry(network)
+                .or_default()
+                .push(format!("{layer} {a:.3}@{first} → {b:.3}@{last}"));
+        }
+    }
+    for (network, cells) in by_network {
+        let _ = writeln!(
+            s,
+            "class sensitivity {network} (mean over classes): {}",
+            cells.join(", ")
         );
     }
     let _ = writeln!(s, "report: {}", out_dir.join("index.html").display());

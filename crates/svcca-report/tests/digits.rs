@@ -488,6 +488,11 @@ fn class_sensitivity_grows_with_training() {
     // The final logits are an affine map of the final h4: their columns lie in its span (up to
     // the 1% of variance SVCCA drops).
     assert!(mean_at(FINAL) > 0.95, "{}", mean_at(FINAL));
+    assert_eq!(cs.steps(), STEPS);
+    for step in STEPS {
+        assert!((cs.mean_at(step).unwrap() - mean_at(step)).abs() < 1e-12);
+    }
+    assert_eq!(cs.mean_at(1), None);
     assert!(
         mean_at(FINAL) > mean_at(0),
         "{} vs {}",
@@ -639,6 +644,13 @@ fn report_renders_references_existing_files_and_is_reproducible() {
     let again = write_report(&stored, &second, &options).unwrap();
 
     assert!(summary.text.contains("bottom-up"), "{}", summary.text);
+    assert!(
+        summary
+            .text
+            .contains("class sensitivity mlp/seed0 (mean over classes): h3 "),
+        "{}",
+        summary.text
+    );
     assert!(summary.files.contains(&"index.html".to_string()));
     assert_eq!(summary.files, again.files);
     let pngs: Vec<&String> = summary
@@ -706,6 +718,8 @@ fn report_renders_references_existing_files_and_is_reproducible() {
         "Class sensitivity",
         "logits@2250",
         "a note from the analyses",
+        "Mean over the classes",
+        "Checkpoint-wise over h1, h2, h3, h4",
     ] {
         assert!(html.contains(needle), "page lacks {needle:?}");
     }

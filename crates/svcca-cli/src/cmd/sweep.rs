@@ -62,9 +62,9 @@ pub struct SweepArgs {
     /// sensitivity: each layer at every checkpoint against each class (`[analyses] labels`).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<String>,
-    /// With --labels: compare with each class's column of this layer's final checkpoint (same run
+    /// With labels: compare with each class's column of this layer's final checkpoint (same run
     /// and seed) instead of the class indicator (`[analyses] logits`).
-    #[arg(long, value_name = "LAYER", requires = "labels")]
+    #[arg(long, value_name = "LAYER")]
     pub logits: Option<String>,
 }
 
@@ -126,7 +126,11 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     }
     if let Some(labels) = &args.labels {
         spec.analyses.labels = Some(labels.clone());
-        spec.analyses.logits = args.logits.clone();
+        // New labels from the command line do not inherit the job file's logits layer.
+        spec.analyses.logits = None;
+    }
+    if let Some(logits) = &args.logits {
+        spec.analyses.logits = Some(logits.clone());
     }
     // Relative paths are made absolute here: workers may not share this working directory.
     for url in [&mut spec.dataset, &mut spec.output] {
