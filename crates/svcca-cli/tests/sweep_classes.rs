@@ -60,11 +60,11 @@ fn example_job_names_labels_that_match_the_probe_set() {
 fn sweep_with_labels_writes_class_sensitivity_and_draws_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("sweep");
-    // The example job, made small: vs-final over one seed and one metric.
+    // The example job, made smaller: vs-final and one metric.
     let analyses = example_analyses();
     let job = format!(
         "dataset = {dataset:?}\noutput = {out:?}\ncomparison = \"vs-final\"\nmetrics = [\"svcca\"]\n\
-         [select]\nwhere = {{ run = \"mlp\", seed = \"0\" }}\n[keep]\nvariance = 0.99\n\
+         [select]\nwhere = {{ run = \"mlp\" }}\n[keep]\nvariance = 0.99\n\
          [analyses]\nlabels = {labels:?}\nlogits = {logits:?}\n",
         // Relative paths are read from the working directory, the repository root here.
         dataset = "examples/digits-dataset",
@@ -80,6 +80,11 @@ fn sweep_with_labels_writes_class_sensitivity_and_draws_it() {
         "sweep failed: {}",
         String::from_utf8_lossy(&run.stderr)
     );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("class sensitivity mlp/seed0 (mean over classes): h1 "),
+        "{stdout}"
+    );
 
     let analyses: Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("analyses.json")).unwrap()).unwrap();
@@ -88,22 +93,40 @@ fn sweep_with_labels_writes_class_sensitivity_and_draws_it() {
         .iter()
         .map(|t| t["layer"].as_str().unwrap())
         .collect();
-    // Every dense layer but the logits themselves, in network order.
-    assert_eq!(
-        layers,
-        [
-            "mlp/seed0/h1",
-            "mlp/seed0/h2",
-            "mlp/seed0/h3",
-            "mlp/seed0/h4"
-        ]
-    );
-    let h4 = &tracks[3];
+    // Every dense layer but the logits themselves, per seed in network order.
+    let expected: Vec<String> = (0..3)
+        .flat_map(|seed| ["h1", "h2", "h3", "h4"].map(|l| format!("mlp/seed{seed}/{l}")))
+        .collect();
+    assert_eq!(layers, expected);
+    for seed in 0..3 {
+        check_h4(&tracks[4 * seed + 3], seed);
+    }
+
+    // The report shows one class chart per seed and layer, and they exist.
+    let report = out_dir.join("report");
+    let index = std::fs::read_to_string(report.join("index.html")).unwrap();
+    let charts: Vec<&str> = index
+        .split("src=\"")
+        .skip(1)
+        .map(|p| p.split('"').next().unwrap())
+        .filter(|f| f.contains("classes_mlp_seed"))
+        .collect();
+    assert_eq!(charts.len(), 12, "{charts:?}");
+    assert!(charts.iter().any(|c| c.contains("classes_mlp_seed2_h4")));
+    for chart in charts {
+        let png = std::fs::read(report.join(chart)).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{chart}");
+    }
+    assert!(index.contains("Class sensitivity"));
+}
+
+/// h4 of one seed against each class's column of that seed's final logits, at every checkpoint.
+fn check_h4(h4: &Value, seed: usize) {
     assert!(
         h4["target"]
             .as_str()
             .unwrap()
-            .contains("mlp/seed0/step2250/logits"),
+            .contains(&format!("mlp/seed{seed}/step2250/logits")),
         "{}",
         h4["target"]
     );
@@ -130,22 +153,8 @@ fn sweep_with_labels_writes_class_sensitivity_and_draws_it() {
     // the final logits (an affine map of it) up to the variance SVCCA drops.
     assert!(
         last > first && last > 0.99,
-        "h4: mean over classes {first:.3} at step 0, {last:.3} at step 2250"
+        "seed {seed} h4: mean over classes {first:.3} at step 0, {last:.3} at step 2250"
     );
-
-    // The report shows the class charts, and they exist.
-    let report = out_dir.join("report");
-    let index = std::fs::read_to_string(report.join("index.html")).unwrap();
-    let charts: Vec<&str> = index
-        .split("src=\"")
-        .skip(1)
-        .map(|p| p.split('"').next().unwrap())
-        .filter(|f| f.contains("classes_mlp_seed0_h4"))
-        .collect();
-    assert_eq!(charts.len(), 1, "the h4 class chart is on the page");
-    let png = std::fs::read(report.join(charts[0])).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);
-    assert!(index.contains("Class sensitivity"));
 }
 
 #[test]
