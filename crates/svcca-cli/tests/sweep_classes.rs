@@ -168,6 +168,10 @@ fn bad_labels_are_refused_before_the_sweep_with_the_file_named() {
     let mut values = vec![1i64; 597];
     values[7] = -1;
     write_labels(&negative, &values);
+    let too_many_classes = tmp.path().join("twelve_classes.npy");
+    let mut values = vec![0i64; 597];
+    values[3] = 12;
+    write_labels(&too_many_classes, &values);
     let floats = repo().join("fixtures/digits/mlp/seed0/step0/h1.npy");
     let missing = tmp.path().join("no_such_labels.npy");
     let good = repo().join("examples/digits-labels.npy");
@@ -185,9 +189,14 @@ fn bad_labels_are_refused_before_the_sweep_with_the_file_named() {
     assert_eq!(run.status.code(), Some(10), "{stderr}");
     assert!(stderr.contains("needs analyses.labels"), "{stderr}");
 
-    let cases: [(&Path, Option<&str>, &[&str]); 5] = [
+    let cases: [(&Path, Option<&str>, &[&str]); 6] = [
         (&short, None, &["4 labels", "597 datapoints"]),
         (&negative, None, &["negative", "datapoint 7"]),
+        (
+            &too_many_classes,
+            Some("logits"),
+            &["label 12", "10 columns"],
+        ),
         (&floats, None, &["not a little-endian integer"]),
         (&missing, None, &[]),
         (&good, Some("softmax"), &["`softmax`", "h1"]),
@@ -212,7 +221,11 @@ fn bad_labels_are_refused_before_the_sweep_with_the_file_named() {
         let run = svcca(&args);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert_eq!(run.status.code(), Some(10), "{labels}: {stderr}");
-        let named = if logits.is_some() { "softmax" } else { &labels };
+        let named = if logits == Some("softmax") {
+            "softmax"
+        } else {
+            &labels
+        };
         assert!(stderr.contains(named), "{labels}: {stderr}");
         for e in expected {
             assert!(stderr.contains(e), "{labels}: expected {e:?} in {stderr}");

@@ -99,14 +99,29 @@ pub fn prepare_classes(
             counts.join(" or ")
         )));
     }
-    if let Some(logits) = &inputs.logits
-        && !dense.iter().any(|r| &r.key.layer == logits)
-    {
-        let layers: BTreeSet<&str> = dense.iter().map(|r| r.key.layer.as_str()).collect();
-        return Err(Failure::fatal(format!(
-            "logits layer `{logits}` is not a dense layer of {dataset_url} (its dense layers: {})",
-            layers.into_iter().collect::<Vec<_>>().join(", ")
-        )));
+    if let Some(logits) = &inputs.logits {
+        let columns: BTreeSet<usize> = dense
+            .iter()
+            .filter(|r| &r.key.layer == logits)
+            .map(|r| r.row_len())
+            .collect();
+        if columns.is_empty() {
+            let layers: BTreeSet<&str> = dense.iter().map(|r| r.key.layer.as_str()).collect();
+            return Err(Failure::fatal(format!(
+                "logits layer `{logits}` is not a dense layer of {dataset_url} (its dense layers: {})",
+                layers.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        // Class c is compared with column c: every label must name a column.
+        let top = inputs.labels.iter().copied().max().unwrap_or(0);
+        if let Some(&narrowest) = columns.first()
+            && top >= narrowest as i64
+        {
+            return Err(inputs.bad(format!(
+                "label {top} has no column in the logits layer `{logits}` ({narrowest} columns, \
+                 one per class numbered from 0)"
+            )));
+        }
     }
     Ok(Some(inputs))
 }
