@@ -35,7 +35,7 @@ use faer::{Accum, Mat, MatRef};
 use crate::error::{CoreError, Result};
 
 /// Bytes of f64 scratch one chunk may use; a block with more rows is processed in chunks.
-const CHUNK_BYTES: usize = 32 << 20;
+pub(crate) const CHUNK_BYTES: usize = 8 << 20;
 /// Chunks never go below this many rows (the product's inner dimension), for GEMM efficiency.
 const MIN_CHUNK_ROWS: usize = 256;
 
@@ -120,24 +120,36 @@ impl<'a> RowBlock<'a> {
 
     /// First non-finite value in rows `r0..r1`, as (row within the block, column, value).
     pub(crate) fn first_non_finite(&self, r0: usize, r1: usize) -> Option<(usize, usize, f64)> {
-        // One monomorphic pass over the slice (vectorisable), not a per-element match.
         let cols = self.cols();
         let at = |i: usize| (r0 + i / cols, i % cols);
+        // Branch-free folds over fixed chunks vectorise; an early-exit `position` over every
+        // value does not, and this scan runs over every datapoint the engine reads.
+        const CHUNK: usize = 256;
+        fn first<T: Copy>(values: &[T], finite: impl Fn(T) -> bool + Copy) -> Option<usize> {
+            for (k, chunk) in values.chunks(CHUNK).enumerate() {
+                if !chunk.iter().fold(true, |ok, &v| ok & finite(v)) {
+                    let i = chunk
+                        .iter()
+                        .position(|&v| !finite(v))
+                        .expect("a value failed");
+                    return Some(k * CHUNK + i);
+                }
+            }
+            None
+        }
         match *self {
-            RowBlock::F32 { data, .. } => data[r0 * cols..r1 * cols]
-                .iter()
-                .position(|v| !v.is_finite())
-                .map(|i| {
+            RowBlock::F32 { data, .. } => {
+                first(&data[r0 * cols..r1 * cols], f32::is_finite).map(|i| {
                     let (r, c) = at(i);
                     (r, c, data[r * cols + c] as f64)
-                }),
-            RowBlock::F64 { data, .. } => data[r0 * cols..r1 * cols]
-                .iter()
-                .position(|v| !v.is_finite())
-                .map(|i| {
+                })
+            }
+            RowBlock::F64 { data, .. } => {
+                first(&data[r0 * cols..r1 * cols], f64::is_finite).map(|i| {
                     let (r, c) = at(i);
                     (r, c, data[r * cols + c])
-                }),
+                })
+            }
         }
     }
 
@@ -161,39 +173,67 @@ impl<'a> RowBlock<'a> {
         }
     }
 
-    /// Writes rows `r0..r1`, minus `shift` per column, into the column-major `dst`
-    /// (`dst[c * ld + (r − r0)]`).
+    /// Writes rows `r0..r1`, minus `shift` per column, into the column-major `dst`: column `c`
+    /// of this block goes to `dst[(off + c) * ld ..][..r1 − r0]`. faer's triangular product
+    /// runs about 1.5× faster on column-major operands than on row-major ones, which pays for
+    /// the transpose. Tiles of 16 columns × 128 rows keep the reads within L1 and the writes
+    /// within a few pages (whole-row sweeps touch a page per column and thrash the TLB).
     pub(crate) fn write_centred_col_major(
         &self,
         r0: usize,
         r1: usize,
         shift: &[f64],
         dst: &mut [f64],
-        ld: usize,
+        (ld, off): (usize, usize),
     ) {
-        // Tiles of rows keep the strided reads within a few cache lines per column.
-        const TILE: usize = 16;
+        const COLS: usize = 16;
+        const ROWS: usize = 128;
         let cols = self.cols();
         let mut t0 = r0;
         while t0 < r1 {
-            let t1 = (t0 + TILE).min(r1);
-            match *self {
-                RowBlock::F32 { data, .. } => {
-                    for (c, &mu) in shift.iter().enumerate().take(cols) {
-                        let col = &mut dst[c * ld..];
-                        for r in t0..t1 {
-                            col[r - r0] = data[r * cols + c] as f64 - mu;
+            let t1 = (t0 + ROWS).min(r1);
+            let mut c0 = 0;
+            while c0 < cols {
+                let c1 = (c0 + COLS).min(cols);
+                let mut t = t0;
+                if let RowBlock::F32 { data, .. } = *self
+                    && c1 - c0 == COLS
+                {
+                    // Whole 8 × 8 tiles through registers: fixed sizes let the compiler drop
+                    // the bounds checks and vectorise the widening.
+                    while t + 8 <= t1 {
+                        for cb in (c0..c1).step_by(8) {
+                            let mut tile = [[0.0f64; 8]; 8];
+                            for (i, row) in data[t * cols..].chunks(cols).take(8).enumerate() {
+                                let src: &[f32; 8] = row[cb..cb + 8].try_into().expect("8 values");
+                                for j in 0..8 {
+                                    tile[j][i] = src[j] as f64 - shift[cb + j];
+                                }
+                            }
+                            for (j, col) in tile.iter().enumerate() {
+                                dst[(off + cb + j) * ld + (t - r0)..][..8].copy_from_slice(col);
+                            }
+                        }
+                        t += 8;
+                    }
+                }
+                for c in c0..c1 {
+                    let mu = shift[c];
+                    let out = &mut dst[(off + c) * ld + (t - r0)..][..t1 - t];
+                    match *self {
+                        RowBlock::F32 { data, .. } => {
+                            for (o, row) in out.iter_mut().zip(data[t * cols..].chunks(cols)) {
+                                *o = row[c] as f64 - mu;
+                            }
+                        }
+                        RowBlock::F64 { data, .. } => {
+                            for (o, row) in out.iter_mut().zip(data[t * cols..].chunks(cols)) {
+                                *o = row[c] - mu;
+                            }
                         }
                     }
                 }
-                RowBlock::F64 { data, .. } => {
-                    for (c, &mu) in shift.iter().enumerate().take(cols) {
-                        let col = &mut dst[c * ld..];
-                        for r in t0..t1 {
-                            col[r - r0] = data[r * cols + c] - mu;
-                        }
-                    }
-                }
+                c0 = c1;
             }
             t0 = t1;
         }
@@ -384,8 +424,8 @@ impl MomentAccumulator {
                 r0,
                 r1,
                 &self.sums[off..off + c],
-                &mut self.scratch[off * nb..(off + c) * nb],
-                nb,
+                &mut self.scratch[..nb * d],
+                (nb, off),
             );
             off += c;
         }

@@ -707,19 +707,29 @@ impl Whitening {
                 value: v,
             });
         }
-        if scratch.len() < rows * d {
-            scratch.resize(rows * d, 0.0);
+        // Row chunks bound the f64 scratch (a whole representation widened would be 8 bytes per
+        // value) and keep it warm in cache between the widening and the product.
+        let chunk = (crate::moments::CHUNK_BYTES / (8 * d.max(1))).clamp(1, rows.max(1));
+        if scratch.len() < chunk * d {
+            scratch.resize(chunk * d, 0.0);
         }
-        block.write_centred_col_major(0, rows, &self.mean, &mut scratch[..rows * d], rows);
-        let s = MatRef::from_column_major_slice(&scratch[..rows * d], rows, d);
-        faer::linalg::matmul::matmul(
-            out,
-            Accum::Replace,
-            s,
-            self.transform.as_ref(),
-            1.0,
-            crate::par(),
-        );
+        let mut out = out;
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + chunk).min(rows);
+            let nb = r1 - r0;
+            block.write_centred_col_major(r0, r1, &self.mean, &mut scratch[..nb * d], (nb, 0));
+            let s = MatRef::from_column_major_slice(&scratch[..nb * d], nb, d);
+            faer::linalg::matmul::matmul(
+                out.as_mut().subrows_mut(r0, nb),
+                Accum::Replace,
+                s,
+                self.transform.as_ref(),
+                1.0,
+                crate::par(),
+            );
+            r0 = r1;
+        }
         Ok(())
     }
 
