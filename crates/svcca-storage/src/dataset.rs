@@ -20,7 +20,9 @@ use crate::{StorageError, error::is_transient};
 pub struct ReadOptions {
     /// Shards fetched concurrently by the streams; memory is about this many shards (default 4).
     pub shards_in_flight: usize,
-    /// Check each shard's SHA-256 against the manifest (default true).
+    /// Check each shard's SHA-256 against the manifest (default true). A shard is hashed the
+    /// first time a [`Dataset`] (and its clones) reads it; later reads of the same shard check
+    /// its size only, since a sweep reads every shard twice (moments, then projection).
     pub verify_checksums: bool,
     /// Reject NaN/±Inf values (default true).
     pub check_finite: bool,
@@ -75,6 +77,8 @@ pub struct Dataset {
     location: Location,
     manifest: Arc<Manifest>,
     options: ReadOptions,
+    /// Shards whose bytes already matched their SHA-256 (by path and checksum).
+    verified: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 /// Opens the dataset at `url` with default options.
@@ -143,6 +147,7 @@ impl Dataset {
             location,
             manifest: Arc::new(manifest),
             options,
+            verified: Arc::default(),
         })
     }
 
@@ -221,7 +226,28 @@ impl Dataset {
             item_shape: rep.item_shape().to_vec(),
             check_finite: self.options.check_finite,
         };
-        let expected_sha = self.options.verify_checksums.then(|| entry.sha256.clone());
+        let seen = (entry.path.clone(), entry.sha256.clone());
+        let already = self
+            .verified
+            .lock()
+            .expect("verified shards")
+            .contains(&seen);
+        if already && bytes.len() as u64 != entry.bytes {
+            return Err(StorageError::ShardChecksum {
+                representation: id.to_string(),
+                shard,
+                path: ctx.path.clone(),
+                expected: entry.sha256.clone(),
+                actual: format!(
+                    "(not hashed again: the shard verified earlier now has {} bytes instead of {})",
+                    bytes.len(),
+                    entry.bytes
+                ),
+            });
+        }
+        let expected_sha =
+            (self.options.verify_checksums && !already).then(|| entry.sha256.clone());
+        let verified = self.verified.clone();
         // Hashing, decoding and the finiteness scan are CPU work: keep them off the async workers.
         tokio::task::spawn_blocking(move || {
             if let Some(expected) = expected_sha {
@@ -235,6 +261,7 @@ impl Dataset {
                         actual,
                     });
                 }
+                verified.lock().expect("verified shards").insert(seen);
             }
             decode_shard(bytes, &ctx)
         })

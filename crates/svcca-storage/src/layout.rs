@@ -107,6 +107,21 @@ pub(crate) struct ShardContext {
 }
 
 /// Decodes a whole shard file held in `bytes` into row blocks (one per record batch).
+/// Index of the first NaN or ±Inf. Branch-free folds over fixed chunks vectorise (an early-exit
+/// scan over every value does not), and every value a sweep reads passes through here.
+fn first_non_finite(values: &[f32]) -> Option<usize> {
+    const CHUNK: usize = 256;
+    for (k, chunk) in values.chunks(CHUNK).enumerate() {
+        if !chunk.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            return chunk
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| k * CHUNK + i);
+        }
+    }
+    None
+}
+
 pub(crate) fn decode_shard(
     bytes: bytes::Bytes,
     ctx: &ShardContext,
@@ -239,7 +254,7 @@ fn decode_inner(
         }
         let values = child.values().slice(start, n * width);
         if ctx.check_finite
-            && let Some(pos) = values.iter().position(|v| !v.is_finite())
+            && let Some(pos) = first_non_finite(&values)
         {
             return Err(crate::StorageError::NonFinite {
                 representation: ctx.representation.to_string(),
@@ -334,4 +349,30 @@ fn check_schema(schema: &Schema, ctx: &ShardContext) -> Result<usize, crate::Sto
         ));
     }
     Ok(expected_width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_non_finite;
+
+    #[test]
+    fn the_first_non_finite_value_is_found_at_any_position() {
+        let clean = vec![1.5f32; 1000];
+        assert_eq!(first_non_finite(&clean), None);
+        assert_eq!(first_non_finite(&[]), None);
+        for (at, bad) in [
+            (0, f32::NAN),
+            (255, f32::INFINITY),
+            (256, f32::NEG_INFINITY),
+            (999, f32::NAN),
+        ] {
+            let mut v = clean.clone();
+            v[at] = bad;
+            let last = v.len() - 1;
+            if at < last {
+                v[last] = f32::NAN; // a later one must not win
+            }
+            assert_eq!(first_non_finite(&v), Some(at), "bad value at {at}");
+        }
+    }
 }
