@@ -23,6 +23,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 use svcca_core::moments::MomentParts;
+use svcca_core::{Mode, WhiteningParts};
 
 /// A failure reading or writing the cache or the output location.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +251,92 @@ pub fn decode_moments(key: &str, bytes: &[u8]) -> Result<MomentParts, CacheError
     Ok(MomentParts { n, mean, comoment })
 }
 
+const WHITENING_MAGIC: &[u8; 8] = b"SVCCAWH1";
+
+/// The small fields of a whitening, stored as JSON between the header and the f64 arrays.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WhiteningHeader {
+    mode: String,
+    n: u64,
+    d: usize,
+    dims: usize,
+    kept_neurons: Vec<usize>,
+    dropped_neurons: Vec<usize>,
+    spectrum: Vec<f64>,
+    reduced_dims: usize,
+    warnings: Vec<String>,
+}
+
+/// A whitening as bytes: magic, JSON header length, JSON header, mean (`d`), `W` (`d × k`,
+/// column-major). The driver derives each whitening once and workers read it, so both use the
+/// very same matrix and no worker repeats the eigendecomposition.
+pub fn encode_whitening(parts: &WhiteningParts) -> Vec<u8> {
+    let header = WhiteningHeader {
+        mode: parts.mode.to_string(),
+        n: parts.n,
+        d: parts.mean.len(),
+        dims: parts.dims,
+        kept_neurons: parts.kept_neurons.clone(),
+        dropped_neurons: parts.dropped_neurons.clone(),
+        spectrum: parts.spectrum.clone(),
+        reduced_dims: parts.reduced_dims,
+        warnings: parts.warnings.clone(),
+    };
+    let json = serde_json::to_vec(&header).expect("plain data serialises");
+    let mut out =
+        Vec::with_capacity(16 + json.len() + 8 * (parts.mean.len() + parts.transform.len()));
+    out.extend_from_slice(WHITENING_MAGIC);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    push_f64s(&mut out, &parts.mean);
+    push_f64s(&mut out, &parts.transform);
+    out
+}
+
+pub fn decode_whitening(key: &str, bytes: &[u8]) -> Result<WhiteningParts, CacheError> {
+    let corrupt = |message: String| CacheError::Corrupt {
+        key: key.to_string(),
+        message,
+    };
+    if bytes.get(..8) != Some(WHITENING_MAGIC.as_slice()) {
+        return Err(corrupt("not a whitening file".into()));
+    }
+    let len = read_u64(bytes, 8).ok_or_else(|| corrupt("truncated header".into()))? as usize;
+    let json = bytes
+        .get(16..16usize.saturating_add(len))
+        .ok_or_else(|| corrupt("truncated header".into()))?;
+    let h: WhiteningHeader =
+        serde_json::from_slice(json).map_err(|e| corrupt(format!("bad header: {e}")))?;
+    let mode = match h.mode.as_str() {
+        "default" => Mode::Default,
+        "google-compat" => Mode::GoogleCompat,
+        other => return Err(corrupt(format!("unknown mode `{other}`"))),
+    };
+    let at = 16 + len;
+    let values =
+        h.d.checked_mul(h.dims)
+            .and_then(|t| t.checked_add(h.d))
+            .ok_or_else(|| corrupt("dimensions overflow".into()))?;
+    if values.checked_mul(8).and_then(|b| b.checked_add(at)) != Some(bytes.len()) {
+        return Err(corrupt("length does not match its dimensions".into()));
+    }
+    let mean = read_f64s(bytes, at, h.d).ok_or_else(|| corrupt("truncated mean".into()))?;
+    let transform = read_f64s(bytes, at + 8 * h.d, h.d * h.dims)
+        .ok_or_else(|| corrupt("truncated transform".into()))?;
+    Ok(WhiteningParts {
+        mode,
+        n: h.n,
+        mean,
+        dims: h.dims,
+        transform,
+        kept_neurons: h.kept_neurons,
+        dropped_neurons: h.dropped_neurons,
+        spectrum: h.spectrum,
+        reduced_dims: h.reduced_dims,
+        warnings: h.warnings,
+    })
+}
+
 /// A dense f64 matrix stored column-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DenseMatrix {
@@ -360,6 +447,34 @@ mod tests {
         assert_eq!(back.get(1, 2), 6.0);
         assert!(DenseMatrix::decode("m", b"SVCCAMX1").is_err());
         assert_ne!(hash_parts(&["ab", "c"]), hash_parts(&["a", "bc"]));
+    }
+
+    #[test]
+    fn a_whitening_round_trips_bit_for_bit_and_damage_is_reported() {
+        let parts = WhiteningParts {
+            mode: Mode::GoogleCompat,
+            n: 11,
+            mean: vec![0.25, -1.0 / 3.0, 7.0],
+            dims: 2,
+            transform: vec![1.0, 0.1, -0.2, 0.3, std::f64::consts::PI, 1e-300],
+            kept_neurons: vec![0, 1, 2],
+            dropped_neurons: vec![],
+            spectrum: vec![3.0, 2.0, 1e-9],
+            reduced_dims: 2,
+            warnings: vec!["few datapoints".into()],
+        };
+        let bytes = encode_whitening(&parts);
+        assert_eq!(decode_whitening("w", &bytes).unwrap(), parts);
+        for damaged in [
+            &bytes[..bytes.len() - 8],
+            &bytes[..12],
+            b"SVCCAMO1xxxxxxxx".as_slice(),
+        ] {
+            assert!(matches!(
+                decode_whitening("w", damaged),
+                Err(CacheError::Corrupt { .. })
+            ));
+        }
     }
 
     #[tokio::test]

@@ -813,18 +813,30 @@ impl SweepExecutor {
         {
             return Ok(w.clone());
         }
-        let moments = load_moments(store, content).await?;
-        let opts = settings.compare_options();
         let label = key.label();
-        let w = blocking(move || {
-            Whitening::from_moments(&moments, &opts.whiten_options()).map_err(|source| {
-                ExecError::Maths {
+        let w = match store.get(&keys::whitening(basis)).await? {
+            Some(bytes) => {
+                let parts = cache::decode_whitening(&keys::whitening(basis), &bytes)?;
+                Whitening::from_parts(parts).map_err(|source| ExecError::Maths {
                     what: format!("whitening {label}"),
                     source,
-                }
-            })
-        })
-        .await?;
+                })?
+            }
+            // Only a cache written by an older svcca lacks it: rebuild from the moments.
+            None => {
+                let moments = load_moments(store, content).await?;
+                let opts = settings.compare_options();
+                blocking(move || {
+                    Whitening::from_moments(&moments, &opts.whiten_options()).map_err(|source| {
+                        ExecError::Maths {
+                            what: format!("whitening {label}"),
+                            source,
+                        }
+                    })
+                })
+                .await?
+            }
+        };
         let w = Arc::new(w);
         let mut memo = self.inner.whitenings.lock().expect("whitening memo");
         memo.push_back((basis.to_string(), w.clone()));

@@ -125,7 +125,11 @@ struct ContentState {
     cols: usize,
     /// Chunk indices whose moments are not yet stored.
     pending: BTreeSet<usize>,
+    /// Merged moments, held only until the content's whitenings are derived (a sweep over
+    /// hundreds of wide layers could not keep every `d × d` co-moment on the driver).
     moments: Option<Arc<MomentAccumulator>>,
+    /// The merged moments are stored (in the cache).
+    merged: bool,
     issued: bool,
     prepared: bool,
 }
@@ -306,6 +310,7 @@ impl SweepDriver {
                 cols: reps[i].columns(),
                 pending: (0..chunks.len()).collect(),
                 moments: None,
+                merged: false,
                 issued: false,
                 prepared: false,
             });
@@ -346,6 +351,7 @@ impl SweepDriver {
                 let m = MomentAccumulator::from_parts(parts)
                     .map_err(|source| JobError::Maths { what: key, source })?;
                 state.moments = Some(Arc::new(m));
+                state.merged = true;
                 state.pending.clear();
             }
         }
@@ -592,7 +598,7 @@ impl SweepDriver {
         let to_issue: Vec<String> = self
             .contents
             .iter()
-            .filter(|(_, s)| !s.issued && s.moments.is_none())
+            .filter(|(_, s)| !s.issued && !s.merged)
             .map(|(c, _)| c.clone())
             .collect();
         for content in to_issue {
@@ -638,7 +644,7 @@ impl SweepDriver {
         let to_merge: Vec<String> = self
             .contents
             .iter()
-            .filter(|(_, s)| s.moments.is_none() && s.pending.is_empty())
+            .filter(|(_, s)| !s.merged && s.pending.is_empty())
             .map(|(c, _)| c.clone())
             .collect();
         for content in to_merge {
@@ -666,13 +672,15 @@ impl SweepDriver {
                 what: content.clone(),
                 source,
             })?;
-            self.contents.get_mut(&content).expect("content").moments = Some(Arc::new(m));
+            let state = self.contents.get_mut(&content).expect("content");
+            state.moments = Some(Arc::new(m));
+            state.merged = true;
         }
         // Stage 2: whitenings and projections for contents with moments.
         let to_prepare: Vec<String> = self
             .contents
             .iter()
-            .filter(|(_, s)| s.moments.is_some() && !s.prepared)
+            .filter(|(_, s)| s.merged && !s.prepared)
             .map(|(c, _)| c.clone())
             .collect();
         for content in to_prepare {
@@ -727,6 +735,13 @@ impl SweepDriver {
                     source,
                 })?;
             let basis = self.basis_hash(family, content);
+            // Workers project with this very whitening (read from the cache), not a rebuilt one.
+            self.cache
+                .put(
+                    &keys::whitening(&basis),
+                    cache::encode_whitening(&w.to_parts()),
+                )
+                .await?;
             self.whitenings
                 .insert((family, content.to_string()), Arc::new(w));
             self.basis_of
@@ -782,7 +797,9 @@ impl SweepDriver {
                 },
             );
         }
-        self.contents.get_mut(content).expect("content").prepared = true;
+        let state = self.contents.get_mut(content).expect("content");
+        state.prepared = true;
+        state.moments = None;
         Ok(())
     }
 
@@ -1052,14 +1069,6 @@ impl SweepDriver {
             }
             let wi = self.whitenings[&(family, self.content_of[i].clone())].clone();
             let wj = self.whitenings[&(family, self.content_of[j].clone())].clone();
-            let mi = self.contents[&self.content_of[i]]
-                .moments
-                .clone()
-                .expect("moments");
-            let mj = self.contents[&self.content_of[j]]
-                .moments
-                .clone()
-                .expect("moments");
             // The pair's block of C: i in the row block and j in the column block, or mirrored.
             let (ki, kj) = (wi.dims(), wj.dims());
             let cross = if let (Some(&ri), Some(&cj)) = (rows_side.get(&i), cols_side.get(&j)) {
@@ -1072,7 +1081,7 @@ impl SweepDriver {
                     .transpose()
                     .to_owned()
             };
-            jobs.push((i, j, todo, wi, wj, mi, mj, cross));
+            jobs.push((i, j, todo, wi, wj, cross));
         }
         let mode = self.spec.mode;
         let keep = self.spec.keep;
@@ -1080,12 +1089,13 @@ impl SweepDriver {
         let computed = tokio::task::spawn_blocking(
             move || -> Result<Vec<(usize, usize, Metric, PairRecord)>, JobError> {
                 let mut out = Vec::new();
-                for (i, j, todo, wi, wj, mi, mj, cross) in jobs {
+                for (i, j, todo, wi, wj, cross) in jobs {
                     for metric in todo {
                         let opts = compare_options(metric, mode, keep);
+                        // svcca and cca need only the whitenings (pwcca runs on workers).
                         let c = svcca_core::compare_whitened(
-                            Side::with_moments(&wi, &mi),
-                            Side::with_moments(&wj, &mj),
+                            Side::new(&wi),
+                            Side::new(&wj),
                             cross.as_ref(),
                             &opts,
                         )

@@ -157,6 +157,9 @@ pub fn run(args: SweepArgs) -> CmdResult {
     let workers = args.workers.unwrap_or(cores).max(1);
     // Each worker runs one task at a time; share the cores between them.
     let threads = (cores / workers).max(1);
+    // The moments and whitening products in svcca-core use the process-wide setting: without
+    // this each concurrent task would spread over every core and the tasks would contend.
+    svcca_core::set_parallelism(threads);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.clamp(2, 8))
         .enable_all()

@@ -44,6 +44,9 @@ pub fn run(args: WorkerArgs) -> CmdResult {
         .unwrap_or(1);
     let concurrency = args.concurrency.max(1);
     let threads = args.threads.unwrap_or(cores / concurrency).max(1);
+    // The moments and whitening products in svcca-core use the process-wide setting: without
+    // this each concurrent task would spread over every core and the tasks would contend.
+    svcca_core::set_parallelism(threads);
     let executor: std::sync::Arc<dyn svcca_engine::driver::TaskExecutor> = if args.test_sum_jobs {
         std::sync::Arc::new(svcca_engine::coordinator::testkit::SumExecutor::new())
     } else {
