@@ -429,6 +429,45 @@ async fn a_drain_that_times_out_returns_the_lease() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_jobs_running_task_is_abandoned_by_its_worker() {
+    tokio::time::timeout(LIMIT, async {
+        let coordinator = RunningCoordinator::start(fast_config()).await;
+        let worker = RunningWorker::start_with(
+            WorkerConfig::new(&coordinator.url)
+                .with_name("w")
+                .with_concurrency(1),
+            Arc::new(SumExecutor::new()),
+        );
+        let spec = SumSpec {
+            task_ms: 1500,
+            ..SumSpec::new(4)
+        };
+        // One task done; the worker has leased the next one and is 200 ms into its 1.5 s.
+        let (job_id, _) = run_until(&coordinator.url, &spec, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let info = client::cancel(&coordinator.url, &job_id)
+            .await
+            .expect("cancel");
+        assert_eq!(info.state, JobState::Cancelled);
+        // The next heartbeat (every 100 ms) revokes the lease; without that the drain below
+        // would wait for the task's remaining 1.3 s.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let stopping = Instant::now();
+        let stats = worker.stop().await;
+        assert_eq!(stats.abandoned, 1, "{stats:?}");
+        assert_eq!(stats.succeeded, 1, "{stats:?}");
+        assert!(
+            stopping.elapsed() < Duration::from_millis(900),
+            "the worker still ran the cancelled task: stopped after {:?}",
+            stopping.elapsed()
+        );
+        coordinator.stop().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_the_watch() {
     tokio::time::timeout(LIMIT, async {
         let coordinator = RunningCoordinator::start(fast_config()).await;

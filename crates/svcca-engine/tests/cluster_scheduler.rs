@@ -433,8 +433,23 @@ async fn cancel_stops_the_job_and_refuses_its_results() {
     let w = register(&mut scheduler, "w", clock.at(0.0));
     let job = submit(&mut scheduler, &spec, clock.at(0.0)).await;
     let first = scheduler.lease(&w, clock.at(0.0)).unwrap().expect("task");
+    let held = [first.lease_id.clone()];
+    assert!(
+        scheduler
+            .heartbeat(&w, Some(&held), clock.at(0.05))
+            .unwrap()
+            .is_empty(),
+        "a live lease is not revoked"
+    );
     let info = scheduler.cancel(&job).unwrap();
     assert_eq!(info.state, JobState::Cancelled);
+    assert_eq!(
+        scheduler
+            .heartbeat(&w, Some(&held), clock.at(0.06))
+            .unwrap(),
+        held.to_vec(),
+        "the worker is told to stop the cancelled job's task"
+    );
     assert!(
         scheduler.lease(&w, clock.at(0.1)).unwrap().is_none(),
         "its queue is gone"

@@ -85,13 +85,13 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let now = Instant::now();
         let request = request.into_inner();
-        self.shared.scheduler.lock().await.heartbeat(
+        let revoked_lease_ids = self.shared.scheduler.lock().await.heartbeat(
             &request.worker_id,
             Some(&request.lease_ids),
             now,
         )?;
         self.shared.work.notify_waiters();
-        Ok(Response::new(v1::HeartbeatResponse {}))
+        Ok(Response::new(v1::HeartbeatResponse { revoked_lease_ids }))
     }
 
     async fn lease_task(

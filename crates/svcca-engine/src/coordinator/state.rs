@@ -260,20 +260,27 @@ impl Scheduler {
     /// Records that the worker is alive. `held_leases` (when given) lists the leases the worker
     /// is working on: a lease it does not know of, granted longer than a lease timeout ago, was
     /// lost on the way (a lease reply that never arrived) and is failed like a lost worker's.
+    /// Returns the held leases that are no longer live (cancelled or ended job, expired lease),
+    /// so the worker can stop working on them.
     pub fn heartbeat(
         &mut self,
         worker_id: &str,
         held_leases: Option<&[String]>,
         now: Instant,
-    ) -> Result<(), SchedulerError> {
+    ) -> Result<Vec<String>, SchedulerError> {
         let worker = self.worker_mut(worker_id)?;
         worker.last_heartbeat = worker.last_heartbeat.max(now);
         let Some(held) = held_leases else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let revoked: Vec<String> = held
+            .iter()
+            .filter(|id| !self.leases.contains_key(*id))
+            .cloned()
+            .collect();
         let timeout = self.config.lease_timeout;
         let Some(worker) = self.workers.get(worker_id) else {
-            return Ok(());
+            return Ok(revoked);
         };
         let orphans: Vec<String> = worker
             .leases
@@ -291,7 +298,7 @@ impl Scheduler {
                 format!("worker {worker_id} does not hold lease {lease_id} (its reply was lost)");
             self.drop_lease(&lease_id, Some(message));
         }
-        Ok(())
+        Ok(revoked)
     }
 
     /// Hands the oldest ready task to the worker, if any.

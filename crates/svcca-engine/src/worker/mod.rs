@@ -15,7 +15,7 @@
 //!   `drain_timeout`, deregisters (the coordinator re-queues what was not finished without
 //!   counting an attempt) and returns.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use svcca_proto::v1;
 use svcca_proto::v1::coordinator_client::CoordinatorClient;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -98,6 +98,8 @@ pub struct WorkerStats {
     pub failed: u64,
     /// Results the coordinator refused (the lease had expired or the job had ended).
     pub refused: u64,
+    /// Tasks stopped before they finished because the coordinator revoked their lease.
+    pub abandoned: u64,
 }
 
 /// A worker bound to its executor; [`Worker::run`] does the rest.
@@ -114,7 +116,9 @@ struct Shared {
     max_backoff: Duration,
     /// The id the coordinator gave us; `None` while (re-)registering.
     worker_id: watch::Sender<Option<String>>,
-    held: Mutex<HashSet<String>>,
+    /// Leases being worked on, each with the signal that abandons it when the coordinator
+    /// revokes it (job cancelled, lease expired).
+    held: Mutex<HashMap<String, Arc<Notify>>>,
     stats: Mutex<WorkerStats>,
     draining: watch::Receiver<bool>,
     health: Option<HealthReporter>,
@@ -173,7 +177,7 @@ impl Worker {
             lease_wait: config.lease_wait,
             max_backoff: config.max_backoff,
             worker_id: watch::channel(None).0,
-            held: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashMap::new()),
             stats: Mutex::new(WorkerStats::default()),
             draining: draining.clone(),
             health,
@@ -189,6 +193,7 @@ impl Worker {
             succeeded = stats.succeeded,
             failed = stats.failed,
             refused = stats.refused,
+            abandoned = stats.abandoned,
             "worker stopped"
         );
         Ok(stats)
@@ -308,14 +313,22 @@ async fn heartbeat_loop(
         let Some(worker_id) = shared.worker_id.borrow().clone() else {
             continue;
         };
-        let lease_ids: Vec<String> = lock(&shared.held).iter().cloned().collect();
+        let lease_ids: Vec<String> = lock(&shared.held).keys().cloned().collect();
         let mut request = tonic::Request::new(v1::HeartbeatRequest {
             worker_id: worker_id.clone(),
             lease_ids,
         });
         request.set_timeout((period * 3).max(Duration::from_secs(5)));
         match shared.client.clone().heartbeat(request).await {
-            Ok(_) => {}
+            Ok(response) => {
+                let held = lock(&shared.held);
+                for lease_id in response.into_inner().revoked_lease_ids {
+                    if let Some(stop) = held.get(&lease_id) {
+                        // A stored permit: the task sees it even if it is not waiting yet.
+                        stop.notify_one();
+                    }
+                }
+            }
             Err(status) if status.code() == Code::NotFound => {
                 // The coordinator forgot us (restart, or judged lost): our leases are void.
                 tracing::warn!(%worker_id, error = %status, "coordinator no longer knows this worker; registering again");
@@ -385,7 +398,8 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
 
 async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lease) {
     let lease_id = lease.lease_id.clone();
-    lock(&shared.held).insert(lease_id.clone());
+    let stop = Arc::new(Notify::new());
+    lock(&shared.held).insert(lease_id.clone(), stop.clone());
     let task = TaskSpec {
         id: lease.task_id.clone(),
         kind: lease.task_kind.clone(),
@@ -393,8 +407,14 @@ async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lea
     };
     tracing::info!(slot, %lease_id, job_id = %lease.job_id, task_id = %task.id, kind = %task.kind, attempt = lease.attempt, "task started");
     let started = std::time::Instant::now();
-    let outcome = execute_blocking(shared.executor.clone(), task).await;
+    let outcome = execute_blocking(shared.executor.clone(), task, stop).await;
     let elapsed_s = started.elapsed().as_secs_f64();
+    let Some(outcome) = outcome else {
+        tracing::info!(slot, %lease_id, task_id = %lease.task_id, elapsed_s, "task abandoned: the coordinator revoked its lease (job cancelled or ended, or the lease expired)");
+        lock(&shared.stats).abandoned += 1;
+        lock(&shared.held).remove(&lease_id);
+        return;
+    };
     let report = match outcome {
         Ok(output) => {
             tracing::info!(slot, %lease_id, task_id = %lease.task_id, elapsed_s, "task succeeded");
@@ -425,19 +445,30 @@ async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lea
 }
 
 /// Runs the executor's future on a blocking thread, so compute never stalls the async workers
-/// that carry heartbeats. A panic becomes a fatal failure of the task.
+/// that carry heartbeats. A panic becomes a fatal failure of the task. `None` when `stop` fired
+/// first: the task's future is dropped at its next await point (between reads and compute
+/// steps), so a cancelled job stops using the worker within a step.
 async fn execute_blocking(
     executor: Arc<dyn TaskExecutor>,
     task: TaskSpec,
-) -> Result<crate::driver::TaskOutput, TaskFailure> {
+    stop: Arc<Notify>,
+) -> Option<Result<crate::driver::TaskOutput, TaskFailure>> {
     let task_id = task.id.clone();
     let handle = tokio::runtime::Handle::current();
-    match tokio::task::spawn_blocking(move || handle.block_on(executor.execute(task))).await {
+    let run = move || {
+        handle.block_on(async move {
+            tokio::select! {
+                outcome = executor.execute(task) => Some(outcome),
+                _ = stop.notified() => None,
+            }
+        })
+    };
+    match tokio::task::spawn_blocking(run).await {
         Ok(outcome) => outcome,
-        Err(join_error) => Err(TaskFailure::Fatal {
+        Err(join_error) => Some(Err(TaskFailure::Fatal {
             task_id,
             message: format!("the executor panicked: {join_error}"),
-        }),
+        })),
     }
 }
 
