@@ -271,9 +271,13 @@ def mean_of(rec):
     return j.get("mean")
 
 
+TAG = [""]  # suffix of result file names (--tag), so a partial rerun keeps the full tables
+
+
 def write_results(name, payload, md):
     res = HERE / "out" / "results"
     res.mkdir(parents=True, exist_ok=True)
+    name = f"{name}{TAG[0]}"
     (res / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str))
     (res / f"{name}.md").write_text(md)
     print(md)
@@ -672,6 +676,8 @@ def main():
     ap.add_argument("--compare-pairs", type=int, default=60)
     ap.add_argument("--sweep-extra", default="", help="extra arguments for `svcca sweep`")
     ap.add_argument("--reingest", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix for result file names, e.g. -release")
+    ap.add_argument("--issue2-d", type=int, help="issue2: only this many neurons (and the smaller memory size)")
     ap.add_argument("--w1-allcores", action="store_true", help="issue5: also 1 worker with all cores")
     ap.add_argument("--sweep-only", metavar="LABEL", help="issue5: only the sweeps (e.g. another build)")
     ap.add_argument("--wait-idle", type=float, default=0.0,
@@ -679,7 +685,12 @@ def main():
     ap.add_argument("--wait-max", type=int, default=120, help="longest wait for --wait-idle, s")
     args = ap.parse_args()
     args.svcca = str(Path(args.svcca).resolve())
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    TAG[0] = args.tag
+    if args.issue2_d:
+        sizes["issue2_sizes"] = [(d, n) for d, n in sizes["issue2_sizes"] if d == args.issue2_d]
+        d, ns = sizes["issue2_mem"]
+        sizes["issue2_mem"] = (d, ns[:1])
     QUIET.update(idle=args.wait_idle, max_wait=args.wait_max)
     machine = machine_info(args)
     print(json.dumps(machine, indent=1), file=sys.stderr)

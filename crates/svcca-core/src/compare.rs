@@ -312,14 +312,12 @@ pub fn canonical_correlations(
         });
     }
     if vectors {
-        let svd = a
-            .thin_svd()
+        let (s, su, sv) = crate::decompose::thin_svd(a.as_ref())
             .map_err(|_| CoreError::NoConvergence { what: "SVD" })?;
-        let s = svd.S().column_vector();
+        let s = s.column_vector();
         let mut idx: Vec<usize> = (0..r).collect();
         idx.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
         let coefficients = idx.iter().map(|&i| s[i].abs()).collect();
-        let (su, sv) = (svd.U(), svd.V());
         let mut u = Mat::from_fn(kx, r, |i, j| su[(i, idx[j])]);
         let mut v = Mat::from_fn(ky, r, |i, j| sv[(i, idx[j])]);
         // Singular vectors are defined up to a joint sign; fix it (largest |entry| of each u

@@ -18,6 +18,7 @@
 
 pub mod compare;
 pub mod conv;
+mod decompose;
 pub mod error;
 pub mod moments;
 pub mod whiten;

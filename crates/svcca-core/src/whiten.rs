@@ -34,7 +34,7 @@
 //! eigenvectors `V_k` of the full covariance, no neuron dropped), then the same procedure on
 //! the reduced covariance `V_kᵀ Σ V_k`, giving `W = V_k E_kept G / sqrt(max)`.
 
-use faer::{Accum, Mat, MatMut, MatRef, Side};
+use faer::{Accum, Mat, MatMut, MatRef};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
@@ -195,14 +195,11 @@ pub struct Whitening {
 
 /// Eigendecomposition of a symmetric matrix (lower triangle read), eigenvalues descending.
 pub(crate) fn eigh_desc(a: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
-    let evd = a
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|_| CoreError::NoConvergence {
-            what: "self-adjoint eigendecomposition",
-        })?;
+    let (s, u) = crate::decompose::self_adjoint_eigen(a).map_err(|_| CoreError::NoConvergence {
+        what: "self-adjoint eigendecomposition",
+    })?;
     let k = a.nrows();
-    let s = evd.S().column_vector();
-    let u = evd.U();
+    let s = s.column_vector();
     // faer returns ascending order.
     let vals: Vec<f64> = (0..k).map(|i| s[k - 1 - i]).collect();
     let vecs = Mat::from_fn(k, k, |i, j| u[(i, k - 1 - j)]);

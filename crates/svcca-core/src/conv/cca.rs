@@ -59,11 +59,9 @@ fn eigh_desc(a: MatRef<'_, c64>) -> Result<(Vec<f64>, Mat<c64>), NoConvergence> 
     if k == 0 {
         return Ok((Vec::new(), Mat::zeros(0, 0)));
     }
-    let evd = a
-        .self_adjoint_eigen(FaerSide::Lower)
+    let (s, u) = crate::decompose::self_adjoint_eigen(a)
         .map_err(|_| NoConvergence("Hermitian eigendecomposition"))?;
-    let s = evd.S().column_vector();
-    let u = evd.U();
+    let s = s.column_vector();
     let vals = (0..k).map(|i| s[k - 1 - i].re).collect();
     let vecs = Mat::from_fn(k, k, |i, j| u[(i, k - 1 - j)]);
     Ok((vals, vecs))
