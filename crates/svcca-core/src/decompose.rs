@@ -39,10 +39,11 @@ pub(crate) fn self_adjoint_eigen<T: ComplexField>(
     Ok((s, u))
 }
 
+/// Singular values, `U` and `V` of a thin SVD.
+pub(crate) type ThinSvd<T> = (Diag<T>, Mat<T>, Mat<T>);
+
 /// Thin SVD `a = U S Vᵀ` (singular values in faer's order).
-pub(crate) fn thin_svd<T: ComplexField>(
-    a: MatRef<'_, T>,
-) -> Result<(Diag<T>, Mat<T>, Mat<T>), SvdError> {
+pub(crate) fn thin_svd<T: ComplexField>(a: MatRef<'_, T>) -> Result<ThinSvd<T>, SvdError> {
     let (m, n) = a.shape();
     let size = m.min(n);
     let mut s = Diag::zeros(size);
