@@ -417,3 +417,94 @@ fn flag_combinations_that_cannot_work_are_refused() {
         &["--neurons-first", ".npy files only"],
     );
 }
+
+/// `--export-directions` writes matrices that compress a layer as the paper does: applied to the
+/// layer's own activations they give uncorrelated unit-variance canonical variates.
+#[test]
+fn exported_svcca_directions_whiten_the_layer_and_are_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("h1");
+    let out_s = out.to_string_lossy().into_owned();
+    let (x, y) = (
+        digits("mlp/seed0/step2250/h1.npy"),
+        digits("mlp/seed1/step2250/h1.npy"),
+    );
+    let report = json_of(&["compare", &x, &y, "--export-directions", &out_s]);
+    let k_pair = report["dims_x"]
+        .as_u64()
+        .unwrap()
+        .min(report["dims_y"].as_u64().unwrap()) as usize;
+    let p = read_f64(out.join("svcca_projection.npy")).unwrap();
+    let mean = read_f64(out.join("svcca_mean.npy")).unwrap();
+    let recon = read_f64(out.join("svcca_reconstruction.npy")).unwrap();
+    let data = read_f32(&x).unwrap();
+    let (n, d) = (data.shape[0], data.shape[1]);
+    assert_eq!(
+        p.shape,
+        vec![d, k_pair],
+        "every SVCCA direction of the pair"
+    );
+    assert_eq!(recon.shape, vec![k_pair, d]);
+    assert_eq!(mean.shape, vec![d]);
+    // z = (x - mean) P, then its covariance must be the identity.
+    let k = k_pair;
+    let mut z = vec![0f64; n * k];
+    for r in 0..n {
+        for j in 0..k {
+            z[r * k + j] = (0..d)
+                .map(|i| (data.data[r * d + i] as f64 - mean.data[i]) * p.data[i * k + j])
+                .sum();
+        }
+    }
+    let mut worst = 0f64;
+    for a in 0..k {
+        for b in 0..k {
+            let c: f64 = (0..n).map(|r| z[r * k + a] * z[r * k + b]).sum::<f64>() / (n - 1) as f64;
+            worst = worst.max((c - if a == b { 1.0 } else { 0.0 }).abs());
+        }
+    }
+    assert!(
+        worst < 1e-8,
+        "covariance of the variates is off the identity by {worst:e}"
+    );
+
+    // Asked again into the same folder: refused before anything is read, files untouched.
+    let before = std::fs::read(out.join("svcca_projection.npy")).unwrap();
+    fails_with(
+        &["compare", &x, &y, "--export-directions", &out_s],
+        &["svcca_projection.npy", "already exists"],
+    );
+    assert_eq!(
+        std::fs::read(out.join("svcca_projection.npy")).unwrap(),
+        before
+    );
+
+    // A chosen number of directions; a conv comparison cannot export.
+    let five = dir.path().join("five");
+    let five_s = five.to_string_lossy().into_owned();
+    json_of(&[
+        "compare",
+        &x,
+        &y,
+        "--export-directions",
+        &five_s,
+        "--directions",
+        "5",
+    ]);
+    assert_eq!(
+        read_f64(five.join("svcca_projection.npy")).unwrap().shape,
+        vec![d, 5]
+    );
+    fails_with(
+        &[
+            "compare",
+            &x,
+            &y,
+            "--export-directions",
+            &five_s,
+            "--directions",
+            "500",
+        ],
+        &["already exists"],
+    );
+}

@@ -448,6 +448,18 @@ pub fn svcca_directions(
 ) -> Result<SvccaDirections, ComputeError> {
     let what = format!("SVCCA directions of {} against {}", labels.0, labels.1);
     let joint = joint_of(a, b, &what)?;
+    svcca_directions_from_moments(&joint, labels, k, opts)
+}
+
+/// As [`svcca_directions`], from the pair's joint moments (what a streaming reader such as
+/// `svcca compare` accumulates), so the data never has to be held in memory.
+pub fn svcca_directions_from_moments(
+    joint: &JointMoments,
+    labels: (&str, &str),
+    k: Option<usize>,
+    opts: &ComputeOptions,
+) -> Result<SvccaDirections, ComputeError> {
+    let what = format!("SVCCA directions of {} against {}", labels.0, labels.1);
     let mx = joint.x();
     let wa = core(&what, Whitening::from_moments(&mx, &opts.whiten()))?;
     let wb = core(&what, Whitening::from_moments(&joint.y(), &opts.whiten()))?;
@@ -464,7 +476,7 @@ pub fn svcca_directions(
             detail: format!("asked for {k} directions; the pair has {r}"),
         });
     }
-    let d = a.cols();
+    let d = mx.dim();
     let p: Mat<f64> = wa.transform() * cc.u.as_ref().submatrix(0, 0, cc.u.nrows(), k);
     let sigma = core(&what, mx.covariance())?;
     let recon: Mat<f64> = p.transpose() * sigma.as_ref();

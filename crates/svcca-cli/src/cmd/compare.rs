@@ -68,6 +68,16 @@ pub struct CompareArgs {
     /// Threads for the linear algebra (default: all cores).
     #[arg(long, env = "SVCCA_THREADS")]
     pub threads: Option<usize>,
+    /// Also write X's SVCCA directions (found against Y, under the keep rule) as `.npy` files in
+    /// DIR, to compress X as in the paper: `svcca_projection.npy` `[neurons, k]` gives
+    /// `z = (x − svcca_mean) · projection`, and `svcca_reconstruction.npy` `[k, neurons]` maps
+    /// `z` back (`x̂ = mean + z · reconstruction`). Dense inputs only; existing files are not
+    /// overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub export_directions: Option<std::path::PathBuf>,
+    /// How many directions to export (default: every SVCCA direction of the pair).
+    #[arg(long, value_name = "K", requires = "export_directions")]
+    pub directions: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -189,6 +199,14 @@ pub fn run(args: CompareArgs) -> CmdResult {
             }
         )));
     }
+    if args.export_directions.is_some() && args.conv.is_some() {
+        return Err(Failure::fatal(
+            "--export-directions is for dense layers; conv layers have per-frequency directions",
+        ));
+    }
+    if let Some(dir) = &args.export_directions {
+        refuse_existing_directions(dir)?;
+    }
     let output = match args.conv {
         None => {
             for s in [&x, &y] {
@@ -201,7 +219,10 @@ pub fn run(args: CompareArgs) -> CmdResult {
                 }
             }
             let opts = args.compare_options();
-            let result = compare_dense(&mut x, &mut y, &opts, args.block_rows, &runtime)?;
+            let (result, joint) = compare_dense(&mut x, &mut y, &opts, args.block_rows, &runtime)?;
+            if let Some(dir) = &args.export_directions {
+                export_directions(dir, &joint, (&x, &y), args.directions, &args)?;
+            }
             if args.json {
                 dense_json(&x, &y, &result)
             } else {
@@ -233,7 +254,7 @@ fn compare_dense(
     opts: &CompareOptions,
     block_rows: usize,
     runtime: &tokio::runtime::Runtime,
-) -> Result<Comparison, Failure> {
+) -> Result<(Comparison, JointMoments), Failure> {
     opts.validate().map_err(|e| core_failure(e, x, y))?;
     let (dx, dy) = (x.row_len(), y.row_len());
     let mut joint = JointMoments::new(dx, dy);
@@ -255,7 +276,51 @@ fn compare_dense(
             }
         }
     }
-    svcca_core::compare_moments(&joint, opts).map_err(|e| core_failure(e, x, y))
+    let result = svcca_core::compare_moments(&joint, opts).map_err(|e| core_failure(e, x, y))?;
+    Ok((result, joint))
+}
+
+const DIRECTIONS_STEM: &str = "svcca";
+const DIRECTION_FILES: [&str; 3] = ["projection", "reconstruction", "mean"];
+
+/// Checked before reading anything, so a long comparison does not end in a refusal.
+fn refuse_existing_directions(dir: &std::path::Path) -> Result<(), Failure> {
+    for name in DIRECTION_FILES {
+        let path = dir.join(format!("{DIRECTIONS_STEM}_{name}.npy"));
+        if path.exists() {
+            return Err(Failure::fatal(format!(
+                "{} already exists; remove it or choose another --export-directions folder",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn export_directions(
+    dir: &std::path::Path,
+    joint: &JointMoments,
+    (x, y): (&Source, &Source),
+    k: Option<usize>,
+    args: &CompareArgs,
+) -> Result<(), Failure> {
+    use svcca_report::compute::{
+        ComputeOptions, Precision, svcca_directions_from_moments, write_directions,
+    };
+    let mut opts = ComputeOptions::default().with_keep(args.keep());
+    if let Some(e) = args.epsilon {
+        opts.epsilon = e;
+    }
+    let directions = svcca_directions_from_moments(joint, (&x.name, &y.name), k, &opts)
+        .map_err(|e| Failure::fatal(e.to_string()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::fatal(format!("cannot create {}: {e}", dir.display())))?;
+    let written = write_directions(dir, DIRECTIONS_STEM, &directions, Precision::F64)
+        .map_err(|e| Failure::fatal(e.to_string()))?;
+    for path in written {
+        eprintln!("wrote {} ({} directions)", path.display(), directions.k);
+    }
+    Ok(())
 }
 
 fn compare_conv(
