@@ -70,6 +70,10 @@ pub async fn claim(out: &Store, spec: &JobSpec) -> Result<Claim, OutputError> {
             let mut b = spec.clone();
             a.overwrite = false;
             b.overwrite = false;
+            // Analyses are drawn from the results after the job and change none of its pairs,
+            // so a job submitted with them and rerun without (or the reverse) is the same job.
+            a.analyses = Default::default();
+            b.analyses = Default::default();
             if a == b {
                 Claim::Resume
             } else if spec.overwrite {
@@ -282,5 +286,12 @@ mod tests {
         forced.overwrite = true;
         assert_eq!(claim(&out, &forced).await.unwrap(), Claim::Overwrite);
         assert_eq!(claim(&out, &other).await.unwrap(), Claim::Resume);
+        let mut with_labels = other.clone();
+        with_labels.analyses.labels = Some("labels.npy".into());
+        assert_eq!(
+            claim(&out, &with_labels).await.unwrap(),
+            Claim::Resume,
+            "analyses do not make another job"
+        );
     }
 }
