@@ -155,10 +155,9 @@ pub enum TaskPayload {
         dataset: String,
         cache: String,
         key: RepresentationKey,
-        content: String,
-        /// Every basis of this content whose `Z` is missing for these rows: the raw rows are
-        /// read once for all of them.
-        bases: Vec<(String, BasisSettings)>,
+        /// Every basis of this representation whose `Z` is missing for these rows (the driver
+        /// has stored each one's whitening): the raw rows are read once for all of them.
+        bases: Vec<String>,
         start: u64,
         end: u64,
     },
@@ -403,18 +402,14 @@ impl SweepExecutor {
                 dataset,
                 cache,
                 key,
-                content,
                 bases,
                 start,
                 end,
             } => {
                 let store = self.store(&cache)?;
                 let mut whitenings = Vec::with_capacity(bases.len());
-                for (basis, settings) in &bases {
-                    whitenings.push(
-                        self.whitening(&store, &content, basis, settings, &key)
-                            .await?,
-                    );
+                for basis in &bases {
+                    whitenings.push(self.whitening(&store, basis, &key).await?);
                 }
                 let rows = Arc::new(
                     self.source(&dataset)
@@ -422,7 +417,7 @@ impl SweepExecutor {
                         .read_rows(&key, start, end)
                         .await?,
                 );
-                for ((basis, _), whitening) in bases.iter().zip(whitenings) {
+                for (basis, whitening) in bases.iter().zip(whitenings) {
                     check_rows(&key, &rows, whitening.input_dim(), start, end)?;
                     let label = key.label();
                     let rows = rows.clone();
@@ -795,12 +790,11 @@ impl SweepExecutor {
         Ok(store)
     }
 
+    /// The whitening the driver derived and stored for `basis` (memoised per worker).
     async fn whitening(
         &self,
         store: &Store,
-        content: &str,
         basis: &str,
-        settings: &BasisSettings,
         key: &RepresentationKey,
     ) -> Result<Arc<Whitening>, ExecError> {
         if let Some((_, w)) = self
@@ -813,30 +807,19 @@ impl SweepExecutor {
         {
             return Ok(w.clone());
         }
-        let label = key.label();
-        let w = match store.get(&keys::whitening(basis)).await? {
-            Some(bytes) => {
-                let parts = cache::decode_whitening(&keys::whitening(basis), &bytes)?;
-                Whitening::from_parts(parts).map_err(|source| ExecError::Maths {
-                    what: format!("whitening {label}"),
+        let stored = keys::whitening(basis);
+        let bytes = store.get(&stored).await?.ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "whitening `{stored}` is missing from the cache; rerun the job"
+            ))
+        })?;
+        let w =
+            Whitening::from_parts(cache::decode_whitening(&stored, &bytes)?).map_err(|source| {
+                ExecError::Maths {
+                    what: format!("whitening {}", key.label()),
                     source,
-                })?
-            }
-            // Only a cache written by an older svcca lacks it: rebuild from the moments.
-            None => {
-                let moments = load_moments(store, content).await?;
-                let opts = settings.compare_options();
-                blocking(move || {
-                    Whitening::from_moments(&moments, &opts.whiten_options()).map_err(|source| {
-                        ExecError::Maths {
-                            what: format!("whitening {label}"),
-                            source,
-                        }
-                    })
-                })
-                .await?
-            }
-        };
+                }
+            })?;
         let w = Arc::new(w);
         let mut memo = self.inner.whitenings.lock().expect("whitening memo");
         memo.push_back((basis.to_string(), w.clone()));

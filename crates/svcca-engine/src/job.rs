@@ -721,7 +721,7 @@ impl SweepDriver {
                 || !self.metrics.contains(&Metric::Svcca)
                 || reps_here.iter().any(|&i| self.z_needed.contains(&(f, i)))
         });
-        let mut to_project: Vec<(String, BasisSettings, BTreeSet<usize>)> = Vec::new();
+        let mut to_project: Vec<(String, BTreeSet<usize>)> = Vec::new();
         for family in families {
             let opts =
                 compare_options(family.metric(), self.spec.mode, self.spec.keep).whiten_options();
@@ -735,15 +735,9 @@ impl SweepDriver {
                     source,
                 })?;
             let basis = self.basis_hash(family, content);
-            // Workers project with this very whitening (read from the cache), not a rebuilt one.
-            self.cache
-                .put(
-                    &keys::whitening(&basis),
-                    cache::encode_whitening(&w.to_parts()),
-                )
-                .await?;
+            let w = Arc::new(w);
             self.whitenings
-                .insert((family, content.to_string()), Arc::new(w));
+                .insert((family, content.to_string()), w.clone());
             self.basis_of
                 .insert((family, content.to_string()), basis.clone());
             if !reps_here
@@ -753,6 +747,13 @@ impl SweepDriver {
             {
                 continue;
             }
+            // Workers project with this very whitening (read from the cache), not a rebuilt one.
+            self.cache
+                .put(
+                    &keys::whitening(&basis),
+                    cache::encode_whitening(&w.to_parts()),
+                )
+                .await?;
             let mut pending = BTreeSet::new();
             for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
                 if !self
@@ -763,39 +764,31 @@ impl SweepDriver {
                     pending.insert(chunk);
                 }
             }
-            to_project.push((basis.clone(), self.basis_settings(family), pending.clone()));
+            to_project.push((basis.clone(), pending.clone()));
             self.z.insert(basis, ZState { pending });
         }
         // One task per row chunk projects every basis missing there: raw rows are read once.
         let rep = reps_here[0];
         for (chunk, (start, end)) in self.chunks.clone().into_iter().enumerate() {
-            let bases: Vec<(String, BasisSettings)> = to_project
+            let bases: Vec<String> = to_project
                 .iter()
-                .filter(|(_, _, pending)| pending.contains(&chunk))
-                .map(|(b, s, _)| (b.clone(), *s))
+                .filter(|(_, pending)| pending.contains(&chunk))
+                .map(|(b, _)| b.clone())
                 .collect();
             if bases.is_empty() {
                 continue;
             }
-            let names: Vec<&str> = bases.iter().map(|(b, _)| b.as_str()).collect();
+            let names: Vec<&str> = bases.iter().map(String::as_str).collect();
             let id = format!("project/{}/{start}-{end}", hash_parts(&names));
             let payload = TaskPayload::Project {
                 dataset: self.spec.dataset.clone(),
                 cache: self.cache.url().to_string(),
                 key: self.reps[rep].key.clone(),
-                content: content.to_string(),
                 bases: bases.clone(),
                 start,
                 end,
             };
-            self.emit(
-                id,
-                payload,
-                TaskRef::Project {
-                    bases: bases.into_iter().map(|(b, _)| b).collect(),
-                    chunk,
-                },
-            );
+            self.emit(id, payload, TaskRef::Project { bases, chunk });
         }
         let state = self.contents.get_mut(content).expect("content");
         state.prepared = true;
