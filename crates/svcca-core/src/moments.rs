@@ -39,6 +39,12 @@ pub(crate) const CHUNK_BYTES: usize = 8 << 20;
 /// Chunks never go below this many rows (the product's inner dimension), for GEMM efficiency.
 const MIN_CHUNK_ROWS: usize = 256;
 
+/// Rows per chunk of `d`-wide rows widened to f64 within `chunk_bytes` (at least
+/// [`MIN_CHUNK_ROWS`], at most `rows`).
+pub(crate) fn chunk_rows(chunk_bytes: usize, d: usize, rows: usize) -> usize {
+    (chunk_bytes / (8 * d.max(1))).max(MIN_CHUNK_ROWS).min(rows)
+}
+
 /// A borrowed block of rows, row-major `[rows, cols]` (one datapoint per row).
 #[derive(Clone, Copy, Debug)]
 pub enum RowBlock<'a> {
@@ -387,9 +393,7 @@ impl MomentAccumulator {
             self.n += rows as u64;
             return Ok(());
         }
-        let chunk = (self.chunk_bytes / (8 * self.d))
-            .max(MIN_CHUNK_ROWS)
-            .min(rows);
+        let chunk = chunk_rows(self.chunk_bytes, self.d, rows);
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);

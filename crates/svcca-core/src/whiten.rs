@@ -706,7 +706,7 @@ impl Whitening {
         }
         // Row chunks bound the f64 scratch (a whole representation widened would be 8 bytes per
         // value) and keep it warm in cache between the widening and the product.
-        let chunk = (crate::moments::CHUNK_BYTES / (8 * d.max(1))).clamp(1, rows.max(1));
+        let chunk = crate::moments::chunk_rows(crate::moments::CHUNK_BYTES, d, rows);
         if scratch.len() < chunk * d {
             scratch.resize(chunk * d, 0.0);
         }
