@@ -1045,13 +1045,7 @@ impl Page {
         self.p("Mean over the classes of each layer's similarity with the class's column:");
         self.table(&head, &rows);
         for cs in all {
-            let mut steps: Vec<i64> = cs
-                .classes
-                .iter()
-                .flat_map(|c| c.points.iter().map(|p| p.step))
-                .collect();
-            steps.sort_unstable();
-            steps.dedup();
+            let steps = cs.steps();
             let chart = LineChart {
                 title: format!("{}: similarity with each class", cs.layer),
                 x_desc: "training step (log scale)".into(),
