@@ -507,4 +507,19 @@ fn exported_svcca_directions_whiten_the_layer_and_are_never_overwritten() {
         ],
         &["already exists"],
     );
+    let conv = digits("conv/seed0/step1500/conv1.npy");
+    let conv_dir = dir.path().join("conv").to_string_lossy().into_owned();
+    fails_with(
+        &[
+            "compare",
+            &conv,
+            &conv,
+            "--conv",
+            "dft",
+            "--export-directions",
+            &conv_dir,
+        ],
+        &["--export-directions is for dense layers"],
+    );
+    assert!(!dir.path().join("conv").exists(), "nothing written");
 }

@@ -346,12 +346,29 @@ async fn damaged_shards_are_named(b: &Backend) {
             .find_map(|r| r.err())
     };
 
+    // A dataset that has verified the shards hashes them once: its later reads check sizes.
+    let seen = b.open(&url).await.unwrap();
+    assert!(read1(seen.clone(), rep.clone()).await.is_none());
+
     // Truncated: the checksum catches it; without checksums the decoder does.
     b.raw_put(&url, &shard1, good[..good.len() / 2].to_vec())
         .await;
     let e = read1(ds.clone(), rep.clone()).await.unwrap();
     assert!(
         matches!(e, StorageError::ShardChecksum { shard: 1, .. }),
+        "{e}"
+    );
+    let e = read1(seen, rep.clone()).await.unwrap();
+    assert!(
+        matches!(e, StorageError::ShardChecksum { shard: 1, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains(&format!(
+            "now has {} bytes instead of {}",
+            good.len() / 2,
+            good.len()
+        )),
         "{e}"
     );
     assert!(e.to_string().contains("run=mlp,seed=0,step=0,layer=h4"));
