@@ -188,6 +188,11 @@ pub fn hash_parts(parts: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
+/// Hex SHA-256 of bytes, as stored beside cache entries whose readers must check them.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 const MOMENTS_MAGIC: &[u8; 8] = b"SVCCAMO1";
 const MATRIX_MAGIC: &[u8; 8] = b"SVCCAMX1";
 

@@ -131,10 +131,19 @@ pub struct ZRef {
     pub dims: usize,
 }
 
+/// A stored whitening: its basis name and the SHA-256 of its stored bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BasisRef {
+    pub name: String,
+    pub sha256: String,
+}
+
 /// One member of a raw (pwcca, cka) block: how to read its raw rows and its merged moments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawRef {
     pub key: RepresentationKey,
+    /// The manifest's content checksum the driver planned with.
+    pub checksum: String,
     pub content: String,
     pub cols: usize,
 }
@@ -144,8 +153,12 @@ pub struct RawRef {
 pub enum TaskPayload {
     Moments {
         dataset: String,
+        /// The driver run this task belongs to (see `SweepExecutor::source`).
+        run: String,
         cache: String,
         key: RepresentationKey,
+        /// The manifest's content checksum the driver planned with.
+        checksum: String,
         content: String,
         cols: usize,
         start: u64,
@@ -153,11 +166,13 @@ pub enum TaskPayload {
     },
     Project {
         dataset: String,
+        run: String,
         cache: String,
         key: RepresentationKey,
+        checksum: String,
         /// Every basis of this representation whose `Z` is missing for these rows (the driver
         /// has stored each one's whitening): the raw rows are read once for all of them.
-        bases: Vec<String>,
+        bases: Vec<BasisRef>,
         start: u64,
         end: u64,
     },
@@ -174,8 +189,11 @@ pub enum TaskPayload {
     /// images are read in row chunks, both layers together.
     Conv {
         dataset: String,
+        run: String,
         a: RepresentationKey,
         b: RepresentationKey,
+        /// The manifest's content checksums of `a` and `b` the driver planned with.
+        checksums: [String; 2],
         /// `[h, w, c]` of each side (NHWC).
         shapes: [[usize; 3]; 2],
         settings: ConvSettings,
@@ -187,6 +205,7 @@ pub enum TaskPayload {
     /// too ill-conditioned to take from `Z`; see the module docs).
     Raw {
         dataset: String,
+        run: String,
         cache: String,
         members: Vec<RawRef>,
         /// Pairs as indices into `members`, `(x, y)` in the order results are reported.
@@ -331,10 +350,20 @@ impl ExecError {
     }
 }
 
+/// Datasets kept open per worker: a few concurrent jobs' worth.
+const OPEN_SOURCES: usize = 8;
+
+struct OpenedSource {
+    source: Arc<dyn RowSource>,
+    /// Content checksum of every representation in the manifest as opened.
+    checksums: HashMap<RepresentationKey, String>,
+}
+
 struct Inner {
     opener: Arc<dyn SourceOpener>,
     config: ExecutorConfig,
-    sources: Mutex<HashMap<String, Arc<dyn RowSource>>>,
+    /// Datasets opened per (url, driver run), most recent last.
+    sources: Mutex<VecDeque<((String, String), Arc<OpenedSource>)>>,
     stores: Mutex<HashMap<String, Store>>,
     whitenings: Mutex<VecDeque<(String, Arc<Whitening>)>>,
 }
@@ -351,7 +380,7 @@ impl SweepExecutor {
             inner: Arc::new(Inner {
                 opener,
                 config,
-                sources: Mutex::new(HashMap::new()),
+                sources: Mutex::new(VecDeque::new()),
                 stores: Mutex::new(HashMap::new()),
                 whitenings: Mutex::new(VecDeque::new()),
             }),
@@ -363,15 +392,17 @@ impl SweepExecutor {
         match payload {
             TaskPayload::Moments {
                 dataset,
+                run,
                 cache,
                 key,
+                checksum,
                 content,
                 cols,
                 start,
                 end,
             } => {
                 let rows = self
-                    .source(&dataset)
+                    .source(&dataset, &run, &[(&key, &checksum)])
                     .await?
                     .read_rows(&key, start, end)
                     .await?;
@@ -400,8 +431,10 @@ impl SweepExecutor {
             }
             TaskPayload::Project {
                 dataset,
+                run,
                 cache,
                 key,
+                checksum,
                 bases,
                 start,
                 end,
@@ -412,7 +445,7 @@ impl SweepExecutor {
                     whitenings.push(self.whitening(&store, basis, &key).await?);
                 }
                 let rows = Arc::new(
-                    self.source(&dataset)
+                    self.source(&dataset, &run, &[(&key, &checksum)])
                         .await?
                         .read_rows(&key, start, end)
                         .await?,
@@ -440,7 +473,9 @@ impl SweepExecutor {
                             Ok(m.encode())
                         })
                         .await?;
-                    store.put(&keys::z_chunk(basis, start, end), bytes).await?;
+                    store
+                        .put(&keys::z_chunk(&basis.name, start, end), bytes)
+                        .await?;
                 }
                 Ok(Blob::Stored)
             }
@@ -517,6 +552,7 @@ impl SweepExecutor {
             }
             TaskPayload::Raw {
                 dataset,
+                run,
                 cache,
                 members,
                 pairs,
@@ -524,19 +560,31 @@ impl SweepExecutor {
                 chunks,
                 settings,
             } => {
-                self.run_raw(dataset, cache, members, (pairs, metrics), chunks, settings)
-                    .await
+                self.run_raw(
+                    (dataset, run),
+                    cache,
+                    members,
+                    (pairs, metrics),
+                    chunks,
+                    settings,
+                )
+                .await
             }
             TaskPayload::Conv {
                 dataset,
+                run,
                 a,
                 b,
+                checksums,
                 shapes,
                 settings,
                 locations,
                 chunks,
             } => {
-                self.run_conv(dataset, [a, b], shapes, settings, locations, chunks)
+                let source = self
+                    .source(&dataset, &run, &[(&a, &checksums[0]), (&b, &checksums[1])])
+                    .await?;
+                self.run_conv(source, [a, b], shapes, settings, locations, chunks)
                     .await
             }
         }
@@ -544,7 +592,7 @@ impl SweepExecutor {
 
     async fn run_raw(
         &self,
-        dataset: String,
+        (dataset, run): (String, String),
         cache: String,
         members: Vec<RawRef>,
         (pairs, metrics): (Vec<(usize, usize)>, Vec<Metric>),
@@ -552,7 +600,9 @@ impl SweepExecutor {
         settings: BasisSettings,
     ) -> Result<Blob, ExecError> {
         let store = self.store(&cache)?;
-        let source = self.source(&dataset).await?;
+        let expect: Vec<(&RepresentationKey, &String)> =
+            members.iter().map(|m| (&m.key, &m.checksum)).collect();
+        let source = self.source(&dataset, &run, &expect).await?;
         let mut moments = Vec::with_capacity(members.len());
         for m in &members {
             moments.push(Arc::new(load_moments(&store, &m.content).await?));
@@ -697,14 +747,13 @@ impl SweepExecutor {
 
     async fn run_conv(
         &self,
-        dataset: String,
+        source: Arc<dyn RowSource>,
         [a, b]: [RepresentationKey; 2],
         shapes: [[usize; 3]; 2],
         settings: ConvSettings,
         locations: Vec<usize>,
         chunks: Vec<(u64, u64)>,
     ) -> Result<Blob, ExecError> {
-        let source = self.source(&dataset).await?;
         let options = settings.options();
         let conv_err =
             |what: String| move |e: ConvError| ExecError::Invalid(format!("{what}: {e}"));
@@ -767,17 +816,60 @@ impl SweepExecutor {
         }
     }
 
-    async fn source(&self, url: &str) -> Result<Arc<dyn RowSource>, ExecError> {
-        if let Some(s) = self.inner.sources.lock().expect("source map").get(url) {
-            return Ok(s.clone());
-        }
-        let source = self.inner.opener.open(url.to_string()).await?;
-        self.inner
+    /// The dataset at `url` as opened for driver run `run`, after checking that each of
+    /// `expect`'s representations has the content checksum the driver planned with.
+    ///
+    /// A dataset is opened once per run, not once per worker: its manifest and its record of
+    /// shards already hashed belong to one run, so a long-lived worker never reads a re-ingested
+    /// dataset through an old manifest, nor skips hashing a shard replaced since an earlier job.
+    async fn source(
+        &self,
+        url: &str,
+        run: &str,
+        expect: &[(&RepresentationKey, &String)],
+    ) -> Result<Arc<dyn RowSource>, ExecError> {
+        let id = (url.to_string(), run.to_string());
+        let found = self
+            .inner
             .sources
             .lock()
             .expect("source map")
-            .insert(url.to_string(), source.clone());
-        Ok(source)
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, s)| s.clone());
+        let opened = match found {
+            Some(s) => s,
+            None => {
+                let source = self.inner.opener.open(url.to_string()).await?;
+                let checksums = source
+                    .list()
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.key, r.checksum))
+                    .collect();
+                let opened = Arc::new(OpenedSource { source, checksums });
+                let mut sources = self.inner.sources.lock().expect("source map");
+                sources.push_back((id, opened.clone()));
+                while sources.len() > OPEN_SOURCES {
+                    sources.pop_front();
+                }
+                opened
+            }
+        };
+        for (key, planned) in expect {
+            let now = opened.checksums.get(*key);
+            if now != Some(*planned) {
+                return Err(ExecError::Invalid(format!(
+                    "dataset `{url}` changed while the job ran: {} {}; run the job again",
+                    key.label(),
+                    match now {
+                        Some(_) => "now has other content than the job was planned with",
+                        None => "is no longer in its manifest",
+                    }
+                )));
+            }
+        }
+        Ok(opened.source.clone())
     }
 
     fn store(&self, url: &str) -> Result<Store, ExecError> {
@@ -790,11 +882,13 @@ impl SweepExecutor {
         Ok(store)
     }
 
-    /// The whitening the driver derived and stored for `basis` (memoised per worker).
+    /// The whitening the driver derived and stored for `basis`, memoised per worker by the
+    /// SHA-256 of its stored bytes: a memo entry is the very whitening the driver stored, whichever
+    /// job, cache or row split it came from.
     async fn whitening(
         &self,
         store: &Store,
-        basis: &str,
+        basis: &BasisRef,
         key: &RepresentationKey,
     ) -> Result<Arc<Whitening>, ExecError> {
         if let Some((_, w)) = self
@@ -803,16 +897,24 @@ impl SweepExecutor {
             .lock()
             .expect("whitening memo")
             .iter()
-            .find(|(b, _)| b == basis)
+            .find(|(digest, _)| *digest == basis.sha256)
         {
             return Ok(w.clone());
         }
-        let stored = keys::whitening(basis);
+        let stored = keys::whitening(&basis.name);
         let bytes = store.get(&stored).await?.ok_or_else(|| {
             ExecError::Invalid(format!(
                 "whitening `{stored}` is missing from the cache; rerun the job"
             ))
         })?;
+        let actual = cache::sha256_hex(&bytes);
+        if actual != basis.sha256 {
+            return Err(ExecError::Invalid(format!(
+                "whitening `{stored}` in the cache has SHA-256 {actual}, not the {} the job stored \
+                 (another job is writing the same cache?); rerun the job",
+                basis.sha256
+            )));
+        }
         let w =
             Whitening::from_parts(cache::decode_whitening(&stored, &bytes)?).map_err(|source| {
                 ExecError::Maths {
@@ -822,7 +924,7 @@ impl SweepExecutor {
             })?;
         let w = Arc::new(w);
         let mut memo = self.inner.whitenings.lock().expect("whitening memo");
-        memo.push_back((basis.to_string(), w.clone()));
+        memo.push_back((basis.sha256.clone(), w.clone()));
         while memo.len() > self.inner.config.whitening_cache.max(1) {
             memo.pop_front();
         }

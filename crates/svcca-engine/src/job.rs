@@ -30,8 +30,8 @@ use crate::driver::{
     JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
 };
 use crate::exec::{
-    BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, ZRef, compare_options, conv_record,
-    pair_record, spatial,
+    BasisRef, BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, ZRef, compare_options,
+    conv_record, pair_record, spatial,
 };
 use crate::outputs::{self, Claim, OutputError, Summary};
 use crate::plan::{self, PlanError, RepInfo};
@@ -181,6 +181,11 @@ pub struct SweepDriver {
     contents: BTreeMap<String, ContentState>,
     whitenings: HashMap<(Family, String), Arc<Whitening>>,
     basis_of: HashMap<(Family, String), String>,
+    /// SHA-256 of each stored whitening, by basis: workers check what they read against it.
+    whitening_digest: HashMap<String, String>,
+    /// Unique to this run of the driver: workers open the dataset afresh for each run, so a
+    /// long-lived worker never answers a new run from a manifest or shard check of an old one.
+    run: String,
     z: BTreeMap<String, ZState>,
     /// (family, rep) that must have `Z` because they are in a pair still to compute.
     z_needed: BTreeSet<(Family, usize)>,
@@ -237,6 +242,22 @@ impl JobDriverFactory for SweepFactory {
     }
 }
 
+/// A token unique to one run of a driver (time, process and a counter; not a secret).
+fn run_nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    hash_parts(&[
+        "run",
+        &now.to_string(),
+        &std::process::id().to_string(),
+        &RUNS.fetch_add(1, Ordering::Relaxed).to_string(),
+    ])
+}
+
 impl SweepDriver {
     /// Parses the spec, claims the output, reads the manifest, plans the pairs and loads what
     /// the cache already holds.
@@ -287,8 +308,25 @@ impl SweepDriver {
         let rows = plan::rows_per_task(&spec, n, max_cols)?;
         let chunks = plan::row_chunks(n, rows);
         let metrics = spec.metric_set();
+        // Everything cached is keyed by the manifest's checksums: make sure the shards still hold
+        // the bytes those name before anything is taken from the cache.
+        let keys: Vec<_> = reps.iter().map(|r| r.key.clone()).collect();
+        let checked = source.verify(&keys, &cache).await?;
+        tracing::debug!(
+            unchanged = checked.unchanged,
+            hashed = checked.hashed,
+            "dataset shards verified"
+        );
         // Claimed only once the job is known to be plannable, so a bad spec leaves no trace.
         let claim = outputs::claim(&out, &spec).await?;
+        // Every cached number follows from the content and the row split: moments are merged
+        // chunk by chunk, so another split rounds differently, and whitenings, Z and pairs derived
+        // from one split must never be mixed with another's.
+        let split = chunks
+            .iter()
+            .map(|(s, e)| format!("{s}-{e}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let content_of: Vec<String> = reps
             .iter()
             .map(|r| {
@@ -297,6 +335,7 @@ impl SweepDriver {
                     &r.checksum,
                     &format!("{:?}", r.shape),
                     &r.datapoints.to_string(),
+                    &split,
                 ])
             })
             .collect();
@@ -328,6 +367,8 @@ impl SweepDriver {
             metrics,
             contents,
             whitenings: HashMap::new(),
+            whitening_digest: HashMap::new(),
+            run: run_nonce(),
             basis_of: HashMap::new(),
             z: BTreeMap::new(),
             z_needed: BTreeSet::new(),
@@ -502,8 +543,13 @@ impl SweepDriver {
             for (block, locations) in c.blocks.iter().enumerate() {
                 let payload = TaskPayload::Conv {
                     dataset: self.spec.dataset.clone(),
+                    run: self.run.clone(),
                     a: self.reps[c.i].key.clone(),
                     b: self.reps[c.j].key.clone(),
+                    checksums: [
+                        self.reps[c.i].checksum.clone(),
+                        self.reps[c.j].checksum.clone(),
+                    ],
                     shapes: self.conv_shapes(c.i, c.j),
                     settings: c.settings,
                     locations: locations.clone(),
@@ -622,8 +668,10 @@ impl SweepDriver {
                 }
                 let payload = TaskPayload::Moments {
                     dataset: self.spec.dataset.clone(),
+                    run: self.run.clone(),
                     cache: self.cache.url().to_string(),
                     key: self.reps[rep].key.clone(),
+                    checksum: self.reps[rep].checksum.clone(),
                     content: content.clone(),
                     cols,
                     start,
@@ -734,7 +782,12 @@ impl SweepDriver {
                     what: format!("whitening {label}"),
                     source,
                 })?;
-            let basis = self.basis_hash(family, content);
+            // `Z` is stored under a name that includes the whitening's own digest: a `Z` chunk is
+            // only ever combined with chunks projected by the very same whitening, whatever an
+            // earlier run (another machine, another split, another svcca) left in the cache.
+            let encoded = cache::encode_whitening(&w.to_parts());
+            let digest = cache::sha256_hex(&encoded);
+            let basis = hash_parts(&[&self.basis_hash(family, content), &digest]);
             let w = Arc::new(w);
             self.whitenings
                 .insert((family, content.to_string()), w.clone());
@@ -747,13 +800,10 @@ impl SweepDriver {
             {
                 continue;
             }
-            // Workers project with this very whitening (read from the cache), not a rebuilt one.
-            self.cache
-                .put(
-                    &keys::whitening(&basis),
-                    cache::encode_whitening(&w.to_parts()),
-                )
-                .await?;
+            // Workers project with this very whitening (read from the cache and checked against
+            // its digest), not a rebuilt one.
+            self.cache.put(&keys::whitening(&basis), encoded).await?;
+            self.whitening_digest.insert(basis.clone(), digest);
             let mut pending = BTreeSet::new();
             for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
                 if !self
@@ -782,9 +832,17 @@ impl SweepDriver {
             let id = format!("project/{}/{start}-{end}", hash_parts(&names));
             let payload = TaskPayload::Project {
                 dataset: self.spec.dataset.clone(),
+                run: self.run.clone(),
                 cache: self.cache.url().to_string(),
                 key: self.reps[rep].key.clone(),
-                bases: bases.clone(),
+                checksum: self.reps[rep].checksum.clone(),
+                bases: bases
+                    .iter()
+                    .map(|b| BasisRef {
+                        name: b.clone(),
+                        sha256: self.whitening_digest[b].clone(),
+                    })
+                    .collect(),
                 start,
                 end,
             };
@@ -968,6 +1026,7 @@ impl SweepDriver {
                     .iter()
                     .map(|&i| RawRef {
                         key: self.reps[i].key.clone(),
+                        checksum: self.reps[i].checksum.clone(),
                         content: self.content_of[i].clone(),
                         cols: self.reps[i].columns(),
                     })
@@ -984,6 +1043,7 @@ impl SweepDriver {
                 let h = hash_parts(&refs);
                 let payload = TaskPayload::Raw {
                     dataset: self.spec.dataset.clone(),
+                    run: self.run.clone(),
                     cache: self.cache.url().to_string(),
                     members,
                     pairs,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use svcca_results::RepresentationKey;
 
+use crate::cache::{Store, hash_parts};
 use crate::plan::RepInfo;
 
 /// Rows of one representation: row-major `[rows, cols]` f32, `cols` = product of its shape.
@@ -49,6 +50,24 @@ pub trait RowSource: Send + Sync {
         start: u64,
         end: u64,
     ) -> BoxFuture<'a, Result<Rows, SourceError>>;
+
+    /// Checks that the stored bytes of `keys` are still those the manifest names, before a job
+    /// trusts anything cached under the manifest's checksums. `records` keeps what was checked
+    /// (see [`StorageSource`]'s implementation) so that an unchanged dataset is not re-read.
+    fn verify<'a>(
+        &'a self,
+        keys: &'a [RepresentationKey],
+        records: &'a Store,
+    ) -> BoxFuture<'a, Result<VerifyReport, SourceError>>;
+}
+
+/// What [`RowSource::verify`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Shards whose size, modification time and ETag matched an earlier check's record.
+    pub unchanged: usize,
+    /// Shards read and hashed now.
+    pub hashed: usize,
 }
 
 /// Opens datasets by URL.
@@ -121,6 +140,85 @@ struct StorageSource {
     index: std::collections::BTreeMap<RepresentationKey, usize>,
 }
 
+impl StorageSource {
+    fn invalid(&self, message: String) -> SourceError {
+        SourceError::Invalid {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    /// One shard of [`RowSource::verify`]: `Ok(true)` when it was hashed now, `Ok(false)` when
+    /// its record was still good.
+    async fn verify_shard(
+        &self,
+        records: &Store,
+        label: String,
+        n: usize,
+        entry: &svcca_storage::ShardEntry,
+    ) -> Result<bool, SourceError> {
+        use object_store::ObjectStoreExt as _;
+        let location = self.dataset.location();
+        let shown = location.display(&entry.path);
+        let path = location.child(&entry.path);
+        let io = |e: object_store::Error| SourceError::Io {
+            url: self.url.clone(),
+            message: format!("checking shard {n} of {label} (`{shown}`): {e}"),
+        };
+        let meta = match location.store.head(&path).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(self.invalid(format!(
+                    "shard {n} of {label} (`{shown}`) is missing; re-ingest the dataset"
+                )));
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if meta.size != entry.bytes {
+            return Err(self.invalid(format!(
+                "shard {n} of {label} (`{shown}`) has {} bytes where the manifest says {}: \
+                 it changed after the dataset was written; re-ingest the dataset",
+                meta.size, entry.bytes
+            )));
+        }
+        let stamp = format!(
+            "{}|{}|{:?}|{:?}|{:?}\n",
+            entry.sha256, meta.size, meta.last_modified, meta.e_tag, meta.version
+        );
+        let record = format!("verified/{}.txt", hash_parts(&["shard", &shown]));
+        let cache_io = |e: crate::cache::CacheError| SourceError::Io {
+            url: records.url().to_string(),
+            message: e.to_string(),
+        };
+        let known = records.get(&record).await.map_err(cache_io)?;
+        if known.as_deref() == Some(stamp.as_bytes()) {
+            return Ok(false);
+        }
+        let bytes = match location.store.get(&path).await {
+            Ok(r) => r.bytes().await.map_err(io)?,
+            Err(e) => return Err(io(e)),
+        };
+        let actual = tokio::task::spawn_blocking(move || {
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        })
+        .await
+        .map_err(|e| self.invalid(format!("hashing shard {n} of {label}: {e}")))?;
+        if actual != entry.sha256 {
+            return Err(self.invalid(format!(
+                "shard {n} of {label} (`{shown}`) does not hold the bytes the manifest names \
+                 (SHA-256 {actual}, manifest {}): it was replaced after the dataset was written; \
+                 re-ingest the dataset",
+                entry.sha256
+            )));
+        }
+        records
+            .put(&record, stamp.into_bytes())
+            .await
+            .map_err(cache_io)?;
+        Ok(true)
+    }
+}
+
 impl RowSource for StorageSource {
     fn list(&self) -> BoxFuture<'_, Result<Vec<RepInfo>, SourceError>> {
         Box::pin(async move {
@@ -163,6 +261,45 @@ impl RowSource for StorageSource {
                 data.extend_from_slice(block.values());
             }
             Ok(Rows { data, rows, cols })
+        })
+    }
+
+    /// Every shard's size is checked against the manifest, and its SHA-256 too unless the
+    /// record of an earlier check (kept in `records` under `verified/`) names the same size,
+    /// modification time and ETag: the same test `make` and git's index rely on, which an
+    /// in-place rewrite, a copy or a rename over the shard all fail.
+    fn verify<'a>(
+        &'a self,
+        keys: &'a [RepresentationKey],
+        records: &'a Store,
+    ) -> BoxFuture<'a, Result<VerifyReport, SourceError>> {
+        use futures::StreamExt;
+        Box::pin(async move {
+            let mut shards = Vec::new();
+            for key in keys {
+                let Some(&i) = self.index.get(key) else {
+                    continue;
+                };
+                let rep = &self.dataset.representations()[i];
+                for (n, entry) in rep.shards.iter().enumerate() {
+                    shards.push((key.label(), n, entry));
+                }
+            }
+            let checks: Vec<_> = shards
+                .into_iter()
+                .map(|(label, n, entry)| self.verify_shard(records, label, n, entry))
+                .collect();
+            let checks = futures::stream::iter(checks);
+            let mut report = VerifyReport::default();
+            let mut checks = checks.buffer_unordered(16);
+            while let Some(done) = checks.next().await {
+                if done? {
+                    report.hashed += 1;
+                } else {
+                    report.unchanged += 1;
+                }
+            }
+            Ok(report)
         })
     }
 }

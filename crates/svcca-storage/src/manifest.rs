@@ -277,24 +277,24 @@ impl Representation {
     }
 
     /// A checksum of the representation's content: equal checksums mean equal data, so caches
-    /// can key on it. Built from the shape, dtype and `values_sha256` when present (then it does
-    /// not depend on sharding), otherwise from every shard's SHA-256 and row range.
+    /// can key on it. Built from the shape, dtype, every shard's SHA-256 and row range, and
+    /// `values_sha256` when present. The shards' SHA-256 are what readers verify against the bytes
+    /// they read; `values_sha256` is never checked on read, so a key built from it alone would let
+    /// a rewritten shard with a stale `values_sha256` be answered from a cache.
     pub fn content_checksum(&self) -> String {
         let mut h = Sha256::new();
         h.update(
             format!(
-                "svcca-representation-v1\n{:?}\n{}\n",
+                "svcca-representation-v2\n{:?}\n{}\n",
                 self.shape, self.dtype
             )
             .as_bytes(),
         );
-        match &self.values_sha256 {
-            Some(v) => h.update(format!("values {v}\n").as_bytes()),
-            None => {
-                for s in &self.shards {
-                    h.update(format!("shard {} {} {}\n", s.row_start, s.rows, s.sha256).as_bytes());
-                }
-            }
+        if let Some(v) = &self.values_sha256 {
+            h.update(format!("values {v}\n").as_bytes());
+        }
+        for s in &self.shards {
+            h.update(format!("shard {} {} {}\n", s.row_start, s.rows, s.sha256).as_bytes());
         }
         format!("sha256:{}", hex::encode(h.finalize()))
     }

@@ -85,6 +85,13 @@ impl RowSource for CountingSource {
         *self.reads.lock().unwrap().entry(key.label()).or_default() += 1;
         self.inner.read_rows(key, start, end)
     }
+    fn verify<'a>(
+        &'a self,
+        keys: &'a [RepresentationKey],
+        records: &'a svcca_engine::cache::Store,
+    ) -> BoxFuture<'a, Result<svcca_engine::source::VerifyReport, SourceError>> {
+        self.inner.verify(keys, records)
+    }
 }
 
 impl SourceOpener for CountingOpener {
