@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
-use svcca_results::ResultsFile;
+use svcca_results::{RepresentationKey, ResultsFile};
 
 use crate::cache::{CacheError, Store};
 use crate::spec::JobSpec;
@@ -109,23 +109,17 @@ pub struct Summary {
 
 /// The similarity matrix of one metric: `values[i][j]`, `None` where not compared.
 pub fn matrix(results: &ResultsFile, metric: &str) -> Vec<Vec<Option<f64>>> {
-    let labels: Vec<String> = results
+    // By whole key, tags included: labels are for people.
+    let index: BTreeMap<&RepresentationKey, usize> = results
         .representations
         .iter()
-        .map(|r| r.key.label())
-        .collect();
-    let index: BTreeMap<&str, usize> = labels
-        .iter()
         .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
+        .map(|(i, r)| (&r.key, i))
         .collect();
-    let n = labels.len();
+    let n = results.representations.len();
     let mut m = vec![vec![None; n]; n];
     for p in results.pairs_of(metric) {
-        let (Some(&i), Some(&j)) = (
-            index.get(p.a.label().as_str()),
-            index.get(p.b.label().as_str()),
-        ) else {
+        let (Some(&i), Some(&j)) = (index.get(&p.a), index.get(&p.b)) else {
             continue;
         };
         m[i][j] = Some(p.mean);
@@ -270,6 +264,69 @@ mod tests {
             .unwrap();
         assert!(col.is_null(0));
         assert_eq!(col.value(1), 0.25);
+    }
+
+    #[test]
+    fn representations_that_differ_only_by_a_tag_get_their_own_rows_and_labels() {
+        let key = |lr: &str| RepresentationKey {
+            run: "mlp".into(),
+            seed: Some(0),
+            step: Some(10),
+            layer: "h1".into(),
+            tags: [("lr".to_string(), lr.to_string())].into_iter().collect(),
+        };
+        let rep = |lr: &str| svcca_results::RepresentationRecord {
+            key: key(lr),
+            shape: vec![4],
+            datapoints: 10,
+            kept_dims: 4,
+            dropped_neurons: vec![],
+            spectrum: vec![],
+            checksum: String::new(),
+        };
+        let pair = |a: &str, b: &str, mean: f64| svcca_results::PairRecord {
+            a: key(a),
+            b: key(b),
+            metric: "svcca".into(),
+            mean,
+            google_mean: None,
+            dims_a: 4,
+            dims_b: 4,
+            coefficients: vec![],
+            weights: None,
+            frequencies: None,
+            warnings: vec![],
+        };
+        let results = ResultsFile {
+            schema_version: svcca_results::SCHEMA_VERSION,
+            job_spec: String::new(),
+            versions: BTreeMap::new(),
+            comparison: "all-pairs".into(),
+            settings: String::new(),
+            representations: vec![rep("0.1"), rep("0.01")],
+            pairs: vec![
+                pair("0.1", "0.1", 1.0),
+                pair("0.1", "0.01", 0.5),
+                pair("0.01", "0.01", 1.0),
+            ],
+        };
+        let m = matrix(&results, "svcca");
+        assert_eq!(
+            m,
+            vec![vec![Some(1.0), Some(0.5)], vec![Some(0.5), Some(1.0)]]
+        );
+        let labels: Vec<String> = results
+            .representations
+            .iter()
+            .map(|r| r.key.label())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "mlp/seed0/step10/h1[lr=0.1]",
+                "mlp/seed0/step10/h1[lr=0.01]"
+            ]
+        );
     }
 
     #[tokio::test]

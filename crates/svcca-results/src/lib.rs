@@ -35,7 +35,9 @@ pub struct RepresentationKey {
 }
 
 impl RepresentationKey {
-    /// A short label for axes and tables: `mlp/seed0/step2250/h1`.
+    /// A short label for axes and tables: `mlp/seed0/step2250/h1`, with the tags when there
+    /// are any (`mlp/seed0/step2250/h1[lr=0.1,opt=adam]`), so that two representations that differ
+    /// only by a tag never share a label.
     pub fn label(&self) -> String {
         let mut parts = vec![self.run.clone()];
         if let Some(seed) = self.seed {
@@ -45,7 +47,14 @@ impl RepresentationKey {
             parts.push(format!("step{step}"));
         }
         parts.push(self.layer.clone());
-        parts.join("/")
+        let mut label = parts.join("/");
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            label.push('[');
+            label.push_str(&tags.join(","));
+            label.push(']');
+        }
+        label
     }
 }
 
