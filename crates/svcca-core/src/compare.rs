@@ -644,8 +644,7 @@ fn google_pwcca_products(
             nf.sqrt() * mu[j]
         }
     });
-    let qr = f.qr();
-    let rr = qr.R();
+    let rr = crate::decompose::qr_r(f.as_ref());
     let rt = Mat::from_fn(r, r, |i, j| if i >= j { rr[(j, i)] } else { 0.0 });
     if (0..r).any(|i| rt[(i, i)] == 0.0) {
         return Err(CoreError::InvalidOption {

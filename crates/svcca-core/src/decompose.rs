@@ -1,11 +1,12 @@
-//! Eigen- and singular-value decompositions run sequentially, whatever the process-wide
-//! parallelism.
+//! Eigen-, singular-value, QR and Cholesky decompositions run sequentially, whatever the
+//! process-wide parallelism.
 //!
 //! faer's parallel decompositions round differently from its sequential ones (eigenvectors of a
 //! 512 × 512 covariance differ by ~1e-12). A sweep whitens on the coordinator and compares on
 //! workers, and its results must not depend on how many threads each process was given, so the
 //! decompositions (small next to the products that feed them) always run on one thread. Matrix
-//! products need no such care: faer's are bit-identical for any thread count.
+//! products need no such care: faer's are bit-identical for any thread count. (faer's convenience
+//! methods such as `Mat::qr` and `Mat::llt` use the process-wide setting: call these instead.)
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -67,4 +68,52 @@ pub(crate) fn thin_svd<T: ComplexField>(a: MatRef<'_, T>) -> Result<ThinSvd<T>, 
         Default::default(),
     )?;
     Ok((s, u, v))
+}
+
+/// The `R` factor (upper triangular, `min(m, n) × n`) of `a = QR`, unpivoted.
+pub(crate) fn qr_r<T: ComplexField>(a: MatRef<'_, T>) -> Mat<T> {
+    use faer::linalg::qr::no_pivoting::factor;
+    let (m, n) = a.shape();
+    let size = m.min(n);
+    let mut qr = a.to_owned();
+    let block = factor::recommended_block_size::<T>(m, n);
+    let mut coeff = Mat::zeros(block, size);
+    let scratch = factor::qr_in_place_scratch::<T>(m, n, block, Par::Seq, Default::default());
+    factor::qr_in_place(
+        qr.as_mut(),
+        coeff.as_mut(),
+        Par::Seq,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    );
+    Mat::from_fn(size, n, |i, j| {
+        if i <= j {
+            qr[(i, j)].clone()
+        } else {
+            T::zero_impl()
+        }
+    })
+}
+
+/// The lower Cholesky factor `L` of the self-adjoint positive definite `a` (lower triangle
+/// read), or `None` when `a` is not positive definite.
+pub(crate) fn cholesky_lower<T: ComplexField>(a: MatRef<'_, T>) -> Option<Mat<T>> {
+    use faer::linalg::cholesky::llt::factor;
+    let n = a.nrows();
+    let mut l = a.to_owned();
+    let scratch = factor::cholesky_in_place_scratch::<T>(n, Par::Seq, Default::default());
+    factor::cholesky_in_place(
+        l.as_mut(),
+        Default::default(),
+        Par::Seq,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .ok()?;
+    for j in 0..n {
+        for i in 0..j {
+            l[(i, j)] = T::zero_impl();
+        }
+    }
+    Some(l)
 }

@@ -28,7 +28,7 @@
 
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::traits::Conjugate;
-use faer::{Accum, Mat, MatRef, Par, Side as FaerSide, c64};
+use faer::{Accum, Mat, MatRef, Par, c64};
 
 use crate::whiten::{KeepRule, Mode};
 
@@ -168,9 +168,9 @@ fn cholesky_whitening(
     tol: f64,
 ) -> Option<Mat<c64>> {
     let k = r.nrows();
-    let llt = r.llt(FaerSide::Lower).ok()?;
+    let l = crate::decompose::cholesky_lower(r)?;
     let mut linv = Mat::<c64>::zeros(k, k);
-    invert_lower_triangular(linv.as_mut(), llt.L(), Par::Seq);
+    invert_lower_triangular(linv.as_mut(), l.as_ref(), Par::Seq);
     let mut inv_f2 = 0.0;
     for j in 0..k {
         for i in j..k {
