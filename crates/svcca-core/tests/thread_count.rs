@@ -12,7 +12,10 @@ use common::*;
 use svcca_core::conv::{ConvInput, ConvMethod, ConvOptions, Layout, compare_conv};
 use svcca_core::{CompareOptions, JointMoments, Metric, Mode, RowBlock, compare_moments};
 
-fn dense(threads: usize) -> Vec<(String, f64, Vec<f64>, Option<Vec<f64>>)> {
+/// What is compared of one result: its name, mean, coefficients and PWCCA weights.
+type Numbers = (String, f64, Vec<f64>, Option<Vec<f64>>);
+
+fn dense(threads: usize) -> Vec<Numbers> {
     svcca_core::set_parallelism(threads);
     let load = |seed: u32, step: u32, name: &str| {
         read_npy(&fixtures().join(format!("digits/mlp/seed{seed}/step{step}/{name}.npy")))
