@@ -516,3 +516,32 @@ async fn older_jobs_are_served_first() {
         .collect();
     assert_eq!(order, [first.clone(), first, second.clone(), second]);
 }
+
+#[tokio::test]
+async fn a_restarted_coordinator_never_reuses_an_earlier_ones_worker_or_lease_ids() {
+    let spec = SumSpec::new(2);
+    let (clock, mut before) = setup();
+    let old_worker = register(&mut before, "a", clock.at(0.0));
+    submit(&mut before, &spec, clock.at(0.0)).await;
+    let old_lease = before
+        .lease(&old_worker, clock.at(0.0))
+        .unwrap()
+        .expect("task");
+
+    // The process restarts: a new scheduler, the same job resubmitted, another worker first.
+    let mut after = Scheduler::new(config(), clock.at(1.0));
+    let new_worker = register(&mut after, "b", clock.at(1.0));
+    assert_ne!(new_worker, old_worker);
+    submit(&mut after, &spec, clock.at(1.0)).await;
+    let new_lease = after
+        .lease(&new_worker, clock.at(1.0))
+        .unwrap()
+        .expect("task");
+    assert_ne!(new_lease.lease_id, old_lease.lease_id);
+    // The old worker's heartbeat is refused, so it registers again instead of carrying on
+    // under an id the new coordinator may give to someone else.
+    assert!(matches!(
+        after.heartbeat(&old_worker, None, clock.at(1.5)),
+        Err(SchedulerError::UnknownWorker { .. })
+    ));
+}

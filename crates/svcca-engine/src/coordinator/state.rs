@@ -191,8 +191,28 @@ pub struct Scheduler {
     next_worker: u64,
     next_job: u64,
     next_lease: u64,
+    /// Distinguishes this scheduler's worker and lease ids from those of an earlier coordinator
+    /// process: after a restart, a worker still holding an old id must re-register, and a result
+    /// reported under an old lease must never be taken for a new lease's.
+    incarnation: String,
     /// Since when no worker has been registered (None while at least one is).
     no_workers_since: Option<Instant>,
+}
+
+/// A short token that differs between coordinator processes (and schedulers in one process).
+fn incarnation() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SCHEDULERS: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seed = format!(
+        "{now}-{}-{}",
+        std::process::id(),
+        SCHEDULERS.fetch_add(1, Ordering::Relaxed)
+    );
+    crate::cache::hash_parts(&[&seed])[..8].to_string()
 }
 
 impl Scheduler {
@@ -206,6 +226,7 @@ impl Scheduler {
             next_worker: 1,
             next_job: 1,
             next_lease: 1,
+            incarnation: incarnation(),
             no_workers_since: Some(now),
         }
     }
@@ -237,7 +258,7 @@ impl Scheduler {
                 coordinator: svcca_proto::PROTOCOL_VERSION,
             });
         }
-        let worker_id = format!("worker-{}", self.next_worker);
+        let worker_id = format!("worker-{}-{}", self.incarnation, self.next_worker);
         self.next_worker += 1;
         tracing::info!(%worker_id, name, "worker registered");
         self.workers.insert(
@@ -321,7 +342,7 @@ impl Scheduler {
             return Ok(None);
         };
         job.in_flight += 1;
-        let lease_id = format!("lease-{}", self.next_lease);
+        let lease_id = format!("lease-{}-{}", self.incarnation, self.next_lease);
         self.next_lease += 1;
         let leased = LeasedTask {
             lease_id: lease_id.clone(),
