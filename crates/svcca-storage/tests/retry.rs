@@ -142,6 +142,8 @@ fn flaky(loc: &Location, failures: usize, fault: Fault) -> (Location, Arc<Flaky>
             store: store.clone(),
             root: loc.root.clone(),
             url: loc.url.clone(),
+            local_dir: loc.local_dir.clone(),
+            remote: loc.remote.clone(),
         },
         store,
     )
