@@ -6,6 +6,26 @@ use std::path::PathBuf;
 
 use crate::npy::NpyError;
 
+/// How long an operation on a remote store waited before [`StorageError::StoreTimeout`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waited {
+    pub endpoint: String,
+    pub elapsed_s: f64,
+    pub request_timeout_s: f64,
+    pub connect_timeout_s: f64,
+    pub retry_timeout_s: f64,
+}
+
+impl std::fmt::Display for Waited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "gave up after {:.1} s; each request may take {} s, connecting {} s, retries stop after {} s",
+            self.elapsed_s, self.request_timeout_s, self.connect_timeout_s, self.retry_timeout_s
+        )
+    }
+}
+
 /// Everything that can go wrong reading, writing or resolving a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -29,18 +49,14 @@ pub enum StorageError {
         source: object_store::Error,
     },
     #[error(
-        "the object store at {endpoint} did not answer in time for {location} (gave up after {elapsed_s:.1} s; \
-         each request may take {request_timeout_s} s, connecting {connect_timeout_s} s, retries stop after {retry_timeout_s} s): {source}; \
+        "the object store at {} did not answer in time for {location} ({waited}): {source}; \
          check that the endpoint is right and reachable, or wait longer by raising SVCCA_STORE_TIMEOUT, \
-         SVCCA_STORE_CONNECT_TIMEOUT or SVCCA_STORE_RETRY_TIMEOUT (seconds)"
+         SVCCA_STORE_CONNECT_TIMEOUT or SVCCA_STORE_RETRY_TIMEOUT (seconds)",
+        waited.endpoint
     )]
     StoreTimeout {
         location: String,
-        endpoint: String,
-        elapsed_s: f64,
-        request_timeout_s: u64,
-        connect_timeout_s: u64,
-        retry_timeout_s: u64,
+        waited: Box<Waited>,
         source: object_store::Error,
     },
     #[error("{name}={value:?} is invalid: {reason}")]

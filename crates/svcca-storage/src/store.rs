@@ -174,11 +174,13 @@ impl Location {
         match &self.remote {
             Some(r) if is_timeout(&source) => StorageError::StoreTimeout {
                 location: self.display(relative),
-                endpoint: r.endpoint.clone(),
-                elapsed_s: started.elapsed().as_secs_f64(),
-                request_timeout_s: r.request_timeout.as_secs_f64().ceil() as u64,
-                connect_timeout_s: r.connect_timeout.as_secs_f64().ceil() as u64,
-                retry_timeout_s: r.retry_timeout.as_secs_f64().ceil() as u64,
+                waited: Box::new(crate::error::Waited {
+                    endpoint: r.endpoint.clone(),
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    request_timeout_s: r.request_timeout.as_secs_f64(),
+                    connect_timeout_s: r.connect_timeout.as_secs_f64(),
+                    retry_timeout_s: r.retry_timeout.as_secs_f64(),
+                }),
                 source,
             },
             _ => StorageError::ObjectStore {

@@ -228,12 +228,10 @@ async fn huge_claimed_shapes_are_listed_but_refused_before_allocating() {
 
 async fn first_block_error(ds: &Dataset, rep: &svcca_storage::Representation) -> StorageError {
     use futures::StreamExt;
-    ds.row_blocks(rep, 0..rep.rows())
-        .next()
-        .await
-        .unwrap()
-        .err()
-        .expect("an error")
+    match ds.row_blocks(rep, 0..rep.rows()).next().await.unwrap() {
+        Err(e) => e,
+        Ok(_) => panic!("expected an error before any block"),
+    }
 }
 
 #[test]
@@ -415,4 +413,70 @@ fn timeout_settings_are_validated() {
     assert_eq!(defaults.connect_timeout, Duration::from_secs(10));
     assert_eq!(defaults.request_timeout, Duration::from_secs(60));
     assert_eq!(defaults.retry_timeout, Duration::from_secs(120));
+}
+
+/// A `.npy` header claiming `shape` (float32), without the data.
+fn npy_header(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_npz_member_claiming_more_than_its_bytes_is_refused_before_reading() {
+    use std::io::Write;
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("m/a.npz");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // A header for 1 GiB of values, followed by 16 bytes.
+    let shape = [1usize, 1 << 28];
+    let mut member = npy_header(&shape);
+    let claimed = (member.len() + (4 << 28)) as u32;
+    member.extend_from_slice(&[0u8; 16]);
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    w.start_file(
+        "h.npy",
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored),
+    )
+    .unwrap();
+    w.write_all(&member).unwrap();
+    w.finish().unwrap();
+    // Forge the uncompressed size in the local and the central header.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let central = bytes
+        .windows(4)
+        .position(|w| w == b"PK\x01\x02")
+        .expect("a central directory");
+    for at in [22, central + 24] {
+        bytes[at..at + 4].copy_from_slice(&claimed.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+
+    let dest = tempfile::tempdir().unwrap();
+    let e = ingest(
+        IngestConfig::new(src.path(), dest.path().to_str().unwrap())
+            .with_pattern("{run}/{*}.npz")
+            .with_env(Env::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, StorageError::SourceCorrupt { format: "npz", .. }),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("a.npz") && msg.contains("'h.npy' claims"),
+        "{msg}"
+    );
 }
