@@ -208,3 +208,65 @@ fn an_s3_endpoint_that_never_answers_is_a_retryable_failure_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn ls_verify_names_each_shard_that_does_not_match_the_manifest() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("mlp/seed0/step0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(digits().join("mlp/seed0/step0/h4.npy"), dir.join("h4.npy")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let ds = out.path().join("ds");
+    let ds_arg = ds.to_str().unwrap();
+    let o = svcca(&[
+        "ingest",
+        src.path().to_str().unwrap(),
+        ds_arg,
+        "--pattern",
+        PATTERN,
+        "--shard-rows",
+        "300",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = svcca(&["ls", ds_arg, "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("verified 2 shards of 1 representations"));
+
+    // The manifest's size of shard 1 is wrong; the shard itself is intact.
+    let manifest_path = ds.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let shard1 = m["representations"][0]["shards"][1].clone();
+    let bytes = shard1["bytes"].as_u64().unwrap();
+    m["representations"][0]["shards"][1]["bytes"] = (bytes + 1).into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    // compare of a selector reads the shards: the first read refuses the size.
+    let sel = format!("{ds_arg}#run=mlp,seed=0,step=0,layer=h4");
+    let o = svcca(&["compare", &sel, &sel]);
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "is {bytes} bytes but the manifest says {}",
+            bytes + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+
+    // Plain ls reads only the manifest; --verify reads the shards and names the bad one.
+    assert!(svcca(&["ls", ds_arg]).status.success());
+    let o = svcca(&["ls", ds_arg, "--verify"]);
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("run=mlp,seed=0,step=0,layer=h4: shard 1")
+            && err.contains(shard1["path"].as_str().unwrap())
+            && err.contains(&format!(
+                "is {bytes} bytes but the manifest says {}",
+                bytes + 1
+            ))
+            && err.contains("1 of 2 shards"),
+        "{err}"
+    );
+}
