@@ -20,9 +20,10 @@ use crate::{StorageError, error::is_transient};
 pub struct ReadOptions {
     /// Shards fetched concurrently by the streams; memory is about this many shards (default 4).
     pub shards_in_flight: usize,
-    /// Check each shard's size and SHA-256 against the manifest (default true). A shard is hashed the
-    /// first time a [`Dataset`] (and its clones) reads it; later reads of the same shard check
-    /// its size only, since a sweep reads every shard twice (moments, then projection).
+    /// Check each shard's size and SHA-256 against the manifest (default true). The size is
+    /// checked on every read; a shard is hashed the first time a [`Dataset`] (and its clones)
+    /// reads it only, since a sweep reads every shard twice (moments, then projection). Off,
+    /// neither is checked and only the decoder stands between a damaged shard and the maths.
     pub verify_checksums: bool,
     /// Reject NaN/±Inf values (default true).
     pub check_finite: bool,
