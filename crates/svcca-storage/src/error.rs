@@ -294,16 +294,25 @@ impl StorageError {
 /// filesystem store reports an unreadable file as a generic error: its I/O cause decides.
 pub(crate) fn is_transient(e: &object_store::Error) -> bool {
     use object_store::Error as E;
-    if io_cause(e).is_some_and(|k| {
-        matches!(
-            k,
-            std::io::ErrorKind::PermissionDenied
-                | std::io::ErrorKind::IsADirectory
-                | std::io::ErrorKind::NotADirectory
-                | std::io::ErrorKind::InvalidInput
-                | std::io::ErrorKind::InvalidData
-        )
-    }) {
+    let local = matches!(
+        e,
+        E::Generic {
+            store: "LocalFileSystem",
+            ..
+        }
+    );
+    if local
+        && io_cause(e).is_some_and(|k| {
+            matches!(
+                k,
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::InvalidData
+            )
+        })
+    {
         return false;
     }
     !matches!(
