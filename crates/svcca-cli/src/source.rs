@@ -239,6 +239,8 @@ struct DatasetReader {
     stream: BoxStream<'static, Result<svcca_storage::RowBlock, StorageError>>,
     pending: Option<svcca_storage::RowBlock>,
     row_len: usize,
+    /// All values of the representation.
+    values: usize,
 }
 
 impl DatasetReader {
@@ -248,18 +250,23 @@ impl DatasetReader {
             .await
             .map_err(storage_failure)?;
         let rep = dataset.resolve(&selector).map_err(storage_failure)?.clone();
+        // The shape is the manifest's claim: refuse one its shards cannot hold before any
+        // buffer (here or in the statistics) is sized by it.
+        let value_bytes = rep.check_size().map_err(storage_failure)?;
         let stream = dataset.row_blocks(&rep, 0..rep.rows());
         let reader = DatasetReader {
             stream,
             pending: None,
             row_len: rep.row_len(),
+            values: (value_bytes / 4) as usize,
         };
         Ok((rep.shape.clone(), reader))
     }
 
     async fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
-        let mut out: Vec<f32> = Vec::with_capacity(rows * self.row_len);
-        while out.len() < rows * self.row_len {
+        let mut out: Vec<f32> =
+            Vec::with_capacity(rows.saturating_mul(self.row_len).min(self.values));
+        while out.len() < rows.saturating_mul(self.row_len) {
             let block = match self.pending.take() {
                 Some(b) => b,
                 None => match self.stream.next().await {

@@ -136,3 +136,137 @@ fn bad_input_exit_codes() {
     );
     assert!(!out.path().join("ds/manifest.json").exists());
 }
+
+#[test]
+fn reingest_repairs_a_damaged_shard_and_says_so() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("mlp/seed0/step0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(digits().join("mlp/seed0/step0/h4.npy"), dir.join("h4.npy")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let ds = out.path().join("ds");
+    let args = [
+        "ingest",
+        src.path().to_str().unwrap(),
+        ds.to_str().unwrap(),
+        "--pattern",
+        PATTERN,
+        "--shard-rows",
+        "300",
+    ];
+    assert!(svcca(&args).status.success());
+    let shard = std::fs::read_dir(ds.join("data/mlp/seed0/step0/h4"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&shard, bytes).unwrap();
+
+    let o = svcca(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("0 unchanged"), "{text}");
+    assert!(
+        text.contains("repaired 1 representation(s)")
+            && text.contains("run=mlp,seed=0,step=0,layer=h4"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_s3_endpoint_that_never_answers_is_a_retryable_failure_naming_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let started = std::time::Instant::now();
+    let o = Command::new(SVCCA)
+        .args(["ls", "s3://bucket/ds"])
+        .env_remove("SVCCA_LOG")
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("SVCCA_STORE_TIMEOUT", "1")
+        .env("SVCCA_STORE_CONNECT_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&endpoint) && err.contains("SVCCA_STORE_TIMEOUT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ls_verify_names_each_shard_that_does_not_match_the_manifest() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("mlp/seed0/step0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(digits().join("mlp/seed0/step0/h4.npy"), dir.join("h4.npy")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let ds = out.path().join("ds");
+    let ds_arg = ds.to_str().unwrap();
+    let o = svcca(&[
+        "ingest",
+        src.path().to_str().unwrap(),
+        ds_arg,
+        "--pattern",
+        PATTERN,
+        "--shard-rows",
+        "300",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = svcca(&["ls", ds_arg, "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("verified 2 shards of 1 representations"));
+
+    // The manifest's size of shard 1 is wrong; the shard itself is intact.
+    let manifest_path = ds.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let shard1 = m["representations"][0]["shards"][1].clone();
+    let bytes = shard1["bytes"].as_u64().unwrap();
+    m["representations"][0]["shards"][1]["bytes"] = (bytes + 1).into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    // compare of a selector reads the shards: the first read refuses the size.
+    let sel = format!("{ds_arg}#run=mlp,seed=0,step=0,layer=h4");
+    let o = svcca(&["compare", &sel, &sel]);
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "is {bytes} bytes but the manifest says {}",
+            bytes + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+
+    // Plain ls reads only the manifest; --verify reads the shards and names the bad one.
+    assert!(svcca(&["ls", ds_arg]).status.success());
+    let o = svcca(&["ls", ds_arg, "--verify"]);
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("run=mlp,seed=0,step=0,layer=h4: shard 1")
+            && err.contains(shard1["path"].as_str().unwrap())
+            && err.contains(&format!(
+                "is {bytes} bytes but the manifest says {}",
+                bytes + 1
+            ))
+            && err.contains("1 of 2 shards"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::layout::{RowBlock, ShardContext, decode_shard};
 use crate::manifest::{MANIFEST_NAME, Manifest, Representation};
 use crate::selector::Selector;
-use crate::store::{Env, Location};
+use crate::store::{Env, Location, retrying};
 use crate::{StorageError, error::is_transient};
 
 /// How a [`Dataset`] reads.
@@ -20,9 +20,10 @@ use crate::{StorageError, error::is_transient};
 pub struct ReadOptions {
     /// Shards fetched concurrently by the streams; memory is about this many shards (default 4).
     pub shards_in_flight: usize,
-    /// Check each shard's SHA-256 against the manifest (default true). A shard is hashed the
-    /// first time a [`Dataset`] (and its clones) reads it; later reads of the same shard check
-    /// its size only, since a sweep reads every shard twice (moments, then projection).
+    /// Check each shard's size and SHA-256 against the manifest (default true). The size is
+    /// checked on every read; a shard is hashed the first time a [`Dataset`] (and its clones)
+    /// reads it only, since a sweep reads every shard twice (moments, then projection). Off,
+    /// neither is checked and only the decoder stands between a damaged shard and the maths.
     pub verify_checksums: bool,
     /// Reject NaN/±Inf values (default true).
     pub check_finite: bool,
@@ -94,27 +95,76 @@ pub(crate) async fn get_with_retry(
     backoff: Duration,
 ) -> Result<Option<bytes::Bytes>, StorageError> {
     let path = location.child(relative);
-    let mut attempt = 0;
-    loop {
-        let result = match location.store.get(&path).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(b) => return Ok(Some(b)),
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) if is_transient(&e) && attempt < retries => {
-                tracing::warn!(location = %location.display(relative), attempt, error = %e, "transient store error, retrying");
-                tokio::time::sleep(backoff * 2u32.saturating_pow(attempt)).await;
-                attempt += 1;
-            }
-            Err(source) => {
-                return Err(StorageError::ObjectStore {
-                    location: location.display(relative),
-                    source,
-                });
+    retrying(location, relative, retries, backoff, || {
+        let path = &path;
+        async move {
+            let result = match location.store.get(path).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(b) => Ok(Some(b)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
             }
         }
+    })
+    .await
+}
+
+/// The bytes of the dataset's manifest; `Ok(None)` only when nothing is there. Something
+/// other than a readable file at its place is an error saying what it is.
+pub(crate) async fn fetch_manifest(
+    location: &Location,
+    retries: u32,
+    backoff: Duration,
+) -> Result<Option<bytes::Bytes>, StorageError> {
+    let manifest = location.display(MANIFEST_NAME);
+    let unreadable = |reason: String| StorageError::ManifestUnreadable {
+        manifest: manifest.clone(),
+        reason,
+    };
+    // A permanent failure (permission, a path that is not a directory) is said as such, not
+    // as "no dataset"; the stores report a directory as "not found": tell the cases apart.
+    let failure = match get_with_retry(location, MANIFEST_NAME, retries, backoff).await {
+        Ok(Some(bytes)) => return Ok(Some(bytes)),
+        Ok(None) => None,
+        Err(StorageError::ObjectStore { source, .. }) if !is_transient(&source) => Some(source),
+        Err(e) => return Err(e),
+    };
+    if let Some(dir) = &location.local_dir {
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(unreadable(format!(
+                    "{} is a file, not a dataset directory; name the directory that holds {MANIFEST_NAME}",
+                    dir.display()
+                )));
+            }
+            _ => {}
+        }
+        match std::fs::metadata(dir.join(MANIFEST_NAME)) {
+            Ok(m) if m.is_dir() => {
+                return Err(unreadable(
+                    "it is a directory, not a file; a dataset's manifest is the file `svcca ingest` writes".into(),
+                ));
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(unreadable("it is not a regular file".into()));
+            }
+            _ => {}
+        }
+    } else {
+        let prefix = location.child(MANIFEST_NAME);
+        if let Some(Ok(inner)) = location.store.list(Some(&prefix)).next().await {
+            return Err(unreadable(format!(
+                "it is a prefix holding other objects (such as {inner}), not an object; a dataset's manifest is the object `svcca ingest` writes",
+                inner = inner.location
+            )));
+        }
+    }
+    match failure {
+        Some(source) => Err(unreadable(source.to_string())),
+        None => Ok(None),
     }
 }
 
@@ -131,17 +181,12 @@ impl Dataset {
         location: Location,
         options: ReadOptions,
     ) -> Result<Dataset, StorageError> {
-        let bytes = get_with_retry(
-            &location,
-            MANIFEST_NAME,
-            options.retries,
-            options.retry_backoff,
-        )
-        .await?
-        .ok_or_else(|| StorageError::ManifestNotFound {
-            url: location.url.clone(),
-            manifest: location.display(MANIFEST_NAME),
-        })?;
+        let bytes = fetch_manifest(&location, options.retries, options.retry_backoff)
+            .await?
+            .ok_or_else(|| StorageError::ManifestNotFound {
+                url: location.url.clone(),
+                manifest: location.display(MANIFEST_NAME),
+            })?;
         let manifest = Manifest::from_json(&bytes, &location.display(MANIFEST_NAME))?;
         Ok(Dataset {
             location,
@@ -226,25 +271,24 @@ impl Dataset {
             item_shape: rep.item_shape().to_vec(),
             check_finite: self.options.check_finite,
         };
+        // Cheap, and it tells a shard changed in size (truncated, replaced, a wrong manifest)
+        // apart from one damaged in place, on every read: later reads of a verified shard are
+        // not hashed again.
+        if self.options.verify_checksums && bytes.len() as u64 != entry.bytes {
+            return Err(StorageError::ShardSize {
+                representation: id.to_string(),
+                shard,
+                path: ctx.path.clone(),
+                expected: entry.bytes,
+                actual: bytes.len() as u64,
+            });
+        }
         let seen = (entry.path.clone(), entry.sha256.clone());
         let already = self
             .verified
             .lock()
             .expect("verified shards")
             .contains(&seen);
-        if already && bytes.len() as u64 != entry.bytes {
-            return Err(StorageError::ShardChecksum {
-                representation: id.to_string(),
-                shard,
-                path: ctx.path.clone(),
-                expected: entry.sha256.clone(),
-                actual: format!(
-                    "(not hashed again: the shard verified earlier now has {} bytes instead of {})",
-                    bytes.len(),
-                    entry.bytes
-                ),
-            });
-        }
         let expected_sha =
             (self.options.verify_checksums && !already).then(|| entry.sha256.clone());
         let verified = self.verified.clone();
@@ -282,6 +326,9 @@ impl Dataset {
         shards: Range<usize>,
     ) -> BoxStream<'static, Result<RowBlock, StorageError>> {
         let id: Arc<str> = rep.id().into();
+        if let Err(e) = rep.check_size() {
+            return stream::once(async move { Err(e) }).boxed();
+        }
         if shards.start > shards.end || shards.end > rep.shards.len() {
             let err = StorageError::ShardRange {
                 representation: id.to_string(),
@@ -357,8 +404,10 @@ impl Dataset {
     }
 
     /// Reads a whole representation into one row-major `Vec` (for small ones).
+    /// Refuses a shape its shards cannot hold ([`Representation::check_size`]) before allocating.
     pub async fn read_all(&self, rep: &Representation) -> Result<Vec<f32>, StorageError> {
-        let mut out = Vec::with_capacity(rep.rows() * rep.row_len());
+        let bytes = rep.check_size()?;
+        let mut out = Vec::with_capacity((bytes / 4) as usize);
         let mut s = self.shard_blocks(rep, 0..rep.shards.len());
         while let Some(b) = s.next().await {
             out.extend_from_slice(b?.values());

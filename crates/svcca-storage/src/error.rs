@@ -6,6 +6,26 @@ use std::path::PathBuf;
 
 use crate::npy::NpyError;
 
+/// How long an operation on a remote store waited before [`StorageError::StoreTimeout`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waited {
+    pub endpoint: String,
+    pub elapsed_s: f64,
+    pub request_timeout_s: f64,
+    pub connect_timeout_s: f64,
+    pub retry_timeout_s: f64,
+}
+
+impl std::fmt::Display for Waited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "gave up after {:.1} s; each request may take {} s, connecting {} s, retries stop after {} s",
+            self.elapsed_s, self.request_timeout_s, self.connect_timeout_s, self.retry_timeout_s
+        )
+    }
+}
+
 /// Everything that can go wrong reading, writing or resolving a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -28,12 +48,40 @@ pub enum StorageError {
         location: String,
         source: object_store::Error,
     },
+    #[error(
+        "the object store at {} did not answer in time for {location} ({waited}): {source}; \
+         check that the endpoint is right and reachable, or wait longer by raising SVCCA_STORE_TIMEOUT, \
+         SVCCA_STORE_CONNECT_TIMEOUT or SVCCA_STORE_RETRY_TIMEOUT (seconds)",
+        waited.endpoint
+    )]
+    StoreTimeout {
+        location: String,
+        waited: Box<Waited>,
+        source: object_store::Error,
+    },
+    #[error("{name}={value:?} is invalid: {reason}")]
+    InvalidSetting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
 
     // ---- manifest ----
     #[error("no dataset at {url}: {manifest} not found (create one with `svcca ingest`)")]
     ManifestNotFound { url: String, manifest: String },
     #[error("manifest {manifest} is invalid: {reason}")]
     ManifestInvalid { manifest: String, reason: String },
+    #[error("cannot read the manifest {manifest}: {reason}")]
+    ManifestUnreadable { manifest: String, reason: String },
+    #[error(
+        "representation {representation}: shape {shape:?} cannot be read: {reason}; the manifest is \
+         inconsistent: re-ingest the representation from its source or correct its shape in the manifest"
+    )]
+    RepresentationTooLarge {
+        representation: String,
+        shape: Vec<usize>,
+        reason: String,
+    },
 
     // ---- shards ----
     #[error("representation {representation}: shard {shard} ({path}) is missing from the store")]
@@ -70,6 +118,18 @@ pub enum StorageError {
         path: String,
         expected: String,
         actual: String,
+    },
+    #[error(
+        "representation {representation}: shard {shard} ({path}) is {actual} bytes but the manifest says {expected}; \
+         the shard (or the manifest) changed after ingest: re-ingest the representation from its source with \
+         `svcca ingest` (it rewrites damaged shards), or correct the shard's \"bytes\" in the manifest if only that is wrong"
+    )]
+    ShardSize {
+        representation: String,
+        shard: usize,
+        path: String,
+        expected: u64,
+        actual: u64,
     },
     #[error(
         "representation {representation}: shard {shard} ({path}) holds {actual} rows, the manifest says {expected}"
@@ -210,6 +270,7 @@ impl StorageError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StorageError::ObjectStore { source, .. } => is_transient(source),
+            StorageError::StoreTimeout { .. } => true,
             StorageError::Cancelled { .. } => true,
             StorageError::SourceIo { source, .. } => matches!(
                 source.kind(),
@@ -229,9 +290,31 @@ impl StorageError {
 }
 
 /// Object-store failures worth retrying: everything except those that say the request itself is
-/// wrong (missing object, no permission, bad configuration, unsupported operation).
+/// wrong (missing object, no permission, bad configuration, unsupported operation). The local
+/// filesystem store reports an unreadable file as a generic error: its I/O cause decides.
 pub(crate) fn is_transient(e: &object_store::Error) -> bool {
     use object_store::Error as E;
+    let local = matches!(
+        e,
+        E::Generic {
+            store: "LocalFileSystem",
+            ..
+        }
+    );
+    if local
+        && io_cause(e).is_some_and(|k| {
+            matches!(
+                k,
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::InvalidData
+            )
+        })
+    {
+        return false;
+    }
     !matches!(
         e,
         E::NotFound { .. }
@@ -245,4 +328,36 @@ pub(crate) fn is_transient(e: &object_store::Error) -> bool {
             | E::Precondition { .. }
             | E::NotModified { .. }
     )
+}
+
+/// The kind of the first I/O error in `e`'s chain of causes.
+pub(crate) fn io_cause(e: &object_store::Error) -> Option<std::io::ErrorKind> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Whether an HTTP request in `e`'s chain of causes timed out (connecting or waiting).
+pub(crate) fn is_timeout(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<HttpError>()
+            && h.kind() == HttpErrorKind::Timeout
+        {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }

@@ -6,8 +6,11 @@
 //!    one datapoint count for the whole probe set (and the existing dataset's), dtypes.
 //! 3. Per representation, stream the source in shard-sized blocks (bounded memory), reject
 //!    NaN/±Inf with the first bad position, encode each shard and upload it under a
-//!    content-addressed name (`part-00000-<sha256 prefix>.arrow`): an existing object with that
-//!    name already holds those bytes, so a resumed or repeated ingest skips it.
+//!    content-addressed name (`part-00000-<sha256 prefix>.arrow`). An existing object with that
+//!    name is compared with those bytes: equal, a resumed or repeated ingest keeps it; damaged
+//!    (changed in place, truncated), it is written again from the source and reported as repaired.
+//!    A representation is reported unchanged only when every shard its manifest entry lists
+//!    still holds the bytes the manifest says.
 //! 4. Write `manifest.json` last, in one atomic put. An interrupted or failed ingest leaves the
 //!    previous manifest (and so a readable dataset) untouched; rerunning resumes.
 //!
@@ -23,18 +26,22 @@ use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 
-use crate::dataset::get_with_retry;
+use crate::StorageError;
+use crate::dataset::{fetch_manifest, get_with_retry};
 use crate::layout::encode_shard;
 use crate::manifest::{MANIFEST_NAME, Manifest, ProbeSet, RepKey, Representation, ShardEntry};
 use crate::sources::{FileKind, SourceArray, list_arrays};
-use crate::store::{Env, Location};
+use crate::store::{Env, Location, retrying};
 use crate::template::Template;
-use crate::{StorageError, error::is_transient};
 
 pub use crate::template::DEFAULT_PATTERN;
 
 /// Default shard size target when `shard_rows` is not given.
 pub const DEFAULT_SHARD_BYTES: usize = 32 << 20;
+
+/// Extra attempts after a transient store error, and the first backoff delay (doubled each time).
+const RETRIES: u32 = 3;
+const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What identifies the probe set, hashed into the manifest's fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,8 +158,13 @@ pub struct IngestReport {
     /// Representations already present with the same values.
     pub unchanged: Vec<String>,
     pub shards_written: usize,
-    /// Shards already present (resumed or repeated ingest).
+    /// Shards already present with the right bytes (resumed or repeated ingest).
     pub shards_reused: usize,
+    /// Shards present under their name but damaged (wrong size or checksum), written again from
+    /// the source.
+    pub shards_repaired: usize,
+    /// Representations that had at least one damaged shard rewritten.
+    pub repaired: Vec<String>,
     pub bytes_written: u64,
     /// Bytes of f32 values processed.
     pub bytes_processed: u64,
@@ -289,14 +301,7 @@ async fn ingest_inner(
         Some(l) => l,
         None => crate::store::resolve_for_write(&config.dest_url, &env)?,
     };
-    let existing = match get_with_retry(
-        &location,
-        MANIFEST_NAME,
-        3,
-        std::time::Duration::from_millis(100),
-    )
-    .await?
-    {
+    let existing = match fetch_manifest(&location, RETRIES, RETRY_BACKOFF).await? {
         Some(bytes) => Some(Manifest::from_json(
             &bytes,
             &location.display(MANIFEST_NAME),
@@ -411,6 +416,7 @@ async fn ingest_inner(
         };
         report.shards_written += written.uploaded;
         report.shards_reused += written.reused;
+        report.shards_repaired += written.repaired;
         report.bytes_written += written.bytes_uploaded;
         report.bytes_processed += (rep.rows() * row_len * 4) as u64;
         let bytes = rep.bytes();
@@ -421,8 +427,27 @@ async fn ingest_inner(
                 false
             }
             Some(old) if same_values(old, &rep) => {
-                report.unchanged.push(id.clone());
-                true
+                // The values match, but the shards the manifest lists must still hold them: the
+                // ones just written were compared above; others (sharded differently) are hashed.
+                let old_intact = old.shards == rep.shards || shards_intact(&location, old).await?;
+                if old_intact && written.repaired == 0 {
+                    report.unchanged.push(id.clone());
+                    true
+                } else {
+                    if !old_intact {
+                        let keep: std::collections::HashSet<&str> =
+                            rep.shards.iter().map(|s| s.path.as_str()).collect();
+                        stale_shards.extend(
+                            old.shards
+                                .iter()
+                                .filter(|s| !keep.contains(s.path.as_str()))
+                                .map(|s| s.path.clone()),
+                        );
+                        manifest.upsert(rep);
+                    }
+                    report.repaired.push(id.clone());
+                    false
+                }
             }
             Some(old) => {
                 if !config.force {
@@ -485,6 +510,28 @@ fn emit(config: &IngestConfig, event: IngestEvent) {
     if let Some(p) = &config.progress {
         p(&event);
     }
+}
+
+/// Whether every shard of `rep` is stored with the size and SHA-256 the manifest lists.
+async fn shards_intact(location: &Location, rep: &Representation) -> Result<bool, StorageError> {
+    for entry in &rep.shards {
+        let Some(stored) = get_with_retry(location, &entry.path, RETRIES, RETRY_BACKOFF).await?
+        else {
+            return Ok(false);
+        };
+        if stored.len() as u64 != entry.bytes {
+            return Ok(false);
+        }
+        let expected = entry.sha256.clone();
+        let same =
+            tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&stored)) == expected)
+                .await
+                .unwrap_or(false);
+        if !same {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// True when two entries hold the same values (regardless of how they are sharded).
@@ -578,7 +625,17 @@ struct Written {
     values_sha256: String,
     uploaded: usize,
     reused: usize,
+    /// Uploaded over a damaged object of the same name.
+    repaired: usize,
     bytes_uploaded: u64,
+}
+
+/// What was stored under a shard's name before this ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShardState {
+    Absent,
+    Intact,
+    Damaged,
 }
 
 struct EncodedShard {
@@ -657,17 +714,22 @@ async fn write_representation(
                 &shard.sha256[..16]
             );
             let len = shard.bytes.len() as u64;
-            let exists = match location.store.head(&location.child(&path)).await {
-                Ok(meta) => meta.size == len,
-                Err(object_store::Error::NotFound { .. }) => false,
-                Err(source) => {
-                    return Err(StorageError::ObjectStore {
-                        location: location.display(&path),
-                        source,
-                    });
+            // The name is content-addressed, but what is stored under it may have been damaged
+            // since: compare it with the bytes it must hold before trusting it.
+            let state = match get_with_retry(location, &path, RETRIES, RETRY_BACKOFF).await? {
+                None => ShardState::Absent,
+                Some(stored) if stored.as_ref() == shard.bytes.as_slice() => ShardState::Intact,
+                Some(stored) => {
+                    tracing::warn!(
+                        shard = %location.display(&path),
+                        stored_bytes = stored.len(),
+                        expected_bytes = len,
+                        "a stored shard differs from its source; writing it again"
+                    );
+                    ShardState::Damaged
                 }
             };
-            if !exists {
+            if state != ShardState::Intact {
                 put(location, &path, shard.bytes).await?;
             }
             let entry = ShardEntry {
@@ -677,7 +739,7 @@ async fn write_representation(
                 bytes: len,
                 sha256: shard.sha256,
             };
-            Ok::<_, StorageError>((entry, !exists))
+            Ok::<_, StorageError>((entry, state))
         }
     })
     .buffered(uploads_in_flight);
@@ -689,17 +751,21 @@ async fn write_representation(
         values_sha256: String::new(),
         uploaded: 0,
         reused: 0,
+        repaired: 0,
         bytes_uploaded: 0,
     };
     let mut first_error = None;
     while let Some(r) = uploads.next().await {
         match r {
-            Ok((entry, uploaded)) => {
-                if uploaded {
+            Ok((entry, state)) => {
+                if state == ShardState::Intact {
+                    written.reused += 1;
+                } else {
                     written.uploaded += 1;
                     written.bytes_uploaded += entry.bytes;
-                } else {
-                    written.reused += 1;
+                }
+                if state == ShardState::Damaged {
+                    written.repaired += 1;
                 }
                 written.shards.push(entry);
             }
@@ -727,23 +793,11 @@ async fn write_representation(
 async fn put(location: &Location, relative: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
     let path = location.child(relative);
     let payload = PutPayload::from(bytes);
-    let mut attempt = 0u32;
-    loop {
-        match location.store.put(&path, payload.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_transient(&e) && attempt < 3 => {
-                tracing::warn!(location = %location.display(relative), attempt, error = %e, "transient store error, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100) * 2u32.pow(attempt)).await;
-                attempt += 1;
-            }
-            Err(source) => {
-                return Err(StorageError::ObjectStore {
-                    location: location.display(relative),
-                    source,
-                });
-            }
-        }
-    }
+    retrying(location, relative, RETRIES, RETRY_BACKOFF, || {
+        location.store.put(&path, payload.clone())
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Feeds `values` to `hash` as little-endian f32 bytes.

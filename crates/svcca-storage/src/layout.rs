@@ -290,7 +290,20 @@ fn decode_inner(
 
 /// Checks the shard schema against the representation; returns the row width.
 fn check_schema(schema: &Schema, ctx: &ShardContext) -> Result<usize, crate::StorageError> {
-    let expected_width: usize = ctx.item_shape.iter().product();
+    // The item shape is the manifest's claim: a product that overflows matches no file.
+    let expected_width = ctx
+        .item_shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            schema_err(
+                ctx,
+                format!(
+                    "the manifest's datapoint shape {:?} has more values than can be addressed",
+                    ctx.item_shape
+                ),
+            )
+        })?;
     if schema.fields().len() != 1 {
         return Err(schema_err(
             ctx,
@@ -320,7 +333,7 @@ fn check_schema(schema: &Schema, ctx: &ShardContext) -> Result<usize, crate::Sto
             ),
         ));
     }
-    if *width as usize != expected_width {
+    if usize::try_from(*width).ok() != Some(expected_width) {
         return Err(schema_err(
             ctx,
             format!(

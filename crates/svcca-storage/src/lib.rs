@@ -25,7 +25,7 @@ pub mod store;
 mod template;
 
 pub use dataset::{Dataset, ReadOptions, open_dataset};
-pub use error::StorageError;
+pub use error::{StorageError, Waited};
 pub use ingest::{IngestConfig, IngestReport, ingest};
 pub use layout::RowBlock;
 pub use manifest::{Manifest, ProbeSet, RepKey, Representation, ShardEntry};

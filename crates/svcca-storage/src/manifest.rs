@@ -263,17 +263,63 @@ impl Representation {
     pub fn rows(&self) -> usize {
         self.shape[0]
     }
-    /// Values per datapoint (`d`, or `h·w·c`).
+    /// Values per datapoint (`d`, or `h·w·c`); saturates at `usize::MAX` for a shape whose
+    /// product overflows (see [`Representation::check_size`]).
     pub fn row_len(&self) -> usize {
-        self.shape[1..].iter().product()
+        self.checked_row_len().unwrap_or(usize::MAX)
+    }
+    /// Values per datapoint, `None` when the product overflows.
+    pub fn checked_row_len(&self) -> Option<usize> {
+        self.shape
+            .get(1..)?
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    }
+    /// All values (datapoints × values per datapoint), `None` when that overflows.
+    pub fn checked_values(&self) -> Option<usize> {
+        self.shape.first()?.checked_mul(self.checked_row_len()?)
+    }
+    /// Bytes of all values as float32, `None` when that overflows.
+    pub fn checked_value_bytes(&self) -> Option<u64> {
+        u64::try_from(self.checked_values()?).ok()?.checked_mul(4)
+    }
+
+    /// Refuses a representation whose shape cannot be what its shards hold: its sizes overflow,
+    /// or a shard's manifest size is smaller than its datapoints as float32. A manifest may claim
+    /// any shape; call this before sizing memory by it. Returns the bytes of all values.
+    pub fn check_size(&self) -> Result<u64, StorageError> {
+        let refuse = |reason: String| StorageError::RepresentationTooLarge {
+            representation: self.id(),
+            shape: self.shape.clone(),
+            reason,
+        };
+        let total = self
+            .checked_value_bytes()
+            .ok_or_else(|| refuse("its number of values overflows".into()))?;
+        let row_bytes = total / (self.rows().max(1) as u64);
+        for (i, s) in self.shards.iter().enumerate() {
+            let needed = (s.rows as u64).checked_mul(row_bytes);
+            if needed.is_none_or(|n| n > s.bytes) {
+                return Err(refuse(format!(
+                    "shard {i} ({}) is {} bytes, too small for {} datapoints of {} float32 values",
+                    s.path,
+                    s.bytes,
+                    s.rows,
+                    row_bytes / 4
+                )));
+            }
+        }
+        Ok(total)
     }
     /// Shape of one datapoint: `[d]` or `[h, w, c]`.
     pub fn item_shape(&self) -> &[usize] {
         &self.shape[1..]
     }
-    /// Total bytes of the shards.
+    /// Total bytes of the shards (saturating: the sizes come from the manifest).
     pub fn bytes(&self) -> u64 {
-        self.shards.iter().map(|s| s.bytes).sum()
+        self.shards
+            .iter()
+            .fold(0u64, |acc, s| acc.saturating_add(s.bytes))
     }
 
     /// A checksum of the representation's content: equal checksums mean equal data, so caches
@@ -323,13 +369,13 @@ impl Representation {
         if self.shards.is_empty() {
             return Err(format!("{id}: no shards"));
         }
-        let mut next = 0;
+        let mut next = 0usize;
         for (i, s) in self.shards.iter().enumerate() {
             if s.row_start != next || s.rows == 0 {
                 return Err(format!(
                     "{id}: shard {i} covers rows {}..{} but the next row expected is {next} (shards must be contiguous, in order, and non-empty)",
                     s.row_start,
-                    s.row_start + s.rows
+                    s.row_start.saturating_add(s.rows)
                 ));
             }
             if s.sha256.len() != 64
@@ -352,7 +398,9 @@ impl Representation {
                     s.path
                 ));
             }
-            next += s.rows;
+            next = next
+                .checked_add(s.rows)
+                .ok_or_else(|| format!("{id}: shard {i}'s row count {} overflows", s.rows))?;
         }
         if next != self.shape[0] {
             return Err(format!(
@@ -382,19 +430,50 @@ impl Manifest {
             manifest: name.to_string(),
             reason,
         };
-        let mut m: Manifest = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-        if m.format != FORMAT_NAME {
-            return Err(invalid(format!(
-                "format is '{}', expected '{FORMAT_NAME}'",
-                m.format
-            )));
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(invalid(
+                "the file is empty (an interrupted copy?); rerun `svcca ingest` to rewrite it"
+                    .into(),
+            ));
         }
-        if m.version != FORMAT_VERSION {
-            return Err(invalid(format!(
-                "version {} is not supported (this build reads {FORMAT_VERSION})",
-                m.version
-            )));
+        // Format and version first, so that a manifest from another tool or a newer svcca says
+        // so instead of failing on the first field this version does not know.
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        let Some(object) = value.as_object() else {
+            return Err(invalid("not a JSON object".into()));
+        };
+        match object.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT_NAME) => {}
+            Some(other) => {
+                return Err(invalid(format!(
+                    "format is '{other}', expected '{FORMAT_NAME}'"
+                )));
+            }
+            None => {
+                return Err(invalid(format!(
+                    "no \"format\": \"{FORMAT_NAME}\" field; this is not an svcca dataset manifest"
+                )));
+            }
         }
+        match object.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(invalid(format!(
+                    "version {v} is not supported (this svcca reads version {FORMAT_VERSION}; a newer svcca may read it)"
+                )));
+            }
+            None => {
+                return Err(invalid(format!(
+                    "\"version\" is missing or not a whole number (this svcca reads version {FORMAT_VERSION})"
+                )));
+            }
+        }
+        let mut m: Manifest = serde_json::from_value(value).map_err(|e| {
+            invalid(format!(
+                "does not match the version {FORMAT_VERSION} schema: {e}"
+            ))
+        })?;
         m.validate().map_err(invalid)?;
         m.sort();
         Ok(m)

@@ -140,7 +140,11 @@ impl SourceArray {
                 let entry = archive
                     .by_index(*index)
                     .map_err(|e| zip_err(&self.path, e))?;
-                let size = entry.size();
+                let name = entry
+                    .name()
+                    .map_err(|e| zip_err(&self.path, e))?
+                    .to_string();
+                let size = checked_member_size(&self.path, &name, &entry)?;
                 let reader =
                     NpyReader::from_reader(entry, PathBuf::from(self.display()), Some(size))?;
                 let mut blocks = reader.blocks_f32(rows_per_block).check_finite(false);
@@ -183,6 +187,47 @@ fn zip_err(path: &Path, e: zip::result::ZipError) -> StorageError {
     }
 }
 
+/// Deflate cannot expand data more than about 1032 times.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// The uncompressed size a member's header claims, refused when its compressed bytes cannot
+/// produce it: the claim sizes the header check and so the reads, and a forged one would
+/// otherwise have ingest allocate blocks for data that is not there.
+fn checked_member_size<R: Read>(
+    path: &Path,
+    member: &str,
+    entry: &zip::read::ZipFile<'_, R>,
+) -> Result<u64, StorageError> {
+    let (size, packed) = (entry.size(), entry.compressed_size());
+    let file_len = std::fs::metadata(path)
+        .map_err(|source| StorageError::SourceIo {
+            path: path.into(),
+            source,
+        })?
+        .len();
+    let limit = match entry.compression() {
+        zip::CompressionMethod::Stored => packed,
+        _ => packed
+            .saturating_mul(MAX_DEFLATE_RATIO)
+            .saturating_add(1024),
+    };
+    if size > limit || packed > file_len {
+        return Err(StorageError::SourceCorrupt {
+            path: path.into(),
+            format: "npz",
+            reason: format!(
+                "member '{member}' claims {size} bytes uncompressed from {packed} {} bytes in a {file_len}-byte file; the archive is damaged",
+                if entry.compression() == zip::CompressionMethod::Stored {
+                    "stored"
+                } else {
+                    "compressed"
+                }
+            ),
+        });
+    }
+    Ok(size)
+}
+
 fn open_zip(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>, StorageError> {
     let file = File::open(path).map_err(|source| StorageError::SourceIo {
         path: path.into(),
@@ -218,7 +263,7 @@ pub(crate) fn list_arrays(path: &Path, kind: FileKind) -> Result<Vec<SourceArray
                     continue;
                 };
                 let member = member.to_string();
-                let size = entry.size();
+                let size = checked_member_size(path, &name, &entry)?;
                 let display = PathBuf::from(format!("{}:{member}", path.display()));
                 let reader = NpyReader::from_reader(entry, display, Some(size))?;
                 out.push(SourceArray {

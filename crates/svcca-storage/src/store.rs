@@ -17,14 +17,22 @@
 //! [`StorageError::MissingCredentials`] rather than hanging on a metadata endpoint. Where
 //! credentials come only from the cloud's instance metadata (an EC2 instance profile, a GCE
 //! service account, an Azure managed identity), set `SVCCA_USE_INSTANCE_CREDENTIALS=1`.
+//!
+//! Cloud stores never wait forever on an endpoint that accepts connections but does not answer:
+//! `SVCCA_STORE_CONNECT_TIMEOUT` (seconds to connect, default 10), `SVCCA_STORE_TIMEOUT`
+//! (seconds for one request, body included, default 60) and `SVCCA_STORE_RETRY_TIMEOUT`
+//! (seconds after which transient failures are no longer retried, default twice
+//! `SVCCA_STORE_TIMEOUT`) bound every operation; see [`Remote`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 
 use crate::StorageError;
+use crate::error::{is_timeout, is_transient};
 
 /// A snapshot of the environment variables store configuration reads. Tests build one by hand;
 /// [`Env::from_process`] reads the real environment.
@@ -58,6 +66,75 @@ impl Env {
     }
 }
 
+/// Seconds to connect to a cloud store's endpoint, unless `SVCCA_STORE_CONNECT_TIMEOUT` says.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Seconds for one request (until its body is read), unless `SVCCA_STORE_TIMEOUT` says.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a cloud store is reached and how long it is waited for. Every operation on it (all
+/// attempts together) ends within about `retry_timeout + request_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// The endpoint requests go to, for messages.
+    pub endpoint: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// No new attempt starts this long after an operation's first one.
+    pub retry_timeout: Duration,
+}
+
+impl Remote {
+    /// Timeouts from `SVCCA_STORE_CONNECT_TIMEOUT`, `SVCCA_STORE_TIMEOUT` and
+    /// `SVCCA_STORE_RETRY_TIMEOUT` (whole or fractional seconds, greater than zero).
+    pub fn from_env(endpoint: String, env: &Env) -> Result<Remote, StorageError> {
+        let connect_timeout =
+            seconds(env, "SVCCA_STORE_CONNECT_TIMEOUT")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let request_timeout =
+            seconds(env, "SVCCA_STORE_TIMEOUT")?.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let retry_timeout =
+            seconds(env, "SVCCA_STORE_RETRY_TIMEOUT")?.unwrap_or(request_timeout * 2);
+        Ok(Remote {
+            endpoint,
+            connect_timeout,
+            request_timeout,
+            retry_timeout,
+        })
+    }
+
+    fn client_options(&self) -> object_store::ClientOptions {
+        object_store::ClientOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_timeout(self.request_timeout)
+    }
+
+    /// The cloud client's own retries stop when ours would, so that the two never multiply.
+    fn retry_config(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            retry_timeout: self.retry_timeout,
+            ..Default::default()
+        }
+    }
+}
+
+fn seconds(env: &Env, name: &'static str) -> Result<Option<Duration>, StorageError> {
+    let Some(value) = env.get(name) else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| StorageError::InvalidSetting {
+        name,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let s: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid("expected a number of seconds, e.g. 30 or 2.5"))?;
+    if !(s.is_finite() && s > 0.0 && s <= 86_400.0) {
+        return Err(invalid("expected seconds greater than 0 and at most 86400"));
+    }
+    Ok(Some(Duration::from_secs_f64(s)))
+}
+
 /// A resolved dataset location: the store and the root prefix inside it.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -65,6 +142,10 @@ pub struct Location {
     pub root: StorePath,
     /// The URL as the user gave it (for messages).
     pub url: String,
+    /// The dataset's directory when the store is the local filesystem.
+    pub local_dir: Option<std::path::PathBuf>,
+    /// Endpoint and timeouts when the store is reached over the network.
+    pub remote: Option<Remote>,
 }
 
 impl Location {
@@ -80,6 +161,67 @@ impl Location {
     /// A human-readable location of `relative` for error messages.
     pub fn display(&self, relative: &str) -> String {
         format!("{}/{}", self.url.trim_end_matches('/'), relative)
+    }
+
+    /// The error for a failed operation on `relative` that started at `started`: a timeout of a
+    /// remote store names its endpoint and the settings that control the wait.
+    pub(crate) fn error(
+        &self,
+        relative: &str,
+        source: object_store::Error,
+        started: Instant,
+    ) -> StorageError {
+        match &self.remote {
+            Some(r) if is_timeout(&source) => StorageError::StoreTimeout {
+                location: self.display(relative),
+                waited: Box::new(crate::error::Waited {
+                    endpoint: r.endpoint.clone(),
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    request_timeout_s: r.request_timeout.as_secs_f64(),
+                    connect_timeout_s: r.connect_timeout.as_secs_f64(),
+                    retry_timeout_s: r.retry_timeout.as_secs_f64(),
+                }),
+                source,
+            },
+            _ => StorageError::ObjectStore {
+                location: self.display(relative),
+                source,
+            },
+        }
+    }
+}
+
+/// Runs `op` on `relative` until it succeeds or fails permanently, with up to `retries` extra
+/// attempts after transient errors (exponential backoff from `backoff`). On a remote store no
+/// attempt starts after its retry timeout, so an unresponsive endpoint fails in bounded time.
+pub(crate) async fn retrying<T, Fut>(
+    location: &Location,
+    relative: &str,
+    retries: u32,
+    backoff: Duration,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, StorageError>
+where
+    Fut: std::future::Future<Output = object_store::Result<T>>,
+{
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        let e = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let delay = backoff.saturating_mul(2u32.saturating_pow(attempt));
+        let in_time = location
+            .remote
+            .as_ref()
+            .is_none_or(|r| started.elapsed() + delay < r.retry_timeout);
+        if !(is_transient(&e) && attempt < retries && in_time) {
+            return Err(location.error(relative, e, started));
+        }
+        tracing::warn!(location = %location.display(relative), attempt, error = %e, "transient store error, retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
     }
 }
 
@@ -134,11 +276,28 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 store,
                 root: prefix(parsed.path())?,
                 url: url.to_string(),
+                local_dir: None,
+                remote: None,
             })
         }
         "s3" | "s3a" => {
             check_aws_credentials(url, env)?;
-            let mut b = object_store::aws::AmazonS3Builder::new();
+            let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .find_map(|k| env.get(k))
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    let region = env
+                        .get("AWS_REGION")
+                        .or_else(|| env.get("AWS_DEFAULT_REGION"))
+                        .unwrap_or("us-east-1");
+                    format!("https://s3.{region}.amazonaws.com")
+                });
+            let remote = Remote::from_env(endpoint, env)?;
+            // Client options first: the AWS_* settings below (AWS_ALLOW_HTTP, ...) amend them.
+            let mut b = object_store::aws::AmazonS3Builder::new()
+                .with_client_options(remote.client_options())
+                .with_retry(remote.retry_config());
             for (k, v) in &env.0 {
                 if k.starts_with("AWS_")
                     && let Ok(key) = k.to_ascii_lowercase().parse()
@@ -159,11 +318,16 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 store: Arc::new(store),
                 root: prefix(parsed.path())?,
                 url: url.into(),
+                local_dir: None,
+                remote: Some(remote),
             })
         }
         "gs" => {
             check_gcp_credentials(url, env)?;
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::new();
+            let remote = Remote::from_env("https://storage.googleapis.com".into(), env)?;
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
+                .with_client_options(remote.client_options())
+                .with_retry(remote.retry_config());
             for (k, v) in &env.0 {
                 if k.starts_with("GOOGLE_")
                     && let Ok(key) = k.to_ascii_lowercase().parse()
@@ -185,11 +349,20 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 store: Arc::new(store),
                 root: prefix(parsed.path())?,
                 url: url.into(),
+                local_dir: None,
+                remote: Some(remote),
             })
         }
         "az" | "abfs" | "abfss" | "azure" | "adl" => {
             check_azure_credentials(url, env)?;
-            let mut b = object_store::azure::MicrosoftAzureBuilder::new();
+            let endpoint = match env.get("AZURE_STORAGE_ACCOUNT_NAME") {
+                Some(account) => format!("https://{account}.blob.core.windows.net"),
+                None => format!("the Azure Blob Storage account of {url}"),
+            };
+            let remote = Remote::from_env(endpoint, env)?;
+            let mut b = object_store::azure::MicrosoftAzureBuilder::new()
+                .with_client_options(remote.client_options())
+                .with_retry(remote.retry_config());
             for (k, v) in &env.0 {
                 if k.starts_with("AZURE_")
                     && let Ok(key) = k.to_ascii_lowercase().parse()
@@ -208,6 +381,8 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 store: Arc::new(store),
                 root: prefix(parsed.path())?,
                 url: url.into(),
+                local_dir: None,
+                remote: Some(remote),
             })
         }
         _ => Err(StorageError::UnknownScheme {
@@ -238,6 +413,8 @@ fn local(path: &std::path::Path, url: &str, create: bool) -> Result<Location, St
         store: Arc::new(object_store::local::LocalFileSystem::new()),
         root,
         url: url.to_string(),
+        local_dir: Some(abs),
+        remote: None,
     })
 }
 

@@ -20,6 +20,8 @@ use svcca_storage::{Dataset, Env, ReadOptions, StorageError, ingest};
 enum Fault {
     Transient,
     Denied,
+    /// What the local filesystem store reports for a file it may not open.
+    Unreadable,
 }
 
 #[derive(Debug)]
@@ -62,6 +64,7 @@ impl ObjectStore for Flaky {
                     path: location.to_string(),
                     source: "access denied (injected)".into(),
                 },
+                Fault::Unreadable => unreadable(),
             });
         }
         self.inner.put_opts(location, payload, opts).await
@@ -89,6 +92,7 @@ impl ObjectStore for Flaky {
                     path: location.to_string(),
                     source: "access denied (injected)".into(),
                 },
+                Fault::Unreadable => unreadable(),
             });
         }
         self.inner.get_opts(location, options).await
@@ -107,6 +111,16 @@ impl ObjectStore for Flaky {
     }
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn unreadable() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "Permission denied (os error 13) (injected)",
+        )),
     }
 }
 
@@ -142,6 +156,8 @@ fn flaky(loc: &Location, failures: usize, fault: Fault) -> (Location, Arc<Flaky>
             store: store.clone(),
             root: loc.root.clone(),
             url: loc.url.clone(),
+            local_dir: loc.local_dir.clone(),
+            remote: loc.remote.clone(),
         },
         store,
     )
@@ -251,4 +267,18 @@ async fn ingest_stops_on_a_permanent_put_error_without_a_manifest() {
         Dataset::open_at(loc, options(0)).await,
         Err(StorageError::ManifestNotFound { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_manifest_is_neither_retried_nor_a_missing_dataset() {
+    let loc = dataset_in_memory("retry-unreadable").await;
+    let (flaky_loc, store) = flaky(&loc, 1, Fault::Unreadable);
+    let e = Dataset::open_at(flaky_loc, options(5)).await.unwrap_err();
+    assert!(matches!(e, StorageError::ManifestUnreadable { .. }), "{e}");
+    assert!(!e.is_retryable(), "{e}");
+    assert!(
+        e.to_string().contains("manifest.json") && e.to_string().contains("Permission denied"),
+        "{e}"
+    );
+    assert_eq!(store.gets.load(Ordering::SeqCst), 1);
 }

@@ -117,6 +117,13 @@ pub fn run(args: IngestArgs) -> CmdResult {
         report.bytes_written as f64 / (1 << 20) as f64,
         report.shards_reused,
     );
+    if !report.repaired.is_empty() {
+        println!(
+            "repaired {} representation(s) whose stored shards were damaged, by writing them again from the source: {}",
+            report.repaired.len(),
+            report.repaired.join(" | ")
+        );
+    }
     if !report.skipped_files.is_empty() {
         println!(
             "skipped {} file(s) that do not match the pattern, e.g. {}",

@@ -1,13 +1,14 @@
 //! `svcca ls URL`: what a dataset holds, grouped by run, seed, checkpoint and layer.
 
-use svcca_storage::{Representation, open_dataset};
+use futures::StreamExt;
+use svcca_storage::{Dataset, Representation, open_dataset};
 
 use super::ingest::{runtime, storage_failure};
-use crate::exit::CmdResult;
+use crate::exit::{CmdResult, Failure};
 
 /// List a dataset's representations with their shapes and sizes.
 ///
-/// Reads only the manifest. Checkpoints are listed in numeric step order.
+/// Reads only the manifest, unless --verify. Checkpoints are listed in numeric step order.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     /// The dataset: a path, file://, s3://, gs://, az:// URL.
@@ -15,12 +16,71 @@ pub struct LsArgs {
     /// Print one JSON object (probe set and every representation) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also read every shard and check it against the manifest (size, SHA-256, layout, row
+    /// count, finite values); every damaged shard is named. Reads the whole dataset.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(args: LsArgs) -> CmdResult {
-    let dataset = runtime()?
+    let runtime = runtime()?;
+    let dataset = runtime
         .block_on(open_dataset(&args.url))
         .map_err(storage_failure)?;
+    list(&args, &dataset)?;
+    if args.verify {
+        runtime.block_on(verify(&dataset, args.json))?;
+    }
+    Ok(())
+}
+
+/// Reads every shard (a few at a time), reporting each damaged one on stderr. A store failure
+/// stops at once (retryable); damaged shards fail after all were checked.
+async fn verify(dataset: &Dataset, json: bool) -> CmdResult {
+    let mut shards = 0usize;
+    let mut damaged = 0usize;
+    for rep in dataset.representations() {
+        if let Err(e) = rep.check_size() {
+            eprintln!("damaged: {e}");
+            damaged += rep.shards.len();
+            shards += rep.shards.len();
+            continue;
+        }
+        let mut reads = futures::stream::iter(0..rep.shards.len())
+            .map(|i| dataset.read_shard(rep, i))
+            .buffered(dataset.options().shards_in_flight.max(1));
+        while let Some(read) = reads.next().await {
+            shards += 1;
+            match read {
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => return Err(storage_failure(e)),
+                Err(e) => {
+                    eprintln!("damaged: {e}");
+                    damaged += 1;
+                }
+            }
+        }
+    }
+    let reps = dataset.representations().len();
+    if damaged > 0 {
+        return Err(Failure::fatal(format!(
+            "{damaged} of {shards} shards of {} do not match its manifest (listed above); \
+             re-ingest the affected representations from their sources with `svcca ingest`",
+            dataset.url()
+        )));
+    }
+    let summary =
+        format!("verified {shards} shards of {reps} representations: they match the manifest");
+    // Keep stdout one JSON document under --json.
+    if json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
     let manifest = dataset.manifest();
     if args.json {
         let reps: Vec<serde_json::Value> = manifest.representations.iter().map(rep_json).collect();
@@ -35,7 +95,10 @@ pub fn run(args: LsArgs) -> CmdResult {
         );
         return Ok(());
     }
-    let total: u64 = manifest.representations.iter().map(|r| r.bytes()).sum();
+    let total = manifest
+        .representations
+        .iter()
+        .fold(0u64, |acc, r| acc.saturating_add(r.bytes()));
     println!(
         "{}: {} representations, {} datapoints, probe set {}, {}",
         args.url,
