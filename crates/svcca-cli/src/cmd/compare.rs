@@ -244,7 +244,7 @@ pub fn run(args: CompareArgs) -> CmdResult {
             }
         }
     };
-    println!("{output}");
+    outln!("{output}");
     Ok(())
 }
 

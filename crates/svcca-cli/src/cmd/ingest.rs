@@ -100,13 +100,13 @@ pub fn run(args: IngestArgs) -> CmdResult {
     bar.finish_and_clear();
     let report = report?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serialises")
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: {} added, {} replaced, {} unchanged ({} datapoints); {} shards written ({:.1} MiB), {} already present",
         report.url,
         report.added.len(),
@@ -118,7 +118,7 @@ pub fn run(args: IngestArgs) -> CmdResult {
         report.shards_reused,
     );
     if !report.skipped_files.is_empty() {
-        println!(
+        outln!(
             "skipped {} file(s) that do not match the pattern, e.g. {}",
             report.skipped_files.len(),
             report.skipped_files[0]

@@ -29,14 +29,14 @@ pub fn run(args: LsArgs) -> CmdResult {
             "probe_set": manifest.probe_set,
             "representations": reps,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&out).expect("serialises")
         );
         return Ok(());
     }
     let total: u64 = manifest.representations.iter().map(|r| r.bytes()).sum();
-    println!(
+    outln!(
         "{}: {} representations, {} datapoints, probe set {}, {}",
         args.url,
         manifest.representations.len(),
@@ -52,11 +52,11 @@ pub fn run(args: LsArgs) -> CmdResult {
     for r in &manifest.representations {
         let k = &r.key;
         if last.0 != Some(k.run.as_str()) {
-            println!("{}", k.run);
+            outln!("{}", k.run);
             last = (Some(k.run.as_str()), None, None);
         }
         if last.1 != Some(k.seed) {
-            println!(
+            outln!(
                 "  {}",
                 k.seed
                     .map(|s| format!("seed {s}"))
@@ -66,7 +66,7 @@ pub fn run(args: LsArgs) -> CmdResult {
             last.2 = None;
         }
         if last.2 != Some(k.step) {
-            println!(
+            outln!(
                 "    {}",
                 k.step
                     .map(|s| format!("step {s}"))
@@ -75,7 +75,7 @@ pub fn run(args: LsArgs) -> CmdResult {
             last.2 = Some(k.step);
         }
         let tags: String = k.tags.iter().map(|(a, b)| format!(" {a}={b}")).collect();
-        println!(
+        outln!(
             "      {:<12}{tags} {:<18} {:<8} {:>3} shard{} {:>10}",
             k.layer,
             format!("{:?}", r.shape),

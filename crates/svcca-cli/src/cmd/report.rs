@@ -107,6 +107,6 @@ pub fn run(args: ReportArgs) -> CmdResult {
         ReportError::Write { .. } => Failure::retryable(e.to_string()),
         _ => Failure::fatal(e.to_string()),
     })?;
-    print!("{}", summary.text);
+    out!("{}", summary.text);
     Ok(())
 }

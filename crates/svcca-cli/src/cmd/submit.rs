@@ -33,7 +33,7 @@ pub fn run(args: SubmitArgs) -> CmdResult {
     let url = args.coordinator.clone();
     let outcome = runtime.block_on(async move {
         let job_id = client::submit(&url, text).await.map_err(failure)?;
-        println!("{job_id}");
+        outln!("{job_id}");
         if !args.wait {
             return Ok(());
         }
@@ -49,7 +49,7 @@ pub fn run(args: SubmitArgs) -> CmdResult {
         .map_err(failure)?;
         if info.state == JobState::Succeeded {
             for line in info.summary.iter().flat_map(|s| s.lines.iter()) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
         client::job_result(info).map(|_| ()).map_err(failure)

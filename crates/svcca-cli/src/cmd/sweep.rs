@@ -206,7 +206,7 @@ pub fn run(args: SweepArgs) -> CmdResult {
     match outcome {
         Ok(summary) => {
             for line in &summary.lines {
-                println!("{line}");
+                outln!("{line}");
             }
             if args.no_report {
                 return Ok(());
@@ -231,7 +231,7 @@ fn write_local_report(
         if classes.is_some() {
             eprintln!("note: class sensitivity is computed for local output folders only");
         }
-        println!("report: run `svcca report {output} --out DIR` to draw the results");
+        outln!("report: run `svcca report {output} --out DIR` to draw the results");
         return Ok(());
     }
     let folder = std::path::PathBuf::from(output.strip_prefix("file://").unwrap_or(output));
