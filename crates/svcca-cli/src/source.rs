@@ -281,9 +281,5 @@ impl DatasetReader {
 
 /// Storage errors are retryable when the store, not the data, failed.
 pub fn storage_failure(e: StorageError) -> Failure {
-    if e.is_retryable() {
-        Failure::retryable(e.to_string())
-    } else {
-        Failure::fatal(e.to_string())
-    }
+    crate::exit::classify(e.to_string(), e.is_retryable(), &e)
 }

@@ -138,9 +138,5 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Storage errors keep their retryable/fatal classification across the process boundary.
 pub(crate) fn storage_failure(e: svcca_storage::StorageError) -> Failure {
-    if e.is_retryable() {
-        Failure::retryable(e.to_string())
-    } else {
-        Failure::fatal(e.to_string())
-    }
+    crate::exit::classify(e.to_string(), e.is_retryable(), &e)
 }

@@ -21,6 +21,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> CmdResult {
+    super::coordinator::check_coordinator_url(&args.coordinator)?;
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
         match &args.job_id {

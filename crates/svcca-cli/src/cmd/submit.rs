@@ -27,6 +27,7 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: SubmitArgs) -> CmdResult {
+    super::coordinator::check_coordinator_url(&args.coordinator)?;
     let text = std::fs::read_to_string(&args.job)
         .map_err(|e| Failure::fatal(format!("cannot read job file {}: {e}", args.job.display())))?;
     let runtime = runtime()?;
