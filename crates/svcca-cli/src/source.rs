@@ -101,6 +101,11 @@ impl Source {
         }
         let file = NpyFile::open(&path).map_err(|e| Failure::fatal(e.to_string()))?;
         let shape = file.shape().to_vec();
+        if shape.is_empty() {
+            return Err(Failure::fatal(format!(
+                "{spec} holds a single number (shape []); a representation is [datapoints, neurons]"
+            )));
+        }
         let reader = match file.dtype() {
             // Blocks are requested with an explicit row count on every call.
             Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
@@ -117,9 +122,13 @@ impl Source {
         self.shape[0]
     }
 
-    /// Values per datapoint.
+    /// Values per datapoint. Only called once the memory bound has been checked against the
+    /// shape, which a claim too large to multiply out cannot pass.
     pub fn row_len(&self) -> usize {
-        self.shape[1..].iter().product()
+        self.shape[1..]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 
     /// The next `rows` datapoints (fewer at the end; `None` when exhausted).
@@ -248,11 +257,29 @@ impl DatasetReader {
             .await
             .map_err(storage_failure)?;
         let rep = dataset.resolve(&selector).map_err(storage_failure)?.clone();
+        if rep.shape.len() < 2 {
+            return Err(Failure::fatal(format!(
+                "{spec}: the manifest gives shape {:?}; a representation is [datapoints, ...]",
+                rep.shape
+            )));
+        }
+        // A manifest may claim any shape: multiply it out without overflowing (the memory bound
+        // refuses what is merely too large before anything is read).
+        let row_len = rep.shape[1..]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                Failure::fatal(format!(
+                    "{spec}: the manifest claims shape {:?}, more values per datapoint than can be \
+                     addressed; the manifest is damaged or was not written by svcca ingest",
+                    rep.shape
+                ))
+            })?;
         let stream = dataset.row_blocks(&rep, 0..rep.rows());
         let reader = DatasetReader {
             stream,
             pending: None,
-            row_len: rep.row_len(),
+            row_len,
         };
         Ok((rep.shape.clone(), reader))
     }
