@@ -551,14 +551,26 @@ fn a_comparison_over_the_memory_bound_is_refused_before_allocating() {
     // The real layers of the other tests fit the default bound, and a tight one refuses them.
     let x = digits("mlp/seed0/step2250/h1.npy");
     let ok = svcca(&["compare", &x, &x, "--memory-mb", "40"]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     fails_with(
         &["compare", &x, &x, "--memory-mb", "16"],
         &["over the bound of 16 MiB"],
     );
     let conv = digits("conv/seed0/step1500/conv1.npy");
     fails_with(
-        &["compare", &conv, &conv, "--conv", "dft", "--memory-mb", "16"],
+        &[
+            "compare",
+            &conv,
+            &conv,
+            "--conv",
+            "dft",
+            "--memory-mb",
+            "16",
+        ],
         &["conv layers", "over the bound of 16 MiB"],
     );
 }
@@ -600,6 +612,9 @@ fn a_manifest_claiming_absurd_shapes_is_refused_not_allocated() {
     let h1 = format!("{ds}#run=mlp,seed=0,step=0,layer=h1");
     fails_with(
         &["compare", &h1, &h1, "--conv", "pool"],
-        &["layer=h1", "more values per datapoint than can be addressed"],
+        &[
+            "layer=h1",
+            "more values per datapoint than can be addressed",
+        ],
     );
 }

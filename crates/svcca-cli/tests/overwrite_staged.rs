@@ -64,8 +64,17 @@ fn a_failed_overwrite_leaves_the_earlier_output_whole_and_resumable() {
     let first = sweep(&dataset, &out, "h1", &[]);
     assert!(first.status.success(), "{}", stderr(&first));
     let before = snapshot(&out);
-    for name in ["job.toml", "results.json", "summary.json", "matrix_svcca.csv"] {
-        assert!(before.contains_key(name), "{name} missing: {:?}", before.keys());
+    for name in [
+        "job.toml",
+        "results.json",
+        "summary.json",
+        "matrix_svcca.csv",
+    ] {
+        assert!(
+            before.contains_key(name),
+            "{name} missing: {:?}",
+            before.keys()
+        );
     }
 
     // The other job reads layer h2, one of whose shards is now damaged: it is planned, claims
@@ -115,11 +124,13 @@ fn a_failed_overwrite_leaves_the_earlier_output_whole_and_resumable() {
     let job = String::from_utf8_lossy(&after["job.toml"]).into_owned();
     assert!(job.contains("h2") && job.contains("cka"), "{job}");
     let results: serde_json::Value = serde_json::from_slice(&after["results.json"]).unwrap();
-    assert!(results["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["metric"] == "cka" && p["a"]["layer"] == "h2"));
+    assert!(
+        results["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["metric"] == "cka" && p["a"]["layer"] == "h2")
+    );
     assert!(after.contains_key("matrix_cka.csv"));
     assert!(
         !after.contains_key("matrix_svcca.csv") && !after.contains_key("matrix_svcca.arrow"),
@@ -129,5 +140,9 @@ fn a_failed_overwrite_leaves_the_earlier_output_whole_and_resumable() {
     // And it is now the folder's job: the earlier spec without --overwrite is refused.
     let refused = sweep(&dataset, &out, "h1", &[]);
     assert_eq!(refused.status.code(), Some(10), "{}", stderr(&refused));
-    assert!(stderr(&refused).contains("different job"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("different job"),
+        "{}",
+        stderr(&refused)
+    );
 }
