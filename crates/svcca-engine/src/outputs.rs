@@ -70,8 +70,8 @@ pub fn permanent_io_cause<'a>(
     use std::io::ErrorKind;
     let mut next = Some(error);
     while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
                 io.kind(),
                 ErrorKind::NotFound
                     | ErrorKind::PermissionDenied
@@ -81,9 +81,9 @@ pub fn permanent_io_cause<'a>(
                     | ErrorKind::ReadOnlyFilesystem
                     | ErrorKind::AlreadyExists
                     | ErrorKind::InvalidFilename
-            ) {
-                return Some(io);
-            }
+            )
+        {
+            return Some(io);
         }
         next = e.source();
     }
