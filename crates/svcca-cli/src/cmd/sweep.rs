@@ -52,7 +52,8 @@ pub struct SweepArgs {
     /// Memory bound per task on a worker, MiB.
     #[arg(long)]
     pub memory_mb: Option<u64>,
-    /// Replace the results of a different job found at --out.
+    /// Replace the results of a different job found at --out. They are replaced only once this
+    /// job has all its results: a run that fails leaves them as they were.
     #[arg(long)]
     pub overwrite: bool,
     /// Do not write the HTML report (`report/` in a local output folder) nor analyses.json at
