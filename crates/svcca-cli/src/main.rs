@@ -1,8 +1,9 @@
 //! The `svcca` binary: a thin layer that parses arguments into the library crates' config structs,
 //! runs them, and turns their typed errors into messages and exit codes.
 
-mod cmd;
+#[macro_use]
 mod exit;
+mod cmd;
 mod logging;
 mod source;
 
@@ -32,7 +33,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    restore_default_sigpipe();
+    ignore_sigpipe();
     keep_large_buffers_mapped();
     let cli = Cli::parse();
     logging::init(&cli.log);
@@ -69,11 +70,14 @@ fn keep_large_buffers_mapped() {
     }
 }
 
-/// `svcca ls | head` must end quietly when `head` closes the pipe, as other Unix tools do.
-/// Rust ignores SIGPIPE by default, which turns a closed pipe into a panic in `println!`.
-fn restore_default_sigpipe() {
-    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid disposition.
+/// The embedded cluster's coordinator and workers talk over loopback sockets: with SIGPIPE's
+/// default action, a write to a connection the other side just closed kills the whole process
+/// (exit 141, no message) instead of returning EPIPE to the code that can handle it. So SIGPIPE
+/// stays ignored process-wide, and a closed standard output is handled where we write to it
+/// (`outln!`), which ends the process quietly as other Unix tools do.
+fn ignore_sigpipe() {
+    // SAFETY: called once at start-up, before any thread exists; SIG_IGN is a valid disposition.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }

@@ -101,6 +101,11 @@ impl Source {
         }
         let file = NpyFile::open(&path).map_err(|e| Failure::fatal(e.to_string()))?;
         let shape = file.shape().to_vec();
+        if shape.is_empty() {
+            return Err(Failure::fatal(format!(
+                "{spec} holds a single number (shape []); a representation is [datapoints, neurons]"
+            )));
+        }
         let reader = match file.dtype() {
             // Blocks are requested with an explicit row count on every call.
             Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
@@ -117,9 +122,13 @@ impl Source {
         self.shape[0]
     }
 
-    /// Values per datapoint.
+    /// Values per datapoint. Only called once the memory bound has been checked against the
+    /// shape, which a claim too large to multiply out cannot pass.
     pub fn row_len(&self) -> usize {
-        self.shape[1..].iter().product()
+        self.shape[1..]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 
     /// The next `rows` datapoints (fewer at the end; `None` when exhausted).
@@ -288,9 +297,5 @@ impl DatasetReader {
 
 /// Storage errors are retryable when the store, not the data, failed.
 pub fn storage_failure(e: StorageError) -> Failure {
-    if e.is_retryable() {
-        Failure::retryable(e.to_string())
-    } else {
-        Failure::fatal(e.to_string())
-    }
+    crate::exit::classify(e.to_string(), e.is_retryable(), &e)
 }

@@ -523,3 +523,98 @@ fn exported_svcca_directions_whiten_the_layer_and_are_never_overwritten() {
     );
     assert!(!dir.path().join("conv").exists(), "nothing written");
 }
+
+/// Two 12 MB files of 100 x 30,000 float32 would need about 70 GiB of statistics: refused from
+/// the shapes, before anything is allocated, with what to do about it; a bound the estimate fits
+/// under is accepted.
+#[test]
+fn a_comparison_over_the_memory_bound_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, d) = (100usize, 30_000usize);
+    let values: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 1013) as f32).collect();
+    let wide = dir.path().join("wide.npy");
+    write_npy(&wide, &[n, d], &values).unwrap();
+    let wide = wide.to_string_lossy().into_owned();
+    fails_with(
+        &["compare", &wide, &wide],
+        &[
+            "(30000 neurons)",
+            "over the bound of 1024 MiB",
+            "raise --memory-mb",
+            "reduce the neurons",
+        ],
+    );
+    fails_with(
+        &["compare", &wide, &wide, "--memory-mb", "60000"],
+        &["over the bound of 60000 MiB"],
+    );
+    // The real layers of the other tests fit the default bound, and a tight one refuses them.
+    let x = digits("mlp/seed0/step2250/h1.npy");
+    let ok = svcca(&["compare", &x, &x, "--memory-mb", "40"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    fails_with(
+        &["compare", &x, &x, "--memory-mb", "16"],
+        &["over the bound of 16 MiB"],
+    );
+    let conv = digits("conv/seed0/step1500/conv1.npy");
+    fails_with(
+        &[
+            "compare",
+            &conv,
+            &conv,
+            "--conv",
+            "dft",
+            "--memory-mb",
+            "16",
+        ],
+        &["conv layers", "over the bound of 16 MiB"],
+    );
+}
+
+/// A dataset whose manifest claims 10^12 neurons for a layer (its shards say otherwise) is
+/// refused by the bound, whatever the claim: the arithmetic cannot overflow.
+#[test]
+fn a_manifest_claiming_absurd_shapes_is_refused_not_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/digits-dataset");
+    let claim = |name: &str, columns: serde_json::Value| -> String {
+        let ds = dir.path().join(name);
+        std::fs::create_dir_all(&ds).unwrap();
+        std::os::unix::fs::symlink(example.join("data"), ds.join("data")).unwrap();
+        let mut manifest: Value =
+            serde_json::from_slice(&std::fs::read(example.join("manifest.json")).unwrap()).unwrap();
+        let rep = manifest["representations"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|r| r["key"]["layer"] == "h1" && r["key"]["seed"] == 0 && r["key"]["step"] == 0)
+            .unwrap();
+        rep["shape"] = columns;
+        std::fs::write(ds.join("manifest.json"), manifest.to_string()).unwrap();
+        format!("file://{}", ds.display())
+    };
+    let ds = claim("wide", serde_json::json!([597, 1_000_000_000_000u64]));
+    let h1 = format!("{ds}#run=mlp,seed=0,step=0,layer=h1");
+    let h2 = format!("{ds}#run=mlp,seed=0,step=0,layer=h2");
+    fails_with(
+        &["compare", &h1, &h2],
+        &["(1000000000000 neurons)", "over the bound of 1024 MiB"],
+    );
+    // Per-datapoint values that do not even fit a machine word.
+    let ds = claim(
+        "overflowing",
+        serde_json::json!([597, 4_294_967_296u64, 4_294_967_296u64, 16]),
+    );
+    let h1 = format!("{ds}#run=mlp,seed=0,step=0,layer=h1");
+    fails_with(
+        &["compare", &h1, &h1, "--conv", "pool"],
+        &[
+            "layer=h1",
+            "more values per datapoint than can be addressed",
+        ],
+    );
+}

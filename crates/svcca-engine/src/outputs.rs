@@ -2,7 +2,9 @@
 //!
 //! - `job.toml`: the job spec, written before any work starts. It marks the folder as this job's:
 //!   a later run with the same spec resumes; a run with a different spec is refused unless it
-//!   says `overwrite = true` (so nobody loses results by reusing a path);
+//!   says `overwrite = true` (so nobody loses results by reusing a path). An overwriting job
+//!   leaves the earlier job's files whole (readable, and resumable by the earlier spec) until it
+//!   has computed everything, and replaces them only then: a run that fails loses nothing;
 //! - `results.json`: a [`svcca_results::ResultsFile`] (spec, versions, representations, pairs);
 //! - `matrix_<metric>.csv` and `matrix_<metric>.arrow`: the similarity matrix of one metric over
 //!   the representations in `results.json` order, labelled by `RepresentationKey::label()`.
@@ -34,6 +36,14 @@ pub enum OutputError {
         "`{url}/job.toml` is not a job spec svcca can read ({message}); remove it or choose another output URL"
     )]
     UnreadableJob { url: String, message: String },
+    #[error(
+        "cannot use `{url}` as the output folder: {problem} ({cause}); choose another output URL"
+    )]
+    UnusablePath {
+        url: String,
+        problem: &'static str,
+        cause: String,
+    },
     #[error(transparent)]
     Store(#[from] CacheError),
     #[error("writing the Arrow matrix for {metric}: {message}")]
@@ -41,9 +51,43 @@ pub enum OutputError {
 }
 
 impl OutputError {
+    /// Store failures may pass, except those caused by the output path itself (a regular file
+    /// where the folder should be, a folder that cannot be created or written): running again
+    /// cannot fix those.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, OutputError::Store(e) if e.is_retryable())
+        match self {
+            OutputError::Store(e) => e.is_retryable() && permanent_io_cause(e).is_none(),
+            _ => false,
+        }
     }
+}
+
+/// The local I/O error behind `error`, when it is one that names a problem with the path rather
+/// than with the moment (object stores wrap it a few levels deep).
+pub fn permanent_io_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a std::io::Error> {
+    use std::io::ErrorKind;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::NotFound
+                    | ErrorKind::PermissionDenied
+                    | ErrorKind::NotADirectory
+                    | ErrorKind::IsADirectory
+                    | ErrorKind::InvalidInput
+                    | ErrorKind::ReadOnlyFilesystem
+                    | ErrorKind::AlreadyExists
+                    | ErrorKind::InvalidFilename
+            )
+        {
+            return Some(io);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Whether a job starts fresh or continues an earlier run.
@@ -54,27 +98,56 @@ pub enum Claim {
     Overwrite,
 }
 
-/// Claims the output location for a job (see the module docs).
+/// Whether two specs describe the same job: the overwrite flag and the analyses (drawn from the
+/// results after the job, changing none of its pairs) do not make another job.
+fn same_job(stored: &JobSpec, ours: &JobSpec) -> bool {
+    let mut a = stored.clone();
+    let mut b = ours.clone();
+    a.overwrite = false;
+    b.overwrite = false;
+    a.analyses = Default::default();
+    b.analyses = Default::default();
+    a == b
+}
+
+fn read_job(out: &Store, bytes: &[u8]) -> Result<JobSpec, OutputError> {
+    toml::from_str(&String::from_utf8_lossy(bytes)).map_err(|e| OutputError::UnreadableJob {
+        url: out.url().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A store failure at the output's first use says what is wrong with the path when the path
+/// is the cause.
+fn unusable(out: &Store, error: CacheError) -> OutputError {
+    use std::io::ErrorKind;
+    let Some(io) = permanent_io_cause(&error) else {
+        return error.into();
+    };
+    let problem = match io.kind() {
+        ErrorKind::NotADirectory | ErrorKind::AlreadyExists => {
+            "it, or a folder above it, is a regular file"
+        }
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => "it is not writable",
+        ErrorKind::IsADirectory => "a folder is where svcca writes a file",
+        _ => "it cannot be created there",
+    };
+    OutputError::UnusablePath {
+        url: out.url().to_string(),
+        problem,
+        cause: io.to_string(),
+    }
+}
+
+/// Claims the output location for a job (see the module docs). An overwriting job does not
+/// touch the earlier job's `job.toml` here: [`write_all`] replaces it once there are results.
 pub async fn claim(out: &Store, spec: &JobSpec) -> Result<Claim, OutputError> {
-    let ours = spec.to_toml();
-    let claim = match out.get("job.toml").await? {
+    let stored = out.get("job.toml").await.map_err(|e| unusable(out, e))?;
+    let claim = match stored {
         None => Claim::Fresh,
         Some(bytes) => {
-            let text = String::from_utf8_lossy(&bytes).to_string();
-            let stored: JobSpec =
-                toml::from_str(&text).map_err(|e| OutputError::UnreadableJob {
-                    url: out.url().to_string(),
-                    message: e.to_string(),
-                })?;
-            let mut a = stored.clone();
-            let mut b = spec.clone();
-            a.overwrite = false;
-            b.overwrite = false;
-            // Analyses are drawn from the results after the job and change none of its pairs,
-            // so a job submitted with them and rerun without (or the reverse) is the same job.
-            a.analyses = Default::default();
-            b.analyses = Default::default();
-            if a == b {
+            let stored = read_job(out, &bytes)?;
+            if same_job(&stored, spec) {
                 Claim::Resume
             } else if spec.overwrite {
                 Claim::Overwrite
@@ -85,8 +158,10 @@ pub async fn claim(out: &Store, spec: &JobSpec) -> Result<Claim, OutputError> {
             }
         }
     };
-    if claim != Claim::Resume {
-        out.put("job.toml", ours.into_bytes()).await?;
+    if claim == Claim::Fresh {
+        out.put("job.toml", spec.to_toml().into_bytes())
+            .await
+            .map_err(|e| unusable(out, e))?;
     }
     Ok(claim)
 }
@@ -195,11 +270,32 @@ pub fn matrix_arrow(
 
 /// Writes results, matrices and summary. `results.json` goes last, so its presence means the
 /// job finished.
+///
+/// When the folder still holds another job's files (an overwriting job, see [`claim`]), they
+/// are replaced now that the new results exist. The earlier `results.json` goes first, so that
+/// however far this gets the folder is never a finished job whose files disagree: it is the
+/// earlier job unfinished (resumable from the cache) until the new `job.toml` is written, then
+/// this job unfinished until its `results.json` is.
 pub async fn write_all(
     out: &Store,
     results: &ResultsFile,
     summary: &Summary,
 ) -> Result<(), OutputError> {
+    let ours: JobSpec =
+        toml::from_str(&results.job_spec).map_err(|e| OutputError::UnreadableJob {
+            url: out.url().to_string(),
+            message: format!("the results' own job spec: {e}"),
+        })?;
+    let replacing = match out.get("job.toml").await? {
+        Some(bytes) => match read_job(out, &bytes) {
+            Ok(stored) => !same_job(&stored, &ours),
+            Err(_) => true,
+        },
+        None => true,
+    };
+    if replacing {
+        replace_earlier_job(out, results).await?;
+    }
     let labels: Vec<String> = results
         .representations
         .iter()
@@ -224,6 +320,28 @@ pub async fn write_all(
     )
     .await?;
     out.put("results.json", results.to_json()).await?;
+    Ok(())
+}
+
+/// Takes the earlier job's files out of the way of this job's (see [`write_all`]). Matrices of
+/// metrics this job does not compute and the earlier analyses would otherwise sit beside the new
+/// results as if they were theirs.
+async fn replace_earlier_job(out: &Store, results: &ResultsFile) -> Result<(), OutputError> {
+    let earlier_metrics = match out.get("results.json").await? {
+        Some(bytes) => ResultsFile::from_json(&bytes)
+            .map(|r| r.metrics())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    out.delete("results.json").await?;
+    out.put("job.toml", results.job_spec.clone().into_bytes())
+        .await?;
+    let ours = results.metrics();
+    for metric in earlier_metrics.iter().filter(|m| !ours.contains(m)) {
+        out.delete(&format!("matrix_{metric}.csv")).await?;
+        out.delete(&format!("matrix_{metric}.arrow")).await?;
+    }
+    out.delete("analyses.json").await?;
     Ok(())
 }
 
@@ -342,6 +460,24 @@ mod tests {
         let mut forced = other.clone();
         forced.overwrite = true;
         assert_eq!(claim(&out, &forced).await.unwrap(), Claim::Overwrite);
+        assert_eq!(
+            out.get("job.toml").await.unwrap().unwrap(),
+            spec.to_toml().as_bytes(),
+            "the earlier job stays until the overwriting one has results"
+        );
+        assert_eq!(claim(&out, &spec).await.unwrap(), Claim::Resume);
+        let results = ResultsFile {
+            schema_version: svcca_results::SCHEMA_VERSION,
+            job_spec: forced.to_toml(),
+            versions: versions(),
+            comparison: forced.comparison.as_str().to_string(),
+            settings: forced.describe_settings(),
+            representations: Vec::new(),
+            pairs: Vec::new(),
+        };
+        write_all(&out, &results, &Summary::default())
+            .await
+            .unwrap();
         assert_eq!(claim(&out, &other).await.unwrap(), Claim::Resume);
         let mut with_labels = other.clone();
         with_labels.analyses.labels = Some("labels.npy".into());

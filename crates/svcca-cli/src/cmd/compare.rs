@@ -68,6 +68,10 @@ pub struct CompareArgs {
     /// Threads for the linear algebra (default: all cores).
     #[arg(long, env = "SVCCA_THREADS")]
     pub threads: Option<usize>,
+    /// Memory the comparison may use, MiB (the same bound as a sweep's task). Estimated from the
+    /// shapes before anything is read; a comparison over the bound is refused.
+    #[arg(long, value_name = "MIB", default_value_t = svcca_engine::spec::Resources::default().memory_mb)]
+    pub memory_mb: u64,
     /// Also write X's SVCCA directions (found against Y, under the keep rule) as `.npy` files in
     /// DIR, to compress X as in the paper: `svcca_projection.npy` `[neurons, k]` gives
     /// `z = (x − svcca_mean) · projection`, and `svcca_reconstruction.npy` `[k, neurons]` maps
@@ -218,6 +222,14 @@ pub fn run(args: CompareArgs) -> CmdResult {
                     )));
                 }
             }
+            let (dx, dy) = (x.shape[1], y.shape[1]);
+            let needed = dense_bytes(dx, dy, x.datapoints().min(args.block_rows));
+            check_memory(needed, args.memory_mb, || {
+                format!(
+                    "comparing {} ({dx} neurons) with {} ({dy} neurons)",
+                    x.name, y.name
+                )
+            })?;
             let opts = args.compare_options();
             let (result, joint) = compare_dense(&mut x, &mut y, &opts, args.block_rows, &runtime)?;
             if let Some(dir) = &args.export_directions {
@@ -236,7 +248,14 @@ pub fn run(args: CompareArgs) -> CmdResult {
             } else {
                 Layout::Nhwc
             };
-            let result = compare_conv(&mut x, &mut y, &opts, layout, args.block_rows, &runtime)?;
+            let result = compare_conv(
+                &mut x,
+                &mut y,
+                &opts,
+                layout,
+                (args.block_rows, args.memory_mb),
+                &runtime,
+            )?;
             if args.json {
                 conv_json(&x, &y, args.metric, &result)
             } else {
@@ -244,7 +263,7 @@ pub fn run(args: CompareArgs) -> CmdResult {
             }
         }
     };
-    println!("{output}");
+    outln!("{output}");
     Ok(())
 }
 
@@ -328,7 +347,7 @@ fn compare_conv(
     y: &mut Source,
     opts: &ConvOptions,
     layout: Layout,
-    block_rows: usize,
+    (block_rows, memory_mb): (usize, u64),
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ConvComparison, Failure> {
     for s in [&*x, &*y] {
@@ -344,8 +363,20 @@ fn compare_conv(
     }
     let conv = |e: ConvError| conv_failure(e, x, y);
     let spatial = |s: &Source| layout.spatial_shape(&s.shape);
-    let plan =
-        ConvPlan::new(spatial(x).map_err(conv)?, spatial(y).map_err(conv)?, opts).map_err(conv)?;
+    let (sx, sy) = (spatial(x).map_err(conv)?, spatial(y).map_err(conv)?);
+    let needed = conv_bytes(
+        [sx.height, sx.width, sx.channels],
+        [sy.height, sy.width, sy.channels],
+        opts,
+        x.datapoints().min(block_rows),
+    );
+    check_memory(needed, memory_mb, || {
+        format!(
+            "comparing conv layers {} ({} channels) and {} ({} channels) by {}",
+            x.name, sx.channels, y.name, sy.channels, opts.method
+        )
+    })?;
+    let plan = ConvPlan::new(sx, sy, opts).map_err(conv)?;
     let mut acc = ConvMomentAccumulator::new(&plan).with_chunk(opts.chunk_images);
     let (shape_x, shape_y) = (x.shape.clone(), y.shape.clone());
     loop {
@@ -369,6 +400,66 @@ fn compare_conv(
         }
     }
     acc.compare(opts).map_err(|e| conv_failure(e, x, y))
+}
+
+const MIB: u128 = 1 << 20;
+
+/// Shapes come from file headers and manifests, which may claim anything: every product is taken
+/// in u128 and saturates, so an absurd claim is "over the bound", never an overflow.
+fn product(factors: &[u128]) -> u128 {
+    factors.iter().fold(1u128, |acc, &f| acc.saturating_mul(f))
+}
+
+/// Bytes a dense comparison of `dx` and `dy` neurons needs, reading `rows` datapoints per block:
+/// the joint co-moments `(dx + dy)²` (f64), each side's whitening (the sweep's `24·d²` rule), two
+/// copies of a block of both sides as f64 (as read and widened), and a fixed 32 MiB.
+fn dense_bytes(dx: usize, dy: usize, rows: usize) -> u128 {
+    let (dx, dy, rows) = (dx as u128, dy as u128, rows as u128);
+    let d = dx.saturating_add(dy);
+    product(&[8, d, d])
+        .saturating_add(product(&[24, dx, dx]))
+        .saturating_add(product(&[24, dy, dy]))
+        .saturating_add(product(&[16, rows, d]))
+        .saturating_add(32 * MIB)
+}
+
+/// Bytes a conv comparison needs: per compared location (every position of the smaller grid for
+/// dft and fold, one for pool) the complex co-moments of `c_x + c_y` channels and a chunk of
+/// gathered spectra, one location's CCA at a time, two copies of a block of both layers as f64,
+/// and a fixed 32 MiB.
+fn conv_bytes(x: [usize; 3], y: [usize; 3], opts: &ConvOptions, rows: usize) -> u128 {
+    let [hx, wx, cx] = x.map(|v| v as u128);
+    let [hy, wy, cy] = y.map(|v| v as u128);
+    let locations = match opts.method {
+        ConvMethod::Pool => 1,
+        ConvMethod::Dft | ConvMethod::Fold => hx.min(hy).saturating_mul(wx.min(wy)),
+    };
+    let d = cx.saturating_add(cy);
+    let row = product(&[hx, wx, cx]).saturating_add(product(&[hy, wy, cy]));
+    product(&[16, locations, d, d])
+        .saturating_add(product(&[16, locations, opts.chunk_images as u128, d]))
+        .saturating_add(product(&[16 * 24, d, d]))
+        .saturating_add(product(&[16, rows as u128, row]))
+        .saturating_add(32 * MIB)
+}
+
+/// Refuses a comparison whose estimate is over `--memory-mb`, before anything is allocated.
+fn check_memory(needed: u128, bound_mb: u64, what: impl FnOnce() -> String) -> Result<(), Failure> {
+    if needed <= u128::from(bound_mb) * MIB {
+        return Ok(());
+    }
+    let needed_mb = needed.div_ceil(MIB);
+    let needed_text = if needed_mb > u128::from(u64::MAX) {
+        "more memory than any machine has".to_string()
+    } else {
+        format!("about {needed_mb} MiB")
+    };
+    Err(Failure::fatal(format!(
+        "{} needs {needed_text}, over the bound of {bound_mb} MiB; raise --memory-mb if the machine \
+         has the memory, or reduce the neurons (compare a subset or pooled units; --conv for 4-D \
+         conv layers; a smaller --block-rows for very wide rows)",
+        what()
+    )))
 }
 
 /// Core errors speak of "x"/"y" or input 0/1: name the user's inputs instead.

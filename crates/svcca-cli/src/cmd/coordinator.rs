@@ -111,6 +111,65 @@ pub(crate) fn failure(error: ClusterError) -> Failure {
     }
 }
 
+/// Checks a coordinator URL before anything connects. A URL without a scheme or host parses as
+/// something else entirely (`svcca-coordinator:50051` is scheme `svcca-coordinator`), and would
+/// only show up as a connection that never succeeds: retried forever by a worker, reported as
+/// retryable by a client.
+pub(crate) fn check_coordinator_url(url: &str) -> Result<(), Failure> {
+    let bad = |why: String| {
+        Failure::fatal(format!(
+            "invalid coordinator URL `{url}`: {why} (expected e.g. http://svcca-coordinator:50051)"
+        ))
+    };
+    let lower = url.to_ascii_lowercase();
+    let scheme_len = ["http://", "https://"]
+        .iter()
+        .find(|s| lower.starts_with(*s))
+        .map(|s| s.len())
+        .ok_or_else(|| bad("it must start with http:// or https://".into()))?;
+    let authority = url[scheme_len..]
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("the IPv6 address has no closing `]`".into()))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad(format!("`{host}` is not an IPv6 address")));
+            }
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return Err(bad(format!("unexpected `{after}` after the host"))),
+                },
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(bad("it names no host".into()));
+    }
+    if !authority.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(bad(format!("`{host}` is not a host name or address")));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(bad(format!("`{port}` is not a port number (0-65535)")));
+    }
+    Ok(())
+}
+
 /// Parses `250ms`, `2s`, `5m`, `1h` or a bare number of seconds (`1.5`).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -137,8 +196,37 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{check_coordinator_url, parse_duration};
     use std::time::Duration;
+
+    #[test]
+    fn coordinator_urls_need_a_scheme_a_host_and_a_numeric_port() {
+        for good in [
+            "http://svcca-coordinator:50051",
+            "https://coord.example.org",
+            "http://127.0.0.1:50051/",
+            "HTTP://[::1]:50051",
+        ] {
+            assert!(check_coordinator_url(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("notaurl", "must start with http"),
+            ("svcca-coordinator:50051", "must start with http"),
+            ("grpc://host:1", "must start with http"),
+            ("http://", "names no host"),
+            ("http://:50051", "names no host"),
+            ("http://host:port", "`port` is not a port number"),
+            ("http://host:99999", "`99999` is not a port number"),
+            ("http://ho st:1", "`ho st` is not a host name"),
+            ("http://[::1", "no closing"),
+            ("http://[nope]:1", "not an IPv6 address"),
+        ] {
+            let failure = check_coordinator_url(bad).expect_err(bad);
+            assert!(!failure.retryable, "{bad}");
+            assert!(failure.message.contains(why), "{bad}: {}", failure.message);
+            assert!(failure.message.contains(bad), "{bad}: {}", failure.message);
+        }
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -100,13 +100,13 @@ pub fn run(args: IngestArgs) -> CmdResult {
     bar.finish_and_clear();
     let report = report?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serialises")
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: {} added, {} replaced, {} unchanged ({} datapoints); {} shards written ({:.1} MiB), {} already present",
         report.url,
         report.added.len(),
@@ -125,7 +125,7 @@ pub fn run(args: IngestArgs) -> CmdResult {
         );
     }
     if !report.skipped_files.is_empty() {
-        println!(
+        outln!(
             "skipped {} file(s) that do not match the pattern, e.g. {}",
             report.skipped_files.len(),
             report.skipped_files[0]
@@ -145,9 +145,5 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Storage errors keep their retryable/fatal classification across the process boundary.
 pub(crate) fn storage_failure(e: svcca_storage::StorageError) -> Failure {
-    if e.is_retryable() {
-        Failure::retryable(e.to_string())
-    } else {
-        Failure::fatal(e.to_string())
-    }
+    crate::exit::classify(e.to_string(), e.is_retryable(), &e)
 }

@@ -89,7 +89,7 @@ fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
             "probe_set": manifest.probe_set,
             "representations": reps,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&out).expect("serialises")
         );
@@ -99,7 +99,7 @@ fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
         .representations
         .iter()
         .fold(0u64, |acc, r| acc.saturating_add(r.bytes()));
-    println!(
+    outln!(
         "{}: {} representations, {} datapoints, probe set {}, {}",
         args.url,
         manifest.representations.len(),
@@ -115,11 +115,11 @@ fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
     for r in &manifest.representations {
         let k = &r.key;
         if last.0 != Some(k.run.as_str()) {
-            println!("{}", k.run);
+            outln!("{}", k.run);
             last = (Some(k.run.as_str()), None, None);
         }
         if last.1 != Some(k.seed) {
-            println!(
+            outln!(
                 "  {}",
                 k.seed
                     .map(|s| format!("seed {s}"))
@@ -129,7 +129,7 @@ fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
             last.2 = None;
         }
         if last.2 != Some(k.step) {
-            println!(
+            outln!(
                 "    {}",
                 k.step
                     .map(|s| format!("step {s}"))
@@ -138,7 +138,7 @@ fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
             last.2 = Some(k.step);
         }
         let tags: String = k.tags.iter().map(|(a, b)| format!(" {a}={b}")).collect();
-        println!(
+        outln!(
             "      {:<12}{tags} {:<18} {:<8} {:>3} shard{} {:>10}",
             k.layer,
             format!("{:?}", r.shape),

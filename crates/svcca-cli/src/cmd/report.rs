@@ -53,11 +53,7 @@ pub fn run(args: ReportArgs) -> CmdResult {
     let get = |key: &str| {
         runtime.block_on(store.get(key)).map_err(|e| {
             let message = format!("cannot read {key} under {}: {e}", store.url());
-            if e.is_retryable() {
-                Failure::retryable(message)
-            } else {
-                Failure::fatal(message)
-            }
+            crate::exit::classify(message, e.is_retryable(), &e)
         })
     };
     let bytes = get(file)?.ok_or_else(|| {
@@ -104,9 +100,9 @@ pub fn run(args: ReportArgs) -> CmdResult {
         options = options.with_computed(computed);
     }
     let summary = write_report(&results, &out, &options).map_err(|e| match e {
-        ReportError::Write { .. } => Failure::retryable(e.to_string()),
+        ReportError::Write { ref source, .. } => crate::exit::io_failure(e.to_string(), source),
         _ => Failure::fatal(e.to_string()),
     })?;
-    print!("{}", summary.text);
+    out!("{}", summary.text);
     Ok(())
 }

@@ -21,6 +21,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> CmdResult {
+    super::coordinator::check_coordinator_url(&args.coordinator)?;
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
         match &args.job_id {
@@ -33,26 +34,26 @@ pub fn run(args: StatusArgs) -> CmdResult {
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     let jobs = outcome.map_err(failure)?;
     if jobs.is_empty() && !args.json {
-        println!("no jobs");
+        outln!("no jobs");
     }
     for info in &jobs {
         if args.json {
-            println!("{}", to_json(info));
+            outln!("{}", to_json(info));
             continue;
         }
-        println!("{}", describe(info));
+        outln!("{}", describe(info));
         if let Some(failure) = &info.failure {
             let kind = if failure.retryable {
                 "retryable"
             } else {
                 "not retryable"
             };
-            println!("  failed ({kind}): {}", failure.message);
+            outln!("  failed ({kind}): {}", failure.message);
         }
         if let Some(summary) = &info.summary {
-            println!("  results: {}", summary.output_url);
+            outln!("  results: {}", summary.output_url);
             for line in &summary.lines {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
     }

@@ -27,13 +27,14 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: SubmitArgs) -> CmdResult {
+    super::coordinator::check_coordinator_url(&args.coordinator)?;
     let text = std::fs::read_to_string(&args.job)
         .map_err(|e| Failure::fatal(format!("cannot read job file {}: {e}", args.job.display())))?;
     let runtime = runtime()?;
     let url = args.coordinator.clone();
     let outcome = runtime.block_on(async move {
         let job_id = client::submit(&url, text).await.map_err(failure)?;
-        println!("{job_id}");
+        outln!("{job_id}");
         if !args.wait {
             return Ok(());
         }
@@ -49,7 +50,7 @@ pub fn run(args: SubmitArgs) -> CmdResult {
         .map_err(failure)?;
         if info.state == JobState::Succeeded {
             for line in info.summary.iter().flat_map(|s| s.lines.iter()) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
         client::job_result(info).map(|_| ()).map_err(failure)

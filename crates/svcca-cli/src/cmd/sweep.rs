@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use svcca_engine::client::ClusterError;
 use svcca_engine::exec::ExecutorConfig;
 use svcca_engine::spec::{ComparisonPlan, JobSpec, KeepRule, Metric, Mode, parse_where};
 
@@ -51,7 +52,8 @@ pub struct SweepArgs {
     /// Memory bound per task on a worker, MiB.
     #[arg(long)]
     pub memory_mb: Option<u64>,
-    /// Replace the results of a different job found at --out.
+    /// Replace the results of a different job found at --out. They are replaced only once this
+    /// job has all its results: a run that fails leaves them as they were.
     #[arg(long)]
     pub overwrite: bool,
     /// Do not write the HTML report (`report/` in a local output folder) nor analyses.json at
@@ -147,6 +149,7 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
 
 pub fn run(args: SweepArgs) -> CmdResult {
     let mut spec = build_spec(&args)?;
+    check_local_dataset(&spec.dataset)?;
     // The analyses run here after the job and do not change its pairs: the engine gets the spec
     // without them, so adding labels to a finished job resumes it instead of refusing the output
     // folder as another job's.
@@ -203,19 +206,51 @@ pub fn run(args: SweepArgs) -> CmdResult {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let retryable = outcome.as_ref().is_err_and(|e| e.is_retryable());
     match outcome {
         Ok(summary) => {
             for line in &summary.lines {
-                println!("{line}");
+                outln!("{line}");
             }
             if args.no_report {
                 return Ok(());
             }
             write_local_report(&spec.dataset, &spec.output, classes.as_ref(), &runtime)
         }
-        Err(e) if e.is_retryable() => Err(Failure::retryable(e.to_string())),
+        // The coordinator is this process's own, on loopback: its address and the RPC's name
+        // mean nothing to the user, the planner's reason is the message.
+        Err(ClusterError::Rpc {
+            rpc: "SubmitJob",
+            message,
+            ..
+        }) => Err(if retryable {
+            Failure::retryable(message)
+        } else {
+            Failure::fatal(message)
+        }),
+        Err(e) if retryable => Err(Failure::retryable(e.to_string())),
         Err(e) => Err(Failure::fatal(e.to_string())),
     }
+}
+
+/// A local dataset path that is a regular file, or lies under one, can never be read: say so
+/// here, as the planner reports every failure to read a store as one that may pass.
+fn check_local_dataset(dataset: &str) -> CmdResult {
+    if dataset.contains("://") && !dataset.starts_with("file://") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(dataset.strip_prefix("file://").unwrap_or(dataset));
+    let not_a_folder = match std::fs::metadata(path) {
+        Ok(meta) => !meta.is_dir(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotADirectory,
+    };
+    if not_a_folder {
+        return Err(Failure::fatal(format!(
+            "dataset {dataset} is not a folder (it, or a folder above it, is a regular file); a \
+             dataset is the folder `svcca ingest` wrote, holding manifest.json"
+        )));
+    }
+    Ok(())
 }
 
 /// Reports are files for people to open: write one next to local results; remote results get
@@ -231,7 +266,7 @@ fn write_local_report(
         if classes.is_some() {
             eprintln!("note: class sensitivity is computed for local output folders only");
         }
-        println!("report: run `svcca report {output} --out DIR` to draw the results");
+        outln!("report: run `svcca report {output} --out DIR` to draw the results");
         return Ok(());
     }
     let folder = std::path::PathBuf::from(output.strip_prefix("file://").unwrap_or(output));
@@ -249,8 +284,9 @@ fn write_local_report(
         crate::cmd::sweep_analyses::compute(dataset, &results, classes, runtime)?
     {
         let path = folder.join("analyses.json");
-        std::fs::write(&path, analyses.to_json())
-            .map_err(|e| Failure::retryable(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, analyses.to_json()).map_err(|e| {
+            crate::exit::io_failure(format!("cannot write {}: {e}", path.display()), &e)
+        })?;
     }
     crate::cmd::report::run(crate::cmd::report::ReportArgs {
         results: output.to_string(),

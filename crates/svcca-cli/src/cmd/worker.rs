@@ -39,6 +39,7 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> CmdResult {
+    super::coordinator::check_coordinator_url(&args.coordinator)?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
