@@ -110,24 +110,34 @@ impl Dataset {
         }
     }
 
-    /// A copy under `dir` that a case may change.
-    pub fn copy_to(&self, dir: &Path) -> Dataset {
-        let root = dir.join("dataset");
-        copy_tree(&self.root, &root);
-        let src = self.src.as_ref().map(|s| {
-            let to = dir.join("src");
-            copy_tree(s, &to);
-            to
-        });
-        let mut copy = self.clone();
-        for rep in &mut copy.reps {
-            if let (Some(npy), Some(from), Some(to)) = (&rep.npy, &self.src, &src) {
-                rep.npy = Some(to.join(npy.strip_prefix(from).expect("under src")));
-            }
-        }
-        copy.root = root;
-        copy.src = src;
-        copy
+    /// The same sources ingested afresh under `dir` with `shard_rows` datapoints per shard: a
+    /// dataset a case may change.
+    pub fn ingest_copy(&self, dir: &Path, shard_rows: usize) -> Dataset {
+        let from = self.src.as_ref().expect("a dataset the harness ingested");
+        let src = dir.join("src");
+        copy_tree(from, &src);
+        let copy = Dataset {
+            root: dir.join("dataset"),
+            src: Some(src.clone()),
+            shard_rows,
+            reps: Vec::new(),
+            ..self.clone()
+        };
+        let out = copy.ingest(false);
+        assert!(
+            out.status.success(),
+            "ingest {}: {}",
+            src.display(),
+            text(&out)
+        );
+        Dataset::load(
+            self.kind,
+            copy.root,
+            Some(src.clone()),
+            Some(&src),
+            &self.pattern,
+            shard_rows,
+        )
     }
 
     pub fn ingest(&self, force: bool) -> std::process::Output {
@@ -209,7 +219,9 @@ pub fn generated_values(rng: &mut Rng, latent: &[f64], neurons: usize, layer: &s
             for f in 0..FACTORS {
                 v += latent[r * FACTORS + f] * mix[f * neurons + c];
             }
-            values[r * neurons + c] = v;
+            // Datasets store float32: values exactly representable in it make a float64 source
+            // file and its ingested representation the same data.
+            values[r * neurons + c] = v as f32 as f64;
         }
         if layer == "b" {
             values[r * neurons + 3] = 1.5;
@@ -277,6 +289,8 @@ pub struct Case {
     pub google: bool,
     pub conv: Option<&'static str>,
     pub workers: usize,
+    /// Generated data is ingested for each case with this many datapoints per shard.
+    pub shard_rows: usize,
     /// `--block-rows` for the `svcca compare` runs.
     pub block_rows: usize,
     /// How many (pair, metric) results are checked against `svcca compare`.
@@ -436,7 +450,7 @@ impl Case {
         // How the work is cut.
         let mut resources = Vec::new();
         if rng.chance(0.5) {
-            resources.push(format!("memory_mb = {}", rng.pick(&[16u64, 64, 1024])));
+            resources.push(format!("memory_mb = {}", rng.pick(&[40u64, 64, 1024])));
         }
         if rng.chance(0.6) {
             resources.push(format!(
@@ -449,6 +463,7 @@ impl Case {
         }
 
         let workers = rng.range(1, 3);
+        let shard_rows = *rng.pick(&[13usize, 37, 64, GEN_ROWS]);
         let block_rows = *rng.pick(&[1usize, 7, 64, 8192]);
         let compares = rng.range(1, 3);
         let kill_sweep = rng.chance(0.3);
@@ -470,6 +485,7 @@ impl Case {
             google,
             conv,
             workers,
+            shard_rows,
             block_rows,
             compares,
             kill_sweep,
@@ -498,12 +514,17 @@ impl Case {
 
     pub fn describe(&self) -> String {
         format!(
-            "case {} (case seed {:#x}, {:?} data; embedded workers {}, compare --block-rows {}, \
-             kill sweep {}, kill coordinator {}, change {:?})\n--- spec ---\n{}",
+            "case {} (case seed {:#x}, {:?} data; embedded workers {}, shard rows {}, compare \
+             --block-rows {}, kill sweep {}, kill coordinator {}, change {:?})\n--- spec ---\n{}",
             self.index,
             self.seed,
             self.kind,
             self.workers,
+            if self.kind == Kind::Generated {
+                self.shard_rows.to_string()
+            } else {
+                "as stored".into()
+            },
             self.block_rows,
             self.kill_sweep,
             self.kill_coordinator,

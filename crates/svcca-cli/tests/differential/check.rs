@@ -8,6 +8,11 @@ use serde_json::Value;
 /// `|a - b|` allowed between `svcca compare` and any sweep.
 pub const TOLERANCE: f64 = 1e-9;
 
+/// `|a - b| <= tolerance`; false when either is NaN, so a NaN never passes as equal.
+pub fn within(a: f64, b: f64, tolerance: f64) -> bool {
+    (a - b).abs() <= tolerance
+}
+
 /// A pair's identity in `results.json`: both keys (with tags) and the metric.
 pub fn pair_id(record: &Value) -> String {
     format!(

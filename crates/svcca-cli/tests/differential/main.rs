@@ -21,7 +21,8 @@
 //! - `SVCCA_DIFF_SEED`: the run's seed (decimal or 0x hex);
 //! - `SVCCA_DIFF_CASES`: how many cases (CI default below);
 //! - `SVCCA_DIFF_SOAK_SECS`: instead, draw cases until this many seconds have passed;
-//! - `SVCCA_DIFF_CASE`: replay the one case with this case seed (as printed on failure).
+//! - `SVCCA_DIFF_CASE`: replay the one case with this case seed (as printed on failure);
+//! - `SVCCA_DIFF_KEEP`: keep the run's folder (datasets, job files, outputs, process logs).
 
 mod cases;
 mod check;
@@ -36,7 +37,7 @@ use serde_json::Value;
 use support::{Cluster, Proc, Rng, count_files, svcca, text};
 
 const DEFAULT_SEED: u64 = 0x5eed_d1ff;
-const CI_CASES: usize = 10;
+const CI_CASES: usize = 30;
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -99,11 +100,21 @@ struct Harness {
     coordinator_kills: usize,
     kill_attempts: usize,
     changes: usize,
+    /// Clusters started after one broke.
+    cluster_generation: usize,
 }
 
 impl Harness {
     fn start(run_seed: u64) -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let keep = std::env::var_os("SVCCA_DIFF_KEEP").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("svcca-diff-")
+            .disable_cleanup(keep)
+            .tempdir()
+            .expect("tempdir");
+        if keep {
+            eprintln!("differential: keeping {}", dir.path().display());
+        }
         let cluster = Cluster::start(&dir.path().join("cluster"), 2);
         let conv = cases::conv(dir.path());
         let generated = cases::generated(dir.path(), &mut Rng::new(run_seed ^ 0xda7a));
@@ -122,6 +133,7 @@ impl Harness {
             coordinator_kills: 0,
             kill_attempts: 0,
             changes: 0,
+            cluster_generation: 0,
         }
     }
 
@@ -206,8 +218,9 @@ impl Harness {
             Kind::Conv => &self.conv,
             Kind::Generated => &self.generated,
         };
-        let ds = if case.change.is_some() {
-            base.copy_to(&case_dir)
+        // Generated data is ingested again for each case: its shard size varies, and (e) changes it.
+        let ds = if case.kind == Kind::Generated {
+            base.ingest_copy(&case_dir, case.shard_rows)
         } else {
             base.clone()
         };
@@ -296,16 +309,16 @@ impl Harness {
             let rerun_c = self.cluster_run(&job_c, &out_c);
             let what = format!("{change:?} of {}", changed.label());
             for (name, rerun) in [("embedded sweep", &rerun_b), ("cluster", &rerun_c)] {
-                let stale = match (rerun, &embedded) {
-                    (Outcome::Ok(r), Outcome::Ok(old)) => bitwise_differences(old, r).is_empty(),
-                    _ => false,
-                };
+                let stale = stale_pairs(&embedded, &fresh, rerun, &changed.label());
                 let path = format!(
                     "(e) {what}, {name} rerun into its old output vs a fresh embedded sweep{}",
-                    if stale {
-                        " — the rerun returned exactly the OLD results (answered from the cache)"
+                    if stale > 0 {
+                        format!(
+                            " — {stale} pair result(s) of the changed representation are the OLD \
+                             ones (answered from the cache)"
+                        )
                     } else {
-                        ""
+                        String::new()
                     }
                 );
                 self.same(case, &path, &fresh, rerun);
@@ -359,7 +372,23 @@ impl Harness {
                 false
             }
         };
-        self.cluster.restart_coordinator();
+        if let Err(message) = self.cluster.restart_coordinator(Duration::from_secs(20)) {
+            self.fail(
+                case,
+                "(d) coordinator SIGKILLed mid-job and restarted on the same address",
+                &message,
+            );
+            // The rest of the run needs a working cluster: a new one (its pool is cold again).
+            self.cluster.stop();
+            self.cluster_generation += 1;
+            self.cluster = Cluster::start(
+                &self
+                    .dir
+                    .path()
+                    .join(format!("cluster-{}", self.cluster_generation)),
+                2,
+            );
+        }
         if landed {
             self.coordinator_kills += 1;
         }
@@ -420,6 +449,34 @@ impl Harness {
     }
 }
 
+/// Pair results of `label` that a rerun after a data change took from before the change: equal to
+/// the old run's to 1e-12 where the fresh run on the new data differs by more than the tolerance.
+fn stale_pairs(old: &Outcome, fresh: &Outcome, rerun: &Outcome, label: &str) -> usize {
+    let (Outcome::Ok(old), Outcome::Ok(rerun)) = (old, rerun) else {
+        return 0;
+    };
+    let fresh = match fresh {
+        Outcome::Ok(f) => Some(f),
+        Outcome::Failed { .. } => None,
+    };
+    let mean = |v: &Value| v["mean"].as_f64().unwrap_or(f64::NAN);
+    rerun
+        .pairs
+        .iter()
+        .filter(|(id, _)| id.contains(&format!("{label},")) || id.contains(&format!("{label} ")))
+        .filter(|(id, r)| {
+            old.pairs
+                .get(*id)
+                .is_some_and(|o| check::within(mean(o), mean(r), 1e-12))
+                && fresh.is_none_or(|f| {
+                    f.pairs
+                        .get(*id)
+                        .is_none_or(|f| !check::within(mean(f), mean(r), check::TOLERANCE))
+                })
+        })
+        .count()
+}
+
 /// The dataset's representation a stored key names.
 fn cases_rep(ds: &Dataset, key: &Value) -> cases::Rep {
     ds.reps
@@ -450,6 +507,8 @@ fn change_data(ds: &Dataset, rep: &cases::Rep, change: Change, dir: &Path, rng: 
             assert!(out.status.success(), "re-ingest: {}", text(&out));
         }
         Change::ShardBehindManifest | Change::StaleValuesHash => {
+            // The source file follows, so that `svcca compare` on it sees what the shards hold.
+            support::write_npy(npy, &rep.shape, &values, f32_values);
             // Valid shards of the new values, made by ingesting them elsewhere.
             let scratch = Dataset {
                 root: dir.join("scratch"),
@@ -669,11 +728,12 @@ fn a_warm_worker_pool_gives_the_next_job_the_numbers_of_a_fresh_run() {
         .iter()
         .filter(|(id, e)| {
             distributed.pairs.get(*id).is_none_or(|d| {
-                let diff = (e["mean"].as_f64().unwrap_or(f64::NAN)
-                    - d["mean"].as_f64().unwrap_or(f64::NAN))
-                .abs();
-                // NaN (a missing mean) counts as beyond.
-                !(diff <= check::TOLERANCE)
+                // A missing mean (NaN) counts as beyond.
+                !check::within(
+                    e["mean"].as_f64().unwrap_or(f64::NAN),
+                    d["mean"].as_f64().unwrap_or(f64::NAN),
+                    check::TOLERANCE,
+                )
             })
         })
         .count();

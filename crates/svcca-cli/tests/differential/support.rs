@@ -172,7 +172,9 @@ impl Proc {
 
     /// SIGKILL; returns false when the process had already exited by itself.
     pub fn sigkill(&mut self) -> bool {
-        let mut child = self.child.take().expect("running");
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
         let running = child.try_wait().expect("try_wait").is_none();
         let _ = child.kill();
         child.wait().expect("reaped");
@@ -284,13 +286,60 @@ impl Cluster {
     }
 
     /// SIGKILLs the coordinator and starts a new one on the same address; the workers (the same
-    /// processes, with whatever they keep in memory) register with it again.
-    pub fn restart_coordinator(&mut self) {
+    /// processes, with whatever they keep in memory) must register with it again. Err: they did
+    /// not within `limit`, with what the coordinator and the workers logged about registration.
+    pub fn restart_coordinator(&mut self, limit: Duration) -> Result<(), String> {
         self.coordinator.sigkill();
         self.restarts += 1;
         self.coordinator = spawn_coordinator(&self.dir, &self.listen, self.restarts);
         self.wait_listening();
-        self.wait_for_workers();
+        let deadline = Instant::now() + limit;
+        loop {
+            let registered = self
+                .coordinator
+                .log_text()
+                .matches("worker registered")
+                .count();
+            if registered >= self.workers.len() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let mut lines = vec![format!(
+                    "after the coordinator restart only {registered} of {} worker processes \
+                     registered again within {limit:?}; registrations logged:",
+                    self.workers.len()
+                )];
+                let logs = std::iter::once(("old coordinator".to_string(), self.previous_log()))
+                    .chain(std::iter::once((
+                        "new coordinator".to_string(),
+                        self.coordinator.log_text(),
+                    )))
+                    .chain(self.workers.iter().map(|w| (w.name.clone(), w.log_text())));
+                for (name, log) in logs {
+                    for line in log.lines().filter(|l| l.contains("registered")) {
+                        lines.push(format!("  {name}: {line}"));
+                    }
+                }
+                return Err(lines.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn previous_log(&self) -> String {
+        let log = self.dir.join(format!(
+            "coordinator-{}.log",
+            self.restarts.saturating_sub(1)
+        ));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    /// Stops every process.
+    pub fn stop(&mut self) {
+        for w in &mut self.workers {
+            w.sigkill();
+        }
+        self.coordinator.sigkill();
     }
 
     /// `svcca submit` without waiting: the job id.
