@@ -211,6 +211,31 @@ impl Harness {
         Outcome::of(&self.cluster.submit_wait(job), output)
     }
 
+    /// A cluster process that died by itself is a difference; the run goes on with a new cluster.
+    fn check_cluster(&mut self, case: &Case, after: &str) {
+        let dead = self.cluster.dead();
+        if !dead.is_empty() {
+            self.fail(
+                case,
+                &format!("cluster processes after {after}"),
+                &dead.join("\n"),
+            );
+            self.replace_cluster();
+        }
+    }
+
+    fn replace_cluster(&mut self) {
+        self.cluster.stop();
+        self.cluster_generation += 1;
+        self.cluster = Cluster::start(
+            &self
+                .dir
+                .path()
+                .join(format!("cluster-{}", self.cluster_generation)),
+            2,
+        );
+    }
+
     fn run_case(&mut self, case: &Case) {
         let case_dir = self.dir.path().join(format!("case-{}", case.index));
         let base = match case.kind {
@@ -253,6 +278,7 @@ impl Harness {
             "(c) coordinator + 2 worker processes (reused across jobs) vs (b) embedded sweep"
         };
         self.same(case, path, &embedded, &clustered);
+        self.check_cluster(case, "the job");
 
         // (d) the embedded sweep killed mid-job and run again.
         if case.kill_sweep {
@@ -307,6 +333,7 @@ impl Harness {
             let fresh = self.sweep(case, &job_f, &out_f);
             let rerun_b = self.sweep(case, &job_b, &out_b);
             let rerun_c = self.cluster_run(&job_c, &out_c);
+            self.check_cluster(case, "the rerun after the data change");
             let what = format!("{change:?} of {}", changed.label());
             for (name, rerun) in [("embedded sweep", &rerun_b), ("cluster", &rerun_c)] {
                 let stale = stale_pairs(&embedded, &fresh, rerun, &changed.label());
@@ -379,15 +406,7 @@ impl Harness {
                 &message,
             );
             // The rest of the run needs a working cluster: a new one (its pool is cold again).
-            self.cluster.stop();
-            self.cluster_generation += 1;
-            self.cluster = Cluster::start(
-                &self
-                    .dir
-                    .path()
-                    .join(format!("cluster-{}", self.cluster_generation)),
-                2,
-            );
+            self.replace_cluster();
         }
         if landed {
             self.coordinator_kills += 1;
@@ -606,11 +625,16 @@ fn every_way_of_running_a_job_gives_the_same_numbers() {
         let case = Case::draw(index, seed, &refs);
         let case_started = Instant::now();
         harness.run_case(&case);
+        let took = case_started.elapsed();
         eprintln!(
             "differential: case {index} ({:?}, seed {seed:#x}) in {:.1}s",
             case.kind,
-            case_started.elapsed().as_secs_f64()
+            took.as_secs_f64()
         );
+        if took > Duration::from_secs(30) {
+            // Slow cases are what blow the CI budget when the draws change: say what they were.
+            eprintln!("differential: slow case:\n{}", case.describe());
+        }
         index += 1;
     }
     eprintln!(

@@ -181,6 +181,14 @@ impl Proc {
         running
     }
 
+    /// How the process ended, if it has (reaping it).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().expect("try_wait")?;
+        self.child = None;
+        Some(status)
+    }
+
     pub fn running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => c.try_wait().expect("try_wait").is_none(),
@@ -373,6 +381,23 @@ impl Cluster {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Every process of the cluster that has ended by itself, with its status and log tail.
+    pub fn dead(&mut self) -> Vec<String> {
+        let mut dead = Vec::new();
+        for p in std::iter::once(&mut self.coordinator).chain(self.workers.iter_mut()) {
+            if let Some(status) = p.exited() {
+                let log = p.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                dead.push(format!(
+                    "{} exited by itself ({status}); last log lines:\n{}",
+                    p.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+        }
+        dead
     }
 
     pub fn logs(&self) -> String {
