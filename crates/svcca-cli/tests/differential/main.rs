@@ -77,9 +77,9 @@ impl Outcome {
     fn summary(&self) -> String {
         match self {
             Outcome::Ok(r) => format!("succeeded with {} pair results", r.pairs.len()),
-            Outcome::Failed { code, message } => {
+            Outcome::Failed { message, .. } => {
                 let short: String = message.chars().take(600).collect();
-                format!("failed with exit {code:?}: {short}")
+                format!("failed: {short}")
             }
         }
     }
@@ -99,6 +99,8 @@ struct Harness {
     sweep_kills: usize,
     coordinator_kills: usize,
     kill_attempts: usize,
+    /// Reruns after a kill whose summary says they resumed from stored results.
+    resumed: usize,
     changes: usize,
     /// Clusters started after one broke.
     cluster_generation: usize,
@@ -132,6 +134,7 @@ impl Harness {
             sweep_kills: 0,
             coordinator_kills: 0,
             kill_attempts: 0,
+            resumed: 0,
             changes: 0,
             cluster_generation: 0,
         }
@@ -175,7 +178,9 @@ impl Harness {
                     );
                 }
             }
-            (Outcome::Failed { code: a, .. }, Outcome::Failed { code: b, .. }) if a == b => {}
+            // Refused alike (by exit code); a process ended by a signal never counts as agreeing.
+            (Outcome::Failed { code: Some(a), .. }, Outcome::Failed { code: Some(b), .. })
+                if a == b => {}
             _ => self.fail(
                 case,
                 path,
@@ -259,7 +264,10 @@ impl Harness {
             self.refusals.push(format!(
                 "case {} (exit {code:?}): {}",
                 case.index,
-                message.lines().last().unwrap_or("")
+                message
+                    .lines()
+                    .rfind(|l| !l.trim().is_empty())
+                    .unwrap_or("")
             ));
         }
 
@@ -305,6 +313,7 @@ impl Harness {
                 self.sweep_kills += 1;
             }
             let resumed = self.sweep(case, &job_d, &out_d);
+            self.resumed += usize::from(said_resumed(&out_d));
             self.same(
                 case,
                 "(d) embedded sweep SIGKILLed mid-job and run again vs (b) embedded sweep",
@@ -411,7 +420,9 @@ impl Harness {
         if landed {
             self.coordinator_kills += 1;
         }
-        self.cluster_run(job, output)
+        let outcome = self.cluster_run(job, output);
+        self.resumed += usize::from(said_resumed(output));
+        outcome
     }
 
     fn check_against_compare(
@@ -466,6 +477,14 @@ impl Harness {
             );
         }
     }
+}
+
+/// Whether a run's `summary.json` says it resumed an earlier, interrupted run of the same job.
+fn said_resumed(output: &Path) -> bool {
+    std::fs::read(output.join("summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|s| s["resumed"] == true)
 }
 
 /// Pair results of `label` that a rerun after a data change took from before the change: equal to
@@ -639,13 +658,14 @@ fn every_way_of_running_a_job_gives_the_same_numbers() {
     }
     eprintln!(
         "differential: {} cases in {:.1}s (seed {run_seed:#x}): {} compare runs, {} sweeps and {} \
-         coordinators killed mid-job ({} kills tried), {} data changes; {} refused by every path{}; {} differences",
+         coordinators killed mid-job ({} kills tried, {} reruns resumed), {} data changes; {} refused by every path{}; {} differences",
         harness.cases,
         started.elapsed().as_secs_f64(),
         harness.compares,
         harness.sweep_kills,
         harness.coordinator_kills,
         harness.kill_attempts,
+        harness.resumed,
         harness.changes,
         harness.refusals.len(),
         if harness.refusals.is_empty() {

@@ -126,11 +126,22 @@ pub fn svcca(args: &[&str]) -> Output {
 
 pub fn text(out: &Output) -> String {
     format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        ended(out.status),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// "exit N", or the signal that ended the process (a kill from outside shows as signal 9 with
+/// nothing on stderr).
+pub fn ended(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended without an exit code".into(),
+    }
 }
 
 pub fn free_port() -> u16 {
