@@ -75,7 +75,7 @@ async fn verify(dataset: &Dataset, json: bool) -> CmdResult {
     if json {
         eprintln!("{summary}");
     } else {
-        println!("{summary}");
+        outln!("{summary}");
     }
     Ok(())
 }
