@@ -118,7 +118,7 @@ pub fn run(args: IngestArgs) -> CmdResult {
         report.shards_reused,
     );
     if !report.repaired.is_empty() {
-        println!(
+        outln!(
             "repaired {} representation(s) whose stored shards were damaged, by writing them again from the source: {}",
             report.repaired.len(),
             report.repaired.join(" | ")
