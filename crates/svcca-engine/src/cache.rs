@@ -42,9 +42,15 @@ pub enum CacheError {
 }
 
 impl CacheError {
-    /// Object-store failures may pass; a damaged entry will not.
+    /// Object-store failures may pass; a damaged entry will not, nor a local path that cannot
+    /// be used (a regular file in the way, no permission, a read-only file system).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CacheError::Store { .. })
+        match self {
+            CacheError::Store { source, .. } => {
+                crate::outputs::permanent_io_cause(source).is_none()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -428,6 +434,16 @@ pub mod keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cache_under_a_regular_file_is_a_permanent_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let store = Store::open(file.join("cache").to_str().unwrap()).unwrap();
+        let err = store.put("a/b.bin", vec![1u8]).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+    }
 
     #[test]
     fn encodings_round_trip_and_reject_damage() {

@@ -285,38 +285,50 @@ const MIB: u64 = 1 << 20;
 
 /// Bytes a pass-1 task needs for `rows` rows of `cols` columns: the f32 block as read (twice:
 /// decoded shard buffers and our copy), core's f64 scratch (capped at 32 MiB), two `d × d`.
+// The estimates saturate: shapes come from a manifest, which may claim anything, and a
+// saturated estimate is simply over every bound.
 pub fn bytes_moments(rows: u64, cols: u64) -> u64 {
-    rows * cols * 8 + (rows * cols * 8).min(32 * MIB) + 16 * cols * cols
+    let block = rows.saturating_mul(cols).saturating_mul(8);
+    block
+        .saturating_add(block.min(32 * MIB))
+        .saturating_add(cols.saturating_mul(cols).saturating_mul(16))
 }
 
 /// Bytes a projection task needs: the f32 block twice, the f64 centred copy and `Z`
 /// (`k ≤ cols`), plus the moments it whitens from.
 pub fn bytes_project(rows: u64, cols: u64) -> u64 {
-    rows * cols * 8 + rows * cols * 8 + rows * cols * 8 + 24 * cols * cols
+    rows.saturating_mul(cols)
+        .saturating_mul(24)
+        .saturating_add(cols.saturating_mul(cols).saturating_mul(24))
 }
 
 /// Bytes a pass-2 tile needs: one row chunk of both blocks and the product.
 pub fn bytes_cross(rows: u64, dims_a: u64, dims_b: u64) -> u64 {
-    rows * (dims_a + dims_b) * 8 * 2 + dims_a * dims_b * 8
+    rows.saturating_mul(dims_a.saturating_add(dims_b))
+        .saturating_mul(16)
+        .saturating_add(dims_a.saturating_mul(dims_b).saturating_mul(8))
 }
 
 /// Datapoints per task: the spec's value, or the most that fits the memory bound for the widest
 /// representation.
 pub fn rows_per_task(spec: &JobSpec, n: u64, max_cols: u64) -> Result<u64, PlanError> {
-    let bound = spec.resources.memory_mb * MIB;
+    let bound = spec.resources.memory_mb.saturating_mul(MIB);
     if let Some(rows) = spec.resources.rows_per_task {
         return Ok(rows.min(n).max(1));
     }
-    let fixed = 24 * max_cols * max_cols + 32 * MIB;
+    let fixed = max_cols
+        .saturating_mul(max_cols)
+        .saturating_mul(24)
+        .saturating_add(32 * MIB);
     if fixed >= bound {
         return Err(PlanError::OverMemory {
             what: format!("a representation of {max_cols} neurons"),
-            needed_mb: fixed.div_ceil(MIB) + 1,
+            needed_mb: fixed.div_ceil(MIB).saturating_add(1),
             bound_mb: spec.resources.memory_mb,
         });
     }
     // Projection is the largest per-row cost (24 bytes per value); leave room for the product.
-    let per_row = 24 * max_cols.max(1) + 16 * max_cols.max(1);
+    let per_row = max_cols.max(1).saturating_mul(40);
     Ok(((bound - fixed) / per_row).clamp(1, n.max(1)))
 }
 
@@ -562,5 +574,15 @@ mod tests {
         assert!((1..=20_000).contains(&rows));
         assert!(bytes_project(rows, 512) <= 1024 * MIB);
         assert!(rows_per_task(&JobSpec::new("/d", "/o").with_memory_mb(16), 100, 4096).is_err());
+    }
+
+    #[test]
+    fn claimed_shapes_too_large_to_multiply_are_over_the_bound_not_a_panic() {
+        let spec = JobSpec::new("/d", "/o");
+        let err = rows_per_task(&spec, 597, 1_000_000_000_000).unwrap_err();
+        assert!(matches!(err, PlanError::OverMemory { .. }), "{err}");
+        assert_eq!(bytes_project(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(bytes_moments(1 << 40, 1 << 40), u64::MAX);
+        assert_eq!(bytes_cross(u64::MAX, 3, 4), u64::MAX);
     }
 }

@@ -252,9 +252,15 @@ impl RowSource for StorageSource {
                     url: self.url.clone(),
                     message: format!("no representation {} in the manifest", key.label()),
                 })?;
+            // The shape is the manifest's claim: refuse one its shards cannot hold before a
+            // buffer is sized by it.
+            rep.check_size().map_err(|e| storage_error(&self.url, e))?;
             let cols = rep.row_len();
-            let rows = (end - start) as usize;
-            let mut data = Vec::with_capacity(rows * cols);
+            let rows = end.saturating_sub(start) as usize;
+            let mut data = Vec::with_capacity(
+                rows.saturating_mul(cols)
+                    .min(rep.checked_values().unwrap_or(0)),
+            );
             let mut blocks = self.dataset.row_blocks(rep, start as usize..end as usize);
             while let Some(block) = blocks.next().await {
                 let block = block.map_err(|e| storage_error(&self.url, e))?;
