@@ -97,7 +97,7 @@ impl FuzzDataset {
 
     pub fn spec_seeds(&self) -> Vec<Vec<u8>> {
         [
-            "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cka\"]\n",
+            "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cka\"]\n[resources]\nmemory_mb = 1024\n",
             "comparison = \"cross-seed\"\nmetrics = [\"pwcca\"]\n[keep]\ndims = 2\n",
             "comparison = \"vs-final\"\nmetrics = [\"cca\"]\n[select]\nwhere = { layer = \"h*\", seed = \"0\" }\n[resources]\nrows_per_task = 7\n",
             "comparison = \"pairs\"\npairs = [[\"mlp/seed0/step10/h1\", \"mlp/seed1/step10/h1\"]]\n",
