@@ -656,7 +656,7 @@ pub struct RowBlock<'a, T> {
 }
 
 /// Bytes of a block reserved before reading it; larger blocks grow as their data arrives.
-const RESERVE_AHEAD: usize = 16 << 20;
+const RESERVE_AHEAD: usize = 1 << 20;
 
 /// Block iterator over a `.npy` stream; reuses its buffers, so memory stays at one block.
 pub struct RowBlocks<R, T> {
