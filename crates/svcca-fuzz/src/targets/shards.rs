@@ -173,7 +173,7 @@ impl Target for ShardTarget {
         let Some((shape, rows, shard)) = split_shard_input(input) else {
             return "short".into();
         };
-        let check_finite = input.len() % 2 == 0;
+        let check_finite = input.len().is_multiple_of(2);
         outcome(
             &self
                 .rt
@@ -318,7 +318,7 @@ impl Target for ManifestTarget {
         seeds
     }
     fn run(&mut self, input: &[u8]) -> String {
-        let verify = input.len() % 2 == 0;
+        let verify = input.len().is_multiple_of(2);
         outcome(
             &self
                 .rt
