@@ -254,6 +254,10 @@ fn default_memory_mb() -> u64 {
     1024
 }
 
+/// The largest `resources.memory_mb` accepted: 1 PiB, far beyond any worker. The planner works
+/// in bytes, so a bound past `u64::MAX >> 20` MiB cannot even be represented.
+pub const MAX_MEMORY_MB: u64 = 1 << 30;
+
 impl Default for Resources {
     fn default() -> Self {
         Resources {
@@ -523,6 +527,15 @@ impl JobSpec {
                 ),
             });
         }
+        if self.resources.memory_mb > MAX_MEMORY_MB {
+            return Err(SpecError::Invalid {
+                field: "resources.memory_mb",
+                message: format!(
+                    "{} MiB is more than any worker has; the largest accepted is {MAX_MEMORY_MB} (1 PiB)",
+                    self.resources.memory_mb
+                ),
+            });
+        }
         if self.resources.rows_per_task == Some(0) {
             return Err(SpecError::Invalid {
                 field: "resources.rows_per_task",
@@ -701,6 +714,10 @@ rows_per_task = 300
             (
                 "dataset = \"/d\"\noutput = \"/o\"\nbogus = 1",
                 "unknown field",
+            ),
+            (
+                "dataset = \"/d\"\noutput = \"/o\"\n[resources]\nmemory_mb = 18446744073709",
+                "more than any worker has",
             ),
         ];
         for (text, expected) in cases {

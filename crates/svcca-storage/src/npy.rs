@@ -655,6 +655,9 @@ pub struct RowBlock<'a, T> {
     pub data: &'a [T],
 }
 
+/// Bytes of a block reserved before reading it; larger blocks grow as their data arrives.
+const RESERVE_AHEAD: usize = 1 << 20;
+
 /// Block iterator over a `.npy` stream; reuses its buffers, so memory stays at one block.
 pub struct RowBlocks<R, T> {
     inner: NpyReader<R>,
@@ -705,20 +708,33 @@ impl<R: Read, T: Element> RowBlocks<R, T> {
         let rows = self.rows_per_block.min(total - self.next_row);
         let row_len = self.inner.row_len();
         let nbytes = rows * row_len * self.inner.header.dtype.size();
-        self.bytes.resize(nbytes, 0);
-        if let Err(e) = self.inner.reader.read_exact(&mut self.bytes) {
-            let path = self.inner.path.clone();
-            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                let h = &self.inner.header;
-                let actual = (self.next_row * row_len * h.dtype.size()) as u64;
-                NpyError::Truncated {
-                    path,
-                    shape: h.shape.clone(),
-                    expected: h.data_len(),
-                    actual,
-                }
-            } else {
-                NpyError::Io { path, source: e }
+        // The stream's length was checked against the shape, but for an `.npz` member that
+        // length is the zip directory's claim, not the data: a 300-byte archive can declare a
+        // terabyte. So the buffer grows with the bytes that actually arrive (capacity is kept
+        // between blocks) instead of being sized from the header up front.
+        self.bytes.clear();
+        self.bytes.reserve(nbytes.min(RESERVE_AHEAD));
+        let read = (&mut self.inner.reader)
+            .take(nbytes as u64)
+            .read_to_end(&mut self.bytes);
+        let short = match read {
+            Ok(n) => n < nbytes,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
+            Err(e) => {
+                return Err(NpyError::Io {
+                    path: self.inner.path.clone(),
+                    source: e,
+                });
+            }
+        };
+        if short {
+            let h = &self.inner.header;
+            let actual = (self.next_row * row_len * h.dtype.size() + self.bytes.len()) as u64;
+            return Err(NpyError::Truncated {
+                path: self.inner.path.clone(),
+                shape: h.shape.clone(),
+                expected: h.data_len(),
+                actual,
             });
         }
         decode_le(self.inner.header.dtype, &self.bytes, &mut self.values);
