@@ -102,6 +102,8 @@ fn memory_location(url: &str) -> svcca_storage::store::Location {
         store: Arc::new(object_store::memory::InMemory::new()),
         root: object_store::path::Path::from(""),
         url: url.to_string(),
+        local_dir: None,
+        remote: None,
     }
 }
 

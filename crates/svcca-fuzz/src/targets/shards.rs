@@ -259,6 +259,8 @@ async fn read_manifest(
         store,
         root: object_store::path::Path::from(""),
         url: "memory://svcca-fuzz-manifest".into(),
+        local_dir: None,
+        remote: None,
     };
     put(&location, MANIFEST_NAME, input.to_vec()).await;
     let ds = Dataset::open_at(
