@@ -78,14 +78,8 @@ pub fn normalise_url(url_or_path: &str) -> Result<url::Url, CacheError> {
     if text.contains("://") || text.starts_with("file:") || text.starts_with("memory:") {
         return url::Url::parse(text).map_err(|e| bad(e.to_string()));
     }
-    let path = std::path::Path::new(text);
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| bad(e.to_string()))?
-            .join(path)
-    };
+    let absolute = svcca_storage::store::absolute_path(std::path::Path::new(text))
+        .map_err(|e| bad(e.to_string()))?;
     url::Url::from_directory_path(&absolute).map_err(|()| bad("not an absolute local path".into()))
 }
 

@@ -392,6 +392,25 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
     }
 }
 
+/// `path` made absolute against the working directory, with `.` and `..` resolved lexically
+/// (object-store paths cannot hold them). Lexical, like `std::path::absolute` on Windows: a
+/// `..` after a symbolic link names the link's parent, as most shells' `cd` does.
+pub fn absolute_path(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::path::Component;
+    let abs = std::path::absolute(path)?;
+    let mut out = std::path::PathBuf::new();
+    for part in abs.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
 fn local(path: &std::path::Path, url: &str, create: bool) -> Result<Location, StorageError> {
     if create {
         std::fs::create_dir_all(path).map_err(|source| StorageError::SourceIo {
@@ -399,7 +418,7 @@ fn local(path: &std::path::Path, url: &str, create: bool) -> Result<Location, St
             source,
         })?;
     }
-    let abs = std::path::absolute(path).map_err(|source| StorageError::SourceIo {
+    let abs = absolute_path(path).map_err(|source| StorageError::SourceIo {
         path: path.into(),
         source,
     })?;
@@ -513,6 +532,25 @@ fn check_azure_credentials(url: &str, env: &Env) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absolute_paths_resolve_dot_and_dot_dot() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute_path(std::path::Path::new("../a/./b/../c")).unwrap(),
+            cwd.parent().unwrap().join("a/c")
+        );
+        assert_eq!(
+            absolute_path(std::path::Path::new("/x/y/../z")).unwrap(),
+            std::path::PathBuf::from("/x/z")
+        );
+        // A dataset named with `..` opens (object-store paths cannot hold `..`).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let via_parent = dir.path().join("sub/..").join("ds");
+        let location = resolve(via_parent.to_str().unwrap());
+        assert!(location.is_ok(), "{:?}", location.err());
+    }
 
     #[test]
     fn unknown_scheme() {

@@ -138,7 +138,7 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     for url in [&mut spec.dataset, &mut spec.output] {
         if !url.contains("://")
             && !url.starts_with("file:")
-            && let Ok(abs) = std::path::absolute(&*url)
+            && let Ok(abs) = svcca_storage::store::absolute_path(std::path::Path::new(&*url))
         {
             *url = abs.to_string_lossy().to_string();
         }
