@@ -353,6 +353,9 @@ impl ExecError {
 /// Datasets kept open per worker: a few concurrent jobs' worth.
 const OPEN_SOURCES: usize = 8;
 
+/// A dataset URL and the driver run it was opened for.
+type SourceId = (String, String);
+
 struct OpenedSource {
     source: Arc<dyn RowSource>,
     /// Content checksum of every representation in the manifest as opened.
@@ -363,7 +366,7 @@ struct Inner {
     opener: Arc<dyn SourceOpener>,
     config: ExecutorConfig,
     /// Datasets opened per (url, driver run), most recent last.
-    sources: Mutex<VecDeque<((String, String), Arc<OpenedSource>)>>,
+    sources: Mutex<VecDeque<(SourceId, Arc<OpenedSource>)>>,
     stores: Mutex<HashMap<String, Store>>,
     whitenings: Mutex<VecDeque<(String, Arc<Whitening>)>>,
 }
