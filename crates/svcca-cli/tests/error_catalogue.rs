@@ -135,6 +135,22 @@ fn scratch() -> tempfile::TempDir {
         m["probe_set"]["datapoints"] = serde_json::json!(1_000_000_000_000u64);
         first_h1(m)["shape"] = serde_json::json!([1_000_000_000_000u64, 128]);
     });
+    edited_dataset(&p("resized"), |m| {
+        let bytes = first_h1(m)["shards"][0]["bytes"].as_u64().unwrap();
+        first_h1(m)["shards"][0]["bytes"] = serde_json::json!(bytes + 1);
+    });
+    // h1's shard entry now points at h2's file (the same size): its bytes are not the ones
+    // the manifest's SHA-256 names, as when a shard is replaced after ingest.
+    edited_dataset(&p("swapped"), |m| {
+        let h2_path = m["representations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"]["layer"] == "h2" && r["key"]["seed"] == 0 && r["key"]["step"] == 0)
+            .unwrap()["shards"][0]["path"]
+            .clone();
+        first_h1(m)["shards"][0]["path"] = h2_path;
+    });
     std::fs::create_dir_all(p("src/run/seed0/step1")).unwrap();
     std::fs::write(p("src/run/seed0/step1/h1.npy"), "not an array").unwrap();
     std::fs::write(p("afile"), "a regular file").unwrap();

@@ -308,6 +308,8 @@ impl SweepDriver {
         let rows = plan::rows_per_task(&spec, n, max_cols)?;
         let chunks = plan::row_chunks(n, rows);
         let metrics = spec.metric_set();
+        // Claimed only once the job is known to be plannable, so a bad spec leaves no trace.
+        let claim = outputs::claim(&out, &spec).await?;
         // Everything cached is keyed by the manifest's checksums: make sure the shards still hold
         // the bytes those name before anything is taken from the cache.
         let keys: Vec<_> = reps.iter().map(|r| r.key.clone()).collect();
@@ -317,8 +319,6 @@ impl SweepDriver {
             hashed = checked.hashed,
             "dataset shards verified"
         );
-        // Claimed only once the job is known to be plannable, so a bad spec leaves no trace.
-        let claim = outputs::claim(&out, &spec).await?;
         // Every cached number follows from the content and the row split: moments are merged
         // chunk by chunk, so another split rounds differently, and whitenings, Z and pairs derived
         // from one split must never be mixed with another's.

@@ -186,9 +186,13 @@ impl StorageSource {
             entry.sha256, meta.size, meta.last_modified, meta.e_tag, meta.version
         );
         let record = format!("verified/{}.txt", hash_parts(&["shard", &shown]));
-        let cache_io = |e: crate::cache::CacheError| SourceError::Io {
-            url: records.url().to_string(),
-            message: e.to_string(),
+        let cache_io = |e: crate::cache::CacheError| {
+            let (url, message) = (records.url().to_string(), e.to_string());
+            if e.is_retryable() {
+                SourceError::Io { url, message }
+            } else {
+                SourceError::Invalid { url, message }
+            }
         };
         let known = records.get(&record).await.map_err(cache_io)?;
         if known.as_deref() == Some(stamp.as_bytes()) {
