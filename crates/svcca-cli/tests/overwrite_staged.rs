@@ -78,7 +78,7 @@ fn a_failed_overwrite_leaves_the_earlier_output_whole_and_resumable() {
     }
 
     // The other job reads layer h2, one of whose shards is now damaged: it is planned, claims
-    // the output, and fails at its first task.
+    // the output, and fails when its shards are verified, before any task.
     let shard_dir = dataset.join("data/mlp/seed0/step0/h2");
     let shard = std::fs::read_dir(&shard_dir)
         .unwrap()
@@ -95,7 +95,8 @@ fn a_failed_overwrite_leaves_the_earlier_output_whole_and_resumable() {
     let failed = sweep(&dataset, &out, "h2", &other);
     assert_eq!(failed.status.code(), Some(10), "{}", stderr(&failed));
     assert!(
-        stderr(&failed).contains("damaged"),
+        stderr(&failed).contains("mlp/seed0/step0/h2")
+            && stderr(&failed).contains("does not hold the bytes the manifest names"),
         "the failure names the damaged shard: {}",
         stderr(&failed)
     );
