@@ -86,41 +86,31 @@ async fn a_warm_executor_gives_each_job_the_numbers_of_a_fresh_run() {
         "[resources]\nrows_per_task = 60\n",
         "[resources]\nrows_per_task = 250\n",
     ];
-    for (n, split) in splits.iter().enumerate() {
-        let extra = format!("{METRICS}{split}");
-        let want = fresh(ds.path(), &extra).await;
-        // A job of its own output and cache, and the same job into a cache shared by all.
-        let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        run_on(
-            &opener,
-            &warm,
-            &spec_toml(ds.path(), out.path(), cache.path(), &extra),
-        )
-        .await
-        .unwrap();
-        assert_same_pairs(
-            &format!("job {n} on a warm executor"),
-            &read_results(out.path()),
-            &want,
-        );
-    }
+    // Each job with its own output and cache, then each again into one cache shared by all.
     let shared_cache = tempfile::tempdir().unwrap();
-    for (n, split) in splits.iter().enumerate() {
-        let extra = format!("{METRICS}{split}");
-        let want = fresh(ds.path(), &extra).await;
-        let out = tempfile::tempdir().unwrap();
-        run_on(
-            &opener,
-            &warm,
-            &spec_toml(ds.path(), out.path(), shared_cache.path(), &extra),
-        )
-        .await
-        .unwrap();
-        assert_same_pairs(
-            &format!("job {n} on a warm executor and a shared cache"),
-            &read_results(out.path()),
-            &want,
-        );
+    for shared in [false, true] {
+        for (n, split) in splits.iter().enumerate() {
+            let extra = format!("{METRICS}{split}");
+            let want = fresh(ds.path(), &extra).await;
+            let (out, own_cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let cache = if shared {
+                shared_cache.path()
+            } else {
+                own_cache.path()
+            };
+            run_on(
+                &opener,
+                &warm,
+                &spec_toml(ds.path(), out.path(), cache, &extra),
+            )
+            .await
+            .unwrap();
+            assert_same_pairs(
+                &format!("job {n} on a warm executor (shared cache: {shared})"),
+                &read_results(out.path()),
+                &want,
+            );
+        }
     }
 }
 

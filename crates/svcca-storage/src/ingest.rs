@@ -435,14 +435,7 @@ async fn ingest_inner(
                     true
                 } else {
                     if !old_intact {
-                        let keep: std::collections::HashSet<&str> =
-                            rep.shards.iter().map(|s| s.path.as_str()).collect();
-                        stale_shards.extend(
-                            old.shards
-                                .iter()
-                                .filter(|s| !keep.contains(s.path.as_str()))
-                                .map(|s| s.path.clone()),
-                        );
+                        stale_shards.extend(no_longer_listed(old, &rep));
                         manifest.upsert(rep);
                     }
                     report.repaired.push(id.clone());
@@ -456,14 +449,7 @@ async fn ingest_inner(
                         representation: id,
                     });
                 }
-                let keep: std::collections::HashSet<&str> =
-                    rep.shards.iter().map(|s| s.path.as_str()).collect();
-                stale_shards.extend(
-                    old.shards
-                        .iter()
-                        .filter(|s| !keep.contains(s.path.as_str()))
-                        .map(|s| s.path.clone()),
-                );
+                stale_shards.extend(no_longer_listed(old, &rep));
                 report.replaced.push(id.clone());
                 manifest.upsert(rep);
                 false
@@ -532,6 +518,17 @@ async fn shards_intact(location: &Location, rep: &Representation) -> Result<bool
         }
     }
     Ok(true)
+}
+
+/// Paths of `old`'s shards that `new` no longer lists.
+fn no_longer_listed(old: &Representation, new: &Representation) -> Vec<String> {
+    let keep: std::collections::HashSet<&str> =
+        new.shards.iter().map(|s| s.path.as_str()).collect();
+    old.shards
+        .iter()
+        .filter(|s| !keep.contains(s.path.as_str()))
+        .map(|s| s.path.clone())
+        .collect()
 }
 
 /// True when two entries hold the same values (regardless of how they are sharded).
