@@ -117,7 +117,11 @@ fn a_failed_overwrite_leaves_the_earlier_output_whole_and_resumable() {
     assert!(lines.contains("tasks run: none"), "{lines}");
 
     // Once the overwriting job can finish, it replaces the earlier one entirely: its job.toml,
-    // its results, and no matrix of a metric it does not compute.
+    // its results, no matrix of a metric it does not compute, and no report of the earlier job
+    // (this one runs with --no-report, so none is drawn over it).
+    std::fs::create_dir_all(out.join("report/figures")).unwrap();
+    std::fs::write(out.join("report/index.html"), "the earlier job's report").unwrap();
+    std::fs::write(out.join("report/figures/a.png"), "an earlier figure").unwrap();
     std::fs::write(&shard, &good).unwrap();
     let replaced = sweep(&dataset, &out, "h2", &other);
     assert!(replaced.status.success(), "{}", stderr(&replaced));
@@ -137,6 +141,10 @@ fn a_failed_overwrite_leaves_the_earlier_output_whole_and_resumable() {
         !after.contains_key("matrix_svcca.csv") && !after.contains_key("matrix_svcca.arrow"),
         "the earlier job's matrices are gone: {:?}",
         after.keys()
+    );
+    assert!(
+        !out.join("report/index.html").exists() && !out.join("report/figures/a.png").exists(),
+        "the earlier job's report is gone"
     );
     // And it is now the folder's job: the earlier spec without --overwrite is refused.
     let refused = sweep(&dataset, &out, "h1", &[]);

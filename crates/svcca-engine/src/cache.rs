@@ -166,6 +166,28 @@ impl Store {
             })
     }
 
+    /// Deletes every object under `prefix` (a folder, `/`-separated); none is not an error.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        use futures::TryStreamExt;
+        let store_err = |source| CacheError::Store {
+            key: prefix.to_string(),
+            source,
+        };
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.path(prefix)))
+            .try_collect()
+            .await
+            .map_err(store_err)?;
+        for meta in listed {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(store_err(source)),
+            }
+        }
+        Ok(())
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

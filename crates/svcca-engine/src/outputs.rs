@@ -324,8 +324,8 @@ pub async fn write_all(
 }
 
 /// Takes the earlier job's files out of the way of this job's (see [`write_all`]). Matrices of
-/// metrics this job does not compute and the earlier analyses would otherwise sit beside the new
-/// results as if they were theirs.
+/// metrics this job does not compute, the earlier analyses and the earlier report would
+/// otherwise sit beside the new results as if they were theirs.
 async fn replace_earlier_job(out: &Store, results: &ResultsFile) -> Result<(), OutputError> {
     let earlier_metrics = match out.get("results.json").await? {
         Some(bytes) => ResultsFile::from_json(&bytes)
@@ -342,6 +342,9 @@ async fn replace_earlier_job(out: &Store, results: &ResultsFile) -> Result<(), O
         out.delete(&format!("matrix_{metric}.arrow")).await?;
     }
     out.delete("analyses.json").await?;
+    // The earlier job's report drew the earlier numbers; this job draws its own, or none
+    // (`--no-report`), but never leaves the old one beside the new results.
+    out.delete_prefix("report").await?;
     Ok(())
 }
 
