@@ -112,10 +112,15 @@ fn field_value(key: &RepresentationKey, field: &str) -> Option<String> {
     }
 }
 
+/// True when `pattern` matches the key's label, with its tags or without them.
+fn label_matches(pattern: &str, key: &RepresentationKey) -> bool {
+    glob_match(pattern, &key.label()) || glob_match(pattern, &key.base_label())
+}
+
 /// The selected representations, sorted by key (the order of results and matrices).
 pub fn select(all: &[RepInfo], selection: &Selection) -> Result<Vec<RepInfo>, PlanError> {
     for pattern in &selection.keys {
-        if !all.iter().any(|r| glob_match(pattern, &r.key.label())) {
+        if !all.iter().any(|r| label_matches(pattern, &r.key)) {
             return Err(PlanError::UnknownKey {
                 key: pattern.clone(),
             });
@@ -124,10 +129,12 @@ pub fn select(all: &[RepInfo], selection: &Selection) -> Result<Vec<RepInfo>, Pl
     let mut chosen: Vec<RepInfo> = all
         .iter()
         .filter(|r| {
-            let label = r.key.label();
-            let by_key =
-                selection.keys.is_empty() || selection.keys.iter().any(|p| glob_match(p, &label));
+            let by_key = selection.keys.is_empty()
+                || selection.keys.iter().any(|p| label_matches(p, &r.key));
             let by_fields = selection.filters.iter().all(|(field, patterns)| {
+                if matches!(field.as_str(), "label" | "key") {
+                    return patterns.as_slice().iter().any(|p| label_matches(p, &r.key));
+                }
                 field_value(&r.key, field)
                     .is_some_and(|v| patterns.as_slice().iter().any(|p| glob_match(p, &v)))
             });
@@ -249,13 +256,36 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
                 .enumerate()
                 .map(|(i, r)| (r.key.label(), i))
                 .collect();
+            // A label without tags names the one selected representation that has it.
+            let mut by_base: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for (i, r) in reps.iter().enumerate() {
+                by_base.entry(r.key.base_label()).or_default().push(i);
+            }
             for [a, b] in &spec.pairs {
                 let find = |label: &str| {
-                    index.get(label).copied().ok_or_else(|| PlanError::BadPair {
+                    let bad = |problem: String| PlanError::BadPair {
                         a: a.clone(),
                         b: b.clone(),
-                        problem: format!("`{label}` is not a selected representation (labels look like mlp/seed0/step2250/h1)"),
-                    })
+                        problem,
+                    };
+                    if let Some(&i) = index.get(label) {
+                        return Ok(i);
+                    }
+                    match by_base.get(label).map(Vec::as_slice) {
+                        Some(&[i]) => Ok(i),
+                        Some(several) => Err(bad(format!(
+                            "`{label}` names {} selected representations that differ by their tags ({}); name one with its tags",
+                            several.len(),
+                            several
+                                .iter()
+                                .map(|&i| reps[i].key.label())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))),
+                        None => Err(bad(format!(
+                            "`{label}` is not a selected representation (labels look like mlp/seed0/step2250/h1, with tags as mlp/seed0/step2250/h1[lr=0.1])"
+                        ))),
+                    }
                 };
                 let (i, j) = (find(a)?, find(b)?);
                 if i == j {
@@ -463,6 +493,37 @@ mod tests {
         }
         v.push(rep("cnn", 0, 5, "conv1"));
         v
+    }
+
+    #[test]
+    fn tagged_representations_are_named_with_or_without_their_tags() {
+        let tagged = |lr: &str, step: i64| {
+            let mut r = rep("mlp", 0, step, "h1");
+            r.key.tags.insert("lr".into(), lr.into());
+            r
+        };
+        let all = vec![tagged("0.1", 10), tagged("0.1", 20), tagged("0.01", 20)];
+        let pairs = |a: &str, b: &str| {
+            JobSpec::new("/d", "/o")
+                .with_comparison(crate::spec::ComparisonPlan::Pairs)
+                .with_pairs(vec![[a.to_string(), b.to_string()]])
+        };
+        // With tags, or without where only one selected representation has the label.
+        let spec = pairs("mlp/seed0/step10/h1", "mlp/seed0/step20/h1[lr=0.01]");
+        let reps = select(&all, &spec.select).unwrap();
+        assert_eq!(plan_pairs(&reps, &spec).unwrap().len(), 1);
+        // Two share `mlp/seed0/step20/h1`: the error names both.
+        let spec = pairs("mlp/seed0/step10/h1", "mlp/seed0/step20/h1");
+        let err = plan_pairs(&reps, &spec).unwrap_err().to_string();
+        assert!(
+            err.contains("differ by their tags") && err.contains("[lr=0.1]"),
+            "{err}"
+        );
+        // Selections by key match the label with or without tags.
+        let spec = JobSpec::new("/d", "/o").with_keys(vec!["mlp/seed0/step20/h1".into()]);
+        assert_eq!(select(&all, &spec.select).unwrap().len(), 2);
+        let spec = JobSpec::new("/d", "/o").with_keys(vec!["*[lr=0.01]".into()]);
+        assert_eq!(select(&all, &spec.select).unwrap().len(), 1);
     }
 
     #[test]

@@ -39,6 +39,21 @@ impl RepresentationKey {
     /// are any (`mlp/seed0/step2250/h1[lr=0.1,opt=adam]`), so that two representations that differ
     /// only by a tag never share a label.
     pub fn label(&self) -> String {
+        let mut label = self.base_label();
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            label.push('[');
+            label.push_str(&tags.join(","));
+            label.push(']');
+        }
+        label
+    }
+}
+
+impl RepresentationKey {
+    /// The label without the tags: `mlp/seed0/step2250/h1`. Job specs may name a
+    /// representation by it when no other selected one shares it.
+    pub fn base_label(&self) -> String {
         let mut parts = vec![self.run.clone()];
         if let Some(seed) = self.seed {
             parts.push(format!("seed{seed}"));
@@ -47,14 +62,7 @@ impl RepresentationKey {
             parts.push(format!("step{step}"));
         }
         parts.push(self.layer.clone());
-        let mut label = parts.join("/");
-        if !self.tags.is_empty() {
-            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            label.push('[');
-            label.push_str(&tags.join(","));
-            label.push(']');
-        }
-        label
+        parts.join("/")
     }
 }
 
