@@ -202,11 +202,9 @@ impl StorageSource {
             Ok(r) => r.bytes().await.map_err(io)?,
             Err(e) => return Err(io(e)),
         };
-        let actual = tokio::task::spawn_blocking(move || {
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-        })
-        .await
-        .map_err(|e| self.invalid(format!("hashing shard {n} of {label}: {e}")))?;
+        let actual = tokio::task::spawn_blocking(move || crate::cache::sha256_hex(&bytes))
+            .await
+            .map_err(|e| self.invalid(format!("hashing shard {n} of {label}: {e}")))?;
         if actual != entry.sha256 {
             return Err(self.invalid(format!(
                 "shard {n} of {label} (`{shown}`) does not hold the bytes the manifest names \

@@ -156,8 +156,17 @@ fn replace_shard(ds: &Path, to: &str, from: &str, update_manifest: bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rewritten_shard_with_a_stale_values_checksum_is_computed_again() {
+/// A dataset, a warm executor and one finished job on it (its output, cache and spec).
+struct FirstRun {
+    ds: tempfile::TempDir,
+    opener: CountingOpener,
+    warm: SweepExecutor,
+    out: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    toml: String,
+}
+
+async fn first_run() -> FirstRun {
     let ds = tempfile::tempdir().unwrap();
     ingest_digits(ds.path(), keep).await;
     let opener = CountingOpener::default();
@@ -165,6 +174,26 @@ async fn a_rewritten_shard_with_a_stale_values_checksum_is_computed_again() {
     let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let toml = spec_toml(ds.path(), out.path(), cache.path(), METRICS);
     run_on(&opener, &warm, &toml).await.unwrap();
+    FirstRun {
+        ds,
+        opener,
+        warm,
+        out,
+        cache,
+        toml,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_shard_with_a_stale_values_checksum_is_computed_again() {
+    let FirstRun {
+        ds,
+        opener,
+        warm,
+        out,
+        cache,
+        toml: _,
+    } = first_run().await;
     let before = read_results(out.path());
 
     // seed0/step25/h1's first shard now holds seed1/step2250/h1's first 200 datapoints.
@@ -188,13 +217,15 @@ async fn a_rewritten_shard_with_a_stale_values_checksum_is_computed_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_replaced_behind_the_manifests_back_is_refused_not_answered_from_the_cache() {
-    let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), keep).await;
-    let opener = CountingOpener::default();
-    let warm = executor(&opener);
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let toml = spec_toml(ds.path(), out.path(), cache.path(), METRICS);
-    run_on(&opener, &warm, &toml).await.unwrap();
+    let FirstRun {
+        ds,
+        opener,
+        warm,
+        // Kept alive: the folders go with them.
+        out: _out,
+        cache: _cache,
+        toml,
+    } = first_run().await;
 
     // Unchanged: the rerun is answered from the cache without reading a row.
     opener.reset();
