@@ -151,6 +151,10 @@ fn scratch() -> tempfile::TempDir {
             .clone();
         first_h1(m)["shards"][0]["path"] = h2_path;
     });
+    // h1's shard entry names a file that is not there, as when a shard is deleted.
+    edited_dataset(&p("gone"), |m| {
+        first_h1(m)["shards"][0]["path"] = serde_json::json!("data/deleted.arrow");
+    });
     std::fs::create_dir_all(p("src/run/seed0/step1")).unwrap();
     std::fs::write(p("src/run/seed0/step1/h1.npy"), "not an array").unwrap();
     std::fs::write(p("afile"), "a regular file").unwrap();

@@ -485,6 +485,9 @@ pub fn compare_whitened(
         })?;
         let w = pwcca_weights(m, side.whitening, dirs, opts.mode)?;
         let mean: f64 = w.iter().zip(&coefs).map(|(a, b)| a * b).sum();
+        if let Some(tie) = pwcca_tie_sensitivity(&coefs, &w, mean) {
+            warnings.push(tie.warning());
+        }
         let def = match opts.mode {
             Mode::Default => format!(
                 "mean = sum_i w_i rho_i over {r} canonical correlations, w_i ∝ sum_j \
@@ -533,6 +536,86 @@ pub fn compare_whitened(
     })
 }
 
+/// Canonical correlations closer than this are treated as tied by [`pwcca_tie_sensitivity`]:
+/// rounding differences of ~1e-16 in the moments rotate tied directions by up to ~1e-16 / gap,
+/// which moves a PWCCA mean past 1e-9 only below about this gap.
+const PWCCA_TIE: f64 = 1e-6;
+
+/// Near-tied canonical correlations in a PWCCA result, and how far they can move its mean.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PwccaTie {
+    /// 1-based indices of the first and last correlation of the widest tied run.
+    pub first: usize,
+    pub last: usize,
+    /// The smallest gap between neighbouring correlations in a tied run.
+    pub gap: f64,
+    /// Bound on how far the mean moves when weight shifts within the tied runs:
+    /// `Σ_runs (their weight) · max |ρ_i − mean|`.
+    pub bound: f64,
+}
+
+impl PwccaTie {
+    /// The result warning that states the tie and its bound.
+    pub fn warning(&self) -> String {
+        let tie = if self.gap == 0.0 {
+            "tie".to_string()
+        } else {
+            format!("nearly tie (gap {:.1e})", self.gap)
+        };
+        format!(
+            "pwcca: canonical correlations {}-{} {tie}; how the weight splits between their \
+             directions is not determined by the data, so the mean can move by up to {:.1e} with \
+             rounding (e.g. the rows per block or task the moments were summed in)",
+            self.first, self.last, self.bound
+        )
+    }
+
+    /// The bound stated in a warning made by [`PwccaTie::warning`], if `warning` is one.
+    pub fn bound_in(warning: &str) -> Option<f64> {
+        let rest = warning.strip_prefix("pwcca: canonical correlations")?;
+        let (_, after) = rest.split_once("can move by up to ")?;
+        after.split_whitespace().next()?.parse().ok()
+    }
+}
+
+/// The runs of near-tied correlations (neighbours within [`PWCCA_TIE`]) among `coefs` (sorted
+/// descending), with the weights `w` and the PWCCA `mean` they gave. PWCCA's weights are not
+/// invariant to rotations within a tied run, so there the mean is only defined up to the bound.
+/// `None` when nothing ties or the bound is below 1e-12.
+pub fn pwcca_tie_sensitivity(coefs: &[f64], w: &[f64], mean: f64) -> Option<PwccaTie> {
+    let mut worst: Option<PwccaTie> = None;
+    let mut bound = 0.0;
+    let mut i = 0;
+    while i < coefs.len() {
+        let mut j = i;
+        let mut gap = f64::INFINITY;
+        while j + 1 < coefs.len() && (coefs[j] - coefs[j + 1]).abs() <= PWCCA_TIE {
+            gap = gap.min((coefs[j] - coefs[j + 1]).abs());
+            j += 1;
+        }
+        if j > i {
+            let weight: f64 = w[i..=j].iter().sum();
+            let spread = coefs[i..=j]
+                .iter()
+                .map(|r| (r - mean).abs())
+                .fold(0.0, f64::max);
+            bound += weight * spread;
+            if worst.is_none_or(|t| j - i > t.last - t.first) {
+                worst = Some(PwccaTie {
+                    first: i + 1,
+                    last: j + 1,
+                    gap,
+                    bound: 0.0,
+                });
+            }
+        }
+        i = j + 1;
+    }
+    let mut tie = worst?;
+    tie.bound = bound;
+    (bound >= 1e-12).then_some(tie)
+}
+
 /// PWCCA weights (sum 1) of one side from its moments, its whitening and its singular vectors
 /// `dirs` (`k × r`, whitened coordinates). See the module docs for both modes.
 pub fn pwcca_weights(
@@ -554,22 +637,22 @@ pub fn pwcca_weights(
         Mode::Default => {
             // Uᵀ Wᵀ M: inner products of the canonical variates with the centred neurons.
             let mut wu = Mat::zeros(w.input_dim(), r);
-            faer::linalg::matmul::matmul(
+            crate::products::matmul(
                 wu.as_mut(),
                 Accum::Replace,
                 w.transform(),
                 dirs,
                 1.0,
-                crate::par(),
+                crate::parallelism(),
             );
             let mut p = Mat::zeros(r, m.dim());
-            faer::linalg::matmul::matmul(
+            crate::products::matmul(
                 p.as_mut(),
                 Accum::Replace,
                 wu.transpose(),
                 mm.as_ref(),
                 1.0,
-                crate::par(),
+                crate::parallelism(),
             );
             p
         }
@@ -612,13 +695,13 @@ fn google_pwcca_products(
     // D Xᵀ = Uᵀ M + n μ μᵀ, where row i of D carries + μ_i (google adds each neuron's mean to
     // the direction of the same index).
     let mut dx = Mat::zeros(r, k);
-    faer::linalg::matmul::matmul(
+    crate::products::matmul(
         dx.as_mut(),
         Accum::Replace,
         dirs.transpose(),
         mk.as_ref(),
         1.0,
-        crate::par(),
+        crate::parallelism(),
     );
     for i in 0..r {
         for j in 0..k {
@@ -629,13 +712,13 @@ fn google_pwcca_products(
     // columns (centred data ⟂ constant vector): no Gram matrix, no squared condition number.
     let (vals, vecs) = eigh_desc(mk.as_ref())?;
     let mut vu = Mat::zeros(k, r);
-    faer::linalg::matmul::matmul(
+    crate::products::matmul(
         vu.as_mut(),
         Accum::Replace,
         vecs.transpose(),
         dirs,
         1.0,
-        crate::par(),
+        crate::parallelism(),
     );
     let f = Mat::from_fn(k + 1, r, |i, j| {
         if i < k {
@@ -655,7 +738,7 @@ fn google_pwcca_products(
     faer::linalg::triangular_solve::solve_lower_triangular_in_place(
         rt.as_ref(),
         dx.as_mut(),
-        crate::par(),
+        faer::Par::Seq,
     );
     Ok(dx)
 }
@@ -748,6 +831,29 @@ pub fn compare_moments(joint: &JointMoments, opts: &CompareOptions) -> Result<Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pwcca_ties_are_found_and_bounded() {
+        let w = [0.4, 0.3, 0.2, 0.1];
+        let apart = [0.99, 0.9, 0.5, 0.2];
+        let mean: f64 = w.iter().zip(&apart).map(|(a, b)| a * b).sum();
+        assert_eq!(pwcca_tie_sensitivity(&apart, &w, mean), None);
+
+        let tied = [0.99, 0.9, 0.9 - 1e-9, 0.2];
+        let mean: f64 = w.iter().zip(&tied).map(|(a, b)| a * b).sum();
+        let tie = pwcca_tie_sensitivity(&tied, &w, mean).expect("a tie");
+        assert_eq!((tie.first, tie.last), (2, 3));
+        assert!((tie.gap - 1e-9).abs() < 1e-12, "{tie:?}");
+        let expected = 0.5 * (0.9 - mean).abs();
+        assert!((tie.bound - expected).abs() < 1e-12, "{tie:?}");
+        let parsed = PwccaTie::bound_in(&tie.warning()).expect("bound parses back");
+        assert!((parsed - tie.bound).abs() <= 0.05 * tie.bound);
+        assert_eq!(PwccaTie::bound_in("near-constant neurons dropped"), None);
+
+        // Tied exactly at the mean: nothing can move.
+        let flat = [0.5, 0.5, 0.5, 0.5];
+        assert_eq!(pwcca_tie_sensitivity(&flat, &w, 0.5), None);
+    }
 
     #[test]
     fn truncated_mean_follows_google_sum_threshold() {

@@ -5,8 +5,8 @@
 //! 512 × 512 covariance differ by ~1e-12). A sweep whitens on the coordinator and compares on
 //! workers, and its results must not depend on how many threads each process was given, so the
 //! decompositions (small next to the products that feed them) always run on one thread. Matrix
-//! products need no such care: faer's are bit-identical for any thread count. (faer's convenience
-//! methods such as `Mat::qr` and `Mat::llt` use the process-wide setting: call these instead.)
+//! products go through [`crate::products`] for the same reason. (faer's convenience methods such
+//! as `Mat::qr` and `Mat::llt` use the process-wide setting: call these instead.)
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};

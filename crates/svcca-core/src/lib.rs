@@ -13,18 +13,21 @@
 //! It does not read files (svcca-storage does), schedule work (svcca-engine) or print
 //! (svcca-cli). Every error is a typed [`CoreError`].
 //!
-//! Parallelism: matrix products and decompositions use faer's global parallelism setting
-//! ([`set_parallelism`]); the default is faer's (all rayon threads).
+//! Parallelism: matrix products ([`products`]) run on at most [`set_parallelism`]'s thread
+//! count (default: all of rayon's pool) and give the same bits on any count; decompositions run
+//! sequentially for the same reason.
 
 pub mod compare;
 pub mod conv;
 mod decompose;
 pub mod error;
 pub mod moments;
+pub mod products;
 pub mod whiten;
 
 pub use compare::{
-    CanonicalCorrelations, CompareOptions, Comparison, Metric, Side, canonical_correlations,
+    CanonicalCorrelations, CompareOptions, Comparison, Metric, PwccaTie, Side,
+    canonical_correlations, pwcca_tie_sensitivity,
     compare_cka, compare_moments, compare_whitened, linear_cka, pwcca_weights, truncated_mean,
 };
 pub use error::CoreError;
@@ -34,15 +37,23 @@ pub use whiten::{KeepRule, Mode, WhitenOptions, Whitening, WhiteningParts};
 /// Re-exported so callers can build faer views without naming faer's version.
 pub use faer;
 
-/// Sets the number of threads every product and decomposition in this crate uses
-/// (0 = all of rayon's global pool, 1 = sequential).
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the number of threads every product in this crate uses (0 = all of rayon's global
+/// pool, 1 = sequential). The numbers do not depend on it.
 pub fn set_parallelism(threads: usize) {
+    THREADS.store(threads, std::sync::atomic::Ordering::Relaxed);
     let par = if threads == 1 {
         faer::Par::Seq
     } else {
         faer::Par::rayon(threads)
     };
     faer::set_global_parallelism(par);
+}
+
+/// The thread count [`set_parallelism`] set (0 = all of rayon's pool).
+pub fn parallelism() -> usize {
+    THREADS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 pub(crate) fn par() -> faer::Par {

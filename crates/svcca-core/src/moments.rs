@@ -29,7 +29,6 @@
 //! accumulator over the concatenated columns `[x | y]`, which yields `M_xx`, `M_yy` and the cross
 //! co-moment `M_xy = Σ (x − μ_x)(y − μ_y)ᵀ` (`d_x × d_y`).
 
-use faer::linalg::matmul::triangular::{BlockStructure, matmul as tri_matmul};
 use faer::{Accum, Mat, MatRef};
 
 use crate::error::{CoreError, Result};
@@ -462,16 +461,12 @@ impl MomentAccumulator {
         } else {
             self.mean.copy_from_slice(&self.sums);
         }
-        tri_matmul(
+        crate::products::gram_lower(
             self.m_lower.as_mut(),
-            BlockStructure::TriangularLower,
             Accum::Add,
-            s.transpose(),
-            BlockStructure::Rectangular,
             s,
-            BlockStructure::Rectangular,
             1.0,
-            crate::par(),
+            crate::parallelism(),
         );
         self.n += nb as u64;
     }

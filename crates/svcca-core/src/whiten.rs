@@ -236,13 +236,13 @@ fn google_inv_sqrt(a: MatRef<'_, f64>, warnings: &mut Vec<String>, side: &str) -
     let k = a.nrows();
     let scaled = Mat::from_fn(k, k, |i, j| vecs[(i, j)] * g[j]);
     let mut out = Mat::zeros(k, k);
-    faer::linalg::matmul::matmul(
+    crate::products::matmul(
         out.as_mut(),
         Accum::Replace,
         scaled.as_ref(),
         vecs.transpose(),
         1.0,
-        crate::par(),
+        crate::parallelism(),
     );
     Ok(out)
 }
@@ -406,22 +406,22 @@ impl Whitening {
                 let vk = vecs.as_ref().subcols(0, k);
                 // The recipe runs np.cov on the projected data: reproduce V_kᵀ Σ V_k.
                 let mut tmp = Mat::zeros(d, k);
-                faer::linalg::matmul::matmul(
+                crate::products::matmul(
                     tmp.as_mut(),
                     Accum::Replace,
                     cov.as_ref(),
                     vk,
                     1.0,
-                    crate::par(),
+                    crate::parallelism(),
                 );
                 let mut red = Mat::zeros(k, k);
-                faer::linalg::matmul::matmul(
+                crate::products::matmul(
                     red.as_mut(),
                     Accum::Replace,
                     vk.transpose(),
                     tmp.as_ref(),
                     1.0,
-                    crate::par(),
+                    crate::parallelism(),
                 );
                 let red = symmetrise(red);
                 let (g, kept, dropped, _) =
@@ -435,13 +435,13 @@ impl Whitening {
                     ));
                 }
                 let mut w = Mat::zeros(d, kept.len());
-                faer::linalg::matmul::matmul(
+                crate::products::matmul(
                     w.as_mut(),
                     Accum::Replace,
                     vk,
                     g.as_ref(),
                     1.0,
-                    crate::par(),
+                    crate::parallelism(),
                 );
                 Ok(Whitening {
                     mode: Mode::GoogleCompat,
@@ -717,13 +717,13 @@ impl Whitening {
             let nb = r1 - r0;
             block.write_centred_col_major(r0, r1, &self.mean, &mut scratch[..nb * d], (nb, 0));
             let s = MatRef::from_column_major_slice(&scratch[..nb * d], nb, d);
-            faer::linalg::matmul::matmul(
+            crate::products::matmul(
                 out.as_mut().subrows_mut(r0, nb),
                 Accum::Replace,
                 s,
                 self.transform.as_ref(),
                 1.0,
-                crate::par(),
+                crate::parallelism(),
             );
             r0 = r1;
         }
@@ -741,22 +741,22 @@ impl Whitening {
             });
         }
         let mut t = Mat::zeros(self.input_dim(), other.dims());
-        faer::linalg::matmul::matmul(
+        crate::products::matmul(
             t.as_mut(),
             Accum::Replace,
             mxy,
             other.transform.as_ref(),
             1.0,
-            crate::par(),
+            crate::parallelism(),
         );
         let mut c = Mat::zeros(self.dims(), other.dims());
-        faer::linalg::matmul::matmul(
+        crate::products::matmul(
             c.as_mut(),
             Accum::Replace,
             self.transform.transpose(),
             t.as_ref(),
             1.0,
-            crate::par(),
+            crate::parallelism(),
         );
         Ok(c)
     }

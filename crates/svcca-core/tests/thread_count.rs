@@ -10,7 +10,9 @@ mod conv_support;
 
 use common::*;
 use svcca_core::conv::{ConvInput, ConvMethod, ConvOptions, Layout, compare_conv};
-use svcca_core::{CompareOptions, JointMoments, Metric, Mode, RowBlock, compare_moments};
+use svcca_core::{
+    CompareOptions, JointMoments, KeepRule, Metric, Mode, RowBlock, compare_moments,
+};
 
 /// What is compared of one result: its name, mean, coefficients and PWCCA weights.
 type Numbers = (String, f64, Vec<f64>, Option<Vec<f64>>);
@@ -29,6 +31,18 @@ fn dense(threads: usize) -> Vec<Numbers> {
     )
     .unwrap();
     let mut out = Vec::new();
+    // One kept direction: the products have a single output column over every datapoint, the
+    // shape faer's parallel products split across threads.
+    for mode in [Mode::Default, Mode::GoogleCompat] {
+        let c = compare_moments(
+            &j,
+            &CompareOptions::default()
+                .with_mode(mode)
+                .with_keep(KeepRule::Dims(1)),
+        )
+        .unwrap();
+        out.push((format!("Svcca keep 1 {mode:?}"), c.mean, c.coefficients, None));
+    }
     for metric in [Metric::Svcca, Metric::Cca, Metric::Pwcca, Metric::Cka] {
         for mode in [Mode::Default, Mode::GoogleCompat] {
             let c = compare_moments(

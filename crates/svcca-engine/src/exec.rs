@@ -24,8 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use faer::linalg::matmul::triangular::{BlockStructure, matmul as tri_matmul};
-use faer::{Accum, MatRef, Par};
+use faer::MatRef;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use svcca_core::conv::{
@@ -37,6 +36,7 @@ use svcca_results::{FrequencyRecord, PairRecord, RepresentationKey};
 
 use crate::cache::{self, CacheError, DenseMatrix, Store, keys};
 use crate::driver::{TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
+use crate::pair_products;
 use crate::source::{RowSource, SourceError, SourceOpener};
 use crate::spec::{ConvMethod, KeepRule, Metric, Mode};
 
@@ -498,7 +498,8 @@ impl SweepExecutor {
                     b.iter().map(|z| z.dims).sum()
                 };
                 let mut acc = DenseMatrix::zeros(dims_a, dims_b);
-                let par = self.par();
+                let threads = self.product_threads();
+                let (a, b) = (Arc::new(a), Arc::new(b));
                 for &(start, end) in &chunks {
                     let rows = (end - start) as usize;
                     let za = load_side(&store, &a, start, end, rows).await?;
@@ -507,42 +508,18 @@ impl SweepExecutor {
                     } else {
                         Some(load_side(&store, &b, start, end, rows).await?)
                     };
+                    let (a, b) = (a.clone(), b.clone());
                     acc = blocking(move || {
                         let za_ref = MatRef::from_column_major_slice(&za, rows, dims_a);
-                        if let Some(zb) = &zb {
-                            let zb_ref = MatRef::from_column_major_slice(zb, rows, dims_b);
-                            faer::linalg::matmul::matmul(
-                                acc.view_mut(),
-                                Accum::Add,
-                                za_ref.transpose(),
-                                zb_ref,
-                                1.0,
-                                par,
-                            );
-                        } else {
-                            // Only the lower triangle of a Gram matrix is computed (half the work).
-                            tri_matmul(
-                                acc.view_mut(),
-                                BlockStructure::TriangularLower,
-                                Accum::Add,
-                                za_ref.transpose(),
-                                BlockStructure::Rectangular,
-                                za_ref,
-                                BlockStructure::Rectangular,
-                                1.0,
-                                par,
-                            );
-                        }
+                        let am = pair_products::stacked(a.iter().map(|z| (&*z.basis, z.dims)));
+                        let bm = pair_products::stacked(b.iter().map(|z| (&*z.basis, z.dims)));
+                        let y = zb
+                            .as_ref()
+                            .map(|zb| (MatRef::from_column_major_slice(zb, rows, dims_b), &bm[..]));
+                        pair_products::add_cross(acc.view_mut(), za_ref, &am, y, threads);
                         Ok(acc)
                     })
                     .await?;
-                }
-                if diagonal {
-                    for j in 0..dims_a {
-                        for i in 0..j {
-                            acc.data[j * dims_a + i] = acc.data[i * dims_a + j];
-                        }
-                    }
                 }
                 let bytes = acc.encode();
                 if bytes.len() <= INLINE_LIMIT {
@@ -621,7 +598,9 @@ impl SweepExecutor {
             .collect();
         let total: usize = members.iter().map(|m| m.cols).sum();
         let mut acc = DenseMatrix::zeros(total, total);
-        let par = self.par();
+        let threads = self.product_threads();
+        let names: Arc<Vec<(String, usize)>> =
+            Arc::new(members.iter().map(|m| (m.content.clone(), m.cols)).collect());
         for &(start, end) in &chunks {
             let rows = (end - start) as usize;
             let mut scratch = vec![0.0f64; rows * total];
@@ -638,19 +617,11 @@ impl SweepExecutor {
                     }
                 }
             }
+            let names = names.clone();
             acc = blocking(move || {
                 let s = MatRef::from_column_major_slice(&scratch, rows, total);
-                tri_matmul(
-                    acc.view_mut(),
-                    BlockStructure::TriangularLower,
-                    Accum::Add,
-                    s.transpose(),
-                    BlockStructure::Rectangular,
-                    s,
-                    BlockStructure::Rectangular,
-                    1.0,
-                    par,
-                );
+                let m = pair_products::stacked(names.iter().map(|(n, d)| (n.as_str(), *d)));
+                pair_products::add_cross(acc.view_mut(), s, &m, None, threads);
                 Ok(acc)
             })
             .await?;
@@ -700,12 +671,7 @@ impl SweepExecutor {
             for &(x, y) in &pairs {
                 let (ox, oy) = (offsets[x], offsets[y]);
                 let (cx, cy) = (members[x].cols, members[y].cols);
-                // The lower triangle holds block (max, min); transpose when x comes first.
-                let mxy = if ox >= oy {
-                    full.submatrix(ox, oy, cx, cy).to_owned()
-                } else {
-                    full.submatrix(oy, ox, cy, cx).transpose().to_owned()
-                };
+                let mxy = full.submatrix(ox, oy, cx, cy).to_owned();
                 for &metric in &metrics {
                     let opts = compare_options(metric, mode, settings.keep());
                     let what = || {
@@ -811,12 +777,10 @@ impl SweepExecutor {
         .await
     }
 
-    fn par(&self) -> Par {
-        if self.inner.config.threads <= 1 {
-            Par::Seq
-        } else {
-            Par::rayon(self.inner.config.threads)
-        }
+    /// Threads for one task's products (see `svcca_core::products`; never 0, which would mean
+    /// the whole pool).
+    fn product_threads(&self) -> usize {
+        self.inner.config.threads.max(1)
     }
 
     /// The dataset at `url` as opened for driver run `run`, after checking that each of

@@ -897,8 +897,11 @@ impl SweepDriver {
             }
             let blocks = plan::blocks(&self.reps, &dims, self.spec.comparison, &pairs, cap);
             let planned = plan::tiles(&blocks, &pairs);
-            // Few tiles: split the rows too, so the work still spreads over workers.
-            let groups_wanted = (8usize.div_ceil(planned.len().max(1))).clamp(1, self.chunks.len());
+            // Few pairs: split the rows too, so the work still spreads over workers. The split
+            // follows the job's whole pair list, not the pairs still to compute: a pair's sum
+            // over row groups then rounds the same in a fresh run, a resumed one and a rerun.
+            let groups_wanted =
+                (8usize.div_ceil(self.pairs.len().max(1))).clamp(1, self.chunks.len());
             let per_group = self.chunks.len().div_ceil(groups_wanted);
             let groups: Vec<Vec<(u64, u64)>> =
                 self.chunks.chunks(per_group).map(|g| g.to_vec()).collect();

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod exec;
 pub mod job;
 pub mod outputs;
+pub mod pair_products;
 pub mod plan;
 pub mod source;
 pub mod spec;

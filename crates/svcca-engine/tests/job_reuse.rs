@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use job_support::*;
-use svcca_engine::driver::JobDriverFactory;
+use svcca_engine::driver::{JobDriverFactory, TaskExecutor};
 use svcca_engine::exec::{ExecutorConfig, SweepExecutor};
 use svcca_results::ResultsFile;
 
@@ -238,4 +238,104 @@ async fn a_shard_replaced_behind_the_manifests_back_is_refused_not_answered_from
         err.contains("seed0/step25/h1") && err.contains("re-ingest"),
         "{err}"
     );
+}
+
+/// Every file named `name` under `dir`.
+fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_named(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_re_ingested_while_the_job_runs_is_refused_by_the_worker() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), keep).await;
+    let opener = CountingOpener::default();
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), METRICS);
+    let mut driver = factory(&opener).create(toml).await.unwrap();
+    let batch = driver.take_ready().await.unwrap();
+    assert!(!batch.is_empty());
+
+    // Planned, then re-ingested (shard and manifest both new) before a worker reads it.
+    replace_shard(ds.path(), "seed0/step25/h1", "seed1/step2250/h1", true);
+    let exec = executor(&opener);
+    let mut refused = Vec::new();
+    for task in batch {
+        if let Err(e) = exec.execute(task).await {
+            refused.push(format!("{e:?}"));
+        }
+    }
+    assert!(!refused.is_empty(), "no task noticed the changed dataset");
+    for err in &refused {
+        assert!(
+            err.contains("changed while the job ran")
+                && err.contains("seed0/step25/h1")
+                && err.contains("run the job again"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whitening_changed_in_the_cache_is_refused_by_the_worker() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), keep).await;
+    let opener = CountingOpener::default();
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let toml = spec_toml(
+        ds.path(),
+        out.path(),
+        cache.path(),
+        "comparison = \"all-pairs\"\nmetrics = [\"svcca\"]\n",
+    );
+    let mut driver = factory(&opener).create(toml).await.unwrap();
+    let exec = executor(&opener);
+    // Run tasks until the driver has stored whitenings and asks for projections.
+    let projections = loop {
+        let batch = driver.take_ready().await.unwrap();
+        assert!(!batch.is_empty(), "the job ended before any projection");
+        if batch.iter().any(|t| t.kind == "project") {
+            break batch;
+        }
+        for task in batch {
+            let id = task.id.clone();
+            let output = exec.execute(task).await.unwrap();
+            driver.complete(id, output).await.unwrap();
+        }
+    };
+
+    // Two stored whitenings swap bytes: each is a valid whitening, but not the one the job stored.
+    let stored = files_named(cache.path(), "whitening.bin");
+    assert!(stored.len() >= 2, "{stored:?}");
+    let (first, second) = (
+        std::fs::read(&stored[0]).unwrap(),
+        std::fs::read(&stored[1]).unwrap(),
+    );
+    std::fs::write(&stored[0], &second).unwrap();
+    std::fs::write(&stored[1], &first).unwrap();
+
+    let fresh_worker = executor(&opener);
+    let mut refused = Vec::new();
+    for task in projections.into_iter().filter(|t| t.kind == "project") {
+        if let Err(e) = fresh_worker.execute(task).await {
+            refused.push(format!("{e:?}"));
+        }
+    }
+    assert!(!refused.is_empty(), "no projection noticed the swapped whitening");
+    for err in &refused {
+        assert!(
+            err.contains("whitening") && err.contains("SHA-256") && err.contains("rerun the job"),
+            "{err}"
+        );
+    }
 }
