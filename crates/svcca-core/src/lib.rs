@@ -27,8 +27,8 @@ pub mod whiten;
 
 pub use compare::{
     CanonicalCorrelations, CompareOptions, Comparison, Metric, PwccaTie, Side,
-    canonical_correlations, pwcca_tie_sensitivity,
-    compare_cka, compare_moments, compare_whitened, linear_cka, pwcca_weights, truncated_mean,
+    canonical_correlations, compare_cka, compare_moments, compare_whitened, linear_cka,
+    pwcca_tie_sensitivity, pwcca_weights, truncated_mean,
 };
 pub use error::CoreError;
 pub use moments::{JointMoments, MomentAccumulator, MomentParts, RowBlock};

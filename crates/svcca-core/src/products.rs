@@ -212,7 +212,14 @@ mod tests {
             }
             for threads in [0, 2, 3, 8] {
                 let mut par = Mat::zeros(m, n);
-                matmul(par.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, threads);
+                matmul(
+                    par.as_mut(),
+                    Accum::Replace,
+                    a.as_ref(),
+                    b.as_ref(),
+                    1.0,
+                    threads,
+                );
                 assert_eq!(bits(&seq), bits(&par), "{m}x{k}x{n} on {threads} threads");
             }
         }

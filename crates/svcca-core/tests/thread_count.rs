@@ -10,9 +10,7 @@ mod conv_support;
 
 use common::*;
 use svcca_core::conv::{ConvInput, ConvMethod, ConvOptions, Layout, compare_conv};
-use svcca_core::{
-    CompareOptions, JointMoments, KeepRule, Metric, Mode, RowBlock, compare_moments,
-};
+use svcca_core::{CompareOptions, JointMoments, KeepRule, Metric, Mode, RowBlock, compare_moments};
 
 /// What is compared of one result: its name, mean, coefficients and PWCCA weights.
 type Numbers = (String, f64, Vec<f64>, Option<Vec<f64>>);
@@ -41,7 +39,12 @@ fn dense(threads: usize) -> Vec<Numbers> {
                 .with_keep(KeepRule::Dims(1)),
         )
         .unwrap();
-        out.push((format!("Svcca keep 1 {mode:?}"), c.mean, c.coefficients, None));
+        out.push((
+            format!("Svcca keep 1 {mode:?}"),
+            c.mean,
+            c.coefficients,
+            None,
+        ));
     }
     for metric in [Metric::Svcca, Metric::Cca, Metric::Pwcca, Metric::Cka] {
         for mode in [Mode::Default, Mode::GoogleCompat] {

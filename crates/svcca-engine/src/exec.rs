@@ -599,8 +599,12 @@ impl SweepExecutor {
         let total: usize = members.iter().map(|m| m.cols).sum();
         let mut acc = DenseMatrix::zeros(total, total);
         let threads = self.product_threads();
-        let names: Arc<Vec<(String, usize)>> =
-            Arc::new(members.iter().map(|m| (m.content.clone(), m.cols)).collect());
+        let names: Arc<Vec<(String, usize)>> = Arc::new(
+            members
+                .iter()
+                .map(|m| (m.content.clone(), m.cols))
+                .collect(),
+        );
         for &(start, end) in &chunks {
             let rows = (end - start) as usize;
             let mut scratch = vec![0.0f64; rows * total];

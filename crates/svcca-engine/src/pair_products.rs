@@ -80,7 +80,9 @@ fn add_block(
 ) {
     let zp = x.subcols(p.offset, p.dims);
     let zq = y.subcols(q.offset, q.dims);
-    let mut block = acc.as_mut().submatrix_mut(p.offset, q.offset, p.dims, q.dims);
+    let mut block = acc
+        .as_mut()
+        .submatrix_mut(p.offset, q.offset, p.dims, q.dims);
     if p.name == q.name {
         // The same values on both sides: the exactly symmetric Gram matrix, so that the block
         // does not depend on which side the representation sits.
@@ -157,13 +159,7 @@ mod tests {
         let xm = stacked([("a", 3)]);
         let ym = stacked([("b", 7)]);
         let mut alone = Mat::zeros(3, 7);
-        add_cross(
-            alone.as_mut(),
-            a.as_ref(),
-            &xm,
-            Some((b.as_ref(), &ym)),
-            1,
-        );
+        add_cross(alone.as_mut(), a.as_ref(), &xm, Some((b.as_ref(), &ym)), 1);
         let expected = a.transpose() * &b;
         for j in 0..7 {
             for i in 0..3 {

@@ -87,17 +87,16 @@ impl StorageOpener {
     }
 }
 
-fn storage_error(url: &str, e: svcca_storage::StorageError) -> SourceError {
-    if e.is_retryable() {
-        SourceError::Io {
-            url: url.to_string(),
-            message: e.to_string(),
-        }
+fn from_storage(url: &str, e: svcca_storage::StorageError) -> SourceError {
+    storage_error(url, e.is_retryable(), e.to_string())
+}
+
+fn storage_error(url: &str, retryable: bool, message: String) -> SourceError {
+    let url = url.to_string();
+    if retryable {
+        SourceError::Io { url, message }
     } else {
-        SourceError::Invalid {
-            url: url.to_string(),
-            message: e.to_string(),
-        }
+        SourceError::Invalid { url, message }
     }
 }
 
@@ -118,7 +117,7 @@ impl SourceOpener for StorageOpener {
         Box::pin(async move {
             let dataset = svcca_storage::Dataset::open(&url, options)
                 .await
-                .map_err(|e| storage_error(&url, e))?;
+                .map_err(|e| from_storage(&url, e))?;
             let index = dataset
                 .representations()
                 .iter()
@@ -157,23 +156,24 @@ impl StorageSource {
         n: usize,
         entry: &svcca_storage::ShardEntry,
     ) -> Result<bool, SourceError> {
-        use object_store::ObjectStoreExt as _;
-        let location = self.dataset.location();
-        let shown = location.display(&entry.path);
-        let path = location.child(&entry.path);
-        let io = |e: object_store::Error| SourceError::Io {
-            url: self.url.clone(),
-            message: format!("checking shard {n} of {label} (`{shown}`): {e}"),
+        let shown = self.dataset.location().display(&entry.path);
+        // Transient store errors were retried already; what is left is classified as the
+        // storage layer classifies it.
+        let io = |e: svcca_storage::StorageError| {
+            let message = format!("checking shard {n} of {label} (`{shown}`): {e}");
+            storage_error(&self.url, e.is_retryable(), message)
         };
-        let meta = match location.store.head(&path).await {
-            Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(self.invalid(format!(
-                    "shard {n} of {label} (`{shown}`) is missing; re-ingest the dataset"
-                )));
-            }
-            Err(e) => return Err(io(e)),
+        let missing = || {
+            self.invalid(format!(
+                "shard {n} of {label} (`{shown}`) is missing; re-ingest the dataset"
+            ))
         };
+        let meta = self
+            .dataset
+            .head(&entry.path)
+            .await
+            .map_err(io)?
+            .ok_or_else(missing)?;
         if meta.size != entry.bytes {
             return Err(self.invalid(format!(
                 "shard {n} of {label} (`{shown}`) has {} bytes where the manifest says {}: \
@@ -198,10 +198,12 @@ impl StorageSource {
         if known.as_deref() == Some(stamp.as_bytes()) {
             return Ok(false);
         }
-        let bytes = match location.store.get(&path).await {
-            Ok(r) => r.bytes().await.map_err(io)?,
-            Err(e) => return Err(io(e)),
-        };
+        let bytes = self
+            .dataset
+            .fetch(&entry.path)
+            .await
+            .map_err(io)?
+            .ok_or_else(missing)?;
         let actual = tokio::task::spawn_blocking(move || crate::cache::sha256_hex(&bytes))
             .await
             .map_err(|e| self.invalid(format!("hashing shard {n} of {label}: {e}")))?;
@@ -256,7 +258,7 @@ impl RowSource for StorageSource {
                 })?;
             // The shape is the manifest's claim: refuse one its shards cannot hold before a
             // buffer is sized by it.
-            rep.check_size().map_err(|e| storage_error(&self.url, e))?;
+            rep.check_size().map_err(|e| from_storage(&self.url, e))?;
             let cols = rep.row_len();
             let rows = end.saturating_sub(start) as usize;
             let mut data = Vec::with_capacity(
@@ -265,7 +267,7 @@ impl RowSource for StorageSource {
             );
             let mut blocks = self.dataset.row_blocks(rep, start as usize..end as usize);
             while let Some(block) = blocks.next().await {
-                let block = block.map_err(|e| storage_error(&self.url, e))?;
+                let block = block.map_err(|e| from_storage(&self.url, e))?;
                 data.extend_from_slice(block.values());
             }
             Ok(Rows { data, rows, cols })

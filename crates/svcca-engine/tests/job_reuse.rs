@@ -331,7 +331,10 @@ async fn a_whitening_changed_in_the_cache_is_refused_by_the_worker() {
             refused.push(format!("{e:?}"));
         }
     }
-    assert!(!refused.is_empty(), "no projection noticed the swapped whitening");
+    assert!(
+        !refused.is_empty(),
+        "no projection noticed the swapped whitening"
+    );
     for err in &refused {
         assert!(
             err.contains("whitening") && err.contains("SHA-256") && err.contains("rerun the job"),

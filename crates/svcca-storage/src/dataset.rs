@@ -209,6 +209,44 @@ impl Dataset {
         &self.options
     }
 
+    /// The object at `relative` (a shard's path) under the dataset, fetched with this dataset's
+    /// retries; `Ok(None)` when it does not exist.
+    pub async fn fetch(&self, relative: &str) -> Result<Option<bytes::Bytes>, StorageError> {
+        get_with_retry(
+            &self.location,
+            relative,
+            self.options.retries,
+            self.options.retry_backoff,
+        )
+        .await
+    }
+
+    /// The metadata (size, modification time, ETag, version) of the object at `relative`, with
+    /// this dataset's retries; `Ok(None)` when it does not exist.
+    pub async fn head(
+        &self,
+        relative: &str,
+    ) -> Result<Option<object_store::ObjectMeta>, StorageError> {
+        let path = self.location.child(relative);
+        retrying(
+            &self.location,
+            relative,
+            self.options.retries,
+            self.options.retry_backoff,
+            || {
+                let path = &path;
+                async move {
+                    match self.location.store.head(path).await {
+                        Ok(m) => Ok(Some(m)),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
     /// Every representation, in canonical order (run, seed, step numerically, layer).
     pub fn representations(&self) -> &[Representation] {
         &self.manifest.representations
