@@ -1,10 +1,11 @@
 //! The secured cluster as real processes on loopback: `svcca coordinator` with submitter and worker
 //! tokens and TLS (the certificates of `fixtures/tls/`), and what it refuses: submits without the
 //! token or with a wrong one, a worker with a submitter's token, clients without a client
-//! certificate under mutual TLS, cancels by another submitter, and listening on a non-loopback
-//! address without tokens unless `--insecure`.
+//! certificate under mutual TLS, cancels by another submitter, listening on a non-loopback
+//! address without tokens unless `--insecure`, and jobs writing outside `--allow-output`.
 //!
-//! Jobs are the scheduler's arithmetic test job (`--test-sum-jobs`), whose answer is known.
+//! Jobs are the scheduler's arithmetic test job (`--test-sum-jobs`), whose answer is known, except
+//! for the allow-list test, whose sweeps are only planned.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -449,4 +450,123 @@ fn a_non_loopback_listen_needs_tokens_or_insecure() {
         "logged as a warning: {}",
         insecure.log_text()
     );
+}
+
+/// A coordinator running real sweeps (no workers: jobs are only planned here).
+fn sweep_coordinator(dir: &Path, name: &str, extra: &[String]) -> (Proc, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "coordinator".to_string(),
+        "--listen".to_string(),
+        listen.clone(),
+    ];
+    args.extend(extra.iter().cloned());
+    let proc = Proc::spawn(name, dir, &args);
+    wait_for_port(listen.parse().expect("addr"), &proc);
+    (proc, format!("http://{listen}"))
+}
+
+fn submit_sweep(dir: &Path, url: &str, dataset: &Path, output: &str) -> Output {
+    let job = dir.join("sweep.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "dataset = {:?}\noutput = {output:?}\ncomparison = \"vs-final\"\nmetrics = [\"cka\"]\n",
+            dataset.to_str().expect("utf-8")
+        ),
+    )
+    .expect("job file");
+    Command::new(SVCCA)
+        .args(["submit", "--coordinator", url, job.to_str().expect("utf-8")])
+        .env_remove("SVCCA_AUTH_TOKEN_FILE")
+        .output()
+        .expect("run svcca")
+}
+
+#[test]
+fn jobs_write_only_where_the_coordinator_allows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let dataset = examples.join("digits-dataset");
+    let allowed = dir.path().join("allowed");
+    let (coordinator, url) = sweep_coordinator(
+        dir.path(),
+        "allow-list",
+        &[
+            "--allow-output".to_string(),
+            allowed.to_str().expect("utf-8").to_string(),
+            "--allow-output".to_string(),
+            "s3://results/team-a".to_string(),
+            "--allow-dataset".to_string(),
+            examples.to_str().expect("utf-8").to_string(),
+        ],
+    );
+    let elsewhere = dir.path().join("elsewhere");
+    let sneaky = format!("{}/run/../../elsewhere", allowed.display());
+    for output in [elsewhere.to_str().expect("utf-8"), &sneaky] {
+        let out = submit_sweep(dir.path(), &url, &dataset, output);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(10), "{output}: {err}");
+        assert!(
+            err.contains("outside the output locations")
+                && err.contains(allowed.to_str().unwrap())
+                && err.contains("s3://results/team-a"),
+            "the message names the prefixes: {err}"
+        );
+        assert!(
+            !elsewhere.exists(),
+            "nothing written outside the allowed prefixes"
+        );
+    }
+    let other_dataset = dir.path().join("datasets/digits");
+    let out = submit_sweep(
+        dir.path(),
+        &url,
+        &other_dataset,
+        allowed.join("run-0").to_str().unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--allow-dataset"), "{}", stderr(&out));
+
+    // Inside the prefixes the job is taken.
+    let out = submit_sweep(
+        dir.path(),
+        &url,
+        &dataset,
+        allowed.join("run-1").to_str().unwrap(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        coordinator.log_text()
+    );
+    assert!(allowed.join("run-1/job.toml").is_file());
+
+    // With no prefix configured, a folder of someone else's files is not an output.
+    let (_open, open_url) = sweep_coordinator(dir.path(), "no-allow-list", &[]);
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("notes.txt"), "keep me").unwrap();
+    let out = submit_sweep(dir.path(), &open_url, &dataset, theirs.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds files that are not an svcca output (notes.txt)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !theirs.join("job.toml").exists(),
+        "the folder was not claimed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    // An svcca output, or a new folder, is fine.
+    let fresh = dir.path().join("fresh");
+    let out = submit_sweep(dir.path(), &open_url, &dataset, fresh.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

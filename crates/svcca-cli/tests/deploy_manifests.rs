@@ -1182,8 +1182,14 @@ fn every_overlay_fences_the_pool_and_secures_its_connections() {
                 "coordinator",
                 pod_spec(object(&docs, "Deployment", "svcca-coordinator")),
             ),
-            ("worker", pod_spec(object(&docs, "Deployment", "svcca-worker"))),
-            ("submit", pod_spec(object(&docs, submitter_kind, submitter_name))),
+            (
+                "worker",
+                pod_spec(object(&docs, "Deployment", "svcca-worker")),
+            ),
+            (
+                "submit",
+                pod_spec(object(&docs, submitter_kind, submitter_name)),
+            ),
         ];
         for (name, pod) in pods {
             assert_eq!(

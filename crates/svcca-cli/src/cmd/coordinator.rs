@@ -10,7 +10,9 @@ use std::time::Duration;
 use svcca_engine::client::{
     ClientConfig, ClientTls, ClusterError, DEFAULT_MAX_MESSAGE_SIZE, Token,
 };
-use svcca_engine::coordinator::{AuthConfig, Coordinator, CoordinatorConfig, ServerTls};
+use svcca_engine::coordinator::{
+    AuthConfig, Coordinator, CoordinatorConfig, GuardedFactory, JobPolicy, ServerTls,
+};
 
 use crate::exit::{CmdResult, Failure};
 
@@ -61,6 +63,14 @@ pub struct CoordinatorArgs {
     /// The largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "SVCCA_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
+    /// Jobs may write their output (and cache) only under this prefix (a URL or a local path;
+    /// repeatable). Without it, a job may write only to an empty folder or an svcca output.
+    #[arg(long = "allow-output", value_name = "PREFIX")]
+    pub allow_output: Vec<String>,
+    /// Jobs may read datasets only under this prefix (repeatable; default: anywhere the
+    /// coordinator can read).
+    #[arg(long = "allow-dataset", value_name = "PREFIX")]
+    pub allow_dataset: Vec<String>,
     /// Also serve gRPC health (only) here, in plain text without a token: for the kubelet's
     /// probes, which speak neither TLS nor tokens.
     #[arg(long, env = "SVCCA_HEALTH_LISTEN")]
@@ -159,12 +169,15 @@ impl ConnectArgs {
 
 pub fn run(args: CoordinatorArgs) -> CmdResult {
     let config = args.config()?;
-    let factory: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> = if args.test_sum_jobs
-    {
+    let policy = JobPolicy::new(args.allow_output.clone(), args.allow_dataset.clone());
+    policy.validate().map_err(Failure::fatal)?;
+    let jobs: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> = if args.test_sum_jobs {
         std::sync::Arc::new(svcca_engine::coordinator::testkit::SumJobFactory)
     } else {
         svcca_engine::job_factory()
     };
+    let factory: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> =
+        std::sync::Arc::new(GuardedFactory::new(jobs, policy));
     let runtime = runtime()?;
     let outcome = runtime.block_on(async move {
         let coordinator = Coordinator::bind(config, factory).await?;

@@ -4,6 +4,7 @@
 //! - `service`: the tonic glue that serves it as `svcca.v1.Coordinator`, with the gRPC health
 //!   service on the same port;
 //! - [`auth`]: who may call what (submitter and worker tokens, identities);
+//! - [`policy`]: where submitted jobs may read and write (`--allow-output`, `--allow-dataset`);
 //! - [`Coordinator`]: binds a listener and serves both until told to stop, over TLS when
 //!   configured ([`ServerTls`]).
 //!
@@ -11,6 +12,7 @@
 //! their own; clients must submit again, and a job's stored results make the rerun cheap).
 
 pub mod auth;
+pub mod policy;
 mod service;
 pub mod state;
 pub mod testkit;
@@ -26,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify, watch};
 
 pub use auth::{AuthConfig, Identity, Role};
+pub use policy::{GuardedFactory, JobPolicy};
 pub use state::{
     JobFailure, JobInfo, JobState, LeasedTask, Registration, Scheduler, SchedulerError,
 };
