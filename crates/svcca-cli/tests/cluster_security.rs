@@ -570,3 +570,55 @@ fn jobs_write_only_where_the_coordinator_allows() {
     let out = submit_sweep(dir.path(), &open_url, &dataset, fresh.to_str().unwrap());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn under_mutual_tls_without_tokens_the_client_certificate_owns_the_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let coordinator = Proc::spawn(
+        "coordinator",
+        dir.path(),
+        &[
+            "coordinator",
+            "--listen",
+            &listen,
+            "--test-sum-jobs",
+            "--tls-cert",
+            &tls("server.pem"),
+            "--tls-key",
+            &tls("server-key.pem"),
+            "--tls-client-ca",
+            &tls("ca.pem"),
+        ]
+        .map(String::from),
+    );
+    wait_for_port(listen.parse().expect("addr"), &coordinator);
+    let url = format!("https://localhost:{port}");
+    let job_file = dir.path().join("job.toml");
+    std::fs::write(&job_file, SumSpec::new(3).to_toml()).expect("job file");
+    let run = |cert: &str, args: &[&str]| {
+        Command::new(SVCCA)
+            .args(args[..1].iter())
+            .args(["--coordinator", &url, "--tls-ca", &tls("ca.pem")])
+            .args(["--tls-cert", &tls(&format!("{cert}.pem"))])
+            .args(["--tls-key", &tls(&format!("{cert}-key.pem"))])
+            .args(args[1..].iter())
+            .env_remove("SVCCA_AUTH_TOKEN_FILE")
+            .output()
+            .expect("run svcca")
+    };
+    let out = run("client", &["submit", job_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let job = stdout(&out);
+    let out = run("client2", &["cancel", &job]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("only its submitter") && stderr(&out).contains("client certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run("client", &["cancel", &job]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("cancelled"), "{}", stdout(&out));
+}

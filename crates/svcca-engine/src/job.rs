@@ -1463,6 +1463,15 @@ impl SweepDriver {
                     "a pair record",
                 )
             }
+            // Methods other than the DFT compare the whole pair in one task.
+            (TaskRef::Conv { .. }, Blob::Pairs(records)) if records.len() == 1 => finite(
+                records.iter().flat_map(|r| {
+                    std::iter::once(r.mean)
+                        .chain(r.google_mean)
+                        .chain(r.coefficients.iter().copied())
+                }),
+                "the pair record",
+            ),
             (TaskRef::Conv { .. }, Blob::Frequencies(results)) => finite(
                 results.iter().flat_map(|r| {
                     [r.mean, r.google_mean]
