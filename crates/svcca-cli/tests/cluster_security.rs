@@ -403,6 +403,11 @@ fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
             "{who}: accepted\n{}",
             stdout(&out)
         );
+        assert!(
+            stderr(&out).contains("--tls-cert"),
+            "{who}: the message points at the client certificate: {}",
+            stderr(&out)
+        );
     }
 }
 

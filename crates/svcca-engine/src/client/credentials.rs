@@ -230,6 +230,27 @@ impl ClientConfig {
         Ok(endpoint)
     }
 
+    /// A failed call as an error. Over TLS, a connection the coordinator cut during or right
+    /// after the handshake reaches the client only as a transport error: say what usually causes
+    /// it, since the coordinator's reason never arrives.
+    pub(crate) fn rpc_error(&self, rpc: &'static str, status: &Status) -> ClusterError {
+        let mut error = ClusterError::rpc(rpc, &self.url, status);
+        let cut = matches!(
+            status.code(),
+            tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+        );
+        if let (Some(tls), true, ClusterError::Rpc { message, .. }) = (&self.tls, cut, &mut error) {
+            message.push_str(if tls.identity.is_none() {
+                " (over TLS: if the coordinator requires client certificates (mutual TLS), pass \
+                 --tls-cert and --tls-key; check that --tls-ca signed its certificate)"
+            } else {
+                " (over TLS: check that the coordinator's client CA signed --tls-cert, and that \
+                 --tls-ca signed its certificate)"
+            });
+        }
+        error
+    }
+
     /// A client over `channel` that sends this config's token with every call.
     pub(crate) fn client(&self, channel: Channel) -> Client {
         CoordinatorClient::with_interceptor(channel, self.credentials())

@@ -48,12 +48,11 @@ pub async fn submit(
     job_spec_toml: String,
 ) -> Result<String, ClusterError> {
     let config = target.into();
-    let url = config.url.as_str();
     let mut client = connect(&config).await?;
     let response = client
         .submit_job(v1::SubmitJobRequest { job_spec_toml })
         .await
-        .map_err(|status| ClusterError::rpc("SubmitJob", url, &status))?;
+        .map_err(|status| config.rpc_error("SubmitJob", &status))?;
     Ok(response.into_inner().job_id)
 }
 
@@ -72,13 +71,13 @@ pub async fn wait_for_job(
             job_id: job_id.to_string(),
         })
         .await
-        .map_err(|status| ClusterError::rpc("WatchJob", url, &status))?
+        .map_err(|status| config.rpc_error("WatchJob", &status))?
         .into_inner();
     loop {
         let event = stream
             .message()
             .await
-            .map_err(|status| ClusterError::rpc("WatchJob", url, &status))?;
+            .map_err(|status| config.rpc_error("WatchJob", &status))?;
         let Some(event) = event else {
             return Err(ClusterError::WatchEnded {
                 url: url.to_string(),
@@ -133,7 +132,7 @@ pub async fn status(
             job_id: job_id.to_string(),
         })
         .await
-        .map_err(|status| ClusterError::rpc("JobStatus", url, &status))?;
+        .map_err(|status| config.rpc_error("JobStatus", &status))?;
     let info = response.into_inner().job.ok_or_else(|| ClusterError::Rpc {
         rpc: "JobStatus",
         url: url.to_string(),
@@ -151,7 +150,7 @@ pub async fn list_jobs(target: impl Into<ClientConfig>) -> Result<Vec<JobInfo>, 
     let response = client
         .list_jobs(v1::ListJobsRequest {})
         .await
-        .map_err(|status| ClusterError::rpc("ListJobs", url, &status))?;
+        .map_err(|status| config.rpc_error("ListJobs", &status))?;
     response
         .into_inner()
         .jobs
@@ -176,7 +175,7 @@ pub async fn cancel(
             job_id: job_id.to_string(),
         })
         .await
-        .map_err(|status| ClusterError::rpc("CancelJob", url, &status))?;
+        .map_err(|status| config.rpc_error("CancelJob", &status))?;
     let info = response.into_inner().job.ok_or_else(|| ClusterError::Rpc {
         rpc: "CancelJob",
         url: url.to_string(),
