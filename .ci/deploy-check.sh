@@ -3,7 +3,8 @@
 # and each overlay) with `kubectl kustomize`, validates every rendered object against the
 # Kubernetes OpenAPI schemas bundled in `kubernetes-validate` (strict: unknown fields are errors),
 # for the oldest and the newest Kubernetes version we support, then checks a few rules that a
-# schema cannot express but an API server or the kubelet would enforce. No cluster is needed.
+# schema cannot express but an API server or the kubelet would enforce, and that the pool stays
+# secure by default (NetworkPolicies rendered, no API token mounted). No cluster is needed.
 #
 # Exits non-zero on the first render error and after reporting every validation error.
 # Environment: SVCCA_KUBE_VERSIONS (default "1.31.0 1.37.0"): the versions to validate against;
@@ -74,6 +75,9 @@ import yaml
 dir_, path = sys.argv[1], sys.argv[2]
 errors = []
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
+# Secure by default: the pool is fenced, whatever overlay renders it.
+if any(d["kind"] == "Deployment" for d in docs) and not any(d["kind"] == "NetworkPolicy" for d in docs):
+    errors.append(f"{dir_}: renders pods but no NetworkPolicy")
 for doc in docs:
     kind, name = doc["kind"], doc["metadata"]["name"]
     where = f"{dir_}: {kind}/{name}"
@@ -93,6 +97,9 @@ for doc in docs:
     if pod is None:
         continue
     names = {c["name"] for c in pod.get("containers", []) + pod.get("initContainers", [])}
+    # svcca never calls the Kubernetes API; cloud bindings bring their own credentials.
+    if pod.get("automountServiceAccountToken") is not False:
+        errors.append(f"{where}: mounts a Kubernetes API token; set automountServiceAccountToken: false")
     for c in pod.get("containers", []):
         # Each overlay's `images:` must replace the base's bare image name (the base alone is
         # not meant to be applied).

@@ -29,6 +29,7 @@ enum Command {
     Worker(cmd::worker::WorkerArgs),
     Submit(cmd::submit::SubmitArgs),
     Status(cmd::status::StatusArgs),
+    Cancel(cmd::cancel::CancelArgs),
     Report(cmd::report::ReportArgs),
 }
 
@@ -46,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Worker(args) => cmd::worker::run(args),
         Command::Submit(args) => cmd::submit::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Cancel(args) => cmd::cancel::run(args),
         Command::Report(args) => cmd::report::run(args),
     };
     match outcome {

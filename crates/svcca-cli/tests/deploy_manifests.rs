@@ -5,8 +5,10 @@
 //! arguments and environment the manifests give them (the image's ENTRYPOINT read from
 //! `deploy/Dockerfile`, then `args`; `env` and nothing else). Only what cannot be the same
 //! off-cluster is rewritten: the coordinator Service's host becomes 127.0.0.1, the ports become free
-//! ports, the ConfigMap's mount becomes a temporary folder, and the job spec's dataset and output
-//! URLs become temporary folders (a dataset ingested from `fixtures/digits`). Then:
+//! ports, the ConfigMap's mount becomes a temporary folder, each Secret volume becomes a folder
+//! holding the items that pod projects (test tokens, and the certificates of `fixtures/tls` for
+//! `svcca-tls`), and the job spec's dataset and output URLs become temporary folders (a dataset
+//! ingested from `fixtures/digits`). Then:
 //! - the probes the manifests declare answer as they must: a worker's liveness is SERVING with no
 //!   coordinator anywhere, its readiness only once it has registered;
 //! - the ConfigMap's job, submitted with the submitter's arguments, runs to completion and leaves
@@ -15,7 +17,8 @@
 //!   usage error and for a non-retryable failure;
 //! - the processes log JSON, as the manifests ask;
 //! - a worker sent SIGTERM drains and exits 0 within the pod's `terminationGracePeriodSeconds`;
-//! - the nightly overlay runs the same pool and the same submitter.
+//! - the nightly overlay runs the same pool and the same submitter;
+//! - every overlay fences the pool with NetworkPolicies and mounts no API token into its pods.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -273,6 +276,54 @@ fn parse_duration(text: &str) -> Duration {
         other => panic!("unknown duration unit `{other}` in `{text}`"),
     };
     Duration::from_secs_f64(seconds)
+}
+
+/// What the test puts in the Secrets the manifests mount (the real ones are made by the user or
+/// cert-manager, see deploy/README.md): tokens, and the test certificates for `svcca-tls`.
+fn secret_item(secret: &str, key: &str) -> Vec<u8> {
+    let tls = |name: &str| std::fs::read(repo().join("fixtures/tls").join(name)).unwrap();
+    match (secret, key) {
+        ("svcca-auth", "submitter-token") => b"submitter-0123456789abcdef0123\n".to_vec(),
+        ("svcca-auth", "worker-token") => b"worker-0123456789abcdef0123\n".to_vec(),
+        ("svcca-tls", "tls.crt") => tls("server.pem"),
+        ("svcca-tls", "tls.key") => tls("server-key.pem"),
+        ("svcca-tls", "ca.crt") => tls("ca.pem"),
+        other => panic!("the manifests mount {other:?}, which this test does not know"),
+    }
+}
+
+/// Reproduces a container's Secret volumes under `root`: each mount becomes a folder holding the
+/// items its volume projects, and the rewrite from the mount path to that folder is returned.
+/// A pod that projects only some keys of a Secret sees only those files, as on a cluster.
+fn secret_mounts(pod: &Value, c: &Value, root: &Path) -> Vec<(String, String)> {
+    let mut rewrites = Vec::new();
+    for mount in c["volumeMounts"].as_array().into_iter().flatten() {
+        let volume = pod["volumes"]
+            .as_array()
+            .and_then(|vs| vs.iter().find(|v| v["name"] == mount["name"]))
+            .expect("a mounted volume exists");
+        let Some(secret) = volume.get("secret") else {
+            continue;
+        };
+        let name = secret["secretName"].as_str().expect("secretName");
+        let dir = root.join(format!(
+            "{}-{}",
+            c["name"].as_str().unwrap(),
+            mount["name"].as_str().unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let items = secret["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("Secret volume {volume} projects no items: name each key"));
+        for item in items {
+            let key = item["key"].as_str().expect("item key");
+            let path = item["path"].as_str().expect("item path");
+            std::fs::write(dir.join(path), secret_item(name, key)).unwrap();
+        }
+        let mount_path = mount["mountPath"].as_str().unwrap().trim_end_matches('/');
+        rewrites.push((format!("{mount_path}/"), format!("{}/", dir.display())));
+    }
+    rewrites
 }
 
 fn free_port() -> u16 {
@@ -656,28 +707,55 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
     );
     let (c_live_port, c_live_service) = grpc_probe(coordinator_c, "livenessProbe");
     let (c_ready_port, c_ready_service) = grpc_probe(coordinator_c, "readinessProbe");
+    let c_health_port = coordinator_c["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "health"))
+        .map(|p| int(&p["containerPort"], "containerPort"))
+        .expect("the coordinator declares its health port");
     assert_eq!(
         (c_live_port as u64, c_ready_port as u64),
-        (grpc_port, grpc_port),
-        "the coordinator's probes ask its gRPC port"
+        (c_health_port, c_health_port),
+        "the coordinator's probes ask its plain health port (the kubelet speaks no TLS)"
     );
+    assert_ne!(c_health_port, grpc_port);
+
+    // The Secrets, as each pod projects them.
+    let secrets = tmp.path().join("secrets");
+    let coordinator_secrets = secret_mounts(&sweep.coordinator_pod, coordinator_c, &secrets);
+    let worker_secrets = secret_mounts(&sweep.worker_pod, worker_c, &secrets);
+    let submit_pod = pod_spec(object(&render("sweep"), "Job", "svcca-sweep")).clone();
+    let submit_secrets = secret_mounts(&submit_pod, &sweep.submit_container, &secrets);
 
     let port = free_port();
+    let c_health = free_port();
     let coordinator_url = format!("{svc_host}:{svc_port}");
     let to_coordinator = (coordinator_url.clone(), format!("127.0.0.1:{port}"));
-    let coordinator = Rewrite(vec![(
-        format!("0.0.0.0:{grpc_port}"),
-        format!("127.0.0.1:{port}"),
-    )])
+    let coordinator = Rewrite(
+        [
+            (format!("0.0.0.0:{grpc_port}"), format!("127.0.0.1:{port}")),
+            (
+                format!("0.0.0.0:{c_health_port}"),
+                format!("127.0.0.1:{c_health}"),
+            ),
+        ]
+        .into_iter()
+        .chain(coordinator_secrets.clone())
+        .collect(),
+    )
     .apply(&sweep.coordinator, "coordinator");
     let health_ports = [free_port(), free_port()];
     let workers: Vec<Launch> = health_ports
         .iter()
         .map(|hp| {
-            Rewrite(vec![
-                to_coordinator.clone(),
-                (format!("0.0.0.0:{live_port}"), format!("127.0.0.1:{hp}")),
-            ])
+            Rewrite(
+                [
+                    to_coordinator.clone(),
+                    (format!("0.0.0.0:{live_port}"), format!("127.0.0.1:{hp}")),
+                ]
+                .into_iter()
+                .chain(worker_secrets.clone())
+                .collect(),
+            )
             .apply(&sweep.worker, "worker")
         })
         .collect();
@@ -703,8 +781,13 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
         .clone();
     std::fs::write(spec_dir.join(&spec_file[mount_dir.len() + 1..]), &adapted).unwrap();
     let to_spec = (format!("{mount_dir}/"), format!("{}/", spec_dir.display()));
-    let submit =
-        Rewrite(vec![to_coordinator.clone(), to_spec.clone()]).apply(&sweep.submit, "submitter");
+    let submit = Rewrite(
+        [to_coordinator.clone(), to_spec.clone()]
+            .into_iter()
+            .chain(submit_secrets.clone())
+            .collect(),
+    )
+    .apply(&sweep.submit, "submitter");
 
     // Workers first, with no coordinator anywhere: alive, not ready. Liveness must never depend on
     // the coordinator, or a coordinator outage would get every worker restarted.
@@ -731,7 +814,7 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
     let coord = Proc::spawn("coordinator", &coordinator, &logs);
     wait_for(
         &rt,
-        port,
+        c_health,
         &c_ready_service,
         ServingStatus::Serving,
         Duration::from_secs(60),
@@ -739,7 +822,7 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
     );
     wait_for(
         &rt,
-        port,
+        c_health,
         &c_live_service,
         ServingStatus::Serving,
         Duration::from_secs(5),
@@ -894,13 +977,24 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
         adapt(&nightly.job_toml, &dataset, &nightly_output),
     )
     .unwrap();
-    let nightly_submit = Rewrite(vec![
-        to_coordinator.clone(),
-        (
-            format!("{mount_dir}/"),
-            format!("{}/", nightly_dir.display()),
-        ),
-    ])
+    let nightly_pod = pod_spec(object(&render("nightly"), "CronJob", "svcca-nightly")).clone();
+    let nightly_secrets = secret_mounts(
+        &nightly_pod,
+        &nightly.submit_container,
+        &secrets.join("nightly"),
+    );
+    let nightly_submit = Rewrite(
+        [
+            to_coordinator.clone(),
+            (
+                format!("{mount_dir}/"),
+                format!("{}/", nightly_dir.display()),
+            ),
+        ]
+        .into_iter()
+        .chain(nightly_secrets)
+        .collect(),
+    )
     .apply(&nightly.submit, "nightly submitter");
     let (code, out) = run(
         "submit-nightly",
@@ -1023,4 +1117,145 @@ fn the_manifests_command_lines_run_a_sweep_on_loopback() {
         w0.logs()
     );
     drop((coord, w1));
+}
+
+/// The pieces of "secure by default" that no process run can show: every overlay renders
+/// NetworkPolicies that let only the pool's workers and submitters reach the coordinator's gRPC
+/// port, no pod gets a Kubernetes API token, the coordinator has a CPU limit, and every container
+/// that talks gRPC uses TLS and a token of its own role.
+#[test]
+fn every_overlay_fences_the_pool_and_secures_its_connections() {
+    for (overlay, submitter_kind, submitter_name) in [
+        ("sweep", "Job", "svcca-sweep"),
+        ("nightly", "CronJob", "svcca-nightly"),
+    ] {
+        let docs = render(overlay);
+        let policies: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "NetworkPolicy")
+            .collect();
+        let selecting = |component: &str| {
+            policies
+                .iter()
+                .find(|p| {
+                    p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                        == component
+                })
+                .copied()
+                .unwrap_or_else(|| panic!("{overlay}: no NetworkPolicy selects the {component}"))
+        };
+        let coordinator_policy = selecting("coordinator");
+        let ingress = coordinator_policy["spec"]["ingress"]
+            .as_array()
+            .expect("coordinator ingress rules");
+        assert_eq!(ingress.len(), 1, "{overlay}: one ingress rule: {ingress:?}");
+        let from: BTreeSet<String> = ingress[0]["from"]
+            .as_array()
+            .expect("from")
+            .iter()
+            .map(|peer| {
+                assert!(
+                    peer.get("ipBlock").is_none() && peer.get("namespaceSelector").is_none(),
+                    "{overlay}: the coordinator admits more than the pool's pods: {peer}"
+                );
+                peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    .expect("a component")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            from,
+            BTreeSet::from(["submit".to_string(), "worker".to_string()]),
+            "{overlay}"
+        );
+        for component in ["coordinator", "worker", "submit"] {
+            let types = strings(&selecting(component)["spec"]["policyTypes"]);
+            assert!(
+                types.contains(&"Ingress".to_string()) && types.contains(&"Egress".to_string()),
+                "{overlay}: the {component} policy restricts both directions: {types:?}"
+            );
+        }
+
+        let pods = [
+            (
+                "coordinator",
+                pod_spec(object(&docs, "Deployment", "svcca-coordinator")),
+            ),
+            (
+                "worker",
+                pod_spec(object(&docs, "Deployment", "svcca-worker")),
+            ),
+            (
+                "submit",
+                pod_spec(object(&docs, submitter_kind, submitter_name)),
+            ),
+        ];
+        for (name, pod) in pods {
+            assert_eq!(
+                pod["automountServiceAccountToken"],
+                Value::Bool(false),
+                "{overlay}: the {name} pod gets an API token it never uses"
+            );
+            let c = container(pod, name);
+            let args = strings(&c["args"]);
+            if name == "coordinator" {
+                for flag in [
+                    "--auth-token-file",
+                    "--worker-token-file",
+                    "--tls-cert",
+                    "--tls-key",
+                ] {
+                    assert!(args.contains(&flag.to_string()), "{overlay}: {args:?}");
+                }
+                assert!(
+                    !args.contains(&"--insecure".to_string()),
+                    "{overlay}: {args:?}"
+                );
+                assert!(
+                    c["resources"]["limits"]["cpu"].is_string(),
+                    "{overlay}: the coordinator has no CPU limit"
+                );
+            } else {
+                let url = args
+                    .iter()
+                    .skip_while(|a| *a != "--coordinator")
+                    .nth(1)
+                    .expect("--coordinator URL");
+                assert!(url.starts_with("https://"), "{overlay} {name}: {url}");
+                assert!(
+                    args.contains(&"--tls-ca".to_string())
+                        && args.contains(&"--auth-token-file".to_string()),
+                    "{overlay} {name}: {args:?}"
+                );
+                // Each role sees only its own token.
+                let token = args
+                    .iter()
+                    .skip_while(|a| *a != "--auth-token-file")
+                    .nth(1)
+                    .expect("token file");
+                let own = if name == "worker" {
+                    "worker-token"
+                } else {
+                    "submitter-token"
+                };
+                assert!(token.ends_with(own), "{overlay} {name}: {token}");
+                let projected: Vec<String> = pod["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| v["secret"]["secretName"] == "svcca-auth")
+                    .flat_map(|v| {
+                        v["secret"]["items"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|i| i["key"].as_str().unwrap_or_default().to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                assert_eq!(projected, vec![own.to_string()], "{overlay} {name}");
+            }
+        }
+    }
 }

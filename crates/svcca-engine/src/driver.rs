@@ -76,6 +76,15 @@ pub trait JobDriver: Send {
         output: TaskOutput,
     ) -> BoxFuture<'_, Result<(), TaskFailure>>;
 
+    /// Checks a worker's output for `task_id` before [`JobDriver::complete`] sees it (shape,
+    /// finiteness, the kind of output the task gives). An `Err` names what is wrong: the
+    /// coordinator then drops the worker that sent it and runs the task elsewhere, so a faulty or
+    /// hostile worker cannot corrupt a job. Outputs of tasks the driver no longer waits for may
+    /// pass (a duplicate changes nothing).
+    fn validate(&self, _task_id: &str, _output: &TaskOutput) -> Result<(), String> {
+        Ok(())
+    }
+
     /// True once every task is complete and nothing more will become ready.
     fn all_done(&self) -> bool;
 

@@ -1374,6 +1374,10 @@ impl SweepDriver {
 }
 
 impl JobDriver for SweepDriver {
+    fn validate(&self, task_id: &str, output: &TaskOutput) -> Result<(), String> {
+        self.check_output(task_id, output)
+    }
+
     fn take_ready(&mut self) -> BoxFuture<'_, Result<Vec<TaskSpec>, TaskFailure>> {
         Box::pin(async move {
             self.advance().await.map_err(|e| e.classify("plan"))?;
@@ -1408,5 +1412,88 @@ impl JobDriver for SweepDriver {
 
     fn progress(&self) -> Progress {
         self.progress
+    }
+}
+
+impl SweepDriver {
+    /// What a worker may report for `task_id` (see [`JobDriver::validate`]): the kind of output
+    /// the task gives, finite numbers, the right number of pairs, and for a partial left in the
+    /// cache the key the task was told to use (any other key would make the driver read, then
+    /// delete, another cache entry).
+    fn check_output(&self, task_id: &str, output: &TaskOutput) -> Result<(), String> {
+        let Some(what) = self.outstanding.get(task_id) else {
+            // Not waited for (a duplicate, or an unknown id): `complete` ignores it.
+            return Ok(());
+        };
+        let blob = Blob::from_output(task_id, output).map_err(|f| f.to_string())?;
+        fn finite(mut values: impl Iterator<Item = f64>, what: &str) -> Result<(), String> {
+            if values.all(f64::is_finite) {
+                Ok(())
+            } else {
+                Err(format!("{what} holds a value that is not finite"))
+            }
+        }
+        match (what, &blob) {
+            (TaskRef::MomentsPart { .. } | TaskRef::Project { .. }, Blob::Stored) => Ok(()),
+            (TaskRef::Cross { .. }, Blob::Matrix(bytes)) => {
+                let m = DenseMatrix::decode(task_id, bytes).map_err(|e| e.to_string())?;
+                if m.rows == 0 || m.cols == 0 {
+                    return Err(format!("an empty {}x{} matrix", m.rows, m.cols));
+                }
+                finite(m.data.iter().copied(), "the matrix")
+            }
+            (TaskRef::Cross { .. }, Blob::MatrixAt(key)) => {
+                let expected = task_id.strip_prefix("cross/").map(keys::partial);
+                if expected.as_deref() == Some(key.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the partial is at `{key}`, not where the task put it"
+                    ))
+                }
+            }
+            (TaskRef::Raw { tile }, Blob::Pairs(records)) => {
+                let wanted = self.tiles[*tile].pairs.len() * self.raw_metrics().len();
+                if records.len() != wanted {
+                    return Err(format!("{} pair records, not {wanted}", records.len()));
+                }
+                finite(
+                    records.iter().flat_map(|r| {
+                        std::iter::once(r.mean)
+                            .chain(r.google_mean)
+                            .chain(r.coefficients.iter().copied())
+                    }),
+                    "a pair record",
+                )
+            }
+            // Methods other than the DFT compare the whole pair in one task.
+            (TaskRef::Conv { .. }, Blob::Pairs(records)) if records.len() == 1 => finite(
+                records.iter().flat_map(|r| {
+                    std::iter::once(r.mean)
+                        .chain(r.google_mean)
+                        .chain(r.coefficients.iter().copied())
+                }),
+                "the pair record",
+            ),
+            (TaskRef::Conv { .. }, Blob::Frequencies(results)) => finite(
+                results.iter().flat_map(|r| {
+                    [r.mean, r.google_mean]
+                        .into_iter()
+                        .chain(r.coefficients.iter().copied())
+                }),
+                "a frequency result",
+            ),
+            (_, other) => Err(format!(
+                "a {} task does not return {}",
+                task_id.split('/').next().unwrap_or(task_id),
+                match other {
+                    Blob::Stored => "`stored`",
+                    Blob::Matrix(_) => "a matrix",
+                    Blob::MatrixAt(_) => "a matrix key",
+                    Blob::Pairs(_) => "pair records",
+                    Blob::Frequencies(_) => "frequency results",
+                }
+            )),
+        }
     }
 }

@@ -17,7 +17,7 @@ pub mod v1 {
 /// Version of the worker ↔ coordinator protocol. Bump it whenever a change would make an older
 /// worker misread a lease or a newer one be misread (new required semantics, not new optional
 /// fields); the package name's `v1` changes only with incompatible message layouts.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Health-check service name that is SERVING for as long as the process is alive. Liveness probes
 /// must never depend on another process (a worker stays live while its coordinator is away).

@@ -4,15 +4,25 @@
 //! termination signal, duration flags, and turning a cluster error into an exit code.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use svcca_engine::client::ClusterError;
-use svcca_engine::coordinator::{Coordinator, CoordinatorConfig};
+use svcca_engine::client::{
+    ClientConfig, ClientTls, ClusterError, DEFAULT_MAX_MESSAGE_SIZE, Token,
+};
+use svcca_engine::coordinator::{
+    AuthConfig, Coordinator, CoordinatorConfig, GuardedFactory, JobPolicy, ServerTls,
+};
 
 use crate::exit::{CmdResult, Failure};
 
 /// Run the coordinator: workers register with it and pull tasks, clients submit jobs to it.
 /// It serves gRPC (svcca.v1.Coordinator and grpc.health.v1.Health) on --listen; SIGTERM stops it.
+///
+/// Secure by default: with --auth-token-file and --worker-token-file, submitters and workers must
+/// each present a token of their own role; without tokens it listens only on a loopback address
+/// unless --insecure is given. --tls-cert/--tls-key serve TLS, and --tls-client-ca requires client
+/// certificates (mutual TLS).
 #[derive(Debug, clap::Args)]
 pub struct CoordinatorArgs {
     /// Address to serve gRPC on.
@@ -30,6 +40,41 @@ pub struct CoordinatorArgs {
     /// Attempts per task (a lost worker or a retryable error costs one) before the job fails.
     #[arg(long, env = "SVCCA_MAX_ATTEMPTS", default_value_t = 4)]
     pub max_attempts: u32,
+    /// Tokens of submitters (submit, status, cancel), one per line; each is an identity, and only
+    /// the one that submitted a job may cancel it.
+    #[arg(long, env = "SVCCA_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Tokens of workers, one per line (must differ from the submitters').
+    #[arg(long, env = "SVCCA_WORKER_TOKEN_FILE")]
+    pub worker_token_file: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address: anyone who reaches the port can submit jobs
+    /// and register workers.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SVCCA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SVCCA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "SVCCA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "SVCCA_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
+    /// Jobs may write their output (and cache) only under this prefix (a URL or a local path;
+    /// repeatable). Without it, a job may write only to an empty folder or an svcca output.
+    #[arg(long = "allow-output", value_name = "PREFIX")]
+    pub allow_output: Vec<String>,
+    /// Jobs may read datasets only under this prefix (repeatable; default: anywhere the
+    /// coordinator can read).
+    #[arg(long = "allow-dataset", value_name = "PREFIX")]
+    pub allow_dataset: Vec<String>,
+    /// Also serve gRPC health (only) here, in plain text without a token: for the kubelet's
+    /// probes, which speak neither TLS nor tokens.
+    #[arg(long, env = "SVCCA_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
     /// Testing only: run the scheduler's arithmetic test job (`[test_sum]` specs) instead of
     /// svcca sweeps. Workers must be started with the same flag.
     #[arg(long, hide = true)]
@@ -37,24 +82,102 @@ pub struct CoordinatorArgs {
 }
 
 impl CoordinatorArgs {
-    pub fn config(&self) -> CoordinatorConfig {
-        CoordinatorConfig::default()
+    pub fn config(&self) -> Result<CoordinatorConfig, Failure> {
+        let tokens = |path: &Option<PathBuf>| match path {
+            Some(path) => Token::read_all(path).map_err(failure),
+            None => Ok(Vec::new()),
+        };
+        let auth = AuthConfig::new(
+            tokens(&self.auth_token_file)?,
+            tokens(&self.worker_token_file)?,
+        );
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(ServerTls::new(cert, key).with_client_ca(self.tls_client_ca.clone()))
+            }
+            _ => None,
+        };
+        Ok(CoordinatorConfig::default()
             .with_listen(self.listen)
             .with_heartbeat_interval(self.heartbeat_interval)
             .with_lease_timeout(self.lease_timeout)
             .with_worker_grace(self.worker_grace)
             .with_max_attempts(self.max_attempts)
+            .with_auth(auth)
+            .with_insecure(self.insecure)
+            .with_tls(tls)
+            .with_max_message_size(self.max_message_size)
+            .with_health_listen(self.health_listen))
+    }
+}
+
+/// How `worker`, `submit`, `status` and `cancel` reach a coordinator and prove who they are.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// The coordinator's URL, e.g. `http://svcca-coordinator:50051` (`https://` with --tls-ca).
+    #[arg(long, env = "SVCCA_COORDINATOR")]
+    pub coordinator: String,
+    /// A file holding the token to present (a submitter token, or for `svcca worker` a worker
+    /// token), if the coordinator requires one.
+    #[arg(long, env = "SVCCA_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the coordinator's certificate: connect over TLS.
+    #[arg(long, env = "SVCCA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS; needs --tls-key and --tls-ca.
+    #[arg(long, env = "SVCCA_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SVCCA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry (default: the URL's host).
+    #[arg(long, env = "SVCCA_TLS_DOMAIN", requires = "tls_ca")]
+    pub tls_domain: Option<String>,
+    /// The largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "SVCCA_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
+}
+
+impl ConnectArgs {
+    /// Checks the URL and reads the token file.
+    pub fn config(&self) -> Result<ClientConfig, Failure> {
+        check_coordinator_url(&self.coordinator)?;
+        let token = self
+            .auth_token_file
+            .as_deref()
+            .map(Token::read_one)
+            .transpose()
+            .map_err(failure)?;
+        Ok(ClientConfig::new(self.coordinator.clone())
+            .with_token(token)
+            .with_tls(self.tls())
+            .with_max_message_size(self.max_message_size))
+    }
+
+    pub fn tls(&self) -> Option<ClientTls> {
+        let ca = self.tls_ca.as_ref()?;
+        let mut tls = ClientTls::new(ca);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.with_identity(cert, key);
+        }
+        if let Some(domain) = &self.tls_domain {
+            tls = tls.with_domain(domain.clone());
+        }
+        Some(tls)
     }
 }
 
 pub fn run(args: CoordinatorArgs) -> CmdResult {
-    let config = args.config();
-    let factory: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> = if args.test_sum_jobs
-    {
+    let config = args.config()?;
+    let policy = JobPolicy::new(args.allow_output.clone(), args.allow_dataset.clone());
+    policy.validate().map_err(Failure::fatal)?;
+    let jobs: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> = if args.test_sum_jobs {
         std::sync::Arc::new(svcca_engine::coordinator::testkit::SumJobFactory)
     } else {
         svcca_engine::job_factory()
     };
+    let factory: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> =
+        std::sync::Arc::new(GuardedFactory::new(jobs, policy));
     let runtime = runtime()?;
     let outcome = runtime.block_on(async move {
         let coordinator = Coordinator::bind(config, factory).await?;

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each owns its clap `Args` struct, converts it into the library's
 //! config struct and runs it.
 
+pub mod cancel;
 pub mod compare;
 pub mod coordinator;
 pub mod ingest;

@@ -3,16 +3,15 @@
 use svcca_engine::client;
 use svcca_engine::coordinator::JobInfo;
 
-use super::coordinator::{failure, runtime};
+use super::coordinator::{ConnectArgs, failure, runtime};
 use crate::exit::CmdResult;
 
 /// Show one job (with JOB_ID) or every job a coordinator knows: state, tasks done of known,
 /// workers connected, and the failure or the result summary.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The coordinator's URL, e.g. `http://svcca-coordinator:50051`.
-    #[arg(long, env = "SVCCA_COORDINATOR")]
-    pub coordinator: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The job to show (default: all jobs).
     pub job_id: Option<String>,
     /// One JSON object per job and line, for scripts.
@@ -21,14 +20,12 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> CmdResult {
-    super::coordinator::check_coordinator_url(&args.coordinator)?;
+    let client = args.connect.config()?;
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
         match &args.job_id {
-            Some(job_id) => client::status(&args.coordinator, job_id)
-                .await
-                .map(|info| vec![info]),
-            None => client::list_jobs(&args.coordinator).await,
+            Some(job_id) => client::status(&client, job_id).await.map(|info| vec![info]),
+            None => client::list_jobs(&client).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));

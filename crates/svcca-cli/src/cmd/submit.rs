@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use svcca_engine::client;
 use svcca_engine::coordinator::JobState;
 
-use super::coordinator::{failure, runtime};
+use super::coordinator::{ConnectArgs, failure, runtime};
 use super::status::describe;
 use crate::exit::{CmdResult, Failure};
 
@@ -13,12 +13,12 @@ use crate::exit::{CmdResult, Failure};
 /// spec are read by the coordinator and the workers: use object-store URLs or absolute paths
 /// they can all see. With --wait, follow the job (progress on stderr) and exit with its outcome:
 /// 0 on success, 10 when it failed for good (bad input), 11 when a retry could succeed (lost
-/// workers, storage errors, an unreachable coordinator).
+/// workers, storage errors, an unreachable coordinator). A coordinator that requires a token
+/// refuses a submit without one, or with a wrong one, with exit code 10.
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
-    /// The coordinator's URL, e.g. `http://svcca-coordinator:50051`.
-    #[arg(long, env = "SVCCA_COORDINATOR")]
-    pub coordinator: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The job spec file.
     pub job: PathBuf,
     /// Wait for the job to end, printing progress; exit with its outcome.
@@ -27,19 +27,18 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: SubmitArgs) -> CmdResult {
-    super::coordinator::check_coordinator_url(&args.coordinator)?;
+    let client = args.connect.config()?;
     let text = std::fs::read_to_string(&args.job)
         .map_err(|e| Failure::fatal(format!("cannot read job file {}: {e}", args.job.display())))?;
     let runtime = runtime()?;
-    let url = args.coordinator.clone();
     let outcome = runtime.block_on(async move {
-        let job_id = client::submit(&url, text).await.map_err(failure)?;
+        let job_id = client::submit(&client, text).await.map_err(failure)?;
         outln!("{job_id}");
         if !args.wait {
             return Ok(());
         }
         let mut last = None;
-        let info = client::wait_for_job(&url, &job_id, |info| {
+        let info = client::wait_for_job(&client, &job_id, |info| {
             let shown = (info.state, info.progress, info.workers_alive);
             if last != Some(shown) {
                 last = Some(shown);

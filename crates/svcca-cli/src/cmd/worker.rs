@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use svcca_engine::worker::{Worker, WorkerConfig};
 
-use super::coordinator::{failure, parse_duration, runtime, shutdown_signal};
+use super::coordinator::{ConnectArgs, failure, parse_duration, runtime, shutdown_signal};
 use crate::exit::CmdResult;
 
 /// Run a worker: it connects to the coordinator (waiting for it if needed), pulls tasks, reads
@@ -15,9 +15,8 @@ use crate::exit::CmdResult;
 /// and exits 0.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// The coordinator's URL, e.g. `http://svcca-coordinator:50051`.
-    #[arg(long, env = "SVCCA_COORDINATOR")]
-    pub coordinator: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Tasks to run at once.
     #[arg(long, env = "SVCCA_CONCURRENCY", default_value_t = 1)]
     pub concurrency: usize,
@@ -39,7 +38,7 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> CmdResult {
-    super::coordinator::check_coordinator_url(&args.coordinator)?;
+    let client = args.connect.config()?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -60,7 +59,10 @@ pub fn run(args: WorkerArgs) -> CmdResult {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
-    let config = WorkerConfig::new(args.coordinator.clone())
+    let config = WorkerConfig::new(client.url)
+        .with_token(client.token)
+        .with_tls(client.tls)
+        .with_max_message_size(client.max_message_size)
         .with_name(name)
         .with_concurrency(concurrency)
         .with_health_listen(Some(args.health_listen))

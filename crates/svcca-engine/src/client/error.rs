@@ -13,6 +13,25 @@ pub enum ClusterError {
     InvalidUrl { url: String, message: String },
     #[error("invalid configuration: {message}")]
     InvalidConfig { message: String },
+    #[error("token file {}: {message}", path.display())]
+    TokenFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("TLS {what} {}: {message}", path.display())]
+    TlsFile {
+        path: std::path::PathBuf,
+        what: &'static str,
+        message: String,
+    },
+    #[error("invalid TLS configuration: {message}")]
+    TlsConfig { message: String },
+    #[error(
+        "refusing to listen on {addr} without authentication: anyone who reaches that port could \
+         submit jobs and register workers. Give --auth-token-file and --worker-token-file, listen \
+         on a loopback address, or pass --insecure to accept that"
+    )]
+    InsecureListen { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -49,6 +68,10 @@ impl ClusterError {
         match self {
             ClusterError::InvalidUrl { .. }
             | ClusterError::InvalidConfig { .. }
+            | ClusterError::TokenFile { .. }
+            | ClusterError::TlsFile { .. }
+            | ClusterError::TlsConfig { .. }
+            | ClusterError::InsecureListen { .. }
             | ClusterError::Bind { .. }
             | ClusterError::Refused { .. }
             | ClusterError::JobCancelled { .. } => false,

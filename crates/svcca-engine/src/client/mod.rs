@@ -4,72 +4,80 @@
 //! All of it goes through the same gRPC protocol as a cluster, so the embedded default exercises
 //! the cluster code on every run.
 
+mod credentials;
 mod error;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use credentials::read_pem;
+pub use credentials::{
+    AUTHORIZATION, Client, ClientConfig, ClientTls, DEFAULT_MAX_MESSAGE_SIZE, MIN_TOKEN_LEN, Token,
+};
 pub use error::ClusterError;
 use svcca_proto::v1;
-use svcca_proto::v1::coordinator_client::CoordinatorClient;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::coordinator::wire::info_from_proto;
 use crate::coordinator::{Coordinator, CoordinatorConfig, JobInfo, JobState};
 use crate::driver::{JobDriverFactory, JobSummary, Progress, TaskExecutor};
 use crate::worker::{Worker, WorkerConfig};
 
-/// Connects to the coordinator at `url` (e.g. `http://127.0.0.1:50051`), failing fast (retryable)
-/// when nothing answers.
-pub async fn connect(url: &str) -> Result<CoordinatorClient<Channel>, ClusterError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| ClusterError::InvalidUrl {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| ClusterError::Rpc {
-        rpc: "connect",
-        url: url.to_string(),
-        code: tonic::Code::Unavailable,
-        message: error_chain(&e),
-    })?;
-    Ok(CoordinatorClient::new(channel))
+/// Connects to the coordinator (e.g. `http://127.0.0.1:50051`, or a [`ClientConfig`] with a token
+/// and TLS), failing fast (retryable) when nothing answers.
+pub async fn connect(target: impl Into<ClientConfig>) -> Result<Client, ClusterError> {
+    let config = target.into();
+    let url = config.url.clone();
+    let channel = config
+        .endpoint()?
+        .connect()
+        .await
+        .map_err(|e| ClusterError::Rpc {
+            rpc: "connect",
+            url: url.clone(),
+            code: tonic::Code::Unavailable,
+            message: error_chain(&e),
+        })?;
+    Ok(config.client(channel))
 }
 
 /// Submits a job spec (TOML text); returns the job id. A spec the coordinator's planner refuses
 /// is a non-retryable [`ClusterError::Rpc`] with code `InvalidArgument`.
-pub async fn submit(url: &str, job_spec_toml: String) -> Result<String, ClusterError> {
-    let mut client = connect(url).await?;
+pub async fn submit(
+    target: impl Into<ClientConfig>,
+    job_spec_toml: String,
+) -> Result<String, ClusterError> {
+    let config = target.into();
+    let mut client = connect(&config).await?;
     let response = client
         .submit_job(v1::SubmitJobRequest { job_spec_toml })
         .await
-        .map_err(|status| ClusterError::rpc("SubmitJob", url, &status))?;
+        .map_err(|status| config.rpc_error("SubmitJob", &status))?;
     Ok(response.into_inner().job_id)
 }
 
 /// Follows a job until it ends, calling `on_update` with every snapshot (the first is the current
 /// state). Returns the final snapshot, whatever the outcome: see [`job_result`].
 pub async fn wait_for_job(
-    url: &str,
+    target: impl Into<ClientConfig>,
     job_id: &str,
     mut on_update: impl FnMut(&JobInfo) + Send,
 ) -> Result<JobInfo, ClusterError> {
-    let mut client = connect(url).await?;
+    let config = target.into();
+    let url = config.url.as_str();
+    let mut client = connect(&config).await?;
     let mut stream = client
         .watch_job(v1::WatchJobRequest {
             job_id: job_id.to_string(),
         })
         .await
-        .map_err(|status| ClusterError::rpc("WatchJob", url, &status))?
+        .map_err(|status| config.rpc_error("WatchJob", &status))?
         .into_inner();
     loop {
         let event = stream
             .message()
             .await
-            .map_err(|status| ClusterError::rpc("WatchJob", url, &status))?;
+            .map_err(|status| config.rpc_error("WatchJob", &status))?;
         let Some(event) = event else {
             return Err(ClusterError::WatchEnded {
                 url: url.to_string(),
@@ -112,14 +120,19 @@ pub fn job_result(info: JobInfo) -> Result<JobSummary, ClusterError> {
 }
 
 /// One job's state.
-pub async fn status(url: &str, job_id: &str) -> Result<JobInfo, ClusterError> {
-    let mut client = connect(url).await?;
+pub async fn status(
+    target: impl Into<ClientConfig>,
+    job_id: &str,
+) -> Result<JobInfo, ClusterError> {
+    let config = target.into();
+    let url = config.url.as_str();
+    let mut client = connect(&config).await?;
     let response = client
         .job_status(v1::JobStatusRequest {
             job_id: job_id.to_string(),
         })
         .await
-        .map_err(|status| ClusterError::rpc("JobStatus", url, &status))?;
+        .map_err(|status| config.rpc_error("JobStatus", &status))?;
     let info = response.into_inner().job.ok_or_else(|| ClusterError::Rpc {
         rpc: "JobStatus",
         url: url.to_string(),
@@ -130,12 +143,14 @@ pub async fn status(url: &str, job_id: &str) -> Result<JobInfo, ClusterError> {
 }
 
 /// Every job the coordinator knows, oldest first.
-pub async fn list_jobs(url: &str) -> Result<Vec<JobInfo>, ClusterError> {
-    let mut client = connect(url).await?;
+pub async fn list_jobs(target: impl Into<ClientConfig>) -> Result<Vec<JobInfo>, ClusterError> {
+    let config = target.into();
+    let url = config.url.as_str();
+    let mut client = connect(&config).await?;
     let response = client
         .list_jobs(v1::ListJobsRequest {})
         .await
-        .map_err(|status| ClusterError::rpc("ListJobs", url, &status))?;
+        .map_err(|status| config.rpc_error("ListJobs", &status))?;
     response
         .into_inner()
         .jobs
@@ -146,15 +161,21 @@ pub async fn list_jobs(url: &str) -> Result<Vec<JobInfo>, ClusterError> {
         .collect()
 }
 
-/// Cancels a job; returns its state afterwards.
-pub async fn cancel(url: &str, job_id: &str) -> Result<JobInfo, ClusterError> {
-    let mut client = connect(url).await?;
+/// Cancels a job; returns its state afterwards. Where the coordinator authenticates its clients,
+/// only the identity that submitted the job may cancel it (`PermissionDenied` otherwise).
+pub async fn cancel(
+    target: impl Into<ClientConfig>,
+    job_id: &str,
+) -> Result<JobInfo, ClusterError> {
+    let config = target.into();
+    let url = config.url.as_str();
+    let mut client = connect(&config).await?;
     let response = client
         .cancel_job(v1::CancelJobRequest {
             job_id: job_id.to_string(),
         })
         .await
-        .map_err(|status| ClusterError::rpc("CancelJob", url, &status))?;
+        .map_err(|status| config.rpc_error("CancelJob", &status))?;
     let info = response.into_inner().job.ok_or_else(|| ClusterError::Rpc {
         rpc: "CancelJob",
         url: url.to_string(),
@@ -246,7 +267,7 @@ pub async fn run_embedded_with(
     outcome
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

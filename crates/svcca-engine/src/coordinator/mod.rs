@@ -3,11 +3,16 @@
 //! - [`state`]: the state machine ([`Scheduler`]), pure and clock-injected, testable without gRPC;
 //! - `service`: the tonic glue that serves it as `svcca.v1.Coordinator`, with the gRPC health
 //!   service on the same port;
-//! - [`Coordinator`]: binds a listener and serves both until told to stop.
+//! - [`auth`]: who may call what (submitter and worker tokens, identities);
+//! - [`policy`]: where submitted jobs may read and write (`--allow-output`, `--allow-dataset`);
+//! - [`Coordinator`]: binds a listener and serves both until told to stop, over TLS when
+//!   configured ([`ServerTls`]).
 //!
 //! Jobs live in memory only: a restarted coordinator has forgotten them (workers re-register on
 //! their own; clients must submit again, and a job's stored results make the rerun cheap).
 
+pub mod auth;
+pub mod policy;
 mod service;
 pub mod state;
 pub mod testkit;
@@ -15,18 +20,21 @@ pub(crate) mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify, watch};
 
+pub use auth::{AuthConfig, Identity, Role};
+pub use policy::{GuardedFactory, JobPolicy};
 pub use state::{
     JobFailure, JobInfo, JobState, LeasedTask, Registration, Scheduler, SchedulerError,
 };
 pub use wire::code_is_retryable;
 
-use crate::client::ClusterError;
+use crate::client::{ClusterError, DEFAULT_MAX_MESSAGE_SIZE, read_pem};
 use crate::driver::JobDriverFactory;
 
 /// The coordinator's settings. Build it in code with [`Default`] and the `with_*` methods; the CLI
@@ -45,6 +53,52 @@ pub struct CoordinatorConfig {
     pub max_attempts: u32,
     /// The longest a worker's LeaseTask call is held open waiting for work.
     pub max_lease_wait: Duration,
+    /// Tokens of submitters and workers; none configured means no authentication.
+    pub auth: AuthConfig,
+    /// Serve without authentication on a non-loopback address (refused otherwise).
+    pub insecure: bool,
+    /// The largest gRPC message the coordinator accepts or sends, in bytes.
+    pub max_message_size: usize,
+    /// Serve over TLS (and with a client CA, require client certificates).
+    pub tls: Option<ServerTls>,
+    /// Also serve the gRPC health service, in plain text and without authentication, here: for
+    /// probes that speak neither TLS nor tokens (the kubelet's). It serves nothing else.
+    pub health_listen: Option<SocketAddr>,
+}
+
+/// PEM files for serving TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// With a CA, every client must present a certificate it signed (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ServerTls {
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
+    pub fn with_client_ca(mut self, ca: Option<PathBuf>) -> Self {
+        self.client_ca = ca;
+        self
+    }
+
+    fn load(&self) -> Result<tonic::transport::ServerTlsConfig, ClusterError> {
+        use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
+        let mut config = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
+            read_pem(&self.cert, "certificate")?,
+            read_pem(&self.key, "private key")?,
+        ));
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read_pem(ca, "client CA")?));
+        }
+        Ok(config)
+    }
 }
 
 impl Default for CoordinatorConfig {
@@ -56,6 +110,11 @@ impl Default for CoordinatorConfig {
             worker_grace: Duration::from_secs(120),
             max_attempts: 4,
             max_lease_wait: Duration::from_secs(5),
+            auth: AuthConfig::default(),
+            insecure: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            tls: None,
+            health_listen: None,
         }
     }
 }
@@ -85,6 +144,31 @@ impl CoordinatorConfig {
         self.max_lease_wait = wait;
         self
     }
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+    pub fn with_insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+    pub fn with_health_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.health_listen = addr;
+        self
+    }
+
+    /// Whether callers must prove who they are: tokens, or client certificates (mutual TLS).
+    pub fn authenticates(&self) -> bool {
+        self.auth.is_enabled() || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+    }
 
     /// Rejects settings under which the coordinator would misjudge live workers.
     pub fn validate(&self) -> Result<(), ClusterError> {
@@ -102,6 +186,19 @@ impl CoordinatorConfig {
         if self.max_attempts == 0 {
             return invalid("max attempts must be at least 1".into());
         }
+        if self.max_message_size < 1024 {
+            return invalid(format!(
+                "the message size limit ({} bytes) is too small for any svcca message; the \
+                 default is {DEFAULT_MAX_MESSAGE_SIZE}",
+                self.max_message_size
+            ));
+        }
+        self.auth
+            .validate()
+            .map_err(|message| ClusterError::InvalidConfig { message })?;
+        if !self.authenticates() && !self.listen.ip().is_loopback() && !self.insecure {
+            return Err(ClusterError::InsecureListen { addr: self.listen });
+        }
         Ok(())
     }
 }
@@ -112,6 +209,10 @@ pub struct Coordinator {
     local_addr: SocketAddr,
     shared: Arc<service::Shared>,
     shutdown_tx: watch::Sender<bool>,
+    server: tonic::transport::Server,
+    /// Whether clients must use https://.
+    tls: bool,
+    health_listener: Option<TcpListener>,
 }
 
 impl Coordinator {
@@ -122,6 +223,25 @@ impl Coordinator {
         factory: Arc<dyn JobDriverFactory>,
     ) -> Result<Self, ClusterError> {
         config.validate()?;
+        if !config.authenticates() && !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "INSECURE: serving without authentication (--insecure): anyone who can reach this \
+                 port can submit jobs that write to any output the coordinator can write, cancel \
+                 jobs and register as a worker"
+            );
+        }
+        let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+        // Built here so that a certificate and key that do not fit fail before anything listens.
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            server = server
+                .tls_config(tls.clone())
+                .map_err(|e| ClusterError::TlsConfig {
+                    message: crate::client::error_chain(&e),
+                })?;
+        }
+        let tls = tls.is_some();
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -133,9 +253,19 @@ impl Coordinator {
             addr: config.listen,
             source,
         })?;
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ClusterError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(service::Shared {
             max_lease_wait: config.max_lease_wait,
+            verifier: auth::Verifier::new(&config.auth),
+            max_message_size: config.max_message_size,
             scheduler: Mutex::new(Scheduler::new(config, Instant::now())),
             factory,
             work: Notify::new(),
@@ -146,6 +276,9 @@ impl Coordinator {
             local_addr,
             shared,
             shutdown_tx,
+            server,
+            tls,
+            health_listener,
         })
     }
 
@@ -159,7 +292,8 @@ impl Coordinator {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{addr}")
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{addr}")
     }
 
     /// Serves until `shutdown` completes. Open watch streams and long polls end at shutdown; jobs
@@ -173,7 +307,11 @@ impl Coordinator {
             local_addr,
             shared,
             shutdown_tx,
+            server,
+            tls: _,
+            health_listener,
         } = self;
+        let max_message_size = shared.max_message_size;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for name in [
             svcca_proto::LIVENESS_SERVICE,
@@ -185,6 +323,26 @@ impl Coordinator {
                 .await;
         }
 
+        let plain_health = health_listener.map(|listener| {
+            let service = health_service.clone();
+            let mut stop = shared.shutdown.clone();
+            tokio::spawn(async move {
+                let addr = listener.local_addr().ok();
+                tracing::info!(?addr, "health service listening");
+                let outcome = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        },
+                    )
+                    .await;
+                if let Err(error) = outcome {
+                    tracing::error!(%error, "health service failed");
+                }
+            })
+        });
         let ticker = tokio::spawn(service::tick_loop(shared.clone()));
         tracing::info!(%local_addr, "coordinator serving");
         let signal = async move {
@@ -192,17 +350,25 @@ impl Coordinator {
             tracing::info!("coordinator shutting down");
             let _ = shutdown_tx.send(true);
         };
-        let outcome = tonic::transport::Server::builder()
+        let mut server = server;
+        let outcome = server
             .add_service(health_service)
-            .add_service(svcca_proto::v1::coordinator_server::CoordinatorServer::new(
-                service::CoordinatorService::new(shared),
-            ))
+            .add_service(
+                svcca_proto::v1::coordinator_server::CoordinatorServer::new(
+                    service::CoordinatorService::new(shared),
+                )
+                .max_decoding_message_size(max_message_size)
+                .max_encoding_message_size(max_message_size),
+            )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 signal,
             )
             .await;
         ticker.abort();
+        if let Some(health) = plain_health {
+            let _ = health.await;
+        }
         outcome.map_err(|source| ClusterError::Serve {
             addr: local_addr,
             source,

@@ -14,6 +14,7 @@ use svcca_proto::v1;
 use tokio::sync::{Mutex, Notify, watch};
 use tonic::{Request, Response, Status};
 
+use super::auth::{Identity, Role, Verifier, certificate_identity};
 use super::state::{JobInfo, Scheduler};
 use super::wire::{info_to_proto, task_failure_to_status};
 use crate::driver::{JobDriverFactory, TaskFailure, TaskOutput};
@@ -25,6 +26,8 @@ pub(super) struct Shared {
     pub(super) work: Notify,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) max_lease_wait: Duration,
+    pub(super) verifier: Verifier,
+    pub(super) max_message_size: usize,
 }
 
 /// Expires lost workers and idle jobs, a few times per heartbeat interval.
@@ -52,6 +55,25 @@ impl CoordinatorService {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// Who is calling, if allowed to call as `role`: the token's identity, else (no tokens
+    /// configured) the client certificate's, else anonymous.
+    fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Identity, Status> {
+        let identity = self
+            .shared
+            .verifier
+            .check(request.metadata(), role)
+            .inspect_err(|status| {
+                tracing::warn!(role = ?role, peer = ?request.remote_addr(), error = %status.message(), "call refused");
+            })?;
+        if identity != Identity::Anonymous {
+            return Ok(identity);
+        }
+        Ok(request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| certificate_identity(c.as_ref())))
+            .unwrap_or(Identity::Anonymous))
+    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
@@ -62,6 +84,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::RegisterWorkerRequest>,
     ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        self.authorize(&request, Role::Worker)?;
         let now = Instant::now();
         let request = request.into_inner();
         let registration = self
@@ -83,6 +106,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        self.authorize(&request, Role::Worker)?;
         let now = Instant::now();
         let request = request.into_inner();
         let revoked_lease_ids = self.shared.scheduler.lock().await.heartbeat(
@@ -98,6 +122,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::LeaseTaskRequest>,
     ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
+        self.authorize(&request, Role::Worker)?;
         let request = request.into_inner();
         let wait = Duration::from_millis(request.wait_ms).min(self.shared.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;
@@ -137,6 +162,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::ReportResultRequest>,
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
+        self.authorize(&request, Role::Worker)?;
         let now = Instant::now();
         let request = request.into_inner();
         let output = TaskOutput {
@@ -147,7 +173,13 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             .scheduler
             .lock()
             .await
-            .report_result(&request.worker_id, &request.lease_id, output, now)
+            .report_checked_result(
+                &request.worker_id,
+                &request.lease_id,
+                Some(&request.task_id),
+                output,
+                now,
+            )
             .await;
         self.shared.work.notify_waiters();
         outcome?;
@@ -158,6 +190,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::ReportFailureRequest>,
     ) -> Result<Response<v1::ReportFailureResponse>, Status> {
+        self.authorize(&request, Role::Worker)?;
         let now = Instant::now();
         let request = request.into_inner();
         let mut scheduler = self.shared.scheduler.lock().await;
@@ -185,6 +218,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::DeregisterWorkerRequest>,
     ) -> Result<Response<v1::DeregisterWorkerResponse>, Status> {
+        self.authorize(&request, Role::Worker)?;
         let now = Instant::now();
         let request = request.into_inner();
         let outcome = self
@@ -202,6 +236,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let identity = self.authorize(&request, Role::Submitter)?;
         let request = request.into_inner();
         // Planning may read the dataset's manifest: do it before taking the scheduler's lock.
         let driver = self
@@ -218,7 +253,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             .scheduler
             .lock()
             .await
-            .submit(driver, Instant::now())
+            .submit_as(driver, identity, Instant::now())
             .await;
         self.shared.work.notify_waiters();
         Ok(Response::new(v1::SubmitJobResponse { job_id }))
@@ -228,6 +263,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::JobStatusRequest>,
     ) -> Result<Response<v1::JobStatusResponse>, Status> {
+        self.authorize(&request, Role::Submitter)?;
         let request = request.into_inner();
         let info = self.shared.scheduler.lock().await.job(&request.job_id)?;
         Ok(Response::new(v1::JobStatusResponse {
@@ -237,8 +273,9 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
 
     async fn list_jobs(
         &self,
-        _request: Request<v1::ListJobsRequest>,
+        request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        self.authorize(&request, Role::Submitter)?;
         let jobs = self.shared.scheduler.lock().await.jobs();
         Ok(Response::new(v1::ListJobsResponse {
             jobs: jobs.iter().map(info_to_proto).collect(),
@@ -251,6 +288,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.authorize(&request, Role::Submitter)?;
         let request = request.into_inner();
         let events = self
             .shared
@@ -268,8 +306,14 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
+        let identity = self.authorize(&request, Role::Submitter)?;
         let request = request.into_inner();
-        let info = self.shared.scheduler.lock().await.cancel(&request.job_id)?;
+        let info = self
+            .shared
+            .scheduler
+            .lock()
+            .await
+            .cancel_as(&request.job_id, &identity)?;
         Ok(Response::new(v1::CancelJobResponse {
             job: Some(info_to_proto(&info)),
         }))

@@ -14,7 +14,13 @@
 //! - while no worker is registered for `worker_grace`, running jobs fail with a message saying so,
 //!   instead of waiting forever;
 //! - results are handed to the job's [`JobDriver`], which merges them in its own fixed order, so
-//!   the order in which workers finish never changes a result.
+//!   the order in which workers finish never changes a result;
+//! - a result is checked before it is merged: it must name the leased task, and the driver must
+//!   accept it ([`JobDriver::validate`]: shape, finiteness). A worker that reports an invalid
+//!   result is dropped for good (its later calls are refused), every lease it held goes back to
+//!   the queue as a failed attempt, and the job goes on with the other workers;
+//! - job and worker ids are random (128 and 64 bits from the OS), so they cannot be guessed; a
+//!   job remembers who submitted it, and only that [`Identity`] may cancel it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -22,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::CoordinatorConfig;
+use super::auth::Identity;
 use crate::driver::{JobDriver, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec};
 
 /// Where a job is in its life.
@@ -115,6 +122,23 @@ pub enum SchedulerError {
     LeaseNotHeld { lease_id: String, worker_id: String },
     #[error("unknown job {job_id}")]
     UnknownJob { job_id: String },
+    #[error(
+        "job {job_id} was submitted by another identity ({owner}); only its submitter may cancel it"
+    )]
+    NotJobOwner { job_id: String, owner: String },
+    #[error(
+        "worker {worker_id} reported an invalid result for task {task_id} and was dropped: {message}"
+    )]
+    InvalidResult {
+        worker_id: String,
+        task_id: String,
+        message: String,
+    },
+    #[error(
+        "worker {worker_id} was dropped after reporting an invalid result; restart it to register \
+         again"
+    )]
+    WorkerDropped { worker_id: String },
 }
 
 #[derive(Debug)]
@@ -142,6 +166,8 @@ struct PendingTask {
 
 struct Job {
     id: String,
+    /// Who submitted it: the only identity that may cancel it.
+    owner: Identity,
     /// Dropped when the job ends, to free what the driver holds (merged matrices).
     driver: Option<Box<dyn JobDriver>>,
     state: JobState,
@@ -188,7 +214,8 @@ pub struct Scheduler {
     jobs: BTreeMap<u64, Job>,
     job_seq: HashMap<String, u64>,
     leases: HashMap<String, LeaseEntry>,
-    next_worker: u64,
+    /// Workers dropped for invalid results; their calls are refused from then on.
+    dropped: BTreeSet<String>,
     next_job: u64,
     next_lease: u64,
     /// Distinguishes this scheduler's worker and lease ids from those of an earlier coordinator
@@ -197,6 +224,20 @@ pub struct Scheduler {
     incarnation: String,
     /// Since when no worker has been registered (None while at least one is).
     no_workers_since: Option<Instant>,
+}
+
+/// `N` random bytes from the operating system, in hex. Ids made of these cannot be guessed from
+/// others (a sequence could: `job-15` names the job after `job-14`).
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    // The OS generator fails only where no entropy source exists at all; fall back to the
+    // incarnation's clock-and-pid hash rather than to a predictable counter.
+    if getrandom::fill(&mut bytes).is_err() {
+        let seed = incarnation();
+        let hash = crate::cache::hash_parts(&[&seed, &format!("{N}")]);
+        return hash[..(2 * N).min(hash.len())].to_string();
+    }
+    hex::encode(bytes)
 }
 
 /// A short token that differs between coordinator processes (and schedulers in one process).
@@ -223,7 +264,7 @@ impl Scheduler {
             jobs: BTreeMap::new(),
             job_seq: HashMap::new(),
             leases: HashMap::new(),
-            next_worker: 1,
+            dropped: BTreeSet::new(),
             next_job: 1,
             next_lease: 1,
             incarnation: incarnation(),
@@ -258,8 +299,7 @@ impl Scheduler {
                 coordinator: svcca_proto::PROTOCOL_VERSION,
             });
         }
-        let worker_id = format!("worker-{}-{}", self.incarnation, self.next_worker);
-        self.next_worker += 1;
+        let worker_id = format!("worker-{}-{}", self.incarnation, random_hex::<8>());
         tracing::info!(%worker_id, name, "worker registered");
         self.workers.insert(
             worker_id.clone(),
@@ -367,12 +407,23 @@ impl Scheduler {
         Ok(Some(leased))
     }
 
-    /// Takes a new job: asks its driver for the first tasks (or finishes it at once when nothing
-    /// is left to do, e.g. a resumed job whose results are all stored).
+    /// Takes a new job from an anonymous submitter: see [`Scheduler::submit_as`].
     pub async fn submit(&mut self, driver: Box<dyn JobDriver>, now: Instant) -> String {
+        self.submit_as(driver, Identity::Anonymous, now).await
+    }
+
+    /// Takes a new job: asks its driver for the first tasks (or finishes it at once when nothing
+    /// is left to do, e.g. a resumed job whose results are all stored). `owner` is the identity
+    /// that may cancel it.
+    pub async fn submit_as(
+        &mut self,
+        driver: Box<dyn JobDriver>,
+        owner: Identity,
+        now: Instant,
+    ) -> String {
         let seq = self.next_job;
         self.next_job += 1;
-        let job_id = format!("job-{seq}");
+        let job_id = format!("job-{}", random_hex::<16>());
         let progress = driver.progress();
         let (events, _) = watch::channel(JobInfo {
             job_id: job_id.clone(),
@@ -382,8 +433,10 @@ impl Scheduler {
             summary: None,
             workers_alive: self.workers_alive(),
         });
+        tracing::info!(%job_id, owner = %owner, "job submitted");
         let job = Job {
             id: job_id.clone(),
+            owner,
             driver: Some(driver),
             state: JobState::Running,
             queue: VecDeque::new(),
@@ -394,7 +447,6 @@ impl Scheduler {
             submitted_at: now,
             events,
         };
-        tracing::info!(%job_id, "job submitted");
         self.jobs.insert(seq, job);
         self.job_seq.insert(job_id.clone(), seq);
         if let Some(job) = self.jobs.get_mut(&seq) {
@@ -413,7 +465,44 @@ impl Scheduler {
         output: TaskOutput,
         now: Instant,
     ) -> Result<(), SchedulerError> {
+        self.report_checked_result(worker_id, lease_id, None, output, now)
+            .await
+    }
+
+    /// [`Scheduler::report_result`], where the worker also names the task the output is for
+    /// (`task_id`, checked against the lease). An output that names another task, or that the
+    /// job's driver finds invalid, drops the worker: see the module documentation.
+    pub async fn report_checked_result(
+        &mut self,
+        worker_id: &str,
+        lease_id: &str,
+        task_id: Option<&str>,
+        output: TaskOutput,
+        now: Instant,
+    ) -> Result<(), SchedulerError> {
         let lease = self.take_lease(worker_id, lease_id, now)?;
+        let invalid = match task_id {
+            Some(named) if named != lease.task.id => Some(format!(
+                "the output names task `{named}` but lease {lease_id} is for task `{}`",
+                lease.task.id
+            )),
+            _ => self
+                .job_seq
+                .get(&lease.job_id)
+                .and_then(|seq| self.jobs.get(seq))
+                .filter(|job| job.state == JobState::Running)
+                .and_then(|job| job.driver.as_ref())
+                .and_then(|driver| driver.validate(&lease.task.id, &output).err()),
+        };
+        if let Some(message) = invalid {
+            let task_id = lease.task.id.clone();
+            self.reject_worker(worker_id, lease, &message, now);
+            return Err(SchedulerError::InvalidResult {
+                worker_id: worker_id.to_string(),
+                task_id,
+                message,
+            });
+        }
         let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
             return Ok(());
         };
@@ -503,6 +592,66 @@ impl Scheduler {
         }
         self.publish_all();
         Ok(())
+    }
+
+    /// Drops a worker that reported an invalid result on `lease`: the lease is a failed attempt of
+    /// its task, the worker's other leases go back to the queue the same way, and the worker's
+    /// later calls are refused.
+    fn reject_worker(&mut self, worker_id: &str, lease: LeaseEntry, message: &str, now: Instant) {
+        tracing::warn!(%worker_id, task_id = %lease.task.id, job_id = %lease.job_id, %message, "invalid result: dropping the worker");
+        let failure = format!("worker {worker_id} reported an invalid result: {message}");
+        self.dropped.insert(worker_id.to_string());
+        if let Some(worker) = self.workers.remove(worker_id) {
+            for lease_id in worker.leases {
+                self.drop_lease(&lease_id, Some(failure.clone()));
+            }
+        }
+        // The rejected lease itself was already taken from the worker.
+        let max_attempts = self.config.max_attempts;
+        if let Some(seq) = self.job_seq.get(&lease.job_id).copied() {
+            if let Some(job) = self.jobs.get_mut(&seq) {
+                job.in_flight = job.in_flight.saturating_sub(1);
+                if job.state == JobState::Running {
+                    let attempt = TaskFailure::Retryable {
+                        task_id: lease.task.id.clone(),
+                        message: failure,
+                    };
+                    failed_attempt(
+                        job,
+                        lease.task,
+                        lease.failed_attempts,
+                        &attempt,
+                        max_attempts,
+                    );
+                }
+            }
+            self.publish(seq);
+        }
+        if self.workers.is_empty() {
+            self.no_workers_since = Some(now);
+        }
+        self.publish_all();
+    }
+
+    /// Cancels a job for `caller`, who must be the identity that submitted it (anyone may cancel
+    /// a job that an anonymous caller submitted: there was no identity to keep).
+    pub fn cancel_as(
+        &mut self,
+        job_id: &str,
+        caller: &Identity,
+    ) -> Result<JobInfo, SchedulerError> {
+        let seq = self.seq_of(job_id)?;
+        if let Some(job) = self.jobs.get(&seq)
+            && job.owner != Identity::Anonymous
+            && job.owner != *caller
+        {
+            tracing::warn!(%job_id, caller = %caller, owner = %job.owner, "cancel refused: not the job's submitter");
+            return Err(SchedulerError::NotJobOwner {
+                job_id: job_id.to_string(),
+                owner: job.owner.to_string(),
+            });
+        }
+        self.cancel(job_id)
     }
 
     /// Cancels a job; a job that already ended is left as it is.
@@ -631,6 +780,11 @@ impl Scheduler {
     }
 
     fn worker_mut(&mut self, worker_id: &str) -> Result<&mut WorkerEntry, SchedulerError> {
+        if self.dropped.contains(worker_id) {
+            return Err(SchedulerError::WorkerDropped {
+                worker_id: worker_id.to_string(),
+            });
+        }
         self.workers
             .get_mut(worker_id)
             .ok_or_else(|| SchedulerError::UnknownWorker {

@@ -241,6 +241,36 @@ impl JobDriver for SumDriver {
         async move { outcome }.boxed()
     }
 
+    fn validate(&self, task_id: &str, output: &TaskOutput) -> Result<(), String> {
+        let value = decode_f64(task_id, &output.payload).map_err(|f| f.to_string())?;
+        if !value.is_finite() {
+            return Err(format!("the sum {value} is not finite"));
+        }
+        // Every term is positive, so a part (and the total) lies between its smallest and its
+        // largest possible value: a wrong range or a forged number shows.
+        let (low, high) = if task_id == "reduce" {
+            (0.0, f64::INFINITY)
+        } else {
+            let index: u64 = task_id
+                .strip_prefix("part-")
+                .and_then(|i| i.parse().ok())
+                .filter(|i| *i < self.spec.tasks)
+                .ok_or_else(|| format!("no task {task_id} in this job"))?;
+            let (start, end) = (
+                index * self.spec.terms_per_task,
+                (index + 1) * self.spec.terms_per_task,
+            );
+            let n = (end - start) as f64;
+            (n / (end as f64), n / (start as f64 + 1.0))
+        };
+        if value <= 0.0 || value < low * (1.0 - 1e-12) || value > high * (1.0 + 1e-12) {
+            return Err(format!(
+                "{value} is outside the range [{low}, {high}] a sum of this task's terms can take"
+            ));
+        }
+        Ok(())
+    }
+
     fn all_done(&self) -> bool {
         self.total.is_some()
     }

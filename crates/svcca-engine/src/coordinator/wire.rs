@@ -19,6 +19,10 @@ impl From<SchedulerError> for Status {
                 Status::not_found(message)
             }
             SchedulerError::LeaseNotHeld { .. } => Status::failed_precondition(message),
+            SchedulerError::NotJobOwner { .. } | SchedulerError::WorkerDropped { .. } => {
+                Status::permission_denied(message)
+            }
+            SchedulerError::InvalidResult { .. } => Status::invalid_argument(message),
         }
     }
 }

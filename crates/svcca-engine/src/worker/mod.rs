@@ -22,15 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use svcca_proto::v1;
-use svcca_proto::v1::coordinator_client::CoordinatorClient;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::client::ClusterError;
+use crate::client::{Client, ClientConfig, ClientTls, ClusterError, Token};
 use crate::coordinator::code_is_retryable;
 use crate::driver::{TaskExecutor, TaskFailure, TaskSpec};
 
@@ -51,6 +49,12 @@ pub struct WorkerConfig {
     pub max_backoff: Duration,
     /// How long one LeaseTask call may wait for work at the coordinator.
     pub lease_wait: Duration,
+    /// The worker token the coordinator expects, if it authenticates workers.
+    pub token: Option<Token>,
+    /// TLS to the coordinator (an `https://` URL).
+    pub tls: Option<ClientTls>,
+    /// The largest gRPC message sent or accepted, in bytes.
+    pub max_message_size: usize,
 }
 
 impl WorkerConfig {
@@ -63,6 +67,9 @@ impl WorkerConfig {
             drain_timeout: Duration::from_secs(60),
             max_backoff: Duration::from_secs(5),
             lease_wait: Duration::from_secs(5),
+            token: None,
+            tls: None,
+            max_message_size: crate::client::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
@@ -89,6 +96,25 @@ impl WorkerConfig {
         self.lease_wait = wait;
         self
     }
+    pub fn with_token(mut self, token: Option<Token>) -> Self {
+        self.token = token;
+        self
+    }
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig::new(self.coordinator_url.clone())
+            .with_token(self.token.clone())
+            .with_tls(self.tls.clone())
+            .with_max_message_size(self.max_message_size)
+    }
 }
 
 /// What a worker did, returned when it stops.
@@ -110,7 +136,7 @@ pub struct Worker {
 
 struct Shared {
     url: String,
-    client: CoordinatorClient<Channel>,
+    client: Client,
     executor: Arc<dyn TaskExecutor>,
     lease_wait: Duration,
     max_backoff: Duration,
@@ -143,20 +169,16 @@ impl Worker {
             });
         }
         let url = config.coordinator_url.clone();
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| ClusterError::InvalidUrl {
-                url: url.clone(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(5))
+        let client_config = config.client_config();
+        let endpoint = client_config
+            .endpoint()?
             // A connection that dies silently (a partition, a node gone) is noticed within
             // seconds rather than when the kernel gives up on TCP.
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
+            .keep_alive_while_idle(true);
         // Lazy: the coordinator may not be up yet; every call (re)connects as needed.
-        let client = CoordinatorClient::new(endpoint.connect_lazy());
+        let client = client_config.client(endpoint.connect_lazy());
 
         let (drain_tx, draining) = watch::channel(false);
         let (health_stop_tx, health_stop) = watch::channel(false);
@@ -219,7 +241,22 @@ async fn run_registered(shared: &Arc<Shared>, config: &WorkerConfig) -> Result<(
         slots.spawn(slot_loop(shared.clone(), slot));
     }
 
-    let _ = draining.wait_for(|d| *d).await;
+    let refused = tokio::select! {
+        _ = draining.wait_for(|d| *d) => None,
+        ended = heartbeat.join_next() => ended.and_then(Result::ok),
+    };
+    if let Some(error) = refused {
+        // Dropped by the coordinator: whatever the slots hold was already re-queued there.
+        set_health(
+            shared,
+            svcca_proto::READINESS_SERVICE,
+            ServingStatus::NotServing,
+        )
+        .await;
+        slots.abort_all();
+        while slots.join_next().await.is_some() {}
+        return Err(error);
+    }
     tracing::info!(
         drain_timeout_s = config.drain_timeout.as_secs_f64(),
         "draining: no new leases"
@@ -287,7 +324,7 @@ async fn register(
                     response.heartbeat_interval_ms.max(10),
                 ));
             }
-            Err(status) if status.code() == Code::FailedPrecondition => {
+            Err(status) if is_refusal(status.code()) => {
                 return Err(ClusterError::Refused {
                     url: shared.url.clone(),
                     message: status.message().to_string(),
@@ -302,12 +339,22 @@ async fn register(
     }
 }
 
+/// Codes after which calling again cannot help: a protocol version the coordinator does not
+/// speak, a token it does not accept for workers, or this worker dropped for invalid results.
+fn is_refusal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::FailedPrecondition | Code::Unauthenticated | Code::PermissionDenied
+    )
+}
+
+/// Heartbeats until the coordinator refuses this worker for good; returns why.
 async fn heartbeat_loop(
     shared: Arc<Shared>,
     name: String,
     concurrency: usize,
     mut period: Duration,
-) {
+) -> ClusterError {
     loop {
         tokio::time::sleep(period).await;
         let Some(worker_id) = shared.worker_id.borrow().clone() else {
@@ -343,9 +390,16 @@ async fn heartbeat_loop(
                     Ok(p) => period = p,
                     Err(error) => {
                         tracing::error!(%error, "registration refused");
-                        return;
+                        return error;
                     }
                 }
+            }
+            Err(status) if is_refusal(status.code()) => {
+                tracing::error!(%worker_id, error = %status, "the coordinator refuses this worker");
+                return ClusterError::Refused {
+                    url: shared.url.clone(),
+                    message: status.message().to_string(),
+                };
             }
             Err(status) => tracing::warn!(%worker_id, error = %status, "heartbeat failed"),
         }
@@ -423,6 +477,7 @@ async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lea
                 worker_id: worker_id.to_string(),
                 lease_id: lease_id.clone(),
                 output: output.payload,
+                task_id: lease.task_id.clone(),
             })
         }
         Err(failure) => {

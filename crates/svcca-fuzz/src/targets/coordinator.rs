@@ -386,6 +386,7 @@ impl Target for CoordinatorTarget {
                 worker_id: String::new(),
                 lease_id: String::new(),
                 output: b"{\"kind\":\"moments\",\"rows\":-1}".to_vec(),
+                task_id: String::new(),
             },
         );
         let heartbeat = frame(
