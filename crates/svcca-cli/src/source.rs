@@ -108,7 +108,8 @@ impl Source {
         }
         let reader = match file.dtype() {
             // Blocks are requested with an explicit row count on every call.
-            Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
+            // float16 widens to f32 exactly.
+            Dtype::F16 | Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
             Dtype::F64 => Reader::NpyF64(file.blocks_f64(1)),
         };
         Ok(Source {
@@ -205,9 +206,29 @@ impl NeuronsFirstReader {
         self.bytes.resize(rows * size, 0);
         let mut out_f32 = Vec::new();
         let mut out_f64 = Vec::new();
-        match self.header.dtype {
-            Dtype::F32 => out_f32.resize(rows * self.neurons, 0f32),
-            Dtype::F64 => out_f64.resize(rows * self.neurons, 0f64),
+        let wide = self.header.dtype == Dtype::F64;
+        if wide {
+            out_f64.resize(rows * self.neurons, 0f64);
+        } else {
+            out_f32.resize(rows * self.neurons, 0f32);
+        }
+        let (mut col_f32, mut col_f64) = (Vec::new(), Vec::new());
+        if self.header.fortran_order {
+            // Column-major [neurons, datapoints] is datapoint after datapoint: one read.
+            let offset = self.header.data_offset + (self.next * self.neurons * size) as u64;
+            self.bytes.resize(rows * self.neurons * size, 0);
+            self.file
+                .read_exact_at(&mut self.bytes, offset)
+                .map_err(|e| Failure::fatal(format!("cannot read {}: {e}", self.path.display())))?;
+            let (dtype, big_endian) = (self.header.dtype, self.header.big_endian);
+            self.next += rows;
+            return Ok(Some(if wide {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut out_f64);
+                Block::F64(out_f64)
+            } else {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut out_f32);
+                Block::F32(out_f32)
+            }));
         }
         for neuron in 0..self.neurons {
             let offset =
@@ -220,25 +241,24 @@ impl NeuronsFirstReader {
                         self.path.display()
                     ))
                 })?;
-            match self.header.dtype {
-                Dtype::F32 => {
-                    for (r, chunk) in self.bytes.chunks_exact(4).enumerate() {
-                        out_f32[r * self.neurons + neuron] =
-                            f32::from_le_bytes(chunk.try_into().unwrap());
-                    }
+            let (dtype, big_endian) = (self.header.dtype, self.header.big_endian);
+            if wide {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut col_f64);
+                for (r, v) in col_f64.iter().enumerate() {
+                    out_f64[r * self.neurons + neuron] = *v;
                 }
-                Dtype::F64 => {
-                    for (r, chunk) in self.bytes.chunks_exact(8).enumerate() {
-                        out_f64[r * self.neurons + neuron] =
-                            f64::from_le_bytes(chunk.try_into().unwrap());
-                    }
+            } else {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut col_f32);
+                for (r, v) in col_f32.iter().enumerate() {
+                    out_f32[r * self.neurons + neuron] = *v;
                 }
             }
         }
         self.next += rows;
-        Ok(Some(match self.header.dtype {
-            Dtype::F32 => Block::F32(out_f32),
-            Dtype::F64 => Block::F64(out_f64),
+        Ok(Some(if wide {
+            Block::F64(out_f64)
+        } else {
+            Block::F32(out_f32)
         }))
     }
 }
