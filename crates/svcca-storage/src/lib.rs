@@ -33,5 +33,6 @@ pub use ingest::{IngestConfig, IngestReport, LayerOrder, LayoutRule, ingest};
 pub use layout::RowBlock;
 pub use manifest::{Layout, Manifest, ProbeSet, RepKey, Representation, ShardEntry};
 pub use selector::Selector;
+pub use sources::FileArray;
 pub use store::Env;
 pub use writer::{DatasetWriter, RepresentationSpec, RepresentationWriter, WriteOptions};
