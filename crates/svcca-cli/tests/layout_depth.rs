@@ -366,3 +366,107 @@ fn csv_fields(line: &str) -> Vec<String> {
     fields.push(field);
     fields
 }
+
+/// `[sequences, tokens, features]` layers are compared only once `--tokens` says how, and each
+/// choice gives the numbers of the matching dense layers: `fold` those of every token as a
+/// datapoint, `mean` those of each sequence's mean; every pair names the choice.
+#[test]
+fn tokens_layers_are_folded_or_averaged_as_chosen_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, f) = (8usize, 16usize);
+    let write = |root: &str, layer: &str, seed: u64, shape: &[usize], data: &[f32]| {
+        let dir = tmp.path().join(format!("{root}/net/seed{seed}/step1"));
+        std::fs::create_dir_all(&dir).unwrap();
+        npy::write_npy(dir.join(format!("{layer}.npy")), shape, data).unwrap();
+    };
+    for seed in [0u64, 1] {
+        let h = npy::read_f32(digits().join(format!("mlp/seed{seed}/step2250/h1.npy"))).unwrap();
+        let n = h.shape[0];
+        assert_eq!(h.shape[1], t * f);
+        write("tokens", "tok", seed, &[n, t, f], &h.data);
+        write("folded", "tok", seed, &[n * t, f], &h.data);
+        let mean: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                let h = &h.data;
+                (0..f).map(move |c| {
+                    (0..t).map(|k| h[(i * t + k) * f + c] as f64).sum::<f64>() as f32 / t as f32
+                })
+            })
+            .collect();
+        write("means", "tok", seed, &[n, f], &mean);
+    }
+    let ds = |name: &str| tmp.path().join(format!("ds-{name}")).display().to_string();
+    for (name, layout) in [
+        ("tokens", "tokens"),
+        ("folded", "dense"),
+        ("means", "dense"),
+    ] {
+        ok(svcca(&[
+            "ingest",
+            tmp.path().join(name).to_str().unwrap(),
+            &ds(name),
+            "--pattern",
+            PATTERN,
+            "--layout",
+            layout,
+        ]));
+    }
+    let sweep = |name: &str, out: &str, tokens: Option<&str>| {
+        let out = tmp.path().join(out);
+        let mut args = vec![
+            "sweep".to_string(),
+            ds(name),
+            "--out".into(),
+            out.display().to_string(),
+            "--compare".into(),
+            "all-pairs".into(),
+            "--metric".into(),
+            "svcca".into(),
+            "--no-report".into(),
+        ];
+        if let Some(t) = tokens {
+            args.extend(["--tokens".to_string(), t.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (svcca(&args), out)
+    };
+    let (o, _) = sweep("tokens", "refused", None);
+    assert_eq!(o.status.code(), Some(10));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tokens layer [sequences, tokens, features]") && err.contains("--tokens fold"),
+        "{err}"
+    );
+    let only_pair = |out: &Path| {
+        let r = read_json(&out.join("results.json"));
+        let pairs = r["pairs"].as_array().unwrap().clone();
+        assert_eq!(pairs.len(), 1, "{r}");
+        (
+            pairs[0].clone(),
+            r["settings"].as_str().unwrap().to_string(),
+        )
+    };
+    for (method, dense, tolerance) in [("fold", "folded", 1e-9), ("mean", "means", 1e-5)] {
+        let (o, out) = sweep("tokens", &format!("out-{method}"), Some(method));
+        ok(o);
+        let (pair, settings) = only_pair(&out);
+        let (o, out) = sweep(dense, &format!("out-{dense}"), None);
+        ok(o);
+        let (reference, _) = only_pair(&out);
+        let (a, b) = (
+            pair["mean"].as_f64().unwrap(),
+            reference["mean"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() <= tolerance, "--tokens {method}: {a} vs {b}");
+        let note = format!("tokens {method}");
+        assert!(settings.contains(&note), "{settings}");
+        assert!(
+            pair["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w.as_str().unwrap().contains(&note)),
+            "{pair}"
+        );
+    }
+}

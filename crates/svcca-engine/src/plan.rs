@@ -47,6 +47,11 @@ impl RepInfo {
     pub fn is_conv(&self) -> bool {
         self.shape.len() == 3
     }
+
+    /// A `[sequences, tokens, features]` layer (listed as a one-row image, `[1, tokens, f]`).
+    pub fn is_tokens(&self) -> bool {
+        self.layout.as_deref() == Some("tokens")
+    }
 }
 
 /// A job that cannot be planned on this dataset.
@@ -94,6 +99,21 @@ pub enum PlanError {
         label: String,
         shape: Vec<usize>,
         method: &'static str,
+    },
+    #[error(
+        "`{label}` is a tokens layer [sequences, tokens, features]: choose how to compare it with \
+         --tokens fold (every token is a datapoint) or --tokens mean (the mean of each sequence's \
+         tokens); in a job file: tokens = \"fold\" or \"mean\""
+    )]
+    TokensMethodRequired { label: String },
+    #[error(
+        "--tokens {tokens} compares tokens layers by the `{needed}` conv method, but this job \
+         compares its conv layers by `{conv}`; sweep them separately or set conv = \"{needed}\""
+    )]
+    TokensConvConflict {
+        tokens: &'static str,
+        needed: &'static str,
+        conv: &'static str,
     },
     #[error(
         "{what} needs about {needed_mb} MiB per task, over the bound of {bound_mb} MiB; raise resources.memory_mb"

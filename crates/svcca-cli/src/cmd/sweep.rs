@@ -68,6 +68,10 @@ pub struct SweepArgs {
     /// and seed) instead of the class indicator (`[analyses] logits`).
     #[arg(long, value_name = "LAYER")]
     pub logits: Option<String>,
+    /// How tokens layers ([sequences, tokens, features]) are compared: fold (every token is a
+    /// datapoint) or mean (the mean of each sequence's tokens). Required when the sweep holds one.
+    #[arg(long, value_parser = ["fold", "mean"])]
+    pub tokens: Option<String>,
 }
 
 fn spec_error(e: impl std::fmt::Display) -> Failure {
@@ -120,6 +124,9 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     }
     if args.google_compat {
         spec.mode = Mode::GoogleCompat;
+    }
+    if let Some(t) = &args.tokens {
+        spec.tokens = Some(t.parse().map_err(|e: String| Failure::fatal(e))?);
     }
     if let Some(mb) = args.memory_mb {
         spec.resources.memory_mb = mb;
