@@ -291,13 +291,14 @@ fn declared_layer_order_drives_learning_dynamics_and_freeze_suggestions() {
 fn two_tag_values_give_a_symmetric_matrix_with_distinct_labels() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    for (lr, seed) in [("0.1", 0), ("0.01", 1)] {
-        let dir = src.join(format!("lr={lr}/mlp/seed0/step2250"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for layer in ["h1", "h2"] {
+    // Two seeds per tag value (another fixture checkpoint for each value, so no two are equal).
+    for (lr, from_step) in [("0.1", 2250), ("0.01", 400)] {
+        for seed in [0, 1] {
+            let dir = src.join(format!("lr={lr}/mlp/seed{seed}/step2250"));
+            std::fs::create_dir_all(&dir).unwrap();
             std::fs::copy(
-                digits().join(format!("mlp/seed{seed}/step2250/{layer}.npy")),
-                dir.join(format!("{layer}.npy")),
+                digits().join(format!("mlp/seed{seed}/step{from_step}/h1.npy")),
+                dir.join("h1.npy"),
             )
             .unwrap();
         }
@@ -320,7 +321,6 @@ fn two_tag_values_give_a_symmetric_matrix_with_distinct_labels() {
         "all-pairs",
         "--metric",
         "svcca",
-        "--no-report",
     ]));
     let csv = std::fs::read_to_string(out.join("matrix_svcca.csv")).unwrap();
     let rows: Vec<Vec<String>> = csv.lines().map(csv_fields).collect();
@@ -346,6 +346,34 @@ fn two_tag_values_give_a_symmetric_matrix_with_distinct_labels() {
             assert!(v < 0.9999, "different representations: {v}");
         }
     }
+    // The analyses keep the tag values apart too: one dimensionality curve per tag value, each
+    // between the two seeds of that value.
+    let analyses = read_json(&out.join("analyses.json"));
+    let mut curves: Vec<(String, String)> = analyses["dimensionality"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["a"].as_str().unwrap().into(),
+                c["b"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    curves.sort();
+    assert_eq!(
+        curves,
+        [
+            (
+                "mlp/seed0/step2250/h1[lr=0.01]".to_string(),
+                "mlp/seed1/step2250/h1[lr=0.01]".to_string()
+            ),
+            (
+                "mlp/seed0/step2250/h1[lr=0.1]".to_string(),
+                "mlp/seed1/step2250/h1[lr=0.1]".to_string()
+            ),
+        ]
+    );
 }
 
 /// Fields of one CSV line; labels may be quoted (they can hold commas).
