@@ -382,7 +382,7 @@ impl RepresentationWriter {
             representation: self.spec.key.id(),
             reason,
         };
-        if values.len() % row_len != 0 {
+        if !values.len().is_multiple_of(row_len) {
             return Err(refuse(format!(
                 "a batch of {} values is not a whole number of datapoints of {row_len} values",
                 values.len()
