@@ -603,6 +603,9 @@ fn a_manifest_claiming_absurd_shapes_is_refused_not_allocated() {
             .iter_mut()
             .find(|r| r["key"]["layer"] == "h1" && r["key"]["seed"] == 0 && r["key"]["step"] == 0)
             .unwrap();
+        if columns.as_array().unwrap().len() == 4 {
+            rep["layout"] = "nhwc".into();
+        }
         rep["shape"] = columns;
         std::fs::write(ds.join("manifest.json"), manifest.to_string()).unwrap();
         format!("file://{}", ds.display())

@@ -10,6 +10,7 @@
 //! - [`dataset`]: [`open_dataset`] / [`Dataset`]: list representations, stream row blocks.
 //! - [`selector`]: `DATASET_URL#run=..,seed=..,step=..,layer=..` parsing and resolution.
 //! - [`ingest`]: `.npy` / `.npz` / `.safetensors` trees into a dataset ([`ingest()`]).
+//! - [`FileArray`]: one array of a `.npy`, `.npz` or `.safetensors` file, streamed in blocks.
 //! - [`writer`]: [`DatasetWriter`] / [`RepresentationWriter`]: one representation at a time,
 //!   batch by batch, with its [`Layout`] and depth (what ingest uses, open to other writers).
 //!
