@@ -1,7 +1,8 @@
 //! Where a representation to compare comes from, read as aligned blocks of datapoints.
 //!
-//! A source is a `.npy` file (datapoints first, or google's neurons-first layout) or one
-//! representation of a dataset named by a selector (`DATASET_URL#run=mlp,seed=0,...`). Every source
+//! A source is a `.npy` file (datapoints first, or google's neurons-first layout), an array
+//! inside an `.npz` or `.safetensors` file (`FILE::NAME`), or one representation of a dataset
+//! named by a selector (`DATASET_URL#run=mlp,seed=0,...`). Every source
 //! hands out blocks of exactly the number of datapoints asked for (fewer only at the end), so two
 //! sources whose native blocks differ (shards of different sizes) stay aligned datapoint by
 //! datapoint. Memory is bounded by one block per side, never by the file.
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use svcca_storage::npy::{Dtype, NpyFile, NpyHeader, RowBlocks};
-use svcca_storage::{Dataset, ReadOptions, Selector, StorageError};
+use svcca_storage::{Dataset, FileArray, ReadOptions, Selector, StorageError};
 
 use crate::exit::Failure;
 
@@ -66,6 +67,7 @@ enum Reader {
     NpyF64(RowBlocks<BufReader<File>, f64>),
     NeuronsFirst(NeuronsFirstReader),
     Dataset(DatasetReader),
+    Member(MemberReader),
 }
 
 impl Source {
@@ -89,6 +91,33 @@ impl Source {
                     reader: Reader::Dataset(reader),
                 });
         }
+        let (file, member) = match spec.rsplit_once("::") {
+            Some((file, member)) if !member.is_empty() => (file, Some(member)),
+            _ => (spec, None),
+        };
+        let container = matches!(
+            Path::new(file).extension().and_then(|e| e.to_str()),
+            Some("npz" | "safetensors")
+        );
+        if container || member.is_some() {
+            if neurons_first {
+                return Err(Failure::fatal(format!(
+                    "{spec}: --neurons-first applies to .npy files only"
+                )));
+            }
+            let array = FileArray::open(Path::new(file), member).map_err(storage_failure)?;
+            let shape = array.shape().to_vec();
+            if shape.is_empty() {
+                return Err(Failure::fatal(format!(
+                    "{spec} holds a single number (shape []); a representation is [datapoints, neurons]"
+                )));
+            }
+            return Ok(Source {
+                name: spec.to_string(),
+                shape,
+                reader: Reader::Member(MemberReader::spawn(array)),
+            });
+        }
         let path = PathBuf::from(spec);
         if neurons_first {
             let reader = NeuronsFirstReader::open(&path)?;
@@ -108,7 +137,8 @@ impl Source {
         }
         let reader = match file.dtype() {
             // Blocks are requested with an explicit row count on every call.
-            Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
+            // float16 widens to f32 exactly.
+            Dtype::F16 | Dtype::F32 => Reader::NpyF32(file.blocks_f32(1)),
             Dtype::F64 => Reader::NpyF64(file.blocks_f64(1)),
         };
         Ok(Source {
@@ -147,6 +177,7 @@ impl Source {
                 .map(Block::F64)),
             Reader::NeuronsFirst(r) => r.next(rows),
             Reader::Dataset(r) => runtime.block_on(r.next(rows)),
+            Reader::Member(r) => r.next(rows),
         }
     }
 }
@@ -205,9 +236,29 @@ impl NeuronsFirstReader {
         self.bytes.resize(rows * size, 0);
         let mut out_f32 = Vec::new();
         let mut out_f64 = Vec::new();
-        match self.header.dtype {
-            Dtype::F32 => out_f32.resize(rows * self.neurons, 0f32),
-            Dtype::F64 => out_f64.resize(rows * self.neurons, 0f64),
+        let wide = self.header.dtype == Dtype::F64;
+        if wide {
+            out_f64.resize(rows * self.neurons, 0f64);
+        } else {
+            out_f32.resize(rows * self.neurons, 0f32);
+        }
+        let (mut col_f32, mut col_f64) = (Vec::new(), Vec::new());
+        if self.header.fortran_order {
+            // Column-major [neurons, datapoints] is datapoint after datapoint: one read.
+            let offset = self.header.data_offset + (self.next * self.neurons * size) as u64;
+            self.bytes.resize(rows * self.neurons * size, 0);
+            self.file
+                .read_exact_at(&mut self.bytes, offset)
+                .map_err(|e| Failure::fatal(format!("cannot read {}: {e}", self.path.display())))?;
+            let (dtype, big_endian) = (self.header.dtype, self.header.big_endian);
+            self.next += rows;
+            return Ok(Some(if wide {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut out_f64);
+                Block::F64(out_f64)
+            } else {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut out_f32);
+                Block::F32(out_f32)
+            }));
         }
         for neuron in 0..self.neurons {
             let offset =
@@ -220,26 +271,90 @@ impl NeuronsFirstReader {
                         self.path.display()
                     ))
                 })?;
-            match self.header.dtype {
-                Dtype::F32 => {
-                    for (r, chunk) in self.bytes.chunks_exact(4).enumerate() {
-                        out_f32[r * self.neurons + neuron] =
-                            f32::from_le_bytes(chunk.try_into().unwrap());
-                    }
+            let (dtype, big_endian) = (self.header.dtype, self.header.big_endian);
+            if wide {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut col_f64);
+                for (r, v) in col_f64.iter().enumerate() {
+                    out_f64[r * self.neurons + neuron] = *v;
                 }
-                Dtype::F64 => {
-                    for (r, chunk) in self.bytes.chunks_exact(8).enumerate() {
-                        out_f64[r * self.neurons + neuron] =
-                            f64::from_le_bytes(chunk.try_into().unwrap());
-                    }
+            } else {
+                svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut col_f32);
+                for (r, v) in col_f32.iter().enumerate() {
+                    out_f32[r * self.neurons + neuron] = *v;
                 }
             }
         }
         self.next += rows;
-        Ok(Some(match self.header.dtype {
-            Dtype::F32 => Block::F32(out_f32),
-            Dtype::F64 => Block::F64(out_f64),
+        Ok(Some(if wide {
+            Block::F64(out_f64)
+        } else {
+            Block::F32(out_f32)
         }))
+    }
+}
+
+/// An array of an `.npz` / `.safetensors` file, read on its own thread in blocks (the container
+/// readers push blocks) and re-blocked to the requested number of rows. The channel holds one
+/// block, so memory stays at about two blocks.
+struct MemberReader {
+    blocks: std::sync::mpsc::Receiver<Result<Vec<f32>, Failure>>,
+    pending: Vec<f32>,
+    row_len: usize,
+}
+
+/// Values per block read from a container (about 8 MiB of f32).
+const MEMBER_BLOCK_VALUES: usize = 2 << 20;
+
+impl MemberReader {
+    fn spawn(array: FileArray) -> MemberReader {
+        let row_len = array.shape()[1..].iter().product::<usize>().max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let name = array.display();
+            let rows_per_block = (MEMBER_BLOCK_VALUES / row_len).max(1);
+            let result = array.for_each_block(rows_per_block, |first_row, _, values| {
+                if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(StorageError::NonFinite {
+                        representation: name.clone(),
+                        shard: None,
+                        row: first_row + pos / row_len,
+                        col: pos % row_len,
+                        value: values[pos] as f64,
+                    });
+                }
+                // A closed channel means the comparison stopped early: stop reading.
+                tx.send(Ok(values.to_vec()))
+                    .map_err(|_| StorageError::Cancelled {
+                        representation: name.clone(),
+                        shard: 0,
+                    })
+            });
+            if let Err(e) = result
+                && !matches!(e, StorageError::Cancelled { .. })
+            {
+                let _ = tx.send(Err(storage_failure(e)));
+            }
+        });
+        MemberReader {
+            blocks: rx,
+            pending: Vec::new(),
+            row_len,
+        }
+    }
+
+    fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
+        let want = rows.saturating_mul(self.row_len);
+        while self.pending.len() < want {
+            match self.blocks.recv() {
+                Ok(block) => self.pending.extend_from_slice(&block?),
+                Err(_) => break, // the reader finished
+            }
+        }
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let rest = self.pending.split_off(want.min(self.pending.len()));
+        Ok(Some(Block::F32(std::mem::replace(&mut self.pending, rest))))
     }
 }
 

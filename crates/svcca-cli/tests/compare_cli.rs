@@ -337,7 +337,7 @@ fn bad_inputs_get_clear_errors_naming_the_file() {
     std::fs::write(p("junk.npy"), b"this is not numpy").unwrap();
     fails_with(&["compare", &p("junk.npy"), &good], &["junk.npy"]);
 
-    // Fortran order.
+    // Fortran order is read as such: the same matrix stored column-major compares the same.
     let mut fortran = bytes.clone();
     let (from, to) = (b"'fortran_order': False", b"'fortran_order': True ");
     let at = fortran
@@ -345,11 +345,20 @@ fn bad_inputs_get_clear_errors_naming_the_file() {
         .position(|w| w == from)
         .expect("a C-order header");
     fortran[at..at + to.len()].copy_from_slice(to);
+    let m = read_f32(&good).unwrap();
+    let (n, d) = (m.shape[0], m.shape[1]);
+    let data_at = fortran.len() - n * d * 4;
+    for j in 0..d {
+        for i in 0..n {
+            let k = data_at + (j * n + i) * 4;
+            fortran[k..k + 4].copy_from_slice(&m.data[i * d + j].to_le_bytes());
+        }
+    }
     std::fs::write(p("fortran.npy"), &fortran).unwrap();
-    fails_with(
-        &["compare", &p("fortran.npy"), &good],
-        &["fortran.npy", "Fortran"],
-    );
+    let other = digits("mlp/seed1/step2250/h4.npy");
+    let c_order = json_of(&["compare", &good, &other]);
+    let f_order = json_of(&["compare", &p("fortran.npy"), &other]);
+    assert_eq!(c_order["coefficients"], f_order["coefficients"]);
 
     // Empty array.
     write_npy(p("empty.npy"), &[0, 64], &Vec::<f32>::new()).unwrap();
@@ -594,6 +603,9 @@ fn a_manifest_claiming_absurd_shapes_is_refused_not_allocated() {
             .iter_mut()
             .find(|r| r["key"]["layer"] == "h1" && r["key"]["seed"] == 0 && r["key"]["step"] == 0)
             .unwrap();
+        if columns.as_array().unwrap().len() == 4 {
+            rep["layout"] = "nhwc".into();
+        }
         rep["shape"] = columns;
         std::fs::write(ds.join("manifest.json"), manifest.to_string()).unwrap();
         format!("file://{}", ds.display())
@@ -618,4 +630,67 @@ fn a_manifest_claiming_absurd_shapes_is_refused_not_allocated() {
         &["compare", &h1, &h1, "--conv", "pool"],
         &["layer=h1", "its number of values overflows"],
     );
+}
+
+/// The same two layers as `.npy` files, as members of an `.npz` (`FILE::NAME`) and as tensors of
+/// a `.safetensors` file give the same JSON; a container without a name, or with a wrong one,
+/// is refused with the names it holds.
+#[test]
+fn npz_and_safetensors_members_compare_like_the_npy_files() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        digits("mlp/seed0/step2250/h2.npy"),
+        digits("mlp/seed1/step2250/h2.npy"),
+    );
+    let npz = tmp.path().join("acts.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());
+    for (name, path) in [("seed0", &a), ("seed1", &b)] {
+        zip.start_file(
+            format!("{name}.npy"),
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated),
+        )
+        .unwrap();
+        zip.write_all(&std::fs::read(path).unwrap()).unwrap();
+    }
+    zip.finish().unwrap();
+
+    // safetensors: 8-byte header length, JSON header, little-endian data.
+    let st = tmp.path().join("acts.safetensors");
+    let (xa, xb) = (read_f32(&a).unwrap(), read_f32(&b).unwrap());
+    let mut data: Vec<u8> = Vec::new();
+    let mut header = serde_json::Map::new();
+    for (name, x) in [("seed0", &xa), ("seed1", &xb)] {
+        let start = data.len();
+        data.extend(x.data.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            name.into(),
+            serde_json::json!({"dtype": "F32", "shape": x.shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend(data);
+    std::fs::write(&st, bytes).unwrap();
+
+    let expected = json_of(&["compare", &a, &b]);
+    for file in [&npz, &st] {
+        let f = file.display();
+        let got = json_of(&["compare", &format!("{f}::seed0"), &format!("{f}::seed1")]);
+        assert_eq!(got["mean"], expected["mean"], "{f}");
+        assert_eq!(got["coefficients"], expected["coefficients"], "{f}");
+        assert_eq!(got["dims_x"], expected["dims_x"], "{f}");
+    }
+    let f = npz.display().to_string();
+    fails_with(
+        &["compare", &f, &b],
+        &["acts.npz holds 2 arrays", "seed0, seed1", "::NAME"],
+    );
+    fails_with(
+        &["compare", &format!("{f}::seed7"), &b],
+        &["has no array 'seed7'", "seed0, seed1"],
+    );
+    fails_with(&["compare", &format!("{a}::h2"), &b], &["h2.npy", "'::h2'"]);
 }

@@ -124,6 +124,26 @@ fn scratch() -> tempfile::TempDir {
     with_nan[17] = f32::NAN;
     write_npy(p("nan.npy"), &[50, 8], &with_nan).unwrap();
     npy_i32(&p("ints.npy"), [50, 8]);
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(p("acts.npz")).unwrap());
+        for name in ["a", "b"] {
+            zip.start_file(
+                format!("{name}.npy"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            zip.write_all(&std::fs::read(p("ok.npy")).unwrap()).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    std::fs::create_dir_all(p("src4d/run/seed0/step1")).unwrap();
+    write_npy(
+        p("src4d/run/seed0/step1/conv.npy"),
+        &[50, 2, 2, 2],
+        &values(50, 8),
+    )
+    .unwrap();
     let ok = std::fs::read(p("ok.npy")).unwrap();
     std::fs::write(p("truncated.npy"), &ok[..ok.len() - 100]).unwrap();
     std::fs::write(p("notnpy.npy"), "hello, not an array\n").unwrap();

@@ -199,6 +199,8 @@ pub struct SweepDriver {
     progress: Progress,
     task_counts: BTreeMap<String, u64>,
     warnings: Vec<String>,
+    /// How tokens layers were compared, named in each of their pairs' warnings.
+    tokens_note: Option<String>,
     /// Conv layer pairs still to compare, one per (pair, metric).
     convs: Vec<ConvJob>,
     convs_issued: bool,
@@ -242,6 +244,33 @@ impl JobDriverFactory for SweepFactory {
     }
 }
 
+/// Tokens layers are compared by the conv method their `tokens` choice names; there is no default
+/// (folding and averaging answer different questions). Sets the spec's conv method to it and
+/// returns the note that names the choice in the job's warnings.
+fn tokens_method(spec: &mut JobSpec, reps: &[RepInfo]) -> Result<Option<String>, JobError> {
+    let Some(first) = reps.iter().find(|r| r.is_tokens()) else {
+        return Ok(None);
+    };
+    let Some(tokens) = spec.tokens else {
+        return Err(PlanError::TokensMethodRequired {
+            label: first.key.label(),
+        }
+        .into());
+    };
+    let needed = tokens.conv_method();
+    let other_conv = reps.iter().any(|r| r.is_conv() && !r.is_tokens());
+    if other_conv && spec.conv != needed {
+        return Err(PlanError::TokensConvConflict {
+            tokens: tokens.as_str(),
+            needed: needed.as_str(),
+            conv: spec.conv.as_str(),
+        }
+        .into());
+    }
+    spec.conv = needed;
+    Ok(Some(format!("tokens layers: {}", tokens.describe())))
+}
+
 /// A token unique to one run of a driver (time, process and a counter; not a secret).
 fn run_nonce() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,12 +294,13 @@ impl SweepDriver {
         job_spec_toml: &str,
         opener: Arc<dyn SourceOpener>,
     ) -> Result<SweepDriver, JobError> {
-        let spec = JobSpec::from_toml(job_spec_toml)?;
+        let mut spec = JobSpec::from_toml(job_spec_toml)?;
         let out = Store::open(&spec.output)?;
         let cache = Store::open(&spec.cache_url())?;
         let source = opener.open(spec.dataset.clone()).await?;
         let all = source.list().await?;
         let reps = plan::select(&all, &spec.select)?;
+        let tokens_note = tokens_method(&mut spec, &reps)?;
         let n = plan::common_datapoints(&reps)?;
         let planned = plan::plan_pairs(&reps, &spec)?;
         // A conv layer is compared with conv layers only (by the spec's conv method); a mixed
@@ -288,6 +318,7 @@ impl SweepDriver {
         if skipped > 0 {
             warnings.push(format!("{skipped} pair(s) of a conv layer with a dense layer were skipped: select them separately"));
         }
+        warnings.extend(tokens_note.clone());
         if pairs.is_empty() {
             return Err(PlanError::NoPairs {
                 detail: "every planned pair mixes a conv layer with a dense layer".into(),
@@ -382,6 +413,7 @@ impl SweepDriver {
             progress: Progress::default(),
             task_counts: BTreeMap::new(),
             warnings,
+            tokens_note,
             convs: Vec::new(),
             convs_issued: false,
         };
@@ -1289,6 +1321,8 @@ impl SweepDriver {
                     dropped_neurons: w.map(|w| w.dropped_neurons().to_vec()).unwrap_or_default(),
                     spectrum: w.map(|w| w.spectrum().to_vec()).unwrap_or_default(),
                     checksum: r.checksum.clone(),
+                    depth: r.depth,
+                    layout: r.layout.clone(),
                 }
             })
             .collect();
@@ -1296,7 +1330,14 @@ impl SweepDriver {
         for &(i, j) in &self.pairs {
             for &m in &self.metrics {
                 if let Some(r) = self.results.get(&(i, j, m)) {
-                    pairs.push(r.clone());
+                    let mut r = r.clone();
+                    if let Some(note) = &self.tokens_note
+                        && (self.reps[i].is_tokens() || self.reps[j].is_tokens())
+                        && !r.warnings.contains(note)
+                    {
+                        r.warnings.push(note.clone());
+                    }
+                    pairs.push(r);
                 }
             }
         }

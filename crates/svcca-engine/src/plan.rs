@@ -28,6 +28,10 @@ pub struct RepInfo {
     pub datapoints: u64,
     /// Content checksum of the representation's shards.
     pub checksum: String,
+    /// Depth of the layer in its network (the dataset's `depth`), when the source knows it.
+    pub depth: Option<u32>,
+    /// The dataset's layout (`dense`, `nhwc`, `tokens`), when the source knows it.
+    pub layout: Option<String>,
 }
 
 impl RepInfo {
@@ -42,6 +46,11 @@ impl RepInfo {
 
     pub fn is_conv(&self) -> bool {
         self.shape.len() == 3
+    }
+
+    /// A `[sequences, tokens, features]` layer (listed as a one-row image, `[1, tokens, f]`).
+    pub fn is_tokens(&self) -> bool {
+        self.layout.as_deref() == Some("tokens")
     }
 }
 
@@ -90,6 +99,21 @@ pub enum PlanError {
         label: String,
         shape: Vec<usize>,
         method: &'static str,
+    },
+    #[error(
+        "`{label}` is a tokens layer [sequences, tokens, features]: choose how to compare it with \
+         --tokens fold (every token is a datapoint) or --tokens mean (the mean of each sequence's \
+         tokens); in a job file: tokens = \"fold\" or \"mean\""
+    )]
+    TokensMethodRequired { label: String },
+    #[error(
+        "--tokens {tokens} compares tokens layers by the `{needed}` conv method, but this job \
+         compares its conv layers by `{conv}`; sweep them separately or set conv = \"{needed}\""
+    )]
+    TokensConvConflict {
+        tokens: &'static str,
+        needed: &'static str,
+        conv: &'static str,
     },
     #[error(
         "{what} needs about {needed_mb} MiB per task, over the bound of {bound_mb} MiB; raise resources.memory_mb"
@@ -479,6 +503,8 @@ mod tests {
             shape: vec![8],
             datapoints: 100,
             checksum: format!("{run}{seed}{step}{layer}"),
+            depth: None,
+            layout: None,
         }
     }
 

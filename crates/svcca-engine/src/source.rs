@@ -232,9 +232,16 @@ impl RowSource for StorageSource {
                 .iter()
                 .map(|r| RepInfo {
                     key: results_key(&r.key),
-                    shape: r.item_shape().to_vec(),
+                    // A tokens layer is a one-row image whose positions are its tokens: the
+                    // conv methods fold and pool then fold or average its tokens.
+                    shape: match r.layout {
+                        svcca_storage::Layout::Tokens => [&[1][..], r.item_shape()].concat(),
+                        _ => r.item_shape().to_vec(),
+                    },
                     datapoints: r.rows() as u64,
                     checksum: r.content_checksum(),
+                    depth: Some(r.depth),
+                    layout: Some(r.layout.as_str().to_string()),
                 })
                 .collect())
         })

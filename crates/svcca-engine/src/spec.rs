@@ -12,6 +12,7 @@
 //! metrics = ["svcca", "pwcca", "cka"] # svcca | cca | pwcca | cka
 //! mode = "default"                    # default | google-compat
 //! conv = "dft"                        # dft | fold | pool
+//! tokens = "mean"                     # fold | mean; required when a tokens layer is selected
 //!
 //! [select]
 //! where = { run = "mlp", layer = "h*", step = "2250" }
@@ -186,6 +187,54 @@ impl ConvMethod {
     }
 }
 
+/// How `tokens` layers (`[sequences, tokens, features]`) become rows; there is no default,
+/// because the two answer different questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokensMethod {
+    /// Every token of every sequence is a datapoint: `n·t` rows of `f` features.
+    Fold,
+    /// The mean over each sequence's tokens: `n` rows of `f` features.
+    Mean,
+}
+
+impl TokensMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokensMethod::Fold => "fold",
+            TokensMethod::Mean => "mean",
+        }
+    }
+
+    /// The conv method that computes it: a tokens layer is read as a one-row image whose
+    /// positions are the tokens.
+    pub fn conv_method(self) -> ConvMethod {
+        match self {
+            TokensMethod::Fold => ConvMethod::Fold,
+            TokensMethod::Mean => ConvMethod::Pool,
+        }
+    }
+
+    /// What it does, for results and warnings.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TokensMethod::Fold => "tokens fold: every token of every sequence is a datapoint",
+            TokensMethod::Mean => "tokens mean: each sequence is the mean of its tokens",
+        }
+    }
+}
+
+impl std::str::FromStr for TokensMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fold" => Ok(TokensMethod::Fold),
+            "mean" => Ok(TokensMethod::Mean),
+            other => Err(format!("unknown tokens method `{other}` (fold or mean)")),
+        }
+    }
+}
+
 /// One or several accepted values of a `where` filter (several: any of them matches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -295,6 +344,9 @@ pub struct JobSpec {
     pub mode: Mode,
     #[serde(default)]
     pub conv: ConvMethod,
+    /// How tokens layers are compared; required when the selection holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokensMethod>,
     #[serde(default)]
     pub resources: Resources,
     /// Replace results of a *different* job found at `output` (a same job always resumes).
@@ -322,6 +374,7 @@ impl Default for JobSpec {
             keep: KeepRule::default(),
             mode: Mode::default(),
             conv: ConvMethod::default(),
+            tokens: None,
             resources: Resources::default(),
             overwrite: false,
             analyses: Analyses::default(),
@@ -471,8 +524,12 @@ impl JobSpec {
 
     /// Settings as one line for results files and logs.
     pub fn describe_settings(&self) -> String {
+        let tokens = self
+            .tokens
+            .map(|t| format!("; {}", t.describe()))
+            .unwrap_or_default();
         format!(
-            "metrics {}; keep {}; mode {}; conv {}",
+            "metrics {}; keep {}; mode {}; conv {}{tokens}",
             self.metric_set()
                 .iter()
                 .map(|m| m.as_str())

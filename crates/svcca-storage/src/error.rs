@@ -246,6 +246,40 @@ pub enum StorageError {
     Conflict { url: String, representation: String },
     #[error("probe set mismatch: {reason}")]
     ProbeMismatch { reason: String },
+    #[error(
+        "{} ({representation}) has shape {shape:?}: its axes may be {}, and .npy/.npz/.safetensors \
+         files do not say which; declare the layout with --layout {} (for all files) or \
+         --layout 'layer=GLOB:LAYOUT' (for some)",
+        source_path.display(),
+        choices.iter().map(|l| format!("{} ({})", l.axes_text(), l.as_str())).collect::<Vec<_>>().join(" or "),
+        choices.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("|")
+    )]
+    LayoutRequired {
+        representation: String,
+        source_path: PathBuf,
+        shape: Vec<usize>,
+        /// The layouts an array of that many axes may have.
+        choices: Vec<crate::manifest::Layout>,
+    },
+    #[error("{}", no_such_array(path, member.as_deref(), available))]
+    NoSuchArray {
+        path: PathBuf,
+        /// `None`: no name was given and the file holds several arrays.
+        member: Option<String>,
+        available: Vec<String>,
+    },
+    #[error("invalid --layout '{text}': {reason}")]
+    InvalidLayoutRule { text: String, reason: String },
+    #[error("--layer-order{}: {reason}", file.as_ref().map(|f| format!("-file {}", f.display())).unwrap_or_default())]
+    LayerOrder {
+        file: Option<PathBuf>,
+        reason: String,
+    },
+    #[error("representation {representation}: {reason}")]
+    WriteRows {
+        representation: String,
+        reason: String,
+    },
 
     // ---- selectors ----
     #[error("invalid selector '{text}': {reason}")]
@@ -262,6 +296,21 @@ pub enum StorageError {
         selector: String,
         matches: Vec<String>,
     },
+}
+
+fn no_such_array(path: &std::path::Path, member: Option<&str>, available: &[String]) -> String {
+    let p = path.display();
+    match (member, available.is_empty()) {
+        (Some(m), true) => format!(
+            "{p}: a .npy file holds one array; '::{m}' names an array inside an .npz or .safetensors file"
+        ),
+        (Some(m), false) => format!("{p} has no array '{m}'; it holds: {}", available.join(", ")),
+        (None, _) => format!(
+            "{p} holds {} arrays ({}); name one as {p}::NAME",
+            available.len(),
+            available.join(", ")
+        ),
+    }
 }
 
 impl StorageError {

@@ -1,10 +1,15 @@
 //! Streaming reader for NumPy `.npy` files (format versions 1, 2 and 3).
 //!
-//! Only what activations need is accepted: little-endian `<f4` / `<f8` element types, C (row-major)
-//! order, any rank ≥ 1. The first axis is the datapoint axis; the remaining axes are flattened into
-//! one row, so a dense layer `[n, d]` yields rows of `d` values and a conv layer `[n, h, w, c]`
-//! yields rows of `h·w·c` values in NHWC order. Everything else (big-endian, integer, structured
-//! or object arrays, Fortran order) is refused with an error naming the file.
+//! Only what activations need is accepted: float16, float32 and float64 (`f2`, `f4`, `f8`) in
+//! either byte order, any rank ≥ 1, C (row-major) or Fortran (column-major) order. The first axis
+//! is the datapoint axis; the remaining axes are flattened into one row in C order, so a dense
+//! layer `[n, d]` yields rows of `d` values and a conv layer `[n, h, w, c]` yields rows of `h·w·c`
+//! values in NHWC order, whatever the file's order. Everything else (integer, structured or object
+//! arrays) is refused with an error naming the file.
+//!
+//! A Fortran-order file holds each column of all datapoints contiguously: a block of rows is
+//! gathered with one positioned read per column (so memory stays at one block, as for C order).
+//! That needs a seekable file: inside an `.npz` member it is refused.
 //!
 //! Memory is bounded by the block the caller asks for, not by the file:
 //!
@@ -37,6 +42,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
+    /// Read as f32 (exactly).
+    F16,
     F32,
     F64,
 }
@@ -44,14 +51,16 @@ pub enum Dtype {
 impl Dtype {
     pub fn size(self) -> usize {
         match self {
+            Dtype::F16 => 2,
             Dtype::F32 => 4,
             Dtype::F64 => 8,
         }
     }
 
-    /// NumPy's name for it (`float32`, `float64`).
+    /// NumPy's name for it (`float16`, `float32`, `float64`).
     pub fn numpy_name(self) -> &'static str {
         match self {
+            Dtype::F16 => "float16",
             Dtype::F32 => "float32",
             Dtype::F64 => "float64",
         }
@@ -76,14 +85,15 @@ pub enum NpyError {
     #[error("{} is not a valid .npy file: {reason}", path.display())]
     CorruptHeader { path: PathBuf, reason: String },
     #[error(
-        "{} has dtype {dtype:?}; only little-endian float32 ('<f4') and float64 ('<f8') are supported \
-         (convert with `arr.astype('<f4')`)",
+        "{} has dtype {dtype:?}; only float16, float32 and float64 ('<f2', '<f4', '<f8' or \
+         big-endian '>f2', '>f4', '>f8') are supported (convert with `arr.astype('<f4')`)",
         path.display()
     )]
     UnsupportedDtype { path: PathBuf, dtype: String },
     #[error(
-        "{} is stored in Fortran (column-major) order; save it in C order \
-         (`np.save(path, np.ascontiguousarray(arr))`)",
+        "{} is stored in Fortran (column-major) order inside an archive, which cannot be read \
+         block by block; save it in C order (`np.savez(path, name=np.ascontiguousarray(arr))`) \
+         or as a separate .npy file",
         path.display()
     )]
     FortranOrder { path: PathBuf },
@@ -141,6 +151,11 @@ pub struct NpyHeader {
     /// Format version (1, 2 or 3).
     pub version: u8,
     pub dtype: Dtype,
+    /// Values are stored most significant byte first (`>f4`).
+    pub big_endian: bool,
+    /// Values are stored column-major (first axis fastest) with more than one axis longer
+    /// than 1; a Fortran flag on a vector-like array is the same as C order and is cleared.
+    pub fortran_order: bool,
     pub shape: Vec<usize>,
     /// Bytes before the data (magic + version + header length + header).
     pub data_offset: u64,
@@ -242,9 +257,21 @@ pub fn read_header<R: Read>(reader: &mut R, path: &Path) -> Result<NpyHeader, Np
         Some(PyValue::Tuple(t)) => t.clone(),
         _ => return Err(corrupt("header has no tuple 'shape'".into())),
     };
-    let dtype = match descr.as_str() {
-        "<f4" => Dtype::F32,
-        "<f8" => Dtype::F64,
+    // `=` is the writer's native order; NumPy writes `<` or `>` itself, and `|` only for
+    // one-byte types.
+    let (big_endian, dtype) = match descr.as_bytes() {
+        [
+            order @ (b'<' | b'>' | b'='),
+            b'f',
+            size @ (b'2' | b'4' | b'8'),
+        ] => (
+            *order == b'>',
+            match size {
+                b'2' => Dtype::F16,
+                b'4' => Dtype::F32,
+                _ => Dtype::F64,
+            },
+        ),
         _ => {
             return Err(NpyError::UnsupportedDtype {
                 path: path.into(),
@@ -252,9 +279,7 @@ pub fn read_header<R: Read>(reader: &mut R, path: &Path) -> Result<NpyHeader, Np
             });
         }
     };
-    if fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
-        return Err(NpyError::FortranOrder { path: path.into() });
-    }
+    let fortran_order = fortran && shape.iter().filter(|&&d| d > 1).count() > 1;
     if shape.is_empty() {
         return Err(NpyError::WrongRank {
             path: path.into(),
@@ -278,6 +303,8 @@ pub fn read_header<R: Read>(reader: &mut R, path: &Path) -> Result<NpyHeader, Np
     Ok(NpyHeader {
         version,
         dtype,
+        big_endian,
+        fortran_order,
         shape,
         data_offset: (prefix + header_len) as u64,
     })
@@ -458,19 +485,39 @@ impl Element for f64 {
     }
 }
 
-/// Converts little-endian `bytes` of `dtype` into `out` (cleared first).
-pub(crate) fn decode_le<T: Element>(dtype: Dtype, bytes: &[u8], out: &mut Vec<T>) {
+/// Converts `bytes` of `dtype` (big-endian when `big_endian`) into `out` (cleared first).
+pub fn decode<T: Element>(dtype: Dtype, big_endian: bool, bytes: &[u8], out: &mut Vec<T>) {
     out.clear();
-    match dtype {
-        Dtype::F32 => out.extend(
+    match (dtype, big_endian) {
+        (Dtype::F16, false) => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| T::from_f32(half::f16::from_le_bytes(c.try_into().unwrap()).to_f32())),
+        ),
+        (Dtype::F16, true) => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| T::from_f32(half::f16::from_be_bytes(c.try_into().unwrap()).to_f32())),
+        ),
+        (Dtype::F32, false) => out.extend(
             bytes
                 .chunks_exact(4)
                 .map(|c| T::from_f32(f32::from_le_bytes(c.try_into().unwrap()))),
         ),
-        Dtype::F64 => out.extend(
+        (Dtype::F32, true) => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| T::from_f32(f32::from_be_bytes(c.try_into().unwrap()))),
+        ),
+        (Dtype::F64, false) => out.extend(
             bytes
                 .chunks_exact(8)
                 .map(|c| T::from_f64(f64::from_le_bytes(c.try_into().unwrap()))),
+        ),
+        (Dtype::F64, true) => out.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| T::from_f64(f64::from_be_bytes(c.try_into().unwrap()))),
         ),
     }
 }
@@ -480,6 +527,8 @@ pub struct NpyReader<R> {
     path: PathBuf,
     header: NpyHeader,
     reader: R,
+    /// A second handle for the positioned reads of a Fortran-order file.
+    columns: Option<File>,
 }
 
 /// An opened `.npy` file.
@@ -503,10 +552,19 @@ impl NpyReader<BufReader<File>> {
         let mut reader = BufReader::with_capacity(1 << 16, file);
         let header = read_header(&mut reader, path)?;
         check_length(path, &header, len - header.data_offset.min(len))?;
+        let columns = if header.fortran_order {
+            Some(File::open(path).map_err(|source| NpyError::Io {
+                path: path.into(),
+                source,
+            })?)
+        } else {
+            None
+        };
         Ok(NpyReader {
             path: path.into(),
             header,
             reader,
+            columns,
         })
     }
 }
@@ -546,6 +604,9 @@ impl<R: Read> NpyReader<R> {
     ) -> Result<Self, NpyError> {
         let path = path.into();
         let header = read_header(&mut reader, &path)?;
+        if header.fortran_order {
+            return Err(NpyError::FortranOrder { path });
+        }
         if let Some(len) = total_len {
             check_length(&path, &header, len.saturating_sub(header.data_offset))?;
         }
@@ -553,6 +614,7 @@ impl<R: Read> NpyReader<R> {
             path,
             header,
             reader,
+            columns: None,
         })
     }
 
@@ -665,7 +727,55 @@ pub struct RowBlocks<R, T> {
     next_row: usize,
     check_finite: bool,
     bytes: Vec<u8>,
+    /// One column of a block of a Fortran-order file.
+    column: Vec<u8>,
     values: Vec<T>,
+}
+
+/// Gathers rows `first .. first + rows` of a Fortran-order file into `out`, in C order: one
+/// positioned read per column. Column `k` (first axis fastest, so the trailing axes in
+/// column-major order) holds every datapoint's value `k` contiguously.
+fn gather_columns(
+    file: &File,
+    header: &NpyHeader,
+    first: usize,
+    rows: usize,
+    column: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let size = header.dtype.size();
+    let n = header.rows();
+    let trailing = &header.shape[1..];
+    let row_len = header.row_len();
+    out.clear();
+    out.resize(rows * row_len * size, 0);
+    column.resize(rows * size, 0);
+    // C position c of a row is the multi-index (i_1, .., i_k) with the last axis fastest; its
+    // column in the file counts with the first axis fastest.
+    let mut index = vec![0usize; trailing.len()];
+    for c in 0..row_len {
+        let mut k = 0usize;
+        let mut stride = 1usize;
+        for (i, d) in index.iter().zip(trailing) {
+            k += i * stride;
+            stride *= d;
+        }
+        let offset = header.data_offset + ((k * n + first) * size) as u64;
+        file.read_exact_at(column, offset)?;
+        for (r, value) in column.chunks_exact(size).enumerate() {
+            let at = (r * row_len + c) * size;
+            out[at..at + size].copy_from_slice(value);
+        }
+        for axis in (0..index.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < trailing[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    Ok(())
 }
 
 impl<R: Read, T: Element> RowBlocks<R, T> {
@@ -676,6 +786,7 @@ impl<R: Read, T: Element> RowBlocks<R, T> {
             next_row: 0,
             check_finite: true,
             bytes: Vec::new(),
+            column: Vec::new(),
             values: Vec::new(),
         }
     }
@@ -713,6 +824,22 @@ impl<R: Read, T: Element> RowBlocks<R, T> {
         // terabyte. So the buffer grows with the bytes that actually arrive (capacity is kept
         // between blocks) instead of being sized from the header up front.
         self.bytes.clear();
+        if let Some(file) = &self.inner.columns {
+            // The file's length was checked against the shape when it was opened.
+            gather_columns(
+                file,
+                &self.inner.header,
+                self.next_row,
+                rows,
+                &mut self.column,
+                &mut self.bytes,
+            )
+            .map_err(|source| NpyError::Io {
+                path: self.inner.path.clone(),
+                source,
+            })?;
+            return self.finish_block(rows, row_len);
+        }
         self.bytes.reserve(nbytes.min(RESERVE_AHEAD));
         let read = (&mut self.inner.reader)
             .take(nbytes as u64)
@@ -737,7 +864,17 @@ impl<R: Read, T: Element> RowBlocks<R, T> {
                 actual,
             });
         }
-        decode_le(self.inner.header.dtype, &self.bytes, &mut self.values);
+        self.finish_block(rows, row_len)
+    }
+
+    /// Decodes the block's bytes (C order) and checks them.
+    fn finish_block(
+        &mut self,
+        rows: usize,
+        row_len: usize,
+    ) -> Result<Option<RowBlock<'_, T>>, NpyError> {
+        let h = &self.inner.header;
+        decode(h.dtype, h.big_endian, &self.bytes, &mut self.values);
         let first_row = self.next_row;
         if self.check_finite
             && let Some(pos) = self.values.iter().position(|v| !v.to_f64().is_finite())

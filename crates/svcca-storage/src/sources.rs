@@ -179,6 +179,79 @@ impl SourceArray {
     }
 }
 
+/// One array of a `.npy`, `.npz` or `.safetensors` file, streamed as f32 in row blocks (what
+/// ingest reads, for callers that compare files directly).
+#[derive(Debug, Clone)]
+pub struct FileArray(SourceArray);
+
+impl FileArray {
+    /// Opens the array `member` of `path` (an `.npz` member or a `.safetensors` tensor). Without
+    /// a member, a `.npy` file, or a container holding exactly one array, is that array; any
+    /// other container is refused with the names it holds. Files of other extensions are read
+    /// as `.npy`.
+    pub fn open(path: &Path, member: Option<&str>) -> Result<FileArray, StorageError> {
+        let kind = FileKind::from_path(path).unwrap_or(FileKind::Npy);
+        let mut arrays = list_arrays(path, kind)?;
+        if kind == FileKind::Npy {
+            if let Some(m) = member {
+                return Err(StorageError::NoSuchArray {
+                    path: path.into(),
+                    member: Some(m.to_string()),
+                    available: Vec::new(),
+                });
+            }
+            return Ok(FileArray(arrays.remove(0)));
+        }
+        let names = || {
+            arrays
+                .iter()
+                .filter_map(|a| a.member.clone())
+                .collect::<Vec<_>>()
+        };
+        match member {
+            None if arrays.len() == 1 => Ok(FileArray(arrays.remove(0))),
+            None => Err(StorageError::NoSuchArray {
+                path: path.into(),
+                member: None,
+                available: names(),
+            }),
+            Some(m) => match arrays.iter().position(|a| a.member.as_deref() == Some(m)) {
+                Some(i) => Ok(FileArray(arrays.swap_remove(i))),
+                None => Err(StorageError::NoSuchArray {
+                    path: path.into(),
+                    member: Some(m.to_string()),
+                    available: names(),
+                }),
+            },
+        }
+    }
+
+    /// Shape, datapoints first.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// NumPy name of the stored element type.
+    pub fn dtype(&self) -> &str {
+        &self.0.dtype
+    }
+
+    /// `file` or `file:member`, for messages.
+    pub fn display(&self) -> String {
+        self.0.display()
+    }
+
+    /// Streams the array as f32 in blocks of up to `rows_per_block` rows:
+    /// `f(first_row, rows, values)`. Values are passed as stored (finiteness is not checked).
+    pub fn for_each_block(
+        &self,
+        rows_per_block: usize,
+        f: impl FnMut(usize, usize, &[f32]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.0.for_each_block(rows_per_block, f)
+    }
+}
+
 fn zip_err(path: &Path, e: zip::result::ZipError) -> StorageError {
     StorageError::SourceCorrupt {
         path: path.into(),

@@ -101,29 +101,105 @@ fn all_versions_and_both_dtypes_round_trip() {
     assert_eq!(a.row_len(), 1);
 }
 
+/// A [n, h, w, c] array with a distinct value everywhere, row-major (C order).
+fn grid(shape: &[usize]) -> Vec<f32> {
+    let len: usize = shape.iter().product();
+    (0..len).map(|i| i as f32 * 0.25 - 3.0).collect()
+}
+
+/// The same values laid out column-major (first axis fastest), as NumPy writes `order='F'`.
+fn to_fortran(shape: &[usize], c: &[f32]) -> Vec<f32> {
+    let mut f = vec![0f32; c.len()];
+    let mut index = vec![0usize; shape.len()];
+    for v in c {
+        let (mut k, mut stride) = (0, 1);
+        for (i, d) in index.iter().zip(shape) {
+            k += i * stride;
+            stride *= d;
+        }
+        f[k] = *v;
+        for axis in (0..shape.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    f
+}
+
 #[test]
-fn fortran_order_of_a_vector_is_accepted_but_of_a_matrix_is_not() {
+fn float16_big_endian_and_fortran_order_read_as_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(
-        dir.path(),
-        "f.npy",
-        &raw_npy(1, "<f4", true, "(2, 2)", &f32_bytes(&[1., 2., 3., 4.])),
-    );
-    let e = NpyFile::open(&p).err().unwrap();
-    assert!(matches!(e, NpyError::FortranOrder { .. }), "{e}");
-    assert!(e.to_string().contains("f.npy") && e.to_string().contains("Fortran"));
+    let shape = [5usize, 2, 3, 4];
+    let c = grid(&shape);
+    let shape_text = "(5, 2, 3, 4)";
+    // Every value is a multiple of 0.25 below 2048: exact in float16.
+    let f16_le: Vec<u8> = c
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    let f16_be: Vec<u8> = c
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_be_bytes())
+        .collect();
+    let f32_be: Vec<u8> = c.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let f64_be: Vec<u8> = c.iter().flat_map(|v| (*v as f64).to_be_bytes()).collect();
+    let fortran = to_fortran(&shape, &c);
+    let f32_f: Vec<u8> = f32_bytes(&fortran);
+    let f16_be_f: Vec<u8> = fortran
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_be_bytes())
+        .collect();
+    let cases = [
+        ("f16.npy", "<f2", false, f16_le, Dtype::F16),
+        ("f16be.npy", ">f2", false, f16_be, Dtype::F16),
+        ("f32be.npy", ">f4", false, f32_be, Dtype::F32),
+        ("f64be.npy", ">f8", false, f64_be, Dtype::F64),
+        ("fortran.npy", "<f4", true, f32_f, Dtype::F32),
+        ("fortran16be.npy", ">f2", true, f16_be_f, Dtype::F16),
+    ];
+    for (name, descr, fortran, bytes, dtype) in cases {
+        let p = write(
+            dir.path(),
+            name,
+            &raw_npy(1, descr, fortran, shape_text, &bytes),
+        );
+        let file = NpyFile::open(&p).unwrap();
+        assert_eq!(file.dtype(), dtype, "{name}");
+        assert_eq!(file.header().fortran_order, fortran, "{name}");
+        assert_eq!(npy::read_f32(&p).unwrap().data, c, "{name}: whole");
+        // Blocks of 2 rows (the last one short) give the same rows.
+        let mut blocks = NpyFile::open(&p).unwrap().blocks_f64(2);
+        let mut got = Vec::new();
+        while let Some(b) = blocks.next_block().unwrap() {
+            assert_eq!(b.data.len(), b.rows * 24, "{name}");
+            got.extend(b.data.iter().map(|v| *v as f32));
+        }
+        assert_eq!(got, c, "{name}: blocks");
+    }
+    // A Fortran flag on a vector-like array is C order.
     let p = write(
         dir.path(),
         "v.npy",
         &raw_npy(1, "<f4", true, "(4, 1)", &f32_bytes(&[1., 2., 3., 4.])),
     );
     assert_eq!(npy::read_f32(&p).unwrap().data, vec![1., 2., 3., 4.]);
+    // Inside an archive a Fortran matrix cannot be read by positioned reads: refused by name.
+    let raw = raw_npy(1, "<f4", true, "(2, 2)", &f32_bytes(&[1., 2., 3., 4.]));
+    let len = raw.len() as u64;
+    let e = npy::NpyReader::from_reader(std::io::Cursor::new(raw), "a.npz:m", Some(len))
+        .err()
+        .unwrap();
+    assert!(matches!(e, NpyError::FortranOrder { .. }), "{e}");
+    assert!(e.to_string().contains("a.npz:m") && e.to_string().contains("Fortran"));
 }
 
 #[test]
 fn unsupported_dtypes_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    for descr in ["<i8", ">f4", "<f2", "|b1"] {
+    for descr in ["<i8", "<c16", "<f16", "|b1"] {
         let p = write(
             dir.path(),
             "d.npy",

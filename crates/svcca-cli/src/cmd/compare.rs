@@ -14,15 +14,17 @@ use crate::source::Source;
 
 /// Compare two representations (SVCCA by default).
 ///
-/// X and Y are `.npy` files (float32 or float64, C order) or dataset representations named by a
-/// selector such as `file:///data/acts#run=mlp,seed=0,step=2250,layer=h1`. Dense inputs are
+/// X and Y are `.npy` files (float16, float32 or float64, C or Fortran order, either byte order),
+/// arrays inside `.npz` or `.safetensors` files named as `FILE::NAME` (`acts.npz::h1`; a file
+/// holding one array needs no name), or dataset representations named by a selector such as
+/// `file:///data/acts#run=mlp,seed=0,step=2250,layer=h1`. Dense inputs are
 /// `[datapoints, neurons]` (use --neurons-first for google/svcca's `[neurons, datapoints]`);
 /// conv inputs are `[images, h, w, channels]` (NHWC, or --nchw) and need --conv. Files are read in
 /// blocks: memory is bounded by the statistics, not by the file size.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct CompareArgs {
-    /// First representation: a .npy path or DATASET_URL#key=value,...
+    /// First representation: a .npy path, FILE.npz::NAME, FILE.safetensors::NAME or DATASET_URL#key=value,...
     pub x: String,
     /// Second representation, over the same datapoints in the same order.
     pub y: String,

@@ -68,6 +68,10 @@ pub struct SweepArgs {
     /// and seed) instead of the class indicator (`[analyses] logits`).
     #[arg(long, value_name = "LAYER")]
     pub logits: Option<String>,
+    /// How tokens layers ([sequences, tokens, features]) are compared: fold (every token is a
+    /// datapoint) or mean (the mean of each sequence's tokens). Required when the sweep holds one.
+    #[arg(long, value_parser = ["fold", "mean"])]
+    pub tokens: Option<String>,
 }
 
 fn spec_error(e: impl std::fmt::Display) -> Failure {
@@ -87,6 +91,7 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
         }
         spec
     } else {
+        refuse_activation_folder(&args.target, args.out.as_deref())?;
         let out = args.out.clone().ok_or_else(|| {
             Failure::fatal(format!(
                 "`{}` is not a job file; to sweep a dataset give --out OUT_URL (e.g. svcca sweep {} --out ./sweep)",
@@ -119,6 +124,9 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     }
     if args.google_compat {
         spec.mode = Mode::GoogleCompat;
+    }
+    if let Some(t) = &args.tokens {
+        spec.tokens = Some(t.parse().map_err(|e: String| Failure::fatal(e))?);
     }
     if let Some(mb) = args.memory_mb {
         spec.resources.memory_mb = mb;
@@ -235,6 +243,63 @@ pub fn run(args: SweepArgs) -> CmdResult {
 
 /// A local dataset path that is a regular file, or lies under one, can never be read: say so
 /// here, as the planner reports every failure to read a store as one that may pass.
+/// A local folder of `.npy` / `.npz` / `.safetensors` files is not a dataset yet: say exactly
+/// what to run instead of failing on its missing (or foreign) manifest.
+fn refuse_activation_folder(target: &str, out: Option<&str>) -> CmdResult {
+    if target.contains("://") && !target.starts_with("file://") {
+        return Ok(());
+    }
+    let dir = std::path::Path::new(target.strip_prefix("file://").unwrap_or(target));
+    let manifest = dir.join(svcca_storage::manifest::MANIFEST_NAME);
+    let is_dataset = std::fs::read(&manifest).is_ok_and(|bytes| {
+        serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
+            v.get("format").and_then(|f| f.as_str()) == Some(svcca_storage::manifest::FORMAT_NAME)
+        })
+    });
+    if is_dataset || !dir.is_dir() {
+        return Ok(());
+    }
+    let Some(example) = first_activation_file(dir) else {
+        return Ok(());
+    };
+    let shown = target.trim_end_matches('/');
+    Err(Failure::fatal(format!(
+        "{shown} is a folder of activation files (e.g. {example}), not a dataset: ingest it, then \
+         sweep the dataset:\n  svcca ingest {shown} {shown}-dataset --pattern \
+         '{{run}}/seed{{seed}}/step{{step}}/{{layer}}.npy'\n  svcca sweep {shown}-dataset --out {}\n\
+         (--pattern maps each file's path under the folder to run, seed, step and layer; arrays \
+         of more than two axes also need --layout nhwc, nchw or tokens)",
+        out.unwrap_or("./sweep")
+    )))
+}
+
+/// The first `.npy` / `.npz` / `.safetensors` file under `dir` (relative), looking at a bounded
+/// number of entries so a huge folder is not walked.
+fn first_activation_file(dir: &std::path::Path) -> Option<String> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d).ok()?.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            seen += 1;
+            if seen > 10_000 {
+                return None;
+            }
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if matches!(
+                path.extension().and_then(|x| x.to_str()),
+                Some("npy" | "npz" | "safetensors")
+            ) {
+                return path.strip_prefix(dir).ok().map(|p| p.display().to_string());
+            }
+        }
+    }
+    None
+}
+
 fn check_local_dataset(dataset: &str) -> CmdResult {
     if dataset.contains("://") && !dataset.starts_with("file://") {
         return Ok(());

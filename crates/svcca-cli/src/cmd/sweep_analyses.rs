@@ -18,7 +18,7 @@ use svcca_report::compute::{
     load_labels,
 };
 use svcca_report::layers::layer_order;
-use svcca_results::ResultsFile;
+use svcca_results::{RepresentationKey, ResultsFile};
 use svcca_storage::{Dataset, ReadOptions, Representation};
 
 use crate::exit::Failure;
@@ -152,28 +152,25 @@ pub fn compute(
             wanted.len()
         ));
     }
-    for ((run, layer), step, seed_a, seed_b) in wanted.into_iter().take(MAX_CURVES) {
-        let (Some(a), Some(b)) = (
-            data.find(&run, &layer, step, Some(seed_a)),
-            data.find(&run, &layer, step, Some(seed_b)),
-        ) else {
+    for (key_a, key_b) in wanted.into_iter().take(MAX_CURVES) {
+        let (Some(a), Some(b)) = (data.find_key(&key_a), data.find_key(&key_b)) else {
             continue;
         };
+        let (label_a, label_b) = (key_a.label(), key_b.label());
         if a.rows() * a.row_len() > MAX_VALUES || b.rows() * b.row_len() > MAX_VALUES {
             analyses.notes.push(format!(
-                "dimensionality of {run}/{layer} left out: more than {MAX_VALUES} values"
+                "dimensionality of {label_a} left out: more than {MAX_VALUES} values"
             ));
             continue;
         }
         let (da, db) = (data.read(&a)?, data.read(&b)?);
-        let label = |seed: i64| format!("{run}/seed{seed}/step{step}/{layer}");
         let curve = dimensionality(
             block(&da, &a)?,
             block(&db, &b)?,
-            (&label(seed_a), &label(seed_b)),
+            (&label_a, &label_b),
             &ComputeOptions::default(),
         )
-        .map_err(|e| Failure::fatal(format!("dimensionality of {}: {e}", label(seed_a))))?;
+        .map_err(|e| Failure::fatal(format!("dimensionality of {label_a}: {e}")))?;
         analyses.dimensionality.push(curve);
     }
     if let Some(classes) = classes {
@@ -182,10 +179,11 @@ pub fn compute(
     Ok(Some(analyses))
 }
 
-/// (run, layer) with its final step and two seeds there, for every dense layer stored at its
-/// final step under at least two seeds.
-fn dimensionality_pairs(results: &ResultsFile) -> Vec<((String, String), i64, i64, i64)> {
-    let mut finals: BTreeMap<(String, String), (i64, BTreeSet<i64>)> = BTreeMap::new();
+/// For every dense layer (run, layer and tags: representations that differ by a tag are never
+/// mixed) stored at its final step under at least two seeds, the keys of two seeds there.
+fn dimensionality_pairs(results: &ResultsFile) -> Vec<(RepresentationKey, RepresentationKey)> {
+    type Layer = (String, String, BTreeMap<String, String>);
+    let mut finals: BTreeMap<Layer, (i64, BTreeSet<i64>)> = BTreeMap::new();
     for rep in &results.representations {
         let (Some(step), Some(seed)) = (rep.key.step, rep.key.seed) else {
             continue;
@@ -194,7 +192,11 @@ fn dimensionality_pairs(results: &ResultsFile) -> Vec<((String, String), i64, i6
             continue; // conv layers have their per-frequency maps instead
         }
         let entry = finals
-            .entry((rep.key.run.clone(), rep.key.layer.clone()))
+            .entry((
+                rep.key.run.clone(),
+                rep.key.layer.clone(),
+                rep.key.tags.clone(),
+            ))
             .or_insert((step, BTreeSet::new()));
         if step > entry.0 {
             *entry = (step, BTreeSet::new());
@@ -205,10 +207,17 @@ fn dimensionality_pairs(results: &ResultsFile) -> Vec<((String, String), i64, i6
     }
     finals
         .into_iter()
-        .filter_map(|(key, (step, seeds))| {
+        .filter_map(|((run, layer, tags), (step, seeds))| {
             let mut seeds = seeds.into_iter();
             let (a, b) = (seeds.next()?, seeds.next()?);
-            Some((key, step, a, b))
+            let key = |seed| RepresentationKey {
+                run: run.clone(),
+                seed: Some(seed),
+                step: Some(step),
+                layer: layer.clone(),
+                tags: tags.clone(),
+            };
+            Some((key(a), key(b)))
         })
         .collect()
 }
@@ -376,6 +385,21 @@ impl Data<'_> {
                     && r.key.layer == layer
                     && r.key.step.map(|s| s as i64) == Some(step)
                     && r.key.seed.map(|s| s as i64) == seed
+            })
+            .cloned()
+    }
+
+    /// The representation with exactly this key, tags included.
+    fn find_key(&self, key: &RepresentationKey) -> Option<Representation> {
+        self.dataset
+            .representations()
+            .iter()
+            .find(|r| {
+                r.key.run == key.run
+                    && r.key.layer == key.layer
+                    && r.key.step.map(|s| s as i64) == key.step
+                    && r.key.seed.map(|s| s as i64) == key.seed
+                    && r.key.tags == key.tags
             })
             .cloned()
     }
