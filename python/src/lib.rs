@@ -352,14 +352,12 @@ fn compare(
         svcca_compare::compare(&mut xs, &mut ys, &config, &PYTHON_NAMES)
     });
     match outcome {
-        Ok(outcome) => {
-            Ok(svcca_compare::to_json(
-                input(&xs),
-                input(&ys),
-                metric,
-                &outcome,
-            ))
-        }
+        Ok(outcome) => Ok(svcca_compare::to_json(
+            input(&xs),
+            input(&ys),
+            metric,
+            &outcome,
+        )),
         Err(CompareError::Interrupted) => Err(PyKeyboardInterrupt::new_err(())),
         Err(e @ CompareError::DatapointMismatch { .. }) => Err(svcca_error(
             py,

@@ -150,7 +150,7 @@ impl CompareConfig {
         let mut opts = CompareOptions::default()
             .with_metric(self.metric)
             .with_mode(self.mode)
-            .with_keep(self.keep.clone())
+            .with_keep(self.keep)
             .with_threshold(self.threshold)
             .with_allow_trivial(self.allow_trivial);
         if let Some(e) = self.epsilon {
@@ -166,7 +166,7 @@ impl CompareConfig {
         names: &OptionNames,
     ) -> Result<ConvOptions, CompareError> {
         let keep = match self.metric {
-            Metric::Svcca => self.keep.clone(),
+            Metric::Svcca => self.keep,
             Metric::Cca => KeepRule::All,
             Metric::Pwcca | Metric::Cka => {
                 return Err(CompareError::ConvMetric {
@@ -288,6 +288,7 @@ impl CompareError {
 }
 
 /// A finished comparison.
+#[derive(Debug)]
 pub enum Outcome {
     /// Dense: the result and the joint moments it came from (for exporting directions).
     Dense {
