@@ -1,6 +1,7 @@
 """Shared helpers: the repository's fixtures and the `svcca` command the Python results are
 checked against (the one this checkout builds)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +11,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures"
+
+
+def pytest_configure(config):
+    # CI installs PyTorch: there, tests that need it must run, not be skipped.
+    if os.environ.get("CI") and importlib.util.find_spec("torch") is None:
+        raise pytest.UsageError("CI is set but torch is not installed: pip install torch torchvision")
 
 
 @pytest.fixture(scope="session")
