@@ -32,12 +32,24 @@ fn ingest_digits_then_ls() {
     let out = tempfile::tempdir().unwrap();
     let url = format!("file://{}/ds", out.path().display());
     let src = digits();
+    // The conv activations are 4-D: .npy files do not say whether they are NHWC or NCHW.
+    let o = svcca(&["ingest", src.to_str().unwrap(), &url, "--pattern", PATTERN]);
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("conv1.npy") && err.contains("[597, 8, 8, 16]") && err.contains("--layout"),
+        "{err}"
+    );
+    assert!(!out.path().join("ds/manifest.json").exists());
+
     let o = svcca(&[
         "ingest",
         src.to_str().unwrap(),
         &url,
         "--pattern",
         PATTERN,
+        "--layout",
+        "nhwc",
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -84,6 +96,8 @@ fn ingest_digits_then_ls() {
     assert_eq!(conv2["shape"], serde_json::json!([597, 8, 8, 32]));
     assert_eq!(conv2["item_shape"], serde_json::json!([8, 8, 32]));
 
+    assert_eq!(conv2["layout"], "nhwc");
+
     // Re-running changes nothing.
     let o = svcca(&[
         "ingest",
@@ -91,6 +105,8 @@ fn ingest_digits_then_ls() {
         &url,
         "--pattern",
         PATTERN,
+        "--layout",
+        "nhwc",
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));

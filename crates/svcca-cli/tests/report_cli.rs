@@ -33,6 +33,8 @@ fn results() -> ResultsFile {
                     dropped_neurons: vec![],
                     spectrum: vec![5.0, 3.0, 2.0, 1.0, 0.5, 0.2, 0.01],
                     checksum: String::new(),
+                    depth: None,
+                    layout: None,
                 });
             }
         }

@@ -1286,6 +1286,8 @@ impl SweepDriver {
                     dropped_neurons: w.map(|w| w.dropped_neurons().to_vec()).unwrap_or_default(),
                     spectrum: w.map(|w| w.spectrum().to_vec()).unwrap_or_default(),
                     checksum: r.checksum.clone(),
+                    depth: r.depth,
+                    layout: r.layout.clone(),
                 }
             })
             .collect();

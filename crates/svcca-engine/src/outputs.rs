@@ -404,6 +404,8 @@ mod tests {
             dropped_neurons: vec![],
             spectrum: vec![],
             checksum: String::new(),
+            depth: None,
+            layout: None,
         };
         let pair = |a: &str, b: &str, mean: f64| svcca_results::PairRecord {
             a: key(a),

@@ -28,6 +28,10 @@ pub struct RepInfo {
     pub datapoints: u64,
     /// Content checksum of the representation's shards.
     pub checksum: String,
+    /// Depth of the layer in its network (the dataset's `depth`), when the source knows it.
+    pub depth: Option<u32>,
+    /// The dataset's layout (`dense`, `nhwc`, `tokens`), when the source knows it.
+    pub layout: Option<String>,
 }
 
 impl RepInfo {
@@ -479,6 +483,8 @@ mod tests {
             shape: vec![8],
             datapoints: 100,
             checksum: format!("{run}{seed}{step}{layer}"),
+            depth: None,
+            layout: None,
         }
     }
 

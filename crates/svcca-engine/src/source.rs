@@ -233,6 +233,8 @@ impl RowSource for StorageSource {
                     shape: r.item_shape().to_vec(),
                     datapoints: r.rows() as u64,
                     checksum: r.content_checksum(),
+                    depth: Some(r.depth),
+                    layout: Some(r.layout.as_str().to_string()),
                 })
                 .collect())
         })

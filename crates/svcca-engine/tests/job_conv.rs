@@ -20,7 +20,8 @@ async fn ingest_conv(dest: &std::path::Path) {
         }
     }
     let config = svcca_storage::IngestConfig::new(src.path(), dest.to_str().unwrap().to_string())
-        .with_shard_rows(200);
+        .with_shard_rows(200)
+        .with_layout(svcca_storage::LayoutRule::all(svcca_storage::Layout::Nhwc));
     svcca_storage::ingest(config).await.unwrap();
 }
 

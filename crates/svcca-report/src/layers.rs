@@ -32,21 +32,34 @@ impl NetworkId {
     }
 }
 
-/// The layers of a run from input to output. The sweep lists representations in manifest order,
-/// which is the network's order; layers met only in pairs come after, in first-seen order.
+/// The layers of a run from input to output: by the depth each representation carries (the
+/// dataset's `depth`, forward execution order), never by name. Layers without a depth (results
+/// written before depths existed, or met only in pairs) follow in the order the sweep listed
+/// them, which was the manifest's.
 pub fn layer_order(results: &ResultsFile, run: &str) -> Vec<String> {
-    let mut order: Vec<String> = Vec::new();
+    let mut order: Vec<(String, Option<u32>)> = Vec::new();
     let keys = results
         .representations
         .iter()
-        .map(|r| &r.key)
-        .chain(results.pairs.iter().flat_map(|p| [&p.a, &p.b]));
-    for key in keys {
-        if key.run == run && !order.contains(&key.layer) {
-            order.push(key.layer.clone());
+        .map(|r| (&r.key, r.depth))
+        .chain(
+            results
+                .pairs
+                .iter()
+                .flat_map(|p| [(&p.a, None), (&p.b, None)]),
+        );
+    for (key, depth) in keys {
+        if key.run != run {
+            continue;
+        }
+        match order.iter_mut().find(|(l, _)| *l == key.layer) {
+            Some((_, d)) => *d = d.or(depth),
+            None => order.push((key.layer.clone(), depth)),
         }
     }
-    order
+    // Stable: equal depths and unknown ones keep the listed order.
+    order.sort_by_key(|(_, d)| (d.is_none(), *d));
+    order.into_iter().map(|(l, _)| l).collect()
 }
 
 /// Position of `layer` in `order` (unknown layers sort last).

@@ -74,6 +74,8 @@ pub(crate) fn results_with(layers: &[&str], pairs: Vec<PairRecord>) -> ResultsFi
                 dropped_neurons: vec![],
                 spectrum: vec![4.0, 2.0, 1.0, 0.5, 0.01, 0.001, 0.0001, 0.0],
                 checksum: String::new(),
+                depth: None,
+                layout: None,
             })
             .collect(),
         pairs,

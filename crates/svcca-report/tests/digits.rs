@@ -114,6 +114,8 @@ fn results() -> &'static ResultsFile {
                         dropped_neurons: w.dropped_neurons().to_vec(),
                         spectrum: w.spectrum().to_vec(),
                         checksum: String::new(),
+                        depth: None,
+                        layout: None,
                     });
                 }
             }

@@ -84,6 +84,13 @@ pub struct RepresentationRecord {
     /// Content checksum of the representation's shards (what caches are keyed by).
     #[serde(default)]
     pub checksum: String,
+    /// Position of the layer in its network, input side first (the dataset's `depth`). Layer
+    /// analyses order layers by it; results written without it keep the listed order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u32>,
+    /// How the stored axes were read: `dense`, `nhwc` or `tokens` (`None` in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
 }
 
 /// Per-frequency result of a conv layer pair compared with the DFT method.

@@ -246,6 +246,33 @@ pub enum StorageError {
     Conflict { url: String, representation: String },
     #[error("probe set mismatch: {reason}")]
     ProbeMismatch { reason: String },
+    #[error(
+        "{} ({representation}) has shape {shape:?}: its axes may be {}, and .npy/.npz/.safetensors \
+         files do not say which; declare the layout with --layout {} (for all files) or \
+         --layout 'layer=GLOB:LAYOUT' (for some)",
+        source_path.display(),
+        choices.iter().map(|l| format!("{} ({})", l.axes_text(), l.as_str())).collect::<Vec<_>>().join(" or "),
+        choices.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("|")
+    )]
+    LayoutRequired {
+        representation: String,
+        source_path: PathBuf,
+        shape: Vec<usize>,
+        /// The layouts an array of that many axes may have.
+        choices: Vec<crate::manifest::Layout>,
+    },
+    #[error("invalid --layout '{text}': {reason}")]
+    InvalidLayoutRule { text: String, reason: String },
+    #[error("--layer-order{}: {reason}", file.as_ref().map(|f| format!("-file {}", f.display())).unwrap_or_default())]
+    LayerOrder {
+        file: Option<PathBuf>,
+        reason: String,
+    },
+    #[error("representation {representation}: {reason}")]
+    WriteRows {
+        representation: String,
+        reason: String,
+    },
 
     // ---- selectors ----
     #[error("invalid selector '{text}': {reason}")]

@@ -23,25 +23,174 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 
 use crate::StorageError;
 use crate::dataset::{fetch_manifest, get_with_retry};
-use crate::layout::encode_shard;
-use crate::manifest::{MANIFEST_NAME, Manifest, ProbeSet, RepKey, Representation, ShardEntry};
+use crate::manifest::{
+    Layout, MANIFEST_NAME, Manifest, ProbeSet, RepKey, Representation, ShardEntry, natural_cmp,
+};
 use crate::sources::{FileKind, SourceArray, list_arrays};
-use crate::store::{Env, Location, retrying};
+use crate::store::{Env, Location};
 use crate::template::Template;
+use crate::writer::{
+    EncodedShard, RETRIES, RETRY_BACKOFF, ShardEncoder, ShardState, merge_probe, no_longer_listed,
+    probe_fingerprint, put, same_values, source_layout, store_shard,
+};
 
 pub use crate::template::DEFAULT_PATTERN;
 
 /// Default shard size target when `shard_rows` is not given.
 pub const DEFAULT_SHARD_BYTES: usize = 32 << 20;
 
-/// Extra attempts after a transient store error, and the first backoff delay (doubled each time).
-const RETRIES: u32 = 3;
-const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// Which layout the arrays of some files have: `--layout nchw` (every file) or
+/// `--layout 'KEY=GLOB:LAYOUT'`, where KEY is `run`, `seed`, `step`, `layer`, a tag name, or
+/// `file` (the path relative to the ingest source, `path:member` inside a container) and GLOB
+/// may use `*` and `?`. A rule applies to the arrays it matches whose number of axes fits its
+/// layout (4 for nhwc and nchw, 3 for tokens, any for dense), so `--layout nchw` leaves 2-D
+/// arrays dense. Of several rules the last that applies wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutRule {
+    /// `(key, glob)`; `None` matches every array.
+    pub selector: Option<(String, String)>,
+    pub layout: Layout,
+}
+
+impl LayoutRule {
+    pub fn all(layout: Layout) -> Self {
+        LayoutRule {
+            selector: None,
+            layout,
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, StorageError> {
+        let invalid = |reason: String| StorageError::InvalidLayoutRule {
+            text: text.to_string(),
+            reason,
+        };
+        let Some((selector, layout)) = text.rsplit_once(':').filter(|_| text.contains('=')) else {
+            return Ok(LayoutRule::all(text.trim().parse().map_err(invalid)?));
+        };
+        let layout: Layout = layout.trim().parse().map_err(invalid)?;
+        let (key, glob) = selector.split_once('=').ok_or_else(|| {
+            invalid("expected LAYOUT or KEY=GLOB:LAYOUT, e.g. 'layer=conv*:nchw'".into())
+        })?;
+        let key = match key.trim() {
+            "model" => "run",
+            k => k,
+        };
+        if key.is_empty() || glob.is_empty() {
+            return Err(invalid(
+                "expected LAYOUT or KEY=GLOB:LAYOUT, e.g. 'layer=conv*:nchw'".into(),
+            ));
+        }
+        Ok(LayoutRule {
+            selector: Some((key.to_string(), glob.to_string())),
+            layout,
+        })
+    }
+
+    fn matches(&self, key: &RepKey, file: &str) -> bool {
+        let Some((k, glob)) = &self.selector else {
+            return true;
+        };
+        let value = match k.as_str() {
+            "run" => Some(key.run.clone()),
+            "seed" => key.seed.map(|s| s.to_string()),
+            "step" => key.step.map(|s| s.to_string()),
+            "layer" => Some(key.layer.clone()),
+            "file" => Some(file.to_string()),
+            tag => key.tags.get(tag).cloned(),
+        };
+        value.is_some_and(|v| glob_match(glob, &v))
+    }
+}
+
+/// `*` matches any run of characters, `?` one character.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// The layers of a network, shallowest first (`--layer-order a,b,c` or `--layer-order-file F`,
+/// one name per line): a layer's depth is its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerOrder {
+    pub layers: Vec<String>,
+    /// The file the names came from, for messages.
+    pub file: Option<PathBuf>,
+}
+
+impl LayerOrder {
+    pub fn parse_list(text: &str) -> Result<Self, StorageError> {
+        Self::from_names(text.split(','), None)
+    }
+
+    /// One layer name per line; blank lines and lines starting with `#` are ignored.
+    pub fn read_file(path: &Path) -> Result<Self, StorageError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StorageError::SourceIo {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_names(
+            text.lines().filter(|l| !l.trim_start().starts_with('#')),
+            Some(path.into()),
+        )
+    }
+
+    fn from_names<'a>(
+        names: impl Iterator<Item = &'a str>,
+        file: Option<PathBuf>,
+    ) -> Result<Self, StorageError> {
+        let mut layers: Vec<String> = Vec::new();
+        for name in names.map(str::trim).filter(|n| !n.is_empty()) {
+            if layers.iter().any(|l| l == name) {
+                return Err(StorageError::LayerOrder {
+                    file,
+                    reason: format!("layer '{name}' is listed twice"),
+                });
+            }
+            layers.push(name.to_string());
+        }
+        if layers.is_empty() {
+            return Err(StorageError::LayerOrder {
+                file,
+                reason: "no layer names".into(),
+            });
+        }
+        Ok(LayerOrder { layers, file })
+    }
+
+    pub fn depth(&self, layer: &str) -> Option<u32> {
+        self.layers
+            .iter()
+            .position(|l| l == layer)
+            .map(|d| d as u32)
+    }
+}
 
 /// What identifies the probe set, hashed into the manifest's fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +239,12 @@ pub struct IngestConfig {
     /// Store configuration environment (default: the process environment).
     pub env: Option<Env>,
     pub progress: Option<ProgressFn>,
+    /// Layouts of the source arrays. Arrays with two axes are dense without a rule; any other
+    /// array without a matching rule is refused (files do not say how to read their axes).
+    pub layouts: Vec<LayoutRule>,
+    /// Layer depths. Without it a layer the dataset already holds keeps its depth and new
+    /// layers follow in natural name order.
+    pub layer_order: Option<LayerOrder>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -101,6 +256,8 @@ impl std::fmt::Debug for IngestConfig {
             .field("shard_rows", &self.shard_rows)
             .field("force", &self.force)
             .field("probe", &self.probe)
+            .field("layouts", &self.layouts)
+            .field("layer_order", &self.layer_order)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +275,17 @@ impl IngestConfig {
             uploads_in_flight: 4,
             env: None,
             progress: None,
+            layouts: Vec::new(),
+            layer_order: None,
         }
+    }
+    pub fn with_layout(mut self, rule: LayoutRule) -> Self {
+        self.layouts.push(rule);
+        self
+    }
+    pub fn with_layer_order(mut self, order: LayerOrder) -> Self {
+        self.layer_order = Some(order);
+        self
     }
     pub fn with_pattern(mut self, pattern: impl Into<String>) -> Self {
         self.pattern = pattern.into();
@@ -176,6 +343,9 @@ struct Planned {
     key: RepKey,
     source: SourceArray,
     relative: String,
+    /// Layout of the source array.
+    layout: Layout,
+    depth: u32,
 }
 
 /// Runs an ingest. See the module docs for the steps and guarantees.
@@ -251,6 +421,8 @@ async fn ingest_inner(
                 key,
                 source,
                 relative: relative.clone(),
+                layout: Layout::Dense,
+                depth: 0,
             });
         }
     }
@@ -262,6 +434,33 @@ async fn ingest_inner(
         });
     }
     planned.sort_by(|a, b| a.key.cmp(&b.key));
+    for p in &mut planned {
+        let file = match &p.source.member {
+            Some(m) => format!("{}:{m}", p.relative),
+            None => p.relative.clone(),
+        };
+        let axes = p.source.shape.len();
+        let rule =
+            config.layouts.iter().rev().find(|r| {
+                r.layout.source_axes().is_none_or(|n| n == axes) && r.matches(&p.key, &file)
+            });
+        p.layout = match (rule, axes) {
+            (Some(r), _) => r.layout,
+            (None, 0..=2) => Layout::Dense,
+            (None, axes) => {
+                return Err(StorageError::LayoutRequired {
+                    representation: p.key.id(),
+                    source_path: PathBuf::from(p.source.display()),
+                    shape: p.source.shape.clone(),
+                    choices: match axes {
+                        3 => vec![Layout::Tokens, Layout::Dense],
+                        4 => vec![Layout::Nhwc, Layout::Nchw, Layout::Dense],
+                        _ => vec![Layout::Dense],
+                    },
+                });
+            }
+        };
+    }
 
     // 2. Validate everything before writing anything.
     let mut seen: HashMap<&RepKey, &Planned> = HashMap::new();
@@ -279,6 +478,14 @@ async fn ingest_inner(
                 source_path: PathBuf::from(p.source.display()),
                 shape: p.source.shape.clone(),
                 reason: "a representation needs at least two axes, [datapoints, neurons] or [datapoints, h, w, c]".into(),
+            });
+        }
+        if let Err(reason) = p.layout.stored_shape(&p.source.shape) {
+            return Err(StorageError::BadShape {
+                representation: p.key.id(),
+                source_path: PathBuf::from(p.source.display()),
+                shape: p.source.shape.clone(),
+                reason,
             });
         }
         if p.source.shape.contains(&0) {
@@ -323,53 +530,21 @@ async fn ingest_inner(
             });
         }
     }
-    let fingerprint = match &config.probe {
-        None => None,
-        Some(ProbeIdentity::Name(n)) => Some(ProbeSet::fingerprint_of(n.as_bytes())),
-        Some(ProbeIdentity::File(f)) => {
-            let bytes = std::fs::read(f).map_err(|source| StorageError::SourceIo {
-                path: f.clone(),
-                source,
-            })?;
-            Some(ProbeSet::fingerprint_of(&bytes))
-        }
-    };
+    let fingerprint = probe_fingerprint(config.probe.as_ref())?;
     let mut manifest = match existing.clone() {
-        Some(m) => {
-            match (&m.probe_set.fingerprint, &fingerprint) {
-                (Some(a), Some(b)) if a != b => {
-                    return Err(StorageError::ProbeMismatch {
-                        reason: format!(
-                            "the dataset at {} was ingested with probe set {a}, this ingest names {b}",
-                            config.dest_url
-                        ),
-                    });
-                }
-                (None, Some(b)) if !m.representations.is_empty() => {
-                    return Err(StorageError::ProbeMismatch {
-                        reason: format!(
-                            "the dataset at {} has no probe set fingerprint, so it cannot be confirmed to be {b}; ingest into a new dataset",
-                            config.dest_url
-                        ),
-                    });
-                }
-                _ => {}
-            }
-            let mut m = m;
-            if m.probe_set.fingerprint.is_none() {
-                m.probe_set.fingerprint = fingerprint.clone();
-            }
-            if config.probe_description.is_some() {
-                m.probe_set.description = config.probe_description.clone();
-            }
-            m
-        }
+        Some(m) => merge_probe(
+            m,
+            fingerprint,
+            config.probe_description.clone(),
+            &config.dest_url,
+        )?,
         None => Manifest::new(ProbeSet {
             datapoints,
             fingerprint,
             description: config.probe_description.clone(),
         }),
     };
+    assign_depths(&mut planned, &mut manifest, config.layer_order.as_ref())?;
 
     let total_bytes: u64 = planned
         .iter()
@@ -404,7 +579,13 @@ async fn ingest_inner(
                 .await?;
         let rep = Representation {
             key: p.key.clone(),
-            shape: p.source.shape.clone(),
+            shape: p
+                .layout
+                .stored_shape(&p.source.shape)
+                .expect("validated above"),
+            layout: p.layout.stored(),
+            depth: p.depth,
+            source_layout: source_layout(p.layout, &p.source.shape),
             dtype: "float32".into(),
             source_dtype: Some(p.source.dtype.clone()),
             source: Some(match &p.source.member {
@@ -431,6 +612,13 @@ async fn ingest_inner(
                 // ones just written were compared above; others (sharded differently) are hashed.
                 let old_intact = old.shards == rep.shards || shards_intact(&location, old).await?;
                 if old_intact && written.repaired == 0 {
+                    if old.depth != rep.depth || old.source_layout != rep.source_layout {
+                        // Same values, new description (a --layer-order): keep the old shards.
+                        let mut updated = old.clone();
+                        updated.depth = rep.depth;
+                        updated.source_layout = rep.source_layout;
+                        manifest.upsert(updated);
+                    }
                     report.unchanged.push(id.clone());
                     true
                 } else {
@@ -520,28 +708,6 @@ async fn shards_intact(location: &Location, rep: &Representation) -> Result<bool
     Ok(true)
 }
 
-/// Paths of `old`'s shards that `new` no longer lists.
-fn no_longer_listed(old: &Representation, new: &Representation) -> Vec<String> {
-    let keep: std::collections::HashSet<&str> =
-        new.shards.iter().map(|s| s.path.as_str()).collect();
-    old.shards
-        .iter()
-        .filter(|s| !keep.contains(s.path.as_str()))
-        .map(|s| s.path.clone())
-        .collect()
-}
-
-/// True when two entries hold the same values (regardless of how they are sharded).
-fn same_values(a: &Representation, b: &Representation) -> bool {
-    if a.shape != b.shape || a.dtype != b.dtype {
-        return false;
-    }
-    match (&a.values_sha256, &b.values_sha256) {
-        (Some(x), Some(y)) => x == y,
-        _ => a.content_checksum() == b.content_checksum(),
-    }
-}
-
 type WalkResult = (
     Vec<(String, PathBuf, FileKind, crate::template::Captures)>,
     Vec<String>,
@@ -627,22 +793,6 @@ struct Written {
     bytes_uploaded: u64,
 }
 
-/// What was stored under a shard's name before this ingest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ShardState {
-    Absent,
-    Intact,
-    Damaged,
-}
-
-struct EncodedShard {
-    index: usize,
-    row_start: usize,
-    rows: usize,
-    bytes: Vec<u8>,
-    sha256: String,
-}
-
 /// Streams one representation's source into shards and uploads them.
 async fn write_representation(
     location: &Location,
@@ -654,47 +804,26 @@ async fn write_representation(
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<EncodedShard, StorageError>>(uploads_in_flight);
     let source = p.source.clone();
-    let item_shape = source.shape[1..].to_vec();
     let id_for_producer = format!("{id} ({})", source.display());
+    let mut encoder = ShardEncoder::new(id_for_producer.clone(), &source.shape, p.layout);
     // The producer reads and encodes on a blocking thread; the channel bounds how far it runs
     // ahead of the uploads, so memory stays at a few shards.
     let producer = tokio::task::spawn_blocking(move || -> Result<String, StorageError> {
-        let mut values_hash = Sha256::new();
-        let mut index = 0;
-        let row_len: usize = item_shape.iter().product();
         let result = source.for_each_block(shard_rows, |first_row, rows, values| {
-            if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-                return Err(StorageError::NonFinite {
-                    representation: id_for_producer.clone(),
-                    shard: None,
-                    row: first_row + pos / row_len,
-                    col: pos % row_len,
-                    value: values[pos] as f64,
-                });
-            }
-            hash_f32_le(&mut values_hash, values);
-            let bytes = encode_shard(&item_shape, values);
-            let sha256 = hex::encode(Sha256::digest(&bytes));
-            let shard = EncodedShard {
-                index,
-                row_start: first_row,
-                rows,
-                bytes,
-                sha256,
-            };
-            index += 1;
+            let shard = encoder.encode(first_row, rows, values)?;
+            let index = shard.index;
             // A closed channel means the uploads failed: stop reading; their error is reported.
             tx.blocking_send(Ok(shard))
                 .map_err(|_| StorageError::Cancelled {
                     representation: id_for_producer.clone(),
-                    shard: index - 1,
+                    shard: index,
                 })
         });
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
             return Ok(String::new());
         }
-        Ok(hex::encode(values_hash.finalize()))
+        Ok(encoder.finish())
     });
 
     let dir = p.key.shard_dir();
@@ -703,41 +832,7 @@ async fn write_representation(
     })
     .map(|item| {
         let dir = dir.clone();
-        async move {
-            let shard = item?;
-            let path = format!(
-                "{dir}/part-{:05}-{}.arrow",
-                shard.index,
-                &shard.sha256[..16]
-            );
-            let len = shard.bytes.len() as u64;
-            // The name is content-addressed, but what is stored under it may have been damaged
-            // since: compare it with the bytes it must hold before trusting it.
-            let state = match get_with_retry(location, &path, RETRIES, RETRY_BACKOFF).await? {
-                None => ShardState::Absent,
-                Some(stored) if stored.as_ref() == shard.bytes.as_slice() => ShardState::Intact,
-                Some(stored) => {
-                    tracing::warn!(
-                        shard = %location.display(&path),
-                        stored_bytes = stored.len(),
-                        expected_bytes = len,
-                        "a stored shard differs from its source; writing it again"
-                    );
-                    ShardState::Damaged
-                }
-            };
-            if state != ShardState::Intact {
-                put(location, &path, shard.bytes).await?;
-            }
-            let entry = ShardEntry {
-                path,
-                row_start: shard.row_start,
-                rows: shard.rows,
-                bytes: len,
-                sha256: shard.sha256,
-            };
-            Ok::<_, StorageError>((entry, state))
-        }
+        async move { store_shard(location, &dir, item?).await }
     })
     .buffered(uploads_in_flight);
     // Boxed (not pinned on the stack) so that dropping it on an error really closes the channel
@@ -786,30 +881,70 @@ async fn write_representation(
     Ok(written)
 }
 
-/// Puts an object atomically, retrying transient errors.
-async fn put(location: &Location, relative: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-    let path = location.child(relative);
-    let payload = PutPayload::from(bytes);
-    retrying(location, relative, RETRIES, RETRY_BACKOFF, || {
-        location.store.put(&path, payload.clone())
-    })
-    .await
-    .map(|_| ())
-}
-
-/// Feeds `values` to `hash` as little-endian f32 bytes.
-fn hash_f32_le(hash: &mut Sha256, values: &[f32]) {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: f32 has no padding and any byte pattern is a valid u8; on a little-endian
-        // target the in-memory bytes are the little-endian encoding, so no copy is needed.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+/// Sets every planned representation's depth: from `order` when given (every ingested layer must
+/// be listed; layers of the same runs already in the dataset and listed are updated too), else
+/// the depth the dataset already holds for that run and layer, else after the run's deepest
+/// layer in natural name order.
+fn assign_depths(
+    planned: &mut [Planned],
+    manifest: &mut Manifest,
+    order: Option<&LayerOrder>,
+) -> Result<(), StorageError> {
+    if let Some(order) = order {
+        for p in planned.iter_mut() {
+            p.depth = order
+                .depth(&p.key.layer)
+                .ok_or_else(|| StorageError::LayerOrder {
+                    file: order.file.clone(),
+                    reason: format!(
+                        "layer '{}' ({}) is not listed; list every layer, shallowest first",
+                        p.key.layer,
+                        p.source.display()
+                    ),
+                })?;
+        }
+        let runs: std::collections::HashSet<String> =
+            planned.iter().map(|p| p.key.run.clone()).collect();
+        for r in manifest.representations.iter_mut() {
+            if runs.contains(&r.key.run)
+                && let Some(d) = order.depth(&r.key.layer)
+            {
+                r.depth = d;
+            }
+        }
+        return Ok(());
+    }
+    let mut new_layers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in planned.iter() {
+        if manifest.depth_of(&p.key.run, &p.key.layer).is_none() {
+            new_layers
+                .entry(p.key.run.clone())
+                .or_default()
+                .push(p.key.layer.clone());
+        }
+    }
+    for names in new_layers.values_mut() {
+        names.sort_by(|a, b| natural_cmp(a, b));
+        names.dedup();
+    }
+    for p in planned.iter_mut() {
+        p.depth = match manifest.depth_of(&p.key.run, &p.key.layer) {
+            Some(d) => d,
+            None => {
+                let after = manifest
+                    .representations
+                    .iter()
+                    .filter(|r| r.key.run == p.key.run)
+                    .map(|r| r.depth + 1)
+                    .max()
+                    .unwrap_or(0);
+                let rank = new_layers[&p.key.run]
+                    .iter()
+                    .position(|l| *l == p.key.layer)
+                    .expect("collected above");
+                after + rank as u32
+            }
         };
-        hash.update(bytes);
     }
-    #[cfg(not(target_endian = "little"))]
-    for v in values {
-        hash.update(v.to_le_bytes());
-    }
+    Ok(())
 }

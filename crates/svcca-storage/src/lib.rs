@@ -10,6 +10,8 @@
 //! - [`dataset`]: [`open_dataset`] / [`Dataset`]: list representations, stream row blocks.
 //! - [`selector`]: `DATASET_URL#run=..,seed=..,step=..,layer=..` parsing and resolution.
 //! - [`ingest`]: `.npy` / `.npz` / `.safetensors` trees into a dataset ([`ingest()`]).
+//! - [`writer`]: [`DatasetWriter`] / [`RepresentationWriter`]: one representation at a time,
+//!   batch by batch, with its [`Layout`] and depth (what ingest uses, open to other writers).
 //!
 //! Not here: networking (the engine owns workers and gRPC) and maths (svcca-core).
 
@@ -23,11 +25,13 @@ pub mod selector;
 mod sources;
 pub mod store;
 mod template;
+pub mod writer;
 
 pub use dataset::{Dataset, ReadOptions, open_dataset};
 pub use error::{StorageError, Waited};
-pub use ingest::{IngestConfig, IngestReport, ingest};
+pub use ingest::{IngestConfig, IngestReport, LayerOrder, LayoutRule, ingest};
 pub use layout::RowBlock;
-pub use manifest::{Manifest, ProbeSet, RepKey, Representation, ShardEntry};
+pub use manifest::{Layout, Manifest, ProbeSet, RepKey, Representation, ShardEntry};
 pub use selector::Selector;
 pub use store::Env;
+pub use writer::{DatasetWriter, RepresentationSpec, RepresentationWriter, WriteOptions};

@@ -5,7 +5,7 @@
 //! (numerically: step10 after step2), layer (natural order: h2 before h10), then tags.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -219,13 +219,158 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
     &d[z..]
 }
 
+/// How the axes of a representation are to be read.
+///
+/// In a manifest, `layout` describes the *stored* values: `dense` (`[n, d]`), `nhwc`
+/// (`[n, h, w, c]`) or `tokens` (`[sequences, tokens, features]`). `nchw` is a *source* layout
+/// only: writers transpose each datapoint to channels-last before storing it (so every reader
+/// and the conv methods see one layout) and record `source_layout: "nchw"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[datapoints, neurons]`; a source with more axes is flattened to this.
+    Dense,
+    /// `[images, h, w, channels]` (TensorFlow/JAX order).
+    Nhwc,
+    /// `[images, channels, h, w]` (PyTorch order); stored as [`Layout::Nhwc`].
+    Nchw,
+    /// `[sequences, tokens, features]`.
+    Tokens,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 4] = [Layout::Dense, Layout::Nhwc, Layout::Nchw, Layout::Tokens];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Dense => "dense",
+            Layout::Nhwc => "nhwc",
+            Layout::Nchw => "nchw",
+            Layout::Tokens => "tokens",
+        }
+    }
+
+    /// Axes of a source array in this layout, datapoints included; `None` for dense (any
+    /// number of axes from two up, flattened).
+    pub fn source_axes(self) -> Option<usize> {
+        match self {
+            Layout::Dense => None,
+            Layout::Nhwc | Layout::Nchw => Some(4),
+            Layout::Tokens => Some(3),
+        }
+    }
+
+    /// The layout the values are stored in.
+    pub fn stored(self) -> Layout {
+        match self {
+            Layout::Nchw => Layout::Nhwc,
+            other => other,
+        }
+    }
+
+    /// The stored shape of a source array of `shape` in this layout: dense flattens everything
+    /// after the datapoint axis, nchw becomes nhwc. Errors name what is wrong with the shape.
+    pub fn stored_shape(self, shape: &[usize]) -> Result<Vec<usize>, String> {
+        if shape.len() < 2 {
+            return Err(format!(
+                "shape {shape:?} has {} axis; a representation needs [datapoints, ...]",
+                shape.len()
+            ));
+        }
+        if let Some(axes) = self.source_axes()
+            && shape.len() != axes
+        {
+            return Err(format!(
+                "layout '{}' needs {axes} axes ({}), the array has shape {shape:?}",
+                self.as_str(),
+                self.axes_text()
+            ));
+        }
+        Ok(match self {
+            Layout::Dense => vec![shape[0], shape[1..].iter().product()],
+            Layout::Nchw => vec![shape[0], shape[2], shape[3], shape[1]],
+            Layout::Nhwc | Layout::Tokens => shape.to_vec(),
+        })
+    }
+
+    /// The axes in words, for messages.
+    pub fn axes_text(self) -> &'static str {
+        match self {
+            Layout::Dense => "[datapoints, neurons]",
+            Layout::Nhwc => "[images, h, w, channels]",
+            Layout::Nchw => "[images, channels, h, w]",
+            Layout::Tokens => "[sequences, tokens, features]",
+        }
+    }
+
+    /// What a manifest written before layouts were recorded meant by a stored shape of `axes`
+    /// axes (datapoints included).
+    pub fn assumed_for(axes: usize) -> Layout {
+        match axes {
+            3 => Layout::Tokens,
+            4 => Layout::Nhwc,
+            _ => Layout::Dense,
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Layout::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| format!("unknown layout '{s}' (expected dense, nhwc, nchw or tokens)"))
+    }
+}
+
+/// Converts row-major datapoints from `source` layout to the stored layout into `out`
+/// (cleared first). Only nchw moves values; every datapoint is transposed on its own, so memory
+/// is bounded by the block. `item_shape` is the source shape of one datapoint.
+pub fn to_stored(source: Layout, item_shape: &[usize], values: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    match (source, item_shape) {
+        (Layout::Nchw, &[c, h, w]) => {
+            let len = c * h * w;
+            out.reserve(values.len());
+            for item in values.chunks_exact(len) {
+                for y in 0..h {
+                    for x in 0..w {
+                        out.extend((0..c).map(|ch| item[(ch * h + y) * w + x]));
+                    }
+                }
+            }
+        }
+        _ => out.extend_from_slice(values),
+    }
+}
+
 /// One representation: an activation matrix over the probe set, stored as shards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Representation {
     pub key: RepKey,
-    /// Full shape, datapoints first: `[n, d]` for dense layers, `[n, h, w, c]` for conv layers.
+    /// Full stored shape, datapoints first: `[n, d]` (dense), `[n, h, w, c]` (nhwc) or
+    /// `[n, tokens, features]` (tokens).
     pub shape: Vec<usize>,
+    /// How the stored axes are read: `dense`, `nhwc` or `tokens` (never `nchw`, which writers
+    /// transpose). Manifests written without it are read as dense for 2 axes, nhwc for 4,
+    /// tokens for 3.
+    pub layout: Layout,
+    /// Position of the layer in the network, input side first (forward execution order).
+    /// Analyses order layers by it, never by name. One value per (run, layer). Manifests written
+    /// without it get the layers' natural name order within each run.
+    pub depth: u32,
+    /// Layout of the ingested source when it differs from `layout` (`nchw`, transposed when
+    /// written; or a source flattened to `dense`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_layout: Option<Layout>,
     /// Stored element type; always `float32` in format version 1.
     pub dtype: String,
     /// Element type of the ingested source (`float64`, `float16`, `bfloat16`, ...), if known.
@@ -354,6 +499,24 @@ impl Representation {
                 self.shape
             ));
         }
+        let axes = match self.layout {
+            Layout::Dense => 2,
+            Layout::Nhwc => 4,
+            Layout::Tokens => 3,
+            Layout::Nchw => {
+                return Err(format!(
+                    "{id}: layout 'nchw' is not a stored layout: shards hold conv layers channels-last; transpose each datapoint to [h, w, channels] and write layout 'nhwc' with source_layout 'nchw'"
+                ));
+            }
+        };
+        if self.shape.len() != axes {
+            return Err(format!(
+                "{id}: layout '{}' needs {axes} axes {}, the shape is {:?}",
+                self.layout,
+                self.layout.axes_text(),
+                self.shape
+            ));
+        }
         if self.dtype != "float32" {
             return Err(format!(
                 "{id}: dtype '{}' is not supported (format version 1 stores float32)",
@@ -469,6 +632,10 @@ impl Manifest {
                 )));
             }
         }
+        let mut value = value;
+        if fill_legacy_fields(&mut value) {
+            warn_legacy_once(name);
+        }
         let mut m: Manifest = serde_json::from_value(value).map_err(|e| {
             invalid(format!(
                 "does not match the version {FORMAT_VERSION} schema: {e}"
@@ -498,13 +665,34 @@ impl Manifest {
             return Err("probe_set.datapoints must be positive".into());
         }
         let mut seen = std::collections::HashSet::new();
+        let mut depths: HashMap<(&str, &str), u32> = HashMap::new();
         for r in &self.representations {
             r.validate(self.probe_set.datapoints)?;
             if !seen.insert(&r.key) {
                 return Err(format!("{} is listed twice", r.id()));
             }
+            let first = *depths
+                .entry((r.key.run.as_str(), r.key.layer.as_str()))
+                .or_insert(r.depth);
+            if first != r.depth {
+                return Err(format!(
+                    "run '{}' layer '{}' has depth {first} in one representation and {} in another ({}); a layer has one depth",
+                    r.key.run,
+                    r.key.layer,
+                    r.depth,
+                    r.id()
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The depth of `layer` in `run`, if the manifest holds it.
+    pub fn depth_of(&self, run: &str, layer: &str) -> Option<u32> {
+        self.representations
+            .iter()
+            .find(|r| r.key.run == run && r.key.layer == layer)
+            .map(|r| r.depth)
     }
 
     /// The representation with exactly this key.
@@ -518,6 +706,80 @@ impl Manifest {
             Some(slot) => *slot = rep,
             None => self.representations.push(rep),
         }
+    }
+}
+
+/// Fills `layout` and `depth` into representations of a manifest written before they existed:
+/// the layout from the number of axes (what readers assumed then), the depth from the natural
+/// order of the layer names within each run (the order reports used then). Returns whether
+/// anything was filled in.
+fn fill_legacy_fields(value: &mut serde_json::Value) -> bool {
+    let Some(reps) = value
+        .get_mut("representations")
+        .and_then(|r| r.as_array_mut())
+    else {
+        return false;
+    };
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get("key")
+            .and_then(|key| key.get(k))
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+    };
+    let mut layers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in reps.iter() {
+        if let (Some(run), Some(layer)) = (text(r, "run"), text(r, "layer")) {
+            layers.entry(run).or_default().push(layer);
+        }
+    }
+    for names in layers.values_mut() {
+        names.sort_by(|a, b| natural_cmp(a, b));
+        names.dedup();
+    }
+    let mut filled = false;
+    for r in reps.iter_mut() {
+        let axes = r
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|s| s.len())
+            .unwrap_or(0);
+        let depth = match (text(r, "run"), text(r, "layer")) {
+            (Some(run), Some(layer)) => layers
+                .get(&run)
+                .and_then(|names| names.iter().position(|n| *n == layer))
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let Some(obj) = r.as_object_mut() else {
+            continue;
+        };
+        if !obj.contains_key("layout") {
+            obj.insert("layout".into(), Layout::assumed_for(axes).as_str().into());
+            filled = true;
+        }
+        if !obj.contains_key("depth") {
+            obj.insert("depth".into(), depth.into());
+            filled = true;
+        }
+    }
+    filled
+}
+
+/// One warning per manifest and process: the same dataset is opened many times by a sweep.
+fn warn_legacy_once(name: &str) {
+    static WARNED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned
+        .get_or_insert_with(Default::default)
+        .insert(name.to_string())
+    {
+        tracing::warn!(
+            manifest = %name,
+            "the dataset was written without layouts and depths: reading [n, d] as dense, \
+             [n, h, w, c] as nhwc and [n, t, f] as tokens, and ordering layers by name; \
+             re-ingest with --layout and --layer-order to declare them"
+        );
     }
 }
 
@@ -564,5 +826,94 @@ mod tests {
         k.tags.insert("lr".into(), "0.1".into());
         assert_eq!(k.id(), "run=my run,seed=0,step=5,layer=blocks/1,lr=0.1");
         assert_eq!(k.shard_dir(), "data/my%20run/seed0/step5/lr=0.1/blocks%2F1");
+    }
+}
+
+#[cfg(test)]
+mod legacy_tests {
+    use super::*;
+
+    #[test]
+    fn manifests_without_layout_and_depth_read_as_before() {
+        let shard = |p: &str, rows: usize| serde_json::json!({"path": p, "row_start": 0, "rows": rows, "bytes": 4 * rows * 64, "sha256": "0".repeat(64)});
+        let rep = |layer: &str, shape: serde_json::Value| serde_json::json!({"key": {"run": "r", "layer": layer}, "shape": shape, "dtype": "float32", "shards": [shard(layer, 3)]});
+        let json = serde_json::json!({
+            "format": "svcca-dataset", "version": 1,
+            "probe_set": {"datapoints": 3, "fingerprint": null},
+            "representations": [
+                rep("h10", serde_json::json!([3, 4])),
+                rep("conv2", serde_json::json!([3, 2, 2, 4])),
+                rep("h2", serde_json::json!([3, 4])),
+                rep("tok", serde_json::json!([3, 2, 4])),
+            ]
+        });
+        let m = Manifest::from_json(&serde_json::to_vec(&json).unwrap(), "old.json").unwrap();
+        let got: Vec<(&str, Layout, u32)> = m
+            .representations
+            .iter()
+            .map(|r| (r.key.layer.as_str(), r.layout, r.depth))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("conv2", Layout::Nhwc, 0),
+                ("h2", Layout::Dense, 1),
+                ("h10", Layout::Dense, 2),
+                ("tok", Layout::Tokens, 3)
+            ]
+        );
+        // Written back, the fields are explicit and read the same.
+        let again = Manifest::from_json(&m.to_json(), "new.json").unwrap();
+        assert_eq!(again, m);
+        assert!(
+            String::from_utf8(m.to_json())
+                .unwrap()
+                .contains("\"layout\": \"nhwc\"")
+        );
+    }
+
+    #[test]
+    fn a_layer_has_one_depth_and_nchw_is_not_stored() {
+        let mut m = Manifest::new(ProbeSet {
+            datapoints: 2,
+            fingerprint: None,
+            description: None,
+        });
+        let rep = |seed: u64, depth: u32, layout: Layout, shape: Vec<usize>| Representation {
+            key: RepKey {
+                run: "r".into(),
+                seed: Some(seed),
+                step: None,
+                layer: "l".into(),
+                tags: Default::default(),
+            },
+            shape,
+            layout,
+            depth,
+            source_layout: None,
+            dtype: "float32".into(),
+            source_dtype: None,
+            source: None,
+            shards: vec![ShardEntry {
+                path: "a".into(),
+                row_start: 0,
+                rows: 2,
+                bytes: 100,
+                sha256: "0".repeat(64),
+            }],
+            values_sha256: None,
+        };
+        m.upsert(rep(0, 1, Layout::Dense, vec![2, 3]));
+        m.upsert(rep(1, 1, Layout::Dense, vec![2, 3]));
+        m.validate().unwrap();
+        m.upsert(rep(1, 2, Layout::Dense, vec![2, 3]));
+        let e = m.validate().unwrap_err();
+        assert!(e.contains("has depth 1 in one representation and 2"), "{e}");
+        m.upsert(rep(1, 1, Layout::Nchw, vec![2, 3, 1, 1]));
+        let e = m.validate().unwrap_err();
+        assert!(e.contains("'nchw' is not a stored layout"), "{e}");
+        m.upsert(rep(1, 1, Layout::Nhwc, vec![2, 3]));
+        let e = m.validate().unwrap_err();
+        assert!(e.contains("layout 'nhwc' needs 4 axes"), "{e}");
     }
 }

@@ -50,6 +50,8 @@ impl Backend {
         IngestConfig::new(src, url)
             .with_pattern(PATTERN)
             .with_env(self.env.clone())
+            // The digits conv activations are [images, h, w, channels].
+            .with_layout(svcca_storage::LayoutRule::all(svcca_storage::Layout::Nhwc))
     }
     async fn raw_get(&self, url: &str, relative: &str) -> Vec<u8> {
         let loc = self.location(url);

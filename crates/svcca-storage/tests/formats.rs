@@ -6,7 +6,8 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 
-use svcca_storage::ingest::IngestConfig;
+use svcca_storage::Layout;
+use svcca_storage::ingest::{IngestConfig, LayerOrder, LayoutRule};
 use svcca_storage::npy::encode_npy;
 use svcca_storage::{Dataset, Env, ReadOptions, StorageError, ingest};
 
@@ -103,7 +104,8 @@ async fn npz_members_stored_and_deflated_become_layers() {
         IngestConfig::new(src.path(), &url)
             .with_pattern("{model}/seed{seed}/step{step}/acts.npz")
             .with_shard_rows(7)
-            .with_env(Env::default()),
+            .with_env(Env::default())
+            .with_layout(LayoutRule::parse("layer=con?:nhwc").unwrap()),
     )
     .await
     .unwrap();
@@ -323,4 +325,110 @@ async fn bad_inputs_are_named() {
         matches!(e, StorageError::NonFinite { row: 4, col: 1, .. }),
         "{e}"
     );
+}
+
+/// PyTorch-order activations ingested with `--layout nchw` are stored exactly as the same values
+/// transposed to channels-last and ingested as nhwc; without a layout they are refused; a 2-D
+/// array in the same files stays dense; `--layer-order` sets depths, not names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nchw_sources_are_stored_as_their_nhwc_transpose_with_declared_depths() {
+    let (n, c, h, w) = (11, 3, 2, 5);
+    let nchw = values(n * c * h * w, 5);
+    let mut nhwc = vec![0f32; nchw.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    nhwc[((i * h + y) * w + x) * c + ch] = nchw[((i * c + ch) * h + y) * w + x];
+                }
+            }
+        }
+    }
+    let fc = values(n * 4, 6);
+    let write = |dir: &Path, conv: &[f32], shape: &[usize]| {
+        let d = dir.join("net/seed0/step1");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("zconv.npy"), npy_bytes_f32(shape, conv)).unwrap();
+        std::fs::write(d.join("fc.npy"), npy_bytes_f32(&[n, 4], &fc)).unwrap();
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(a.path(), &nchw, &[n, c, h, w]);
+    write(b.path(), &nhwc, &[n, h, w, c]);
+    let out = tempfile::tempdir().unwrap();
+    let config = |src: &Path, url: &str| {
+        IngestConfig::new(src, url)
+            .with_pattern("{run}/seed{seed}/step{step}/{layer}.npy")
+            .with_shard_rows(4)
+            .with_env(Env::default())
+    };
+
+    let url_a = out.path().join("a").display().to_string();
+    let e = ingest(config(a.path(), &url_a)).await.unwrap_err();
+    assert!(
+        matches!(&e, StorageError::LayoutRequired { shape, .. } if *shape == vec![n, c, h, w]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--layout nhwc|nchw|dense"), "{e}");
+
+    let e = ingest(
+        config(a.path(), &url_a)
+            .with_layout(LayoutRule::all(Layout::Nchw))
+            .with_layer_order(LayerOrder::parse_list("zconv").unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("layer 'fc'"), "{e}");
+
+    ingest(
+        config(a.path(), &url_a)
+            .with_layout(LayoutRule::all(Layout::Nchw))
+            .with_layer_order(LayerOrder::parse_list("zconv, fc").unwrap()),
+    )
+    .await
+    .unwrap();
+    let url_b = out.path().join("b").display().to_string();
+    ingest(config(b.path(), &url_b).with_layout(LayoutRule::parse("nhwc").unwrap()))
+        .await
+        .unwrap();
+    let (da, db) = (open(&url_a).await, open(&url_b).await);
+    let conv = |ds: &Dataset| {
+        ds.representations()
+            .iter()
+            .find(|r| r.key.layer == "zconv")
+            .unwrap()
+            .clone()
+    };
+    let (ra, rb) = (conv(&da), conv(&db));
+    assert_eq!(ra.shape, vec![n, h, w, c]);
+    assert_eq!(
+        (ra.layout, ra.source_layout),
+        (Layout::Nhwc, Some(Layout::Nchw))
+    );
+    assert_eq!((rb.layout, rb.source_layout), (Layout::Nhwc, None));
+    assert_eq!(ra.values_sha256, rb.values_sha256);
+    assert_eq!(da.read_all(&ra).await.unwrap(), nhwc);
+    let depth = |ds: &Dataset, l: &str| ds.manifest().depth_of("net", l).unwrap();
+    assert_eq!((depth(&da, "zconv"), depth(&da, "fc")), (0, 1));
+    // Without an order, names: fc before zconv.
+    assert_eq!((depth(&db, "fc"), depth(&db, "zconv")), (0, 1));
+    let fc_layout = da
+        .representations()
+        .iter()
+        .find(|r| r.key.layer == "fc")
+        .unwrap()
+        .layout;
+    assert_eq!(fc_layout, Layout::Dense);
+
+    // A new order for the same data changes the depths only.
+    let report = ingest(
+        config(b.path(), &url_b)
+            .with_layout(LayoutRule::all(Layout::Nhwc))
+            .with_layer_order(LayerOrder::parse_list("zconv,fc").unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.unchanged.len(), 2);
+    assert_eq!(report.shards_written, 0);
+    let db = open(&url_b).await;
+    assert_eq!((depth(&db, "zconv"), depth(&db, "fc")), (0, 1));
 }

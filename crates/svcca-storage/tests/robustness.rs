@@ -38,6 +38,8 @@ fn config(src: &Path, url: &str) -> IngestConfig {
     IngestConfig::new(src, url)
         .with_pattern(PATTERN)
         .with_env(Env::default())
+        // The digits conv activations are [images, h, w, channels].
+        .with_layout(svcca_storage::LayoutRule::all(svcca_storage::Layout::Nhwc))
 }
 
 fn h4_values() -> Vec<f32> {
@@ -217,6 +219,7 @@ async fn huge_claimed_shapes_are_listed_but_refused_before_allocating() {
     edit_manifest(dir.path(), |v| {
         v["representations"][0]["shape"] =
             serde_json::json!([597, 1u64 << 40, 1u64 << 40, 1u64 << 40]);
+        v["representations"][0]["layout"] = "nhwc".into();
     });
     let ds = open(&url).await.expect("listed");
     let rep = ds.representations()[0].clone();

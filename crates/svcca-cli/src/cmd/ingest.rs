@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use svcca_storage::ingest::{DEFAULT_PATTERN, IngestConfig, IngestEvent, ProbeIdentity};
+use svcca_storage::ingest::{
+    DEFAULT_PATTERN, IngestConfig, IngestEvent, LayerOrder, LayoutRule, ProbeIdentity,
+};
 
 use crate::exit::{CmdResult, Failure};
 
@@ -16,11 +18,21 @@ use crate::exit::{CmdResult, Failure};
 /// manifest. Rerunning is idempotent and resumes an interrupted ingest; data that differs from
 /// what the dataset already holds is never replaced without --force. Each array of an .npz and
 /// each tensor of a .safetensors file becomes a layer named after it.
+///
+/// Files do not say how to read their axes: arrays with more than two axes need --layout
+/// (nhwc = [images, h, w, channels], nchw = [images, channels, h, w], PyTorch's order,
+/// transposed to nhwc when stored; tokens = [sequences, tokens, features]; dense flattens
+/// everything after the datapoint axis). --layer-order gives each layer its depth in the network,
+/// which the report's layer analyses follow.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  svcca ingest fixtures/digits file:///tmp/ds --pattern '{run}/seed{seed}/step{step}/{layer}.npy'\n  \
 AWS_ENDPOINT=http://127.0.0.1:8333 AWS_ALLOW_HTTP=true svcca ingest acts/ s3://bucket/ds\n\n\
-Pattern placeholders: {run} (or {model}), {seed}, {step} (digits), {layer}, {*} (ignored), any other {name} becomes a tag."
+Pattern placeholders: {run} (or {model}), {seed}, {step} (digits), {layer}, {*} (ignored), any other {name} becomes a tag.\n\n\
+Layouts:\n  svcca ingest acts/ ds --layout nchw                                   # every array with more than 2 axes is [N, C, H, W]\n  \
+svcca ingest acts/ ds --layout nhwc --layout 'layer=attn*:tokens'      # rules: KEY=GLOB:LAYOUT, the last match wins\n  \
+svcca ingest acts/ ds --layout 'file=torch/*:nchw'                     # KEY may be run, seed, step, layer, a tag, or file\n  \
+svcca ingest acts/ ds --layout nchw --layer-order conv1,layer1.0.conv1,layer2.0.conv1,fc"
 )]
 pub struct IngestArgs {
     /// Directory to read.
@@ -46,13 +58,26 @@ pub struct IngestArgs {
     /// Free-text description of the probe set, stored in the manifest.
     #[arg(long)]
     pub probe_description: Option<String>,
+    /// Layout of the arrays: dense, nhwc, nchw or tokens for every file, or KEY=GLOB:LAYOUT
+    /// for some (KEY: run, seed, step, layer, a tag name, or file = the path under SRC); repeat
+    /// it, the last matching rule wins. Arrays of more than two axes without one are refused.
+    #[arg(long = "layout", value_name = "RULE")]
+    pub layouts: Vec<String>,
+    /// The layers in network order, input side first (comma-separated): sets each layer's
+    /// depth. Without it, layers the dataset holds keep their depth and new ones follow in name
+    /// order.
+    #[arg(long, value_name = "A,B,C", conflicts_with = "layer_order_file")]
+    pub layer_order: Option<String>,
+    /// As --layer-order, one layer name per line (lines starting with # are ignored).
+    #[arg(long, value_name = "FILE")]
+    pub layer_order_file: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 impl IngestArgs {
-    fn into_config(self) -> (IngestConfig, bool) {
+    fn into_config(self) -> Result<(IngestConfig, bool), Failure> {
         let mut c = IngestConfig::new(self.src, self.dest_url)
             .with_pattern(self.pattern)
             .with_force(self.force);
@@ -63,7 +88,15 @@ impl IngestArgs {
             (None, None) => None,
         };
         c.probe_description = self.probe_description;
-        (c, self.json)
+        for rule in &self.layouts {
+            c = c.with_layout(LayoutRule::parse(rule).map_err(storage_failure)?);
+        }
+        c.layer_order = match (&self.layer_order, &self.layer_order_file) {
+            (Some(list), _) => Some(LayerOrder::parse_list(list).map_err(storage_failure)?),
+            (None, Some(file)) => Some(LayerOrder::read_file(file).map_err(storage_failure)?),
+            (None, None) => None,
+        };
+        Ok((c, self.json))
     }
 }
 
@@ -71,7 +104,7 @@ pub fn run(args: IngestArgs) -> CmdResult {
     if args.shard_rows == Some(0) {
         return Err(Failure::fatal("--shard-rows must be at least 1"));
     }
-    let (config, json) = args.into_config();
+    let (config, json) = args.into_config()?;
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::new(0)
     } else {

@@ -139,9 +139,11 @@ fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
         }
         let tags: String = k.tags.iter().map(|(a, b)| format!(" {a}={b}")).collect();
         outln!(
-            "      {:<12}{tags} {:<18} {:<8} {:>3} shard{} {:>10}",
+            "      {:<12}{tags} {:<18} {:<6} depth {:<3} {:<8} {:>3} shard{} {:>10}",
             k.layer,
             format!("{:?}", r.shape),
+            r.layout.as_str(),
+            r.depth,
             r.dtype,
             r.shards.len(),
             if r.shards.len() == 1 { " " } else { "s" },
@@ -157,6 +159,9 @@ fn rep_json(r: &Representation) -> serde_json::Value {
         "key": r.key,
         "shape": r.shape,
         "item_shape": r.item_shape(),
+        "layout": r.layout,
+        "depth": r.depth,
+        "source_layout": r.source_layout,
         "dtype": r.dtype,
         "source_dtype": r.source_dtype,
         "shards": r.shards.len(),

@@ -150,6 +150,9 @@ impl Dataset {
             &self.pattern,
             "--shard-rows",
             &shard_rows,
+            // Conv cases write [images, h, w, channels].
+            "--layout",
+            "nhwc",
         ];
         if force {
             args.push("--force");
