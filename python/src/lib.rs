@@ -20,6 +20,7 @@ use svcca_compare::{Block, BlockSource, CompareConfig, CompareError, Input, Opti
 use svcca_core::conv::{ConvMethod, Layout};
 use svcca_core::{KeepRule, Metric, Mode};
 
+mod dataset;
 mod sweep;
 
 create_exception!(
@@ -134,6 +135,15 @@ impl ArraySource {
 
     fn row_len(&self) -> usize {
         self.shape[1..].iter().product()
+    }
+
+    /// The element type as the manifest's `source_dtype` names it.
+    fn dtype_name(&self) -> &'static str {
+        match self.elem {
+            Elem::F16 => "float16",
+            Elem::F32 => "float32",
+            Elem::F64 => "float64",
+        }
     }
 
     /// Rows are contiguous and row-major: blocks can be lent without a copy.
@@ -374,6 +384,7 @@ fn compare(
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SvccaError", m.py().get_type::<SvccaError>())?;
+    m.add_class::<dataset::DatasetWriter>()?;
     m.add_function(wrap_pyfunction!(compare, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::sweep, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::read_object, m)?)?;
