@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from ._dataset import Dataset
 
 # PyTorch's own axis orders, by rank of a layer's output (datapoints first).
 _LAYOUT_BY_RANK = {2: "dense", 3: "tokens", 4: "nchw"}
+
+
+def _layout(module: Any, rank: int) -> str:
+    # A 3-D output is [sequences, tokens, features] from attention, recurrent and embedding
+    # layers, but [N, channels, length] from 1-D convolutions, norms and pools, which have no
+    # layout of their own: those are stored flattened.
+    if rank == 3 and type(module).__name__.endswith("1d"):
+        return "dense"
+    return _LAYOUT_BY_RANK[rank]
 
 
 def _inputs(data: Any, batch_size: int) -> Iterable[Any]:
@@ -37,6 +46,7 @@ def record(
     seed: Optional[int] = None,
     step: Optional[int] = None,
     layers: Optional[Sequence[str]] = None,
+    layouts: Optional[Mapping[str, str]] = None,
     batch_size: int = 256,
     force: bool = False,
     **tags: Any,
@@ -47,8 +57,11 @@ def record(
     input tensors or ``(inputs, labels)``; it must yield the same datapoints in the same order
     every time it is recorded. ``layers`` are module names as ``model.named_modules()`` gives them
     (default: every leaf module). Each layer is stored under ``run``/``seed``/``step`` and its
-    name, with its layout (2-D outputs dense, 3-D ``tokens``, 4-D ``nchw``) and its depth (the
-    order the hooks fired in), batch by batch, so the probe set need not fit in memory.
+    name, with its layout and its depth (the order the hooks fired in), batch by batch, so the
+    probe set need not fit in memory. Layouts follow PyTorch's conventions: 2-D outputs are
+    dense, 4-D ``nchw``, 3-D ``tokens`` (``[sequences, tokens, features]``) except from ``*1d``
+    modules (``Conv1d``, ``BatchNorm1d``, ...), whose ``[N, C, L]`` is stored flattened (dense);
+    ``layouts={'name': 'dense'}`` overrides any of them.
 
     The model runs in ``eval()`` mode under ``torch.no_grad()``; its hooks are removed and its
     training mode restored even when recording fails, so this can run inside a training loop.
@@ -67,11 +80,15 @@ def record(
             raise ValueError(f"record: the model has no module {', '.join(unknown)}; its modules: {known}")
     if not names:
         raise ValueError("record: no layers to record (the model has no named modules)")
+    stray = sorted(set(layouts or {}) - set(names))
+    if stray:
+        raise ValueError(f"record: layouts= names {', '.join(stray)}, which are not recorded layers")
 
     target = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     order: list = []  # hook firing order on the first batch = depth
     outputs: dict = {}
     skipped: dict = {}
+    kinds: dict = {}
 
     def hook_for(name: str):
         def hook(_module, _inputs, output):
@@ -87,6 +104,7 @@ def record(
                     f"per input in layers="
                 )
             outputs[name] = output.detach()
+            kinds[name] = (layouts or {}).get(name) or _layout(_module, output.dim())
             if name not in order:
                 order.append(name)
 
@@ -125,7 +143,7 @@ def record(
                         seed=seed,
                         step=step,
                         layer=name,
-                        layout=_LAYOUT_BY_RANK[output.dim()],
+                        layout=kinds[name],
                         depth=order.index(name),
                         **tags,
                     )

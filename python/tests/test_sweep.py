@@ -70,3 +70,14 @@ def test_sweep_errors_are_the_cli_messages(cli, tmp_path):
     assert "manifest" in str(raised.value) or "missing" in str(raised.value)
     with pytest.raises(svcca.SvccaError, match="no results.json"):
         svcca.load_results(tmp_path)
+
+
+def test_load_results_without_pandas(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    svcca.sweep(DATASET, out=out, compare="vs-final", where={"seed": 0, "layer": "h1"}, report=False)
+    assert not (out / "report").exists()
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"pip install pandas.*frame=False"):
+        svcca.load_results(out)
+    rows = svcca.load_results(out, frame=False, coefficients=False)
+    assert len(rows) == 4 and "coefficients" not in rows[0]

@@ -94,6 +94,28 @@ def test_record_named_layers_from_a_loader_and_cleans_up_on_error(tmp_path):
     assert not (tmp_path / "ds3" / "manifest.json").exists()
 
 
+def test_three_axis_outputs_by_module_kind(tmp_path):
+    class Seq(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(4, 6, 3, padding=1)  # [N, C, L]: stored flattened
+            self.attn = torch.nn.Linear(5, 5)  # [N, tokens, features]
+
+        def forward(self, x):
+            return self.attn(self.conv(x)[:, :, :5])
+
+    model = Seq()
+    x = torch.randn(120, 4, 5, generator=torch.Generator().manual_seed(2))
+    svcca.record(model, x, tmp_path / "ds", run="seq")
+    reps = {r["key"]["layer"]: r for r in svcca.Dataset(tmp_path / "ds").representations()}
+    assert reps["conv"]["layout"] == "dense" and reps["conv"]["shape"] == [120, 30]
+    assert reps["attn"]["layout"] == "tokens" and reps["attn"]["shape"] == [120, 6, 5]
+    svcca.record(model, x, tmp_path / "ds2", run="seq", layers=["attn"], layouts={"attn": "dense"})
+    assert svcca.Dataset(tmp_path / "ds2").representations()[0]["layout"] == "dense"
+    with pytest.raises(ValueError, match="layouts= names conv"):
+        svcca.record(model, x, tmp_path / "ds3", run="seq", layers=["attn"], layouts={"conv": "dense"})
+
+
 def test_record_then_sweep_orders_layers_by_depth(tmp_path):
     torch.manual_seed(1)
     model = SmallCnn()
