@@ -107,3 +107,30 @@ def test_conv_layouts(tmp_path):
         bad = np.load(mlp(0, 400, "h1")).copy()
         bad[3, 4] = np.nan
         svcca.Dataset(tmp_path / "nan").write(bad, run="mlp", layer="h1")
+
+
+def test_float64_and_float16_are_narrowed_as_ingest_narrows_them(cli, tmp_path):
+    rng = np.random.default_rng(7)
+    arrays = {"wide": rng.standard_normal((200, 12)), "half": rng.standard_normal((200, 12)).astype(np.float16)}
+    # One .safetensors file holding both (each tensor becomes a layer named after it).
+    header, blobs, offset = {}, [], 0
+    for name, array in arrays.items():
+        blob = array.astype(array.dtype.newbyteorder("<")).tobytes()
+        dtype = {"float64": "F64", "float16": "F16"}[str(array.dtype)]
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    (tmp_path / "src" / "m").mkdir(parents=True)
+    (tmp_path / "src" / "m" / "acts.safetensors").write_bytes(
+        len(text).to_bytes(8, "little") + text + b"".join(blobs)
+    )
+    cli("ingest", tmp_path / "src", tmp_path / "ingested", "--pattern", "{run}/{*}.safetensors")
+    written = svcca.Dataset(tmp_path / "written")
+    with written.writer(datapoints=200) as w:
+        for name, array in arrays.items():
+            w.append(array[:120], run="m", layer=name)
+            w.append(array[120:], run="m", layer=name)
+    a = json.loads((tmp_path / "ingested" / "manifest.json").read_text())
+    assert stored(a) == stored(written.manifest())
+    assert {r["source_dtype"] for r in written.representations()} == {"float64", "float16"}
