@@ -18,40 +18,8 @@ use svcca_storage::{Dataset, FileArray, ReadOptions, Selector, StorageError};
 
 use crate::exit::Failure;
 
-/// A block of consecutive datapoints, row-major, in the source's own precision.
-pub enum Block {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-}
-
-impl Block {
-    /// Values in the block (rows × values per datapoint).
-    pub fn len(&self) -> usize {
-        match self {
-            Block::F32(v) => v.len(),
-            Block::F64(v) => v.len(),
-        }
-    }
-
-    pub fn as_core(&self, rows: usize, cols: usize) -> Result<svcca_core::RowBlock<'_>, Failure> {
-        match self {
-            Block::F32(v) => svcca_core::RowBlock::f32(v, rows, cols),
-            Block::F64(v) => svcca_core::RowBlock::f64(v, rows, cols),
-        }
-        .map_err(|e| Failure::fatal(e.to_string()))
-    }
-
-    pub fn as_conv<'a>(
-        &'a self,
-        shape: &[usize],
-        layout: svcca_core::conv::Layout,
-    ) -> Result<svcca_core::conv::ConvInput<'a>, svcca_core::conv::ConvError> {
-        match self {
-            Block::F32(v) => svcca_core::conv::ConvInput::f32(v, shape, layout),
-            Block::F64(v) => svcca_core::conv::ConvInput::f64(v, shape, layout),
-        }
-    }
-}
+/// A block of consecutive datapoints as the comparison reads them.
+pub use svcca_compare::Block;
 
 /// An opened representation.
 pub struct Source {
@@ -148,33 +116,20 @@ impl Source {
         })
     }
 
-    pub fn datapoints(&self) -> usize {
-        self.shape[0]
-    }
-
-    /// Values per datapoint. Only called once the memory bound has been checked against the
-    /// shape, which a claim too large to multiply out cannot pass.
-    pub fn row_len(&self) -> usize {
-        self.shape[1..]
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .unwrap_or(usize::MAX)
-    }
-
     /// The next `rows` datapoints (fewer at the end; `None` when exhausted).
     pub fn next(
         &mut self,
         rows: usize,
         runtime: &tokio::runtime::Runtime,
-    ) -> Result<Option<Block>, Failure> {
+    ) -> Result<Option<Block<'static>>, Failure> {
         let fatal = |e: svcca_storage::npy::NpyError| Failure::fatal(e.to_string());
         match &mut self.reader {
             Reader::NpyF32(blocks) => Ok(read_exact_rows(blocks, rows)
                 .map_err(fatal)?
-                .map(Block::F32)),
+                .map(|v| Block::F32(v.into()))),
             Reader::NpyF64(blocks) => Ok(read_exact_rows(blocks, rows)
                 .map_err(fatal)?
-                .map(Block::F64)),
+                .map(|v| Block::F64(v.into()))),
             Reader::NeuronsFirst(r) => r.next(rows),
             Reader::Dataset(r) => runtime.block_on(r.next(rows)),
             Reader::Member(r) => r.next(rows),
@@ -226,7 +181,7 @@ impl NeuronsFirstReader {
         })
     }
 
-    fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
+    fn next(&mut self, rows: usize) -> Result<Option<Block<'static>>, Failure> {
         use std::os::unix::fs::FileExt;
         if self.next >= self.datapoints {
             return Ok(None);
@@ -254,10 +209,10 @@ impl NeuronsFirstReader {
             self.next += rows;
             return Ok(Some(if wide {
                 svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut out_f64);
-                Block::F64(out_f64)
+                Block::F64(out_f64.into())
             } else {
                 svcca_storage::npy::decode(dtype, big_endian, &self.bytes, &mut out_f32);
-                Block::F32(out_f32)
+                Block::F32(out_f32.into())
             }));
         }
         for neuron in 0..self.neurons {
@@ -286,9 +241,9 @@ impl NeuronsFirstReader {
         }
         self.next += rows;
         Ok(Some(if wide {
-            Block::F64(out_f64)
+            Block::F64(out_f64.into())
         } else {
-            Block::F32(out_f32)
+            Block::F32(out_f32.into())
         }))
     }
 }
@@ -342,7 +297,7 @@ impl MemberReader {
         }
     }
 
-    fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
+    fn next(&mut self, rows: usize) -> Result<Option<Block<'static>>, Failure> {
         let want = rows.saturating_mul(self.row_len);
         while self.pending.len() < want {
             match self.blocks.recv() {
@@ -354,7 +309,9 @@ impl MemberReader {
             return Ok(None);
         }
         let rest = self.pending.split_off(want.min(self.pending.len()));
-        Ok(Some(Block::F32(std::mem::replace(&mut self.pending, rest))))
+        Ok(Some(Block::F32(
+            std::mem::replace(&mut self.pending, rest).into(),
+        )))
     }
 }
 
@@ -387,7 +344,7 @@ impl DatasetReader {
         Ok((rep.shape.clone(), reader))
     }
 
-    async fn next(&mut self, rows: usize) -> Result<Option<Block>, Failure> {
+    async fn next(&mut self, rows: usize) -> Result<Option<Block<'static>>, Failure> {
         let mut out: Vec<f32> =
             Vec::with_capacity(rows.saturating_mul(self.row_len).min(self.values));
         while out.len() < rows.saturating_mul(self.row_len) {
@@ -406,7 +363,7 @@ impl DatasetReader {
                 out.extend_from_slice(block.values());
             }
         }
-        Ok((!out.is_empty()).then_some(Block::F32(out)))
+        Ok((!out.is_empty()).then_some(Block::F32(out.into())))
     }
 }
 

@@ -3,14 +3,14 @@
 use std::fmt::Write as _;
 
 use clap::ValueEnum;
-use serde_json::json;
-use svcca_core::conv::{
-    ConvComparison, ConvError, ConvMethod, ConvMomentAccumulator, ConvOptions, ConvPlan, Layout,
+use svcca_compare::{
+    BlockSource, CompareConfig, CompareError, Input, OptionNames, Outcome, to_json,
 };
-use svcca_core::{CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode};
+use svcca_core::conv::{ConvComparison, ConvMethod, Layout};
+use svcca_core::{Comparison, JointMoments, KeepRule, Metric, Mode};
 
 use crate::exit::{CmdResult, Failure};
-use crate::source::Source;
+use crate::source::{Block, Source};
 
 /// Compare two representations (SVCCA by default).
 ///
@@ -139,43 +139,61 @@ impl CompareArgs {
         }
     }
 
-    /// The dense comparison options these flags describe.
-    pub fn compare_options(&self) -> CompareOptions {
-        let mut opts = CompareOptions::default()
-            .with_metric(self.metric.into())
-            .with_mode(self.mode())
-            .with_keep(self.keep())
-            .with_threshold(self.threshold)
-            .with_allow_trivial(self.allow_trivial);
-        if let Some(e) = self.epsilon {
-            opts = opts.with_epsilon(e);
+    /// The comparison these flags describe.
+    pub fn config(&self) -> CompareConfig {
+        CompareConfig {
+            metric: self.metric.into(),
+            mode: self.mode(),
+            keep: self.keep(),
+            epsilon: self.epsilon,
+            threshold: self.threshold,
+            conv: self.conv.map(|method| {
+                let layout = if self.nchw {
+                    Layout::Nchw
+                } else {
+                    Layout::Nhwc
+                };
+                (method.into(), layout)
+            }),
+            allow_trivial: self.allow_trivial,
+            block_rows: self.block_rows,
+            memory_mb: self.memory_mb,
         }
-        opts
+    }
+}
+
+/// A source read on the command's I/O runtime.
+struct Opened<'r> {
+    source: Source,
+    runtime: &'r tokio::runtime::Runtime,
+}
+
+impl BlockSource for Opened<'_> {
+    fn name(&self) -> &str {
+        &self.source.name
     }
 
-    /// The conv comparison options these flags describe.
-    pub fn conv_options(&self, method: ConvMethod) -> Result<ConvOptions, Failure> {
-        let keep = match self.metric {
-            MetricArg::Svcca => self.keep(),
-            MetricArg::Cca => KeepRule::All,
-            MetricArg::Pwcca | MetricArg::Cka => {
-                return Err(Failure::fatal(format!(
-                    "--metric {} is not available with --conv; conv layers are compared with svcca or cca \
-                     (per frequency for dft)",
-                    Metric::from(self.metric)
-                )));
-            }
-        };
-        let mut opts = ConvOptions::default()
-            .with_method(method)
-            .with_mode(self.mode())
-            .with_keep(keep)
-            .with_threshold(self.threshold)
-            .with_allow_trivial(self.allow_trivial);
-        if let Some(e) = self.epsilon {
-            opts = opts.with_epsilon(e);
-        }
-        Ok(opts)
+    fn shape(&self) -> &[usize] {
+        &self.source.shape
+    }
+
+    fn next_block(&mut self, rows: usize) -> Result<Option<Block<'_>>, CompareError> {
+        self.source
+            .next(rows, self.runtime)
+            .map_err(|f| CompareError::Read {
+                message: f.message,
+                retryable: f.retryable,
+            })
+    }
+}
+
+fn compare_failure(e: CompareError, neurons_first: bool) -> Failure {
+    match e {
+        CompareError::Read { message, retryable } => Failure { message, retryable },
+        e @ CompareError::DatapointMismatch { .. } if !neurons_first => Failure::fatal(format!(
+            "{e} (if your files are [neurons, datapoints], pass --neurons-first)"
+        )),
+        e => Failure::fatal(e.to_string()),
     }
 }
 
@@ -188,23 +206,8 @@ pub fn run(args: CompareArgs) -> CmdResult {
         .enable_all()
         .build()
         .map_err(|e| Failure::retryable(format!("cannot start the I/O runtime: {e}")))?;
-    let mut x = Source::open(&args.x, args.neurons_first, &runtime)?;
-    let mut y = Source::open(&args.y, args.neurons_first, &runtime)?;
-    if x.datapoints() != y.datapoints() {
-        return Err(Failure::fatal(format!(
-            "{} has {} datapoints but {} has {}: both representations must cover the same datapoints \
-             in the same order{}",
-            x.name,
-            x.datapoints(),
-            y.name,
-            y.datapoints(),
-            if args.neurons_first {
-                ""
-            } else {
-                " (if your files are [neurons, datapoints], pass --neurons-first)"
-            }
-        )));
-    }
+    let x = Source::open(&args.x, args.neurons_first, &runtime)?;
+    let y = Source::open(&args.y, args.neurons_first, &runtime)?;
     if args.export_directions.is_some() && args.conv.is_some() {
         return Err(Failure::fatal(
             "--export-directions is for dense layers; conv layers have per-frequency directions",
@@ -213,92 +216,39 @@ pub fn run(args: CompareArgs) -> CmdResult {
     if let Some(dir) = &args.export_directions {
         refuse_existing_directions(dir)?;
     }
-    let output = match args.conv {
-        None => {
-            for s in [&x, &y] {
-                if s.shape.len() != 2 {
-                    return Err(Failure::fatal(format!(
-                        "{} has shape {:?}; dense comparisons need [datapoints, neurons] (pass --conv dft|fold|pool \
-                         for 4-D conv activations)",
-                        s.name, s.shape
-                    )));
-                }
-            }
-            let (dx, dy) = (x.shape[1], y.shape[1]);
-            let needed = dense_bytes(dx, dy, x.datapoints().min(args.block_rows));
-            check_memory(needed, args.memory_mb, || {
-                format!(
-                    "comparing {} ({dx} neurons) with {} ({dy} neurons)",
-                    x.name, y.name
-                )
-            })?;
-            let opts = args.compare_options();
-            let (result, joint) = compare_dense(&mut x, &mut y, &opts, args.block_rows, &runtime)?;
-            if let Some(dir) = &args.export_directions {
-                export_directions(dir, &joint, (&x, &y), args.directions, &args)?;
-            }
-            if args.json {
-                dense_json(&x, &y, &result)
-            } else {
-                dense_table(&x, &y, &result)
-            }
-        }
-        Some(method) => {
-            let opts = args.conv_options(method.into())?;
-            let layout = if args.nchw {
-                Layout::Nchw
-            } else {
-                Layout::Nhwc
-            };
-            let result = compare_conv(
-                &mut x,
-                &mut y,
-                &opts,
-                layout,
-                (args.block_rows, args.memory_mb),
-                &runtime,
-            )?;
-            if args.json {
-                conv_json(&x, &y, args.metric, &result)
-            } else {
-                conv_table(&x, &y, args.metric, &result)
-            }
+    let (mut x, mut y) = (
+        Opened {
+            source: x,
+            runtime: &runtime,
+        },
+        Opened {
+            source: y,
+            runtime: &runtime,
+        },
+    );
+    let outcome = svcca_compare::compare(&mut x, &mut y, &args.config(), &OptionNames::CLI)
+        .map_err(|e| compare_failure(e, args.neurons_first))?;
+    let (x, y) = (&x.source, &y.source);
+    if let (Some(dir), Outcome::Dense { joint, .. }) = (&args.export_directions, &outcome) {
+        export_directions(dir, joint, (x, y), args.directions, &args)?;
+    }
+    let output = if args.json {
+        to_json(input(x), input(y), args.metric.into(), &outcome)
+    } else {
+        match &outcome {
+            Outcome::Dense { result, .. } => dense_table(x, y, result),
+            Outcome::Conv(result) => conv_table(x, y, args.metric, result),
         }
     };
     outln!("{output}");
     Ok(())
 }
 
-fn compare_dense(
-    x: &mut Source,
-    y: &mut Source,
-    opts: &CompareOptions,
-    block_rows: usize,
-    runtime: &tokio::runtime::Runtime,
-) -> Result<(Comparison, JointMoments), Failure> {
-    opts.validate().map_err(|e| core_failure(e, x, y))?;
-    let (dx, dy) = (x.row_len(), y.row_len());
-    let mut joint = JointMoments::new(dx, dy);
-    loop {
-        let (bx, by) = (x.next(block_rows, runtime)?, y.next(block_rows, runtime)?);
-        match (bx, by) {
-            (Some(bx), Some(by)) => {
-                let rows = bx.len() / dx;
-                joint
-                    .push(bx.as_core(rows, dx)?, by.as_core(rows, dy)?)
-                    .map_err(|e| core_failure(e, x, y))?;
-            }
-            (None, None) => break,
-            _ => {
-                return Err(Failure::fatal(format!(
-                    "{} and {} ended at different datapoints",
-                    x.name, y.name
-                )));
-            }
-        }
+fn input(s: &Source) -> Input<'_> {
+    Input {
+        name: &s.name,
+        shape: &s.shape,
     }
-    let result = svcca_core::compare_moments(&joint, opts).map_err(|e| core_failure(e, x, y))?;
-    Ok((result, joint))
 }
 
 const DIRECTIONS_STEM: &str = "svcca";
@@ -344,178 +294,12 @@ fn export_directions(
     Ok(())
 }
 
-fn compare_conv(
-    x: &mut Source,
-    y: &mut Source,
-    opts: &ConvOptions,
-    layout: Layout,
-    (block_rows, memory_mb): (usize, u64),
-    runtime: &tokio::runtime::Runtime,
-) -> Result<ConvComparison, Failure> {
-    for s in [&*x, &*y] {
-        if s.shape.len() != 4 {
-            return Err(Failure::fatal(format!(
-                "{}: {}",
-                s.name,
-                ConvError::NotFourD {
-                    shape: s.shape.clone()
-                }
-            )));
-        }
-    }
-    let conv = |e: ConvError| conv_failure(e, x, y);
-    let spatial = |s: &Source| layout.spatial_shape(&s.shape);
-    let (sx, sy) = (spatial(x).map_err(conv)?, spatial(y).map_err(conv)?);
-    let needed = conv_bytes(
-        [sx.height, sx.width, sx.channels],
-        [sy.height, sy.width, sy.channels],
-        opts,
-        x.datapoints().min(block_rows),
-    );
-    check_memory(needed, memory_mb, || {
-        format!(
-            "comparing conv layers {} ({} channels) and {} ({} channels) by {}",
-            x.name, sx.channels, y.name, sy.channels, opts.method
-        )
-    })?;
-    let plan = ConvPlan::new(sx, sy, opts).map_err(conv)?;
-    let mut acc = ConvMomentAccumulator::new(&plan).with_chunk(opts.chunk_images);
-    let (shape_x, shape_y) = (x.shape.clone(), y.shape.clone());
-    loop {
-        let (bx, by) = (x.next(block_rows, runtime)?, y.next(block_rows, runtime)?);
-        match (bx, by) {
-            (Some(bx), Some(by)) => {
-                let rows = bx.len() / x.row_len();
-                let sx = [rows, shape_x[1], shape_x[2], shape_x[3]];
-                let sy = [rows, shape_y[1], shape_y[2], shape_y[3]];
-                let ix = bx.as_conv(&sx, layout).map_err(|e| conv_failure(e, x, y))?;
-                let iy = by.as_conv(&sy, layout).map_err(|e| conv_failure(e, x, y))?;
-                acc.push(ix, iy).map_err(|e| conv_failure(e, x, y))?;
-            }
-            (None, None) => break,
-            _ => {
-                return Err(Failure::fatal(format!(
-                    "{} and {} ended at different images",
-                    x.name, y.name
-                )));
-            }
-        }
-    }
-    acc.compare(opts).map_err(|e| conv_failure(e, x, y))
-}
-
-const MIB: u128 = 1 << 20;
-
-/// Shapes come from file headers and manifests, which may claim anything: every product is taken
-/// in u128 and saturates, so an absurd claim is "over the bound", never an overflow.
-fn product(factors: &[u128]) -> u128 {
-    factors.iter().fold(1u128, |acc, &f| acc.saturating_mul(f))
-}
-
-/// Bytes a dense comparison of `dx` and `dy` neurons needs, reading `rows` datapoints per block:
-/// the joint co-moments `(dx + dy)²` (f64), each side's whitening (the sweep's `24·d²` rule), two
-/// copies of a block of both sides as f64 (as read and widened), and a fixed 32 MiB.
-fn dense_bytes(dx: usize, dy: usize, rows: usize) -> u128 {
-    let (dx, dy, rows) = (dx as u128, dy as u128, rows as u128);
-    let d = dx.saturating_add(dy);
-    product(&[8, d, d])
-        .saturating_add(product(&[24, dx, dx]))
-        .saturating_add(product(&[24, dy, dy]))
-        .saturating_add(product(&[16, rows, d]))
-        .saturating_add(32 * MIB)
-}
-
-/// Bytes a conv comparison needs: per compared location (every position of the smaller grid for
-/// dft and fold, one for pool) the complex co-moments of `c_x + c_y` channels and a chunk of
-/// gathered spectra, one location's CCA at a time, two copies of a block of both layers as f64,
-/// and a fixed 32 MiB.
-fn conv_bytes(x: [usize; 3], y: [usize; 3], opts: &ConvOptions, rows: usize) -> u128 {
-    let [hx, wx, cx] = x.map(|v| v as u128);
-    let [hy, wy, cy] = y.map(|v| v as u128);
-    let locations = match opts.method {
-        ConvMethod::Pool => 1,
-        ConvMethod::Dft | ConvMethod::Fold => hx.min(hy).saturating_mul(wx.min(wy)),
-    };
-    let d = cx.saturating_add(cy);
-    let row = product(&[hx, wx, cx]).saturating_add(product(&[hy, wy, cy]));
-    product(&[16, locations, d, d])
-        .saturating_add(product(&[16, locations, opts.chunk_images as u128, d]))
-        .saturating_add(product(&[16 * 24, d, d]))
-        .saturating_add(product(&[16, rows as u128, row]))
-        .saturating_add(32 * MIB)
-}
-
-/// Refuses a comparison whose estimate is over `--memory-mb`, before anything is allocated.
-fn check_memory(needed: u128, bound_mb: u64, what: impl FnOnce() -> String) -> Result<(), Failure> {
-    if needed <= u128::from(bound_mb) * MIB {
-        return Ok(());
-    }
-    let needed_mb = needed.div_ceil(MIB);
-    let needed_text = if needed_mb > u128::from(u64::MAX) {
-        "more memory than any machine has".to_string()
-    } else {
-        format!("about {needed_mb} MiB")
-    };
-    Err(Failure::fatal(format!(
-        "{} needs {needed_text}, over the bound of {bound_mb} MiB; raise --memory-mb if the machine \
-         has the memory, or reduce the neurons (compare a subset or pooled units; --conv for 4-D \
-         conv layers; a smaller --block-rows for very wide rows)",
-        what()
-    )))
-}
-
-/// Core errors speak of "x"/"y" or input 0/1: name the user's inputs instead.
-fn core_failure(e: CoreError, x: &Source, y: &Source) -> Failure {
-    let names = format!("(x = {}, y = {})", x.name, y.name);
-    match &e {
-        CoreError::NonFinite {
-            input,
-            row,
-            column,
-            value,
-        } => {
-            let name = if *input == 0 { &x.name } else { &y.name };
-            Failure::fatal(format!(
-                "{name}: non-finite value {value} at datapoint {row}, neuron {column}; NaN or infinite \
-                 activations cannot be compared (check the layer for overflow)"
-            ))
-        }
-        _ => Failure::fatal(format!("{e} {names}")),
-    }
-}
-
-fn conv_failure(e: ConvError, x: &Source, y: &Source) -> Failure {
-    Failure::fatal(format!("{e} (x = {}, y = {})", x.name, y.name))
-}
-
 fn shape_text(s: &Source) -> String {
     s.shape
         .iter()
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join(" x ")
-}
-
-fn dense_json(x: &Source, y: &Source, r: &Comparison) -> String {
-    let value = json!({
-        "x": {"input": x.name, "shape": x.shape},
-        "y": {"input": y.name, "shape": y.shape},
-        "metric": r.metric,
-        "mode": r.mode,
-        "mean": r.mean,
-        "google_mean": r.google_mean,
-        "sum": r.sum,
-        "coefficients": r.coefficients,
-        "weights": r.weights,
-        "dims_x": r.dims_x,
-        "dims_y": r.dims_y,
-        "dropped_x": r.dropped_x,
-        "dropped_y": r.dropped_y,
-        "datapoints": r.n_datapoints,
-        "definition": r.definition,
-        "warnings": r.warnings,
-    });
-    serde_json::to_string_pretty(&value).expect("plain JSON values serialise")
 }
 
 fn list_preview(values: &[f64]) -> String {
@@ -576,16 +360,6 @@ fn dense_table(x: &Source, y: &Source, r: &Comparison) -> String {
         let _ = writeln!(out, "warning      {w}");
     }
     out.trim_end().to_string()
-}
-
-fn conv_json(x: &Source, y: &Source, metric: MetricArg, r: &ConvComparison) -> String {
-    let mut value = serde_json::to_value(r).expect("plain data serialises");
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("metric".into(), json!(Metric::from(metric)));
-        obj.insert("x".into(), json!({"input": x.name, "shape": x.shape}));
-        obj.insert("y".into(), json!({"input": y.name, "shape": y.shape}));
-    }
-    serde_json::to_string_pretty(&value).expect("plain JSON values serialise")
 }
 
 fn conv_table(x: &Source, y: &Source, metric: MetricArg, r: &ConvComparison) -> String {

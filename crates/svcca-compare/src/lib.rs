@@ -1,0 +1,693 @@
+//! svcca-compare: one comparison of two representations, streamed block by block.
+//!
+//! This is the code path behind `svcca compare` and the Python package's `svcca.compare`, so the
+//! two give the same numbers bit for bit: both hand their inputs to [`compare`] as
+//! [`BlockSource`]s (files and dataset selectors in the CLI, NumPy arrays in Python), which reads
+//! aligned blocks of `block_rows` datapoints from each side into svcca-core's exactly mergeable
+//! moments and compares them. [`to_json`] is the `--json` record of a result.
+//!
+//! Memory is bounded by the statistics and one block per side: a comparison is estimated from
+//! the shapes before anything is read and refused when over [`CompareConfig::memory_mb`].
+//!
+//! It does not open files or parse arguments (the front-ends do) and has no maths of its own
+//! (svcca-core does). Errors are a typed [`CompareError`] whose messages name the inputs and the
+//! caller's own options ([`OptionNames`]).
+
+use std::borrow::Cow;
+
+use serde_json::json;
+use svcca_core::conv::{
+    ConvComparison, ConvError, ConvMethod, ConvMomentAccumulator, ConvOptions, ConvPlan, Layout,
+};
+use svcca_core::{CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode};
+
+/// A block of consecutive datapoints, row-major, in the source's own precision: borrowed when
+/// the source already holds the rows contiguously (an in-memory array), owned when it read or
+/// gathered them.
+pub enum Block<'a> {
+    F32(Cow<'a, [f32]>),
+    F64(Cow<'a, [f64]>),
+}
+
+impl Block<'_> {
+    /// Values in the block (rows × values per datapoint).
+    pub fn len(&self) -> usize {
+        match self {
+            Block::F32(v) => v.len(),
+            Block::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn as_core(&self, rows: usize, cols: usize) -> Result<svcca_core::RowBlock<'_>, CoreError> {
+        match self {
+            Block::F32(v) => svcca_core::RowBlock::f32(v, rows, cols),
+            Block::F64(v) => svcca_core::RowBlock::f64(v, rows, cols),
+        }
+    }
+
+    fn as_conv<'b>(
+        &'b self,
+        shape: &[usize],
+        layout: Layout,
+    ) -> Result<svcca_core::conv::ConvInput<'b>, ConvError> {
+        match self {
+            Block::F32(v) => svcca_core::conv::ConvInput::f32(v, shape, layout),
+            Block::F64(v) => svcca_core::conv::ConvInput::f64(v, shape, layout),
+        }
+    }
+}
+
+/// A representation read as blocks of datapoints.
+pub trait BlockSource {
+    /// What the user called it, for messages.
+    fn name(&self) -> &str;
+    /// Datapoints first (`[n, d]`, or `[n, h, w, c]` / `[n, c, h, w]` as stored); never empty.
+    fn shape(&self) -> &[usize];
+    /// Exactly the next `rows` datapoints (fewer only at the end; `None` when exhausted), so two
+    /// sources whose native blocks differ stay aligned datapoint by datapoint.
+    fn next_block(&mut self, rows: usize) -> Result<Option<Block<'_>>, CompareError>;
+
+    fn datapoints(&self) -> usize {
+        self.shape()[0]
+    }
+
+    /// Values per datapoint. Only used once the memory bound has been checked against the
+    /// shape, which a claim too large to multiply out cannot pass.
+    fn row_len(&self) -> usize {
+        self.shape()[1..]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
+    }
+}
+
+/// How a front-end spells the options that messages suggest, so that advice names what the
+/// user can actually type.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionNames {
+    pub metric: &'static str,
+    /// Choosing a conv method for 4-D inputs.
+    pub conv: &'static str,
+    pub memory: &'static str,
+    pub block_rows: &'static str,
+}
+
+impl OptionNames {
+    pub const CLI: OptionNames = OptionNames {
+        metric: "--metric",
+        conv: "--conv dft|fold|pool",
+        memory: "--memory-mb",
+        block_rows: "--block-rows",
+    };
+}
+
+/// What to compute, as plain data: the CLI's flags and the Python keyword arguments both
+/// convert into this.
+#[derive(Debug, Clone)]
+pub struct CompareConfig {
+    pub metric: Metric,
+    pub mode: Mode,
+    /// SVCCA's reduction; conv CCA ignores it and keeps every direction.
+    pub keep: KeepRule,
+    /// Relative variance cutoff; `None` is the metric's and mode's default.
+    pub epsilon: Option<f64>,
+    /// Fraction of the coefficient sum that google's truncated mean covers.
+    pub threshold: f64,
+    /// 4-D conv inputs: the method and how the stored axes are ordered. `None` for dense.
+    pub conv: Option<(ConvMethod, Layout)>,
+    pub allow_trivial: bool,
+    /// Datapoints read per block: results are bitwise reproducible for a given value.
+    pub block_rows: usize,
+    /// Memory the comparison may use, MiB.
+    pub memory_mb: u64,
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        CompareConfig {
+            metric: Metric::Svcca,
+            mode: Mode::Default,
+            keep: KeepRule::VarianceFraction(0.99),
+            epsilon: None,
+            threshold: 0.98,
+            conv: None,
+            allow_trivial: false,
+            block_rows: 8192,
+            // The sweep's per-task default (`[resources] memory_mb`), so that a pair that
+            // compares alone also fits a sweep's task.
+            memory_mb: 1024,
+        }
+    }
+}
+
+impl CompareConfig {
+    /// The dense comparison options this config describes.
+    pub fn compare_options(&self) -> CompareOptions {
+        let mut opts = CompareOptions::default()
+            .with_metric(self.metric)
+            .with_mode(self.mode)
+            .with_keep(self.keep)
+            .with_threshold(self.threshold)
+            .with_allow_trivial(self.allow_trivial);
+        if let Some(e) = self.epsilon {
+            opts = opts.with_epsilon(e);
+        }
+        opts
+    }
+
+    /// The conv comparison options this config describes for `method`.
+    pub fn conv_options(
+        &self,
+        method: ConvMethod,
+        names: &OptionNames,
+    ) -> Result<ConvOptions, CompareError> {
+        let keep = match self.metric {
+            Metric::Svcca => self.keep,
+            Metric::Cca => KeepRule::All,
+            Metric::Pwcca | Metric::Cka => {
+                return Err(CompareError::ConvMetric {
+                    metric: self.metric,
+                    option: names.metric,
+                    conv: names.conv,
+                });
+            }
+        };
+        let mut opts = ConvOptions::default()
+            .with_method(method)
+            .with_mode(self.mode)
+            .with_keep(keep)
+            .with_threshold(self.threshold)
+            .with_allow_trivial(self.allow_trivial);
+        if let Some(e) = self.epsilon {
+            opts = opts.with_epsilon(e);
+        }
+        Ok(opts)
+    }
+}
+
+/// Why a comparison could not be made. Every message names the inputs involved.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// A source could not be read; its message names it. `retryable` when the store, not the
+    /// data, failed.
+    #[error("{message}")]
+    Read { message: String, retryable: bool },
+    /// The caller stopped the comparison (Ctrl-C in Python).
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{option} must be at least 1")]
+    BlockRows { option: &'static str },
+    #[error(
+        "{x} has {x_rows} datapoints but {y} has {y_rows}: both representations must cover the same \
+         datapoints in the same order"
+    )]
+    DatapointMismatch {
+        x: String,
+        x_rows: usize,
+        y: String,
+        y_rows: usize,
+    },
+    #[error(
+        "{name} has shape {shape:?}; dense comparisons need [datapoints, neurons] (pass {conv} \
+         for 4-D conv activations)"
+    )]
+    NotDense {
+        name: String,
+        shape: Vec<usize>,
+        conv: &'static str,
+    },
+    #[error("{x} and {y} ended at different {unit}")]
+    UnevenEnd {
+        x: String,
+        y: String,
+        unit: &'static str,
+    },
+    #[error(
+        "{what} needs {needed}, over the bound of {bound_mb} MiB; raise {memory} if the machine \
+         has the memory, or reduce the neurons (compare a subset or pooled units; {conv_short} for \
+         4-D conv layers; a smaller {block_rows} for very wide rows)"
+    )]
+    OverMemory {
+        what: String,
+        needed: String,
+        bound_mb: u64,
+        memory: &'static str,
+        conv_short: &'static str,
+        block_rows: &'static str,
+    },
+    #[error(
+        "{option} {metric} is not available with {conv}; conv layers are compared with svcca or cca \
+         (per frequency for dft)"
+    )]
+    ConvMetric {
+        metric: Metric,
+        option: &'static str,
+        conv: &'static str,
+    },
+    #[error(
+        "{name}: non-finite value {value} at datapoint {row}, neuron {column}; NaN or infinite \
+         activations cannot be compared (check the layer for overflow)"
+    )]
+    NonFinite {
+        name: String,
+        value: f64,
+        row: u64,
+        column: usize,
+    },
+    #[error("{source} (x = {x}, y = {y})")]
+    Core {
+        source: CoreError,
+        x: String,
+        y: String,
+    },
+    #[error("{name}: {source}")]
+    ConvShape { name: String, source: ConvError },
+    #[error("{source} (x = {x}, y = {y})")]
+    Conv {
+        source: ConvError,
+        x: String,
+        y: String,
+    },
+}
+
+impl CompareError {
+    /// Whether running the same comparison again could succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            CompareError::Read {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// A finished comparison.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Dense: the result and the joint moments it came from (for exporting directions).
+    Dense {
+        result: Comparison,
+        joint: Box<JointMoments>,
+    },
+    Conv(ConvComparison),
+}
+
+/// Compares `x` with `y` as `config` says, reading both in aligned blocks.
+pub fn compare(
+    x: &mut dyn BlockSource,
+    y: &mut dyn BlockSource,
+    config: &CompareConfig,
+    names: &OptionNames,
+) -> Result<Outcome, CompareError> {
+    if config.block_rows == 0 {
+        return Err(CompareError::BlockRows {
+            option: names.block_rows,
+        });
+    }
+    if x.datapoints() != y.datapoints() {
+        return Err(CompareError::DatapointMismatch {
+            x: x.name().to_string(),
+            x_rows: x.datapoints(),
+            y: y.name().to_string(),
+            y_rows: y.datapoints(),
+        });
+    }
+    match config.conv {
+        None => {
+            for s in [&*x, &*y] {
+                if s.shape().len() != 2 {
+                    return Err(CompareError::NotDense {
+                        name: s.name().to_string(),
+                        shape: s.shape().to_vec(),
+                        conv: names.conv,
+                    });
+                }
+            }
+            let (dx, dy) = (x.shape()[1], y.shape()[1]);
+            let needed = dense_bytes(dx, dy, x.datapoints().min(config.block_rows));
+            check_memory(needed, config.memory_mb, names, || {
+                format!(
+                    "comparing {} ({dx} neurons) with {} ({dy} neurons)",
+                    x.name(),
+                    y.name()
+                )
+            })?;
+            let (result, joint) =
+                compare_dense(x, y, &config.compare_options(), config.block_rows)?;
+            Ok(Outcome::Dense {
+                result,
+                joint: Box::new(joint),
+            })
+        }
+        Some((method, layout)) => {
+            let opts = config.conv_options(method, names)?;
+            compare_conv(x, y, &opts, layout, config, names).map(Outcome::Conv)
+        }
+    }
+}
+
+fn compare_dense(
+    x: &mut dyn BlockSource,
+    y: &mut dyn BlockSource,
+    opts: &CompareOptions,
+    block_rows: usize,
+) -> Result<(Comparison, JointMoments), CompareError> {
+    let (xn, yn) = (x.name().to_string(), y.name().to_string());
+    let core = |e: CoreError| core_error(e, &xn, &yn);
+    opts.validate().map_err(core)?;
+    let (dx, dy) = (x.row_len(), y.row_len());
+    let mut joint = JointMoments::new(dx, dy);
+    loop {
+        let (bx, by) = (x.next_block(block_rows)?, y.next_block(block_rows)?);
+        match (bx, by) {
+            (Some(bx), Some(by)) => {
+                let rows = bx.len() / dx;
+                joint
+                    .push(
+                        bx.as_core(rows, dx).map_err(core)?,
+                        by.as_core(rows, dy).map_err(core)?,
+                    )
+                    .map_err(core)?;
+            }
+            (None, None) => break,
+            _ => {
+                return Err(CompareError::UnevenEnd {
+                    x: xn,
+                    y: yn,
+                    unit: "datapoints",
+                });
+            }
+        }
+    }
+    let result = svcca_core::compare_moments(&joint, opts).map_err(core)?;
+    Ok((result, joint))
+}
+
+fn compare_conv(
+    x: &mut dyn BlockSource,
+    y: &mut dyn BlockSource,
+    opts: &ConvOptions,
+    layout: Layout,
+    config: &CompareConfig,
+    names: &OptionNames,
+) -> Result<ConvComparison, CompareError> {
+    for s in [&*x, &*y] {
+        if s.shape().len() != 4 {
+            return Err(CompareError::ConvShape {
+                name: s.name().to_string(),
+                source: ConvError::NotFourD {
+                    shape: s.shape().to_vec(),
+                },
+            });
+        }
+    }
+    let (xn, yn) = (x.name().to_string(), y.name().to_string());
+    let conv = |e: ConvError| CompareError::Conv {
+        source: e,
+        x: xn.clone(),
+        y: yn.clone(),
+    };
+    let (sx, sy) = (
+        layout.spatial_shape(x.shape()).map_err(conv)?,
+        layout.spatial_shape(y.shape()).map_err(conv)?,
+    );
+    let needed = conv_bytes(
+        [sx.height, sx.width, sx.channels],
+        [sy.height, sy.width, sy.channels],
+        opts,
+        x.datapoints().min(config.block_rows),
+    );
+    check_memory(needed, config.memory_mb, names, || {
+        format!(
+            "comparing conv layers {xn} ({} channels) and {yn} ({} channels) by {}",
+            sx.channels, sy.channels, opts.method
+        )
+    })?;
+    let plan = ConvPlan::new(sx, sy, opts).map_err(conv)?;
+    let mut acc = ConvMomentAccumulator::new(&plan).with_chunk(opts.chunk_images);
+    let (shape_x, shape_y) = (x.shape().to_vec(), y.shape().to_vec());
+    let row_x = x.row_len();
+    loop {
+        let (bx, by) = (
+            x.next_block(config.block_rows)?,
+            y.next_block(config.block_rows)?,
+        );
+        match (bx, by) {
+            (Some(bx), Some(by)) => {
+                let rows = bx.len() / row_x;
+                let sx = [rows, shape_x[1], shape_x[2], shape_x[3]];
+                let sy = [rows, shape_y[1], shape_y[2], shape_y[3]];
+                let ix = bx.as_conv(&sx, layout).map_err(conv)?;
+                let iy = by.as_conv(&sy, layout).map_err(conv)?;
+                acc.push(ix, iy).map_err(conv)?;
+            }
+            (None, None) => break,
+            _ => {
+                return Err(CompareError::UnevenEnd {
+                    x: xn,
+                    y: yn,
+                    unit: "images",
+                });
+            }
+        }
+    }
+    acc.compare(opts).map_err(conv)
+}
+
+const MIB: u128 = 1 << 20;
+
+/// Shapes come from file headers and manifests, which may claim anything: every product is taken
+/// in u128 and saturates, so an absurd claim is "over the bound", never an overflow.
+fn product(factors: &[u128]) -> u128 {
+    factors.iter().fold(1u128, |acc, &f| acc.saturating_mul(f))
+}
+
+/// Bytes a dense comparison of `dx` and `dy` neurons needs, reading `rows` datapoints per block:
+/// the joint co-moments `(dx + dy)²` (f64), each side's whitening (the sweep's `24·d²` rule), two
+/// copies of a block of both sides as f64 (as read and widened), and a fixed 32 MiB.
+fn dense_bytes(dx: usize, dy: usize, rows: usize) -> u128 {
+    let (dx, dy, rows) = (dx as u128, dy as u128, rows as u128);
+    let d = dx.saturating_add(dy);
+    product(&[8, d, d])
+        .saturating_add(product(&[24, dx, dx]))
+        .saturating_add(product(&[24, dy, dy]))
+        .saturating_add(product(&[16, rows, d]))
+        .saturating_add(32 * MIB)
+}
+
+/// Bytes a conv comparison needs: per compared location (every position of the smaller grid for
+/// dft and fold, one for pool) the complex co-moments of `c_x + c_y` channels and a chunk of
+/// gathered spectra, one location's CCA at a time, two copies of a block of both layers as f64,
+/// and a fixed 32 MiB.
+fn conv_bytes(x: [usize; 3], y: [usize; 3], opts: &ConvOptions, rows: usize) -> u128 {
+    let [hx, wx, cx] = x.map(|v| v as u128);
+    let [hy, wy, cy] = y.map(|v| v as u128);
+    let locations = match opts.method {
+        ConvMethod::Pool => 1,
+        ConvMethod::Dft | ConvMethod::Fold => hx.min(hy).saturating_mul(wx.min(wy)),
+    };
+    let d = cx.saturating_add(cy);
+    let row = product(&[hx, wx, cx]).saturating_add(product(&[hy, wy, cy]));
+    product(&[16, locations, d, d])
+        .saturating_add(product(&[16, locations, opts.chunk_images as u128, d]))
+        .saturating_add(product(&[16 * 24, d, d]))
+        .saturating_add(product(&[16, rows as u128, row]))
+        .saturating_add(32 * MIB)
+}
+
+/// Refuses a comparison whose estimate is over the bound, before anything is allocated.
+fn check_memory(
+    needed: u128,
+    bound_mb: u64,
+    names: &OptionNames,
+    what: impl FnOnce() -> String,
+) -> Result<(), CompareError> {
+    if needed <= u128::from(bound_mb) * MIB {
+        return Ok(());
+    }
+    let needed_mb = needed.div_ceil(MIB);
+    let needed = if needed_mb > u128::from(u64::MAX) {
+        "more memory than any machine has".to_string()
+    } else {
+        format!("about {needed_mb} MiB")
+    };
+    Err(CompareError::OverMemory {
+        what: what(),
+        needed,
+        bound_mb,
+        memory: names.memory,
+        conv_short: names.conv.split(' ').next().unwrap_or(names.conv),
+        block_rows: names.block_rows,
+    })
+}
+
+/// Core errors speak of "x"/"y" or input 0/1: name the user's inputs instead.
+fn core_error(e: CoreError, x: &str, y: &str) -> CompareError {
+    match e {
+        CoreError::NonFinite {
+            input,
+            row,
+            column,
+            value,
+        } => CompareError::NonFinite {
+            name: if input == 0 { x } else { y }.to_string(),
+            value,
+            row,
+            column,
+        },
+        source => CompareError::Core {
+            source,
+            x: x.to_string(),
+            y: y.to_string(),
+        },
+    }
+}
+
+/// An input as the JSON record names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+}
+
+/// The `--json` record of a comparison: the same fields from the CLI and from Python.
+pub fn to_json(x: Input<'_>, y: Input<'_>, metric: Metric, outcome: &Outcome) -> String {
+    let side = |i: Input<'_>| json!({"input": i.name, "shape": i.shape});
+    let value = match outcome {
+        Outcome::Dense { result: r, .. } => json!({
+            "x": side(x),
+            "y": side(y),
+            "metric": r.metric,
+            "mode": r.mode,
+            "mean": r.mean,
+            "google_mean": r.google_mean,
+            "sum": r.sum,
+            "coefficients": r.coefficients,
+            "weights": r.weights,
+            "dims_x": r.dims_x,
+            "dims_y": r.dims_y,
+            "dropped_x": r.dropped_x,
+            "dropped_y": r.dropped_y,
+            "datapoints": r.n_datapoints,
+            "definition": r.definition,
+            "warnings": r.warnings,
+        }),
+        Outcome::Conv(r) => {
+            let mut value = serde_json::to_value(r).expect("plain data serialises");
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("metric".into(), json!(metric));
+                obj.insert("x".into(), side(x));
+                obj.insert("y".into(), side(y));
+            }
+            value
+        }
+    };
+    serde_json::to_string_pretty(&value).expect("plain JSON values serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory source that hands out blocks of its own size, whatever is asked, unless
+    /// told to honour the request: the comparison must re-align nothing itself, so a source that
+    /// breaks the contract shows up as an uneven end rather than a wrong number.
+    struct Rows {
+        name: String,
+        shape: Vec<usize>,
+        data: Vec<f64>,
+        next: usize,
+    }
+
+    impl Rows {
+        fn new(name: &str, rows: usize, cols: usize, seed: u64) -> Rows {
+            let mut state = seed;
+            let data = (0..rows * cols)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                })
+                .collect();
+            Rows {
+                name: name.into(),
+                shape: vec![rows, cols],
+                data,
+                next: 0,
+            }
+        }
+    }
+
+    impl BlockSource for Rows {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn shape(&self) -> &[usize] {
+            &self.shape
+        }
+        fn next_block(&mut self, rows: usize) -> Result<Option<Block<'_>>, CompareError> {
+            let cols = self.shape[1];
+            let rows = rows.min(self.shape[0] - self.next);
+            if rows == 0 {
+                return Ok(None);
+            }
+            let start = self.next * cols;
+            self.next += rows;
+            Ok(Some(Block::F64(Cow::Borrowed(
+                &self.data[start..start + rows * cols],
+            ))))
+        }
+    }
+
+    #[test]
+    fn block_size_changes_the_number_only_by_rounding() {
+        let run = |block_rows| {
+            let (mut x, mut y) = (Rows::new("a", 300, 6, 1), Rows::new("b", 300, 5, 2));
+            let config = CompareConfig {
+                block_rows,
+                ..CompareConfig::default()
+            };
+            match compare(&mut x, &mut y, &config, &OptionNames::CLI).unwrap() {
+                Outcome::Dense { result, .. } => result.mean,
+                Outcome::Conv(_) => unreachable!("dense config"),
+            }
+        };
+        let (whole, blocks) = (run(8192), run(7));
+        assert!((whole - blocks).abs() < 1e-12, "{whole} vs {blocks}");
+        assert!(whole > 0.0 && whole < 1.0);
+    }
+
+    #[test]
+    fn messages_name_inputs_and_the_callers_options() {
+        let (mut x, mut y) = (Rows::new("first", 30, 3, 1), Rows::new("second", 20, 3, 2));
+        let names = OptionNames {
+            metric: "metric=",
+            conv: "layout='nhwc'|'nchw'",
+            memory: "memory_mb=",
+            block_rows: "block_rows=",
+        };
+        let e = compare(&mut x, &mut y, &CompareConfig::default(), &names).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "first has 30 datapoints but second has 20: both representations must cover the same \
+             datapoints in the same order"
+        );
+        let mut z = Rows::new("third", 30, 3, 3);
+        let tiny = CompareConfig {
+            memory_mb: 16,
+            ..CompareConfig::default()
+        };
+        let e = compare(&mut x, &mut z, &tiny, &names).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("raise memory_mb="), "{text}");
+        assert!(text.contains("layout='nhwc'|'nchw' for 4-D"), "{text}");
+        assert!(!e.is_retryable());
+    }
+}
