@@ -19,8 +19,15 @@ pub enum LogFormat {
 }
 
 pub fn init(args: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Progress lines are wanted off a terminal whatever the level (see `progress`), unless the
+    // filter names them itself.
+    if !args.log.contains(crate::progress::TARGET)
+        && let Ok(directive) = format!("{}=info", crate::progress::TARGET).parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -5,6 +5,7 @@
 mod exit;
 mod cmd;
 mod logging;
+mod progress;
 mod source;
 
 use clap::{Parser, Subcommand};

@@ -128,3 +128,70 @@ fn vs_final_sweep_on_the_example_dataset_shows_bottom_up_convergence_and_writes_
     }
     assert!(referenced > 0, "the report shows pictures");
 }
+
+/// Off a terminal (the test's pipes) a sweep logs progress lines, as text and as JSON.
+#[test]
+fn a_sweep_off_a_terminal_logs_progress_with_done_total_and_eta() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |dir: &str, every: &str, extra: &[&str]| {
+        let out_dir = out.path().join(dir).to_string_lossy().into_owned();
+        let mut args = vec![
+            "sweep",
+            "examples/digits-dataset",
+            "--out",
+            &out_dir,
+            "--compare",
+            "vs-final",
+            "--where",
+            "seed=0",
+            "--where",
+            "layer=h1",
+            "--no-report",
+            "--progress-every",
+            every,
+        ];
+        args.extend_from_slice(extra);
+        let done = svcca(&args);
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        String::from_utf8(done.stderr).unwrap()
+    };
+
+    let text = run("text", "0.001", &[]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("progress: ")).collect();
+    assert!(!lines.is_empty(), "no progress line in:\n{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" tasks, ") && l.contains("ETA"))
+    );
+    let last = lines.last().unwrap();
+    // The text format prefixes the target (`svcca_progress: progress: 5/5 tasks, …`).
+    let counts = last
+        .rsplit("progress: ")
+        .next()
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    let (done, total) = counts.split_once('/').unwrap();
+    assert_eq!(done, total, "the last line reports the end: {last}");
+    assert!(last.contains("ETA 0s"), "{last}");
+
+    let json = run("json", "0.001", &["--log-format", "json"]);
+    let records: Vec<Value> = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "svcca_progress")
+        .collect();
+    assert!(!records.is_empty(), "no JSON progress record in:\n{json}");
+    let last = &records.last().unwrap()["fields"];
+    assert!(last["done"].as_u64().unwrap() > 0, "{last}");
+    assert_eq!(last["done"], last["total"], "{last}");
+    assert!(last["rate_per_s"].as_f64().unwrap() > 0.0, "{last}");
+    assert_eq!(last["eta_s"].as_f64(), Some(0.0), "{last}");
+
+    let quiet = run("quiet", "0", &[]);
+    assert!(!quiet.contains("progress: "), "{quiet}");
+}

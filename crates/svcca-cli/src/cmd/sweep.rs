@@ -60,6 +60,15 @@ pub struct SweepArgs {
     /// the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Off a terminal, log a progress line (tasks done/known, rate, ETA) at most every this many
+    /// seconds; 0 turns the lines off. On a terminal a progress bar is drawn instead.
+    #[arg(
+        long,
+        env = "SVCCA_PROGRESS_EVERY",
+        default_value_t = 30.0,
+        value_name = "SECONDS"
+    )]
+    pub progress_every: f64,
     /// Class labels (`.npy` of integers, one per datapoint of the probe set) for class
     /// sensitivity: each layer at every checkpoint against each class (`[analyses] labels`).
     #[arg(long, value_name = "FILE")]
@@ -197,6 +206,18 @@ pub fn run(args: SweepArgs) -> CmdResult {
     } else {
         None
     };
+    if !(args.progress_every.is_finite() && args.progress_every >= 0.0) {
+        return Err(Failure::fatal(format!(
+            "--progress-every must be a number of seconds, 0 or more (got {})",
+            args.progress_every
+        )));
+    }
+    let mut progress_log = (!interactive && args.progress_every > 0.0).then(|| {
+        crate::progress::ProgressLog::new(
+            std::time::Duration::from_secs_f64(args.progress_every),
+            std::time::Instant::now(),
+        )
+    });
     let toml_text = spec.to_toml();
     let progress_bar = bar.clone();
     let outcome = runtime.block_on(svcca_engine::client::run_embedded(
@@ -208,6 +229,12 @@ pub fn run(args: SweepArgs) -> CmdResult {
             if let Some(bar) = &progress_bar {
                 bar.set_length(p.total);
                 bar.set_position(p.done);
+            }
+            if let Some(line) = progress_log
+                .as_mut()
+                .and_then(|log| log.observe(p.done, p.total, std::time::Instant::now()))
+            {
+                crate::progress::emit(&line);
             }
         },
     ));

@@ -1,0 +1,143 @@
+//! Progress of a run off a terminal: a log line at most every interval with the tasks done, the
+//! tasks known, the rate and an estimate of the time left.
+//!
+//! On a terminal the progress bar says this; in a pod's log nothing did until the end. The lines
+//! go through `tracing` under the target [`TARGET`], so `--log-format json` makes them JSON
+//! objects with `done`, `total`, `rate_per_s` and `eta_s` fields.
+
+use std::time::{Duration, Instant};
+
+/// The tracing target of progress lines; `logging::init` lets it through at `info`.
+pub const TARGET: &str = "svcca_progress";
+
+/// One progress report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressLine {
+    pub done: u64,
+    /// Tasks known so far: later stages are planned as earlier ones finish, so it can grow.
+    pub total: u64,
+    /// Tasks finished per second since the start.
+    pub rate_per_s: f64,
+    /// Seconds left at that rate for the tasks known, once a task has finished.
+    pub eta_s: Option<f64>,
+}
+
+impl std::fmt::Display for ProgressLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "progress: {}/{} tasks, {:.2} tasks/s, ETA ",
+            self.done, self.total, self.rate_per_s
+        )?;
+        match self.eta_s {
+            Some(s) => write!(f, "{}", Seconds(s)),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+struct Seconds(f64);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.round() as u64;
+        match (s / 3600, s % 3600 / 60, s % 60) {
+            (0, 0, s) => write!(f, "{s}s"),
+            (0, m, s) => write!(f, "{m}m{s:02}s"),
+            (h, m, _) => write!(f, "{h}h{m:02}m"),
+        }
+    }
+}
+
+/// Decides when a progress line is due.
+#[derive(Debug)]
+pub struct ProgressLog {
+    every: Duration,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+impl ProgressLog {
+    pub fn new(every: Duration, started: Instant) -> Self {
+        ProgressLog {
+            every,
+            started,
+            last: None,
+        }
+    }
+
+    /// The line to log for `done` of `total` tasks at `now`, if one is due: at the first report
+    /// with work done, then at most once per interval, and always when everything known is done.
+    pub fn observe(&mut self, done: u64, total: u64, now: Instant) -> Option<ProgressLine> {
+        let finished = total > 0 && done >= total;
+        let due = match self.last {
+            None => done > 0,
+            Some(last) => now.duration_since(last) >= self.every,
+        };
+        if !(due || finished) || self.last == Some(now) {
+            return None;
+        }
+        self.last = Some(now);
+        let elapsed = now.duration_since(self.started).as_secs_f64();
+        let rate_per_s = if elapsed > 0.0 {
+            done as f64 / elapsed
+        } else {
+            0.0
+        };
+        let eta_s = (rate_per_s > 0.0).then(|| total.saturating_sub(done) as f64 / rate_per_s);
+        Some(ProgressLine {
+            done,
+            total,
+            rate_per_s,
+            eta_s,
+        })
+    }
+}
+
+/// Logs `line` under [`TARGET`].
+pub fn emit(line: &ProgressLine) {
+    tracing::info!(
+        target: TARGET,
+        done = line.done,
+        total = line.total,
+        rate_per_s = line.rate_per_s,
+        eta_s = line.eta_s,
+        "{line}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_once_per_interval_with_rate_and_eta() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut log = ProgressLog::new(Duration::from_secs(30), t0);
+        assert_eq!(log.observe(0, 10, at(1)), None, "nothing done yet");
+        let first = log.observe(2, 10, at(10)).expect("the first finished task");
+        assert_eq!((first.done, first.total), (2, 10));
+        assert!((first.rate_per_s - 0.2).abs() < 1e-12);
+        assert!((first.eta_s.unwrap() - 40.0).abs() < 1e-9);
+        assert_eq!(log.observe(3, 10, at(20)), None, "within the interval");
+        let next = log.observe(5, 12, at(40)).expect("after the interval");
+        assert_eq!((next.done, next.total), (5, 12));
+        assert!((next.eta_s.unwrap() - 7.0 / 0.125).abs() < 1e-9);
+        let last = log
+            .observe(12, 12, at(41))
+            .expect("the end is always logged");
+        assert_eq!(last.eta_s, Some(0.0));
+        assert_eq!(
+            last.to_string(),
+            format!("progress: 12/12 tasks, {:.2} tasks/s, ETA 0s", 12.0 / 41.0)
+        );
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(Seconds(59.4).to_string(), "59s");
+        assert_eq!(Seconds(61.0).to_string(), "1m01s");
+        assert_eq!(Seconds(7322.0).to_string(), "2h02m");
+    }
+}
