@@ -104,35 +104,8 @@ impl LayoutRule {
             "file" => Some(file.to_string()),
             tag => key.tags.get(tag).cloned(),
         };
-        value.is_some_and(|v| glob_match(glob, &v))
+        value.is_some_and(|v| crate::selector::glob_match(glob, &v))
     }
-}
-
-/// `*` matches any run of characters, `?` one character.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// The layers of a network, shallowest first (`--layer-order a,b,c` or `--layer-order-file F`,
