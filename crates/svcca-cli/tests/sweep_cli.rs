@@ -195,3 +195,26 @@ fn a_sweep_off_a_terminal_logs_progress_with_done_total_and_eta() {
     let quiet = run("quiet", "0", &[]);
     assert!(!quiet.contains("progress: "), "{quiet}");
 }
+
+#[test]
+fn a_progress_interval_that_is_not_a_duration_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("never").to_string_lossy().into_owned();
+    for bad in ["-1", "NaN", "inf"] {
+        let flag = format!("--progress-every={bad}");
+        let run = svcca(&[
+            "sweep",
+            "examples/digits-dataset",
+            "--out",
+            &out_dir,
+            "--no-report",
+            &flag,
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(10), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--progress-every must be a number of seconds, 0 or more"),
+            "{bad}: {stderr}"
+        );
+    }
+}
