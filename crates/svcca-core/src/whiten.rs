@@ -88,6 +88,32 @@ pub enum KeepRule {
 }
 
 impl KeepRule {
+    /// How many leading eigenvalues (sorted descending) this rule keeps. Negative eigenvalues
+    /// (round-off of a semi-definite matrix) count as zero variance. The one definition used by
+    /// the dense whitening and by each frequency of the conv methods, so that a `k` means the
+    /// same everywhere.
+    pub fn count(&self, descending_eigenvalues: &[f64]) -> usize {
+        let vals = descending_eigenvalues;
+        match *self {
+            KeepRule::All => vals.len(),
+            KeepRule::Dims(k) => k.min(vals.len()),
+            KeepRule::VarianceFraction(f) => {
+                let total: f64 = vals.iter().map(|v| v.max(0.0)).sum();
+                if total <= 0.0 {
+                    return vals.len().min(1);
+                }
+                let mut acc = 0.0;
+                for (i, v) in vals.iter().enumerate() {
+                    acc += v.max(0.0);
+                    if acc / total >= f {
+                        return i + 1;
+                    }
+                }
+                vals.len()
+            }
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         match *self {
             KeepRule::All => Ok(()),
@@ -206,15 +232,40 @@ pub(crate) fn eigh_desc(a: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
     Ok((vals, vecs))
 }
 
-/// google's `positivedef_matrix_sqrt(pinv(A))` for a symmetric `A`: `V diag(g) Vᵀ` with
-/// `g = 1/sqrt(λ)` where `|λ| > 1e-15·max|λ|` (numpy's pinv cutoff), else 0. A negative
-/// eigenvalue above the cutoff (where google would produce NaN) gets 0 and a warning.
-fn google_inv_sqrt(a: MatRef<'_, f64>, warnings: &mut Vec<String>, side: &str) -> Result<Mat<f64>> {
-    let (vals, vecs) = eigh_desc(a)?;
-    let amax = vals.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+/// The rank cutoff of the default mode: eigenvalues `≤ tol·λ_max` are numerically dependent,
+/// `tol = max(ε, d·2⁻⁵²)` for a `d × d` matrix. Shared by the dense and the per-frequency
+/// whitening so that both drop the same directions of the same spectrum.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RankCutoff {
+    pub tol: f64,
+}
+
+impl RankCutoff {
+    pub(crate) fn new(epsilon: f64, dims: usize) -> Self {
+        RankCutoff {
+            tol: epsilon.max(dims as f64 * f64::EPSILON),
+        }
+    }
+
+    /// How many leading eigenvalues (sorted descending) lie above the cutoff.
+    pub(crate) fn rank(&self, descending_eigenvalues: &[f64]) -> usize {
+        let lmax = descending_eigenvalues.first().copied().unwrap_or(0.0);
+        descending_eigenvalues
+            .iter()
+            .take_while(|&&l| l > self.tol * lmax)
+            .count()
+    }
+}
+
+/// The eigenvalue gains of google's `positivedef_matrix_sqrt(pinv(A))`: `1/sqrt(λ)` where
+/// `|λ| > 1e-15·max|λ|` (numpy's pinv cutoff), else 0; a negative eigenvalue above the cutoff
+/// (where google gives NaN) also gets 0 and is counted. Shared by the dense and the per-frequency
+/// (complex) google-compat whitening. Returns (gains, negatives).
+pub(crate) fn google_inv_sqrt_gains(eigenvalues: &[f64]) -> (Vec<f64>, usize) {
+    let amax = eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let cutoff = 1e-15 * amax;
     let mut negative = 0usize;
-    let g: Vec<f64> = vals
+    let gains = eigenvalues
         .iter()
         .map(|&l| {
             if l.abs() <= cutoff {
@@ -227,6 +278,15 @@ fn google_inv_sqrt(a: MatRef<'_, f64>, warnings: &mut Vec<String>, side: &str) -
             }
         })
         .collect();
+    (gains, negative)
+}
+
+/// google's `positivedef_matrix_sqrt(pinv(A))` for a symmetric `A`: `V diag(g) Vᵀ` with
+/// `g = 1/sqrt(λ)` where `|λ| > 1e-15·max|λ|` (numpy's pinv cutoff), else 0. A negative
+/// eigenvalue above the cutoff (where google would produce NaN) gets 0 and a warning.
+fn google_inv_sqrt(a: MatRef<'_, f64>, warnings: &mut Vec<String>, side: &str) -> Result<Mat<f64>> {
+    let (vals, vecs) = eigh_desc(a)?;
+    let (g, negative) = google_inv_sqrt_gains(&vals);
     if negative > 0 {
         warnings.push(format!(
             "{side}: {negative} negative eigenvalue(s) of the regularised covariance \
@@ -310,29 +370,6 @@ fn side_name(side: &str) -> &'static str {
     }
 }
 
-/// Number of leading (descending) eigenvalues a keep rule selects.
-fn keep_count(vals: &[f64], rule: KeepRule) -> usize {
-    match rule {
-        KeepRule::All => vals.len(),
-        KeepRule::Dims(k) => k.min(vals.len()),
-        KeepRule::VarianceFraction(f) => {
-            let clipped: Vec<f64> = vals.iter().map(|v| v.max(0.0)).collect();
-            let total: f64 = clipped.iter().sum();
-            if total <= 0.0 {
-                return vals.len().min(1);
-            }
-            let mut acc = 0.0;
-            for (i, v) in clipped.iter().enumerate() {
-                acc += v;
-                if acc / total >= f {
-                    return i + 1;
-                }
-            }
-            vals.len()
-        }
-    }
-}
-
 impl Whitening {
     /// Whitens one representation from its moments. `side` in errors is "representation";
     /// use [`Whitening::from_moments_named`] to name it "x" or "y".
@@ -402,7 +439,7 @@ impl Whitening {
                         cutoff: 0.0,
                     });
                 }
-                let k = keep_count(&vals, rule);
+                let k = rule.count(&vals);
                 let vk = vecs.as_ref().subcols(0, k);
                 // The recipe runs np.cov on the projected data: reproduce V_kᵀ Σ V_k.
                 let mut tmp = Mat::zeros(d, k);
@@ -478,14 +515,14 @@ impl Whitening {
             });
         }
         let dk = kept.len();
-        let tol = opts.epsilon.max(dk as f64 * f64::EPSILON);
+        let cutoff = RankCutoff::new(opts.epsilon, dk);
+        let tol = cutoff.tol;
         let (transform, spectrum, reduced_dims) = match opts.keep {
             KeepRule::All => {
                 let scale: Vec<f64> = kept.iter().map(|&i| 1.0 / var[i].sqrt()).collect();
                 let r = Mat::from_fn(dk, dk, |i, j| cov[(kept[i], kept[j])] * scale[i] * scale[j]);
                 let (vals, vecs) = eigh_desc(r.as_ref())?;
-                let lmax = vals[0];
-                let k = vals.iter().take_while(|&&l| l > tol * lmax).count().max(1);
+                let k = cutoff.rank(&vals).max(1);
                 if k < dk {
                     warnings.push(format!(
                         "{side}: {} of {dk} directions are numerically dependent \
@@ -506,13 +543,9 @@ impl Whitening {
             rule => {
                 let c = Mat::from_fn(dk, dk, |i, j| cov[(kept[i], kept[j])]);
                 let (vals, vecs) = eigh_desc(c.as_ref())?;
-                let lmax = vals[0];
-                let k_rule = keep_count(&vals, rule);
-                let k = vals[..k_rule]
-                    .iter()
-                    .take_while(|&&l| l > tol * lmax)
-                    .count()
-                    .max(1);
+                let k_rule = rule.count(&vals);
+                // The cutoff is relative to the largest eigenvalue of all, not of the kept ones.
+                let k = cutoff.rank(&vals).min(k_rule).max(1);
                 if k < k_rule {
                     warnings.push(format!(
                         "{side}: the keep rule asked for {k_rule} directions but only {k} have \
@@ -774,11 +807,28 @@ mod tests {
     #[test]
     fn keep_count_rules() {
         let vals = [6.0, 3.0, 1.0, -1e-17];
-        assert_eq!(keep_count(&vals, KeepRule::VarianceFraction(0.9)), 2);
-        assert_eq!(keep_count(&vals, KeepRule::VarianceFraction(0.5)), 1);
-        assert_eq!(keep_count(&vals, KeepRule::VarianceFraction(1.0)), 3);
-        assert_eq!(keep_count(&vals, KeepRule::Dims(9)), 4);
-        assert_eq!(keep_count(&vals, KeepRule::All), 4);
+        assert_eq!(KeepRule::VarianceFraction(0.9).count(&vals), 2);
+        assert_eq!(KeepRule::VarianceFraction(0.5).count(&vals), 1);
+        assert_eq!(KeepRule::VarianceFraction(1.0).count(&vals), 3);
+        assert_eq!(KeepRule::Dims(9).count(&vals), 4);
+        assert_eq!(KeepRule::All.count(&vals), 4);
+    }
+
+    #[test]
+    fn rank_cutoff_is_relative_to_the_largest_eigenvalue() {
+        let c = RankCutoff::new(1e-10, 4);
+        assert_eq!(c.tol, 1e-10);
+        assert_eq!(c.rank(&[2.0, 1.0, 2.1e-10, 1.9e-10]), 3);
+        assert_eq!(c.rank(&[]), 0);
+        // For large d the floating-point floor d·2⁻⁵² takes over from ε.
+        assert_eq!(RankCutoff::new(0.0, 1000).tol, 1000.0 * f64::EPSILON);
+    }
+
+    #[test]
+    fn google_gains_zero_the_pinv_cut_and_count_negatives() {
+        let (g, negative) = google_inv_sqrt_gains(&[4.0, 1e-16, -1.0, -1e-16]);
+        assert_eq!(g, vec![0.5, 0.0, 0.0, 0.0]);
+        assert_eq!(negative, 1);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::traits::Conjugate;
 use faer::{Accum, Mat, MatRef, Par, c64};
 
-use crate::whiten::{KeepRule, Mode};
+use crate::whiten::{KeepRule, Mode, RankCutoff};
 
 /// Settings of the per-location CCA.
 #[derive(Debug, Clone, Copy)]
@@ -67,27 +67,6 @@ fn eigh_desc(a: MatRef<'_, c64>) -> Result<(Vec<f64>, Mat<c64>), NoConvergence> 
     Ok((vals, vecs))
 }
 
-fn keep_count(vals: &[f64], rule: KeepRule) -> usize {
-    match rule {
-        KeepRule::All => vals.len(),
-        KeepRule::Dims(k) => k.min(vals.len()),
-        KeepRule::VarianceFraction(f) => {
-            let total: f64 = vals.iter().map(|v| v.max(0.0)).sum();
-            if total <= 0.0 {
-                return vals.len().min(1);
-            }
-            let mut acc = 0.0;
-            for (i, v) in vals.iter().enumerate() {
-                acc += v.max(0.0);
-                if acc / total >= f {
-                    return i + 1;
-                }
-            }
-            vals.len()
-        }
-    }
-}
-
 fn mul<A, B>(a: MatRef<'_, A>, b: MatRef<'_, B>) -> Mat<c64>
 where
     A: Conjugate<Canonical = c64>,
@@ -122,7 +101,8 @@ fn whiten_default(
         return Ok(Mat::zeros(m, 0));
     }
     let kept: Vec<usize> = (0..m).filter(|&i| var[i] > s.epsilon * vmax).collect();
-    let tol = s.epsilon.max(m as f64 * f64::EPSILON);
+    let cutoff = RankCutoff::new(s.epsilon, m);
+    let tol = cutoff.tol;
     match s.keep {
         KeepRule::All => {
             let k = kept.len();
@@ -132,8 +112,7 @@ fn whiten_default(
                 return Ok(w);
             }
             let (vals, vecs) = eigh_desc(r.as_ref())?;
-            let lmax = vals.first().copied().unwrap_or(0.0);
-            let r_kept = vals.iter().take_while(|&&l| l > tol * lmax).count();
+            let r_kept = cutoff.rank(&vals);
             let mut w = Mat::zeros(m, r_kept);
             for j in 0..r_kept {
                 let g = 1.0 / vals[j].sqrt();
@@ -145,9 +124,7 @@ fn whiten_default(
         }
         KeepRule::Dims(_) | KeepRule::VarianceFraction(_) => {
             let (vals, vecs) = eigh_desc(c)?;
-            let lmax = vals.first().copied().unwrap_or(0.0);
-            let k = keep_count(&vals, s.keep);
-            let k = vals[..k].iter().take_while(|&&l| l > tol * lmax).count();
+            let k = cutoff.rank(&vals).min(s.keep.count(&vals));
             Ok(Mat::from_fn(m, k, |i, j| {
                 vecs[(i, j)] * (1.0 / vals[j].sqrt())
             }))
@@ -203,7 +180,7 @@ fn whiten_google(
         KeepRule::All => (None, c.to_owned()),
         _ => {
             let (vals, vecs) = eigh_desc(c)?;
-            let k = keep_count(&vals, s.keep);
+            let k = s.keep.count(&vals);
             let v = vecs.subcols(0, k).to_owned();
             let red = mul(mul(v.adjoint(), c).as_ref(), v.as_ref());
             (Some(v), red)
@@ -241,22 +218,7 @@ fn whiten_google(
             }
     });
     let (vals, vecs) = eigh_desc(a.as_ref())?;
-    let amax = vals.iter().fold(0.0f64, |acc, v| acc.max(v.abs()));
-    let cutoff = 1e-15 * amax;
-    let mut negative = 0usize;
-    let g: Vec<f64> = vals
-        .iter()
-        .map(|&l| {
-            if l.abs() <= cutoff {
-                0.0
-            } else if l < 0.0 {
-                negative += 1;
-                0.0
-            } else {
-                1.0 / l.sqrt()
-            }
-        })
-        .collect();
+    let (g, negative) = crate::whiten::google_inv_sqrt_gains(&vals);
     if negative > 0 {
         warnings.push(format!(
             "{side}: {negative} negative eigenvalue(s) of the covariance (google would give NaN \
