@@ -397,6 +397,17 @@ fn sample_warnings(n: u64, kx: usize, ky: usize, warnings: &mut Vec<String>) {
     }
 }
 
+/// CKA's own small-sample caveat: it has no canonical correlations, but its (biased) HSIC
+/// estimator also rises with neurons per datapoint (Murphy et al. 2024).
+fn cka_sample_warnings(n: u64, kx: usize, ky: usize, warnings: &mut Vec<String>) {
+    let k = kx.max(ky) as u64;
+    if n < 5 * k {
+        warnings.push(format!(
+            "only {n} datapoints for {k} neurons (< 5x): linear CKA's estimator is inflated when              neurons are many per datapoint; read it against the null baseline"
+        ));
+    }
+}
+
 fn trivial_guard(n: u64, kx: usize, ky: usize, opts: &CompareOptions) -> Result<Vec<String>> {
     let k = kx.max(ky) as u64;
     if k + 1 >= n {
@@ -769,7 +780,7 @@ pub fn compare_cka(
     let my = y.comoment();
     let v = linear_cka(mx.as_ref(), my.as_ref(), mxy)?;
     let mut warnings = Vec::new();
-    sample_warnings(x.n(), x.dim(), y.dim(), &mut warnings);
+    cka_sample_warnings(x.n(), x.dim(), y.dim(), &mut warnings);
     Ok(Comparison {
         metric: Metric::Cka,
         mode: opts.mode,
@@ -853,6 +864,23 @@ mod tests {
         // Tied exactly at the mean: nothing can move.
         let flat = [0.5, 0.5, 0.5, 0.5];
         assert_eq!(pwcca_tie_sensitivity(&flat, &w, 0.5), None);
+    }
+
+    #[test]
+    fn cka_small_sample_warning_speaks_of_cka_not_canonical_correlations() {
+        let mut x = MomentAccumulator::new(12);
+        let mut y = MomentAccumulator::new(3);
+        let rows: Vec<f64> = (0..40 * 12).map(|i| ((i * 7919) % 101) as f64).collect();
+        let rows_y: Vec<f64> = (0..40 * 3).map(|i| ((i * 104729) % 97) as f64).collect();
+        x.push(crate::RowBlock::f64(&rows, 40, 12).unwrap())
+            .unwrap();
+        y.push(crate::RowBlock::f64(&rows_y, 40, 3).unwrap())
+            .unwrap();
+        let mxy = Mat::<f64>::zeros(12, 3);
+        let c = compare_cka(&x, &y, mxy.as_ref(), &CompareOptions::default()).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("linear CKA"), "{:?}", c.warnings);
+        assert!(!c.warnings[0].contains("canonical"), "{:?}", c.warnings);
     }
 
     #[test]
