@@ -4,7 +4,8 @@
 //!   learning dynamics, convergence and suggested freeze steps ([`dynamics`]); cross-seed mean and
 //!   spread per layer ([`seeds`]); full, layer × layer and per-frequency matrices ([`matrices`]).
 //! - Rendering: PNG + SVG figures drawn with plotters and an embedded font ([`render`]), one
-//!   self-contained `index.html` and a short terminal summary ([`report`]).
+//!   self-contained `index.html` and a short terminal summary ([`report`]); the sweep's warnings
+//!   grouped by kind ([`warnings`]).
 //!
 //! Reports are a function of their inputs only: no clock, no randomness without a fixed seed, no
 //! hash-map iteration order, so regenerating one from the same stored results gives the same bytes.
@@ -18,6 +19,7 @@ pub mod matrices;
 pub mod render;
 pub mod report;
 pub mod seeds;
+pub mod warnings;
 
 #[cfg(test)]
 mod test_support;

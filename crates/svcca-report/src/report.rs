@@ -1095,20 +1095,37 @@ impl Page {
     }
 
     fn warnings(&mut self, results: &ResultsFile) {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for w in results.pairs.iter().flat_map(|p| p.warnings.iter()) {
-            *counts.entry(w.as_str()).or_default() += 1;
-        }
-        if counts.is_empty() {
+        let groups = crate::warnings::group_warnings(results);
+        if groups.is_empty() {
             return;
         }
         self.section("warnings", "Warnings from the sweep");
-        let rows: Vec<Vec<String>> = counts
+        self.p(
+            "Grouped by kind (numbers and representation names taken out); each representation \
+             concerned is listed once, with one warning of the kind in full.",
+        );
+        let rows: Vec<Vec<String>> = groups
             .iter()
-            .take(50)
-            .map(|(w, n)| vec![n.to_string(), w.to_string()])
+            .map(|g| {
+                vec![
+                    g.kind.clone(),
+                    g.pairs.to_string(),
+                    g.metrics.iter().cloned().collect::<Vec<_>>().join(", "),
+                    crate::warnings::list_some(&g.representations, 12),
+                    g.example.clone(),
+                ]
+            })
             .collect();
-        self.table(&["pairs".into(), "warning".into()], &rows);
+        self.table(
+            &[
+                "kind".into(),
+                "pairs".into(),
+                "metrics".into(),
+                "representations".into(),
+                "example".into(),
+            ],
+            &rows,
+        );
     }
 
     fn finish(&self) -> String {

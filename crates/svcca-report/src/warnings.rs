@@ -1,0 +1,183 @@
+//! The sweep's warnings grouped by kind, so that fifty "near-constant neurons dropped" lines that
+//! differ only in a count and a layer read as one row: the kind, how many pairs carry it, for which
+//! metrics, the representations concerned (each once) and one full example.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use svcca_results::ResultsFile;
+
+/// One kind of warning over a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarningGroup {
+    /// The warning with representations and numbers taken out (`only N datapoints for N
+    /// dimensions (< Nx)`).
+    pub kind: String,
+    /// Pairs (records) carrying a warning of this kind.
+    pub pairs: usize,
+    /// Metrics of those records.
+    pub metrics: BTreeSet<String>,
+    /// Representations named in the warnings, or else the two sides of the pairs, each once.
+    pub representations: BTreeSet<String>,
+    /// The first warning of this kind, verbatim.
+    pub example: String,
+}
+
+const REP: &str = "⟨representation⟩";
+
+/// Groups every pair's warnings by kind, most frequent kind first (ties by kind, so the order is
+/// a function of the results only).
+pub fn group_warnings(results: &ResultsFile) -> Vec<WarningGroup> {
+    // Longest label first, so that `…/h1` never eats the front of `…/h10`.
+    let mut labels: Vec<String> = results
+        .representations
+        .iter()
+        .map(|r| r.key.label())
+        .collect();
+    labels.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    labels.dedup();
+
+    let mut groups: BTreeMap<String, WarningGroup> = BTreeMap::new();
+    for pair in &results.pairs {
+        let mut kinds_here = BTreeSet::new();
+        for w in &pair.warnings {
+            let (kind, named) = kind_of(w, &labels);
+            let g = groups.entry(kind.clone()).or_insert_with(|| WarningGroup {
+                kind: kind.clone(),
+                pairs: 0,
+                metrics: BTreeSet::new(),
+                representations: BTreeSet::new(),
+                example: w.clone(),
+            });
+            if kinds_here.insert(kind) {
+                g.pairs += 1;
+            }
+            g.metrics.insert(pair.metric.clone());
+            if named.is_empty() {
+                g.representations.insert(pair.a.label());
+                g.representations.insert(pair.b.label());
+            } else {
+                g.representations.extend(named);
+            }
+        }
+    }
+    let mut out: Vec<WarningGroup> = groups.into_values().collect();
+    out.sort_by(|a, b| b.pairs.cmp(&a.pairs).then_with(|| a.kind.cmp(&b.kind)));
+    out
+}
+
+/// The kind of one warning and the representations it names.
+fn kind_of(warning: &str, labels_longest_first: &[String]) -> (String, Vec<String>) {
+    let mut text = warning.to_string();
+    let mut named = Vec::new();
+    for label in labels_longest_first {
+        if text.contains(label.as_str()) {
+            named.push(label.clone());
+            text = text.replace(label.as_str(), REP);
+        }
+    }
+    let mut kind = String::with_capacity(text.len());
+    let mut in_number = false;
+    for c in text.chars() {
+        let numeric = c.is_ascii_digit() || (in_number && (c == '.' || c == 'e' || c == '-'));
+        if numeric {
+            if !in_number {
+                kind.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            kind.push(c);
+        }
+    }
+    // "kind: details" — the part before the colon names the kind when it is a phrase, not a side
+    // name like "x".
+    if let Some((head, _)) = kind.split_once(": ")
+        && head.split_whitespace().count() >= 3
+    {
+        kind = head.to_string();
+    }
+    (kind.trim().to_string(), named)
+}
+
+/// `a, b, c … and N more` for a table cell.
+pub(crate) fn list_some(items: &BTreeSet<String>, max: usize) -> String {
+    let shown: Vec<&str> = items.iter().take(max).map(String::as_str).collect();
+    let mut s = shown.join(", ");
+    if items.len() > max {
+        s.push_str(&format!(" … and {} more", items.len() - max));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{key, pair, results_with};
+
+    #[test]
+    fn near_identical_warnings_are_one_row_with_each_representation_once() {
+        let h1 = key("mlp", 0, 100, "h1");
+        let h10 = key("mlp", 0, 100, "h10");
+        let fin = key("mlp", 0, 2250, "h1");
+        let mut pairs = Vec::new();
+        for (i, (a, n)) in [(&h1, 6), (&h10, 5), (&h1, 6)].into_iter().enumerate() {
+            let mut p = pair(
+                a.clone(),
+                fin.clone(),
+                if i == 2 { "pwcca" } else { "svcca" },
+                0.5,
+            );
+            p.warnings = vec![
+                format!("near-constant neurons dropped: {n} from {}", a.label()),
+                format!(
+                    "only 597 datapoints for {} dimensions (< 5x): canonical correlations are \
+                     biased upwards",
+                    120 + i
+                ),
+            ];
+            pairs.push(p);
+        }
+        let mut lone = pair(h1.clone(), h10.clone(), "svcca", 0.5);
+        lone.warnings = vec!["x: the keep rule asked for 9 directions but only 3 have".into()];
+        pairs.push(lone);
+        let results = results_with(&["h1", "h10"], pairs);
+
+        let groups = group_warnings(&results);
+        assert_eq!(groups.len(), 3, "{groups:#?}");
+        let dropped = groups
+            .iter()
+            .find(|g| g.kind == "near-constant neurons dropped")
+            .expect("one group for the dropped neurons");
+        assert_eq!(dropped.pairs, 3);
+        // h10 is not read as h1 followed by "0".
+        let want: BTreeSet<String> = [h1.label(), h10.label()].into_iter().collect();
+        assert_eq!(dropped.representations, want);
+        assert_eq!(
+            dropped.metrics,
+            ["pwcca", "svcca"].map(String::from).into_iter().collect()
+        );
+        let sample = groups
+            .iter()
+            .find(|g| g.kind == "only N datapoints for N dimensions (< Nx)")
+            .expect("one group for the sample-size warning");
+        assert_eq!(sample.pairs, 3);
+        // Named nobody: the pairs' sides stand in.
+        assert!(sample.representations.contains(&fin.label()));
+        // A short prefix ("x") is not a kind: the whole normalised text is.
+        assert!(
+            groups
+                .iter()
+                .any(|g| g.kind == "x: the keep rule asked for N directions but only N have"),
+            "{groups:#?}"
+        );
+        // Most frequent first.
+        assert!(groups[0].pairs >= groups[1].pairs && groups[1].pairs >= groups[2].pairs);
+    }
+
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        let items: BTreeSet<String> = (0..5).map(|i| format!("r{i}")).collect();
+        assert_eq!(list_some(&items, 3), "r0, r1, r2 … and 2 more");
+        assert_eq!(list_some(&items, 5), "r0, r1, r2, r3, r4");
+    }
+}
