@@ -179,7 +179,7 @@ pub fn write_report(
     let mut page = Page::new(out_dir);
     page.header(results, &metric, options);
     page.definitions(&metric, options.threshold);
-    page.nulls(&nulls, &metric);
+    page.nulls(&nulls, &metric, !conv_null_groups.is_empty());
     page.conv_nulls(&conv_nulls, &conv_null_groups, &metric);
     page.dynamics(&dynamics, &gaussian, results)?;
     page.cross_seed(&seeds, &metric, &gaussian, results)?;
@@ -680,10 +680,12 @@ impl Page {
         self.html.push_str("</dl>\n");
     }
 
-    fn nulls(&mut self, nulls: &[NullBaseline], metric: &str) {
+    fn nulls(&mut self, nulls: &[NullBaseline], metric: &str, conv_nulls: bool) {
         self.section("null", "Null baselines");
         if nulls.is_empty() {
-            self.p("No null baseline was computed for this report.");
+            if !conv_nulls {
+                self.p("No null baseline was computed for this report.");
+            }
             return;
         }
         self.p(&format!(
@@ -1559,8 +1561,8 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
     for g in &data.conv_null_groups {
         let _ = writeln!(
             s,
-            "null of conv {}: {} vs {} ({}, {} pairs, {} over {} datapoints; {}): \
-             {:.3} – {:.3}, against {} {:.3} – {:.3}{}",
+            "null baselines of conv layers, {}: {} vs {} ({}, {} pairs, {} over {} datapoints; \
+             {}): {:.3} – {:.3}, against {} {:.3} – {:.3}{}",
             g.run,
             g.layer_a,
             g.layer_b,

@@ -205,7 +205,10 @@ fn report_shows_dims_per_frequency_and_conv_nulls() {
     // images as if they were one CCA's.
     let text = &summary.text;
     assert!(
-        text.contains("null of conv convnet: conv2 vs conv2 (dft, 2 pairs, one CCA per frequency over 597 datapoints; dims per frequency min"),
+        text.contains(
+            "null baselines of conv layers, convnet: conv2 vs conv2 (dft, 2 pairs, one CCA per \
+             frequency over 597 datapoints; dims per frequency min"
+        ),
         "{text}"
     );
     assert!(text.contains("/ median ") && text.contains("/ max "), "{text}");
@@ -222,4 +225,5 @@ fn report_shows_dims_per_frequency_and_conv_nulls() {
     assert!(html.contains("dims of a per frequency"), "conv null table");
     assert!(html.contains("Not computed for the conv layers (conv1, conv2)"));
     assert!(html.contains("0 of 3 conv pairs score at or below their own null"));
+    assert!(!html.contains("No null baseline was computed"));
 }
