@@ -510,9 +510,11 @@ fn sample_size_is_judged_per_frequency_and_per_cca() {
     let dft = run(ConvMethod::Dft);
     assert_eq!(
         few(&dft),
-        ["only 30 datapoints per CCA for up to 7 dimensions at 9 of 9 frequencies (< 5x): \
+        [
+            "only 30 datapoints per CCA for up to 7 dimensions at 9 of 9 frequencies (< 5x): \
           canonical correlations are biased upwards; the SVCCA authors advise 5-10x more \
-          datapoints than neurons"]
+          datapoints than neurons"
+        ]
     );
     assert!(few(&run(ConvMethod::Fold)).is_empty(), "270 datapoints");
     assert_eq!(few(&run(ConvMethod::Pool)).len(), 1);
@@ -526,5 +528,9 @@ fn sample_size_is_judged_per_frequency_and_per_cca() {
         &ConvOptions::default(),
     )
     .unwrap();
-    assert!(dft.x_dims * 5 > n && few(&dft).is_empty(), "{:?}", dft.warnings);
+    assert!(
+        dft.x_dims * 5 > n && few(&dft).is_empty(),
+        "{:?}",
+        dft.warnings
+    );
 }

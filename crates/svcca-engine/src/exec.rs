@@ -1098,7 +1098,8 @@ pub fn conv_record(
     // dft's and pool's, one per image.
     let datapoints = match c.method {
         svcca_core::conv::ConvMethod::Fold => {
-            let positions = c.x_shape.height.min(c.y_shape.height) * c.x_shape.width.min(c.y_shape.width);
+            let positions =
+                c.x_shape.height.min(c.y_shape.height) * c.x_shape.width.min(c.y_shape.width);
             c.images * positions as u64
         }
         _ => c.images,

@@ -1008,7 +1008,11 @@ pub struct CcaShape {
 impl CcaShape {
     /// A rough operation count of one draw, for cost caps.
     pub fn cost(&self) -> f64 {
-        let width = if self.complex_a || self.complex_b { 4.0 } else { 1.0 };
+        let width = if self.complex_a || self.complex_b {
+            4.0
+        } else {
+            1.0
+        };
         self.datapoints as f64 * ((self.dims_a + self.dims_b) as f64).powi(2) * width
     }
 }
@@ -1206,7 +1210,10 @@ pub fn conv_gaussian_null(
             detail: "no frequency has a direction on both sides".into(),
         });
     }
-    let values: Vec<f64> = pooled.iter().map(|&(sum, count)| sum / count as f64).collect();
+    let values: Vec<f64> = pooled
+        .iter()
+        .map(|&(sum, count)| sum / count as f64)
+        .collect();
     let (mean, std, min, max) = spread(&values);
     let dims = |side: fn(&CcaShape) -> usize| {
         let v: Vec<usize> = shapes.ccas.iter().map(side).collect();
@@ -1440,9 +1447,8 @@ mod tests {
                     acc.0 += sum;
                     acc.1 += count;
                 }
-                per_frequency_means.push(
-                    one.iter().map(|(s, c)| s / *c as f64).sum::<f64>() / draws as f64,
-                );
+                per_frequency_means
+                    .push(one.iter().map(|(s, c)| s / *c as f64).sum::<f64>() / draws as f64);
             }
         }
         let values: Vec<f64> = pooled.iter().map(|(s, c)| s / *c as f64).collect();

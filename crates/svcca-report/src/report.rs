@@ -15,8 +15,8 @@ use svcca_results::{PairRecord, RepresentationKey, ResultsFile};
 
 use crate::ReportError;
 use crate::compute::{
-    ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline,
-    NullCache, conv_cca_shapes, conv_gaussian_null, gaussian_null,
+    ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline, NullCache,
+    conv_cca_shapes, conv_gaussian_null, gaussian_null,
 };
 use crate::dynamics::{DEFAULT_THRESHOLD, LearningDynamics, learning_dynamics};
 use crate::layers::{layer_order, primary_metric, runs};
@@ -422,7 +422,10 @@ fn conv_null_groups(conv: &[ConvPairNull]) -> Vec<ConvNullGroup> {
         let Some(shape) = &c.null.conv else { continue };
         let (run, layer_a, layer_b) = (&c.a.run, layer_text(&c.a), layer_text(&c.b));
         let at = groups.iter().position(|g| {
-            &g.run == run && g.layer_a == layer_a && g.layer_b == layer_b && g.method == shape.method
+            &g.run == run
+                && g.layer_a == layer_a
+                && g.layer_b == layer_b
+                && g.method == shape.method
         });
         let i = at.unwrap_or_else(|| {
             groups.push(ConvNullGroup {
@@ -722,12 +725,7 @@ impl Page {
         self.table(&head, &rows);
     }
 
-    fn conv_nulls(
-        &mut self,
-        listed: &[ConvPairNull],
-        groups: &[ConvNullGroup],
-        metric: &str,
-    ) {
+    fn conv_nulls(&mut self, listed: &[ConvPairNull], groups: &[ConvNullGroup], metric: &str) {
         if groups.is_empty() {
             return;
         }
@@ -789,7 +787,11 @@ impl Page {
             "frequencies".into(),
             "dims of a per frequency".into(),
             "dims of b per frequency".into(),
-            format!("gaussian null ({} draws, seed {})", listed.first().map_or(0, |c| c.null.draws), listed.first().map_or(0, |c| c.null.seed)),
+            format!(
+                "gaussian null ({} draws, seed {})",
+                listed.first().map_or(0, |c| c.null.draws),
+                listed.first().map_or(0, |c| c.null.seed)
+            ),
             metric.to_string(),
         ];
         self.table(&head, &rows);
@@ -1568,7 +1570,11 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             g.layer_b,
             g.method,
             g.pairs,
-            if g.frequencies > 1 { "one CCA per frequency" } else { "one CCA" },
+            if g.frequencies > 1 {
+                "one CCA per frequency"
+            } else {
+                "one CCA"
+            },
             g.datapoints,
             g.dims_text(),
             g.null_min,
@@ -1688,6 +1694,17 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
         let null = data["null_baselines"][0]["mean"].as_f64().unwrap();
         assert!(null > 0.05 && null < 0.5, "{null}");
+        // The conv1 pair was stored without its per-frequency dims (as results written before
+        // they were recorded): no flat null of its summed dims, and a note that says why.
+        assert!(data["conv_nulls"].as_array().unwrap().is_empty());
+        assert!(
+            summary
+                .notes
+                .iter()
+                .any(|n| n.contains("conv pair") && n.contains("rerun the sweep")),
+            "{:?}",
+            summary.notes
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@ use svcca_results::{
 };
 
 fn fixture(seed: i64, step: i64, layer: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../../fixtures/digits/conv/seed{seed}/step{step}/{layer}.npy"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../../fixtures/digits/conv/seed{seed}/step{step}/{layer}.npy"
+    ))
 }
 
 fn key(seed: i64, step: i64, layer: &str) -> RepresentationKey {
@@ -211,7 +212,10 @@ fn report_shows_dims_per_frequency_and_conv_nulls() {
         ),
         "{text}"
     );
-    assert!(text.contains("/ median ") && text.contains("/ max "), "{text}");
+    assert!(
+        text.contains("/ median ") && text.contains("/ max "),
+        "{text}"
+    );
     assert!(text.contains("total over 64 frequencies"), "{text}");
     assert!(!text.contains("pair(s) at or below their null"), "{text}");
     for p in &results.pairs {

@@ -573,10 +573,7 @@ fn single_result(
         ConvMethod::Fold => n * (gh * gw) as u64,
         _ => n,
     };
-    warnings.extend(sample_size_warning(
-        datapoints,
-        std::slice::from_ref(&r),
-    ));
+    warnings.extend(sample_size_warning(datapoints, std::slice::from_ref(&r)));
     ConvComparison {
         method: plan.method(),
         mode: options.mode,
