@@ -51,6 +51,7 @@ fn results() -> ResultsFile {
                     coefficients: vec![],
                     weights: None,
                     frequencies: None,
+                    conv: None,
                     warnings: vec![],
                 });
             }

@@ -484,3 +484,53 @@ fn default_mode_crops_non_square_layers() {
     }
     assert!(r.coefficients.iter().all(|&c| (0.0..=1.0).contains(&c)));
 }
+
+#[test]
+fn sample_size_is_judged_per_frequency_and_per_cca() {
+    // 30 images, 7 and 3 channels: every frequency's CCA has 30 < 5 × 7 datapoints; fold's
+    // one CCA has 30 × 9 and is fine; pool's has 30 and is not.
+    let (n, h, w, cx, cy) = (30, 3, 3, 7, 3);
+    let mut rng = SplitMix(8);
+    let (x, y) = base_pair(&mut rng, n, h, w, cx, cy);
+    let run = |method| {
+        compare_conv(
+            nhwc(&x, [n, h, w, cx]),
+            nhwc(&y, [n, h, w, cy]),
+            &ConvOptions::default().with_method(method),
+        )
+        .unwrap()
+    };
+    let few = |c: &svcca_core::conv::ConvComparison| {
+        c.warnings
+            .iter()
+            .filter(|w| w.contains("(< 5x)"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let dft = run(ConvMethod::Dft);
+    assert_eq!(
+        few(&dft),
+        [
+            "only 30 datapoints per CCA for up to 7 dimensions at 9 of 9 frequencies (< 5x): \
+          canonical correlations are biased upwards; the SVCCA authors advise 5-10x more \
+          datapoints than neurons"
+        ]
+    );
+    assert!(few(&run(ConvMethod::Fold)).is_empty(), "270 datapoints");
+    assert_eq!(few(&run(ConvMethod::Pool)).len(), 1);
+    // The summed dims are not what is judged: with 200 images every frequency has more than
+    // 28 per dimension and there is no warning, though 5 × 9 × 7 > 200.
+    let (n, mut rng) = (200, SplitMix(9));
+    let (x, y) = base_pair(&mut rng, n, h, w, cx, cy);
+    let dft = compare_conv(
+        nhwc(&x, [n, h, w, cx]),
+        nhwc(&y, [n, h, w, cy]),
+        &ConvOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        dft.x_dims * 5 > n && few(&dft).is_empty(),
+        "{:?}",
+        dft.warnings
+    );
+}

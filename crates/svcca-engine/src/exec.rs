@@ -32,7 +32,7 @@ use svcca_core::conv::{
     FrequencyResult, Layout, SpatialShape,
 };
 use svcca_core::{CompareOptions, MomentAccumulator, RowBlock, Side, Whitening};
-use svcca_results::{FrequencyRecord, PairRecord, RepresentationKey};
+use svcca_results::{ConvRecord, FrequencyRecord, PairRecord, RepresentationKey};
 
 use crate::cache::{self, CacheError, DenseMatrix, Store, keys};
 use crate::driver::{TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
@@ -1021,6 +1021,7 @@ pub fn pair_record(
         coefficients: c.coefficients.clone(),
         weights: c.weights.clone(),
         frequencies: None,
+        conv: None,
         warnings,
     }
 }
@@ -1088,9 +1089,21 @@ pub fn conv_record(
                 j: f.j,
                 coefficients: f.coefficients.clone(),
                 mean: f.mean,
+                dims_a: Some(f.x_dims),
+                dims_b: Some(f.y_dims),
             })
             .collect()
     });
+    // fold's one CCA has a datapoint per image and position of the common (cropped) grid;
+    // dft's and pool's, one per image.
+    let datapoints = match c.method {
+        svcca_core::conv::ConvMethod::Fold => {
+            let positions =
+                c.x_shape.height.min(c.y_shape.height) * c.x_shape.width.min(c.y_shape.width);
+            c.images * positions as u64
+        }
+        _ => c.images,
+    };
     PairRecord {
         a,
         b,
@@ -1102,6 +1115,11 @@ pub fn conv_record(
         coefficients: c.coefficients.clone(),
         weights: None,
         frequencies,
+        conv: Some(ConvRecord {
+            method: c.method.name().to_string(),
+            datapoints,
+            grid: c.grid,
+        }),
         warnings: c.warnings.clone(),
     }
 }

@@ -418,6 +418,7 @@ mod tests {
             coefficients: vec![],
             weights: None,
             frequencies: None,
+            conv: None,
             warnings: vec![],
         };
         let results = ResultsFile {

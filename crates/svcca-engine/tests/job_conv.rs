@@ -56,6 +56,15 @@ fn max_conv_difference(results: &ResultsFile, method: ConvMethod) -> f64 {
         let r = conv_reference(&p.a, &p.b, &settings);
         assert_eq!((p.dims_a, p.dims_b), (r.x_dims, r.y_dims));
         assert_eq!(p.coefficients.len(), r.coefficients.len());
+        // What each CCA saw, for nulls and sample-size judgements: fold's datapoints are the
+        // images × the 8x8 positions.
+        let conv = p.conv.as_ref().expect("conv pairs record their method");
+        let per_image = if method == ConvMethod::Fold { 64 } else { 1 };
+        assert_eq!(
+            (conv.method.as_str(), conv.datapoints),
+            (method.as_str(), 597 * per_image)
+        );
+        assert_eq!(p.warnings, r.warnings);
         worst = worst.max((p.mean - r.mean).abs());
         worst = worst.max((p.google_mean.unwrap() - r.google_mean).abs());
         for (u, v) in p.coefficients.iter().zip(&r.coefficients) {
@@ -69,6 +78,7 @@ fn max_conv_difference(results: &ResultsFile, method: ConvMethod) -> f64 {
             assert_eq!(freqs.len(), r.frequencies.len());
             for (f, g) in freqs.iter().zip(&r.frequencies) {
                 assert_eq!((f.i, f.j), (g.i, g.j));
+                assert_eq!((f.dims_a, f.dims_b), (Some(g.x_dims), Some(g.y_dims)));
                 worst = worst.max((f.mean - g.mean).abs());
             }
         }

@@ -43,11 +43,31 @@
 //!   each side's spectrum and breaks only the pairing.
 //!
 //! Reported as mean, std, min and max over `draws`.
+//!
+//! ## Conv layers
+//! A conv pair's result is not one CCA, so its null is not one either; it is computed the way the
+//! result is ([`conv_cca_shapes`], [`conv_gaussian_null`]):
+//! - *dft*: one Gaussian CCA per location of the frequency grid, with that location's kept
+//!   dimensions on each side and the images as datapoints; complex circular Gaussian data on a
+//!   side whose DFT values are complex there, real data where they are real (the zero and
+//!   Nyquist frequencies). The result is the mean of every location's coefficients pooled, so
+//!   the null pools the Gaussian coefficients the same way: `Σ_f Σ_i ρ_fi / Σ_f k_f`, each
+//!   location weighted by its number of coefficients `k_f = min(dims_a_f, dims_b_f)`. A pair's
+//!   summed dims (`dims_a` = Σ_f over 64 frequencies) treated as one CCA on the images would
+//!   give a null near 1 for a result that never saw them together.
+//! - *fold*: one real CCA over images × positions; *pool*: one real CCA over the images.
+//!
+//! Draws of one shape are cached ([`NullCache`]): the per-frequency shapes of a grid repeat, and
+//! so do they across pairs. Every shape's draws start from the same seed, so frequencies of one
+//! shape share their draws; the mean is unaffected, the std over draws is then an upper bound
+//! for independent frequencies.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use svcca_core::faer::Mat;
+use svcca_core::faer::{Mat, c64};
 use svcca_core::{
     CompareOptions, CoreError, JointMoments, KeepRule, Metric, MomentAccumulator, MomentParts,
     RowBlock, WhitenOptions, Whitening, canonical_correlations, compare_moments,
@@ -740,6 +760,63 @@ pub struct NullBaseline {
     pub std: f64,
     pub min: f64,
     pub max: f64,
+    /// Conv pairs: how the null was made of per-frequency CCAs. `dims_a`/`dims_b` above are
+    /// then the largest dimensions of any one of them, never their sum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<ConvNull>,
+}
+
+/// The per-frequency make-up of a conv pair's null baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvNull {
+    /// `dft`, `fold` or `pool`.
+    pub method: String,
+    /// CCAs pooled: the grid's locations for dft, 1 for fold and pool.
+    pub frequencies: usize,
+    /// Locations whose data is complex on at least one side.
+    pub complex_frequencies: usize,
+    /// Kept dimensions per frequency of each side.
+    pub dims_a: DimsSummary,
+    pub dims_b: DimsSummary,
+}
+
+/// Dimensions over the frequencies of a conv pair, each number named.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DimsSummary {
+    pub min: usize,
+    pub median: f64,
+    pub max: usize,
+    /// Sum over the frequencies: what no single CCA sees.
+    pub total: usize,
+}
+
+impl DimsSummary {
+    /// `None` for no values.
+    pub fn of(values: &[usize]) -> Option<Self> {
+        let mut v = values.to_vec();
+        v.sort_unstable();
+        let (min, max) = (*v.first()?, *v.last()?);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[mid] as f64
+        } else {
+            (v[mid - 1] + v[mid]) as f64 / 2.0
+        };
+        Some(Self {
+            min,
+            median,
+            max,
+            total: v.iter().sum(),
+        })
+    }
+
+    /// `min 12 / median 20 / max 29, total 1299`.
+    pub fn text(&self) -> String {
+        format!(
+            "min {} / median {} / max {}, total {}",
+            self.min, self.median, self.max, self.total
+        )
+    }
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, seedable and the same on every platform.
@@ -840,6 +917,7 @@ pub fn gaussian_null(
         std,
         min,
         max,
+        conv: None,
     })
 }
 
@@ -912,6 +990,265 @@ pub fn permuted_null(
         std,
         min,
         max,
+        conv: None,
+    })
+}
+
+/// The shape of one CCA of a null baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CcaShape {
+    pub datapoints: u64,
+    pub dims_a: usize,
+    pub dims_b: usize,
+    /// The side's values are complex (a DFT frequency that is not its own conjugate).
+    pub complex_a: bool,
+    pub complex_b: bool,
+}
+
+impl CcaShape {
+    /// A rough operation count of one draw, for cost caps.
+    pub fn cost(&self) -> f64 {
+        let width = if self.complex_a || self.complex_b {
+            4.0
+        } else {
+            1.0
+        };
+        self.datapoints as f64 * ((self.dims_a + self.dims_b) as f64).powi(2) * width
+    }
+}
+
+/// The CCAs a conv pair's result is made of: one per grid location for dft (conjugate
+/// locations included, since the result pools their coefficients too), one for fold and pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvShapes {
+    pub method: String,
+    pub ccas: Vec<CcaShape>,
+}
+
+/// The CCA shapes behind a stored pair when it compares conv (or tokens) layers; `Ok(None)` for
+/// a dense pair. `shape_a`/`shape_b` are the representations' per-datapoint shapes
+/// (`[h, w, c]` for conv layers) and `datapoints` their images.
+pub fn conv_cca_shapes(
+    pair: &svcca_results::PairRecord,
+    shape_a: &[usize],
+    shape_b: &[usize],
+    datapoints: u64,
+) -> Result<Option<ConvShapes>, ComputeError> {
+    let what = || format!("null of {} vs {}", pair.a.label(), pair.b.label());
+    let stale = |detail: &str| ComputeError::Input {
+        what: what(),
+        detail: format!(
+            "{detail}; these results were written before it was recorded, rerun the sweep to \
+             get this conv pair's null"
+        ),
+    };
+    let conv = match (&pair.conv, &pair.frequencies) {
+        (None, None) if shape_a.len() < 3 && shape_b.len() < 3 => return Ok(None),
+        (None, _) => return Err(stale("the pair does not record its conv method")),
+        (Some(conv), _) => conv,
+    };
+    match (conv.method.as_str(), &pair.frequencies) {
+        ("dft", Some(freqs)) => {
+            let layer = |shape: &[usize]| match shape {
+                [h, w, _] => Ok((*h, *w)),
+                other => Err(ComputeError::Input {
+                    what: what(),
+                    detail: format!("a dft pair of a layer of shape {other:?}, not [h, w, c]"),
+                }),
+            };
+            let (la, lb) = (layer(shape_a)?, layer(shape_b)?);
+            let grid = (conv.grid[0], conv.grid[1]);
+            let ccas = freqs
+                .iter()
+                .map(|f| {
+                    let (Some(dims_a), Some(dims_b)) = (f.dims_a, f.dims_b) else {
+                        return Err(stale("no per-frequency dims"));
+                    };
+                    Ok(CcaShape {
+                        datapoints,
+                        dims_a,
+                        dims_b,
+                        complex_a: !svcca_core::conv::real_at(f.i, f.j, grid, la),
+                        complex_b: !svcca_core::conv::real_at(f.i, f.j, grid, lb),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if ccas.len() != grid.0 * grid.1 {
+                return Err(ComputeError::Input {
+                    what: what(),
+                    detail: format!(
+                        "{} frequency records for a {}x{} grid",
+                        ccas.len(),
+                        grid.0,
+                        grid.1
+                    ),
+                });
+            }
+            Ok(Some(ConvShapes {
+                method: conv.method.clone(),
+                ccas,
+            }))
+        }
+        ("fold" | "pool", _) => Ok(Some(ConvShapes {
+            method: conv.method.clone(),
+            ccas: vec![CcaShape {
+                datapoints: conv.datapoints,
+                dims_a: pair.dims_a,
+                dims_b: pair.dims_b,
+                complex_a: false,
+                complex_b: false,
+            }],
+        })),
+        (other, _) => Err(ComputeError::Input {
+            what: what(),
+            detail: format!("conv method {other:?} without per-frequency records"),
+        }),
+    }
+}
+
+/// Gaussian draws of CCA shapes, computed once per shape: `(Σρ, count)` per draw.
+#[derive(Debug, Clone)]
+pub struct NullCache {
+    draws: usize,
+    seed: u64,
+    epsilon: f64,
+    sums: BTreeMap<CcaShape, Vec<(f64, usize)>>,
+}
+
+impl NullCache {
+    pub fn new(draws: usize, seed: u64) -> Self {
+        Self {
+            draws,
+            seed,
+            epsilon: ComputeOptions::default().epsilon,
+            sums: BTreeMap::new(),
+        }
+    }
+
+    /// Distinct shapes computed so far.
+    pub fn shapes(&self) -> usize {
+        self.sums.len()
+    }
+
+    /// Whether `shape` is already computed.
+    pub fn has(&self, shape: &CcaShape) -> bool {
+        self.sums.contains_key(shape)
+    }
+
+    /// The draws of `shape`: for each draw, independent standard Gaussian `a` (`datapoints ×
+    /// dims_a`, row-major; a complex entry draws its real then its imaginary part) then `b`,
+    /// from a generator seeded with the cache's seed, compared by the DFT method's own
+    /// per-frequency CCA ([`svcca_core::conv::complex_cca`]).
+    fn draws_of(&mut self, shape: CcaShape) -> Result<&[(f64, usize)], ComputeError> {
+        if !self.sums.contains_key(&shape) {
+            let what = format!(
+                "gaussian null for {} datapoints × {}/{} dims",
+                shape.datapoints, shape.dims_a, shape.dims_b
+            );
+            let n = shape.datapoints as usize;
+            let mut rng = SplitMix64::new(self.seed);
+            let mut draw = |dims: usize, complex: bool| -> Vec<c64> {
+                (0..n * dims)
+                    .map(|_| {
+                        let re = rng.normal();
+                        c64::new(re, if complex { rng.normal() } else { 0.0 })
+                    })
+                    .collect()
+            };
+            let mut out = Vec::with_capacity(self.draws);
+            for _ in 0..self.draws {
+                let a = draw(shape.dims_a, shape.complex_a);
+                let b = draw(shape.dims_b, shape.complex_b);
+                let rho = svcca_core::conv::complex_cca(
+                    &a,
+                    &b,
+                    n,
+                    (shape.dims_a, shape.dims_b),
+                    self.epsilon,
+                )
+                .map_err(|e| ComputeError::Input {
+                    what: what.clone(),
+                    detail: e.to_string(),
+                })?;
+                out.push((rho.iter().sum(), rho.len()));
+            }
+            self.sums.insert(shape, out);
+        }
+        Ok(&self.sums[&shape])
+    }
+}
+
+/// The Gaussian null of a conv pair (`of` names it) made of `shapes`' CCAs: for each draw, every
+/// CCA's Gaussian coefficients pooled into one mean, as the pair's result pools its own; see the
+/// module docs.
+pub fn conv_gaussian_null(
+    of: &str,
+    metric: &str,
+    shapes: &ConvShapes,
+    cache: &mut NullCache,
+) -> Result<NullBaseline, ComputeError> {
+    let what = format!("gaussian null of {of}");
+    if cache.draws == 0 {
+        return Err(ComputeError::Input {
+            what,
+            detail: "needs at least one draw".into(),
+        });
+    }
+    let mut pooled = vec![(0.0f64, 0usize); cache.draws];
+    for shape in &shapes.ccas {
+        if shape.dims_a == 0 || shape.dims_b == 0 {
+            continue; // no coefficient at this frequency in the result either
+        }
+        for (acc, (sum, count)) in pooled.iter_mut().zip(cache.draws_of(*shape)?) {
+            acc.0 += sum;
+            acc.1 += count;
+        }
+    }
+    if pooled.iter().any(|&(_, count)| count == 0) {
+        return Err(ComputeError::Input {
+            what,
+            detail: "no frequency has a direction on both sides".into(),
+        });
+    }
+    let values: Vec<f64> = pooled
+        .iter()
+        .map(|&(sum, count)| sum / count as f64)
+        .collect();
+    let (mean, std, min, max) = spread(&values);
+    let dims = |side: fn(&CcaShape) -> usize| {
+        let v: Vec<usize> = shapes.ccas.iter().map(side).collect();
+        DimsSummary::of(&v).unwrap_or(DimsSummary {
+            min: 0,
+            median: 0.0,
+            max: 0,
+            total: 0,
+        })
+    };
+    let (dims_a, dims_b) = (dims(|c| c.dims_a), dims(|c| c.dims_b));
+    Ok(NullBaseline {
+        kind: "gaussian".into(),
+        metric: metric.to_string(),
+        of: of.to_string(),
+        datapoints: shapes.ccas.first().map_or(0, |c| c.datapoints),
+        dims_a: dims_a.max,
+        dims_b: dims_b.max,
+        draws: cache.draws,
+        seed: cache.seed,
+        mean,
+        std,
+        min,
+        max,
+        conv: Some(ConvNull {
+            method: shapes.method.clone(),
+            frequencies: shapes.ccas.len(),
+            complex_frequencies: shapes
+                .ccas
+                .iter()
+                .filter(|c| c.complex_a || c.complex_b)
+                .count(),
+            dims_a,
+            dims_b,
+        }),
     })
 }
 
@@ -969,6 +1306,222 @@ mod tests {
         assert_eq!(gaussian_null(60, 20, 20, "svcca", 3, 0).unwrap(), few);
         assert!(gaussian_null(60, 20, 20, "nonsense", 3, 0).is_err());
         assert!(gaussian_null(60, 0, 20, "svcca", 3, 0).is_err());
+    }
+
+    /// Realifies complex rows (`n × d`, row-major) after centring each column: `[Re Z, −Im Z;
+    /// Im Z, Re Z]` (`2n × 2d`). Its real CCA has every canonical correlation of the complex CCA
+    /// twice, so the mean of its coefficients is the complex CCA's.
+    fn realify(z: &[(f64, f64)], n: usize, d: usize) -> Vec<f64> {
+        let mut mean = vec![(0.0, 0.0); d];
+        for r in 0..n {
+            for c in 0..d {
+                mean[c].0 += z[r * d + c].0 / n as f64;
+                mean[c].1 += z[r * d + c].1 / n as f64;
+            }
+        }
+        let mut out = vec![0.0; 2 * n * 2 * d];
+        for r in 0..n {
+            for c in 0..d {
+                let (re, im) = (z[r * d + c].0 - mean[c].0, z[r * d + c].1 - mean[c].1);
+                out[r * 2 * d + c] = re;
+                out[r * 2 * d + d + c] = -im;
+                out[(n + r) * 2 * d + c] = im;
+                out[(n + r) * 2 * d + d + c] = re;
+            }
+        }
+        out
+    }
+
+    /// One frequency's Gaussian null computed on its own: the same draws (seeded generator, `a`
+    /// then `b`, real part then imaginary part), compared by the core's plain real CCA (on the
+    /// realified data where complex). Returns `(Σρ, count)` per draw, counted once per complex
+    /// correlation.
+    fn one_frequency_null(
+        n: usize,
+        (da, db): (usize, usize),
+        (complex_a, complex_b): (bool, bool),
+        draws: usize,
+        seed: u64,
+    ) -> Vec<(f64, usize)> {
+        let mut rng = SplitMix64::new(seed);
+        let opts = CompareOptions::default()
+            .with_metric(Metric::Cca)
+            .with_keep(KeepRule::All);
+        (0..draws)
+            .map(|_| {
+                let mut side = |d: usize, complex: bool| -> Vec<(f64, f64)> {
+                    (0..n * d)
+                        .map(|_| {
+                            let re = rng.normal();
+                            (re, if complex { rng.normal() } else { 0.0 })
+                        })
+                        .collect()
+                };
+                let (a, b) = (side(da, complex_a), side(db, complex_b));
+                let (xa, xb) = (realify(&a, n, da), realify(&b, n, db));
+                let joint = joint_of(
+                    RowBlock::F64 {
+                        data: &xa,
+                        rows: 2 * n,
+                        cols: 2 * da,
+                    },
+                    RowBlock::F64 {
+                        data: &xb,
+                        rows: 2 * n,
+                        cols: 2 * db,
+                    },
+                    "test",
+                )
+                .unwrap();
+                let c = compare_moments(&joint, &opts).unwrap();
+                // Each correlation appears twice in the realified CCA.
+                assert_eq!(c.coefficients.len(), 2 * da.min(db));
+                (c.coefficients.iter().sum::<f64>() / 2.0, da.min(db))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conv_null_is_the_pooled_mean_of_independent_per_frequency_nulls() {
+        use svcca_results::{ConvRecord, FrequencyRecord, PairRecord, RepresentationKey};
+        // A dft pair of an 8x8 layer (16 channels) and a 4x4 one (12 channels): the 8x8
+        // spectrum is cropped to the 4x4 grid, so locations are real on both sides, complex on
+        // both, or (columns/rows of index 2) real on the 4x4 side only.
+        let (n, seed, draws) = (90usize, 11u64, 3usize);
+        let dims = |i: usize, j: usize| (3 + (i * 4 + j) % 5, 2 + (i + 2 * j) % 4);
+        let key = |layer: &str| RepresentationKey {
+            run: "convnet".into(),
+            seed: Some(0),
+            step: Some(1),
+            layer: layer.into(),
+            tags: Default::default(),
+        };
+        let frequencies: Vec<FrequencyRecord> = (0..16)
+            .map(|k| {
+                let (i, j) = (k / 4, k % 4);
+                FrequencyRecord {
+                    i,
+                    j,
+                    coefficients: vec![],
+                    mean: 0.5,
+                    dims_a: Some(dims(i, j).0),
+                    dims_b: Some(dims(i, j).1),
+                }
+            })
+            .collect();
+        let pair = PairRecord {
+            a: key("conv1"),
+            b: key("conv2"),
+            metric: "svcca".into(),
+            mean: 0.5,
+            google_mean: None,
+            dims_a: frequencies.iter().filter_map(|f| f.dims_a).sum(),
+            dims_b: frequencies.iter().filter_map(|f| f.dims_b).sum(),
+            coefficients: vec![],
+            weights: None,
+            frequencies: Some(frequencies),
+            conv: Some(ConvRecord {
+                method: "dft".into(),
+                datapoints: n as u64,
+                grid: [4, 4],
+            }),
+            warnings: vec![],
+        };
+        let shapes = conv_cca_shapes(&pair, &[8, 8, 16], &[4, 4, 12], n as u64)
+            .unwrap()
+            .unwrap();
+        let mut cache = NullCache::new(draws, seed);
+        let null = conv_gaussian_null("conv1 vs conv2", "svcca", &shapes, &mut cache).unwrap();
+
+        // Independently: each of the 16 frequencies' nulls, realness read off the crop by hand
+        // (the 8-wide layer keeps frequencies 0, 1, -2, -1: real only at 0; the 4-wide one is
+        // real at 0 and 2), pooled with the result's weights (its number of coefficients).
+        let mut pooled = vec![(0.0, 0usize); draws];
+        let mut per_frequency_means = Vec::new();
+        for i in 0..4 {
+            for j in 0..4 {
+                let complex_a = !(i == 0 && j == 0);
+                let complex_b = !(i % 2 == 0 && j % 2 == 0);
+                let one = one_frequency_null(n, dims(i, j), (complex_a, complex_b), draws, seed);
+                for (acc, (sum, count)) in pooled.iter_mut().zip(&one) {
+                    acc.0 += sum;
+                    acc.1 += count;
+                }
+                per_frequency_means
+                    .push(one.iter().map(|(s, c)| s / *c as f64).sum::<f64>() / draws as f64);
+            }
+        }
+        let values: Vec<f64> = pooled.iter().map(|(s, c)| s / *c as f64).collect();
+        let want = values.iter().sum::<f64>() / draws as f64;
+        assert!(
+            (null.mean - want).abs() < 1e-9,
+            "conv null {} vs independent {want}",
+            null.mean
+        );
+        let (_, std, min, max) = spread(&values);
+        assert!((null.std - std).abs() < 1e-9 && (null.min - min).abs() < 1e-9);
+        assert!((null.max - max).abs() < 1e-9);
+        // The weighting is what the test pins down: the plain mean of the frequencies' nulls
+        // differs.
+        let unweighted = per_frequency_means.iter().sum::<f64>() / 16.0;
+        assert!((unweighted - want).abs() > 1e-4, "{unweighted} vs {want}");
+        // 16 locations, 15 with complex values on a side; dims summarised, never summed alone.
+        let conv = null.conv.as_ref().unwrap();
+        assert_eq!((conv.frequencies, conv.complex_frequencies), (16, 15));
+        assert_eq!(conv.dims_a.total, pair.dims_a);
+        assert_eq!((conv.dims_a.min, conv.dims_a.max), (3, 7));
+        assert_eq!((null.dims_a, null.dims_b), (7, 5));
+        // Shapes repeat across the grid: fewer computed than locations.
+        assert!(cache.shapes() < 16, "{}", cache.shapes());
+    }
+
+    #[test]
+    fn conv_shapes_need_recorded_dims_and_say_so() {
+        use svcca_results::{ConvRecord, FrequencyRecord, PairRecord, RepresentationKey};
+        let key = RepresentationKey {
+            run: "c".into(),
+            seed: None,
+            step: None,
+            layer: "conv".into(),
+            tags: Default::default(),
+        };
+        let mut pair = PairRecord {
+            a: key.clone(),
+            b: key,
+            metric: "svcca".into(),
+            mean: 0.5,
+            google_mean: None,
+            dims_a: 8,
+            dims_b: 8,
+            coefficients: vec![],
+            weights: None,
+            frequencies: Some(vec![FrequencyRecord {
+                i: 0,
+                j: 0,
+                coefficients: vec![0.5],
+                mean: 0.5,
+                dims_a: None,
+                dims_b: None,
+            }]),
+            conv: None,
+            warnings: vec![],
+        };
+        let err = conv_cca_shapes(&pair, &[1, 1, 8], &[1, 1, 8], 50).unwrap_err();
+        assert!(err.to_string().contains("rerun the sweep"), "{err}");
+        // A dense pair has no conv shapes; fold's one CCA sees images × positions.
+        pair.frequencies = None;
+        assert_eq!(conv_cca_shapes(&pair, &[8], &[8], 50).unwrap(), None);
+        pair.conv = Some(ConvRecord {
+            method: "fold".into(),
+            datapoints: 50 * 16,
+            grid: [1, 1],
+        });
+        let fold = conv_cca_shapes(&pair, &[4, 4, 8], &[4, 4, 8], 50)
+            .unwrap()
+            .unwrap();
+        assert_eq!(fold.ccas.len(), 1);
+        assert_eq!(fold.ccas[0].datapoints, 800);
+        assert!(!fold.ccas[0].complex_a && !fold.ccas[0].complex_b);
     }
 
     #[test]

@@ -313,6 +313,8 @@ mod tests {
                         j,
                         coefficients: vec![],
                         mean: (i * 10 + j) as f64 / 100.0,
+                        dims_a: None,
+                        dims_b: None,
                     });
                 }
             }

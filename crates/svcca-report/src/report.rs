@@ -11,11 +11,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use svcca_results::{PairRecord, ResultsFile};
+use svcca_results::{PairRecord, RepresentationKey, ResultsFile};
 
 use crate::ReportError;
 use crate::compute::{
-    ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline, gaussian_null,
+    ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline, NullCache,
+    conv_cca_shapes, conv_gaussian_null, gaussian_null,
 };
 use crate::dynamics::{DEFAULT_THRESHOLD, LearningDynamics, learning_dynamics};
 use crate::layers::{layer_order, primary_metric, runs};
@@ -114,6 +115,10 @@ pub struct ReportData {
     pub layer_matrices: Vec<LayerMatrix>,
     pub frequency_maps: Vec<FrequencyMap>,
     pub null_baselines: Vec<NullBaseline>,
+    /// Conv pairs' own nulls, computed per frequency (at most [`MAX_CONV_NULLS_LISTED`]).
+    pub conv_nulls: Vec<ConvPairNull>,
+    /// Every conv pair's null and dims, summarised per (run, layer, layer, method).
+    pub conv_null_groups: Vec<ConvNullGroup>,
     pub dimensionality: Vec<DimensionalityCurve>,
     pub class_sensitivity: Vec<ClassSensitivity>,
 }
@@ -153,19 +158,31 @@ pub fn write_report(
     let freq_maps = frequency_maps(results, options.max_frequency_maps);
     let computed = options.computed.clone().unwrap_or_default();
     let mut notes = computed.notes.clone();
-    let mut nulls = if options.gaussian_null {
+    let mut gaussian = if options.gaussian_null {
         gaussian_nulls(results, &metric, options, &mut notes)
     } else {
-        Vec::new()
+        GaussianNulls::default()
     };
+    let mut nulls = std::mem::take(&mut gaussian.listed);
     nulls.extend(computed.null_baselines.iter().cloned());
+    let conv_null_groups = conv_null_groups(&gaussian.conv);
+    if gaussian.conv.len() > MAX_CONV_NULLS_LISTED {
+        notes.push(format!(
+            "conv pairs' nulls listed for the first {MAX_CONV_NULLS_LISTED} of {} pairs; every \
+             pair's null is used in the charts and summarised per layer",
+            gaussian.conv.len()
+        ));
+    }
+    let mut conv_nulls = std::mem::take(&mut gaussian.conv);
+    conv_nulls.truncate(MAX_CONV_NULLS_LISTED);
 
     let mut page = Page::new(out_dir);
     page.header(results, &metric, options);
     page.definitions(&metric, options.threshold);
-    page.nulls(&nulls, &metric);
-    page.dynamics(&dynamics, &nulls, results)?;
-    page.cross_seed(&seeds, &metric, &nulls, results)?;
+    page.nulls(&nulls, &metric, !conv_null_groups.is_empty());
+    page.conv_nulls(&conv_nulls, &conv_null_groups, &metric);
+    page.dynamics(&dynamics, &gaussian, results)?;
+    page.cross_seed(&seeds, &metric, &gaussian, results)?;
     page.layer_matrices(&layer_mats)?;
     for m in &metrics {
         let full = full_matrix(results, m);
@@ -173,8 +190,8 @@ pub fn write_report(
     }
     page.frequency_maps(&freq_maps)?;
     page.spectra(results)?;
-    page.dimensionality(&computed.dimensionality)?;
-    page.class_sensitivity(&computed.class_sensitivity)?;
+    page.dimensionality(&computed.dimensionality, results)?;
+    page.class_sensitivity(&computed.class_sensitivity, results)?;
     page.warnings(results);
     if !notes.is_empty() {
         page.section("notes", "Notes");
@@ -192,6 +209,8 @@ pub fn write_report(
         layer_matrices: layer_mats,
         frequency_maps: freq_maps,
         null_baselines: nulls,
+        conv_nulls,
+        conv_null_groups,
         dimensionality: computed.dimensionality.clone(),
         class_sensitivity: computed.class_sensitivity.clone(),
     };
@@ -213,24 +232,154 @@ pub fn write_report(
     })
 }
 
-/// Gaussian nulls at the distinct (datapoints, dims) shapes of the stored pairs, at most 12.
+/// Conv pairs' nulls listed in the page and report.json; every pair's null is still used.
+pub const MAX_CONV_NULLS_LISTED: usize = 64;
+/// Operation budget of the conv nulls of one report (a few seconds); shapes repeat, so it is
+/// rarely reached.
+const CONV_NULL_BUDGET: f64 = 5e10;
+
+/// A conv pair's own null beside its score.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvPairNull {
+    pub a: RepresentationKey,
+    pub b: RepresentationKey,
+    /// The pair's stored similarity.
+    pub score: f64,
+    pub null: NullBaseline,
+}
+
+/// Conv pairs of one (run, layer, layer, method), summarised for the terminal and the page.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvNullGroup {
+    pub run: String,
+    pub layer_a: String,
+    pub layer_b: String,
+    pub method: String,
+    pub pairs: usize,
+    /// Datapoints of each CCA (images; images × positions for fold).
+    pub datapoints: u64,
+    /// CCAs per pair (grid locations for dft).
+    pub frequencies: usize,
+    /// Kept dims of one frequency over every frequency, side and pair of the group: the
+    /// smallest, the range of the per-pair (per-side) medians, and the largest.
+    pub dims_min: usize,
+    pub median_min: f64,
+    pub median_max: f64,
+    pub dims_max: usize,
+    /// The smallest and largest total over the frequencies of one side of one pair: what no
+    /// single CCA sees.
+    pub total_min: usize,
+    pub total_max: usize,
+    pub null_min: f64,
+    pub null_max: f64,
+    pub score_min: f64,
+    pub score_max: f64,
+    /// Pairs whose score is at or below their null's mean.
+    pub at_or_below_null: usize,
+}
+
+/// The Gaussian nulls of a report, and each pair's own.
+#[derive(Debug, Default)]
+struct GaussianNulls {
+    /// One per distinct dense shape (at most 12).
+    listed: Vec<NullBaseline>,
+    /// One per conv pair whose null could be computed, in the results' order.
+    conv: Vec<ConvPairNull>,
+    /// The null mean of every pair that has one.
+    by_pair: BTreeMap<(RepresentationKey, RepresentationKey), f64>,
+}
+
+impl GaussianNulls {
+    /// The largest null among the pairs `filter` selects.
+    fn max_over(
+        &self,
+        results: &ResultsFile,
+        metric: &str,
+        filter: impl Fn(&PairRecord) -> bool,
+    ) -> Option<f64> {
+        results
+            .pairs_of(metric)
+            .filter(|p| filter(p))
+            .filter_map(|p| self.by_pair.get(&(p.a.clone(), p.b.clone())).copied())
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    }
+}
+
+/// Gaussian nulls of the stored pairs: dense pairs at their distinct (datapoints, dims) shapes
+/// (at most 12), conv pairs each computed as its result is (per frequency; see
+/// [`crate::compute`]).
 fn gaussian_nulls(
     results: &ResultsFile,
     metric: &str,
     options: &ReportOptions,
     notes: &mut Vec<String>,
-) -> Vec<NullBaseline> {
-    let datapoints: BTreeMap<_, u64> = results
+) -> GaussianNulls {
+    let reps: BTreeMap<&RepresentationKey, (u64, &[usize])> = results
         .representations
         .iter()
-        .map(|r| (&r.key, r.datapoints))
+        .map(|r| (&r.key, (r.datapoints, r.shape.as_slice())))
         .collect();
+    let mut out = GaussianNulls::default();
     let mut shapes: BTreeMap<(u64, usize, usize), usize> = BTreeMap::new();
+    let mut dense_pairs: Vec<(&PairRecord, (u64, usize, usize))> = Vec::new();
+    let mut cache = NullCache::new(options.null_draws, options.null_seed);
+    let (mut spent, mut over_budget, mut stale) = (0.0f64, 0usize, Vec::new());
     for p in results.pairs_of(metric) {
-        if let Some(&n) = datapoints.get(&p.a) {
-            let (x, y) = (p.dims_a.min(p.dims_b), p.dims_a.max(p.dims_b));
-            *shapes.entry((n, x, y)).or_default() += 1;
+        let (Some(&(n, shape_a)), Some(&(_, shape_b))) = (reps.get(&p.a), reps.get(&p.b)) else {
+            continue;
+        };
+        let conv = match conv_cca_shapes(p, shape_a, shape_b, n) {
+            Ok(None) => None,
+            Ok(Some(c)) => Some(c),
+            Err(e) => {
+                stale.push(e.to_string());
+                continue;
+            }
+        };
+        let Some(conv) = conv else {
+            let shape = (n, p.dims_a.min(p.dims_b), p.dims_a.max(p.dims_b));
+            *shapes.entry(shape).or_default() += 1;
+            dense_pairs.push((p, shape));
+            continue;
+        };
+        let mut new_cost = 0.0;
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &conv.ccas {
+            if !cache.has(c) && seen.insert(*c) {
+                new_cost += c.cost() * options.null_draws as f64;
+            }
         }
+        if spent + new_cost > CONV_NULL_BUDGET {
+            over_budget += 1;
+            continue;
+        }
+        spent += new_cost;
+        let of = format!("{} vs {}", p.a.label(), p.b.label());
+        match conv_gaussian_null(&of, metric, &conv, &mut cache) {
+            Ok(null) => {
+                out.by_pair.insert((p.a.clone(), p.b.clone()), null.mean);
+                out.conv.push(ConvPairNull {
+                    a: p.a.clone(),
+                    b: p.b.clone(),
+                    score: p.mean,
+                    null,
+                });
+            }
+            Err(e) => notes.push(e.to_string()),
+        }
+    }
+    if let Some(first) = stale.first() {
+        notes.push(format!(
+            "gaussian null not computed for {} conv pair(s): {first}",
+            stale.len()
+        ));
+    }
+    if over_budget > 0 {
+        notes.push(format!(
+            "gaussian null not computed for {over_budget} conv pair(s): their frequencies' \
+             shapes would take too long for a report ({} shapes computed)",
+            cache.shapes()
+        ));
     }
     let mut ordered: Vec<((u64, usize, usize), usize)> = shapes.into_iter().collect();
     ordered.sort_by_key(|&(shape, count)| (std::cmp::Reverse(count), shape));
@@ -242,7 +391,6 @@ fn gaussian_nulls(
         ordered.truncate(12);
     }
     ordered.sort_by_key(|&(shape, _)| shape);
-    let mut out = Vec::new();
     for ((n, da, db), _) in ordered {
         // Keep report writing cheap: skip shapes whose null would take more than seconds.
         let cost = n as f64 * ((da + db) as f64).powi(2) * options.null_draws as f64;
@@ -251,37 +399,117 @@ fn gaussian_nulls(
             continue;
         }
         match gaussian_null(n, da, db, metric, options.null_draws, options.null_seed) {
-            Ok(null) => out.push(null),
+            Ok(null) => out.listed.push(null),
             Err(e) => notes.push(format!("gaussian null for {n} × {da}/{db}: {e}")),
+        }
+    }
+    for (p, shape) in dense_pairs {
+        if let Some(z) = out
+            .listed
+            .iter()
+            .find(|z| (z.datapoints, z.dims_a, z.dims_b) == shape)
+        {
+            out.by_pair.insert((p.a.clone(), p.b.clone()), z.mean);
         }
     }
     out
 }
 
-fn null_for(nulls: &[NullBaseline], n: u64, da: usize, db: usize) -> Option<&NullBaseline> {
-    let (x, y) = (da.min(db), da.max(db));
-    nulls
-        .iter()
-        .find(|z| z.kind == "gaussian" && z.datapoints == n && z.dims_a == x && z.dims_b == y)
+/// Summaries of the conv pairs' nulls per (run, layer, layer, method), in first-seen order.
+fn conv_null_groups(conv: &[ConvPairNull]) -> Vec<ConvNullGroup> {
+    let mut groups: Vec<ConvNullGroup> = Vec::new();
+    for c in conv {
+        let Some(shape) = &c.null.conv else { continue };
+        let (run, layer_a, layer_b) = (&c.a.run, layer_text(&c.a), layer_text(&c.b));
+        let at = groups.iter().position(|g| {
+            &g.run == run
+                && g.layer_a == layer_a
+                && g.layer_b == layer_b
+                && g.method == shape.method
+        });
+        let i = at.unwrap_or_else(|| {
+            groups.push(ConvNullGroup {
+                run: run.clone(),
+                layer_a: layer_a.clone(),
+                layer_b: layer_b.clone(),
+                method: shape.method.clone(),
+                pairs: 0,
+                datapoints: c.null.datapoints,
+                frequencies: shape.frequencies,
+                dims_min: usize::MAX,
+                median_min: f64::INFINITY,
+                median_max: f64::NEG_INFINITY,
+                dims_max: 0,
+                total_min: usize::MAX,
+                total_max: 0,
+                null_min: f64::INFINITY,
+                null_max: f64::NEG_INFINITY,
+                score_min: f64::INFINITY,
+                score_max: f64::NEG_INFINITY,
+                at_or_below_null: 0,
+            });
+            groups.len() - 1
+        });
+        let g = &mut groups[i];
+        g.pairs += 1;
+        for d in [&shape.dims_a, &shape.dims_b] {
+            g.dims_min = g.dims_min.min(d.min);
+            g.dims_max = g.dims_max.max(d.max);
+            g.median_min = g.median_min.min(d.median);
+            g.median_max = g.median_max.max(d.median);
+            g.total_min = g.total_min.min(d.total);
+            g.total_max = g.total_max.max(d.total);
+        }
+        g.null_min = g.null_min.min(c.null.mean);
+        g.null_max = g.null_max.max(c.null.mean);
+        g.score_min = g.score_min.min(c.score);
+        g.score_max = g.score_max.max(c.score);
+        if c.score <= c.null.mean {
+            g.at_or_below_null += 1;
+        }
+    }
+    groups
 }
 
-/// The largest Gaussian null among the pairs `filter` selects.
-fn max_null(
-    results: &ResultsFile,
-    metric: &str,
-    nulls: &[NullBaseline],
-    filter: impl Fn(&PairRecord) -> bool,
-) -> Option<f64> {
-    let n_of: BTreeMap<_, u64> = results
+/// A layer with its tags, as in its label (`conv2` or `conv2[lr=0.1]`).
+fn layer_text(key: &RepresentationKey) -> String {
+    let label = key.label();
+    let tags = &label[key.base_label().len()..];
+    format!("{}{tags}", key.layer)
+}
+
+impl ConvNullGroup {
+    /// `min 3 / median 17–21 / max 32 per frequency, total 1205–1340 per side`.
+    fn dims_text(&self) -> String {
+        let range = |lo: String, hi: String| if lo == hi { lo } else { format!("{lo}–{hi}") };
+        if self.frequencies == 1 {
+            return format!(
+                "dims {} (one CCA)",
+                range(self.dims_min.to_string(), self.dims_max.to_string())
+            );
+        }
+        format!(
+            "dims per frequency min {} / median {} / max {}, total over {} frequencies {}",
+            self.dims_min,
+            range(self.median_min.to_string(), self.median_max.to_string()),
+            self.dims_max,
+            self.frequencies,
+            range(self.total_min.to_string(), self.total_max.to_string()),
+        )
+    }
+}
+
+/// The conv layers (`[h, w, c]` per datapoint) of the results, named, or `None` when there are none.
+fn conv_layers(results: &ResultsFile) -> Option<String> {
+    let mut names: Vec<&str> = results
         .representations
         .iter()
-        .map(|r| (&r.key, r.datapoints))
+        .filter(|r| r.shape.len() == 3)
+        .map(|r| r.key.layer.as_str())
         .collect();
-    results
-        .pairs_of(metric)
-        .filter(|p| filter(p))
-        .filter_map(|p| null_for(nulls, *n_of.get(&p.a)?, p.dims_a, p.dims_b).map(|z| z.mean))
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    names.sort_unstable();
+    names.dedup();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 fn esc(s: &str) -> String {
@@ -444,7 +672,7 @@ impl Page {
             ("suggested freeze step", format!("the latest convergence step among a layer and every layer below it (the paper's Freeze Training freezes layers from the bottom). A suggestion for the next run of the same recipe, measured in hindsight at the stored checkpoints with threshold {threshold}: the true step lies between the previous checkpoint and the one named.")),
             ("cross-seed spread", "over all pairs of seeds of the same run, step and layer: mean, sample std (n − 1), min and max. Seed pairs share networks, so this describes the sweep, not a confidence interval.".into()),
             ("best match", "for each row layer, the column layer with the highest similarity (outlined in red).".into()),
-            ("null baseline", "what the same shapes give with no relation: gaussian = independent standard Gaussian data with the pair's datapoints and kept dimensions (seeded); permuted = the real pair with one side's datapoints shuffled (seeded). Unrelated data is far from 0 when there are few datapoints per dimension (≈0.2 mean CCA at common shapes): read a score against its null.".into()),
+            ("null baseline", "what the same shapes give with no relation: gaussian = independent standard Gaussian data with the pair's datapoints and kept dimensions (seeded); permuted = the real pair with one side's datapoints shuffled (seeded). Unrelated data is far from 0 when there are few datapoints per dimension (≈0.2 mean CCA at common shapes): read a score against its null. Conv layers: the null is computed as the pair's result is — for the DFT method one CCA per spatial frequency at that frequency's kept dims (complex Gaussian data where the frequency's values are complex), their coefficients pooled like the result's; for fold one CCA over images × positions; for pool one over the images.".into()),
             ("dimensionality", "both(k): the mean canonical correlation with the top k singular directions kept on both sides (the paper's SVCCA with k directions; not monotone: weakly shared directions lower a mean); best both(k): its highest value and the k reaching it; k for 99% of best: the fewest directions on both sides reaching 99% of that highest value; shared directions: Σρ over all kept directions (SVCCA × the smaller kept count), how many directions the two sides share in effect; carried(k): share of the pair's SVCCA similarity carried by the layer's top k directions (never decreases, reaches the SVCCA value at the kept k); k carrying 99%: the smallest k carrying 99% of it, close to the kept count whenever every direction is shared, so it says little on its own.".into()),
             ("class sensitivity", "for each class, SVCCA between the layer and the single column of that class's logit (or class indicator) over the probe set, i.e. the multiple correlation of that column with the layer's top directions, at every checkpoint.".into()),
         ];
@@ -455,10 +683,12 @@ impl Page {
         self.html.push_str("</dl>\n");
     }
 
-    fn nulls(&mut self, nulls: &[NullBaseline], metric: &str) {
+    fn nulls(&mut self, nulls: &[NullBaseline], metric: &str, conv_nulls: bool) {
         self.section("null", "Null baselines");
         if nulls.is_empty() {
-            self.p("No null baseline was computed for this report.");
+            if !conv_nulls {
+                self.p("No null baseline was computed for this report.");
+            }
             return;
         }
         self.p(&format!(
@@ -495,10 +725,82 @@ impl Page {
         self.table(&head, &rows);
     }
 
+    fn conv_nulls(&mut self, listed: &[ConvPairNull], groups: &[ConvNullGroup], metric: &str) {
+        if groups.is_empty() {
+            return;
+        }
+        self.p(&format!(
+            "Conv layers: each pair has its own null, computed as its result is. The DFT method \
+             runs one CCA per spatial frequency over the images, each with the directions kept \
+             at that frequency, and pools their coefficients; its null runs the same CCAs on \
+             Gaussian data (complex where the frequency's values are complex) and pools them \
+             alike. The pair's dims summed over the frequencies are never one CCA: set against \
+             the images they would make any comparison look trivially 1. {} of {} conv pairs \
+             score at or below their own null.",
+            groups.iter().map(|g| g.at_or_below_null).sum::<usize>(),
+            groups.iter().map(|g| g.pairs).sum::<usize>(),
+        ));
+        let rows: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                vec![
+                    format!("{}: {} vs {}", g.run, g.layer_a, g.layer_b),
+                    g.method.clone(),
+                    g.pairs.to_string(),
+                    g.datapoints.to_string(),
+                    g.frequencies.to_string(),
+                    g.dims_text(),
+                    format!("{} – {}", num(g.null_min), num(g.null_max)),
+                    format!("{} – {}", num(g.score_min), num(g.score_max)),
+                ]
+            })
+            .collect();
+        let head = [
+            "layers".to_string(),
+            "method".into(),
+            "pairs".into(),
+            "datapoints per CCA".into(),
+            "CCAs per pair (frequencies)".into(),
+            "dims".into(),
+            "gaussian null (pair means)".into(),
+            format!("{metric} of the pairs"),
+        ];
+        self.table(&head, &rows);
+        let rows: Vec<Vec<String>> = listed
+            .iter()
+            .filter_map(|c| {
+                let z = c.null.conv.as_ref()?;
+                Some(vec![
+                    c.a.label(),
+                    c.b.label(),
+                    format!("{} ({} complex)", z.frequencies, z.complex_frequencies),
+                    z.dims_a.text(),
+                    z.dims_b.text(),
+                    format!("{} ± {}", num(c.null.mean), num(c.null.std)),
+                    num(c.score),
+                ])
+            })
+            .collect();
+        let head = [
+            "a".to_string(),
+            "b".into(),
+            "frequencies".into(),
+            "dims of a per frequency".into(),
+            "dims of b per frequency".into(),
+            format!(
+                "gaussian null ({} draws, seed {})",
+                listed.first().map_or(0, |c| c.null.draws),
+                listed.first().map_or(0, |c| c.null.seed)
+            ),
+            metric.to_string(),
+        ];
+        self.table(&head, &rows);
+    }
+
     fn dynamics(
         &mut self,
         d: &LearningDynamics,
-        nulls: &[NullBaseline],
+        nulls: &GaussianNulls,
         results: &ResultsFile,
     ) -> Result<(), ReportError> {
         self.section("dynamics", "Learning dynamics");
@@ -515,7 +817,7 @@ impl Page {
                 .collect();
             steps.sort_unstable();
             steps.dedup();
-            let null = max_null(results, &d.metric, nulls, |p| {
+            let null = nulls.max_over(results, &d.metric, |p| {
                 p.a.run == net.run
                     && p.a.seed == net.seed
                     && p.b.seed == net.seed
@@ -600,7 +902,7 @@ impl Page {
         &mut self,
         seeds: &[SeedSpread],
         metric: &str,
-        nulls: &[NullBaseline],
+        nulls: &GaussianNulls,
         results: &ResultsFile,
     ) -> Result<(), ReportError> {
         self.section("seeds", "Across seeds");
@@ -637,7 +939,7 @@ impl Page {
                 .filter(|l| seeds.iter().any(|s| s.run == run && &s.layer == l))
                 .collect();
             let pos = |l: &str| present.iter().position(|x| x == l).unwrap_or(0) as f64;
-            let null = max_null(results, metric, nulls, |p| {
+            let null = nulls.max_over(results, metric, |p| {
                 p.a.run == run && p.b.run == run && p.a.layer == p.b.layer && p.a.seed != p.b.seed
             });
             let chart = LineChart {
@@ -933,7 +1235,12 @@ impl Page {
                     r.key.label(),
                     format!("{:?}", r.shape),
                     r.datapoints.to_string(),
-                    r.kept_dims.to_string(),
+                    if r.shape.len() == 3 {
+                        // Not whitened as a whole: the directions are kept per frequency and pair.
+                        "per frequency (conv)".to_string()
+                    } else {
+                        r.kept_dims.to_string()
+                    },
                     r.dropped_neurons.len().to_string(),
                 ]
             })
@@ -950,8 +1257,21 @@ impl Page {
         Ok(())
     }
 
-    fn dimensionality(&mut self, curves: &[DimensionalityCurve]) -> Result<(), ReportError> {
+    fn dimensionality(
+        &mut self,
+        curves: &[DimensionalityCurve],
+        results: &ResultsFile,
+    ) -> Result<(), ReportError> {
         self.section("dimensionality", "Intrinsic dimensionality");
+        if let Some(layers) = conv_layers(results) {
+            self.note(&format!(
+                "Not computed for the conv layers ({layers}): the curve counts a layer's top \
+                 singular directions k, and a conv layer compared per frequency has no single \
+                 ordered set of them (each frequency keeps its own, of different variance and \
+                 number), so neither carried(k) nor both(k) is defined; its dims per frequency \
+                 are in the null baselines above."
+            ));
+        }
         if curves.is_empty() {
             self.p("Not computed for this report: it needs the activations (svcca_report::compute::dimensionality, stored in analyses.json).");
             return Ok(());
@@ -1018,8 +1338,20 @@ impl Page {
         Ok(())
     }
 
-    fn class_sensitivity(&mut self, all: &[ClassSensitivity]) -> Result<(), ReportError> {
+    fn class_sensitivity(
+        &mut self,
+        all: &[ClassSensitivity],
+        results: &ResultsFile,
+    ) -> Result<(), ReportError> {
         self.section("classes", "Class sensitivity");
+        if let Some(layers) = conv_layers(results) {
+            self.note(&format!(
+                "Not computed for the conv layers ({layers}): a class's logit is one number per \
+                 image with no spatial frequencies, so only the zero frequency (the spatial \
+                 mean) could be set against it, which is not what the conv layers were compared \
+                 by."
+            ));
+        }
         if all.is_empty() {
             self.p("Not computed for this report: it needs the activations, logits and labels (svcca_report::compute::class_sensitivity, stored in analyses.json).");
             return Ok(());
@@ -1245,6 +1577,35 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             "null baselines (no relation, same shapes): {lo:.3} – {hi:.3}"
         );
     }
+    for g in &data.conv_null_groups {
+        let _ = writeln!(
+            s,
+            "null baselines of conv layers, {}: {} vs {} ({}, {} pairs, {} over {} datapoints; \
+             {}): {:.3} – {:.3}, against {} {:.3} – {:.3}{}",
+            g.run,
+            g.layer_a,
+            g.layer_b,
+            g.method,
+            g.pairs,
+            if g.frequencies > 1 {
+                "one CCA per frequency"
+            } else {
+                "one CCA"
+            },
+            g.datapoints,
+            g.dims_text(),
+            g.null_min,
+            g.null_max,
+            data.metric,
+            g.score_min,
+            g.score_max,
+            if g.at_or_below_null > 0 {
+                format!("; {} pair(s) at or below their null", g.at_or_below_null)
+            } else {
+                String::new()
+            }
+        );
+    }
     for c in &data.dimensionality {
         let _ = writeln!(
             s,
@@ -1305,6 +1666,8 @@ mod tests {
                                 j,
                                 coefficients: vec![],
                                 mean: 1.0 / (1.0 + (i + j) as f64),
+                                dims_a: None,
+                                dims_b: None,
                             })
                             .collect(),
                     );
@@ -1348,6 +1711,17 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
         let null = data["null_baselines"][0]["mean"].as_f64().unwrap();
         assert!(null > 0.05 && null < 0.5, "{null}");
+        // The conv1 pair was stored without its per-frequency dims (as results written before
+        // they were recorded): no flat null of its summed dims, and a note that says why.
+        assert!(data["conv_nulls"].as_array().unwrap().is_empty());
+        assert!(
+            summary
+                .notes
+                .iter()
+                .any(|n| n.contains("conv pair") && n.contains("rerun the sweep")),
+            "{:?}",
+            summary.notes
+        );
     }
 
     #[test]

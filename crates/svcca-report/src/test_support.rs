@@ -33,6 +33,7 @@ pub(crate) fn pair(
         coefficients: vec![],
         weights: None,
         frequencies: None,
+        conv: None,
         warnings: vec![],
     }
 }

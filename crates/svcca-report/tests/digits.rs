@@ -85,6 +85,7 @@ fn svcca_pair(a: &RepresentationKey, b: &RepresentationKey) -> PairRecord {
         coefficients: c.coefficients,
         weights: None,
         frequencies: None,
+        conv: None,
         warnings: c.warnings,
     }
 }

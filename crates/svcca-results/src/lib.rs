@@ -100,6 +100,24 @@ pub struct FrequencyRecord {
     pub j: usize,
     pub coefficients: Vec<f64>,
     pub mean: f64,
+    /// Directions kept at this frequency on each side (the CCA's dimensions there; `None` in
+    /// results written before they were recorded). A pair's `dims_a`/`dims_b` are their sums
+    /// over the grid, which no single CCA sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dims_a: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dims_b: Option<usize>,
+}
+
+/// How a pair of conv (or tokens) layers was compared: what each of its CCAs saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvRecord {
+    /// `dft` (one CCA per spatial frequency), `fold` or `pool` (one CCA).
+    pub method: String,
+    /// Datapoints of each CCA: the images for dft and pool, images × positions for fold.
+    pub datapoints: u64,
+    /// `[rows, cols]` of the compared frequency grid (`[1, 1]` for fold and pool).
+    pub grid: [usize; 2],
 }
 
 /// One metric on one pair of representations.
@@ -125,6 +143,10 @@ pub struct PairRecord {
     /// Conv layers compared per frequency: one record per frequency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequencies: Option<Vec<FrequencyRecord>>,
+    /// Conv and tokens layers: the method and the datapoints of each CCA (`None` for dense
+    /// pairs and in results written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<ConvRecord>,
     #[serde(default)]
     pub warnings: Vec<String>,
 }
@@ -222,6 +244,7 @@ mod tests {
                 coefficients: vec![0.9, 0.4, 0.2],
                 weights: None,
                 frequencies: None,
+                conv: None,
                 warnings: vec![],
             }],
         };

@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 pub use self::error::{ConvError, Side};
 pub use self::input::{ConvData, ConvInput, Layout, SpatialShape};
 pub use self::moments::{ConvMomentAccumulator, ConvMomentParts};
-pub use self::plan::{ConvPlan, Location};
+pub use self::plan::{ConvPlan, Location, real_at};
 pub use crate::whiten::{KeepRule, Mode};
 
 use self::cca::{CcaSettings, google_truncated_mean, location_cca, mean_all};
@@ -537,13 +537,43 @@ fn collect_warnings(results: &[FrequencyResult], per_frequency: bool) -> Vec<Str
     out
 }
 
+/// The SVCCA authors' sample-size rule applied to each CCA on its own: a location whose CCA has
+/// fewer than 5 datapoints per dimension is biased upwards, however small the other locations'.
+/// (The pair's summed dims say nothing here: no CCA sees them together.)
+fn sample_size_warning(datapoints: u64, results: &[FrequencyResult]) -> Option<String> {
+    let few: Vec<&FrequencyResult> = results
+        .iter()
+        .filter(|r| datapoints < 5 * r.x_dims.max(r.y_dims) as u64)
+        .collect();
+    let widest = few.iter().map(|r| r.x_dims.max(r.y_dims)).max()?;
+    let at = if results.len() == 1 {
+        String::new()
+    } else {
+        format!(" at {} of {} frequencies", few.len(), results.len())
+    };
+    Some(format!(
+        "only {datapoints} datapoints per CCA for up to {widest} dimensions{at} (< 5x): \
+         canonical correlations are biased upwards; the SVCCA authors advise 5-10x more \
+         datapoints than neurons"
+    ))
+}
+
 fn single_result(
     plan: &ConvPlan,
     n: u64,
     r: FrequencyResult,
     options: &ConvOptions,
 ) -> ConvComparison {
-    let warnings = collect_warnings(std::slice::from_ref(&r), false);
+    let mut warnings = collect_warnings(std::slice::from_ref(&r), false);
+    let (gh, gw) = (
+        plan.x_shape().height.min(plan.y_shape().height),
+        plan.x_shape().width.min(plan.y_shape().width),
+    );
+    let datapoints = match plan.method() {
+        ConvMethod::Fold => n * (gh * gw) as u64,
+        _ => n,
+    };
+    warnings.extend(sample_size_warning(datapoints, std::slice::from_ref(&r)));
     ConvComparison {
         method: plan.method(),
         mode: options.mode,
@@ -643,12 +673,76 @@ impl ConvComparison {
             sum,
             x_dims: frequencies.iter().map(|r| r.x_dims).sum(),
             y_dims: frequencies.iter().map(|r| r.y_dims).sum(),
-            warnings: collect_warnings(&frequencies, true),
+            warnings: {
+                let mut w = collect_warnings(&frequencies, true);
+                w.extend(sample_size_warning(images, &frequencies));
+                w
+            },
             coefficients,
             frequencies,
             mean_grid,
         })
     }
+}
+
+/// The canonical correlations of complex data `x` (`n × cx`) and `y` (`n × cy`), row-major,
+/// over the same `n` rows, descending: plain CCA (every direction kept) exactly as one
+/// frequency location of the DFT method computes it in the default mode (columns centred,
+/// relative variance cutoff `epsilon`). Real data is complex data with zero imaginary parts.
+/// Null baselines use it to run a frequency's CCA on unrelated data of that frequency's shape.
+pub fn complex_cca(
+    x: &[c64],
+    y: &[c64],
+    n: usize,
+    (cx, cy): (usize, usize),
+    epsilon: f64,
+) -> Result<Vec<f64>, ConvError> {
+    if x.len() != n * cx || y.len() != n * cy {
+        return Err(ConvError::BufferLength {
+            shape: vec![n, cx, cy],
+            expected: n * (cx + cy),
+            len: x.len() + y.len(),
+        });
+    }
+    if n < 2 {
+        return Err(ConvError::TooFewImages { images: n as u64 });
+    }
+    let d = cx + cy;
+    let mut z = Mat::<c64>::from_fn(n, d, |r, c| {
+        if c < cx {
+            x[r * cx + c]
+        } else {
+            y[r * cy + c - cx]
+        }
+    });
+    for c in 0..d {
+        let mu = (0..n).map(|r| z[(r, c)]).sum::<c64>() / n as f64;
+        for r in 0..n {
+            z[(r, c)] -= mu;
+        }
+    }
+    // The accumulator's convention: M = Zᵀ conj(Z) (its conjugate gives the same correlations).
+    let mut m = Mat::<c64>::zeros(d, d);
+    faer::linalg::matmul::matmul(
+        m.as_mut(),
+        faer::Accum::Replace,
+        z.transpose(),
+        z.conjugate(),
+        c64::new(1.0, 0.0),
+        faer::Par::Seq,
+    );
+    let settings = CcaSettings {
+        mode: Mode::Default,
+        keep: KeepRule::All,
+        epsilon,
+    };
+    location_cca(m.as_ref(), n as f64, cx, &settings)
+        .map(|out| out.coefficients)
+        .map_err(|e| ConvError::NoConvergence {
+            what: e.0,
+            i: 0,
+            j: 0,
+        })
 }
 
 /// Compares two conv layers held in memory (the same images, in the same order).

@@ -71,7 +71,27 @@ fn source_index(k: usize, m: usize, n: usize) -> usize {
     signed_freq(k, m).rem_euclid(n as i64) as usize
 }
 
+/// Whether a real layer of spatial size `layer` (`(h, w)`) has real DFT values at location
+/// `(i, j)` of a compared `grid` (`(rows, cols)`, after the crop rule above): the frequency
+/// read there is its own negation (the zero frequency and, along an even axis, the
+/// `N/2` one). Elsewhere the values are complex, and that side of the location's CCA runs on
+/// complex data.
+pub fn real_at(i: usize, j: usize, grid: (usize, usize), layer: (usize, usize)) -> bool {
+    let (h, w) = layer;
+    let (a, b) = (source_index(i, grid.0, h), source_index(j, grid.1, w));
+    (h - a) % h == a && (w - b) % w == b
+}
+
 impl ConvPlan {
+    /// Whether location `index` holds real values on each side `(x, y)`; see [`real_at`].
+    pub fn real_sides(&self, index: usize) -> (bool, bool) {
+        let l = self.locations[index];
+        (
+            real_at(l.i, l.j, self.grid, (self.x.height, self.x.width)),
+            real_at(l.i, l.j, self.grid, (self.y.height, self.y.width)),
+        )
+    }
+
     /// Plans the comparison of a layer of per-image shape `x` with one of shape `y`.
     ///
     /// * DFT: the grid is `min(h) × min(w)` (crop as in the module docs); google-compat mode
@@ -269,6 +289,32 @@ mod tests {
         assert!(l.conjugate.is_none() && l.representative);
         let total: usize = p.representatives().iter().map(|&r| p.multiplicity(r)).sum();
         assert_eq!(total, 16);
+    }
+
+    #[test]
+    fn real_locations_are_the_self_conjugate_ones() {
+        // 8x8 against 8x8: (0,0), (0,4), (4,0), (4,4) are real, every other location complex.
+        let p = plan((8, 8), (8, 8), Mode::Default).unwrap();
+        let real: Vec<(usize, usize)> = p
+            .locations()
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| p.real_sides(k) == (true, true))
+            .map(|(_, l)| (l.i, l.j))
+            .collect();
+        assert_eq!(real, vec![(0, 0), (0, 4), (4, 0), (4, 4)]);
+        for (k, l) in p.locations().iter().enumerate() {
+            // A location without a conjugate partner in an uncropped grid is its own partner.
+            assert_eq!(p.real_sides(k).0, l.conjugate.is_none(), "{l:?}");
+        }
+        // Cropped 8 -> 4: column 2 is frequency -2 of the 8-wide layer (complex) but the
+        // Nyquist frequency of the 4-wide one (real).
+        let p = plan((8, 8), (4, 4), Mode::Default).unwrap();
+        assert_eq!(p.real_sides(2), (false, true));
+        assert_eq!(p.real_sides(0), (true, true));
+        // Odd sizes: only the zero frequency is real.
+        assert!(real_at(0, 0, (3, 5), (3, 5)));
+        assert!(!real_at(0, 2, (3, 5), (3, 5)) && !real_at(1, 0, (3, 5), (3, 5)));
     }
 
     #[test]
