@@ -1,5 +1,6 @@
 //! Progress of a run off a terminal: a log line at most every interval with the tasks done, the
-//! tasks known, the rate and an estimate of the time left.
+//! job's total, the rate and an estimate of the time left (`svcca sweep` and `svcca submit
+//! --wait`).
 //!
 //! On a terminal the progress bar says this; in a pod's log nothing did until the end. The lines
 //! go through `tracing` under the target [`TARGET`], so `--log-format json` makes them JSON
@@ -14,11 +15,12 @@ pub const TARGET: &str = "svcca_progress";
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressLine {
     pub done: u64,
-    /// Tasks known so far: later stages are planned as earlier ones finish, so it can grow.
+    /// The job's tasks from its plan, known from the start (corrected once, usually downwards,
+    /// when pass 2 is planned: see the engine's `SweepDriver::progress`).
     pub total: u64,
     /// Tasks finished per second since the start.
     pub rate_per_s: f64,
-    /// Seconds left at that rate for the tasks known, once a task has finished.
+    /// Seconds left at that rate for the tasks not done, once a task has finished.
     pub eta_s: Option<f64>,
 }
 

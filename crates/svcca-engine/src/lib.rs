@@ -13,6 +13,7 @@ pub mod coordinator;
 pub mod driver;
 pub mod exec;
 pub mod job;
+pub mod metrics;
 pub mod outputs;
 pub mod pair_products;
 pub mod plan;
