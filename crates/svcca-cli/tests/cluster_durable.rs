@@ -143,7 +143,11 @@ fn jobs(url: &str) -> Vec<serde_json::Value> {
 }
 
 /// Polls the coordinator's jobs until one satisfies `until`.
-fn poll_job(url: &str, what: &str, until: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn poll_job(
+    url: &str,
+    what: &str,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         let all = jobs(url);
@@ -234,7 +238,12 @@ fn a_coordinator_killed_mid_job_and_restarted_finishes_it_with_the_embedded_numb
     let clean_out = dir.path().join("clean");
     let clean_job = dir.path().join("clean.toml");
     std::fs::write(&clean_job, real_job(&dataset, &clean_out, 50)).expect("job file");
-    let out = svcca(&["sweep", clean_job.to_str().expect("utf-8"), "--workers", "2"]);
+    let out = svcca(&[
+        "sweep",
+        clean_job.to_str().expect("utf-8"),
+        "--workers",
+        "2",
+    ]);
     assert!(
         out.status.success(),
         "sweep: {}",
@@ -312,7 +321,9 @@ fn a_coordinator_killed_mid_job_and_restarted_finishes_it_with_the_embedded_numb
         "the submitter said it reconnected:\n{submit_log}"
     );
     assert!(
-        coordinator.log_text().contains("job restored from its record"),
+        coordinator
+            .log_text()
+            .contains("job restored from its record"),
         "{}",
         coordinator.log_text()
     );
@@ -342,7 +353,10 @@ fn a_coordinator_killed_mid_job_and_restarted_finishes_it_with_the_embedded_numb
     );
     for line in &progress {
         let fields = &line["fields"];
-        assert!(fields["done"].is_u64() && fields["total"].is_u64(), "{line}");
+        assert!(
+            fields["done"].is_u64() && fields["total"].is_u64(),
+            "{line}"
+        );
     }
 }
 
@@ -407,7 +421,12 @@ fn twenty_five_identical_submits_run_one_job() {
     );
 
     // Once it has ended, the same spec starts a new job.
-    let out = svcca(&["submit", "--coordinator", &url, job.to_str().expect("utf-8")]);
+    let out = svcca(&[
+        "submit",
+        "--coordinator",
+        &url,
+        job.to_str().expect("utf-8"),
+    ]);
     assert!(out.status.success());
     let again = String::from_utf8(out.stdout).expect("utf-8");
     assert_ne!(again.trim(), ids[0], "a new job after the first ended");
@@ -431,7 +450,13 @@ fn a_submitter_with_cancel_on_exit_cancels_its_job_on_sigterm() {
     let mut plain = Proc::spawn(
         "plain",
         dir.path(),
-        &["submit", "--coordinator", &url, "--wait", job.to_str().expect("utf-8")],
+        &[
+            "submit",
+            "--coordinator",
+            &url,
+            "--wait",
+            job.to_str().expect("utf-8"),
+        ],
     );
     let running = poll_job(&url, "the job runs", |j| j["state"] == "running");
     plain.sigterm();
@@ -457,7 +482,10 @@ fn a_submitter_with_cancel_on_exit_cancels_its_job_on_sigterm() {
     );
     // The same spec and owner: the submitter joins the running job.
     let deadline = Instant::now() + WAIT_LIMIT;
-    while !submit.log_text().contains(running["job_id"].as_str().expect("id")) {
+    while !submit
+        .log_text()
+        .contains(running["job_id"].as_str().expect("id"))
+    {
         assert!(Instant::now() < deadline, "{}", submit.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -520,7 +548,13 @@ fn metrics_on_the_health_listeners_count_tasks_workers_and_bytes() {
     let worker = Proc::spawn(
         "worker",
         dir.path(),
-        &["worker", "--coordinator", &url, "--health-listen", &worker_health],
+        &[
+            "worker",
+            "--coordinator",
+            &url,
+            "--health-listen",
+            &worker_health,
+        ],
     );
     wait_listening(&worker_health, &worker);
 
@@ -528,8 +562,14 @@ fn metrics_on_the_health_listeners_count_tasks_workers_and_bytes() {
     assert_eq!(metric(&before, "svcca_tasks_done_total"), 0.0);
     assert_eq!(metric(&before, "svcca_task_seconds_count"), 0.0);
     let worker_before = scrape(&worker_health);
-    assert_eq!(metric(&worker_before, "svcca_worker_tasks_succeeded_total"), 0.0);
-    assert_eq!(metric(&worker_before, "svcca_dataset_bytes_read_total"), 0.0);
+    assert_eq!(
+        metric(&worker_before, "svcca_worker_tasks_succeeded_total"),
+        0.0
+    );
+    assert_eq!(
+        metric(&worker_before, "svcca_dataset_bytes_read_total"),
+        0.0
+    );
 
     let out_dir = dir.path().join("out");
     let job_file = dir.path().join("job.toml");
@@ -562,7 +602,10 @@ fn metrics_on_the_health_listeners_count_tasks_workers_and_bytes() {
         tasks,
         "{worker_after:?}"
     );
-    assert_eq!(metric(&worker_after, "svcca_worker_task_seconds_count"), tasks);
+    assert_eq!(
+        metric(&worker_after, "svcca_worker_task_seconds_count"),
+        tasks
+    );
     assert!(
         metric(&worker_after, "svcca_dataset_bytes_read_total") > 0.0,
         "the worker read shards: {worker_after:?}"

@@ -931,7 +931,8 @@ impl SweepDriver {
         } else {
             let widest = |_: Family, i: usize| -> usize {
                 let r = &self.reps[i];
-                r.columns().min(usize::try_from(r.datapoints).unwrap_or(usize::MAX))
+                r.columns()
+                    .min(usize::try_from(r.datapoints).unwrap_or(usize::MAX))
             };
             self.layout_tiles(&widest)?
                 .iter()
@@ -942,7 +943,10 @@ impl SweepDriver {
     }
 
     /// The pass-2 tiles, given each representation's whitened dimension in each family.
-    fn layout_tiles(&self, dims_of: &dyn Fn(Family, usize) -> usize) -> Result<Vec<Tile>, JobError> {
+    fn layout_tiles(
+        &self,
+        dims_of: &dyn Fn(Family, usize) -> usize,
+    ) -> Result<Vec<Tile>, JobError> {
         let bound = self.spec.resources.memory_mb << 20;
         let chunk_rows = self.chunks.iter().map(|c| c.1 - c.0).max().unwrap_or(1);
         // Widest block whose tile fits the bound: 2·rows·2K·8 + K²·8 ≤ bound.
@@ -1506,9 +1510,9 @@ impl JobDriver for SweepDriver {
     fn progress(&self) -> Progress {
         Progress {
             done: self.progress.done,
-            total: self
-                .planned_total
-                .map_or(self.progress.total, |planned| planned.max(self.progress.total)),
+            total: self.planned_total.map_or(self.progress.total, |planned| {
+                planned.max(self.progress.total)
+            }),
         }
     }
 }

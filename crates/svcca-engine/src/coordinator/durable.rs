@@ -163,7 +163,11 @@ impl JobRecords {
             match serde_json::from_slice::<JobRecord>(&bytes) {
                 Ok(record) if record.format == RECORD_FORMAT => records.push(record),
                 Ok(record) => {
-                    tracing::warn!(key, format = record.format, "job record of another format; skipped")
+                    tracing::warn!(
+                        key,
+                        format = record.format,
+                        "job record of another format; skipped"
+                    )
                 }
                 Err(error) => tracing::warn!(key, %error, "unreadable job record; skipped"),
             }
@@ -210,7 +214,10 @@ impl Durable {
     }
 
     fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<String>>> {
-        lock(&self.slots).entry(key.to_string()).or_default().clone()
+        lock(&self.slots)
+            .entry(key.to_string())
+            .or_default()
+            .clone()
     }
 
     fn track(&self, job_id: &str, spec_toml: String, owner: Identity) {
@@ -449,7 +456,11 @@ mod tests {
         records.write(&record).await.expect("rewrite");
         std::fs::write(dir.path().join("jobs/job-2.json"), b"{ not json").expect("damaged");
         let read = records.read_all().await.expect("read");
-        assert_eq!(read, vec![record], "the rewrite, and the damaged record skipped");
+        assert_eq!(
+            read,
+            vec![record],
+            "the rewrite, and the damaged record skipped"
+        );
         let names: Vec<_> = std::fs::read_dir(dir.path().join("jobs"))
             .expect("jobs folder")
             .map(|e| e.expect("entry").file_name())

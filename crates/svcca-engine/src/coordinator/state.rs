@@ -309,7 +309,12 @@ impl Scheduler {
             JobState::Cancelled,
         ]
         .into_iter()
-        .map(|state| (state, self.jobs.values().filter(|j| j.state == state).count()))
+        .map(|state| {
+            (
+                state,
+                self.jobs.values().filter(|j| j.state == state).count(),
+            )
+        })
         .collect()
     }
 
@@ -633,8 +638,8 @@ impl Scheduler {
                 lease.failed_attempts,
                 &failure,
                 max_attempts,
-            &mut self.stats,
-        ),
+                &mut self.stats,
+            ),
         }
         self.publish(seq);
         Ok(())
@@ -670,8 +675,8 @@ impl Scheduler {
                     lease.failed_attempts,
                     &failure,
                     max_attempts,
-                &mut self.stats,
-            );
+                    &mut self.stats,
+                );
             }
         }
         self.publish(seq);
@@ -731,8 +736,8 @@ impl Scheduler {
                         lease.failed_attempts,
                         &attempt,
                         max_attempts,
-                    &mut self.stats,
-                );
+                        &mut self.stats,
+                    );
                 }
             }
             self.publish(seq);
@@ -947,8 +952,8 @@ impl Scheduler {
                             lease.failed_attempts,
                             &failure,
                             max_attempts,
-                        &mut self.stats,
-                    );
+                            &mut self.stats,
+                        );
                     }
                     None => job.queue.push_front(PendingTask {
                         task: lease.task,
