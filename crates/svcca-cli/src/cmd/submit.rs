@@ -127,8 +127,9 @@ impl ProgressView {
             );
             bar
         });
-        let log = (bar.is_none() && every_s > 0.0)
-            .then(|| ProgressLog::new(Duration::from_secs_f64(every_s), Instant::now()));
+        let log = (bar.is_none() && every_s > 0.0).then(|| {
+            ProgressLog::from_first_report(Duration::from_secs_f64(every_s), Instant::now())
+        });
         Self {
             bar,
             log,
