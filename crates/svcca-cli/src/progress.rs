@@ -1,5 +1,6 @@
 //! Progress of a run off a terminal: a log line at most every interval with the tasks done, the
-//! tasks known, the rate and an estimate of the time left.
+//! job's total, the rate and an estimate of the time left (`svcca sweep` and `svcca submit
+//! --wait`).
 //!
 //! On a terminal the progress bar says this; in a pod's log nothing did until the end. The lines
 //! go through `tracing` under the target [`TARGET`], so `--log-format json` makes them JSON
@@ -14,11 +15,12 @@ pub const TARGET: &str = "svcca_progress";
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressLine {
     pub done: u64,
-    /// Tasks known so far: later stages are planned as earlier ones finish, so it can grow.
+    /// The job's tasks from its plan, known from the start (corrected once, usually downwards,
+    /// when pass 2 is planned: see the engine's `SweepDriver::progress`).
     pub total: u64,
     /// Tasks finished per second since the start.
     pub rate_per_s: f64,
-    /// Seconds left at that rate for the tasks known, once a task has finished.
+    /// Seconds left at that rate for the tasks not done, once a task has finished.
     pub eta_s: Option<f64>,
 }
 
@@ -53,7 +55,11 @@ impl std::fmt::Display for Seconds {
 #[derive(Debug)]
 pub struct ProgressLog {
     every: Duration,
-    started: Instant,
+    /// Rates count the tasks done since this point: (tasks done then, when).
+    base: (u64, Instant),
+    /// Take the base from the first report (a job followed when already under way).
+    base_from_first: bool,
+    last_done: u64,
     last: Option<Instant>,
 }
 
@@ -61,14 +67,31 @@ impl ProgressLog {
     pub fn new(every: Duration, started: Instant) -> Self {
         ProgressLog {
             every,
-            started,
+            base: (0, started),
+            base_from_first: false,
+            last_done: 0,
             last: None,
+        }
+    }
+
+    /// For a job followed from outside (`svcca submit --wait`), which may be under way already
+    /// (a submission that joined a running job): rates count from the first report.
+    pub fn from_first_report(every: Duration, now: Instant) -> Self {
+        ProgressLog {
+            base_from_first: true,
+            ..ProgressLog::new(every, now)
         }
     }
 
     /// The line to log for `done` of `total` tasks at `now`, if one is due: at the first report
     /// with work done, then at most once per interval, and always when everything known is done.
     pub fn observe(&mut self, done: u64, total: u64, now: Instant) -> Option<ProgressLine> {
+        // Fewer tasks done than before: the job was planned again (a restarted coordinator
+        // resumes it, counting only the work left), so the rate starts again from here.
+        if std::mem::take(&mut self.base_from_first) || done < self.last_done {
+            self.base = (done, now);
+        }
+        self.last_done = done;
         let finished = total > 0 && done >= total;
         let due = match self.last {
             None => done > 0,
@@ -78,9 +101,9 @@ impl ProgressLog {
             return None;
         }
         self.last = Some(now);
-        let elapsed = now.duration_since(self.started).as_secs_f64();
+        let elapsed = now.duration_since(self.base.1).as_secs_f64();
         let rate_per_s = if elapsed > 0.0 {
-            done as f64 / elapsed
+            done.saturating_sub(self.base.0) as f64 / elapsed
         } else {
             0.0
         };
@@ -132,6 +155,24 @@ mod tests {
             last.to_string(),
             format!("progress: 12/12 tasks, {:.2} tasks/s, ETA 0s", 12.0 / 41.0)
         );
+    }
+
+    #[test]
+    fn rates_count_from_the_first_report_or_a_replanned_job() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Joined a job with 50 tasks done: the 50 were not done at this rate.
+        let mut log = ProgressLog::from_first_report(Duration::from_secs(10), t0);
+        let first = log.observe(50, 100, at(0)).expect("the first report");
+        assert_eq!((first.rate_per_s, first.eta_s), (0.0, None));
+        let next = log.observe(60, 100, at(10)).expect("after the interval");
+        assert!((next.rate_per_s - 1.0).abs() < 1e-12, "{next:?}");
+        assert!((next.eta_s.unwrap() - 40.0).abs() < 1e-9);
+        // The coordinator restarted and planned the job again: 30 tasks left of 30.
+        assert_eq!(log.observe(0, 30, at(15)), None, "within the interval");
+        let again = log.observe(5, 30, at(25)).expect("after the interval");
+        assert!((again.rate_per_s - 0.5).abs() < 1e-12, "{again:?}");
+        assert!((again.eta_s.unwrap() - 50.0).abs() < 1e-9);
     }
 
     #[test]

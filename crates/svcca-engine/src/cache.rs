@@ -54,6 +54,14 @@ impl CacheError {
     }
 }
 
+static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes this process has read through [`Store::get`] (caches, outputs, job records) since it
+/// started: a counter for metrics.
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A folder of an object store, addressed by relative keys.
 #[derive(Clone)]
 pub struct Store {
@@ -129,7 +137,10 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
         match self.store.get(&self.path(key)).await {
             Ok(result) => match result.bytes().await {
-                Ok(bytes) => Ok(Some(bytes)),
+                Ok(bytes) => {
+                    BYTES_READ.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Ok(Some(bytes))
+                }
                 Err(source) => Err(CacheError::Store {
                     key: key.to_string(),
                     source,
@@ -186,6 +197,32 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The names of the objects directly in folder `prefix` (not in its sub-folders); a folder
+    /// that does not exist holds none.
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
+        let listed = match self
+            .store
+            .list_with_delimiter(Some(&self.path(prefix)))
+            .await
+        {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(CacheError::Store {
+                    key: prefix.to_string(),
+                    source,
+                });
+            }
+        };
+        let mut names: Vec<String> = listed
+            .objects
+            .iter()
+            .filter_map(|meta| meta.location.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {

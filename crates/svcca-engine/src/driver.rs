@@ -48,7 +48,8 @@ impl TaskFailure {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     pub done: u64,
-    /// Total tasks known so far; grows when a later stage is planned.
+    /// The job's tasks in all: from the plan up front where the driver can tell (the sweep
+    /// does; see `SweepDriver::progress`), else the tasks known so far.
     pub total: u64,
 }
 

@@ -197,6 +197,9 @@ pub struct SweepDriver {
     outstanding: HashMap<String, TaskRef>,
     ready: Vec<TaskSpec>,
     progress: Progress,
+    /// The job's task count from the plan (see [`SweepDriver::progress`]); `None` until the
+    /// first tasks are issued.
+    planned_total: Option<u64>,
     task_counts: BTreeMap<String, u64>,
     warnings: Vec<String>,
     /// How tokens layers were compared, named in each of their pairs' warnings.
@@ -411,6 +414,7 @@ impl SweepDriver {
             outstanding: HashMap::new(),
             ready: Vec::new(),
             progress: Progress::default(),
+            planned_total: None,
             task_counts: BTreeMap::new(),
             warnings,
             tokens_note,
@@ -777,6 +781,9 @@ impl SweepDriver {
         for t in ready {
             self.issue_tile(t);
         }
+        if self.planned_total.is_none() {
+            self.planned_total = Some(self.estimate_total()?);
+        }
         Ok(())
     }
 
@@ -887,6 +894,59 @@ impl SweepDriver {
     }
 
     fn plan_tiles(&mut self) -> Result<(), JobError> {
+        let dims_of = |family: Family, i: usize| -> usize {
+            self.whitenings
+                .get(&(family, self.content_of[i].clone()))
+                .map(|w| w.dims())
+                .unwrap_or(0)
+        };
+        self.tiles = self.layout_tiles(&dims_of)?;
+        // Pass 2 is planned now, so the count of its tasks is exact from here on.
+        let pass2: u64 = self.tiles.iter().map(|t| t.parts.len() as u64).sum();
+        self.planned_total = Some(self.progress.total + pass2);
+        Ok(())
+    }
+
+    /// The job's task count as far as the plan can tell before pass 2 is planned (see
+    /// [`SweepDriver::progress`]): every task already issued, a projection task per row chunk
+    /// for each content still to whiten, and the pass-2 tiles as they would be planned if
+    /// whitening kept every dimension (the layers' widths).
+    fn estimate_total(&self) -> Result<u64, JobError> {
+        let mut total = self.progress.total;
+        for (content, state) in &self.contents {
+            let needs_z = (0..self.reps.len()).any(|i| {
+                &self.content_of[i] == content
+                    && self.z_needed.iter().any(|&(_, needed)| needed == i)
+            });
+            if !state.prepared && needs_z {
+                total += self.chunks.len() as u64;
+            }
+        }
+        let tiles: u64 = if self.tiles_planned {
+            self.tiles
+                .iter()
+                .filter(|t| !t.issued)
+                .map(|t| t.parts.len() as u64)
+                .sum()
+        } else {
+            let widest = |_: Family, i: usize| -> usize {
+                let r = &self.reps[i];
+                r.columns()
+                    .min(usize::try_from(r.datapoints).unwrap_or(usize::MAX))
+            };
+            self.layout_tiles(&widest)?
+                .iter()
+                .map(|t| t.parts.len() as u64)
+                .sum()
+        };
+        Ok(total + tiles)
+    }
+
+    /// The pass-2 tiles, given each representation's whitened dimension in each family.
+    fn layout_tiles(
+        &self,
+        dims_of: &dyn Fn(Family, usize) -> usize,
+    ) -> Result<Vec<Tile>, JobError> {
         let bound = self.spec.resources.memory_mb << 20;
         let chunk_rows = self.chunks.iter().map(|c| c.1 - c.0).max().unwrap_or(1);
         // Widest block whose tile fits the bound: 2·rows·2K·8 + K²·8 ≤ bound.
@@ -908,14 +968,7 @@ impl SweepDriver {
                 }
             }
             let pairs: Vec<(usize, usize)> = pairs.into_iter().collect();
-            let dims: Vec<usize> = (0..self.reps.len())
-                .map(|i| {
-                    self.whitenings
-                        .get(&(family, self.content_of[i].clone()))
-                        .map(|w| w.dims())
-                        .unwrap_or(0)
-                })
-                .collect();
+            let dims: Vec<usize> = (0..self.reps.len()).map(|i| dims_of(family, i)).collect();
             let widest = dims.iter().copied().max().unwrap_or(1);
             let cap = max_dims(chunk_rows);
             if widest > cap {
@@ -985,8 +1038,7 @@ impl SweepDriver {
                 });
             }
         }
-        self.tiles = tiles;
-        Ok(())
+        Ok(tiles)
     }
 
     /// The raw-path metrics this job still computes, in canonical order.
@@ -1451,8 +1503,17 @@ impl JobDriver for SweepDriver {
         Box::pin(async move { self.write().await.map_err(|e| e.classify("finish")) })
     }
 
+    /// Tasks done of the plan's total. The total is known from the first tasks on (see
+    /// `estimate_total`) rather than growing stage by stage; it is exact once pass 2 is planned
+    /// (after pass 1), and until then counts pass 2 as if whitening kept every dimension, which
+    /// it corrects then, usually downwards.
     fn progress(&self) -> Progress {
-        self.progress
+        Progress {
+            done: self.progress.done,
+            total: self.planned_total.map_or(self.progress.total, |planned| {
+                planned.max(self.progress.total)
+            }),
+        }
     }
 }
 

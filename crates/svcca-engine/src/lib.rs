@@ -5,7 +5,7 @@
 //!   turns a [`spec::JobSpec`] into tasks, executes a task on a worker, merges task outputs in a fixed
 //!   order and writes the results;
 //! - the *cluster* half (`coordinator`, `worker`, `client`) knows gRPC, leases, heartbeats and
-//!   retries, and treats tasks as opaque.
+//!   retries, and treats tasks as opaque; `metrics` serves both roles' Prometheus metrics.
 
 pub mod cache;
 pub mod client;
@@ -13,6 +13,7 @@ pub mod coordinator;
 pub mod driver;
 pub mod exec;
 pub mod job;
+pub mod metrics;
 pub mod outputs;
 pub mod pair_products;
 pub mod plan;

@@ -132,7 +132,9 @@ async fn job_ids_are_random_and_only_the_submitter_cancels() {
         let a = client::submit(as_user(&url, Some(alice())), spec.clone())
             .await
             .expect("submit");
-        let b = client::submit(as_user(&url, Some(alice())), spec.clone())
+        // The same spec from another submitter is another job (an identical one from the same
+        // submitter would join `a`).
+        let b = client::submit(as_user(&url, Some(bob())), spec.clone())
             .await
             .expect("submit");
         for id in [&a, &b] {

@@ -179,3 +179,54 @@ async fn results_do_not_depend_on_order_or_worker_count() {
         KeepRule::Variance(0.99),
     );
 }
+
+/// The progress total comes from the plan before any task runs: it never climbs as stages are
+/// planned, and it is exact from the start where pass 2 does not depend on whitening (CKA alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_is_known_up_front_and_never_grows() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0") || (p.contains("seed1") && p.contains("step2250"))
+    })
+    .await;
+    for (metrics, exact_from_start) in [("[\"cka\"]", true), ("[\"svcca\", \"cka\"]", false)] {
+        let extra = format!(
+            "comparison = \"all-pairs\"\nmetrics = {metrics}\n[select]\nwhere = {{ layer = [\"h1\", \"h3\"], step = [\"100\", \"2250\"] }}\n[resources]\nrows_per_task = 150\n"
+        );
+        let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let opener = CountingOpener::default();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        svcca_engine::client::run_embedded(
+            Arc::new(factory(&opener)),
+            Arc::new(svcca_engine::exec::SweepExecutor::new(
+                Arc::new(opener.clone()),
+                ExecutorConfig::default(),
+            )),
+            spec_toml(ds.path(), out.path(), cache.path(), &extra),
+            2,
+            move |p| record.lock().unwrap().push(p),
+        )
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let (first, last) = (seen[0], *seen.last().unwrap());
+        assert_eq!(last.done, last.total, "{metrics}: {seen:?}");
+        assert!(
+            first.total >= last.total && first.total > first.done,
+            "{metrics}: {seen:?}"
+        );
+        for pair in seen.windows(2) {
+            assert!(
+                pair[1].total <= pair[0].total,
+                "{metrics}: the total grew: {pair:?} in {seen:?}"
+            );
+        }
+        if exact_from_start {
+            assert!(
+                seen.iter().all(|p| p.total == last.total),
+                "{metrics}: exact from the start: {seen:?}"
+            );
+        }
+    }
+}

@@ -87,6 +87,14 @@ pub async fn open_dataset(url: &str) -> Result<Dataset, StorageError> {
     Dataset::open(url, ReadOptions::default()).await
 }
 
+static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes this process has fetched from datasets (shards and manifests) since it started: a
+/// counter for metrics.
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Fetches an object, retrying transient errors. `Ok(None)` when it does not exist.
 pub(crate) async fn get_with_retry(
     location: &Location,
@@ -103,7 +111,10 @@ pub(crate) async fn get_with_retry(
                 Err(e) => Err(e),
             };
             match result {
-                Ok(b) => Ok(Some(b)),
+                Ok(b) => {
+                    BYTES_READ.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Ok(Some(b))
+                }
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
             }

@@ -75,6 +75,11 @@ pub struct CoordinatorArgs {
     /// probes, which speak neither TLS nor tokens.
     #[arg(long, env = "SVCCA_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+    /// Record every job here (a local folder or an object-store URL such as
+    /// `s3://bucket/svcca-state`), so that a coordinator restarted with the same --state resumes
+    /// the jobs that were running, under the same ids. Without it, a restart forgets every job.
+    #[arg(long, env = "SVCCA_STATE", value_name = "URL")]
+    pub state: Option<String>,
     /// Testing only: run the scheduler's arithmetic test job (`[test_sum]` specs) instead of
     /// svcca sweeps. Workers must be started with the same flag.
     #[arg(long, hide = true)]
@@ -107,7 +112,8 @@ impl CoordinatorArgs {
             .with_insecure(self.insecure)
             .with_tls(tls)
             .with_max_message_size(self.max_message_size)
-            .with_health_listen(self.health_listen))
+            .with_health_listen(self.health_listen)
+            .with_state(self.state.clone()))
     }
 }
 

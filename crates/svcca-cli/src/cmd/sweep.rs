@@ -60,7 +60,7 @@ pub struct SweepArgs {
     /// the end.
     #[arg(long)]
     pub no_report: bool,
-    /// Off a terminal, log a progress line (tasks done/known, rate, ETA) at most every this many
+    /// Off a terminal, log a progress line (tasks done/total, rate, ETA) at most every this many
     /// seconds; 0 turns the lines off. On a terminal a progress bar is drawn instead.
     #[arg(
         long,

@@ -61,6 +61,14 @@ pub enum ClusterError {
     JobCancelled { job_id: String },
     #[error("the coordinator at {url} closed the watch of job {job_id} before the job ended")]
     WatchEnded { url: String, job_id: String },
+    #[error("the coordinator's job records at {url}: {message}")]
+    StateStore { url: String, message: String },
+    #[error(
+        "job {job_id} is unknown to the coordinator at {url}: it restarted and forgot the job (start \
+         it with --state to keep jobs across restarts); submit the job again, it resumes from its \
+         stored results"
+    )]
+    JobForgotten { url: String, job_id: String },
 }
 
 impl ClusterError {
@@ -75,7 +83,10 @@ impl ClusterError {
             | ClusterError::Bind { .. }
             | ClusterError::Refused { .. }
             | ClusterError::JobCancelled { .. } => false,
-            ClusterError::Serve { .. } | ClusterError::WatchEnded { .. } => true,
+            ClusterError::Serve { .. }
+            | ClusterError::WatchEnded { .. }
+            | ClusterError::StateStore { .. }
+            | ClusterError::JobForgotten { .. } => true,
             ClusterError::Rpc { code, .. } => code_is_retryable(*code),
             ClusterError::JobFailed { retryable, .. } => *retryable,
         }

@@ -57,15 +57,78 @@ pub async fn submit(
 }
 
 /// Follows a job until it ends, calling `on_update` with every snapshot (the first is the current
-/// state). Returns the final snapshot, whatever the outcome: see [`job_result`].
+/// state). Returns the final snapshot, whatever the outcome: see [`job_result`]. A lost
+/// connection is an error at once: see [`follow_job`] to ride out a coordinator restart.
 pub async fn wait_for_job(
     target: impl Into<ClientConfig>,
     job_id: &str,
+    on_update: impl FnMut(&JobInfo) + Send,
+) -> Result<JobInfo, ClusterError> {
+    follow_job(target, job_id, Duration::ZERO, on_update).await
+}
+
+/// [`wait_for_job`], reconnecting while the coordinator is unreachable (restarting, or a
+/// connection cut mid-stream) for up to `reconnect_for` in a row, with a backoff from 250 ms to
+/// 5 s; each attempt is logged. A coordinator that comes back without the job (it keeps no
+/// records, see `svcca coordinator --state`) ends the wait with [`ClusterError::JobForgotten`].
+pub async fn follow_job(
+    target: impl Into<ClientConfig>,
+    job_id: &str,
+    reconnect_for: Duration,
     mut on_update: impl FnMut(&JobInfo) + Send,
 ) -> Result<JobInfo, ClusterError> {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
     let config = target.into();
     let url = config.url.as_str();
-    let mut client = connect(&config).await?;
+    let mut lost_since: Option<std::time::Instant> = None;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let mut seen_event = false;
+        let outcome = watch_until_end(&config, job_id, &mut |info: &JobInfo| {
+            seen_event = true;
+            on_update(info)
+        })
+        .await;
+        let error = match outcome {
+            Ok(info) => return Ok(info),
+            Err(ClusterError::Rpc {
+                code: tonic::Code::NotFound,
+                ..
+            }) if lost_since.is_some() || seen_event => {
+                return Err(ClusterError::JobForgotten {
+                    url: url.to_string(),
+                    job_id: job_id.to_string(),
+                });
+            }
+            Err(error) if error.is_retryable() && !reconnect_for.is_zero() => error,
+            Err(error) => return Err(error),
+        };
+        if seen_event {
+            // The stream worked for a while: this is a new outage.
+            lost_since = None;
+            backoff = FIRST_BACKOFF;
+        }
+        let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+        let waited = since.elapsed();
+        if waited >= reconnect_for {
+            tracing::error!(%job_id, %error, waited_s = waited.as_secs_f64(), "the coordinator stayed unreachable; giving up");
+            return Err(error);
+        }
+        tracing::warn!(%job_id, %error, retry_in_ms = backoff.as_millis() as u64, "lost the coordinator; reconnecting");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One watch of the job, from connecting to the job's end or the stream's.
+async fn watch_until_end(
+    config: &ClientConfig,
+    job_id: &str,
+    on_update: &mut (dyn FnMut(&JobInfo) + Send),
+) -> Result<JobInfo, ClusterError> {
+    let url = config.url.as_str();
+    let mut client = connect(config).await?;
     let mut stream = client
         .watch_job(v1::WatchJobRequest {
             job_id: job_id.to_string(),

@@ -8,11 +8,14 @@
 //! - [`Coordinator`]: binds a listener and serves both until told to stop, over TLS when
 //!   configured ([`ServerTls`]).
 //!
-//! Jobs live in memory only: a restarted coordinator has forgotten them (workers re-register on
-//! their own; clients must submit again, and a job's stored results make the rerun cheap).
+//! With a state location ([`CoordinatorConfig::state`]) every job is recorded there and a
+//! restarted coordinator resumes the jobs that were running, under their ids (`durable`); without
+//! one, jobs live in memory only. Workers re-register on their own after a restart.
 
 pub mod auth;
+pub mod durable;
 pub mod policy;
+mod scrape;
 mod service;
 pub mod state;
 pub mod testkit;
@@ -62,8 +65,12 @@ pub struct CoordinatorConfig {
     /// Serve over TLS (and with a client CA, require client certificates).
     pub tls: Option<ServerTls>,
     /// Also serve the gRPC health service, in plain text and without authentication, here: for
-    /// probes that speak neither TLS nor tokens (the kubelet's). It serves nothing else.
+    /// probes that speak neither TLS nor tokens (the kubelet's), and Prometheus metrics at
+    /// `GET /metrics` (see [`crate::metrics`]). It serves nothing else.
     pub health_listen: Option<SocketAddr>,
+    /// Where jobs are recorded so that a restarted coordinator resumes them (a local folder or
+    /// an object-store URL); `None` keeps jobs in memory only.
+    pub state: Option<String>,
 }
 
 /// PEM files for serving TLS.
@@ -115,6 +122,7 @@ impl Default for CoordinatorConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tls: None,
             health_listen: None,
+            state: None,
         }
     }
 }
@@ -162,6 +170,10 @@ impl CoordinatorConfig {
     }
     pub fn with_health_listen(mut self, addr: Option<SocketAddr>) -> Self {
         self.health_listen = addr;
+        self
+    }
+    pub fn with_state(mut self, state: Option<String>) -> Self {
+        self.state = state;
         self
     }
 
@@ -261,8 +273,14 @@ impl Coordinator {
             ),
             None => None,
         };
+        let records = config
+            .state
+            .as_deref()
+            .map(durable::JobRecords::open)
+            .transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(service::Shared {
+            durable: durable::Durable::new(records),
             max_lease_wait: config.max_lease_wait,
             verifier: auth::Verifier::new(&config.auth),
             max_message_size: config.max_message_size,
@@ -271,6 +289,7 @@ impl Coordinator {
             work: Notify::new(),
             shutdown: shutdown_rx,
         });
+        durable::restore(&shared).await?;
         Ok(Self {
             listener,
             local_addr,
@@ -297,7 +316,7 @@ impl Coordinator {
     }
 
     /// Serves until `shutdown` completes. Open watch streams and long polls end at shutdown; jobs
-    /// still running are abandoned (they live in memory only).
+    /// still running are abandoned, or, with a state location, recorded for the next coordinator.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -324,26 +343,22 @@ impl Coordinator {
         }
 
         let plain_health = health_listener.map(|listener| {
-            let service = health_service.clone();
-            let mut stop = shared.shutdown.clone();
+            let routes = tonic::service::Routes::new(health_service.clone());
+            let stop = shared.shutdown.clone();
+            let render = scrape::render(shared.clone());
             tokio::spawn(async move {
                 let addr = listener.local_addr().ok();
-                tracing::info!(?addr, "health service listening");
-                let outcome = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
-                        async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        },
-                    )
-                    .await;
+                tracing::info!(?addr, "health service and /metrics listening");
+                let outcome =
+                    crate::metrics::serve_health_and_metrics(listener, routes, render, stop).await;
                 if let Err(error) = outcome {
                     tracing::error!(%error, "health service failed");
                 }
             })
         });
         let ticker = tokio::spawn(service::tick_loop(shared.clone()));
+        let recorder = tokio::spawn(durable::persist_loop(shared.clone()));
+        let last_records = shared.clone();
         tracing::info!(%local_addr, "coordinator serving");
         let signal = async move {
             shutdown.await;
@@ -366,6 +381,8 @@ impl Coordinator {
             )
             .await;
         ticker.abort();
+        recorder.abort();
+        durable::persist_all(&last_records).await;
         if let Some(health) = plain_health {
             let _ = health.await;
         }

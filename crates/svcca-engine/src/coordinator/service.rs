@@ -16,10 +16,11 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{Identity, Role, Verifier, certificate_identity};
 use super::state::{JobInfo, Scheduler};
-use super::wire::{info_to_proto, task_failure_to_status};
+use super::wire::info_to_proto;
 use crate::driver::{JobDriverFactory, TaskFailure, TaskOutput};
 
 pub(super) struct Shared {
+    pub(super) durable: super::durable::Durable,
     pub(super) scheduler: Mutex<Scheduler>,
     pub(super) factory: Arc<dyn JobDriverFactory>,
     /// Woken whenever tasks may have become ready, for long-polling LeaseTask calls.
@@ -238,23 +239,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
         let identity = self.authorize(&request, Role::Submitter)?;
         let request = request.into_inner();
-        // Planning may read the dataset's manifest: do it before taking the scheduler's lock.
-        let driver = self
-            .shared
-            .factory
-            .create(request.job_spec_toml)
-            .await
-            .map_err(|failure| {
-                tracing::warn!(error = %failure, "job refused");
-                task_failure_to_status(&failure)
-            })?;
-        let job_id = self
-            .shared
-            .scheduler
-            .lock()
-            .await
-            .submit_as(driver, identity, Instant::now())
-            .await;
+        let job_id =
+            super::durable::submit_or_attach(&self.shared, request.job_spec_toml, identity).await?;
         self.shared.work.notify_waiters();
         Ok(Response::new(v1::SubmitJobResponse { job_id }))
     }
@@ -314,6 +300,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             .lock()
             .await
             .cancel_as(&request.job_id, &identity)?;
+        super::durable::persist(&self.shared, &request.job_id).await;
         Ok(Response::new(v1::CancelJobResponse {
             job: Some(info_to_proto(&info)),
         }))

@@ -206,8 +206,26 @@ impl Job {
     }
 }
 
+/// What the scheduler has done since it started, for metrics.
+#[derive(Debug, Default)]
+pub struct TaskStats {
+    /// Results accepted and merged.
+    pub tasks_done: u64,
+    /// Failed attempts: failures reported by workers, lost leases, invalid results.
+    pub tasks_failed: u64,
+    /// Failed attempts whose task was queued again.
+    pub tasks_retried: u64,
+    /// Workers lost after missing heartbeats.
+    pub workers_lost: u64,
+    /// Workers dropped for invalid results.
+    pub workers_dropped: u64,
+    /// From a lease's grant to its accepted result.
+    pub task_latency: crate::metrics::Histogram,
+}
+
 /// The coordinator's state: see the module documentation.
 pub struct Scheduler {
+    stats: TaskStats,
     config: CoordinatorConfig,
     workers: BTreeMap<String, WorkerEntry>,
     /// Keyed by submission order, so leasing serves older jobs first.
@@ -259,6 +277,7 @@ fn incarnation() -> String {
 impl Scheduler {
     pub fn new(config: CoordinatorConfig, now: Instant) -> Self {
         Self {
+            stats: TaskStats::default(),
             config,
             workers: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -274,6 +293,29 @@ impl Scheduler {
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    pub fn stats(&self) -> &TaskStats {
+        &self.stats
+    }
+
+    /// How many jobs are in each state.
+    pub fn job_counts(&self) -> Vec<(JobState, usize)> {
+        [
+            JobState::Running,
+            JobState::Finishing,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .map(|state| {
+            (
+                state,
+                self.jobs.values().filter(|j| j.state == state).count(),
+            )
+        })
+        .collect()
     }
 
     pub fn workers_alive(&self) -> u32 {
@@ -421,9 +463,72 @@ impl Scheduler {
         owner: Identity,
         now: Instant,
     ) -> String {
+        let job_id = format!("job-{}", random_hex::<16>());
+        self.insert_job(job_id, driver, owner, now).await
+    }
+
+    /// Takes back a job an earlier coordinator process recorded (see `durable`), under the id
+    /// its submitter knows. Its driver was planned again from the recorded spec, so it resumes
+    /// from the results that job already stored.
+    pub async fn restore_as(
+        &mut self,
+        job_id: String,
+        driver: Box<dyn JobDriver>,
+        owner: Identity,
+        now: Instant,
+    ) -> String {
+        tracing::info!(%job_id, "job restored from its record");
+        self.insert_job(job_id, driver, owner, now).await
+    }
+
+    /// Records a job an earlier coordinator process ran that cannot be taken back (its spec no
+    /// longer plans), as failed with `failure`, so that its submitter learns why.
+    pub fn restore_failed(
+        &mut self,
+        job_id: String,
+        owner: Identity,
+        failure: JobFailure,
+        now: Instant,
+    ) {
         let seq = self.next_job;
         self.next_job += 1;
-        let job_id = format!("job-{}", random_hex::<16>());
+        let info = JobInfo {
+            job_id: job_id.clone(),
+            state: JobState::Failed,
+            progress: Progress::default(),
+            failure: Some(failure.clone()),
+            summary: None,
+            workers_alive: self.workers_alive(),
+        };
+        let (events, _) = watch::channel(info);
+        self.jobs.insert(
+            seq,
+            Job {
+                id: job_id.clone(),
+                owner,
+                driver: None,
+                state: JobState::Failed,
+                queue: VecDeque::new(),
+                in_flight: 0,
+                progress: Progress::default(),
+                failure: Some(failure),
+                summary: None,
+                submitted_at: now,
+                events,
+            },
+        );
+        self.job_seq.insert(job_id, seq);
+    }
+
+    async fn insert_job(
+        &mut self,
+        job_id: String,
+        driver: Box<dyn JobDriver>,
+        owner: Identity,
+        now: Instant,
+    ) -> String {
+        let seq = self.next_job;
+        self.next_job += 1;
         let progress = driver.progress();
         let (events, _) = watch::channel(JobInfo {
             job_id: job_id.clone(),
@@ -520,13 +625,20 @@ impl Scheduler {
         tracing::debug!(%worker_id, %lease_id, job_id = %job.id, task_id = %lease.task.id, "task done");
         let outcome = driver.complete(lease.task.id.clone(), output).await;
         match outcome {
-            Ok(()) => advance(job).await,
+            Ok(()) => {
+                self.stats.tasks_done += 1;
+                self.stats
+                    .task_latency
+                    .observe(now.saturating_duration_since(lease.granted_at));
+                advance(job).await
+            }
             Err(failure) => failed_attempt(
                 job,
                 lease.task,
                 lease.failed_attempts,
                 &failure,
                 max_attempts,
+                &mut self.stats,
             ),
         }
         self.publish(seq);
@@ -563,6 +675,7 @@ impl Scheduler {
                     lease.failed_attempts,
                     &failure,
                     max_attempts,
+                    &mut self.stats,
                 );
             }
         }
@@ -601,6 +714,7 @@ impl Scheduler {
         tracing::warn!(%worker_id, task_id = %lease.task.id, job_id = %lease.job_id, %message, "invalid result: dropping the worker");
         let failure = format!("worker {worker_id} reported an invalid result: {message}");
         self.dropped.insert(worker_id.to_string());
+        self.stats.workers_dropped += 1;
         if let Some(worker) = self.workers.remove(worker_id) {
             for lease_id in worker.leases {
                 self.drop_lease(&lease_id, Some(failure.clone()));
@@ -622,6 +736,7 @@ impl Scheduler {
                         lease.failed_attempts,
                         &attempt,
                         max_attempts,
+                        &mut self.stats,
                     );
                 }
             }
@@ -697,6 +812,7 @@ impl Scheduler {
             };
             let silent = now.saturating_duration_since(worker.last_heartbeat);
             tracing::warn!(%worker_id, name = %worker.name, silent_s = silent.as_secs_f64(), leases = worker.leases.len(), "worker lost");
+            self.stats.workers_lost += 1;
             for lease_id in worker.leases {
                 let message = format!(
                     "worker {worker_id} ({}) was lost: no heartbeat for {:.1}s",
@@ -836,6 +952,7 @@ impl Scheduler {
                             lease.failed_attempts,
                             &failure,
                             max_attempts,
+                            &mut self.stats,
                         );
                     }
                     None => job.queue.push_front(PendingTask {
@@ -887,8 +1004,14 @@ fn failed_attempt(
     failed_before: u32,
     failure: &TaskFailure,
     max_attempts: u32,
+    stats: &mut TaskStats,
 ) {
     let failed_attempts = failed_before + 1;
+    stats.tasks_failed += 1;
+    let requeued = failure.is_retryable() && failed_attempts < max_attempts;
+    if requeued {
+        stats.tasks_retried += 1;
+    }
     match failure {
         TaskFailure::Fatal { .. } => job.fail(failure.to_string(), false),
         TaskFailure::Retryable { message, .. } if failed_attempts >= max_attempts => job.fail(

@@ -145,7 +145,9 @@ struct Shared {
     /// Leases being worked on, each with the signal that abandons it when the coordinator
     /// revokes it (job cancelled, lease expired).
     held: Mutex<HashMap<String, Arc<Notify>>>,
-    stats: Mutex<WorkerStats>,
+    stats: Arc<Mutex<WorkerStats>>,
+    /// How long successful tasks took, for metrics.
+    latency: Arc<crate::metrics::Histogram>,
     draining: watch::Receiver<bool>,
     health: Option<HealthReporter>,
 }
@@ -183,8 +185,13 @@ impl Worker {
         let (drain_tx, draining) = watch::channel(false);
         let (health_stop_tx, health_stop) = watch::channel(false);
         let mut background = JoinSet::new();
+        let stats = Arc::new(Mutex::new(WorkerStats::default()));
+        let latency = Arc::new(crate::metrics::Histogram::default());
         let health = match config.health_listen {
-            Some(addr) => Some(serve_health(addr, health_stop, &mut background).await?),
+            Some(addr) => {
+                let render = metrics_render(stats.clone(), latency.clone());
+                Some(serve_health(addr, health_stop, &mut background, render).await?)
+            }
             None => None,
         };
         background.spawn(async move {
@@ -200,7 +207,8 @@ impl Worker {
             max_backoff: config.max_backoff,
             worker_id: watch::channel(None).0,
             held: Mutex::new(HashMap::new()),
-            stats: Mutex::new(WorkerStats::default()),
+            stats,
+            latency,
             draining: draining.clone(),
             health,
         });
@@ -473,6 +481,7 @@ async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lea
         Ok(output) => {
             tracing::info!(slot, %lease_id, task_id = %lease.task_id, elapsed_s, "task succeeded");
             lock(&shared.stats).succeeded += 1;
+            shared.latency.observe(started.elapsed());
             Report::Result(v1::ReportResultRequest {
                 worker_id: worker_id.to_string(),
                 lease_id: lease_id.clone(),
@@ -574,11 +583,13 @@ async fn set_health(shared: &Shared, service: &str, status: ServingStatus) {
     }
 }
 
-/// Serves gRPC health on `addr` until `stop` turns true. Liveness is SERVING at once.
+/// Serves gRPC health and `GET /metrics` on `addr` until `stop` turns true. Liveness is SERVING
+/// at once.
 async fn serve_health(
     addr: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
+    render: crate::metrics::Render,
 ) -> Result<HealthReporter, ClusterError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -593,22 +604,59 @@ async fn serve_health(
     reporter
         .set_service_status(svcca_proto::READINESS_SERVICE, ServingStatus::NotServing)
         .await;
-    tracing::info!(addr = %local, "health service listening");
+    tracing::info!(addr = %local, "health service and /metrics listening");
     tasks.spawn(async move {
-        let outcome = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )
-            .await;
+        let routes = tonic::service::Routes::new(service);
+        let outcome =
+            crate::metrics::serve_health_and_metrics(listener, routes, render, stop).await;
         if let Err(error) = outcome {
             tracing::error!(%error, "health service failed");
         }
     });
     Ok(reporter)
+}
+
+/// The worker's metrics: its task counters and latencies, and the bytes it read.
+fn metrics_render(
+    stats: Arc<Mutex<WorkerStats>>,
+    latency: Arc<crate::metrics::Histogram>,
+) -> crate::metrics::Render {
+    use futures::FutureExt;
+    Arc::new(move || {
+        let stats = *lock(&stats);
+        let latency = latency.clone();
+        async move {
+            let mut page = crate::metrics::Exposition::new();
+            page.counter(
+                "svcca_worker_tasks_succeeded_total",
+                "Tasks this worker ran to a result.",
+                stats.succeeded,
+            );
+            page.counter(
+                "svcca_worker_tasks_failed_total",
+                "Tasks that failed on this worker.",
+                stats.failed,
+            );
+            page.counter(
+                "svcca_worker_tasks_abandoned_total",
+                "Tasks stopped because the coordinator revoked their lease.",
+                stats.abandoned,
+            );
+            page.counter(
+                "svcca_worker_results_refused_total",
+                "Results the coordinator refused (expired lease, ended job).",
+                stats.refused,
+            );
+            page.histogram(
+                "svcca_worker_task_seconds",
+                "Time this worker took to run a task that succeeded.",
+                &latency,
+            );
+            crate::metrics::storage_metrics(&mut page);
+            page.finish()
+        }
+        .boxed()
+    })
 }
 
 /// Locks a std mutex, recovering from poisoning (the data is plain counters and ids).
