@@ -385,6 +385,13 @@ fn two_tag_values_give_a_symmetric_matrix_with_distinct_labels() {
     for k in &expected {
         assert!(index.contains(k.as_str()), "the report names {k}");
     }
+    // Cross-seed agreement pairs the seeds of one learning rate, never across them.
+    for lr in ["0.1", "0.01"] {
+        assert!(
+            index.contains(&format!("<td>run=mlp,lr={lr}</td>")),
+            "the report's seed table has a row for lr={lr}"
+        );
+    }
     let table =
         svcca_results::read_pairs_parquet(std::fs::read(out.join("pairs.parquet")).unwrap())
             .unwrap();
