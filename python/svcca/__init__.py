@@ -238,8 +238,22 @@ def sweep(
     return SweepResult(output, lines, index)
 
 
+def _canonical_key(key: Mapping[str, Any]) -> str:
+    """The canonical key svcca names a representation by everywhere (matrix labels, reports,
+    ``svcca ls``, selectors): ``run=mlp,seed=0,step=2250,layer=h1``, then the tags by name."""
+    parts = [f"run={key['run']}"]
+    for field in ("seed", "step"):
+        if key.get(field) is not None:
+            parts.append(f"{field}={key[field]}")
+    parts.append(f"layer={key['layer']}")
+    tags = key.get("tags") or {}
+    parts.extend(f"{name}={tags[name]}" for name in sorted(tags))
+    return ",".join(parts)
+
+
 def _key_columns(prefix: str, key: Mapping[str, Any], tag_names: Sequence[str]) -> dict:
     row = {
+        f"{prefix}_key": _canonical_key(key),
         f"{prefix}_run": key.get("run"),
         f"{prefix}_seed": key.get("seed"),
         f"{prefix}_step": key.get("step"),
@@ -251,14 +265,52 @@ def _key_columns(prefix: str, key: Mapping[str, Any], tag_names: Sequence[str]) 
     return row
 
 
+def _stored_coefficients(folder: str, results: Mapping[str, Any]) -> list:
+    """Each pair's coefficients, from ``pairs.parquet`` where ``results.json`` does not keep them
+    (``coefficients = "parquet"``, the default); ``None`` per pair where the job kept none."""
+    pairs = results["pairs"]
+    store = results.get("coefficients", "json")
+    if store == "json":
+        return [list(pair.get("coefficients", [])) for pair in pairs]
+    if store == "none":
+        return [None] * len(pairs)
+    data = _native.read_object(folder, "pairs.parquet")
+    if data is None:
+        raise SvccaError(
+            f"{folder}/results.json keeps its coefficients in pairs.parquet, which is missing; "
+            "call load_results(url, coefficients=False) for the rest"
+        )
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(
+            "this sweep keeps its coefficients in pairs.parquet: install pyarrow (pip install "
+            "pyarrow), or call load_results(url, coefficients=False)"
+        ) from None
+    import io
+
+    table = pq.read_table(io.BytesIO(bytes(data)), columns=["a_key", "b_key", "metric", "coefficients"])
+    rows = table.to_pylist()
+    if len(rows) != len(pairs):
+        raise SvccaError(f"{folder}/pairs.parquet holds {len(rows)} rows for {len(pairs)} pairs")
+    for row, pair in zip(rows, pairs):
+        stored = (row["a_key"], row["b_key"], row["metric"])
+        if stored != (_canonical_key(pair["a"]), _canonical_key(pair["b"]), pair["metric"]):
+            raise SvccaError(f"{folder}/pairs.parquet does not match results.json at {stored}")
+    return [row["coefficients"] for row in rows]
+
+
 def load_results(url: Union[str, SweepResult], *, frame: bool = True, coefficients: bool = True):
     """Read a sweep's results (its output folder or URL, or ``results.json`` itself).
 
-    Returns one row per (pair, metric): ``a_run``, ``a_seed``, ``a_step``, ``a_layer`` and one
-    ``a_<tag>`` column per tag, the same for ``b``, then ``metric``, ``mean``, ``google_mean``,
-    ``dims_a``, ``dims_b``, ``warnings`` and (unless ``coefficients=False``) ``coefficients``.
-    As a pandas DataFrame by default; ``frame=False`` returns the rows as a list of dicts and
-    needs no pandas.
+    Returns one row per (pair, metric): ``a_key`` (the canonical key, as in matrix labels and
+    reports), ``a_run``, ``a_seed``, ``a_step``, ``a_layer`` and one ``a_<tag>`` column per tag,
+    the same for ``b``, then ``metric``, ``mean``, ``google_mean``, ``dims_a``, ``dims_b``,
+    ``warnings`` and (unless ``coefficients=False``) ``coefficients``, read from
+    ``pairs.parquet`` when the sweep kept them there (which needs pyarrow). As a pandas
+    DataFrame by default; ``frame=False`` returns the rows as a list of dicts and needs no
+    pandas. ``pandas.read_parquet(OUT + "/pairs.parquet")`` reads the same table with every key
+    field as its own column.
     """
     if isinstance(url, SweepResult):
         url = url.out
@@ -274,8 +326,9 @@ def load_results(url: Union[str, SweepResult], *, frame: bool = True, coefficien
     tag_names = sorted(
         {t for pair in results["pairs"] for side in ("a", "b") for t in (pair[side].get("tags") or {})}
     )
+    stored = _stored_coefficients(folder, results) if coefficients else None
     rows = []
-    for pair in results["pairs"]:
+    for n, pair in enumerate(results["pairs"]):
         row = _key_columns("a", pair["a"], tag_names)
         row.update(_key_columns("b", pair["b"], tag_names))
         row.update(
@@ -286,8 +339,8 @@ def load_results(url: Union[str, SweepResult], *, frame: bool = True, coefficien
             dims_b=pair["dims_b"],
             warnings=list(pair.get("warnings", [])),
         )
-        if coefficients:
-            row["coefficients"] = list(pair.get("coefficients", []))
+        if stored is not None:
+            row["coefficients"] = stored[n]
         rows.append(row)
     if not frame:
         return rows

@@ -546,8 +546,12 @@ fn real_job(dataset: &Path, output: &Path) -> String {
 /// The compared pairs of a results folder (what must not depend on workers or kills).
 fn pairs_of(output: &Path) -> serde_json::Value {
     let bytes = std::fs::read(output.join("results.json")).expect("results.json");
-    let results: serde_json::Value = serde_json::from_slice(&bytes).expect("results JSON");
-    let pairs = results["pairs"].clone();
+    // With the coefficients, which sweeps keep in pairs.parquet.
+    let mut full = svcca_results::ResultsFile::from_json(&bytes).expect("results JSON");
+    full.fill_coefficients(std::fs::read(output.join("pairs.parquet")).expect("pairs.parquet"))
+        .expect("pairs.parquet matches results.json");
+    assert!(full.pairs.iter().any(|p| !p.coefficients.is_empty()));
+    let pairs = serde_json::to_value(&full.pairs).expect("pairs serialise");
     assert!(
         pairs.as_array().is_some_and(|p| p.len() == 2 * 105),
         "15 representations, 2 metrics: {pairs}"

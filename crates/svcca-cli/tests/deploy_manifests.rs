@@ -500,8 +500,9 @@ const REPRESENTATIONS: [(u32, u32, &str); 5] = [
     (0, 400, "h4"),
 ];
 
+/// The canonical key results name a representation by.
 fn label(seed: u32, step: u32, layer: &str) -> String {
-    format!("mlp/seed{seed}/step{step}/{layer}")
+    format!("run=mlp,seed={seed},step={step},layer={layer}")
 }
 
 /// Copies a few representations of `fixtures/digits` (same layout) and ingests them with
@@ -566,7 +567,11 @@ fn selected(spec: &JobSpec) -> BTreeSet<String> {
     REPRESENTATIONS
         .iter()
         .filter(|(seed, step, layer)| {
-            let full = label(*seed, *step, layer);
+            // Job specs may name keys in the canonical form or the earlier one.
+            let full = [
+                label(*seed, *step, layer),
+                format!("mlp/seed{seed}/step{step}/{layer}"),
+            ];
             let fields: BTreeMap<&str, String> = [
                 ("run", "mlp".to_string()),
                 ("seed", seed.to_string()),
@@ -575,7 +580,11 @@ fn selected(spec: &JobSpec) -> BTreeSet<String> {
             ]
             .into();
             let keys_ok = spec.select.keys.is_empty()
-                || spec.select.keys.iter().any(|k| glob_match(k, &full));
+                || spec
+                    .select
+                    .keys
+                    .iter()
+                    .any(|k| full.iter().any(|f| glob_match(k, f)));
             let filters_ok = spec.select.filters.iter().all(|(field, patterns)| {
                 fields
                     .get(field.as_str())

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use arrow_array::Array;
 use serde_json::Value;
 use svcca_storage::npy;
 
@@ -346,6 +347,98 @@ fn two_tag_values_give_a_symmetric_matrix_with_distinct_labels() {
             assert!(v < 0.9999, "different representations: {v}");
         }
     }
+    // Every place names a representation by the same canonical key, tags included: the
+    // matrices (CSV and Arrow), `svcca ls`, the analyses, pairs.parquet, the report, and a
+    // selector picks the representation it names.
+    let key = |seed: u32, lr: &str| format!("run=mlp,seed={seed},step=2250,layer=h1,lr={lr}");
+    let expected: std::collections::BTreeSet<String> =
+        [key(0, "0.01"), key(0, "0.1"), key(1, "0.01"), key(1, "0.1")].into();
+    assert_eq!(
+        header
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "{csv}"
+    );
+    let arrow = std::fs::read(out.join("matrix_svcca.arrow")).unwrap();
+    let batches: Vec<_> = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(arrow), None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    let arrow_columns: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .skip(1)
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(arrow_columns, header, "Arrow and CSV matrices share labels");
+    let listed = ok(svcca(&["ls", &ds]));
+    for k in &expected {
+        assert!(
+            listed.contains(k.as_str()),
+            "`svcca ls` names {k}:\n{listed}"
+        );
+    }
+    let index = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    for k in &expected {
+        assert!(index.contains(k.as_str()), "the report names {k}");
+    }
+    // Cross-seed agreement pairs the seeds of one learning rate, never across them.
+    for lr in ["0.1", "0.01"] {
+        assert!(
+            index.contains(&format!("<td>run=mlp,lr={lr}</td>")),
+            "the report's seed table has a row for lr={lr}"
+        );
+    }
+    let table =
+        svcca_results::read_pairs_parquet(std::fs::read(out.join("pairs.parquet")).unwrap())
+            .unwrap();
+    assert_eq!(table.num_rows(), 6, "4 choose 2 pairs, one metric");
+    let strings = |name: &str| -> Vec<String> {
+        let column = table
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"));
+        let column = column
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        (0..column.len())
+            .map(|i| column.value(i).to_string())
+            .collect()
+    };
+    for side in ["a", "b"] {
+        let keys = strings(&format!("{side}_key"));
+        let lrs = strings(&format!("{side}_tag_lr"));
+        for (k, lr) in keys.iter().zip(&lrs) {
+            assert!(
+                expected.contains(k) && k.ends_with(&format!(",lr={lr}")),
+                "{k} / {lr}"
+            );
+        }
+    }
+    let results = read_json(&out.join("results.json"));
+    let cell = |a: &str, b: &str| -> f64 {
+        let (i, j) = (
+            header.iter().position(|h| h == a).unwrap(),
+            header.iter().position(|h| h == b).unwrap(),
+        );
+        rows[i + 1][j + 1].parse().unwrap()
+    };
+    let compared = read_json_stdout(svcca(&[
+        "compare",
+        &format!("{ds}#{}", key(0, "0.1")),
+        &format!("{ds}#{}", key(1, "0.01")),
+        "--json",
+    ]));
+    let got = compared["mean"].as_f64().unwrap();
+    let want = cell(&key(0, "0.1"), &key(1, "0.01"));
+    assert!((got - want).abs() < 1e-9, "selector {got} vs matrix {want}");
+    assert!(
+        results["pairs"][0].get("coefficients").is_none(),
+        "results.json keeps no coefficients by default"
+    );
     // The analyses keep the tag values apart too: one dimensionality curve per tag value, each
     // between the two seeds of that value.
     let analyses = read_json(&out.join("analyses.json"));
@@ -364,14 +457,8 @@ fn two_tag_values_give_a_symmetric_matrix_with_distinct_labels() {
     assert_eq!(
         curves,
         [
-            (
-                "mlp/seed0/step2250/h1[lr=0.01]".to_string(),
-                "mlp/seed1/step2250/h1[lr=0.01]".to_string()
-            ),
-            (
-                "mlp/seed0/step2250/h1[lr=0.1]".to_string(),
-                "mlp/seed1/step2250/h1[lr=0.1]".to_string()
-            ),
+            (key(0, "0.01"), key(1, "0.01")),
+            (key(0, "0.1"), key(1, "0.1"))
         ]
     );
 }

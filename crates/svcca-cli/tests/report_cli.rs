@@ -59,6 +59,7 @@ fn results() -> ResultsFile {
     }
     ResultsFile {
         schema_version: SCHEMA_VERSION,
+        coefficients: svcca_results::CoefficientStore::Json,
         job_spec: "comparison = \"vs-final\"".into(),
         versions: BTreeMap::new(),
         comparison: "vs-final".into(),

@@ -218,3 +218,63 @@ fn a_progress_interval_that_is_not_a_duration_is_refused() {
         );
     }
 }
+
+/// `--coefficients` says where each pair's canonical correlations go; the means stay the same
+/// and results.json holds the coefficients only under `json`.
+#[test]
+fn coefficients_go_where_the_flag_says() {
+    let out = tempfile::tempdir().unwrap();
+    let mut stored = Vec::new();
+    for store in ["parquet", "json", "none"] {
+        let dir = out.path().join(store);
+        let run = svcca(&[
+            "sweep",
+            "examples/digits-dataset",
+            "--out",
+            dir.to_str().unwrap(),
+            "--compare",
+            "vs-final",
+            "--where",
+            "seed=0",
+            "--where",
+            "layer=h2",
+            "--no-report",
+            "--coefficients",
+            store,
+        ]);
+        assert!(
+            run.status.success(),
+            "--coefficients {store}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let bytes = std::fs::read(dir.join("results.json")).unwrap();
+        let json: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["coefficients"], store);
+        let inline = json["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p.get("coefficients").is_some())
+            .count();
+        assert_eq!(
+            inline > 0,
+            store == "json",
+            "{store}: {inline} pairs inline"
+        );
+        let mut full = svcca_results::ResultsFile::from_json(&bytes).unwrap();
+        full.fill_coefficients(std::fs::read(dir.join("pairs.parquet")).unwrap())
+            .unwrap();
+        stored.push((full.pairs, bytes.len()));
+    }
+    let (parquet, json, none) = (&stored[0], &stored[1], &stored[2]);
+    assert_eq!(
+        parquet.0, json.0,
+        "the same numbers, wherever they are kept"
+    );
+    assert!(none.0.iter().all(|p| p.coefficients.is_empty()));
+    assert!(
+        parquet.0.iter().zip(&none.0).all(|(p, n)| p.mean == n.mean),
+        "means do not depend on it"
+    );
+    assert!(parquet.1 < json.1, "results.json is smaller without them");
+}

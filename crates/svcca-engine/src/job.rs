@@ -1395,6 +1395,7 @@ impl SweepDriver {
         }
         ResultsFile {
             schema_version: SCHEMA_VERSION,
+            coefficients: svcca_results::CoefficientStore::Json,
             job_spec: self.spec.to_toml(),
             versions: outputs::versions(),
             comparison: self.spec.comparison.as_str().to_string(),

@@ -5,9 +5,14 @@
 //!   says `overwrite = true` (so nobody loses results by reusing a path). An overwriting job
 //!   leaves the earlier job's files whole (readable, and resumable by the earlier spec) until it
 //!   has computed everything, and replaces them only then: a run that fails loses nothing;
-//! - `results.json`: a [`svcca_results::ResultsFile`] (spec, versions, representations, pairs);
+//! - `results.json`: a [`svcca_results::ResultsFile`] (spec, versions, representations, pairs;
+//!   the pairs' coefficients only when the job says `coefficients = "json"`);
+//! - `pairs.parquet`: the same pairs as one long-form table, one row per (pair, metric), every
+//!   key field of both sides its own column, with the coefficients (see
+//!   [`svcca_results::pairs_batch`]);
 //! - `matrix_<metric>.csv` and `matrix_<metric>.arrow`: the similarity matrix of one metric over
-//!   the representations in `results.json` order, labelled by `RepresentationKey::label()`.
+//!   the representations in `results.json` order, labelled by their canonical keys
+//!   (`RepresentationKey::id()`, tags included).
 //!   Pairs not compared (the diagonal, pairs outside the plan) are empty in CSV and null in
 //!   Arrow. A pair `(a, b)` fills both `[a][b]` and `[b][a]` (for PWCCA, which is not symmetric,
 //!   `[a][b]` holds the record with `a` first and the mirror the same value);
@@ -19,7 +24,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
-use svcca_results::{RepresentationKey, ResultsFile};
+use svcca_results::{CoefficientStore, RepresentationKey, ResultsFile};
 
 use crate::cache::{CacheError, Store};
 use crate::spec::JobSpec;
@@ -48,6 +53,8 @@ pub enum OutputError {
     Store(#[from] CacheError),
     #[error("writing the Arrow matrix for {metric}: {message}")]
     Arrow { metric: String, message: String },
+    #[error(transparent)]
+    PairsTable(#[from] svcca_results::PairsTableError),
 }
 
 impl OutputError {
@@ -98,8 +105,9 @@ pub enum Claim {
     Overwrite,
 }
 
-/// Whether two specs describe the same job: the overwrite flag and the analyses (drawn from the
-/// results after the job, changing none of its pairs) do not make another job.
+/// Whether two specs describe the same job: the overwrite flag, the analyses (drawn from the
+/// results after the job, changing none of its pairs) and where coefficients are stored do not
+/// make another job.
 fn same_job(stored: &JobSpec, ours: &JobSpec) -> bool {
     let mut a = stored.clone();
     let mut b = ours.clone();
@@ -107,6 +115,8 @@ fn same_job(stored: &JobSpec, ours: &JobSpec) -> bool {
     b.overwrite = false;
     a.analyses = Default::default();
     b.analyses = Default::default();
+    a.coefficients = Default::default();
+    b.coefficients = Default::default();
     a == b
 }
 
@@ -268,8 +278,9 @@ pub fn matrix_arrow(
     Ok(buf)
 }
 
-/// Writes results, matrices and summary. `results.json` goes last, so its presence means the
-/// job finished.
+/// Writes results, the pairs table, matrices and summary. `results` holds every coefficient;
+/// `results.json` keeps them only as the job's `coefficients` says. `results.json` goes last, so
+/// its presence means the job finished.
 ///
 /// When the folder still holds another job's files (an overwriting job, see [`claim`]), they
 /// are replaced now that the new results exist. The earlier `results.json` goes first, so that
@@ -315,11 +326,20 @@ pub async fn write_all(
         .await?;
     }
     out.put(
+        svcca_results::PAIRS_TABLE_NAME,
+        svcca_results::pairs_parquet(results, ours.coefficients != CoefficientStore::None)?,
+    )
+    .await?;
+    out.put(
         "summary.json",
         serde_json::to_vec_pretty(summary).expect("summary serialises"),
     )
     .await?;
-    out.put("results.json", results.to_json()).await?;
+    out.put(
+        "results.json",
+        results.stored_as(ours.coefficients).to_json(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -342,6 +362,7 @@ async fn replace_earlier_job(out: &Store, results: &ResultsFile) -> Result<(), O
         out.delete(&format!("matrix_{metric}.arrow")).await?;
     }
     out.delete("analyses.json").await?;
+    out.delete(svcca_results::PAIRS_TABLE_NAME).await?;
     // The earlier job's report drew the earlier numbers; this job draws its own, or none
     // (`--no-report`), but never leaves the old one beside the new results.
     out.delete_prefix("report").await?;
@@ -423,6 +444,7 @@ mod tests {
         };
         let results = ResultsFile {
             schema_version: svcca_results::SCHEMA_VERSION,
+            coefficients: svcca_results::CoefficientStore::Json,
             job_spec: String::new(),
             versions: BTreeMap::new(),
             comparison: "all-pairs".into(),
@@ -447,8 +469,8 @@ mod tests {
         assert_eq!(
             labels,
             [
-                "mlp/seed0/step10/h1[lr=0.1]",
-                "mlp/seed0/step10/h1[lr=0.01]"
+                "run=mlp,seed=0,step=10,layer=h1,lr=0.1",
+                "run=mlp,seed=0,step=10,layer=h1,lr=0.01"
             ]
         );
     }
@@ -474,6 +496,7 @@ mod tests {
         assert_eq!(claim(&out, &spec).await.unwrap(), Claim::Resume);
         let results = ResultsFile {
             schema_version: svcca_results::SCHEMA_VERSION,
+            coefficients: svcca_results::CoefficientStore::Json,
             job_spec: forced.to_toml(),
             versions: versions(),
             comparison: forced.comparison.as_str().to_string(),

@@ -136,9 +136,13 @@ fn field_value(key: &RepresentationKey, field: &str) -> Option<String> {
     }
 }
 
-/// True when `pattern` matches the key's label, with its tags or without them.
+/// True when `pattern` matches the key's canonical form, with its tags or without them, or
+/// the label earlier versions wrote (job specs written for them keep working).
 fn label_matches(pattern: &str, key: &RepresentationKey) -> bool {
-    glob_match(pattern, &key.label()) || glob_match(pattern, &key.base_label())
+    glob_match(pattern, &key.id())
+        || glob_match(pattern, &key.base_id())
+        || glob_match(pattern, &key.legacy_label())
+        || glob_match(pattern, &key.legacy_base_label())
 }
 
 /// The selected representations, sorted by key (the order of results and matrices).
@@ -275,15 +279,17 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
             }
         }
         ComparisonPlan::Pairs => {
-            let index: BTreeMap<String, usize> = reps
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.key.label(), i))
-                .collect();
-            // A label without tags names the one selected representation that has it.
+            let mut index: BTreeMap<String, usize> = BTreeMap::new();
+            // A key without tags names the one selected representation that has it.
             let mut by_base: BTreeMap<String, Vec<usize>> = BTreeMap::new();
             for (i, r) in reps.iter().enumerate() {
-                by_base.entry(r.key.base_label()).or_default().push(i);
+                index.insert(r.key.id(), i);
+                index.insert(r.key.legacy_label(), i);
+                by_base.entry(r.key.base_id()).or_default().push(i);
+                by_base
+                    .entry(r.key.legacy_base_label())
+                    .or_default()
+                    .push(i);
             }
             for [a, b] in &spec.pairs {
                 let find = |label: &str| {
@@ -292,6 +298,9 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
                         b: b.clone(),
                         problem,
                     };
+                    // Fields and tags may come in any order: `layer=h1,run=mlp,...`.
+                    let canonical = RepresentationKey::parse_id(label).map(|k| k.id());
+                    let label = canonical.as_deref().unwrap_or(label);
                     if let Some(&i) = index.get(label) {
                         return Ok(i);
                     }
@@ -307,7 +316,7 @@ pub fn plan_pairs(reps: &[RepInfo], spec: &JobSpec) -> Result<Vec<(usize, usize)
                                 .join(", ")
                         ))),
                         None => Err(bad(format!(
-                            "`{label}` is not a selected representation (labels look like mlp/seed0/step2250/h1, with tags as mlp/seed0/step2250/h1[lr=0.1])"
+                            "`{label}` is not a selected representation (keys look like run=mlp,seed=0,step=2250,layer=h1, with tags as run=mlp,seed=0,step=2250,layer=h1,lr=0.1)"
                         ))),
                     }
                 };
@@ -542,14 +551,42 @@ mod tests {
         let spec = pairs("mlp/seed0/step10/h1", "mlp/seed0/step20/h1");
         let err = plan_pairs(&reps, &spec).unwrap_err().to_string();
         assert!(
-            err.contains("differ by their tags") && err.contains("[lr=0.1]"),
+            err.contains("differ by their tags")
+                && err.contains("run=mlp,seed=0,step=20,layer=h1,lr=0.1")
+                && err.contains("run=mlp,seed=0,step=20,layer=h1,lr=0.01"),
             "{err}"
         );
+        // The canonical keys name them too, their fields in any order.
+        let spec = pairs(
+            "run=mlp,seed=0,step=10,layer=h1",
+            "lr=0.01,layer=h1,step=20,seed=0,run=mlp",
+        );
+        let planned = plan_pairs(&reps, &spec).unwrap();
+        assert_eq!(planned.len(), 1);
+        let (i, j) = planned[0];
+        let named: BTreeSet<String> = [reps[i].key.id(), reps[j].key.id()].into();
+        assert_eq!(
+            named,
+            BTreeSet::from([
+                "run=mlp,seed=0,step=10,layer=h1,lr=0.1".to_string(),
+                "run=mlp,seed=0,step=20,layer=h1,lr=0.01".to_string()
+            ])
+        );
+        let spec = pairs(
+            "run=mlp,seed=0,step=10,layer=h1",
+            "run=mlp,seed=0,step=20,layer=h1",
+        );
+        let err = plan_pairs(&reps, &spec).unwrap_err().to_string();
+        assert!(err.contains("differ by their tags"), "{err}");
         // Selections by key match the label with or without tags.
         let spec = JobSpec::new("/d", "/o").with_keys(vec!["mlp/seed0/step20/h1".into()]);
         assert_eq!(select(&all, &spec.select).unwrap().len(), 2);
         let spec = JobSpec::new("/d", "/o").with_keys(vec!["*[lr=0.01]".into()]);
         assert_eq!(select(&all, &spec.select).unwrap().len(), 1);
+        let spec = JobSpec::new("/d", "/o").with_keys(vec!["*,lr=0.01".into()]);
+        assert_eq!(select(&all, &spec.select).unwrap().len(), 1);
+        let spec = JobSpec::new("/d", "/o").with_keys(vec!["run=mlp,seed=0,step=20,*".into()]);
+        assert_eq!(select(&all, &spec.select).unwrap().len(), 2);
     }
 
     #[test]

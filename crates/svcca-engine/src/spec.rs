@@ -13,10 +13,11 @@
 //! mode = "default"                    # default | google-compat
 //! conv = "dft"                        # dft | fold | pool
 //! tokens = "mean"                     # fold | mean; required when a tokens layer is selected
+//! coefficients = "parquet"            # parquet | json | none: where canonical correlations go
 //!
 //! [select]
 //! where = { run = "mlp", layer = "h*", step = "2250" }
-//! # keys = ["mlp/seed0/step2250/h1"]
+//! # keys = ["run=mlp,seed=0,step=2250,layer=h1"]
 //!
 //! [keep]
 //! variance = 0.99                     # or: dims = 20
@@ -33,6 +34,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+pub use svcca_results::CoefficientStore;
 
 /// Which pairs a sweep compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -256,7 +258,8 @@ impl Patterns {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
-    /// Explicit representation labels (`mlp/seed0/step2250/h1`); globs (`*`, `?`) allowed.
+    /// Explicit representation keys (`run=mlp,seed=0,step=2250,layer=h1`, tags included;
+    /// earlier versions' `mlp/seed0/step2250/h1` still works); globs (`*`, `?`) allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
     /// Field filters: `run`, `seed`, `step`, `layer` or a tag name, each a glob or a list of globs.
@@ -355,6 +358,14 @@ pub struct JobSpec {
     /// Analyses `svcca sweep` computes after the job; see [`Analyses`].
     #[serde(default, skip_serializing_if = "Analyses::is_empty")]
     pub analyses: Analyses,
+    /// Where each pair's canonical correlations are stored: `parquet` (default: in
+    /// `pairs.parquet` only, keeping `results.json` small), `json` (in both) or `none`.
+    #[serde(default, skip_serializing_if = "is_default_store")]
+    pub coefficients: CoefficientStore,
+}
+
+fn is_default_store(store: &CoefficientStore) -> bool {
+    *store == CoefficientStore::default()
 }
 
 fn default_metrics() -> Vec<Metric> {
@@ -378,6 +389,7 @@ impl Default for JobSpec {
             resources: Resources::default(),
             overwrite: false,
             analyses: Analyses::default(),
+            coefficients: CoefficientStore::default(),
         }
     }
 }
@@ -478,6 +490,11 @@ impl JobSpec {
 
     pub fn with_overwrite(mut self, overwrite: bool) -> Self {
         self.overwrite = overwrite;
+        self
+    }
+
+    pub fn with_coefficients(mut self, store: CoefficientStore) -> Self {
+        self.coefficients = store;
         self
     }
 
@@ -603,7 +620,7 @@ impl JobSpec {
             ComparisonPlan::Pairs if self.pairs.is_empty() => {
                 return Err(SpecError::Invalid {
                     field: "pairs",
-                    message: "comparison = \"pairs\" needs a list, e.g. pairs = [[\"mlp/seed0/step2250/h1\", \"mlp/seed1/step2250/h1\"]]".into(),
+                    message: "comparison = \"pairs\" needs a list, e.g. pairs = [[\"run=mlp,seed=0,step=2250,layer=h1\", \"run=mlp,seed=1,step=2250,layer=h1\"]]".into(),
                 });
             }
             ComparisonPlan::Pairs => {}

@@ -145,7 +145,7 @@ async fn an_incremental_run_reads_only_new_representations() {
     assert!(
         read_labels
             .iter()
-            .all(|l| l.contains("step400") || l.contains("step2250")),
+            .all(|l| l.contains("step=400,") || l.contains("step=2250,")),
         "old representations were read again: {read_labels:?}"
     );
     assert_eq!(
@@ -178,4 +178,70 @@ async fn an_incremental_run_reads_only_new_representations() {
         Mode::Default,
         KeepRule::Variance(0.99),
     );
+}
+
+/// An output written before coefficients moved to pairs.parquet (results.json of schema 1, its
+/// coefficients inline, no pairs.parquet) resumes as the same job, and the rerun stores the same
+/// numbers in the current form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_of_the_previous_version_resumes() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0") && (p.contains("step25/") || p.contains("step2250"))
+    })
+    .await;
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let opener = CountingOpener::default();
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    run_job(&opener, &toml, Order::AsIssued).await.unwrap();
+    let clean = read_results(out.path());
+    assert!(clean.pairs.iter().all(|p| !p.coefficients.is_empty()));
+
+    // Rewrite the output as the previous version left it.
+    let mut old: serde_json::Value = serde_json::from_slice(
+        &clean
+            .stored_as(svcca_results::CoefficientStore::Json)
+            .to_json(),
+    )
+    .unwrap();
+    old["schema_version"] = 1.into();
+    old.as_object_mut().unwrap().remove("coefficients");
+    std::fs::write(
+        out.path().join("results.json"),
+        serde_json::to_vec_pretty(&old).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(out.path().join(svcca_results::PAIRS_TABLE_NAME)).unwrap();
+    let read_back = svcca_results::ResultsFile::from_json(
+        &std::fs::read(out.path().join("results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        read_back.coefficients,
+        svcca_results::CoefficientStore::Json
+    );
+    assert_eq!(
+        read_back.pairs, clean.pairs,
+        "version-1 files keep their coefficients"
+    );
+
+    opener.reset();
+    let summary = run_job(&opener, &toml, Order::Reversed).await.unwrap();
+    assert_eq!(
+        opener.total(),
+        0,
+        "resumed from the cache: {:?}",
+        opener.labels()
+    );
+    assert!(
+        summary.lines.iter().any(|l| l.contains("from the cache")),
+        "{:?}",
+        summary.lines
+    );
+    let resumed = read_results(out.path());
+    assert_eq!(
+        resumed.coefficients,
+        svcca_results::CoefficientStore::Parquet
+    );
+    assert_eq!(resumed.pairs, clean.pairs);
 }

@@ -279,7 +279,7 @@ async fn a_dataset_re_ingested_while_the_job_runs_is_refused_by_the_worker() {
     for err in &refused {
         assert!(
             err.contains("changed while the job ran")
-                && err.contains("seed0/step25/h1")
+                && err.contains("run=mlp,seed=0,step=25,layer=h1")
                 && err.contains("run the job again"),
             "{err}"
         );

@@ -37,7 +37,7 @@ async fn all_pairs_at_the_last_step_match_compare_for_every_metric() {
     let h1 = results
         .representations
         .iter()
-        .find(|r| r.key.label() == "mlp/seed0/step2250/h1")
+        .find(|r| r.key.label() == "run=mlp,seed=0,step=2250,layer=h1")
         .unwrap();
     assert!(
         h1.kept_dims > 10 && h1.kept_dims < 128,
@@ -48,7 +48,8 @@ async fn all_pairs_at_the_last_step_match_compare_for_every_metric() {
         let csv = std::fs::read_to_string(out.path().join(format!("matrix_{metric}.csv"))).unwrap();
         assert_eq!(csv.lines().count(), 16, "{metric}: header + 15 rows");
         assert!(
-            csv.starts_with("label,mlp/seed0/step2250/h1,"),
+            // Canonical keys hold commas: CSV quotes them.
+            csv.starts_with("label,\"run=mlp,seed=0,step=2250,layer=h1\","),
             "{metric}: {}",
             &csv[..80]
         );

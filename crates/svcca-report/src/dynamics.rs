@@ -46,6 +46,9 @@ pub struct DynamicsPoint {
 pub struct LayerDynamics {
     pub run: String,
     pub seed: Option<i64>,
+    /// The representations' tags: runs that differ only by a tag are separate tracks.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     pub layer: String,
     /// Position from the input (0 = first layer) in the run's layer order.
     pub depth: usize,
@@ -117,6 +120,8 @@ pub struct CheckpointOrder {
 pub struct NetworkDynamics {
     pub run: String,
     pub seed: Option<i64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// In depth order.
     pub layers: Vec<LayerDynamics>,
     /// Layer names sorted by convergence step (never-converged last), ties by depth.
@@ -342,7 +347,7 @@ pub fn learning_dynamics(
     if !(threshold > 0.0 && threshold <= 1.0) {
         return Err(DynamicsError::BadThreshold { threshold });
     }
-    type Track = (String, Option<i64>, String);
+    type Track = (String, Option<i64>, BTreeMap<String, String>, String);
     // The final step of each track is the largest step the sweep knows for it.
     let mut final_step: BTreeMap<Track, i64> = BTreeMap::new();
     let keys = results
@@ -353,7 +358,12 @@ pub fn learning_dynamics(
     for key in keys {
         if let Some(step) = key.step {
             let e = final_step
-                .entry((key.run.clone(), key.seed, key.layer.clone()))
+                .entry((
+                    key.run.clone(),
+                    key.seed,
+                    key.tags.clone(),
+                    key.layer.clone(),
+                ))
                 .or_insert(step);
             *e = (*e).max(step);
         }
@@ -362,13 +372,18 @@ pub fn learning_dynamics(
     let mut points: BTreeMap<Track, BTreeMap<i64, f64>> = BTreeMap::new();
     for pair in results.pairs_of(metric) {
         let (a, b) = (&pair.a, &pair.b);
-        if a.run != b.run || a.seed != b.seed || a.layer != b.layer || !pair.mean.is_finite() {
+        if a.run != b.run
+            || a.seed != b.seed
+            || a.tags != b.tags
+            || a.layer != b.layer
+            || !pair.mean.is_finite()
+        {
             continue;
         }
         let (Some(sa), Some(sb)) = (a.step, b.step) else {
             continue;
         };
-        let track = (a.run.clone(), a.seed, a.layer.clone());
+        let track = (a.run.clone(), a.seed, a.tags.clone(), a.layer.clone());
         let Some(&last) = final_step.get(&track) else {
             continue;
         };
@@ -387,10 +402,11 @@ pub fn learning_dynamics(
             .or_insert(pair.mean);
     }
 
-    let mut by_network: BTreeMap<(String, Option<i64>), Vec<LayerDynamics>> = BTreeMap::new();
+    type Network = (String, Option<i64>, BTreeMap<String, String>);
+    let mut by_network: BTreeMap<Network, Vec<LayerDynamics>> = BTreeMap::new();
     let mut orders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for ((run, seed, layer), mut steps) in points {
-        let last = final_step[&(run.clone(), seed, layer.clone())];
+    for ((run, seed, tags, layer), mut steps) in points {
+        let last = final_step[&(run.clone(), seed, tags.clone(), layer.clone())];
         steps.entry(last).or_insert(1.0);
         let points: Vec<DynamicsPoint> = steps
             .into_iter()
@@ -401,12 +417,13 @@ pub fn learning_dynamics(
             .or_insert_with(|| layer_order(results, &run));
         let convergence_step = convergence_step(&points, threshold);
         by_network
-            .entry((run.clone(), seed))
+            .entry((run.clone(), seed, tags.clone()))
             .or_default()
             .push(LayerDynamics {
                 depth: depth(order, &layer),
                 run,
                 seed,
+                tags,
                 layer,
                 final_step: last,
                 points,
@@ -417,7 +434,7 @@ pub fn learning_dynamics(
 
     let networks = by_network
         .into_iter()
-        .map(|((run, seed), mut layers)| {
+        .map(|((run, seed, tags), mut layers)| {
             layers.sort_by(|x, y| x.depth.cmp(&y.depth).then_with(|| x.layer.cmp(&y.layer)));
             // Freeze bottom-up: a layer waits for every layer below it.
             let mut latest: Option<i64> = Some(i64::MIN);
@@ -447,6 +464,7 @@ pub fn learning_dynamics(
             NetworkDynamics {
                 run,
                 seed,
+                tags,
                 layers,
                 convergence_order,
                 bottom_up,
@@ -494,6 +512,33 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn runs_that_differ_only_by_a_tag_value_are_separate_networks() {
+        let tagged = |lr: &str, values: &[(i64, f64)]| {
+            let mut pairs = vs_final(0, "h1", values);
+            for p in &mut pairs {
+                p.a.tags.insert("lr".into(), lr.into());
+                p.b.tags.insert("lr".into(), lr.into());
+            }
+            pairs
+        };
+        let mut pairs = tagged("0.1", &[(0, 0.2), (400, 0.9)]);
+        pairs.extend(tagged("0.01", &[(0, 0.5), (400, 0.6)]));
+        let d = learning_dynamics(&results_with(&["h1"], pairs), "svcca", 0.8).unwrap();
+        assert_eq!(d.networks.len(), 2);
+        let at = |lr: &str| {
+            let net = d.networks.iter().find(|n| n.tags["lr"] == lr).unwrap();
+            assert_eq!(net.layers.len(), 1);
+            net.layers[0]
+                .points
+                .iter()
+                .map(|p| (p.step, p.similarity))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at("0.1"), [(0, 0.2), (400, 0.9), (2250, 1.0)]);
+        assert_eq!(at("0.01"), [(0, 0.5), (400, 0.6), (2250, 1.0)]);
     }
 
     #[test]

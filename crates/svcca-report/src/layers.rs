@@ -8,6 +8,9 @@ pub struct NetworkId {
     pub run: String,
     pub seed: Option<i64>,
     pub step: Option<i64>,
+    /// The representations' tags: networks that differ only by a tag (`lr=0.1`, `lr=0.01`)
+    /// are different networks.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl NetworkId {
@@ -16,19 +19,24 @@ impl NetworkId {
             run: key.run.clone(),
             seed: key.seed,
             step: key.step,
+            tags: key.tags.clone(),
         }
     }
 
-    /// `mlp/seed0/step2250`, in the style of [`RepresentationKey::label`].
+    /// `run=mlp,seed=0,step=2250` (then the tags): the canonical key of its representations
+    /// ([`RepresentationKey::id`]) without the layer.
     pub fn label(&self) -> String {
-        let mut parts = vec![self.run.clone()];
+        let mut label = format!("run={}", self.run);
         if let Some(seed) = self.seed {
-            parts.push(format!("seed{seed}"));
+            label.push_str(&format!(",seed={seed}"));
         }
         if let Some(step) = self.step {
-            parts.push(format!("step{step}"));
+            label.push_str(&format!(",step={step}"));
         }
-        parts.join("/")
+        for (k, v) in &self.tags {
+            label.push_str(&format!(",{k}={v}"));
+        }
+        label
     }
 }
 

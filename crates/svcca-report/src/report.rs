@@ -547,8 +547,17 @@ fn num(v: f64) -> String {
     format!("{v:.3}")
 }
 
-fn network_name(run: &str, seed: Option<i64>) -> String {
-    seed.map_or(run.to_string(), |s| format!("{run}/seed{s}"))
+/// A network (run, seed and tags, every checkpoint) named as the canonical keys of its
+/// representations name it: `run=mlp,seed=0`, then the tags (`,lr=0.1`).
+fn network_name(run: &str, seed: Option<i64>, tags: &BTreeMap<String, String>) -> String {
+    let mut name = format!("run={run}");
+    if let Some(s) = seed {
+        name.push_str(&format!(",seed={s}"));
+    }
+    for (k, v) in tags {
+        name.push_str(&format!(",{k}={v}"));
+    }
+    name
 }
 
 /// The HTML page being built, and the files written for it.
@@ -809,7 +818,7 @@ impl Page {
             return Ok(());
         }
         for net in &d.networks {
-            let name = network_name(&net.run, net.seed);
+            let name = network_name(&net.run, net.seed, &net.tags);
             let mut steps: Vec<i64> = net
                 .layers
                 .iter()
@@ -821,6 +830,8 @@ impl Page {
                 p.a.run == net.run
                     && p.a.seed == net.seed
                     && p.b.seed == net.seed
+                    && p.a.tags == net.tags
+                    && p.b.tags == net.tags
                     && p.a.layer == p.b.layer
             });
             let mut references = vec![Reference {
@@ -912,20 +923,23 @@ impl Page {
         }
         // One chart per run: one line per step, x = layers from input to output.
         let run_order = runs(results);
-        let mut by_run: BTreeMap<usize, BTreeMap<Option<i64>, Vec<&SeedSpread>>> = BTreeMap::new();
+        // Runs that differ only by a tag are drawn apart.
+        type RunKey<'a> = (usize, &'a BTreeMap<String, String>);
+        let mut by_run: BTreeMap<RunKey<'_>, BTreeMap<Option<i64>, Vec<&SeedSpread>>> =
+            BTreeMap::new();
         for s in seeds {
             let r = run_order
                 .iter()
                 .position(|x| *x == s.run)
                 .unwrap_or(usize::MAX);
             by_run
-                .entry(r)
+                .entry((r, &s.tags))
                 .or_default()
                 .entry(s.step)
                 .or_default()
                 .push(s);
         }
-        for lines in by_run.values() {
+        for (&(_, tags), lines) in &by_run {
             let Some(run) = lines
                 .values()
                 .next()
@@ -936,14 +950,24 @@ impl Page {
             };
             let present: Vec<String> = layer_order(results, &run)
                 .into_iter()
-                .filter(|l| seeds.iter().any(|s| s.run == run && &s.layer == l))
+                .filter(|l| {
+                    seeds
+                        .iter()
+                        .any(|s| s.run == run && &s.tags == tags && &s.layer == l)
+                })
                 .collect();
             let pos = |l: &str| present.iter().position(|x| x == l).unwrap_or(0) as f64;
             let null = nulls.max_over(results, metric, |p| {
-                p.a.run == run && p.b.run == run && p.a.layer == p.b.layer && p.a.seed != p.b.seed
+                p.a.run == run
+                    && p.b.run == run
+                    && &p.a.tags == tags
+                    && &p.b.tags == tags
+                    && p.a.layer == p.b.layer
+                    && p.a.seed != p.b.seed
             });
+            let name = network_name(&run, None, tags);
             let chart = LineChart {
-                title: format!("{run}: {metric} between seeds, per layer"),
+                title: format!("{name}: {metric} between seeds, per layer"),
                 x_desc: "layer".into(),
                 y_desc: format!("mean {metric} over seed pairs"),
                 series: lines
@@ -965,15 +989,15 @@ impl Page {
             };
             self.figure(
                 &chart,
-                &format!("seeds_{run}"),
-                &format!("{run}: mean over seed pairs per layer; the spread is in the table."),
+                &format!("seeds_{name}"),
+                &format!("{name}: mean over seed pairs per layer; the spread is in the table."),
             )?;
         }
         let rows: Vec<Vec<String>> = seeds
             .iter()
             .map(|s| {
                 vec![
-                    s.run.clone(),
+                    network_name(&s.run, None, &s.tags),
                     s.step.map_or("—".into(), |v| v.to_string()),
                     s.layer.clone(),
                     s.pairs.to_string(),
@@ -1171,9 +1195,15 @@ impl Page {
                 .filter(|r| r.key.step == last)
                 .filter_map(|r| r.key.seed)
                 .min();
+            // One network: representations that differ only by a tag are not drawn together.
+            let tags = of_run
+                .iter()
+                .find(|r| r.key.step == last && r.key.seed == seed)
+                .map(|r| r.key.tags.clone());
             let chosen: Vec<_> = of_run
                 .iter()
                 .filter(|r| r.key.step == last && r.key.seed == seed)
+                .filter(|r| Some(&r.key.tags) == tags.as_ref())
                 .collect();
             let Some(first) = chosen.first() else {
                 continue;
@@ -1199,13 +1229,7 @@ impl Page {
                     }
                 })
                 .collect();
-            let mut net = first.key.run.clone();
-            if let Some(s) = first.key.seed {
-                net.push_str(&format!("/seed{s}"));
-            }
-            if let Some(s) = first.key.step {
-                net.push_str(&format!("/step{s}"));
-            }
+            let net = crate::layers::NetworkId::of(&first.key).label();
             let chart = LineChart {
                 title: format!("{net}: variance explained by the top k directions"),
                 x_desc: "k (singular directions, by variance)".into(),
@@ -1513,7 +1537,7 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             let _ = writeln!(
                 s,
                 "  {}: converged {}",
-                network_name(&net.run, net.seed),
+                network_name(&net.run, net.seed, &net.tags),
                 conv.join(" "),
             );
             for sentence in net.bottom_up_verdict(false) {

@@ -16,6 +16,9 @@ use crate::layers::{depth, layer_order};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SeedSpread {
     pub run: String,
+    /// The representations' tags: seed pairs compare networks with the same tags.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     pub step: Option<i64>,
     pub layer: String,
     pub depth: usize,
@@ -30,17 +33,19 @@ pub struct SeedSpread {
 /// Per run, step and layer: mean and spread of `metric` over seed pairs. Ordered by run (first
 /// seen), step and depth.
 pub fn cross_seed(results: &ResultsFile, metric: &str) -> Vec<SeedSpread> {
-    let mut groups: BTreeMap<(String, Option<i64>, String), Vec<f64>> = BTreeMap::new();
+    type Group = (String, BTreeMap<String, String>, Option<i64>, String);
+    let mut groups: BTreeMap<Group, Vec<f64>> = BTreeMap::new();
     for pair in results.pairs_of(metric) {
         let (a, b) = (&pair.a, &pair.b);
         if a.run == b.run
             && a.step == b.step
             && a.layer == b.layer
+            && a.tags == b.tags
             && a.seed != b.seed
             && pair.mean.is_finite()
         {
             groups
-                .entry((a.run.clone(), a.step, a.layer.clone()))
+                .entry((a.run.clone(), a.tags.clone(), a.step, a.layer.clone()))
                 .or_default()
                 .push(pair.mean);
         }
@@ -48,7 +53,7 @@ pub fn cross_seed(results: &ResultsFile, metric: &str) -> Vec<SeedSpread> {
     let runs = crate::layers::runs(results);
     let mut out: Vec<SeedSpread> = groups
         .into_iter()
-        .map(|((run, step, layer), values)| {
+        .map(|((run, tags, step, layer), values)| {
             let order = layer_order(results, &run);
             let n = values.len() as f64;
             let mean = values.iter().sum::<f64>() / n;
@@ -60,6 +65,7 @@ pub fn cross_seed(results: &ResultsFile, metric: &str) -> Vec<SeedSpread> {
             SeedSpread {
                 depth: depth(&order, &layer),
                 run,
+                tags,
                 step,
                 layer,
                 pairs: values.len(),
@@ -70,7 +76,10 @@ pub fn cross_seed(results: &ResultsFile, metric: &str) -> Vec<SeedSpread> {
             }
         })
         .collect();
-    out.sort_by_key(|s| (runs.iter().position(|r| *r == s.run), s.step, s.depth));
+    out.sort_by(|x, y| {
+        let at = |s: &SeedSpread| runs.iter().position(|r| *r == s.run);
+        (at(x), &x.tags, x.step, x.depth).cmp(&(at(y), &y.tags, y.step, y.depth))
+    });
     out
 }
 
@@ -78,6 +87,27 @@ pub fn cross_seed(results: &ResultsFile, metric: &str) -> Vec<SeedSpread> {
 mod tests {
     use super::*;
     use crate::test_support::{key, pair, results_with};
+
+    #[test]
+    fn seed_pairs_compare_networks_with_the_same_tags() {
+        let tagged = |seed: i64, lr: &str| {
+            let mut k = key("mlp", seed, 100, "h2");
+            k.tags.insert("lr".into(), lr.into());
+            k
+        };
+        let pairs = vec![
+            pair(tagged(0, "0.1"), tagged(1, "0.1"), "svcca", 0.9),
+            pair(tagged(0, "0.01"), tagged(1, "0.01"), "svcca", 0.3),
+            // Other tags on each side: not the same network trained from another seed.
+            pair(tagged(0, "0.1"), tagged(1, "0.01"), "svcca", 0.5),
+        ];
+        let spreads = cross_seed(&results_with(&["h2"], pairs), "svcca");
+        let got: Vec<(String, usize, f64)> = spreads
+            .iter()
+            .map(|s| (s.tags["lr"].clone(), s.pairs, s.mean))
+            .collect();
+        assert_eq!(got, [("0.01".into(), 1, 0.3), ("0.1".into(), 1, 0.9)]);
+    }
 
     #[test]
     fn mean_and_spread_over_seed_pairs() {

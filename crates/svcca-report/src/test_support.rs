@@ -61,6 +61,7 @@ pub(crate) fn results_with(layers: &[&str], pairs: Vec<PairRecord>) -> ResultsFi
     });
     ResultsFile {
         schema_version: SCHEMA_VERSION,
+        coefficients: svcca_results::CoefficientStore::Json,
         job_spec: "comparison = \"vs-final\"".into(),
         versions: BTreeMap::new(),
         comparison: "vs-final".into(),

@@ -148,6 +148,7 @@ fn results() -> &'static ResultsFile {
         }
         ResultsFile {
             schema_version: SCHEMA_VERSION,
+            coefficients: svcca_results::CoefficientStore::Json,
             job_spec: "comparison = \"vs-final\"\nmetric = \"svcca\"\n".into(),
             versions: BTreeMap::new(),
             comparison: "vs-final".into(),

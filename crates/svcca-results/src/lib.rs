@@ -4,21 +4,72 @@
 //! Files under the output URL:
 //! - `results.json`: one [`ResultsFile`]: the job spec, versions, every representation compared
 //!   (with its kept dimensions and variance spectrum) and one [`PairRecord`] per compared pair and
-//!   metric;
+//!   metric (their coefficients only when the job says `coefficients = "json"`);
+//! - `pairs.parquet`: the same pairs as one long-form table, every key field of both sides its
+//!   own column, with the coefficients ([`pairs_parquet`], [`ResultsFile::fill_coefficients`]);
 //! - `matrix_<metric>.csv` and `matrix_<metric>.arrow`: the similarity matrix of one metric over
-//!   the representations in [`ResultsFile::representations`] order (row/column labels are
-//!   [`RepresentationKey::label`]);
+//!   the representations in [`ResultsFile::representations`] order (row/column labels are the
+//!   canonical keys, [`RepresentationKey::id`]);
 //! - `summary.json`: a small job summary (counts, timings, warnings).
 //!
 //! This crate does no I/O beyond (de)serialising bytes: where the bytes live is the storage
-//! crate's business.
+//! crate's business. Its README documents every column of `pairs.parquet` for users.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod pairs_table;
+pub use pairs_table::{
+    PAIRS_TABLE_NAME, PairsTableError, pairs_batch, pairs_parquet, read_pairs_parquet,
+};
+
 /// Bumped when a field changes meaning or is removed; readers refuse newer major versions.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2: coefficients (and PWCCA weights, per-frequency coefficients) may be absent from
+/// `results.json`, kept in `pairs.parquet` only; [`ResultsFile::coefficients`] says where.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Where a sweep keeps each pair's canonical correlations, PWCCA weights and per-frequency
+/// coefficients. Means, dimensions and warnings are always in `results.json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoefficientStore {
+    /// In `pairs.parquet` only: `results.json` stays small (the default).
+    #[default]
+    Parquet,
+    /// In both `results.json` and `pairs.parquet` (what results written before version 2 hold).
+    Json,
+    /// Nowhere: the coefficient columns of `pairs.parquet` are null.
+    None,
+}
+
+impl CoefficientStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoefficientStore::Parquet => "parquet",
+            CoefficientStore::Json => "json",
+            CoefficientStore::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for CoefficientStore {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "parquet" => Ok(CoefficientStore::Parquet),
+            "json" => Ok(CoefficientStore::Json),
+            "none" => Ok(CoefficientStore::None),
+            other => Err(format!(
+                "unknown coefficients store `{other}` (parquet, json or none)"
+            )),
+        }
+    }
+}
+
+fn stored_in_json() -> CoefficientStore {
+    CoefficientStore::Json
+}
 
 /// Identifies one representation: a layer of a network at a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,11 +86,75 @@ pub struct RepresentationKey {
 }
 
 impl RepresentationKey {
-    /// A short label for axes and tables: `mlp/seed0/step2250/h1`, with the tags when there
-    /// are any (`mlp/seed0/step2250/h1[lr=0.1,opt=adam]`), so that two representations that differ
-    /// only by a tag never share a label.
+    /// The canonical key, which names the representation everywhere: matrix rows and columns,
+    /// report tables and tooltips, `analyses.json`, `svcca ls` and error messages. It is also a
+    /// valid dataset selector (`DATASET#run=mlp,seed=0,step=2250,layer=h1,lr=0.1`): `run`, then
+    /// `seed` and `step` where present, `layer`, then every tag in byte order of its name. Tags
+    /// are part of it, so two representations that differ only by a tag value never share one.
+    pub fn id(&self) -> String {
+        let mut id = self.base_id();
+        for (k, v) in &self.tags {
+            id.push_str(&format!(",{k}={v}"));
+        }
+        id
+    }
+
+    /// The label for axes and tables: the canonical key [`RepresentationKey::id`].
     pub fn label(&self) -> String {
-        let mut label = self.base_label();
+        self.id()
+    }
+
+    /// The canonical key without the tags (`run=mlp,seed=0,step=2250,layer=h1`). Job specs may
+    /// name a representation by it when no other selected one shares it.
+    pub fn base_id(&self) -> String {
+        let mut id = format!("run={}", self.run);
+        if let Some(seed) = self.seed {
+            id.push_str(&format!(",seed={seed}"));
+        }
+        if let Some(step) = self.step {
+            id.push_str(&format!(",step={step}"));
+        }
+        id.push_str(&format!(",layer={}", self.layer));
+        id
+    }
+
+    /// Reads a key written as `field=value` items separated by commas, in any order (the
+    /// canonical [`RepresentationKey::id`] is one such text); other field names are tags.
+    /// `None` unless it names `run` and `layer` once each, with whole numbers for `seed` and
+    /// `step`.
+    pub fn parse_id(text: &str) -> Option<RepresentationKey> {
+        let (mut run, mut seed, mut step, mut layer) = (None, None, None, None);
+        let mut tags = BTreeMap::new();
+        for item in text.split(',') {
+            let (k, v) = item.split_once('=')?;
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || v.is_empty() {
+                return None;
+            }
+            let fresh = match k {
+                "run" | "model" => run.replace(v.to_string()).is_none(),
+                "seed" => seed.replace(v.parse::<i64>().ok()?).is_none(),
+                "step" => step.replace(v.parse::<i64>().ok()?).is_none(),
+                "layer" => layer.replace(v.to_string()).is_none(),
+                tag => tags.insert(tag.to_string(), v.to_string()).is_none(),
+            };
+            if !fresh {
+                return None;
+            }
+        }
+        Some(RepresentationKey {
+            run: run?,
+            seed,
+            step,
+            layer: layer?,
+            tags,
+        })
+    }
+
+    /// The label earlier versions used (`mlp/seed0/step2250/h1[lr=0.1]`); job specs written for
+    /// them may still name representations this way.
+    pub fn legacy_label(&self) -> String {
+        let mut label = self.legacy_base_label();
         if !self.tags.is_empty() {
             let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             label.push('[');
@@ -48,12 +163,9 @@ impl RepresentationKey {
         }
         label
     }
-}
 
-impl RepresentationKey {
-    /// The label without the tags: `mlp/seed0/step2250/h1`. Job specs may name a
-    /// representation by it when no other selected one shares it.
-    pub fn base_label(&self) -> String {
+    /// [`RepresentationKey::legacy_label`] without the tags: `mlp/seed0/step2250/h1`.
+    pub fn legacy_base_label(&self) -> String {
         let mut parts = vec![self.run.clone()];
         if let Some(seed) = self.seed {
             parts.push(format!("seed{seed}"));
@@ -98,6 +210,8 @@ pub struct RepresentationRecord {
 pub struct FrequencyRecord {
     pub i: usize,
     pub j: usize,
+    /// Empty in `results.json` when coefficients are kept elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coefficients: Vec<f64>,
     pub mean: f64,
     /// Directions kept at this frequency on each side (the CCA's dimensions there; `None` in
@@ -134,8 +248,9 @@ pub struct PairRecord {
     pub google_mean: Option<f64>,
     pub dims_a: usize,
     pub dims_b: usize,
-    /// Canonical correlations, descending (empty for cka).
-    #[serde(default)]
+    /// Canonical correlations, descending (empty for cka, and in `results.json` when the job
+    /// keeps them in `pairs.parquet`: see [`ResultsFile::coefficients`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coefficients: Vec<f64>,
     /// PWCCA weights, aligned with `coefficients`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +281,11 @@ pub struct ResultsFile {
     pub settings: String,
     pub representations: Vec<RepresentationRecord>,
     pub pairs: Vec<PairRecord>,
+    /// Where the pairs' coefficients are ([`CoefficientStore`]); `json` in results written
+    /// before there was a choice. Unless `json`, read them with
+    /// [`ResultsFile::fill_coefficients`] from `pairs.parquet`.
+    #[serde(default = "stored_in_json")]
+    pub coefficients: CoefficientStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +311,23 @@ impl ResultsFile {
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_vec_pretty(self).expect("results serialise to JSON")
+    }
+
+    /// The record as `results.json` keeps it: without coefficients, PWCCA weights and
+    /// per-frequency coefficients unless `store` is [`CoefficientStore::Json`].
+    pub fn stored_as(&self, store: CoefficientStore) -> ResultsFile {
+        let mut file = self.clone();
+        file.coefficients = store;
+        if store != CoefficientStore::Json {
+            for pair in &mut file.pairs {
+                pair.coefficients = Vec::new();
+                pair.weights = None;
+                for f in pair.frequencies.iter_mut().flatten() {
+                    f.coefficients = Vec::new();
+                }
+            }
+        }
+        file
     }
 
     /// The pairs of one metric.
@@ -225,9 +362,48 @@ mod tests {
     }
 
     #[test]
+    fn the_canonical_key_holds_every_field_and_reads_back() {
+        let mut a = key("h1", 2250);
+        a.tags.insert("opt".into(), "adam".into());
+        a.tags.insert("lr".into(), "0.1".into());
+        let mut b = a.clone();
+        b.tags.insert("lr".into(), "0.01".into());
+        // Tags in byte order of their names, whatever order they were inserted in.
+        assert_eq!(a.id(), "run=mlp,seed=0,step=2250,layer=h1,lr=0.1,opt=adam");
+        assert_eq!(a.label(), a.id());
+        assert_ne!(a.label(), b.label(), "tag values tell keys apart");
+        assert_eq!(a.base_id(), b.base_id());
+        assert_eq!(a.legacy_label(), "mlp/seed0/step2250/h1[lr=0.1,opt=adam]");
+        assert_eq!(a.legacy_base_label(), "mlp/seed0/step2250/h1");
+        assert_eq!(RepresentationKey::parse_id(&a.id()), Some(a.clone()));
+        assert_eq!(
+            RepresentationKey::parse_id("opt=adam, lr=0.1,layer=h1,step=2250,seed=0,model=mlp"),
+            Some(a.clone())
+        );
+        let bare = RepresentationKey {
+            seed: None,
+            step: None,
+            tags: BTreeMap::new(),
+            ..a.clone()
+        };
+        assert_eq!(bare.id(), "run=mlp,layer=h1");
+        assert_eq!(RepresentationKey::parse_id("run=mlp,layer=h1"), Some(bare));
+        for bad in [
+            "mlp/seed0/step2250/h1",
+            "run=mlp",
+            "run=mlp,layer=h1,run=cnn",
+            "run=mlp,layer=h1,step=last",
+            "run=mlp,layer=h1,lr=",
+        ] {
+            assert_eq!(RepresentationKey::parse_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn round_trips_and_refuses_newer_schema() {
         let file = ResultsFile {
             schema_version: SCHEMA_VERSION,
+            coefficients: CoefficientStore::Json,
             job_spec: "dataset = \"x\"".into(),
             versions: BTreeMap::new(),
             comparison: "vs-final".into(),
@@ -250,7 +426,7 @@ mod tests {
         };
         let back = ResultsFile::from_json(&file.to_json()).unwrap();
         assert_eq!(back, file);
-        assert_eq!(back.pairs[0].a.label(), "mlp/seed0/step25/h1");
+        assert_eq!(back.pairs[0].a.label(), "run=mlp,seed=0,step=25,layer=h1");
 
         let mut newer = file.clone();
         newer.schema_version = SCHEMA_VERSION + 1;

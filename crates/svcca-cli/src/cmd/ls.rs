@@ -8,7 +8,9 @@ use crate::exit::{CmdResult, Failure};
 
 /// List a dataset's representations with their shapes and sizes.
 ///
-/// Reads only the manifest, unless --verify. Checkpoints are listed in numeric step order.
+/// Reads only the manifest, unless --verify. Checkpoints are listed in numeric step order; each
+/// representation by its canonical key (`run=mlp,seed=0,step=2250,layer=h1`, then its tags),
+/// which sweeps use as its label and selectors (`URL#KEY`) accept.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     /// The dataset: a path, file://, s3://, gs://, az:// URL.
@@ -137,10 +139,11 @@ fn list(args: &LsArgs, dataset: &Dataset) -> CmdResult {
             );
             last.2 = Some(k.step);
         }
-        let tags: String = k.tags.iter().map(|(a, b)| format!(" {a}={b}")).collect();
+        // The canonical key: what sweeps label the representation by and what a selector
+        // (`URL#KEY`) names it with.
         outln!(
-            "      {:<12}{tags} {:<18} {:<6} depth {:<3} {:<8} {:>3} shard{} {:>10}",
-            k.layer,
+            "      {:<44} {:<18} {:<6} depth {:<3} {:<8} {:>3} shard{} {:>10}",
+            r.id(),
             format!("{:?}", r.shape),
             r.layout.as_str(),
             r.depth,

@@ -10,8 +10,8 @@ use svcca_engine::spec::{ComparisonPlan, JobSpec, KeepRule, Metric, Mode, parse_
 use crate::exit::{CmdResult, Failure};
 
 /// Compare many representations at once: all pairs, each checkpoint against the final one, or
-/// each layer across seeds. Results (results.json, one matrix per metric as CSV and Arrow IPC,
-/// summary.json) go under --out; rerunning the same job resumes, and later runs reuse each
+/// each layer across seeds. Results (results.json, pairs.parquet, one matrix per metric as CSV
+/// and Arrow IPC, summary.json) go under --out; rerunning the same job resumes, and later runs reuse each
 /// representation's cached statistics. A local output also gets analyses.json (intrinsic
 /// dimensionality; class sensitivity with --labels) and the HTML report under report/.
 ///
@@ -81,6 +81,10 @@ pub struct SweepArgs {
     /// datapoint) or mean (the mean of each sequence's tokens). Required when the sweep holds one.
     #[arg(long, value_parser = ["fold", "mean"])]
     pub tokens: Option<String>,
+    /// Where each pair's canonical correlations are stored: parquet (in pairs.parquet only, the
+    /// default), json (in results.json as well) or none (`coefficients` in a job file).
+    #[arg(long, value_parser = ["parquet", "json", "none"])]
+    pub coefficients: Option<String>,
 }
 
 fn spec_error(e: impl std::fmt::Display) -> Failure {
@@ -136,6 +140,9 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     }
     if let Some(t) = &args.tokens {
         spec.tokens = Some(t.parse().map_err(|e: String| Failure::fatal(e))?);
+    }
+    if let Some(c) = &args.coefficients {
+        spec.coefficients = c.parse().map_err(|e: String| Failure::fatal(e))?;
     }
     if let Some(mb) = args.memory_mb {
         spec.resources.memory_mb = mb;

@@ -49,8 +49,18 @@ pub struct Results {
 pub fn read_results(output: &Path) -> Result<Results, String> {
     let path = output.join("results.json");
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    // The full record: coefficients are kept in pairs.parquet by default, and every way of
+    // running must store the same ones there.
+    let mut full = svcca_results::ResultsFile::from_json(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if full.coefficients != svcca_results::CoefficientStore::Json {
+        let table = output.join(svcca_results::PAIRS_TABLE_NAME);
+        let table =
+            std::fs::read(&table).map_err(|e| format!("cannot read {}: {e}", table.display()))?;
+        full.fill_coefficients(table)
+            .map_err(|e| format!("{}: {e}", output.display()))?;
+    }
+    let file: Value = serde_json::to_value(&full).expect("results serialise");
     let mut pairs = BTreeMap::new();
     for record in file["pairs"].as_array().cloned().unwrap_or_default() {
         let id = pair_id(&record);

@@ -6,8 +6,9 @@
 //! - with `--allow-output PREFIX` (repeatable), a job's `output` and `cache` must lie under one of
 //!   the prefixes; with `--allow-dataset PREFIX`, its `dataset` too;
 //! - with no output prefix configured, a job may write only to an output that is empty or holds
-//!   nothing but an svcca output (`job.toml`, `results.json`, `summary.json`, `analyses.json`,
-//!   `matrix_*.csv`, `matrix_*.arrow`, `report/`, `cache/`): a folder of other files is refused.
+//!   nothing but an svcca output (`job.toml`, `results.json`, `pairs.parquet`, `summary.json`,
+//!   `analyses.json`, `matrix_*.csv`, `matrix_*.arrow`, `report/`, `cache/`): a folder of other
+//!   files is refused.
 //!   (Whose svcca output it is, and whether it may be replaced, is the job's `job.toml` check.)
 //!
 //! Locations are compared after normalisation: local paths and `file://` URLs become absolute
@@ -163,7 +164,7 @@ fn is_svcca_output(name: &str, is_folder: bool) -> bool {
     }
     matches!(
         name,
-        "job.toml" | "results.json" | "summary.json" | "analyses.json"
+        "job.toml" | "results.json" | "pairs.parquet" | "summary.json" | "analyses.json"
     ) || (name.starts_with("matrix_") && (name.ends_with(".csv") || name.ends_with(".arrow")))
 }
 
@@ -304,6 +305,7 @@ mod tests {
             ("job.toml", false),
             ("matrix_cka.arrow", false),
             ("results.json#3", false),
+            ("pairs.parquet", false),
             ("cache", true),
             ("report", true),
         ] {

@@ -179,8 +179,21 @@ pub async fn run_job(
         .expect("ran to the end"))
 }
 
+/// The full record: `results.json` with the coefficients put back from `pairs.parquet`, where
+/// sweeps keep them by default (so every comparison of coefficients below reads that table).
 pub fn read_results(out: &Path) -> ResultsFile {
-    ResultsFile::from_json(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+    let mut results =
+        ResultsFile::from_json(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    if results.coefficients != svcca_results::CoefficientStore::Json {
+        assert!(
+            results.pairs.iter().all(|p| p.coefficients.is_empty()),
+            "results.json holds coefficients although it says they are in pairs.parquet"
+        );
+        results
+            .fill_coefficients(std::fs::read(out.join(svcca_results::PAIRS_TABLE_NAME)).unwrap())
+            .unwrap();
+    }
+    results
 }
 
 fn npy_path(key: &RepresentationKey) -> PathBuf {
