@@ -61,13 +61,15 @@ pub fn prepare_classes(
         return Ok(None);
     };
     let local = text.strip_prefix("file://").unwrap_or(text);
-    if local.contains("://") {
-        return Err(Failure::fatal(format!(
-            "labels {text}: class labels are read from a local .npy file (a path or file:// URL)"
-        )));
-    }
+    // Labels in an object store (a submitted job's) are read from a local copy.
+    let fetched = if local.contains("://") {
+        Some(crate::cmd::sweep_outputs::fetch_labels(text, runtime)?)
+    } else {
+        None
+    };
     let path = PathBuf::from(local);
-    let labels = load_labels(&path).map_err(|e| Failure::fatal(e.to_string()))?;
+    let labels = load_labels(fetched.as_ref().map_or(path.as_path(), |f| f.path()))
+        .map_err(|e| Failure::fatal(e.to_string()))?;
     let inputs = ClassInputs {
         path,
         labels,
