@@ -3,8 +3,9 @@
 # and each overlay) with `kubectl kustomize`, validates every rendered object against the
 # Kubernetes OpenAPI schemas bundled in `kubernetes-validate` (strict: unknown fields are errors),
 # for the oldest and the newest Kubernetes version we support, then checks a few rules that a
-# schema cannot express but an API server or the kubelet would enforce, and that the pool stays
-# secure by default (NetworkPolicies rendered, no API token mounted). No cluster is needed.
+# schema cannot express but an API server or the kubelet would enforce, that the pool stays
+# secure by default (NetworkPolicies rendered, no API token mounted), and that every container
+# runs the image deploy/build-image.sh builds (svcca:VERSION). No cluster is needed.
 #
 # Exits non-zero on the first render error and after reporting every validation error.
 # Environment: SVCCA_KUBE_VERSIONS (default "1.31.0 1.37.0"): the versions to validate against;
@@ -34,6 +35,9 @@ if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
     echo "deploy-check: installing kubernetes-validate==$VALIDATOR_VERSION from PyPI"
     python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$VALIDATOR_VERSION"
 fi
+
+# The image tag every kustomization must use (see deploy/build-image.sh).
+svcca_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -68,11 +72,11 @@ for dir in "${dirs[@]}"; do
     done
 
     # Rules beyond the schemas.
-    if ! python3 - "$dir" "$rendered" <<'PY'
+    if ! python3 - "$dir" "$rendered" "$svcca_version" <<'PY'
 import sys
 import yaml
 
-dir_, path = sys.argv[1], sys.argv[2]
+dir_, path, version = sys.argv[1], sys.argv[2], sys.argv[3]
 errors = []
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
 # Secure by default: the pool is fenced, whatever overlay renders it.
@@ -100,11 +104,18 @@ for doc in docs:
     # svcca never calls the Kubernetes API; cloud bindings bring their own credentials.
     if pod.get("automountServiceAccountToken") is not False:
         errors.append(f"{where}: mounts a Kubernetes API token; set automountServiceAccountToken: false")
-    for c in pod.get("containers", []):
-        # Each overlay's `images:` must replace the base's bare image name (the base alone is
-        # not meant to be applied).
-        if dir_.startswith("deploy/overlays/") and c.get("image") == "svcca":
-            errors.append(f"{where}: container {c['name']} still has the placeholder image `svcca`")
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        # Every kustomization runs the image deploy/build-image.sh builds: `svcca:VERSION` (or a
+        # registry's `.../svcca:VERSION[-REVISION]`), VERSION being the workspace's.
+        image = c.get("image", "")
+        name, _, tag = image.rpartition(":")
+        if not (name == "svcca" or name.endswith("/svcca")) or not (
+            tag == version or tag.startswith(version + "-")
+        ):
+            errors.append(
+                f"{where}: container {c['name']} runs image `{image}`, not the svcca:{version} "
+                "that deploy/build-image.sh builds (set `images:` in the kustomization)"
+            )
     if job is not None:
         for key in ("backoffLimit", "ttlSecondsAfterFinished", "podFailurePolicy"):
             if key not in job:

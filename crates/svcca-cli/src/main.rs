@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 /// Compare neural network representations with SVCCA, CCA, PWCCA and linear CKA.
 #[derive(Debug, Parser)]
-#[command(name = "svcca", version, about, long_about = None)]
+#[command(name = "svcca", version = version(), about, long_about = None)]
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
@@ -32,6 +32,18 @@ enum Command {
     Status(cmd::status::StatusArgs),
     Cancel(cmd::cancel::CancelArgs),
     Report(cmd::report::ReportArgs),
+}
+
+/// The release, and the commit when the build names one (the container image's build does, through
+/// `SVCCA_BUILD_REVISION`), so that `svcca --version` in a pod says exactly what runs there.
+fn version() -> &'static str {
+    match option_env!("SVCCA_BUILD_REVISION") {
+        Some(revision) if !revision.is_empty() => {
+            // Once per process: leaking it gives clap the `&'static str` it wants.
+            format!("{} ({revision})", env!("CARGO_PKG_VERSION")).leak()
+        }
+        _ => env!("CARGO_PKG_VERSION"),
+    }
 }
 
 fn main() -> std::process::ExitCode {

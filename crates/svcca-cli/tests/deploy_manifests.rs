@@ -18,7 +18,11 @@
 //! - the processes log JSON, as the manifests ask;
 //! - a worker sent SIGTERM drains and exits 0 within the pod's `terminationGracePeriodSeconds`;
 //! - the nightly overlay runs the same pool and the same submitter;
-//! - every overlay fences the pool with NetworkPolicies and mounts no API token into its pods.
+//! - every overlay fences the pool with NetworkPolicies and mounts no API token into its pods;
+//! - the nightly overlays without a standing pool run their job to its end too: the one-pod
+//!   `svcca sweep` (as many workers as the pod requests CPUs), and the per-run pool (coordinator
+//!   sidecar and submitter in one pod, workers that exit 0 once the job has ended), each leaving
+//!   results and report under the output and the cache beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -147,8 +151,25 @@ fn launch_of(c: &Value, entrypoint: &[String]) -> Launch {
                 "status.podIP" => "127.0.0.1".to_string(),
                 other => panic!("env {name}: fieldRef {other} is not reproduced by this test"),
             }
+        } else if let Some(field) = e["valueFrom"].get("resourceFieldRef") {
+            // CPUs as the kubelet gives them with divisor 1: whole cores, rounded up.
+            let resource = field["resource"].as_str().expect("resource");
+            let (kind, what) = resource.split_once('.').expect("requests.X or limits.X");
+            assert_eq!(what, "cpu", "env {name}: only CPU resources are reproduced");
+            assert_eq!(field["divisor"], "1", "env {name}: divisor 1 (whole cores)");
+            let cpu = c["resources"][kind]["cpu"]
+                .as_str()
+                .unwrap_or_else(|| panic!("env {name}: the container sets no {resource}"));
+            let cores = match cpu.strip_suffix('m') {
+                Some(milli) => milli.parse::<u64>().expect("millicores").div_ceil(1000),
+                None => cpu.parse().expect("cores"),
+            };
+            cores.to_string()
         } else {
-            panic!("env {name}: only `value` and `fieldRef` are reproduced by this test: {e}")
+            panic!(
+                "env {name}: only `value`, `fieldRef` and CPU `resourceFieldRef` are reproduced \
+                 by this test: {e}"
+            )
         };
         env.push((name, value));
     }
@@ -177,9 +198,11 @@ fn launch_of(c: &Value, entrypoint: &[String]) -> Launch {
     };
     argv.extend(strings(&c["args"]));
     let argv: Vec<String> = argv.into_iter().map(expand).collect();
-    assert_eq!(
-        argv.first().map(String::as_str),
-        Some("svcca"),
+    // The image's entrypoint is the binary's absolute path (there is no PATH in an image FROM
+    // scratch); here it is the binary under test.
+    assert!(
+        argv.first()
+            .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "svcca")),
         "container {} does not run svcca: {argv:?}",
         c["name"]
     );
@@ -1267,4 +1290,226 @@ fn every_overlay_fences_the_pool_and_secures_its_connections() {
             }
         }
     }
+}
+
+/// The container of a pod's init containers (a sidecar).
+fn init_container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["initContainers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no init container `{name}` in pod spec {pod}"))
+}
+
+/// The job spec a pod mounts from the ConfigMap, written adapted (dataset and output moved to
+/// local folders) under `dir`; returns the rewrite from the mount path to `dir`.
+fn mounted_job_spec(
+    docs: &[Value],
+    pod: &Value,
+    c: &Value,
+    dataset: &str,
+    output: &Path,
+    dir: &Path,
+) -> (String, String) {
+    let mount = c["volumeMounts"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == "job-spec"))
+        .expect("the container mounts the job spec");
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == "job-spec"))
+        .expect("the job-spec volume");
+    let cm = object(
+        docs,
+        "ConfigMap",
+        volume["configMap"]["name"].as_str().unwrap(),
+    );
+    let (key, text) = cm["data"]
+        .as_object()
+        .and_then(|d| d.iter().next())
+        .expect("the job ConfigMap holds the job spec");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join(key),
+        adapt(text.as_str().unwrap(), dataset, output),
+    )
+    .unwrap();
+    let mount_path = mount["mountPath"].as_str().unwrap().trim_end_matches('/');
+    (format!("{mount_path}/"), format!("{}/", dir.display()))
+}
+
+#[test]
+fn the_nightly_overlays_without_a_pool_run_their_job_and_end() {
+    let entrypoint = image_entrypoint();
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let dataset = ingest(tmp.path());
+    let wrote_everything = |output: &Path, what: &str| {
+        // (No analyses.json: the nightly spec selects one seed and names no labels.)
+        for file in ["results.json", "report/index.html"] {
+            assert!(
+                output.join(file).is_file(),
+                "{what}: no {file} under the output"
+            );
+        }
+        assert!(
+            !output.join("cache").exists() && output.with_extension("cache").is_dir(),
+            "{what}: the cache lies beside the output"
+        );
+    };
+
+    // One pod: `svcca sweep` with one in-process worker per requested CPU.
+    let docs = render("nightly-single");
+    let pod = pod_spec(object(&docs, "CronJob", "svcca-nightly")).clone();
+    let sweep_c = container(&pod, "sweep");
+    let launch = launch_of(sweep_c, &entrypoint);
+    let workers = launch
+        .env
+        .iter()
+        .find(|(k, _)| k == "SVCCA_WORKERS")
+        .map(|(_, v)| v.clone())
+        .expect("the sweep's workers follow the pod's CPU request");
+    assert_eq!(
+        Some(workers.as_str()),
+        sweep_c["resources"]["requests"]["cpu"].as_str()
+    );
+    assert!(
+        docs.iter().any(|d| d["kind"] == "NetworkPolicy"
+            && d["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                == pod_labels_component(&docs)
+            && d["spec"]["ingress"]
+                .as_array()
+                .is_some_and(|i| i.is_empty())),
+        "a NetworkPolicy fences the sweep pod"
+    );
+    let output = tmp.path().join("single-out");
+    let spec = mounted_job_spec(
+        &docs,
+        &pod,
+        sweep_c,
+        &dataset,
+        &output,
+        &tmp.path().join("single-spec"),
+    );
+    let launch = Rewrite(vec![spec]).apply(&launch, "nightly-single sweep");
+    let (code, out) = run("nightly-single", &launch, &logs, Duration::from_secs(300));
+    assert_eq!(code, Some(0), "{out}");
+    wrote_everything(&output, "nightly-single");
+
+    // A pool per run: coordinator sidecar + submitter in one pod, an Indexed Job of workers
+    // that leave once the job has ended.
+    let docs = render("nightly-per-run");
+    let run_cron = object(&docs, "CronJob", "svcca-nightly");
+    let workers_cron = object(&docs, "CronJob", "svcca-nightly-workers");
+    assert_eq!(
+        run_cron["spec"]["schedule"], workers_cron["spec"]["schedule"],
+        "the coordinator and its workers start together"
+    );
+    let run_pod = pod_spec(run_cron).clone();
+    let worker_pod = pod_spec(workers_cron).clone();
+    let coordinator_c = init_container(&run_pod, "coordinator");
+    assert_eq!(coordinator_c["restartPolicy"], "Always", "a sidecar");
+    let submit_c = container(&run_pod, "submit");
+    let worker_c = container(&worker_pod, "worker");
+    let worker_job = job_spec(workers_cron);
+    assert_eq!(worker_job["completionMode"], "Indexed");
+    let svc = object(&docs, "Service", "svcca-coordinator");
+    for (key, value) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(
+            &run_pod_labels(run_cron)[key],
+            value,
+            "the Service selects the coordinator's pod"
+        );
+    }
+
+    let secrets = tmp.path().join("secrets");
+    let (port, health) = (free_port(), free_port());
+    let coordinator = Rewrite(
+        [
+            ("0.0.0.0:50051".to_string(), format!("127.0.0.1:{port}")),
+            ("0.0.0.0:50053".to_string(), format!("127.0.0.1:{health}")),
+        ]
+        .into_iter()
+        .chain(secret_mounts(&run_pod, coordinator_c, &secrets))
+        .collect(),
+    )
+    .apply(
+        &launch_of(coordinator_c, &entrypoint),
+        "per-run coordinator",
+    );
+    let output = tmp.path().join("per-run-out");
+    let submit = Rewrite(
+        [
+            ("localhost:50051".to_string(), format!("localhost:{port}")),
+            mounted_job_spec(
+                &docs,
+                &run_pod,
+                submit_c,
+                &dataset,
+                &output,
+                &tmp.path().join("per-run-spec"),
+            ),
+        ]
+        .into_iter()
+        .chain(secret_mounts(&run_pod, submit_c, &secrets))
+        .collect(),
+    )
+    .apply(&launch_of(submit_c, &entrypoint), "per-run submitter");
+    let worker_secrets = secret_mounts(&worker_pod, worker_c, &secrets);
+    let worker = |i: usize| {
+        Rewrite(
+            [
+                (
+                    "svcca-coordinator:50051".to_string(),
+                    format!("127.0.0.1:{port}"),
+                ),
+                (
+                    "0.0.0.0:50052".to_string(),
+                    format!("127.0.0.1:{}", free_port()),
+                ),
+            ]
+            .into_iter()
+            .chain(worker_secrets.clone())
+            .collect(),
+        )
+        .apply(
+            &launch_of(worker_c, &entrypoint),
+            &format!("per-run worker {i}"),
+        )
+    };
+    let mut workers: Vec<Proc> = (0..2)
+        .map(|i| Proc::spawn(&format!("per-run-worker-{i}"), &worker(i), &logs))
+        .collect();
+    let mut coord = Proc::spawn("per-run-coordinator", &coordinator, &logs);
+    let (code, out) = run("per-run-submit", &submit, &logs, Duration::from_secs(300));
+    assert_eq!(code, Some(0), "{out}\n{}", coord.logs());
+    wrote_everything(&output, "nightly-per-run");
+    // The job has ended: each worker leaves on its own, with exit 0, so the Indexed Job completes.
+    for w in &mut workers {
+        let status = w.wait_timeout(Duration::from_secs(30));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "a worker of the run did not leave once its job ended\n{}",
+            w.logs()
+        );
+    }
+    assert!(
+        coord.wait_timeout(Duration::from_millis(10)).is_none(),
+        "the sidecar is stopped by the kubelet, not by itself"
+    );
+}
+
+/// The `app.kubernetes.io/component` label of the nightly-single sweep pod.
+fn pod_labels_component(docs: &[Value]) -> Value {
+    pod_template_labels(object(docs, "CronJob", "svcca-nightly"))["app.kubernetes.io/component"]
+        .clone()
+}
+
+fn run_pod_labels(cron: &Value) -> &Value {
+    pod_template_labels(cron)
+}
+
+fn pod_template_labels(cron: &Value) -> &Value {
+    &cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
 }

@@ -82,7 +82,7 @@ fn sweep_with_labels_writes_class_sensitivity_and_draws_it() {
     );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
-        stdout.contains("class sensitivity mlp/seed0 (mean over classes): h1 "),
+        stdout.contains("class sensitivity run=mlp,seed=0 (mean over classes): h1 "),
         "{stdout}"
     );
 
@@ -95,7 +95,7 @@ fn sweep_with_labels_writes_class_sensitivity_and_draws_it() {
         .collect();
     // Every dense layer but the logits themselves, per seed in network order.
     let expected: Vec<String> = (0..3)
-        .flat_map(|seed| ["h1", "h2", "h3", "h4"].map(|l| format!("mlp/seed{seed}/{l}")))
+        .flat_map(|seed| ["h1", "h2", "h3", "h4"].map(|l| format!("run=mlp,seed={seed},layer={l}")))
         .collect();
     assert_eq!(layers, expected);
     for seed in 0..3 {
@@ -126,7 +126,7 @@ fn check_h4(h4: &Value, seed: usize) {
         h4["target"]
             .as_str()
             .unwrap()
-            .contains(&format!("mlp/seed{seed}/step2250/logits")),
+            .contains(&format!("run=mlp,seed={seed},step=2250,layer=logits")),
         "{}",
         h4["target"]
     );

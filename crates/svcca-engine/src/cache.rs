@@ -1,8 +1,8 @@
 //! Content-keyed storage of intermediate results, for resume and incremental sweeps.
 //!
 //! Everything a sweep computes that can be reused lives under the cache URL (default
-//! `<output>/cache`) at a key derived from *what it was computed from*, never from the job that
-//! computed it:
+//! `<output>.cache`, beside the output: see [`crate::spec`]) at a key derived from *what it was
+//! computed from*, never from the job that computed it:
 //!
 //! - `moments/<content>/<start>-<end>.bin`: a representation's moments over one row range, and
 //!   `moments/<content>/all.bin` merged over every row (pass 1). `<content>` hashes the
@@ -175,6 +175,19 @@ impl Store {
                 key: key.to_string(),
                 source,
             })
+    }
+
+    /// Whether any object lies under this folder (one listing request at most).
+    pub async fn holds_anything(&self) -> Result<bool, CacheError> {
+        use futures::StreamExt;
+        match self.store.list(Some(&self.root)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(source)) => Err(CacheError::Store {
+                key: String::new(),
+                source,
+            }),
+        }
     }
 
     /// Deletes every object under `prefix` (a folder, `/`-separated); none is not an error.

@@ -62,6 +62,10 @@ pub struct JobSummary {
     pub lines: Vec<String>,
 }
 
+/// Work that follows a job's written results (a sweep's analyses and report): lines to add to the
+/// job's summary, or the failure that fails the job. See [`JobDriver::after_finish`].
+pub type AfterFinish = BoxFuture<'static, Result<Vec<String>, TaskFailure>>;
+
 /// The job logic, driven by the coordinator. Implementations are state machines; the
 /// coordinator calls them from one task at a time (never concurrently).
 pub trait JobDriver: Send {
@@ -91,6 +95,13 @@ pub trait JobDriver: Send {
 
     /// Writes the results; called once after `all_done()`.
     fn finish(&mut self) -> BoxFuture<'_, Result<JobSummary, TaskFailure>>;
+
+    /// Called once after [`JobDriver::finish`] succeeded: work that must end before the job
+    /// counts as succeeded, but that the coordinator runs on its own (it may take minutes, and
+    /// the scheduler keeps serving other jobs meanwhile). `None`: the job has succeeded.
+    fn after_finish(&mut self, _summary: &JobSummary) -> Option<AfterFinish> {
+        None
+    }
 
     fn progress(&self) -> Progress;
 }

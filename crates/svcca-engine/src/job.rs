@@ -290,6 +290,28 @@ fn run_nonce() -> String {
     ])
 }
 
+/// The job's cache: the spec's, or by default the one beside the output, unless the output holds
+/// a cache of an earlier svcca release (`<output>/cache`), which it then keeps using.
+async fn open_cache(spec: &JobSpec) -> Result<Store, CacheError> {
+    if let Some(legacy) = spec.legacy_cache_url() {
+        let store = Store::open(&legacy)?;
+        // A listing that fails is no reason to fail here: claiming the output reports an unusable
+        // output with its real cause, and without the earlier cache the job still gives the
+        // same numbers, only computing them again.
+        match store.holds_anything().await {
+            Ok(true) => {
+                tracing::info!(cache = %legacy, "using the cache inside the output, where an earlier run left it");
+                return Ok(store);
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(cache = %legacy, %error, "cannot list the output for an earlier cache; using the default cache");
+            }
+        }
+    }
+    Store::open(&spec.cache_url())
+}
+
 impl SweepDriver {
     /// Parses the spec, claims the output, reads the manifest, plans the pairs and loads what
     /// the cache already holds.
@@ -299,7 +321,7 @@ impl SweepDriver {
     ) -> Result<SweepDriver, JobError> {
         let mut spec = JobSpec::from_toml(job_spec_toml)?;
         let out = Store::open(&spec.output)?;
-        let cache = Store::open(&spec.cache_url())?;
+        let cache = open_cache(&spec).await?;
         let source = opener.open(spec.dataset.clone()).await?;
         let all = source.list().await?;
         let reps = plan::select(&all, &spec.select)?;

@@ -8,6 +8,7 @@
 //! ```toml
 //! dataset = "file:///data/digits"
 //! output = "file:///results/digits-sweep"
+//! # cache = "file:///results/digits-sweep.cache"  # the default: beside the output, see below
 //! comparison = "all-pairs"            # all-pairs | vs-final | cross-seed | pairs
 //! metrics = ["svcca", "pwcca", "cka"] # svcca | cca | pwcca | cka
 //! mode = "default"                    # default | google-compat
@@ -26,10 +27,17 @@
 //! memory_mb = 1024                    # per task, on a worker
 //! # rows_per_task = 5000
 //!
-//! [analyses]                          # optional; computed by `svcca sweep` after the job
-//! labels = "probe_y.npy"              # integer class labels, one per datapoint
+//! [analyses]                          # optional; computed after the job, see [`Analyses`]
+//! labels = "probe_y.npy"              # integer class labels, one per datapoint (path or URL)
 //! logits = "logits"                   # optional: the layer whose columns are the class targets
 //! ```
+//!
+//! The cache (what later runs reuse: per-representation moments and whitened projections, pair
+//! results) lives *beside* the output by default, at `<output>.cache` (`s3://b/sweeps/nightly` →
+//! `s3://b/sweeps/nightly.cache`), so that copying the output copies results only. An output at
+//! the root of a bucket has no place beside it and keeps its cache under `<output>/cache`, as
+//! outputs written by earlier svcca releases do: a job whose output already holds a `cache/`
+//! folder keeps using it (see [`JobSpec::legacy_cache_url`]).
 
 use std::collections::BTreeMap;
 
@@ -281,13 +289,15 @@ pub struct Resources {
 }
 
 /// Analyses computed from the activations after the comparisons (`[analyses]` in TOML). They do
-/// not change which pairs are compared: `svcca sweep` runs them locally once the job is done, and
-/// leaves them out of the spec it submits, so adding or changing them resumes the same job.
+/// not change which pairs are compared, so adding or changing them resumes the same job:
+/// `svcca sweep` runs them once its job is done (and leaves them out of the spec its embedded
+/// coordinator gets); a coordinator runs those of a submitted job once its results are written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Analyses {
     /// A `.npy` of integer class labels, one per datapoint of the probe set (a local path,
-    /// relative to the working directory, or a `file://` URL). Turns on class sensitivity.
+    /// relative to the working directory, or a URL: `file://`, or `s3://`, `gs://`, `az://` for
+    /// a job submitted to a coordinator, which reads it). Turns on class sensitivity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
     /// The layer whose final checkpoint's columns are the class targets (column `c` = class
@@ -329,7 +339,8 @@ pub struct JobSpec {
     /// Where results go (an object-store URL or a local path).
     #[serde(default)]
     pub output: String,
-    /// Where per-representation results are cached across jobs; default `<output>/cache`.
+    /// Where per-representation results are cached across jobs; default `<output>.cache`, beside
+    /// the output (see the module documentation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
     #[serde(default)]
@@ -392,6 +403,33 @@ impl Default for JobSpec {
             coefficients: CoefficientStore::default(),
         }
     }
+}
+
+/// The default cache of an output: beside it, `<output>.cache`, so that copying the output
+/// (`aws s3 cp --recursive`, `gsutil cp -r`) copies the results without the cache. An output with
+/// no parent (a bucket's root, `/`) keeps it inside, under `<output>/cache`.
+pub fn default_cache_url(output: &str) -> String {
+    let trimmed = output.trim().trim_end_matches('/');
+    let path = match trimmed.find("://") {
+        Some(at) => trimmed[at + 3..]
+            .split_once('/')
+            .map_or("", |(_, path)| path),
+        None => trimmed.strip_prefix("file:").unwrap_or(trimmed),
+    };
+    if path.trim_matches('/').is_empty() {
+        return inner_cache_url(output);
+    }
+    format!("{trimmed}.cache")
+}
+
+fn inner_cache_url(output: &str) -> String {
+    let output = output.trim();
+    let trimmed = output.trim_end_matches('/');
+    if trimmed.is_empty() || trimmed.ends_with(':') {
+        // `/`, `file:///`: the root itself, whose slashes must stay.
+        return format!("{output}cache");
+    }
+    format!("{trimmed}/cache")
 }
 
 /// A spec that cannot run, with what to change.
@@ -531,12 +569,19 @@ impl JobSpec {
         metrics
     }
 
-    /// The cache root URL.
+    /// The cache root URL: `cache` when set, else [`default_cache_url`] of the output.
     pub fn cache_url(&self) -> String {
         match &self.cache {
             Some(c) => c.clone(),
-            None => format!("{}/cache", self.output.trim_end_matches('/')),
+            None => default_cache_url(&self.output),
         }
+    }
+
+    /// Where an output written by an earlier svcca release keeps its cache (`<output>/cache`),
+    /// when no `cache` is set: the planner uses it instead of the default when it holds entries,
+    /// so those outputs still resume from their cache.
+    pub fn legacy_cache_url(&self) -> Option<String> {
+        self.cache.is_none().then(|| inner_cache_url(&self.output))
     }
 
     /// Settings as one line for results files and logs.
@@ -696,6 +741,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_cache_lies_beside_the_output() {
+        for (output, cache) in [
+            ("s3://b/sweeps/nightly", "s3://b/sweeps/nightly.cache"),
+            ("s3://b/sweeps/nightly/", "s3://b/sweeps/nightly.cache"),
+            ("gs://b/x", "gs://b/x.cache"),
+            ("file:///results/run1", "file:///results/run1.cache"),
+            ("/results/run1", "/results/run1.cache"),
+            ("out", "out.cache"),
+            ("memory://name/p", "memory://name/p.cache"),
+            // Nothing lies beside a bucket's root or `/`: the cache stays inside.
+            ("s3://b", "s3://b/cache"),
+            ("s3://b/", "s3://b/cache"),
+            ("file:///", "file:///cache"),
+            ("/", "/cache"),
+        ] {
+            assert_eq!(default_cache_url(output), cache, "{output}");
+            assert_eq!(JobSpec::new("/d", output).cache_url(), cache, "{output}");
+        }
+    }
+
+    #[test]
     fn parses_the_documented_example() {
         let text = r#"
 dataset = "file:///data/digits"
@@ -729,7 +795,9 @@ rows_per_task = 300
         assert_eq!(spec, JobSpec::new("/d", "/o"));
         assert_eq!(spec.keep, KeepRule::Variance(0.99));
         assert_eq!(spec.metrics, vec![Metric::Svcca]);
-        assert_eq!(spec.cache_url(), "/o/cache");
+        assert_eq!(spec.cache_url(), "/o.cache");
+        assert_eq!(spec.legacy_cache_url().as_deref(), Some("/o/cache"));
+        assert_eq!(spec.clone().with_cache("/c").legacy_cache_url(), None);
         let built = JobSpec::new("/d", "/o")
             .with_where("layer", "h*")
             .with_where("layer", "logits");

@@ -666,3 +666,50 @@ async fn workers_register_again_with_a_restarted_coordinator() {
     .await
     .expect("within the time limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_started_for_one_job_leave_when_it_ends_and_not_before() {
+    tokio::time::timeout(LIMIT, async {
+        let coordinator = RunningCoordinator::start(fast_config()).await;
+        let executor: Arc<dyn TaskExecutor> = Arc::new(SumExecutor::new());
+        let mut workers: Vec<_> = (0..2)
+            .map(|i| {
+                RunningWorker::start_with(
+                    WorkerConfig::new(&coordinator.url)
+                        .with_name(format!("w{i}"))
+                        .with_exit_when_done(true),
+                    executor.clone(),
+                )
+            })
+            .collect();
+        // No job yet: the workers wait for one (many heartbeats) instead of leaving.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(workers.iter().all(|w| !w.handle.is_finished()));
+        let spec = SumSpec {
+            task_ms: 50,
+            ..SumSpec::new(8)
+        };
+        let job_id = client::submit(&coordinator.url, spec.to_toml())
+            .await
+            .expect("submit");
+        let (info, _) = wait(&coordinator.url, &job_id).await;
+        assert_eq!(sum_of(&info).to_bits(), spec.expected_sum().to_bits());
+        // Then each leaves on its own (their stop signals are still held), having deregistered.
+        let mut done = 0;
+        for worker in &mut workers {
+            let stats = tokio::time::timeout(Duration::from_secs(10), &mut worker.handle)
+                .await
+                .expect("the worker leaves once the job has ended")
+                .expect("worker task")
+                .expect("worker ran");
+            done += stats.succeeded;
+        }
+        assert_eq!(done, 9, "each task ran once");
+        let listed = client::list_jobs(&coordinator.url).await.expect("list");
+        assert_eq!(listed[0].workers_alive, 0, "both deregistered");
+        drop(workers);
+        coordinator.stop().await;
+    })
+    .await
+    .expect("within the time limit");
+}

@@ -471,11 +471,14 @@ fn conv_null_groups(conv: &[ConvPairNull]) -> Vec<ConvNullGroup> {
     groups
 }
 
-/// A layer with its tags, as in its label (`conv2` or `conv2[lr=0.1]`).
+/// A layer with its tags, so that layers of runs differing only by a tag stay apart (`conv2` or
+/// `conv2 (lr=0.1)`).
 fn layer_text(key: &RepresentationKey) -> String {
-    let label = key.label();
-    let tags = &label[key.base_label().len()..];
-    format!("{}{tags}", key.layer)
+    if key.tags.is_empty() {
+        return key.layer.clone();
+    }
+    let tags: Vec<String> = key.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{} ({})", key.layer, tags.join(","))
 }
 
 impl ConvNullGroup {
@@ -1505,6 +1508,26 @@ td:first-child,th:first-child{text-align:left}thead{background:#f3f3f3}figure{ma
 img{max-width:100%;height:auto}figcaption{color:#444;font-size:90%}dt{font-weight:bold;margin-top:0.4em}\n\
 .note{color:#8a5a00}nav ul{columns:3;font-size:90%}\n";
 
+/// Splits a layer's key over its checkpoints (`run=mlp,seed=0,layer=h1,lr=0.1`) into its
+/// network (`run=mlp,seed=0,lr=0.1`) and layer (`h1`). Analyses written before keys were
+/// canonical used `mlp/seed0/h1`.
+fn network_and_layer(key: &str) -> (String, String) {
+    if let Some(i) = key.find(",layer=") {
+        let rest = &key[i + ",layer=".len()..];
+        let (layer, tags) = rest.split_once(',').unwrap_or((rest, ""));
+        let mut network = key[..i].to_string();
+        if !tags.is_empty() {
+            network.push(',');
+            network.push_str(tags);
+        }
+        return (network, layer.to_string());
+    }
+    match key.rsplit_once('/') {
+        Some((n, l)) => (n.to_string(), l.to_string()),
+        None => (String::new(), key.to_string()),
+    }
+}
+
 fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -1639,9 +1662,9 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
         );
     }
     // Class sensitivity: one line per network, each layer's mean over classes first → last step.
-    let mut by_network: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut by_network: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for cs in &data.class_sensitivity {
-        let (network, layer) = cs.layer.rsplit_once('/').unwrap_or(("", cs.layer.as_str()));
+        let (network, layer) = network_and_layer(&cs.layer);
         let steps = cs.steps();
         if let (Some(first), Some(last)) = (steps.first(), steps.last())
             && let (Some(a), Some(b)) = (cs.mean_at(*first), cs.mean_at(*last))
@@ -1668,6 +1691,26 @@ mod tests {
     use super::*;
     use crate::test_support::{key, pair, results_with};
     use svcca_results::FrequencyRecord;
+
+    #[test]
+    fn a_layer_key_splits_into_network_and_layer_with_tags_kept() {
+        let split = |k: &str| {
+            let (n, l) = network_and_layer(k);
+            (n, l)
+        };
+        assert_eq!(
+            split("run=mlp,seed=0,layer=h1,lr=0.1"),
+            ("run=mlp,seed=0,lr=0.1".to_string(), "h1".to_string())
+        );
+        assert_eq!(
+            split("run=mlp,layer=blocks/1"),
+            ("run=mlp".to_string(), "blocks/1".to_string())
+        );
+        assert_eq!(
+            split("mlp/seed0/h1"),
+            ("mlp/seed0".to_string(), "h1".to_string())
+        );
+    }
 
     /// An all-pairs sweep of two conv networks, one pair compared per frequency.
     fn all_pairs() -> ResultsFile {

@@ -124,6 +124,7 @@ fn results() -> ResultsFile {
             })
             .collect(),
         pairs,
+        coefficients: svcca_results::CoefficientStore::Json,
     }
 }
 

@@ -531,6 +531,7 @@ mod tests {
             },
             weights: (metric == "pwcca").then(|| vec![0.75, 0.25]),
             frequencies: None,
+            conv: None,
             warnings: vec![],
         }
     }
@@ -548,12 +549,16 @@ mod tests {
                 j: 1,
                 coefficients: vec![0.8, 0.2],
                 mean: 0.5,
+                dims_a: Some(2),
+                dims_b: Some(2),
             },
             FrequencyRecord {
                 i: 1,
                 j: 0,
                 coefficients: vec![0.7],
                 mean: 0.7,
+                dims_a: Some(1),
+                dims_b: Some(2),
             },
         ]);
         conv.warnings = vec!["few datapoints".into()];

@@ -13,10 +13,17 @@
 //! `AWS_ENDPOINT` (S3-compatible servers such as SeaweedFS or MinIO) and `AWS_ALLOW_HTTP=true`
 //! (plain-HTTP endpoints). Credentials come from the platform, never from flags.
 //!
-//! A store with no credential source in the environment is refused up front with
-//! [`StorageError::MissingCredentials`] rather than hanging on a metadata endpoint. Where
-//! credentials come only from the cloud's instance metadata (an EC2 instance profile, a GCE
-//! service account, an Azure managed identity), set `SVCCA_USE_INSTANCE_CREDENTIALS=1`.
+//! Credentials follow each cloud's default chain, as object_store resolves it: keys in the
+//! environment, then the platform's identity — IRSA's web identity token
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE`), ECS and EKS Pod Identity (`AWS_CONTAINER_CREDENTIALS_*`),
+//! Azure workload identity (`AZURE_FEDERATED_TOKEN_FILE`), a service account file
+//! (`GOOGLE_APPLICATION_CREDENTIALS`) — and last the instance metadata service (an EC2 instance
+//! profile, GKE Workload Identity or a GCE service account, an Azure managed identity). A store
+//! for which none of these exists is refused up front with [`StorageError::MissingCredentials`],
+//! naming what was tried, rather than failing later on a metadata endpoint that is not there:
+//! the metadata service counts as present when a TCP connection to it opens within
+//! [`METADATA_PROBE_TIMEOUT`] (looked for once per process, and only when nothing else is set;
+//! see [`Metadata`]). `SVCCA_USE_INSTANCE_CREDENTIALS=1` skips that look.
 //!
 //! Cloud stores never wait forever on an endpoint that accepts connections but does not answer:
 //! `SVCCA_STORE_CONNECT_TIMEOUT` (seconds to connect, default 10), `SVCCA_STORE_TIMEOUT`
@@ -34,18 +41,60 @@ use object_store::path::Path as StorePath;
 use crate::StorageError;
 use crate::error::{is_timeout, is_transient};
 
-/// A snapshot of the environment variables store configuration reads. Tests build one by hand;
-/// [`Env::from_process`] reads the real environment.
+/// A snapshot of the environment variables store configuration reads, and whether the cloud's
+/// instance metadata service may be looked for. Tests build one by hand (no metadata service:
+/// nothing is probed); [`Env::from_process`] reads the real environment and probes when needed.
 #[derive(Debug, Clone, Default)]
-pub struct Env(pub BTreeMap<String, String>);
+pub struct Env(pub BTreeMap<String, String>, pub Metadata);
+
+/// Whether the cloud's instance metadata service (the last link of every cloud's credential
+/// chain) is there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Metadata {
+    /// Taken as absent, without looking (an [`Env`] built by hand, tests).
+    #[default]
+    Absent,
+    /// Taken as present (tests of the checks).
+    Present,
+    /// Looked for when a credential check needs it: a TCP connection to `169.254.169.254:80`
+    /// (where EC2, GKE, GCE and Azure all serve it) that opens within
+    /// [`METADATA_PROBE_TIMEOUT`]. The answer is kept for the life of the process.
+    Probe,
+}
+
+/// How long the metadata service is waited for when looked for.
+pub const METADATA_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+const METADATA_ADDR: ([u8; 4], u16) = ([169, 254, 169, 254], 80);
+
+impl Metadata {
+    fn present(self) -> bool {
+        match self {
+            Metadata::Absent => false,
+            Metadata::Present => true,
+            Metadata::Probe => {
+                static FOUND: OnceLock<bool> = OnceLock::new();
+                *FOUND.get_or_init(|| {
+                    let addr = std::net::SocketAddr::from(METADATA_ADDR);
+                    std::net::TcpStream::connect_timeout(&addr, METADATA_PROBE_TIMEOUT).is_ok()
+                })
+            }
+        }
+    }
+}
 
 impl Env {
     pub fn from_process() -> Self {
-        Env(std::env::vars().collect())
+        Env(std::env::vars().collect(), Metadata::Probe)
     }
 
     pub fn with(mut self, key: &str, value: &str) -> Self {
         self.0.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.1 = metadata;
         self
     }
 
@@ -439,31 +488,55 @@ fn local(path: &std::path::Path, url: &str, create: bool) -> Result<Location, St
 
 const INSTANCE: &str = "SVCCA_USE_INSTANCE_CREDENTIALS";
 
+/// The last link of every chain: the instance metadata service, unless set aside. Looked for
+/// only once the environment offered nothing (see [`Metadata`]).
+fn instance_metadata(env: &Env) -> bool {
+    env.truthy(INSTANCE) || env.1.present()
+}
+
+/// What every refusal says was tried last.
+fn metadata_tried(env: &Env, what: &str) -> String {
+    let outcome = match env.1 {
+        Metadata::Probe => format!("no answer within {} ms", METADATA_PROBE_TIMEOUT.as_millis()),
+        _ => "not looked for".into(),
+    };
+    format!("{what} at 169.254.169.254 ({outcome})")
+}
+
 fn check_aws_credentials(url: &str, env: &Env) -> Result<(), StorageError> {
     let ok = (env.has("AWS_ACCESS_KEY_ID") && env.has("AWS_SECRET_ACCESS_KEY"))
         || (env.has("AWS_WEB_IDENTITY_TOKEN_FILE") && env.has("AWS_ROLE_ARN"))
         || env.has("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
         || env.has("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-        || env.truthy("AWS_SKIP_SIGNATURE")
-        || env.truthy(INSTANCE);
+        || env.truthy("AWS_SKIP_SIGNATURE");
     if ok {
         return Ok(());
     }
-    let hint = if env.has("AWS_ACCESS_KEY_ID") {
-        "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_string()
-    } else if env.has("AWS_PROFILE") {
-        format!(
-            "AWS_PROFILE is not read; export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (e.g. `eval $(aws configure export-credentials --format env)`), or set {INSTANCE}=1 on EC2"
-        )
+    // A half-set pair is a mistake to name, not a reason to fall back on the instance.
+    if env.has("AWS_ACCESS_KEY_ID") {
+        return Err(StorageError::MissingCredentials {
+            url: url.into(),
+            hint: "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into(),
+        });
+    }
+    if instance_metadata(env) {
+        return Ok(());
+    }
+    let profile = if env.has("AWS_PROFILE") {
+        " (AWS_PROFILE files are not read: `eval $(aws configure export-credentials --format env)` exports them)"
     } else {
-        format!(
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_ENDPOINT and AWS_ALLOW_HTTP=true for an S3-compatible server), \
-             use IRSA (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), AWS_SKIP_SIGNATURE=true for a public bucket, or {INSTANCE}=1 for an EC2 instance profile"
-        )
+        ""
     };
     Err(StorageError::MissingCredentials {
         url: url.into(),
-        hint,
+        hint: format!(
+            "tried AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY{profile}, IRSA's \
+             AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN, ECS / EKS Pod Identity's \
+             AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI, and {}; set one of them (plus \
+             AWS_ENDPOINT and AWS_ALLOW_HTTP=true for an S3-compatible server), or \
+             AWS_SKIP_SIGNATURE=true for a public bucket",
+            metadata_tried(env, "the EC2 instance metadata service")
+        ),
     })
 }
 
@@ -485,16 +558,19 @@ fn check_gcp_credentials(url: &str, env: &Env) -> Result<(), StorageError> {
     .iter()
     .any(|k| env.has(k))
         || env.truthy("GOOGLE_SKIP_SIGNATURE")
-        || env.truthy(INSTANCE)
         || adc;
-    if ok {
+    if ok || instance_metadata(env) {
         return Ok(());
     }
     Err(StorageError::MissingCredentials {
         url: url.into(),
         hint: format!(
-            "set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT_KEY), run `gcloud auth application-default login`, \
-             or set {INSTANCE}=1 to use the GCE/GKE metadata server"
+            "tried GOOGLE_APPLICATION_CREDENTIALS, GOOGLE_SERVICE_ACCOUNT_KEY (or _PATH), \
+             gcloud's application default credentials (~/.config/gcloud/\
+             application_default_credentials.json: `gcloud auth application-default login`), \
+             and {}; set one of them, or run where GKE Workload Identity or a GCE service \
+             account serves tokens",
+            metadata_tried(env, "the GCE/GKE metadata server")
         ),
     })
 }
@@ -514,17 +590,18 @@ fn check_azure_credentials(url: &str, env: &Env) -> Result<(), StorageError> {
         || (env.has("AZURE_CLIENT_SECRET") || env.has("AZURE_STORAGE_CLIENT_SECRET"))
         || env.truthy("AZURE_STORAGE_USE_EMULATOR")
         || env.truthy("AZURE_USE_AZURE_CLI")
-        || env.truthy("AZURE_SKIP_SIGNATURE")
-        || env.truthy(INSTANCE);
-    if ok {
+        || env.truthy("AZURE_SKIP_SIGNATURE");
+    if ok || instance_metadata(env) {
         return Ok(());
     }
     Err(StorageError::MissingCredentials {
         url: url.into(),
         hint: format!(
-            "set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, use workload identity \
-             (AZURE_FEDERATED_TOKEN_FILE), a service principal (AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID), \
-             or set {INSTANCE}=1 for a managed identity"
+            "tried AZURE_STORAGE_ACCOUNT_KEY and AZURE_STORAGE_SAS_TOKEN (with \
+             AZURE_STORAGE_ACCOUNT_NAME), workload identity's AZURE_FEDERATED_TOKEN_FILE, a \
+             service principal's AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID, \
+             AZURE_USE_AZURE_CLI=true, and {}; set one of them",
+            metadata_tried(env, "the managed identity endpoint")
         ),
     })
 }
@@ -563,19 +640,129 @@ mod tests {
     }
 
     #[test]
-    fn missing_credentials_are_refused_up_front() {
-        for url in ["s3://bucket/ds", "gs://bucket/ds", "az://container/ds"] {
+    fn missing_credentials_are_refused_up_front_naming_what_was_tried() {
+        for (url, tried) in [
+            (
+                "s3://bucket/ds",
+                &[
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "EC2 instance metadata service",
+                ][..],
+            ),
+            (
+                "gs://bucket/ds",
+                &[
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    "application_default_credentials.json",
+                    "GCE/GKE metadata server",
+                ][..],
+            ),
+            (
+                "az://container/ds",
+                &[
+                    "AZURE_STORAGE_ACCOUNT_KEY",
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    "AZURE_CLIENT_SECRET",
+                    "managed identity endpoint",
+                ][..],
+            ),
+        ] {
             let e =
                 resolve_with_env(url, &Env::default().with("HOME", "/nonexistent")).unwrap_err();
             assert!(
                 matches!(e, StorageError::MissingCredentials { .. }),
                 "{url}: {e}"
             );
-            assert!(e.to_string().contains(INSTANCE));
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("no credentials for {url}: tried ")),
+                "{text}"
+            );
+            for name in tried {
+                assert!(text.contains(name), "{url}: {name} not named in: {text}");
+            }
+            assert!(text.contains("169.254.169.254 (not looked for)"), "{text}");
         }
         let e = resolve_with_env("s3://b/ds", &Env::default().with("AWS_ACCESS_KEY_ID", "x"))
             .unwrap_err();
         assert!(e.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{e}");
+    }
+
+    #[test]
+    fn the_platforms_identity_counts_without_an_extra_variable() {
+        let none = Env::default().with("HOME", "/nonexistent");
+        // Each cloud's workload identity, from the variables its platform injects.
+        for (url, env) in [
+            (
+                "s3://bucket/ds",
+                none.clone()
+                    .with("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/eks/token")
+                    .with("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ),
+            (
+                "s3://bucket/ds",
+                none.clone().with(
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "http://169.254.170.23/v1/credentials",
+                ),
+            ),
+            (
+                "gs://bucket/ds",
+                none.clone().with(
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    "/var/run/secrets/google/key.json",
+                ),
+            ),
+            (
+                "az://container/ds",
+                none.clone()
+                    .with("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+                    .with(
+                        "AZURE_FEDERATED_TOKEN_FILE",
+                        "/var/run/secrets/azure/tokens/token",
+                    )
+                    .with("AZURE_CLIENT_ID", "c")
+                    .with("AZURE_TENANT_ID", "t"),
+            ),
+        ] {
+            let checked = match url.split(':').next() {
+                Some("s3") => check_aws_credentials(url, &env),
+                Some("gs") => check_gcp_credentials(url, &env),
+                _ => check_azure_credentials(url, &env),
+            };
+            assert!(checked.is_ok(), "{url}: {checked:?}");
+        }
+        // An instance profile, GKE Workload Identity, a managed identity: nothing in the
+        // environment, the metadata service answers. No variable of ours is needed.
+        let on_instance = none.clone().with_metadata(Metadata::Present);
+        assert!(check_aws_credentials("s3://b/ds", &on_instance).is_ok());
+        assert!(check_gcp_credentials("gs://b/ds", &on_instance).is_ok());
+        assert!(check_azure_credentials("az://c/ds", &on_instance).is_ok());
+        // A half-set key pair is named, not papered over by the instance's identity.
+        let half = on_instance.with("AWS_ACCESS_KEY_ID", "k");
+        let e = check_aws_credentials("s3://b/ds", &half).unwrap_err();
+        assert!(
+            e.to_string().contains("AWS_SECRET_ACCESS_KEY is not"),
+            "{e}"
+        );
+        // The old switch still skips the look.
+        assert!(check_gcp_credentials("gs://b/ds", &none.clone().with(INSTANCE, "1")).is_ok());
+    }
+
+    #[test]
+    fn the_metadata_service_is_looked_for_only_when_nothing_else_is_set() {
+        // Probing is what the process environment asks for; an environment with keys never
+        // needs it, so this does not touch the network.
+        let keys = Env(BTreeMap::new(), Metadata::Probe)
+            .with("AWS_ACCESS_KEY_ID", "k")
+            .with("AWS_SECRET_ACCESS_KEY", "s");
+        let started = Instant::now();
+        assert!(check_aws_credentials("s3://b/ds", &keys).is_ok());
+        assert!(started.elapsed() < METADATA_PROBE_TIMEOUT);
+        assert_eq!(Env::from_process().1, Metadata::Probe);
+        assert_eq!(Env::default().1, Metadata::Absent);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use svcca_engine::client::{
     ClientConfig, ClientTls, ClusterError, DEFAULT_MAX_MESSAGE_SIZE, Token,
 };
 use svcca_engine::coordinator::{
-    AuthConfig, Coordinator, CoordinatorConfig, GuardedFactory, JobPolicy, ServerTls,
+    AuthConfig, CompletingFactory, Coordinator, CoordinatorConfig, GuardedFactory, JobPolicy,
+    ServerTls,
 };
 
 use crate::exit::{CmdResult, Failure};
@@ -80,6 +81,10 @@ pub struct CoordinatorArgs {
     /// the jobs that were running, under the same ids. Without it, a restart forgets every job.
     #[arg(long, env = "SVCCA_STATE", value_name = "URL")]
     pub state: Option<String>,
+    /// Do not write analyses.json nor the HTML report (`report/`) under a job's output when its
+    /// results are written (they are written by default, as `svcca sweep` writes them).
+    #[arg(long, env = "SVCCA_NO_REPORT")]
+    pub no_report: bool,
     /// Testing only: run the scheduler's arithmetic test job (`[test_sum]` specs) instead of
     /// svcca sweeps. Workers must be started with the same flag.
     #[arg(long, hide = true)]
@@ -181,6 +186,15 @@ pub fn run(args: CoordinatorArgs) -> CmdResult {
         std::sync::Arc::new(svcca_engine::coordinator::testkit::SumJobFactory)
     } else {
         svcca_engine::job_factory()
+    };
+    // The policy is checked first: the analyses read the job's labels.
+    let jobs: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> = if args.no_report {
+        jobs
+    } else {
+        std::sync::Arc::new(CompletingFactory::new(
+            jobs,
+            std::sync::Arc::new(crate::cmd::sweep_outputs::SweepOutputsHook),
+        ))
     };
     let factory: std::sync::Arc<dyn svcca_engine::driver::JobDriverFactory> =
         std::sync::Arc::new(GuardedFactory::new(jobs, policy));

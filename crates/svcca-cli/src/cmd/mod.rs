@@ -11,4 +11,5 @@ pub mod status;
 pub mod submit;
 pub mod sweep;
 pub mod sweep_analyses;
+pub mod sweep_outputs;
 pub mod worker;

@@ -35,6 +35,13 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> CmdResult {
+    let summary = write(args)?;
+    out!("{summary}");
+    Ok(())
+}
+
+/// Writes the report; returns its terminal summary.
+pub fn write(args: ReportArgs) -> Result<String, Failure> {
     let text = args.results.trim();
     // A path or URL ending in `.json` names the results file; otherwise it is the sweep folder.
     let (folder, file) = match text.rsplit_once('/') {
@@ -103,6 +110,5 @@ pub fn run(args: ReportArgs) -> CmdResult {
         ReportError::Write { ref source, .. } => crate::exit::io_failure(e.to_string(), source),
         _ => Failure::fatal(e.to_string()),
     })?;
-    out!("{}", summary.text);
-    Ok(())
+    Ok(summary.text)
 }

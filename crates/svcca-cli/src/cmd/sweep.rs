@@ -11,9 +11,10 @@ use crate::exit::{CmdResult, Failure};
 
 /// Compare many representations at once: all pairs, each checkpoint against the final one, or
 /// each layer across seeds. Results (results.json, pairs.parquet, one matrix per metric as CSV
-/// and Arrow IPC, summary.json) go under --out; rerunning the same job resumes, and later runs reuse each
-/// representation's cached statistics. A local output also gets analyses.json (intrinsic
-/// dimensionality; class sensitivity with --labels) and the HTML report under report/.
+/// and Arrow IPC, summary.json) go under --out; rerunning the same job resumes, and later runs
+/// reuse each representation's cached statistics (kept beside the output, in OUT.cache). The
+/// output also gets analyses.json (intrinsic dimensionality; class sensitivity with --labels) and
+/// the HTML report under report/, in a local folder as in an object store.
 ///
 /// Examples:
 ///   svcca sweep JOB.toml
@@ -38,7 +39,7 @@ pub struct SweepArgs {
     #[arg(long = "metric", value_parser = ["svcca", "cca", "pwcca", "cka"])]
     pub metrics: Vec<String>,
     /// In-process workers (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, env = "SVCCA_WORKERS")]
     pub workers: Option<usize>,
     /// SVCCA keeps the fewest directions explaining this fraction of variance (default 0.99).
     #[arg(long, conflicts_with = "keep_dims")]
@@ -56,8 +57,7 @@ pub struct SweepArgs {
     /// job has all its results: a run that fails leaves them as they were.
     #[arg(long)]
     pub overwrite: bool,
-    /// Do not write the HTML report (`report/` in a local output folder) nor analyses.json at
-    /// the end.
+    /// Do not write the HTML report (`report/` under the output) nor analyses.json at the end.
     #[arg(long)]
     pub no_report: bool,
     /// Off a terminal, log a progress line (tasks done/total, rate, ETA) at most every this many
@@ -257,7 +257,7 @@ pub fn run(args: SweepArgs) -> CmdResult {
             if args.no_report {
                 return Ok(());
             }
-            write_local_report(&spec.dataset, &spec.output, classes.as_ref(), &runtime)
+            write_report(&spec.dataset, &spec.output, classes.as_ref(), &runtime)
         }
         // The coordinator is this process's own, on loopback: its address and the RPC's name
         // mean nothing to the user, the planner's reason is the message.
@@ -352,46 +352,20 @@ fn check_local_dataset(dataset: &str) -> CmdResult {
     Ok(())
 }
 
-/// Reports are files for people to open: write one next to local results; remote results get
-/// theirs from `svcca report URL --out DIR`.
-fn write_local_report(
+/// Writes the analyses and the report beside the results, local or remote alike.
+fn write_report(
     dataset: &str,
     output: &str,
     classes: Option<&crate::cmd::sweep_analyses::ClassInputs>,
     runtime: &tokio::runtime::Runtime,
 ) -> CmdResult {
+    let written = crate::cmd::sweep_outputs::write(dataset, output, classes, runtime)?;
+    out!("{}", written.report_text);
     let local = !output.contains("://") || output.starts_with("file://");
     if !local {
-        if classes.is_some() {
-            eprintln!("note: class sensitivity is computed for local output folders only");
+        for line in &written.lines {
+            outln!("{line}");
         }
-        outln!("report: run `svcca report {output} --out DIR` to draw the results");
-        return Ok(());
     }
-    let folder = std::path::PathBuf::from(output.strip_prefix("file://").unwrap_or(output));
-    let results = std::fs::read(folder.join("results.json"))
-        .map_err(|e| {
-            Failure::fatal(format!(
-                "cannot read {}: {e}",
-                folder.join("results.json").display()
-            ))
-        })
-        .and_then(|bytes| {
-            svcca_results::ResultsFile::from_json(&bytes).map_err(|e| Failure::fatal(e.to_string()))
-        })?;
-    if let Some(analyses) =
-        crate::cmd::sweep_analyses::compute(dataset, &results, classes, runtime)?
-    {
-        let path = folder.join("analyses.json");
-        std::fs::write(&path, analyses.to_json()).map_err(|e| {
-            crate::exit::io_failure(format!("cannot write {}: {e}", path.display()), &e)
-        })?;
-    }
-    crate::cmd::report::run(crate::cmd::report::ReportArgs {
-        results: output.to_string(),
-        out: None,
-        metric: None,
-        threshold: 0.95,
-        no_null: false,
-    })
+    Ok(())
 }

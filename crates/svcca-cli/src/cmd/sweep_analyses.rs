@@ -61,13 +61,15 @@ pub fn prepare_classes(
         return Ok(None);
     };
     let local = text.strip_prefix("file://").unwrap_or(text);
-    if local.contains("://") {
-        return Err(Failure::fatal(format!(
-            "labels {text}: class labels are read from a local .npy file (a path or file:// URL)"
-        )));
-    }
+    // Labels in an object store (a submitted job's) are read from a local copy.
+    let fetched = if local.contains("://") {
+        Some(crate::cmd::sweep_outputs::fetch_labels(text, runtime)?)
+    } else {
+        None
+    };
     let path = PathBuf::from(local);
-    let labels = load_labels(&path).map_err(|e| Failure::fatal(e.to_string()))?;
+    let labels = load_labels(fetched.as_ref().map_or(path.as_path(), |f| f.path()))
+        .map_err(|e| Failure::fatal(e.to_string()))?;
     let inputs = ClassInputs {
         path,
         labels,
@@ -222,8 +224,26 @@ fn dimensionality_pairs(results: &ResultsFile) -> Vec<(RepresentationKey, Repres
         .collect()
 }
 
-fn seed_part(seed: Option<i64>) -> String {
-    seed.map_or(String::new(), |s| format!("/seed{s}"))
+/// The canonical key of a network (`run=mlp,seed=0,lr=0.1`) or, with a layer, of one layer of it
+/// over all its checkpoints (`run=mlp,seed=0,layer=h1,lr=0.1`): the representation's key without
+/// the step, and like it a valid selector.
+fn network_key(
+    run: &str,
+    seed: Option<i64>,
+    layer: Option<&str>,
+    tags: &BTreeMap<String, String>,
+) -> String {
+    let mut key = format!("run={run}");
+    if let Some(s) = seed {
+        key.push_str(&format!(",seed={s}"));
+    }
+    if let Some(l) = layer {
+        key.push_str(&format!(",layer={l}"));
+    }
+    for (k, v) in tags {
+        key.push_str(&format!(",{k}={v}"));
+    }
+    key
 }
 
 /// Class sensitivity of every (run, seed, dense layer) of the sweep, one checkpoint at a time so
@@ -234,16 +254,17 @@ fn class_tracks(
     classes: &ClassInputs,
     analyses: &mut ComputedAnalyses,
 ) -> Result<(), Failure> {
-    // (run, seed) -> layer -> steps, over the dense representations the sweep compared.
-    let mut tracks: BTreeMap<(String, Option<i64>), BTreeMap<String, BTreeSet<i64>>> =
-        BTreeMap::new();
+    // (run, seed, tags) -> layer -> steps, over the dense representations the sweep compared.
+    // Tags are part of the network: two learning rates are two networks, never one track.
+    type Network = (String, Option<i64>, BTreeMap<String, String>);
+    let mut tracks: BTreeMap<Network, BTreeMap<String, BTreeSet<i64>>> = BTreeMap::new();
     for rep in &results.representations {
         let Some(step) = rep.key.step else { continue };
         if rep.shape.len() != 1 || Some(&rep.key.layer) == classes.logits.as_ref() {
             continue;
         }
         tracks
-            .entry((rep.key.run.clone(), rep.key.seed))
+            .entry((rep.key.run.clone(), rep.key.seed, rep.key.tags.clone()))
             .or_default()
             .entry(rep.key.layer.clone())
             .or_default()
@@ -263,11 +284,11 @@ fn class_tracks(
     }
     let opts = ComputeOptions::default();
     let mut budget = MAX_CLASS_TRACKS;
-    for ((run, seed), layers) in tracks {
+    for ((run, seed, tags), layers) in tracks {
         if budget == 0 {
             break;
         }
-        let network = format!("{run}{}", seed_part(seed));
+        let network = network_key(&run, seed, None, &tags);
         // The target: the final checkpoint of the logits layer of the same run and seed.
         let target = match &classes.logits {
             None => None,
@@ -280,6 +301,7 @@ fn class_tracks(
                         r.key.run == run
                             && &r.key.layer == logits
                             && r.key.seed.map(|s| s as i64) == seed
+                            && r.key.tags == tags
                             && r.shape.len() == 2
                     })
                     .max_by_key(|r| r.key.step)
@@ -291,8 +313,15 @@ fn class_tracks(
                         ))
                     })?;
                 let name = format!(
-                    "{network}{}/{logits} (the final checkpoint's logits of the same run and seed)",
-                    rep.key.step.map_or(String::new(), |s| format!("/step{s}"))
+                    "{} (the final checkpoint's logits of the same network)",
+                    RepresentationKey {
+                        run: run.clone(),
+                        seed,
+                        step: rep.key.step.map(|s| s as i64),
+                        layer: logits.clone(),
+                        tags: tags.clone(),
+                    }
+                    .id()
                 );
                 check_rows(classes, &rep)?;
                 Some((data.read(&rep)?, rep, name))
@@ -306,10 +335,16 @@ fn class_tracks(
                 break;
             }
             budget -= 1;
-            let label = format!("{network}/{layer}");
+            let label = network_key(&run, seed, Some(&layer), &tags);
             let mut merged: Option<ClassSensitivity> = None;
             for step in steps {
-                let Some(rep) = data.find(&run, &layer, step, seed) else {
+                let Some(rep) = data.find_key(&RepresentationKey {
+                    run: run.clone(),
+                    seed,
+                    step: Some(step),
+                    layer: layer.clone(),
+                    tags: tags.clone(),
+                }) else {
                     continue;
                 };
                 if rep.rows() * rep.row_len() > MAX_VALUES {
@@ -376,19 +411,6 @@ struct Data<'a> {
 }
 
 impl Data<'_> {
-    fn find(&self, run: &str, layer: &str, step: i64, seed: Option<i64>) -> Option<Representation> {
-        self.dataset
-            .representations()
-            .iter()
-            .find(|r| {
-                r.key.run == run
-                    && r.key.layer == layer
-                    && r.key.step.map(|s| s as i64) == Some(step)
-                    && r.key.seed.map(|s| s as i64) == seed
-            })
-            .cloned()
-    }
-
     /// The representation with exactly this key, tags included.
     fn find_key(&self, key: &RepresentationKey) -> Option<Representation> {
         self.dataset

@@ -12,7 +12,7 @@ use crate::exit::CmdResult;
 /// shards from the object store and reports results. It serves gRPC health on --health-listen
 /// (service `liveness`: the process is up; `readiness`: registered and not draining). On SIGTERM
 /// it stops taking tasks, finishes those it holds within --drain-timeout, hands back the rest,
-/// and exits 0.
+/// and exits 0; with --exit-when-done it does the same once its coordinator's job has ended.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
@@ -32,6 +32,10 @@ pub struct WorkerArgs {
     /// Name shown in the coordinator's logs (default: $HOSTNAME, the pod name on Kubernetes).
     #[arg(long, env = "SVCCA_WORKER_NAME")]
     pub name: Option<String>,
+    /// Exit (0) once the coordinator has no job left, after it had one while this worker was
+    /// there: for workers started for one job, as in a per-run pool (deploy/README.md).
+    #[arg(long, env = "SVCCA_EXIT_WHEN_DONE")]
+    pub exit_when_done: bool,
     /// Testing only: run the scheduler's arithmetic test tasks (see `svcca coordinator`).
     #[arg(long, hide = true)]
     pub test_sum_jobs: bool,
@@ -66,7 +70,8 @@ pub fn run(args: WorkerArgs) -> CmdResult {
         .with_name(name)
         .with_concurrency(concurrency)
         .with_health_listen(Some(args.health_listen))
-        .with_drain_timeout(args.drain_timeout);
+        .with_drain_timeout(args.drain_timeout)
+        .with_exit_when_done(args.exit_when_done);
     let runtime = runtime()?;
     let outcome = runtime.block_on(Worker::new(config, executor).run(shutdown_signal()));
     // Tasks abandoned at the drain timeout may still be computing on blocking threads: do not

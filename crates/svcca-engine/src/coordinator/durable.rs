@@ -234,7 +234,7 @@ impl Durable {
 
 /// Submits a job for `owner`, or returns the id of the identical job `owner` already runs.
 pub(super) async fn submit_or_attach(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     spec_toml: String,
     owner: Identity,
 ) -> Result<String, Status> {
@@ -262,12 +262,15 @@ pub(super) async fn submit_or_attach(
             tracing::warn!(error = %failure, "job refused");
             task_failure_to_status(&failure)
         })?;
-    let job_id = shared
-        .scheduler
-        .lock()
-        .await
+    let mut scheduler = shared.scheduler.lock().await;
+    let job_id = scheduler
         .submit_as(driver, owner.clone(), Instant::now())
         .await;
+    // A job whose results were all stored already finishes here: its completion step (analyses,
+    // report) runs off the lock.
+    let after = scheduler.take_after_steps();
+    drop(scheduler);
+    super::completion::spawn_after_steps(shared, after);
     *current = Some(job_id.clone());
     drop(current);
     shared.durable.track(&job_id, spec_toml, owner);
@@ -349,7 +352,7 @@ pub(super) async fn persist_loop(shared: Arc<Shared>) {
 
 /// Takes back the jobs an earlier coordinator recorded as running (see the module
 /// documentation). Returns how many were restored.
-pub(super) async fn restore(shared: &Shared) -> Result<usize, ClusterError> {
+pub(super) async fn restore(shared: &Arc<Shared>) -> Result<usize, ClusterError> {
     let Some(records) = &shared.durable.records else {
         return Ok(0);
     };
@@ -372,12 +375,13 @@ pub(super) async fn restore(shared: &Shared) -> Result<usize, ClusterError> {
             .track(&job_id, record.spec_toml.clone(), owner.clone());
         match shared.factory.create(record.spec_toml.clone()).await {
             Ok(driver) => {
-                shared
-                    .scheduler
-                    .lock()
-                    .await
+                let mut scheduler = shared.scheduler.lock().await;
+                scheduler
                     .restore_as(job_id.clone(), driver, owner.clone(), Instant::now())
                     .await;
+                let after = scheduler.take_after_steps();
+                drop(scheduler);
+                super::completion::spawn_after_steps(shared, after);
                 let key = attach_key(&record.spec_toml, &owner);
                 *shared.durable.slot(&key).lock().await = Some(job_id.clone());
                 restored += 1;

@@ -5,6 +5,8 @@
 //!   service on the same port;
 //! - [`auth`]: who may call what (submitter and worker tokens, identities);
 //! - [`policy`]: where submitted jobs may read and write (`--allow-output`, `--allow-dataset`);
+//! - [`completion`]: work after a job's results are written (the binary's analyses and report),
+//!   off the scheduler's lock;
 //! - [`Coordinator`]: binds a listener and serves both until told to stop, over TLS when
 //!   configured ([`ServerTls`]).
 //!
@@ -13,6 +15,7 @@
 //! one, jobs live in memory only. Workers re-register on their own after a restart.
 
 pub mod auth;
+pub mod completion;
 pub mod durable;
 pub mod policy;
 mod scrape;
@@ -31,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify, watch};
 
 pub use auth::{AuthConfig, Identity, Role};
+pub use completion::{CompletedJob, CompletingFactory, CompletionHook};
 pub use policy::{GuardedFactory, JobPolicy};
 pub use state::{
     JobFailure, JobInfo, JobState, LeasedTask, Registration, Scheduler, SchedulerError,

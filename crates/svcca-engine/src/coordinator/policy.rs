@@ -3,8 +3,9 @@
 //! A coordinator writes each job's results wherever the job spec's `output` says, with the
 //! coordinator's own credentials: a submitter could otherwise overwrite any folder or bucket
 //! prefix the coordinator can reach. [`JobPolicy`] bounds that:
-//! - with `--allow-output PREFIX` (repeatable), a job's `output` and `cache` must lie under one of
-//!   the prefixes; with `--allow-dataset PREFIX`, its `dataset` too;
+//! - with `--allow-output PREFIX` (repeatable), a job's `output` and `cache` (by default
+//!   `<output>.cache`, beside the output) must lie under one of the prefixes; with
+//!   `--allow-dataset PREFIX`, its `dataset` (and `[analyses] labels`) too;
 //! - with no output prefix configured, a job may write only to an output that is empty or holds
 //!   nothing but an svcca output (`job.toml`, `results.json`, `pairs.parquet`, `summary.json`,
 //!   `analyses.json`, `matrix_*.csv`, `matrix_*.arrow`, `report/`, `cache/`): a folder of other
@@ -60,10 +61,17 @@ impl JobPolicy {
     /// Why `spec` may not run here, if it may not. Only the locations are checked here; the
     /// contents of the output are checked by [`check_output_contents`].
     pub fn check_locations(&self, spec: &JobSpec) -> Result<(), String> {
-        let mut places = vec![("output", spec.output.clone())];
-        if let Some(cache) = &spec.cache {
-            places.push(("cache", cache.clone()));
-        }
+        // The default cache lies beside the output (`<output>.cache`): it is written to as much
+        // as the output, so it must be allowed as much.
+        let cache_field = if spec.cache.is_some() {
+            "cache"
+        } else {
+            "cache (by default beside the output; set `cache` in the job spec to choose another)"
+        };
+        let places = [
+            ("output", spec.output.clone()),
+            (cache_field, spec.cache_url()),
+        ];
         for (field, url) in places {
             check_under("output", field, &url, &self.allow_output, "--allow-output")?;
         }
@@ -73,7 +81,18 @@ impl JobPolicy {
             &spec.dataset,
             &self.allow_dataset,
             "--allow-dataset",
-        )
+        )?;
+        // The class labels are read like the dataset (by the analyses after the job).
+        match &spec.analyses.labels {
+            Some(labels) => check_under(
+                "dataset",
+                "analyses.labels",
+                labels,
+                &self.allow_dataset,
+                "--allow-dataset",
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -297,6 +316,34 @@ mod tests {
                 check_under("output", "output", bad, &allow, "--allow-output").expect_err(bad);
             assert!(why.contains("s3://b/team, /results"), "{why}");
         }
+    }
+
+    #[test]
+    fn the_default_cache_beside_the_output_must_be_allowed_too() {
+        let policy = JobPolicy::new(vec!["s3://b/team".into()], Vec::new());
+        let spec = JobSpec::new("s3://b/data", "s3://b/team/nightly");
+        assert!(policy.check_locations(&spec).is_ok());
+        // `s3://b/team.cache` is beside the allowed prefix, not under it.
+        let why = policy
+            .check_locations(&JobSpec::new("s3://b/data", "s3://b/team"))
+            .unwrap_err();
+        assert!(why.contains("s3://b/team.cache"), "{why}");
+        assert!(why.contains("set `cache` in the job spec"), "{why}");
+        let mut labelled = JobSpec::new("s3://b/data", "s3://b/team/x");
+        labelled.analyses.labels = Some("s3://b/secret/labels.npy".into());
+        assert!(policy.check_locations(&labelled).is_ok());
+        let why = JobPolicy::new(Vec::new(), vec!["s3://b/data".into()])
+            .check_locations(&labelled)
+            .unwrap_err();
+        assert!(
+            why.starts_with("analyses.labels `s3://b/secret/labels.npy`"),
+            "{why}"
+        );
+        let explicit = JobSpec::new("s3://b/data", "s3://b/team").with_cache("s3://b/team/cache");
+        assert!(policy.check_locations(&explicit).is_ok());
+        let outside = JobSpec::new("s3://b/data", "s3://b/team/x").with_cache("s3://b/other");
+        let why = policy.check_locations(&outside).unwrap_err();
+        assert!(why.starts_with("cache `s3://b/other`"), "{why}");
     }
 
     #[test]

@@ -110,13 +110,16 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         self.authorize(&request, Role::Worker)?;
         let now = Instant::now();
         let request = request.into_inner();
-        let revoked_lease_ids = self.shared.scheduler.lock().await.heartbeat(
-            &request.worker_id,
-            Some(&request.lease_ids),
-            now,
-        )?;
+        let mut scheduler = self.shared.scheduler.lock().await;
+        let revoked_lease_ids =
+            scheduler.heartbeat(&request.worker_id, Some(&request.lease_ids), now)?;
+        let active_jobs = scheduler.active_jobs();
+        drop(scheduler);
         self.shared.work.notify_waiters();
-        Ok(Response::new(v1::HeartbeatResponse { revoked_lease_ids }))
+        Ok(Response::new(v1::HeartbeatResponse {
+            revoked_lease_ids,
+            active_jobs,
+        }))
     }
 
     async fn lease_task(
@@ -169,11 +172,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let output = TaskOutput {
             payload: request.output,
         };
-        let outcome = self
-            .shared
-            .scheduler
-            .lock()
-            .await
+        let mut scheduler = self.shared.scheduler.lock().await;
+        let outcome = scheduler
             .report_checked_result(
                 &request.worker_id,
                 &request.lease_id,
@@ -182,6 +182,9 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 now,
             )
             .await;
+        let after = scheduler.take_after_steps();
+        drop(scheduler);
+        super::completion::spawn_after_steps(&self.shared, after);
         self.shared.work.notify_waiters();
         outcome?;
         Ok(Response::new(v1::ReportResultResponse {}))

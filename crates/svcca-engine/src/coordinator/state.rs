@@ -29,14 +29,17 @@ use tokio::sync::watch;
 
 use super::CoordinatorConfig;
 use super::auth::Identity;
-use crate::driver::{JobDriver, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec};
+use crate::driver::{
+    AfterFinish, JobDriver, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
+};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     /// Tasks are queued or leased.
     Running,
-    /// Every task is done; the driver is writing the results.
+    /// Every task is done; the driver is writing the results (then the job's after-step runs,
+    /// if it has one: see [`JobDriver::after_finish`]).
     Finishing,
     Succeeded,
     Failed,
@@ -179,6 +182,8 @@ struct Job {
     summary: Option<JobSummary>,
     submitted_at: Instant,
     events: watch::Sender<JobInfo>,
+    /// The after-step of a job whose results are written, until it is handed out to run.
+    after: Option<AfterFinish>,
 }
 
 impl Job {
@@ -515,6 +520,7 @@ impl Scheduler {
                 summary: None,
                 submitted_at: now,
                 events,
+                after: None,
             },
         );
         self.job_seq.insert(job_id, seq);
@@ -551,6 +557,7 @@ impl Scheduler {
             summary: None,
             submitted_at: now,
             events,
+            after: None,
         };
         self.jobs.insert(seq, job);
         self.job_seq.insert(job_id.clone(), seq);
@@ -855,6 +862,54 @@ impl Scheduler {
         }
     }
 
+    /// How many jobs have not ended (running, or finishing).
+    pub fn active_jobs(&self) -> u32 {
+        let active = self
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_terminal())
+            .count();
+        u32::try_from(active).unwrap_or(u32::MAX)
+    }
+
+    /// The after-steps of jobs whose results were written since the last call, with their job
+    /// ids: the caller runs each without holding the scheduler, then reports its outcome with
+    /// [`Scheduler::after_step_done`].
+    pub fn take_after_steps(&mut self) -> Vec<(String, AfterFinish)> {
+        self.jobs
+            .values_mut()
+            .filter_map(|job| job.after.take().map(|step| (job.id.clone(), step)))
+            .collect()
+    }
+
+    /// A job's after-step ended: the job succeeds (with the step's summary lines) or fails. A
+    /// job that ended meanwhile (cancelled) stays as it is.
+    pub fn after_step_done(&mut self, job_id: &str, outcome: Result<Vec<String>, TaskFailure>) {
+        let Ok(seq) = self.seq_of(job_id) else {
+            return;
+        };
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return;
+        };
+        if job.state != JobState::Finishing {
+            return;
+        }
+        match outcome {
+            Ok(lines) => {
+                if let Some(summary) = job.summary.as_mut() {
+                    summary.lines.extend(lines);
+                }
+                tracing::info!(%job_id, "job succeeded");
+                job.end(JobState::Succeeded);
+            }
+            Err(failure) => {
+                job.summary = None;
+                job.fail(failure.to_string(), failure.is_retryable());
+            }
+        }
+        self.publish(seq);
+    }
+
     pub fn job(&self, job_id: &str) -> Result<JobInfo, SchedulerError> {
         let seq = self.seq_of(job_id)?;
         let job = self
@@ -1074,7 +1129,19 @@ async fn advance(job: &mut Job) {
     };
     let outcome = driver.finish().await;
     job.progress = driver.progress();
+    let after = match &outcome {
+        Ok(summary) => driver.after_finish(summary),
+        Err(_) => None,
+    };
     match outcome {
+        Ok(summary) if after.is_some() => {
+            // Run by the caller once the scheduler's lock is released (see `take_after_steps`);
+            // the job stays `finishing` until then.
+            tracing::info!(job_id = %job.id, output_url = %summary.output_url, "results written; running the job's after-step");
+            job.summary = Some(summary);
+            job.after = after;
+            job.driver = None;
+        }
         Ok(summary) => {
             tracing::info!(job_id = %job.id, output_url = %summary.output_url, "job succeeded");
             job.summary = Some(summary);

@@ -13,7 +13,10 @@
 //!   draining;
 //! - drain: when `shutdown` completes the worker stops leasing, finishes its running tasks within
 //!   `drain_timeout`, deregisters (the coordinator re-queues what was not finished without
-//!   counting an attempt) and returns.
+//!   counting an attempt) and returns;
+//! - with `exit_when_done` (a worker started for one job, as in a per-run pool), the worker drains
+//!   and returns on its own once the coordinator, which had a job while the worker was there,
+//!   reports none left.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,6 +58,9 @@ pub struct WorkerConfig {
     pub tls: Option<ClientTls>,
     /// The largest gRPC message sent or accepted, in bytes.
     pub max_message_size: usize,
+    /// Drain and return once the coordinator has no job left, after it had one (see the
+    /// module documentation).
+    pub exit_when_done: bool,
 }
 
 impl WorkerConfig {
@@ -70,7 +76,12 @@ impl WorkerConfig {
             token: None,
             tls: None,
             max_message_size: crate::client::DEFAULT_MAX_MESSAGE_SIZE,
+            exit_when_done: false,
         }
+    }
+    pub fn with_exit_when_done(mut self, exit: bool) -> Self {
+        self.exit_when_done = exit;
+        self
     }
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -149,6 +160,9 @@ struct Shared {
     /// How long successful tasks took, for metrics.
     latency: Arc<crate::metrics::Histogram>,
     draining: watch::Receiver<bool>,
+    /// Starts the drain from inside (`exit_when_done`); `None` when the worker waits for its
+    /// shutdown signal only.
+    done: Option<Arc<watch::Sender<bool>>>,
     health: Option<HealthReporter>,
 }
 
@@ -183,6 +197,8 @@ impl Worker {
         let client = client_config.client(endpoint.connect_lazy());
 
         let (drain_tx, draining) = watch::channel(false);
+        let drain_tx = Arc::new(drain_tx);
+        let done = config.exit_when_done.then(|| drain_tx.clone());
         let (health_stop_tx, health_stop) = watch::channel(false);
         let mut background = JoinSet::new();
         let stats = Arc::new(Mutex::new(WorkerStats::default()));
@@ -210,6 +226,7 @@ impl Worker {
             stats,
             latency,
             draining: draining.clone(),
+            done,
             health,
         });
 
@@ -363,6 +380,8 @@ async fn heartbeat_loop(
     concurrency: usize,
     mut period: Duration,
 ) -> ClusterError {
+    // Whether the coordinator has had a job while this worker was there (`exit_when_done`).
+    let mut saw_job = false;
     loop {
         tokio::time::sleep(period).await;
         let Some(worker_id) = shared.worker_id.borrow().clone() else {
@@ -376,11 +395,22 @@ async fn heartbeat_loop(
         request.set_timeout((period * 3).max(Duration::from_secs(5)));
         match shared.client.clone().heartbeat(request).await {
             Ok(response) => {
+                let response = response.into_inner();
                 let held = lock(&shared.held);
-                for lease_id in response.into_inner().revoked_lease_ids {
+                for lease_id in response.revoked_lease_ids {
                     if let Some(stop) = held.get(&lease_id) {
                         // A stored permit: the task sees it even if it is not waiting yet.
                         stop.notify_one();
+                    }
+                }
+                drop(held);
+                if let Some(done) = &shared.done {
+                    let stats = *lock(&shared.stats);
+                    // A task run counts too: a job shorter than a heartbeat is never seen active.
+                    saw_job |= response.active_jobs > 0 || stats.succeeded + stats.failed > 0;
+                    if saw_job && response.active_jobs == 0 && !*done.borrow() {
+                        tracing::info!(%worker_id, "the coordinator has no job left: leaving (exit when done)");
+                        let _ = done.send(true);
                     }
                 }
             }
