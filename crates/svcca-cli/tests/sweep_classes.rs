@@ -109,10 +109,14 @@ fn sweep_with_labels_writes_class_sensitivity_and_draws_it() {
         .split("src=\"")
         .skip(1)
         .map(|p| p.split('"').next().unwrap())
-        .filter(|f| f.contains("classes_mlp_seed"))
+        .filter(|f| f.contains("classes_run_mlp_seed_"))
         .collect();
     assert_eq!(charts.len(), 12, "{charts:?}");
-    assert!(charts.iter().any(|c| c.contains("classes_mlp_seed2_h4")));
+    assert!(
+        charts
+            .iter()
+            .any(|c| c.contains("classes_run_mlp_seed_2_layer_h4"))
+    );
     for chart in charts {
         let png = std::fs::read(report.join(chart)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{chart}");
