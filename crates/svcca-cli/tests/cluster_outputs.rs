@@ -231,6 +231,20 @@ fn submitted_and_embedded_sweeps_write_analyses_and_report_to_s3_without_the_cac
     ] {
         assert!(keys.iter().any(|k| k == wanted), "no {wanted} in {keys:?}");
     }
+    // The page is served as a page from the bucket's web endpoint.
+    let head = rt
+        .block_on(bucket(&s3).store.get(&object_store::path::Path::from(
+            "sweeps/submitted/report/index.html",
+        )))
+        .expect("report/index.html");
+    assert_eq!(
+        head.attributes.get(&object_store::Attribute::ContentType),
+        Some(&object_store::AttributeValue::from(
+            "text/html; charset=utf-8"
+        )),
+        "{:?}",
+        head.attributes
+    );
     // Copying the output copies results only: the cache is beside it.
     assert!(
         keys.iter()

@@ -177,6 +177,47 @@ impl Store {
             })
     }
 
+    /// Writes a file a browser may open straight from the store (a report page, a figure), with
+    /// its content type, so that an object store's web endpoint serves `index.html` as a page.
+    /// Stores that keep no attributes (a local folder) get the bytes alone.
+    pub async fn put_typed(
+        &self,
+        key: &str,
+        bytes: impl Into<Bytes>,
+        content_type: &'static str,
+    ) -> Result<(), CacheError> {
+        let bytes = bytes.into();
+        let mut opts = object_store::PutOptions::default();
+        opts.attributes.insert(
+            object_store::Attribute::ContentType,
+            object_store::AttributeValue::from(content_type),
+        );
+        let typed = self
+            .store
+            .put_opts(&self.path(key), PutPayload::from_bytes(bytes.clone()), opts)
+            .await;
+        match typed {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotImplemented { .. }) => self.put(key, bytes).await,
+            Err(source) => Err(CacheError::Store {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The content type of a report file, by its extension.
+    pub fn content_type_of(key: &str) -> &'static str {
+        match key.rsplit_once('.').map(|(_, ext)| ext) {
+            Some("html") => "text/html; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            Some("png") => "image/png",
+            Some("json") => "application/json",
+            Some("csv") => "text/csv; charset=utf-8",
+            _ => "application/octet-stream",
+        }
+    }
+
     /// Whether any object lies under this folder (one listing request at most).
     pub async fn holds_anything(&self) -> Result<bool, CacheError> {
         use futures::StreamExt;
@@ -500,6 +541,50 @@ pub mod keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn typed_puts_keep_their_content_type_and_fall_back_where_none_is_kept() {
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let store = Store {
+            store: memory.clone(),
+            root: Path::from("out"),
+            url: "memory:///out".into(),
+        };
+        store
+            .put_typed(
+                "report/index.html",
+                "<html>",
+                Store::content_type_of("index.html"),
+            )
+            .await
+            .unwrap();
+        let got = memory
+            .get(&Path::from("out/report/index.html"))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.attributes.get(&object_store::Attribute::ContentType),
+            Some(&object_store::AttributeValue::from(
+                "text/html; charset=utf-8"
+            ))
+        );
+        assert_eq!(Store::content_type_of("fig01.svg"), "image/svg+xml");
+
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+        local
+            .put_typed(
+                "report/fig.png",
+                vec![1u8, 2],
+                Store::content_type_of("fig.png"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("report/fig.png")).unwrap(),
+            [1, 2]
+        );
+    }
 
     #[tokio::test]
     async fn a_cache_under_a_regular_file_is_a_permanent_error() {

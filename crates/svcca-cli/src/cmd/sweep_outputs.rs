@@ -114,13 +114,17 @@ async fn upload(store: &Store, dir: &Path, prefix: &str) -> Result<(), Failure> 
             let bytes = std::fs::read(&path).map_err(|e| {
                 crate::exit::io_failure(format!("cannot read {}: {e}", path.display()), &e)
             })?;
-            store.put(&key, bytes).await.map_err(|e| {
-                crate::exit::classify(
-                    format!("cannot write {key} under {}: {e}", store.url()),
-                    e.is_retryable(),
-                    &e,
-                )
-            })?;
+            let content_type = Store::content_type_of(&key);
+            store
+                .put_typed(&key, bytes, content_type)
+                .await
+                .map_err(|e| {
+                    crate::exit::classify(
+                        format!("cannot write {key} under {}: {e}", store.url()),
+                        e.is_retryable(),
+                        &e,
+                    )
+                })?;
         }
     }
     Ok(())
