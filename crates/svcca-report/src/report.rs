@@ -552,7 +552,7 @@ fn num(v: f64) -> String {
 
 /// A network (run, seed and tags, every checkpoint) named as the canonical keys of its
 /// representations name it: `run=mlp,seed=0`, then the tags (`,lr=0.1`).
-fn network_name(run: &str, seed: Option<i64>, tags: &BTreeMap<String, String>) -> String {
+pub fn network_name(run: &str, seed: Option<i64>, tags: &BTreeMap<String, String>) -> String {
     let mut name = format!("run={run}");
     if let Some(s) = seed {
         name.push_str(&format!(",seed={s}"));
@@ -1512,15 +1512,8 @@ img{max-width:100%;height:auto}figcaption{color:#444;font-size:90%}dt{font-weigh
 /// network (`run=mlp,seed=0,lr=0.1`) and layer (`h1`). Analyses written before keys were
 /// canonical used `mlp/seed0/h1`.
 fn network_and_layer(key: &str) -> (String, String) {
-    if let Some(i) = key.find(",layer=") {
-        let rest = &key[i + ",layer=".len()..];
-        let (layer, tags) = rest.split_once(',').unwrap_or((rest, ""));
-        let mut network = key[..i].to_string();
-        if !tags.is_empty() {
-            network.push(',');
-            network.push_str(tags);
-        }
-        return (network, layer.to_string());
+    if let Some(k) = RepresentationKey::parse_id(key) {
+        return (network_name(&k.run, k.seed, &k.tags), k.layer);
     }
     match key.rsplit_once('/') {
         Some((n, l)) => (n.to_string(), l.to_string()),

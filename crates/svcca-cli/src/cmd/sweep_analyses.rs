@@ -18,6 +18,7 @@ use svcca_report::compute::{
     load_labels,
 };
 use svcca_report::layers::layer_order;
+use svcca_report::report::network_name;
 use svcca_results::{RepresentationKey, ResultsFile};
 use svcca_storage::{Dataset, ReadOptions, Representation};
 
@@ -224,28 +225,6 @@ fn dimensionality_pairs(results: &ResultsFile) -> Vec<(RepresentationKey, Repres
         .collect()
 }
 
-/// The canonical key of a network (`run=mlp,seed=0,lr=0.1`) or, with a layer, of one layer of it
-/// over all its checkpoints (`run=mlp,seed=0,layer=h1,lr=0.1`): the representation's key without
-/// the step, and like it a valid selector.
-fn network_key(
-    run: &str,
-    seed: Option<i64>,
-    layer: Option<&str>,
-    tags: &BTreeMap<String, String>,
-) -> String {
-    let mut key = format!("run={run}");
-    if let Some(s) = seed {
-        key.push_str(&format!(",seed={s}"));
-    }
-    if let Some(l) = layer {
-        key.push_str(&format!(",layer={l}"));
-    }
-    for (k, v) in tags {
-        key.push_str(&format!(",{k}={v}"));
-    }
-    key
-}
-
 /// Class sensitivity of every (run, seed, dense layer) of the sweep, one checkpoint at a time so
 /// only one layer's activations are held besides the target.
 fn class_tracks(
@@ -288,7 +267,7 @@ fn class_tracks(
         if budget == 0 {
             break;
         }
-        let network = network_key(&run, seed, None, &tags);
+        let network = network_name(&run, seed, &tags);
         // The target: the final checkpoint of the logits layer of the same run and seed.
         let target = match &classes.logits {
             None => None,
@@ -335,7 +314,15 @@ fn class_tracks(
                 break;
             }
             budget -= 1;
-            let label = network_key(&run, seed, Some(&layer), &tags);
+            // The layer over all its checkpoints: its canonical key without the step.
+            let label = RepresentationKey {
+                run: run.clone(),
+                seed,
+                step: None,
+                layer: layer.clone(),
+                tags: tags.clone(),
+            }
+            .id();
             let mut merged: Option<ClassSensitivity> = None;
             for step in steps {
                 let Some(rep) = data.find_key(&RepresentationKey {
