@@ -6,11 +6,15 @@
 //!   order and writes the results;
 //! - the *cluster* half (`coordinator`, `worker`, `client`) knows gRPC, leases, heartbeats and
 //!   retries, and treats tasks as opaque; `metrics` serves both roles' Prometheus metrics.
+//!   `error` ([`error::ClusterError`]) and `credentials` (tokens, TLS, the gRPC client) sit
+//!   beneath all three, so coordinator and worker never import `client`, which builds on them.
 
 pub mod cache;
 pub mod client;
 pub mod coordinator;
+pub mod credentials;
 pub mod driver;
+pub mod error;
 pub mod exec;
 pub mod job;
 pub mod metrics;

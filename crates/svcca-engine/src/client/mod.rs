@@ -4,17 +4,14 @@
 //! All of it goes through the same gRPC protocol as a cluster, so the embedded default exercises
 //! the cluster code on every run.
 
-mod credentials;
-mod error;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use credentials::read_pem;
-pub use credentials::{
+pub use crate::credentials::{
     AUTHORIZATION, Client, ClientConfig, ClientTls, DEFAULT_MAX_MESSAGE_SIZE, MIN_TOKEN_LEN, Token,
 };
-pub use error::ClusterError;
+pub use crate::error::ClusterError;
+use crate::error::error_chain;
 use svcca_proto::v1;
 use tokio::sync::watch;
 
@@ -328,15 +325,4 @@ pub async fn run_embedded_with(
         Ok(Ok(())) => {}
     }
     outcome
-}
-
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

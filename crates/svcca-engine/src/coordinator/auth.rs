@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use crate::client::{AUTHORIZATION, Token};
+use crate::credentials::{AUTHORIZATION, Token};
 
 /// The two kinds of callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

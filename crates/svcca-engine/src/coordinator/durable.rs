@@ -32,7 +32,7 @@ use super::service::Shared;
 use super::state::{JobFailure, JobState};
 use super::wire::task_failure_to_status;
 use crate::cache::{Store, hash_parts};
-use crate::client::ClusterError;
+use crate::error::ClusterError;
 use crate::driver::Progress;
 
 /// The version of the record format; a record of another version is skipped with a warning.

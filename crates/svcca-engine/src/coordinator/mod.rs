@@ -41,7 +41,8 @@ pub use state::{
 };
 pub use wire::code_is_retryable;
 
-use crate::client::{ClusterError, DEFAULT_MAX_MESSAGE_SIZE, read_pem};
+use crate::credentials::{DEFAULT_MAX_MESSAGE_SIZE, read_pem};
+use crate::error::ClusterError;
 use crate::driver::JobDriverFactory;
 
 /// The coordinator's settings. Build it in code with [`Default`] and the `with_*` methods; the CLI
@@ -254,7 +255,7 @@ impl Coordinator {
             server = server
                 .tls_config(tls.clone())
                 .map_err(|e| ClusterError::TlsConfig {
-                    message: crate::client::error_chain(&e),
+                    message: crate::error::error_chain(&e),
                 })?;
         }
         let tls = tls.is_some();

@@ -5,7 +5,9 @@
 //! failures carry an explicit `retryable` flag in their messages, never inferred from text.
 
 use svcca_proto::v1;
-use tonic::{Code, Status};
+use tonic::Status;
+
+pub use crate::error::code_is_retryable;
 
 use super::state::{JobFailure, JobInfo, JobState, SchedulerError};
 use crate::driver::{JobSummary, Progress, TaskFailure};
@@ -34,21 +36,6 @@ pub(crate) fn task_failure_to_status(failure: &TaskFailure) -> Status {
         TaskFailure::Fatal { .. } => Status::invalid_argument(failure.to_string()),
         TaskFailure::Retryable { .. } => Status::unavailable(failure.to_string()),
     }
-}
-
-/// Whether an RPC that failed with `code` may succeed if tried again.
-pub fn code_is_retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Cancelled
-            // A connection that breaks mid-call surfaces as UNKNOWN in tonic.
-            | Code::Unknown
-            | Code::Internal
-    )
 }
 
 pub(crate) fn state_to_proto(state: JobState) -> v1::JobState {

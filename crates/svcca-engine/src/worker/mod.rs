@@ -31,8 +31,8 @@ use tonic::{Code, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::client::{Client, ClientConfig, ClientTls, ClusterError, Token};
-use crate::coordinator::code_is_retryable;
+use crate::credentials::{Client, ClientConfig, ClientTls, Token};
+use crate::error::{ClusterError, code_is_retryable};
 use crate::driver::{TaskExecutor, TaskFailure, TaskSpec};
 
 /// The worker's settings; build with [`WorkerConfig::new`] and the `with_*` methods.
@@ -75,7 +75,7 @@ impl WorkerConfig {
             lease_wait: Duration::from_secs(5),
             token: None,
             tls: None,
-            max_message_size: crate::client::DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: crate::credentials::DEFAULT_MAX_MESSAGE_SIZE,
             exit_when_done: false,
         }
     }

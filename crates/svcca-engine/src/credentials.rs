@@ -15,7 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
-use super::error::ClusterError;
+use crate::error::{ClusterError, error_chain};
 
 /// The metadata key tokens travel under.
 pub const AUTHORIZATION: &str = "authorization";
@@ -224,7 +224,7 @@ impl ClientConfig {
             endpoint = endpoint
                 .tls_config(tls.load()?)
                 .map_err(|e| ClusterError::TlsConfig {
-                    message: super::error_chain(&e),
+                    message: error_chain(&e),
                 })?;
         }
         Ok(endpoint)

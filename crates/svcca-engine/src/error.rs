@@ -1,8 +1,12 @@
-//! The one error type of the cluster half (coordinator, worker, client).
+//! The one error type of the cluster half (coordinator, worker, client), and the one place a gRPC
+//! status code is read as retryable or not.
+//!
+//! It sits below all three roles so that none of them imports another for its errors: `client`
+//! uses `coordinator` and `worker` (the embedded mode), never the other way round.
 
 use std::net::SocketAddr;
 
-use crate::coordinator::wire::code_is_retryable;
+use tonic::Code;
 
 /// What went wrong talking to, or running, a coordinator or worker. [`ClusterError::is_retryable`]
 /// says whether the same call could succeed later; the CLI turns it into exit code 11 (retryable)
@@ -100,4 +104,32 @@ impl ClusterError {
             message: status.message().to_string(),
         }
     }
+}
+
+/// Whether an RPC that failed with `code` may succeed if tried again.
+pub fn code_is_retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            // A connection that breaks mid-call surfaces as UNKNOWN in tonic.
+            | Code::Unknown
+            | Code::Internal
+    )
+}
+
+/// An error and its chain of sources on one line (tonic's transport errors hide the cause in
+/// `source()`).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
