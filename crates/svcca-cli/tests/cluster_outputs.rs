@@ -250,6 +250,7 @@ fn submitted_and_embedded_sweeps_write_analyses_and_report_to_s3_without_the_cac
         keys.iter()
             .all(|k| !k.starts_with("sweeps/submitted/cache/")
                 && !k.contains("/moments/")
+                && !k.contains("/whitenings/")
                 && !k.contains("/z/")),
         "cache files under the output: {keys:?}"
     );

@@ -527,8 +527,9 @@ pub mod keys {
     pub fn z_chunk(basis: &str, start: u64, end: u64) -> String {
         format!("z/{basis}/{start}-{end}.bin")
     }
-    pub fn whitening(basis: &str) -> String {
-        format!("z/{basis}/whitening.bin")
+    /// A whitening, by the hash of its content and settings (see `SweepDriver::basis_hash`).
+    pub fn whitened(basis: &str) -> String {
+        format!("whitenings/{basis}.bin")
     }
     pub fn pair(hash: &str) -> String {
         format!("pairs/{hash}.json")

@@ -3,9 +3,13 @@
 //! Task kinds (payloads are [`TaskPayload`], JSON):
 //! - `moments`: rows `start..end` of one representation → its [`MomentParts`], always written to
 //!   the cache at `moments/<content>/<start>-<end>.bin` (so a rerun skips it);
+//! - `whiten`: the merged moments of one representation (`moments/<content>/all.bin`) → one
+//!   whitening per basis the job needs (core's `Whitening::from_moments`), stored at
+//!   `whitenings/<basis>.bin`, where `<basis>` names the content and the settings: so the
+//!   eigendecompositions run on workers, never on the coordinator, and a rerun reuses them;
 //! - `project`: rows `start..end` → the whitened rows `Z` (`rows × k`, f64, column-major) at
-//!   `z/<basis>/<start>-<end>.bin`. The whitening is rebuilt on the worker from the merged moments
-//!   in the cache with the same core call the driver makes (deterministic), and memoised;
+//!   `z/<basis>/<start>-<end>.bin`, with the stored whitening (checked against its SHA-256, and
+//!   memoised);
 //! - `cross`: for a tile of blocks `A`, `B` and a list of row chunks, `C = Σ_chunks Z_Aᵀ Z_B`:
 //!   each chunk's `Z` of every member is laid side by side in one column-major scratch and
 //!   multiplied in one GEMM (a triangular one for diagonal tiles). `C` comes back inline when
@@ -131,11 +135,22 @@ pub struct ZRef {
     pub dims: usize,
 }
 
-/// A stored whitening: its basis name and the SHA-256 of its stored bytes.
+/// A stored whitening: the name its `Z` is stored under, where the whitening is, and the SHA-256
+/// of its stored bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BasisRef {
     pub name: String,
+    /// The whitening's cache key (`whitenings/<basis>.bin`).
+    pub whitening: String,
     pub sha256: String,
+}
+
+/// One whitening a `whiten` task derives: the content-and-settings hash it is stored under
+/// (`whitenings/<hash>.bin`) and the settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhitenRef {
+    pub hash: String,
+    pub settings: BasisSettings,
 }
 
 /// One member of a raw (pwcca, cka) block: how to read its raw rows and its merged moments.
@@ -163,6 +178,15 @@ pub enum TaskPayload {
         cols: usize,
         start: u64,
         end: u64,
+    },
+    /// The whitenings of one representation, from its merged moments in the cache.
+    Whiten {
+        cache: String,
+        /// For messages only: the representation the content was planned from.
+        key: RepresentationKey,
+        content: String,
+        cols: usize,
+        bases: Vec<WhitenRef>,
     },
     Project {
         dataset: String,
@@ -222,6 +246,7 @@ impl TaskPayload {
     pub fn kind(&self) -> &'static str {
         match self {
             TaskPayload::Moments { .. } => "moments",
+            TaskPayload::Whiten { .. } => "whiten",
             TaskPayload::Project { .. } => "project",
             TaskPayload::Cross { .. } => "cross",
             TaskPayload::Raw { .. } => "raw",
@@ -432,6 +457,13 @@ impl SweepExecutor {
                     .await?;
                 Ok(Blob::Stored)
             }
+            TaskPayload::Whiten {
+                cache,
+                key,
+                content,
+                cols,
+                bases,
+            } => self.run_whiten(cache, key, content, cols, bases).await,
             TaskPayload::Project {
                 dataset,
                 run,
@@ -568,6 +600,59 @@ impl SweepExecutor {
                     .await
             }
         }
+    }
+
+    /// Whitens one representation for each basis, with the very call the driver used to make
+    /// (`Whitening::from_moments` on the merged moments as stored), so the numbers do not depend
+    /// on where it runs. Its products use this worker's threads (their bits do not depend on the
+    /// count); the eigendecomposition itself runs on one thread, since faer's parallel one rounds
+    /// differently (see svcca-core's `decompose`).
+    async fn run_whiten(
+        &self,
+        cache: String,
+        key: RepresentationKey,
+        content: String,
+        cols: usize,
+        bases: Vec<WhitenRef>,
+    ) -> Result<Blob, ExecError> {
+        let store = self.store(&cache)?;
+        let moments = Arc::new(load_moments(&store, &content).await?);
+        if moments.dim() != cols {
+            return Err(ExecError::Invalid(format!(
+                "merged moments of {} have {} columns, the job planned {cols}; delete the cache \
+                 and rerun",
+                key.label(),
+                moments.dim()
+            )));
+        }
+        for basis in bases {
+            let m = moments.clone();
+            let label = key.label();
+            let opts = basis.settings.compare_options().whiten_options();
+            let stored = keys::whitened(&basis.hash);
+            let at = stored.clone();
+            let (encoded, whitening) = blocking(move || {
+                let what = || format!("whitening {label}");
+                let w = Whitening::from_moments(&m, &opts).map_err(|source| ExecError::Maths {
+                    what: what(),
+                    source,
+                })?;
+                let encoded = cache::encode_whitening(&w.to_parts());
+                // What a projection would read back, so a memo hit computes with the same matrix.
+                let rebuilt = Whitening::from_parts(cache::decode_whitening(&at, &encoded)?)
+                    .map_err(|source| ExecError::Maths {
+                        what: what(),
+                        source,
+                    })?;
+                Ok((encoded, rebuilt))
+            })
+            .await?;
+            let digest = cache::sha256_hex(&encoded);
+            store.put(&stored, encoded).await?;
+            // Projections of this representation often land on this worker next.
+            self.remember_whitening(digest, Arc::new(whitening));
+        }
+        Ok(Blob::Stored)
     }
 
     async fn run_raw(
@@ -853,9 +938,9 @@ impl SweepExecutor {
         Ok(store)
     }
 
-    /// The whitening the driver derived and stored for `basis`, memoised per worker by the
-    /// SHA-256 of its stored bytes: a memo entry is the very whitening the driver stored, whichever
-    /// job, cache or row split it came from.
+    /// The whitening a `whiten` task stored for `basis`, memoised per worker by the SHA-256 of its
+    /// stored bytes: a memo entry is the very whitening the driver checked, whichever job, cache
+    /// or row split it came from.
     async fn whitening(
         &self,
         store: &Store,
@@ -872,7 +957,7 @@ impl SweepExecutor {
         {
             return Ok(w.clone());
         }
-        let stored = keys::whitening(&basis.name);
+        let stored = &basis.whitening;
         let bytes = store.get(&stored).await?.ok_or_else(|| {
             ExecError::Invalid(format!(
                 "whitening `{stored}` is missing from the cache; rerun the job"
@@ -894,12 +979,20 @@ impl SweepExecutor {
                 }
             })?;
         let w = Arc::new(w);
+        self.remember_whitening(basis.sha256.clone(), w.clone());
+        Ok(w)
+    }
+
+    /// Memoises a whitening by the SHA-256 of its stored bytes.
+    fn remember_whitening(&self, sha256: String, w: Arc<Whitening>) {
         let mut memo = self.inner.whitenings.lock().expect("whitening memo");
-        memo.push_back((basis.sha256.clone(), w.clone()));
+        if memo.iter().any(|(digest, _)| *digest == sha256) {
+            return;
+        }
+        memo.push_back((sha256, w));
         while memo.len() > self.inner.config.whitening_cache.max(1) {
             memo.pop_front();
         }
-        Ok(w)
     }
 }
 

@@ -5,8 +5,10 @@
 //! while an earlier stage of another still does):
 //! 1. *moments*: one task per (content, row chunk); when a content's chunks are all in, the
 //!    parts are merged in chunk order (Chan's update) and stored as `moments/<content>/all.bin`;
-//! 2. *whitening* (on the driver, core's `Whitening::from_moments`), then *project*: one task per
-//!    (basis, row chunk) writing `Z`;
+//! 2. *whiten*: one task per content derives its whitenings (core's `Whitening::from_moments`, on
+//!    a worker: the driver runs no eigendecomposition) and stores them content-keyed at
+//!    `whitenings/<basis>.bin`; the driver reads them back (for widths, pair comparisons and
+//!    representation records), then *project*: one task per (content, row chunk) writing `Z`;
 //! 3. once every representation has its whitening, tiles are planned (blocks need each one's
 //!    width `k`); a tile's *cross* tasks start when all its members' `Z` are stored; the partial
 //!    products of a tile are summed in group order and each pair is compared with core's
@@ -14,7 +16,7 @@
 //!
 //! Nothing depends on which worker ran what or in which order tasks finished: merges follow
 //! chunk and group indices. Stored results (content-keyed, see [`crate::cache`]) are used instead
-//! of tasks: merged moments, `Z` chunks, moment parts and finished pairs.
+//! of tasks: merged moments, whitenings, `Z` chunks, moment parts and finished pairs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use svcca_core::{MomentAccumulator, Side, Whitening};
+use svcca_results::RepresentationKey;
 use svcca_results::{PairRecord, RepresentationRecord, ResultsFile, SCHEMA_VERSION};
 
 use crate::cache::{self, CacheError, DenseMatrix, Store, hash_parts, keys};
@@ -30,8 +33,8 @@ use crate::driver::{
     JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
 };
 use crate::exec::{
-    BasisRef, BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, ZRef, compare_options,
-    conv_record, pair_record, spatial,
+    BasisRef, BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, WhitenRef, ZRef,
+    compare_options, conv_record, pair_record, spatial,
 };
 use crate::outputs::{self, Claim, OutputError, Summary};
 use crate::plan::{self, PlanError, RepInfo};
@@ -125,12 +128,12 @@ struct ContentState {
     cols: usize,
     /// Chunk indices whose moments are not yet stored.
     pending: BTreeSet<usize>,
-    /// Merged moments, held only until the content's whitenings are derived (a sweep over
-    /// hundreds of wide layers could not keep every `d × d` co-moment on the driver).
-    moments: Option<Arc<MomentAccumulator>>,
-    /// The merged moments are stored (in the cache).
+    /// The merged moments are stored (in the cache). The driver never holds them: a sweep over
+    /// hundreds of wide layers could not keep every `d × d` co-moment in one process.
     merged: bool,
     issued: bool,
+    /// A `whiten` task is out for this content.
+    whitening: bool,
     prepared: bool,
 }
 
@@ -160,6 +163,7 @@ struct Tile {
 
 enum TaskRef {
     MomentsPart { content: String, chunk: usize },
+    Whiten { content: String },
     Project { bases: Vec<String>, chunk: usize },
     Cross { tile: usize, group: usize },
     Raw { tile: usize },
@@ -181,8 +185,9 @@ pub struct SweepDriver {
     contents: BTreeMap<String, ContentState>,
     whitenings: HashMap<(Family, String), Arc<Whitening>>,
     basis_of: HashMap<(Family, String), String>,
-    /// SHA-256 of each stored whitening, by basis: workers check what they read against it.
-    whitening_digest: HashMap<String, String>,
+    /// Where each stored whitening is and its SHA-256, by basis: workers check what they read
+    /// against it.
+    stored_basis: HashMap<String, BasisRef>,
     /// Unique to this run of the driver: workers open the dataset afresh for each run, so a
     /// long-lived worker never answers a new run from a manifest or shard check of an old one.
     run: String,
@@ -404,9 +409,9 @@ impl SweepDriver {
                 rep: i,
                 cols: reps[i].columns(),
                 pending: (0..chunks.len()).collect(),
-                moments: None,
                 merged: false,
                 issued: false,
+                whitening: false,
                 prepared: false,
             });
         }
@@ -423,7 +428,7 @@ impl SweepDriver {
             metrics,
             contents,
             whitenings: HashMap::new(),
-            whitening_digest: HashMap::new(),
+            stored_basis: HashMap::new(),
             run: run_nonce(),
             basis_of: HashMap::new(),
             z: BTreeMap::new(),
@@ -444,12 +449,8 @@ impl SweepDriver {
             convs_issued: false,
         };
         for (content, state) in driver.contents.iter_mut() {
-            let key = keys::moments_all(content);
-            if let Some(bytes) = driver.cache.get(&key).await? {
-                let parts = cache::decode_moments(&key, &bytes)?;
-                let m = MomentAccumulator::from_parts(parts)
-                    .map_err(|source| JobError::Maths { what: key, source })?;
-                state.moments = Some(Arc::new(m));
+            // Read by the `whiten` and `raw` tasks that need them, never here.
+            if driver.cache.exists(&keys::moments_all(content)).await? {
                 state.merged = true;
                 state.pending.clear();
             }
@@ -773,24 +774,18 @@ impl SweepDriver {
             self.cache
                 .put(&keys::moments_all(&content), cache::encode_moments(&parts))
                 .await?;
-            // Rebuilt from its stored form so driver and workers whiten the very same numbers.
-            let m = MomentAccumulator::from_parts(parts).map_err(|source| JobError::Maths {
-                what: content.clone(),
-                source,
-            })?;
-            let state = self.contents.get_mut(&content).expect("content");
-            state.moments = Some(Arc::new(m));
-            state.merged = true;
+            self.contents.get_mut(&content).expect("content").merged = true;
         }
-        // Stage 2: whitenings and projections for contents with moments.
+        // Stage 2: whitenings (stored, or a `whiten` task) and projections for contents with
+        // moments.
         let to_prepare: Vec<String> = self
             .contents
             .iter()
-            .filter(|(_, s)| s.merged && !s.prepared)
+            .filter(|(_, s)| s.merged && !s.prepared && !s.whitening)
             .map(|(c, _)| c.clone())
             .collect();
         for content in to_prepare {
-            self.prepare(&content).await?;
+            self.prepare(&content, false).await?;
         }
         // Stage 3: tiles, once every representation has its whitening.
         if !self.tiles_planned && self.contents.values().all(|s| s.prepared) {
@@ -809,12 +804,9 @@ impl SweepDriver {
         Ok(())
     }
 
-    /// Whitens a content for each family it is needed in and issues its missing projections.
-    async fn prepare(&mut self, content: &str) -> Result<(), JobError> {
-        let moments = self.contents[content]
-            .moments
-            .clone()
-            .expect("moments present");
+    /// The families a content is whitened in: those its pairs compare in, and the one its
+    /// representation record states.
+    fn families_of(&self, content: &str) -> Vec<Family> {
         let reps_here: Vec<usize> = (0..self.reps.len())
             .filter(|&i| self.content_of[i] == content)
             .collect();
@@ -830,28 +822,70 @@ impl SweepDriver {
                 || !self.metrics.contains(&Metric::Svcca)
                 || reps_here.iter().any(|&i| self.z_needed.contains(&(f, i)))
         });
+        families.into_iter().collect()
+    }
+
+    /// Takes a content's whitenings from the cache and issues its missing projections; a
+    /// whitening not stored yet is derived by a `whiten` task first (`whitened`: that task has
+    /// run, so every whitening must be there).
+    async fn prepare(&mut self, content: &str, whitened: bool) -> Result<(), JobError> {
+        let families = self.families_of(content);
+        let mut stored = Vec::with_capacity(families.len());
+        let mut missing = Vec::new();
+        for &family in &families {
+            let hash = self.basis_hash(family, content);
+            let key = keys::whitened(&hash);
+            match self.cache.get(&key).await? {
+                Some(bytes) => stored.push((family, hash, key, bytes)),
+                None if whitened => {
+                    return Err(JobError::Internal(format!(
+                        "whitening `{key}` vanished from the cache after its task stored it"
+                    )));
+                }
+                None => missing.push(WhitenRef {
+                    hash,
+                    settings: self.basis_settings(family),
+                }),
+            }
+        }
+        let rep = (0..self.reps.len())
+            .find(|&i| self.content_of[i] == content)
+            .expect("a content belongs to a representation");
+        let cols = self.contents[content].cols;
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|w| w.hash.as_str()).collect();
+            let id = format!("whiten/{}", hash_parts(&names));
+            let payload = TaskPayload::Whiten {
+                cache: self.cache.url().to_string(),
+                key: self.reps[rep].key.clone(),
+                content: content.to_string(),
+                cols,
+                bases: missing,
+            };
+            self.emit(
+                id,
+                payload,
+                TaskRef::Whiten {
+                    content: content.to_string(),
+                },
+            );
+            self.contents.get_mut(content).expect("content").whitening = true;
+            return Ok(());
+        }
+        let reps_here: Vec<usize> = (0..self.reps.len())
+            .filter(|&i| self.content_of[i] == content)
+            .collect();
+        let label = self.reps[rep].key.clone();
         let mut to_project: Vec<(String, BTreeSet<usize>)> = Vec::new();
-        for family in families {
-            let opts =
-                compare_options(family.metric(), self.spec.mode, self.spec.keep).whiten_options();
-            let m = moments.clone();
-            let label = self.reps[reps_here[0]].key.label();
-            let w = tokio::task::spawn_blocking(move || Whitening::from_moments(&m, &opts))
-                .await
-                .map_err(|e| JobError::Internal(e.to_string()))?
-                .map_err(|source| JobError::Maths {
-                    what: format!("whitening {label}"),
-                    source,
-                })?;
+        for (family, hash, key, bytes) in stored {
+            let digest = cache::sha256_hex(&bytes);
+            let w = read_whitening(&key, &bytes, cols, &label)?;
             // `Z` is stored under a name that includes the whitening's own digest: a `Z` chunk is
             // only ever combined with chunks projected by the very same whitening, whatever an
             // earlier run (another machine, another split, another svcca) left in the cache.
-            let encoded = cache::encode_whitening(&w.to_parts());
-            let digest = cache::sha256_hex(&encoded);
-            let basis = hash_parts(&[&self.basis_hash(family, content), &digest]);
-            let w = Arc::new(w);
+            let basis = hash_parts(&[&hash, &digest]);
             self.whitenings
-                .insert((family, content.to_string()), w.clone());
+                .insert((family, content.to_string()), Arc::new(w));
             self.basis_of
                 .insert((family, content.to_string()), basis.clone());
             if !reps_here
@@ -862,9 +896,15 @@ impl SweepDriver {
                 continue;
             }
             // Workers project with this very whitening (read from the cache and checked against
-            // its digest), not a rebuilt one.
-            self.cache.put(&keys::whitening(&basis), encoded).await?;
-            self.whitening_digest.insert(basis.clone(), digest);
+            // its digest).
+            self.stored_basis.insert(
+                basis.clone(),
+                BasisRef {
+                    name: basis.clone(),
+                    whitening: key,
+                    sha256: digest,
+                },
+            );
             let mut pending = BTreeSet::new();
             for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
                 if !self
@@ -879,7 +919,6 @@ impl SweepDriver {
             self.z.insert(basis, ZState { pending });
         }
         // One task per row chunk projects every basis missing there: raw rows are read once.
-        let rep = reps_here[0];
         for (chunk, (start, end)) in self.chunks.clone().into_iter().enumerate() {
             let bases: Vec<String> = to_project
                 .iter()
@@ -897,13 +936,7 @@ impl SweepDriver {
                 cache: self.cache.url().to_string(),
                 key: self.reps[rep].key.clone(),
                 checksum: self.reps[rep].checksum.clone(),
-                bases: bases
-                    .iter()
-                    .map(|b| BasisRef {
-                        name: b.clone(),
-                        sha256: self.whitening_digest[b].clone(),
-                    })
-                    .collect(),
+                bases: bases.iter().map(|b| self.stored_basis[b].clone()).collect(),
                 start,
                 end,
             };
@@ -911,7 +944,7 @@ impl SweepDriver {
         }
         let state = self.contents.get_mut(content).expect("content");
         state.prepared = true;
-        state.moments = None;
+        state.whitening = false;
         Ok(())
     }
 
@@ -942,6 +975,9 @@ impl SweepDriver {
             });
             if !state.prepared && needs_z {
                 total += self.chunks.len() as u64;
+            }
+            if !state.prepared && !state.whitening && !self.families_of(content).is_empty() {
+                total += 1;
             }
         }
         let tiles: u64 = if self.tiles_planned {
@@ -1304,6 +1340,9 @@ impl SweepDriver {
                     s.pending.remove(&chunk);
                 }
             }
+            TaskRef::Whiten { content } => {
+                self.prepare(&content, true).await?;
+            }
             TaskRef::Project { bases, chunk } => {
                 for basis in bases {
                     if let Some(z) = self.z.get_mut(&basis) {
@@ -1559,7 +1598,10 @@ impl SweepDriver {
             }
         }
         match (what, &blob) {
-            (TaskRef::MomentsPart { .. } | TaskRef::Project { .. }, Blob::Stored) => Ok(()),
+            (
+                TaskRef::MomentsPart { .. } | TaskRef::Whiten { .. } | TaskRef::Project { .. },
+                Blob::Stored,
+            ) => Ok(()),
             (TaskRef::Cross { .. }, Blob::Matrix(bytes)) => {
                 let m = DenseMatrix::decode(task_id, bytes).map_err(|e| e.to_string())?;
                 if m.rows == 0 || m.cols == 0 {
@@ -1621,4 +1663,32 @@ impl SweepDriver {
             )),
         }
     }
+}
+
+/// A whitening read back from the cache, checked against the representation it belongs to (a
+/// damaged or foreign entry is reported, never compared with).
+fn read_whitening(
+    key: &str,
+    bytes: &[u8],
+    cols: usize,
+    rep: &RepresentationKey,
+) -> Result<Whitening, JobError> {
+    let w = Whitening::from_parts(cache::decode_whitening(key, bytes)?).map_err(|source| {
+        JobError::Maths {
+            what: format!("whitening {} at `{key}`", rep.label()),
+            source,
+        }
+    })?;
+    if w.input_dim() != cols {
+        return Err(CacheError::Corrupt {
+            key: key.to_string(),
+            message: format!(
+                "a whitening of {} columns for {}, which has {cols}",
+                w.input_dim(),
+                rep.label()
+            ),
+        }
+        .into());
+    }
+    Ok(w)
 }

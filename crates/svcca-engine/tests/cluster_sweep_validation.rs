@@ -50,7 +50,7 @@ async fn the_sweep_driver_accepts_real_outputs_and_refuses_forged_ones() {
             let output = exec.execute(task).await.unwrap();
             let kind = id.split('/').next().unwrap();
             match kind {
-                "moments" | "project" => {
+                "moments" | "whiten" | "project" => {
                     refuse(
                         driver.as_ref(),
                         &id,
@@ -101,7 +101,7 @@ async fn the_sweep_driver_accepts_real_outputs_and_refuses_forged_ones() {
             driver.complete(id, output).await.unwrap();
         }
     }
-    for kind in ["moments", "project", "cross", "raw"] {
+    for kind in ["moments", "whiten", "project", "cross", "raw"] {
         assert!(
             refused.get(kind).is_some_and(|n| *n > 0),
             "no {kind} task was tried: {refused:?}"

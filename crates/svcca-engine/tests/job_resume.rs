@@ -3,8 +3,13 @@
 
 mod job_support;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
 use job_support::*;
-use svcca_engine::driver::JobDriverFactory;
+use svcca_engine::driver::{JobDriverFactory, TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
+use svcca_engine::exec::{SweepExecutor, TaskPayload};
 use svcca_engine::spec::{KeepRule, Mode};
 
 const EXTRA: &str = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cca\"]\n[select]\nwhere = { seed = \"0\", layer = [\"h2\", \"h4\"] }\n[resources]\nrows_per_task = 300\n";
@@ -244,4 +249,225 @@ async fn an_output_of_the_previous_version_resumes() {
         svcca_results::CoefficientStore::Parquet
     );
     assert_eq!(resumed.pairs, clean.pairs);
+}
+
+/// A worker that counts the tasks it is given by kind. With `keep_two`, its `whiten` tasks keep
+/// two directions whatever the job asked: numbers the driver would not derive itself.
+#[derive(Clone)]
+struct CountingWorker {
+    inner: SweepExecutor,
+    kinds: Arc<Mutex<BTreeMap<String, u64>>>,
+    keep_two: bool,
+}
+
+impl CountingWorker {
+    fn new(opener: &CountingOpener) -> Self {
+        CountingWorker {
+            inner: executor(opener),
+            kinds: Arc::default(),
+            keep_two: false,
+        }
+    }
+
+    fn kinds(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.kinds.lock().unwrap())
+    }
+}
+
+impl TaskExecutor for CountingWorker {
+    fn execute(&self, mut task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
+        *self
+            .kinds
+            .lock()
+            .unwrap()
+            .entry(task.kind.clone())
+            .or_default() += 1;
+        if self.keep_two {
+            if let TaskPayload::Whiten {
+                cache,
+                key,
+                content,
+                cols,
+                mut bases,
+            } = serde_json::from_slice(&task.payload).unwrap()
+            {
+                for b in &mut bases {
+                    b.settings.keep_dims = Some(2);
+                    b.settings.keep_variance_bits = None;
+                }
+                let payload = TaskPayload::Whiten {
+                    cache,
+                    key,
+                    content,
+                    cols,
+                    bases,
+                };
+                task.payload = serde_json::to_vec(&payload).unwrap();
+            }
+        }
+        self.inner.execute(task)
+    }
+}
+
+async fn run_counting(
+    opener: &CountingOpener,
+    worker: &CountingWorker,
+    toml: &str,
+) -> svcca_engine::driver::JobSummary {
+    let mut driver = factory(opener).create(toml.to_string()).await.unwrap();
+    drive(driver.as_mut(), worker, Order::Interleaved, None)
+        .await
+        .unwrap()
+        .expect("ran to the end")
+}
+
+const FOUR: &str = "comparison = \"all-pairs\"\nmetrics = [\"svcca\", \"cca\"]\n[resources]\nrows_per_task = 300\n";
+
+fn four_layers(p: &str) -> bool {
+    p.contains("seed0")
+        && (p.contains("step25/") || p.contains("step2250"))
+        && (p.contains("h1") || p.contains("h3"))
+}
+
+fn whitenings_in(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(dir) = std::fs::read_dir(cache.join("whitenings")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = dir.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+/// Every eigendecomposition of a sweep is a `whiten` task run by a worker, stored in the cache; a
+/// job killed after them, a rerun and a rerun without an output all take them from there, and
+/// whitenings deleted from the cache are derived again with the same bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whitenings_run_on_workers_and_a_resumed_job_reuses_them() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), four_layers).await;
+    let opener = CountingOpener::default();
+    let worker = CountingWorker::new(&opener);
+
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), FOUR);
+    let summary = run_counting(&opener, &worker, &toml).await;
+    let clean = read_results(out.path());
+    let kinds = worker.kinds();
+    assert_eq!(kinds.get("whiten"), Some(&4), "one per layer: {kinds:?}");
+    assert!(
+        summary.lines.iter().any(|l| l.contains("4 whiten")),
+        "{:?}",
+        summary.lines
+    );
+    // svcca and cca bases of each of the 4 layers.
+    assert_eq!(whitenings_in(cache.path()).len(), 8);
+
+    // Killed once every whitening is stored and projections are asked for, then resumed.
+    let (out2, cache2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let toml2 = spec_toml(ds.path(), out2.path(), cache2.path(), FOUR);
+    let mut driver = factory(&opener).create(toml2.clone()).await.unwrap();
+    loop {
+        let batch = driver.take_ready().await.unwrap();
+        assert!(!batch.is_empty(), "the job ended before any projection");
+        if batch.iter().any(|t| t.kind == "project") {
+            break;
+        }
+        for task in batch {
+            let id = task.id.clone();
+            let output = worker.execute(task).await.unwrap();
+            driver.complete(id, output).await.unwrap();
+        }
+    }
+    drop(driver);
+    assert_eq!(worker.kinds().get("whiten"), Some(&4));
+    run_counting(&opener, &worker, &toml2).await;
+    let kinds = worker.kinds();
+    assert_eq!(kinds.get("whiten"), None, "whitened again: {kinds:?}");
+    assert!(kinds.get("project").is_some_and(|&n| n > 0), "{kinds:?}");
+    let resumed = read_results(out2.path());
+    assert_eq!(resumed.representations, clean.representations);
+    assert_eq!(resumed.pairs, clean.pairs);
+
+    // A rerun into a new output: every pair and whitening comes from the cache.
+    let out3 = tempfile::tempdir().unwrap();
+    let toml3 = spec_toml(ds.path(), out3.path(), cache.path(), FOUR);
+    let summary = run_counting(&opener, &worker, &toml3).await;
+    assert_eq!(worker.kinds(), BTreeMap::new());
+    assert!(
+        summary.lines.iter().any(|l| l == "tasks run: none"),
+        "{:?}",
+        summary.lines
+    );
+    let again = read_results(out3.path());
+    assert_eq!(again.representations, clean.representations);
+    assert_eq!(again.pairs, clean.pairs);
+
+    // Without the stored whitenings, the records' (svcca's) are derived again, bit for bit.
+    for f in whitenings_in(cache.path()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let out4 = tempfile::tempdir().unwrap();
+    let toml4 = spec_toml(ds.path(), out4.path(), cache.path(), FOUR);
+    run_counting(&opener, &worker, &toml4).await;
+    assert_eq!(
+        worker.kinds(),
+        BTreeMap::from([("whiten".to_string(), 4)]),
+        "only the whitenings were missing"
+    );
+    let rebuilt = read_results(out4.path());
+    assert_eq!(rebuilt.representations, clean.representations);
+    assert_eq!(rebuilt.pairs, clean.pairs);
+}
+
+/// The driver compares with the whitenings its workers stored: a worker that keeps two
+/// directions, whatever the job asks, shows in every record. (A driver that whitened on its own
+/// would report the keep rule's width.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_takes_its_whitenings_from_the_workers() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), four_layers).await;
+    let opener = CountingOpener::default();
+    let extra = "comparison = \"all-pairs\"\nmetrics = [\"svcca\"]\n";
+
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_counting(
+        &opener,
+        &CountingWorker::new(&opener),
+        &spec_toml(ds.path(), out.path(), cache.path(), extra),
+    )
+    .await;
+    let honest = read_results(out.path());
+    assert!(
+        honest.representations.iter().all(|r| r.kept_dims > 2),
+        "{:?}",
+        honest
+            .representations
+            .iter()
+            .map(|r| r.kept_dims)
+            .collect::<Vec<_>>()
+    );
+
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let odd = CountingWorker {
+        keep_two: true,
+        ..CountingWorker::new(&opener)
+    };
+    run_counting(
+        &opener,
+        &odd,
+        &spec_toml(ds.path(), out.path(), cache.path(), extra),
+    )
+    .await;
+    assert_eq!(odd.kinds().get("whiten"), Some(&4));
+    let results = read_results(out.path());
+    assert!(results.representations.iter().all(|r| r.kept_dims == 2));
+    assert!(
+        results.pairs.iter().all(|p| p.dims_a == 2 && p.dims_b == 2),
+        "{:?}",
+        results
+            .pairs
+            .iter()
+            .map(|p| (p.dims_a, p.dims_b))
+            .collect::<Vec<_>>()
+    );
 }

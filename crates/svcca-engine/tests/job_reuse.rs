@@ -240,17 +240,13 @@ async fn a_shard_replaced_behind_the_manifests_back_is_refused_not_answered_from
     );
 }
 
-/// Every file named `name` under `dir`.
-fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_named(&path, name));
-        } else if path.file_name().is_some_and(|n| n == name) {
-            out.push(path);
-        }
-    }
+/// The files directly in `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
     out.sort();
     out
 }
@@ -315,7 +311,7 @@ async fn a_whitening_changed_in_the_cache_is_refused_by_the_worker() {
     };
 
     // Two stored whitenings swap bytes: each is a valid whitening, but not the one the job stored.
-    let stored = files_named(cache.path(), "whitening.bin");
+    let stored = files_under(&cache.path().join("whitenings"));
     assert!(stored.len() >= 2, "{stored:?}");
     let (first, second) = (
         std::fs::read(&stored[0]).unwrap(),

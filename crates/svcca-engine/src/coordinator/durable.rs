@@ -32,8 +32,8 @@ use super::service::Shared;
 use super::state::{JobFailure, JobState};
 use super::wire::task_failure_to_status;
 use crate::cache::{Store, hash_parts};
-use crate::error::ClusterError;
 use crate::driver::Progress;
+use crate::error::ClusterError;
 
 /// The version of the record format; a record of another version is skipped with a warning.
 const RECORD_FORMAT: u32 = 1;

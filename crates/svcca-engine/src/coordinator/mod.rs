@@ -42,8 +42,8 @@ pub use state::{
 pub use wire::code_is_retryable;
 
 use crate::credentials::{DEFAULT_MAX_MESSAGE_SIZE, read_pem};
-use crate::error::ClusterError;
 use crate::driver::JobDriverFactory;
+use crate::error::ClusterError;
 
 /// The coordinator's settings. Build it in code with [`Default`] and the `with_*` methods; the CLI
 /// converts its flags into one.

@@ -32,8 +32,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::credentials::{Client, ClientConfig, ClientTls, Token};
-use crate::error::{ClusterError, code_is_retryable};
 use crate::driver::{TaskExecutor, TaskFailure, TaskSpec};
+use crate::error::{ClusterError, code_is_retryable};
 
 /// The worker's settings; build with [`WorkerConfig::new`] and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
