@@ -125,6 +125,10 @@ impl Family {
 
 struct ContentState {
     rep: usize,
+    /// Every representation with this content (the same layer listed twice), in index order:
+    /// kept here so that no step scans all representations per content, which a job of 100,000
+    /// representations could not afford.
+    reps: Vec<usize>,
     cols: usize,
     /// Chunk indices whose moments are not yet stored.
     pending: BTreeSet<usize>,
@@ -405,15 +409,20 @@ impl SweepDriver {
             if reps[i].is_conv() {
                 continue;
             }
-            contents.entry(c.clone()).or_insert_with(|| ContentState {
-                rep: i,
-                cols: reps[i].columns(),
-                pending: (0..chunks.len()).collect(),
-                merged: false,
-                issued: false,
-                whitening: false,
-                prepared: false,
-            });
+            contents
+                .entry(c.clone())
+                .or_insert_with(|| ContentState {
+                    rep: i,
+                    reps: Vec::new(),
+                    cols: reps[i].columns(),
+                    pending: (0..chunks.len()).collect(),
+                    merged: false,
+                    issued: false,
+                    whitening: false,
+                    prepared: false,
+                })
+                .reps
+                .push(i);
         }
         let mut driver = SweepDriver {
             spec,
@@ -807,9 +816,7 @@ impl SweepDriver {
     /// The families a content is whitened in: those its pairs compare in, and the one its
     /// representation record states.
     fn families_of(&self, content: &str) -> Vec<Family> {
-        let reps_here: Vec<usize> = (0..self.reps.len())
-            .filter(|&i| self.content_of[i] == content)
-            .collect();
+        let reps_here = &self.contents[content].reps;
         let mut families: BTreeSet<Family> =
             self.metrics.iter().filter_map(|&m| Family::of(m)).collect();
         if self.metrics.contains(&Metric::Pwcca) && families.is_empty() {
@@ -848,10 +855,7 @@ impl SweepDriver {
                 }),
             }
         }
-        let rep = (0..self.reps.len())
-            .find(|&i| self.content_of[i] == content)
-            .expect("a content belongs to a representation");
-        let cols = self.contents[content].cols;
+        let (rep, cols) = (self.contents[content].rep, self.contents[content].cols);
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|w| w.hash.as_str()).collect();
             let id = format!("whiten/{}", hash_parts(&names));
@@ -872,9 +876,7 @@ impl SweepDriver {
             self.contents.get_mut(content).expect("content").whitening = true;
             return Ok(());
         }
-        let reps_here: Vec<usize> = (0..self.reps.len())
-            .filter(|&i| self.content_of[i] == content)
-            .collect();
+        let reps_here = self.contents[content].reps.clone();
         let label = self.reps[rep].key.clone();
         let mut to_project: Vec<(String, BTreeSet<usize>)> = Vec::new();
         for (family, hash, key, bytes) in stored {
@@ -969,9 +971,9 @@ impl SweepDriver {
     fn estimate_total(&self) -> Result<u64, JobError> {
         let mut total = self.progress.total;
         for (content, state) in &self.contents {
-            let needs_z = (0..self.reps.len()).any(|i| {
-                &self.content_of[i] == content
-                    && self.z_needed.iter().any(|&(_, needed)| needed == i)
+            let needs_z = state.reps.iter().any(|&i| {
+                self.z_needed.contains(&(Family::Svcca, i))
+                    || self.z_needed.contains(&(Family::Cca, i))
             });
             if !state.prepared && needs_z {
                 total += self.chunks.len() as u64;
