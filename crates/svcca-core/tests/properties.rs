@@ -714,7 +714,9 @@ fn equal_k_mean_is_the_comparison_with_the_larger_side_cut_to_the_smaller_k() {
                 &top_directions(a, k, standardise),
                 &top_directions(b, k, standardise),
             );
-            let got = c.equal_k_mean.expect("default-mode svcca/cca has an equal-k mean");
+            let got = c
+                .equal_k_mean
+                .expect("default-mode svcca/cca has an equal-k mean");
             assert!(
                 (got - want).abs() < 1e-10,
                 "{metric} {keep:?} swap={swap}: equal-k {got} vs from scratch {want}"
@@ -760,7 +762,9 @@ fn equal_k_mean_is_the_mean_at_equal_dims_and_absent_where_undefined() {
         (Metric::Svcca, Mode::GoogleCompat),
         (Metric::Cca, Mode::GoogleCompat),
     ] {
-        let opts = CompareOptions::default().with_metric(metric).with_mode(mode);
+        let opts = CompareOptions::default()
+            .with_metric(metric)
+            .with_mode(mode);
         let c = cmp(&x, &y, &opts);
         assert_eq!(c.equal_k_mean, None, "{metric} {mode}");
         let v = serde_json::to_value(&c).unwrap();
