@@ -128,10 +128,56 @@ pub struct LayerMatrix {
     pub best_by_mean: Vec<Option<usize>>,
 }
 
+/// A layer of one network whose best match in another is not the same layer, with both
+/// numbers and the `k` each was compared at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SameLayerMiss {
+    pub layer: String,
+    pub best: String,
+    pub best_k: usize,
+    pub best_value: f64,
+    pub same_k: usize,
+    pub same_value: f64,
+}
+
 impl LayerMatrix {
     /// Whether cell `(r, c)` is a layer compared with itself.
     pub fn is_self(&self, r: usize, c: usize) -> bool {
         self.a == self.b && self.matrix.row_labels[r] == self.matrix.col_labels[c]
+    }
+
+    /// Between two networks, the rows whose best match is another layer than the same one of
+    /// the other network (where that pair was compared), in row order.
+    pub fn same_layer_misses(&self) -> Vec<SameLayerMiss> {
+        if self.a == self.b {
+            return Vec::new();
+        }
+        let cols = self.matrix.cols();
+        let ranked = match self.ranked_by {
+            RankedBy::EqualK => &self.equal_k,
+            RankedBy::Metric => &self.matrix,
+        };
+        let k = |i: usize| self.dims[i].map(|[ka, kb]| ka.min(kb));
+        self.best_match
+            .iter()
+            .enumerate()
+            .filter_map(|(r, best)| {
+                let best = best.as_ref()?;
+                let layer = &self.matrix.row_labels[r];
+                let same = self.matrix.col_labels.iter().position(|c| c == layer)?;
+                if same == best.col {
+                    return None;
+                }
+                Some(SameLayerMiss {
+                    layer: layer.clone(),
+                    best: self.matrix.col_labels[best.col].clone(),
+                    best_k: k(r * cols + best.col)?,
+                    best_value: best.value,
+                    same_k: k(r * cols + same)?,
+                    same_value: ranked.get(r, same)?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -482,6 +528,7 @@ mod tests {
             b.iter().map(|b| b.as_ref().unwrap().col).collect()
         };
         assert_eq!(cols(&m.best_match), [0, 1, 2]);
+        assert!(m.same_layer_misses().is_empty());
         assert_eq!(m.best_by_mean, [Some(2), Some(2), Some(0)]);
         let h1 = m.best_match[0].as_ref().unwrap();
         assert_eq!((h1.value, h1.mean, h1.equal_k_mean), (0.7, 0.7, Some(0.7)));
@@ -506,6 +553,14 @@ mod tests {
         let m = layer_matrix(&partial, "svcca", &s0, &s1);
         assert_eq!(m.ranked_by, RankedBy::Metric);
         assert_eq!(cols(&m.best_match), [2, 2, 0]);
+        let misses = m.same_layer_misses();
+        assert_eq!(misses.len(), 3);
+        assert_eq!(
+            (misses[0].layer.as_str(), misses[0].best.as_str()),
+            ("h1", "logits")
+        );
+        assert_eq!((misses[0].best_k, misses[0].same_k), (7, 7));
+        assert_eq!((misses[0].best_value, misses[0].same_value), (0.95, 0.7));
     }
 
     #[test]

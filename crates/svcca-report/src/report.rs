@@ -1118,6 +1118,31 @@ impl Page {
             }
             head.push(format!("best by {metric} over all kept dims"));
             self.table(&head, &rows);
+            let misses = m.same_layer_misses();
+            if !misses.is_empty() {
+                let listed: Vec<String> = misses
+                    .iter()
+                    .map(|x| {
+                        format!(
+                            "{} → {} at k = {} ({}) above {} at k = {} ({})",
+                            x.layer,
+                            x.best,
+                            x.best_k,
+                            num(x.best_value),
+                            x.layer,
+                            x.same_k,
+                            num(x.same_value)
+                        )
+                    })
+                    .collect();
+                let smaller_k = misses.iter().any(|x| x.best_k < x.same_k);
+                let why = if smaller_k {
+                    " Each pair is compared at its own k = min(kₐ, k_b), and a mean over fewer canonical correlations runs higher (the leading ones are the strongest): a match at a smaller k than the same layer's says the two layers share their top k directions, not that they are more alike than the same layer throughout. CKA, which keeps no directions, is listed alongside."
+                } else {
+                    ""
+                };
+                self.note(&format!("Not the same layer: {}.{why}", listed.join("; ")));
+            }
         }
         Ok(())
     }
