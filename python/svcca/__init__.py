@@ -65,8 +65,8 @@ def _little_endian() -> bool:
 class Comparison:
     """The result of :func:`compare`: the fields of ``svcca compare --json`` as attributes.
 
-    Dense comparisons have ``mean``, ``google_mean``, ``sum``, ``coefficients``, ``weights``,
-    ``dims_x``, ``dims_y``, ``dropped_x``, ``dropped_y``, ``datapoints``, ``definition``,
+    Dense comparisons have ``mean``, ``google_mean``, ``equal_k_mean``, ``sum``, ``coefficients``,
+    ``weights``, ``dims_x``, ``dims_y``, ``dropped_x``, ``dropped_y``, ``datapoints``, ``definition``,
     ``warnings``, ``metric``, ``mode``, ``x`` and ``y``; conv comparisons (``layout='nhwc'`` or
     ``'nchw'``) have the conv record's fields (``mean``, ``method``, ``grid``, ``mean_grid``, ...).
     ``to_dict()`` gives the whole record.
@@ -305,8 +305,8 @@ def load_results(url: Union[str, SweepResult], *, frame: bool = True, coefficien
 
     Returns one row per (pair, metric): ``a_key`` (the canonical key, as in matrix labels and
     reports), ``a_run``, ``a_seed``, ``a_step``, ``a_layer`` and one ``a_<tag>`` column per tag,
-    the same for ``b``, then ``metric``, ``mean``, ``google_mean``, ``dims_a``, ``dims_b``,
-    ``warnings`` and (unless ``coefficients=False``) ``coefficients``, read from
+    the same for ``b``, then ``metric``, ``mean``, ``google_mean``, ``equal_k_mean``, ``dims_a``,
+    ``dims_b``, ``warnings`` and (unless ``coefficients=False``) ``coefficients``, read from
     ``pairs.parquet`` when the sweep kept them there (which needs pyarrow). As a pandas
     DataFrame by default; ``frame=False`` returns the rows as a list of dicts and needs no
     pandas. ``pandas.read_parquet(OUT + "/pairs.parquet")`` reads the same table with every key
@@ -335,6 +335,7 @@ def load_results(url: Union[str, SweepResult], *, frame: bool = True, coefficien
             metric=pair["metric"],
             mean=pair["mean"],
             google_mean=pair.get("google_mean"),
+            equal_k_mean=pair.get("equal_k_mean"),
             dims_a=pair["dims_a"],
             dims_b=pair["dims_b"],
             warnings=list(pair.get("warnings", [])),

@@ -46,6 +46,7 @@ fn results() -> ResultsFile {
                     metric: "svcca".into(),
                     mean: v,
                     google_mean: None,
+                    equal_k_mean: None,
                     dims_a: 6,
                     dims_b: 6,
                     coefficients: vec![],

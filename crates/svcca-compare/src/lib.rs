@@ -567,6 +567,7 @@ pub fn to_json(x: Input<'_>, y: Input<'_>, metric: Metric, outcome: &Outcome) ->
             "mode": r.mode,
             "mean": r.mean,
             "google_mean": r.google_mean,
+            "equal_k_mean": r.equal_k_mean,
             "sum": r.sum,
             "coefficients": r.coefficients,
             "weights": r.weights,

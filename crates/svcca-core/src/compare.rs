@@ -28,6 +28,19 @@
 //!     sign of each singular vector (LAPACK's choice in google); here each chosen-side vector
 //!     has its largest-magnitude entry positive. google's numbers are reproduced exactly given
 //!     its signs (golden tests) and to ~1e-3 with ours.
+//! * **Equal kept dimensions** (`equal_k_mean`; svcca and cca in default mode). With
+//!   `k_x < k_y`, x's `k_x` directions fit inside y's larger subspace more easily than inside
+//!   one of `k_x` dimensions, so `mean` rises with the larger side's `k` whatever the layers are
+//!   (a 7-direction layer against a 60-direction one scores high). Default-mode whitenings order
+//!   their columns by decreasing eigenvalue (SVCCA: of the covariance, so the leading `j`
+//!   columns whiten the top-`j` SVD directions; CCA: of the kept neurons' correlation matrix,
+//!   the top principal components of the standardised neurons), so the leading
+//!   `k_min × k_min` block of `C`, `k_min = min(k_x, k_y)`, is the whitened cross product with
+//!   the larger side cut to its top `k_min` directions: `equal_k_mean` is the mean of its
+//!   singular values over `n − 1` — SVCCA with the larger side kept at `k_min` directions. It
+//!   equals `mean` when `k_x = k_y`. google-compat whitenings are not ordered so (for CCA their
+//!   columns follow the kept neurons), and PWCCA's weights follow one side's neurons rather than
+//!   a direction count: both give `None`.
 //! * **Linear CKA** (Kornblith et al. 2019): `‖M_xy‖²_F / (‖M_xx‖_F ‖M_yy‖_F)` (the `(n−1)`
 //!   factors cancel); invariant to orthogonal maps and isotropic scaling, not to general
 //!   invertible maps. It needs the raw cross co-moment, not whitenings.
@@ -180,6 +193,11 @@ pub struct Comparison {
     pub mean: f64,
     /// google's truncated mean at `threshold` (cca, svcca only).
     pub google_mean: Option<f64>,
+    /// The mean at equal kept dimensions: the mean of the `min(k_x, k_y)` canonical
+    /// correlations after cutting the side with more directions to its leading
+    /// `min(k_x, k_y)` (see the module docs). Equal to `mean` when `k_x = k_y`. `None` for
+    /// pwcca, cka and google-compat mode.
+    pub equal_k_mean: Option<f64>,
     /// Sum of the coefficients (cka: the value).
     pub sum: f64,
     /// Canonical correlations, descending (empty for cka).
@@ -426,6 +444,33 @@ fn trivial_guard(n: u64, kx: usize, ky: usize, opts: &CompareOptions) -> Result<
     Ok(Vec::new())
 }
 
+/// `equal_k_mean` of a [`Comparison`] (see the module docs): the mean canonical correlation of
+/// the leading `k_min × k_min` block of `cross`, with `coefs` the whole pair's (clamped as the
+/// mode clamps them), reused when both sides have as many dims. Only one extra small SVD, and
+/// only when the dims differ.
+fn equal_k_mean(
+    wx: &Whitening,
+    wy: &Whitening,
+    cross: MatRef<'_, f64>,
+    coefs: &[f64],
+    opts: &CompareOptions,
+) -> Result<Option<f64>> {
+    let ordered = wx.mode() == Mode::Default && wy.mode() == Mode::Default;
+    if !ordered || !matches!(opts.metric, Metric::Svcca | Metric::Cca) {
+        return Ok(None);
+    }
+    let (kx, ky) = (cross.nrows(), cross.ncols());
+    if kx == ky {
+        return Ok(Some(mean_of(coefs)));
+    }
+    let k = kx.min(ky);
+    let mut cc = canonical_correlations(cross.submatrix(0, 0, k, k), wx.n(), false)?;
+    cc.coefficients
+        .iter_mut()
+        .for_each(|v| *v = v.clamp(0.0, 1.0));
+    Ok(Some(mean_of(&cc.coefficients)))
+}
+
 /// Compares two whitened representations from their whitened cross product
 /// `cross = Σ_r z_x,r z_y,rᵀ = Wₓᵀ M_xy W_y` (`k_x × k_y`) over the same datapoints.
 ///
@@ -483,6 +528,7 @@ pub fn compare_whitened(
     let coefs = cc.coefficients.clone();
     let sum: f64 = coefs.iter().sum();
     let r = coefs.len();
+    let equal_k_mean = equal_k_mean(x.whitening, y.whitening, cross, &coefs, opts)?;
     let (mean, google_mean, weights, definition) = if pwcca {
         let (side, name) = if kx <= ky { (x, "x") } else { (y, "y") };
         let mut dirs = if kx <= ky { cc.u.clone() } else { cc.v.clone() };
@@ -518,13 +564,21 @@ pub fn compare_whitened(
         } else {
             format!("over {kx} (x) / {ky} (y) whitened dims (CCA)")
         };
+        let equal_k = if equal_k_mean.is_some() {
+            format!(
+                "; equal_k_mean = the same with both sides kept at {} directions",
+                kx.min(ky)
+            )
+        } else {
+            String::new()
+        };
         (
             mean_of(&coefs),
             Some(truncated_mean(&coefs, opts.threshold)),
             None,
             format!(
                 "mean = mean of all {r} canonical correlations {what}; google_mean = mean of \
-                 the leading ones holding {} of their sum",
+                 the leading ones holding {} of their sum{equal_k}",
                 opts.threshold
             ),
         )
@@ -534,6 +588,7 @@ pub fn compare_whitened(
         mode: opts.mode,
         mean,
         google_mean,
+        equal_k_mean,
         sum,
         coefficients: coefs,
         weights,
@@ -786,6 +841,7 @@ pub fn compare_cka(
         mode: opts.mode,
         mean: v,
         google_mean: None,
+        equal_k_mean: None,
         sum: v,
         coefficients: Vec::new(),
         weights: None,

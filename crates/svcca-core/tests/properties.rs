@@ -662,3 +662,112 @@ fn whitening_parts_round_trip() {
         ));
     }
 }
+
+/// The centred `[n, d]` data (standardised per neuron if asked) projected onto its top `k`
+/// principal directions, found by an SVD of the data matrix itself rather than by the
+/// eigendecomposition of the covariance the whitening uses.
+fn top_directions(x: &Rows, k: usize, standardise: bool) -> Mat<f64> {
+    let mut c = x.to_mat();
+    for j in 0..x.d {
+        let mu = (0..x.n).map(|i| c[(i, j)]).sum::<f64>() / x.n as f64;
+        (0..x.n).for_each(|i| c[(i, j)] -= mu);
+        if standardise {
+            let sd = (0..x.n).map(|i| c[(i, j)] * c[(i, j)]).sum::<f64>().sqrt();
+            (0..x.n).for_each(|i| c[(i, j)] /= sd);
+        }
+    }
+    let svd = c.thin_svd().unwrap();
+    let v = svd.V().subcols(0, k).to_owned();
+    matmul(&c, &v)
+}
+
+/// Mean canonical correlation of two centred data matrices: singular values of `Q_aᵀ Q_b`
+/// (thin QR of each), the textbook route, sharing nothing with the whitened one.
+fn mean_cca_from_scratch(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    let qa = a.qr().compute_thin_Q();
+    let qb = b.qr().compute_thin_Q();
+    let s = matmul(&qa.transpose().to_owned(), &qb)
+        .singular_values()
+        .unwrap();
+    s.iter().map(|v| v.clamp(0.0, 1.0)).sum::<f64>() / s.len() as f64
+}
+
+#[test]
+fn equal_k_mean_is_the_comparison_with_the_larger_side_cut_to_the_smaller_k() {
+    // x: 4 neurons, y: 11; rank-4 shared signal plus noise, so y's extra directions are the
+    // ones that inflate the plain SVCCA/CCA mean.
+    let (x, y) = shared_pair(211, 1200, 4, 11, 4, 0.6);
+    for (keep, metric, standardise) in [
+        (KeepRule::Dims(7), Metric::Svcca, false),
+        (KeepRule::VarianceFraction(0.99), Metric::Svcca, false),
+        (KeepRule::All, Metric::Cca, true),
+    ] {
+        let opts = CompareOptions::default()
+            .with_metric(metric)
+            .with_keep(keep);
+        for swap in [false, true] {
+            let (a, b) = if swap { (&y, &x) } else { (&x, &y) };
+            let c = cmp(a, b, &opts);
+            let k = c.dims_x.min(c.dims_y);
+            assert_ne!(c.dims_x, c.dims_y, "{metric} {keep:?}: dims must differ");
+            let want = mean_cca_from_scratch(
+                &top_directions(a, k, standardise),
+                &top_directions(b, k, standardise),
+            );
+            let got = c
+                .equal_k_mean
+                .expect("default-mode svcca/cca has an equal-k mean");
+            assert!(
+                (got - want).abs() < 1e-10,
+                "{metric} {keep:?} swap={swap}: equal-k {got} vs from scratch {want}"
+            );
+            assert!(
+                (got - c.mean).abs() > 1e-3,
+                "{metric} {keep:?}: the cut must matter on this data ({got} vs {})",
+                c.mean
+            );
+            assert!(c.definition.contains("equal_k_mean"), "{}", c.definition);
+        }
+    }
+
+    // Whitenings kept at different counts, compared through the engine's path.
+    let (mx, my) = (moments(&x), moments(&y));
+    let opts = CompareOptions::default();
+    let wo = |k| opts.whiten_options().with_keep(KeepRule::Dims(k));
+    let wx = Whitening::from_moments(&mx, &wo(3)).unwrap();
+    let wy = Whitening::from_moments(&my, &wo(9)).unwrap();
+    let cross = wx
+        .whitened_cross(&wy, joint(&x, &y).cross().as_ref())
+        .unwrap();
+    let c = compare_whitened(Side::new(&wx), Side::new(&wy), cross.as_ref(), &opts).unwrap();
+    let want = mean_cca_from_scratch(&top_directions(&x, 3, false), &top_directions(&y, 3, false));
+    assert!((c.equal_k_mean.unwrap() - want).abs() < 1e-10);
+}
+
+#[test]
+fn equal_k_mean_is_the_mean_at_equal_dims_and_absent_where_undefined() {
+    let (x, y) = shared_pair(212, 900, 6, 6, 3, 0.5);
+    for metric in [Metric::Svcca, Metric::Cca] {
+        let opts = CompareOptions::default()
+            .with_metric(metric)
+            .with_keep(KeepRule::Dims(4));
+        let c = cmp(&x, &y, &opts);
+        assert_eq!(c.dims_x, c.dims_y);
+        assert_eq!(c.equal_k_mean, Some(c.mean), "{metric}");
+    }
+    let (x, y) = shared_pair(213, 900, 4, 9, 3, 0.5);
+    for (metric, mode) in [
+        (Metric::Pwcca, Mode::Default),
+        (Metric::Cka, Mode::Default),
+        (Metric::Svcca, Mode::GoogleCompat),
+        (Metric::Cca, Mode::GoogleCompat),
+    ] {
+        let opts = CompareOptions::default()
+            .with_metric(metric)
+            .with_mode(mode);
+        let c = cmp(&x, &y, &opts);
+        assert_eq!(c.equal_k_mean, None, "{metric} {mode}");
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(v["equal_k_mean"].is_null(), "{metric} {mode}: {v}");
+    }
+}

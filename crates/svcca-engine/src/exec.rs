@@ -1109,6 +1109,7 @@ pub fn pair_record(
         metric: metric.to_string(),
         mean: c.mean,
         google_mean: c.google_mean,
+        equal_k_mean: c.equal_k_mean,
         dims_a: c.dims_x,
         dims_b: c.dims_y,
         coefficients: c.coefficients.clone(),
@@ -1203,6 +1204,9 @@ pub fn conv_record(
         metric: metric.to_string(),
         mean: c.mean,
         google_mean: Some(c.google_mean),
+        // Each frequency (or the one folded/pooled CCA) keeps its own k per side: no single
+        // equal-k cut exists for the pair.
+        equal_k_mean: None,
         dims_a: c.x_dims,
         dims_b: c.y_dims,
         coefficients: c.coefficients.clone(),

@@ -434,6 +434,7 @@ mod tests {
             metric: "svcca".into(),
             mean,
             google_mean: None,
+            equal_k_mean: None,
             dims_a: 4,
             dims_b: 4,
             coefficients: vec![],

@@ -73,15 +73,121 @@ pub fn full_matrix(results: &ResultsFile, metric: &str) -> Matrix {
     }
 }
 
+/// What a layer × layer matrix ranks best matches by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RankedBy {
+    /// The metric with both sides kept at `k = min(kₐ, k_b)` directions (the pairs'
+    /// `equal_k_mean`). Over all kept directions, a layer that keeps few directions scores high
+    /// against any layer that keeps many (the few fit inside the many), so every layer's best
+    /// match would be the widest one.
+    EqualK,
+    /// The metric over all kept directions: some compared pair has no equal-k value (pwcca, cka,
+    /// conv layers, google-compat mode, or results written before it was stored).
+    Metric,
+}
+
+/// One row layer's best match.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BestMatch {
+    /// Column of the match.
+    pub col: usize,
+    /// The value it was ranked by (see [`LayerMatrix::ranked_by`]).
+    pub value: f64,
+    /// The metric over all kept directions.
+    pub mean: f64,
+    /// The metric with both sides kept at `min(kₐ, k_b)` directions.
+    pub equal_k_mean: Option<f64>,
+    /// Directions kept by the row layer and by the column layer.
+    pub dims: Option<[usize; 2]>,
+    /// Linear CKA of the same pair, when the sweep stored it.
+    pub cka: Option<f64>,
+}
+
 /// Layer × layer matrix between two networks, with each row layer's best match.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerMatrix {
     pub a: NetworkId,
     pub b: NetworkId,
-    /// Rows are `a`'s layers, columns `b`'s, both from input to output.
+    /// The metric over all kept directions. Rows are `a`'s layers, columns `b`'s, both from
+    /// input to output.
     pub matrix: Matrix,
-    /// For each row: the column with the highest similarity and its value.
-    pub best_match: Vec<Option<(usize, f64)>>,
+    /// The metric at equal kept dimensions, same cells (`None` where the pair has no value).
+    pub equal_k: Matrix,
+    /// Row-major, aligned with `matrix`: directions kept by the row and the column layer.
+    pub dims: Vec<Option<[usize; 2]>>,
+    /// Linear CKA of the same cells, when the sweep stored CKA (and the metric is not CKA).
+    pub cka: Option<Matrix>,
+    /// What `best_match` ranks by.
+    pub ranked_by: RankedBy,
+    /// For each row: the column with the highest value of `ranked_by`, a layer of the same
+    /// network never matching itself (that 1 is trivial).
+    pub best_match: Vec<Option<BestMatch>>,
+    /// For each row: the column with the highest metric over all kept directions (self
+    /// matches skipped likewise), to show where the two rankings part.
+    pub best_by_mean: Vec<Option<usize>>,
+}
+
+/// A layer of one network whose best match in another is not the same layer, with both
+/// numbers and the `k` each was compared at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SameLayerMiss {
+    pub layer: String,
+    pub best: String,
+    pub best_k: usize,
+    pub best_value: f64,
+    pub same_k: usize,
+    pub same_value: f64,
+}
+
+impl LayerMatrix {
+    /// Whether cell `(r, c)` is a layer compared with itself.
+    pub fn is_self(&self, r: usize, c: usize) -> bool {
+        self.a == self.b && self.matrix.row_labels[r] == self.matrix.col_labels[c]
+    }
+
+    /// Between two networks, the rows whose best match is another layer than the same one of
+    /// the other network (where that pair was compared), in row order.
+    pub fn same_layer_misses(&self) -> Vec<SameLayerMiss> {
+        if self.a == self.b {
+            return Vec::new();
+        }
+        let cols = self.matrix.cols();
+        let ranked = match self.ranked_by {
+            RankedBy::EqualK => &self.equal_k,
+            RankedBy::Metric => &self.matrix,
+        };
+        let k = |i: usize| self.dims[i].map(|[ka, kb]| ka.min(kb));
+        self.best_match
+            .iter()
+            .enumerate()
+            .filter_map(|(r, best)| {
+                let best = best.as_ref()?;
+                let layer = &self.matrix.row_labels[r];
+                let same = self.matrix.col_labels.iter().position(|c| c == layer)?;
+                if same == best.col {
+                    return None;
+                }
+                Some(SameLayerMiss {
+                    layer: layer.clone(),
+                    best: self.matrix.col_labels[best.col].clone(),
+                    best_k: k(r * cols + best.col)?,
+                    best_value: best.value,
+                    same_k: k(r * cols + same)?,
+                    same_value: ranked.get(r, same)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What the stored pairs say about one cell.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    mean: Option<f64>,
+    equal_k: Option<f64>,
+    dims: Option<[usize; 2]>,
+    cka: Option<f64>,
 }
 
 /// The layer × layer matrix of `metric` between networks `a` and `b` (which may be equal).
@@ -93,59 +199,135 @@ pub fn layer_matrix(
 ) -> LayerMatrix {
     let rows = layer_order(results, &a.run);
     let cols = layer_order(results, &b.run);
-    let mut values = vec![None; rows.len() * cols.len()];
-    let mut put = |ka: &RepresentationKey, kb: &RepresentationKey, v: f64| {
-        if NetworkId::of(ka) == *a && NetworkId::of(kb) == *b {
-            let r = rows.iter().position(|l| *l == ka.layer);
-            let c = cols.iter().position(|l| *l == kb.layer);
-            if let (Some(r), Some(c)) = (r, c) {
-                values[r * cols.len() + c].get_or_insert(v);
-            }
+    let mut cells = vec![Cell::default(); rows.len() * cols.len()];
+    let slot = |ka: &RepresentationKey, kb: &RepresentationKey| -> Option<usize> {
+        if NetworkId::of(ka) != *a || NetworkId::of(kb) != *b {
+            return None;
         }
+        let r = rows.iter().position(|l| *l == ka.layer)?;
+        let c = cols.iter().position(|l| *l == kb.layer)?;
+        Some(r * cols.len() + c)
     };
     for pair in results.pairs_of(metric).filter(|p| p.mean.is_finite()) {
-        put(&pair.a, &pair.b, pair.mean);
-        put(&pair.b, &pair.a, pair.mean);
+        for (ka, kb, dims) in [
+            (&pair.a, &pair.b, [pair.dims_a, pair.dims_b]),
+            (&pair.b, &pair.a, [pair.dims_b, pair.dims_a]),
+        ] {
+            if let Some(i) = slot(ka, kb)
+                && cells[i].mean.is_none()
+            {
+                cells[i].mean = Some(pair.mean);
+                cells[i].equal_k = pair.equal_k_mean.filter(|v| v.is_finite());
+                cells[i].dims = Some(dims);
+            }
+        }
+    }
+    if metric != "cka" {
+        for pair in results.pairs_of("cka").filter(|p| p.mean.is_finite()) {
+            for (ka, kb) in [(&pair.a, &pair.b), (&pair.b, &pair.a)] {
+                if let Some(i) = slot(ka, kb) {
+                    cells[i].cka.get_or_insert(pair.mean);
+                }
+            }
+        }
     }
     if a == b {
-        for i in 0..rows.len() {
-            values[i * cols.len() + i].get_or_insert(1.0);
+        for i in 0..rows.len().min(cols.len()) {
+            let cell = &mut cells[i * cols.len() + i];
+            cell.mean.get_or_insert(1.0);
+            cell.equal_k.get_or_insert(1.0);
         }
     }
     // Keep only layers the two networks actually have.
     let keep_rows: Vec<usize> = (0..rows.len())
-        .filter(|&r| (0..cols.len()).any(|c| values[r * cols.len() + c].is_some()))
+        .filter(|&r| (0..cols.len()).any(|c| cells[r * cols.len() + c].mean.is_some()))
         .collect();
     let keep_cols: Vec<usize> = (0..cols.len())
-        .filter(|&c| (0..rows.len()).any(|r| values[r * cols.len() + c].is_some()))
+        .filter(|&c| (0..rows.len()).any(|r| cells[r * cols.len() + c].mean.is_some()))
         .collect();
-    let kept: Vec<Option<f64>> = keep_rows
+    let kept: Vec<Cell> = keep_rows
         .iter()
         .flat_map(|&r| keep_cols.iter().map(move |&c| (r, c)))
-        .map(|(r, c)| values[r * cols.len() + c])
+        .map(|(r, c)| cells[r * cols.len() + c])
         .collect();
-    let matrix = Matrix {
+    let row_labels: Vec<String> = keep_rows.iter().map(|&r| rows[r].clone()).collect();
+    let col_labels: Vec<String> = keep_cols.iter().map(|&c| cols[c].clone()).collect();
+    let grid = |title: String, value: &dyn Fn(&Cell) -> Option<f64>| Matrix {
         metric: metric.to_string(),
-        title: format!("{metric}: {} × {}", a.label(), b.label()),
-        row_labels: keep_rows.iter().map(|&r| rows[r].clone()).collect(),
-        col_labels: keep_cols.iter().map(|&c| cols[c].clone()).collect(),
-        values: kept,
+        title,
+        row_labels: row_labels.clone(),
+        col_labels: col_labels.clone(),
+        values: kept.iter().map(value).collect(),
     };
-    let best_match = (0..matrix.rows())
+    let names = format!("{} × {}", a.label(), b.label());
+    let matrix = grid(format!("{metric}: {names}"), &|c| c.mean);
+    let equal_k = grid(format!("{metric} at equal kept dims: {names}"), &|c| {
+        c.equal_k
+    });
+    let cka = kept.iter().any(|c| c.cka.is_some()).then(|| Matrix {
+        metric: "cka".into(),
+        ..grid(format!("cka: {names}"), &|c| c.cka)
+    });
+    let (nrows, ncols) = (row_labels.len(), col_labels.len());
+    let is_self = |r: usize, c: usize| a == b && row_labels[r] == col_labels[c];
+    let candidates: Vec<Vec<usize>> = (0..nrows)
         .map(|r| {
-            (0..matrix.cols())
-                .filter_map(|c| matrix.get(r, c).map(|v| (c, v)))
-                .fold(None, |best: Option<(usize, f64)>, (c, v)| match best {
-                    Some((_, bv)) if bv >= v => best,
-                    _ => Some((c, v)),
-                })
+            (0..ncols)
+                .filter(|&c| !is_self(r, c) && kept[r * ncols + c].mean.is_some())
+                .collect()
         })
+        .collect();
+    let every_equal_k = candidates
+        .iter()
+        .enumerate()
+        .all(|(r, cs)| cs.iter().all(|&c| kept[r * ncols + c].equal_k.is_some()));
+    let ranked_by = if every_equal_k {
+        RankedBy::EqualK
+    } else {
+        RankedBy::Metric
+    };
+    // The highest value per row; ties go to the shallower column.
+    let best = |r: usize, value: &dyn Fn(&Cell) -> Option<f64>| {
+        candidates[r]
+            .iter()
+            .filter_map(|&c| value(&kept[r * ncols + c]).map(|v| (c, v)))
+            .fold(None, |best: Option<(usize, f64)>, (c, v)| match best {
+                Some((_, bv)) if bv >= v => best,
+                _ => Some((c, v)),
+            })
+    };
+    let rank = |c: &Cell| match ranked_by {
+        RankedBy::EqualK => c.equal_k,
+        RankedBy::Metric => c.mean,
+    };
+    let best_match = (0..nrows)
+        .map(|r| {
+            best(r, &rank).map(|(col, value)| {
+                let cell = kept[r * ncols + col];
+                BestMatch {
+                    col,
+                    value,
+                    mean: cell.mean.unwrap_or(value),
+                    equal_k_mean: cell.equal_k,
+                    dims: cell.dims,
+                    cka: cell.cka,
+                }
+            })
+        })
+        .collect();
+    let best_by_mean = (0..nrows)
+        .map(|r| best(r, &|c| c.mean).map(|(c, _)| c))
         .collect();
     LayerMatrix {
         a: a.clone(),
         b: b.clone(),
         matrix,
+        equal_k,
+        dims: kept.iter().map(|c| c.dims).collect(),
+        cka,
+        ranked_by,
         best_match,
+        best_by_mean,
     }
 }
 
@@ -278,10 +460,13 @@ mod tests {
         assert_eq!(
             m.best_match
                 .iter()
-                .map(|b| b.unwrap().0)
+                .map(|b| b.as_ref().unwrap().col)
                 .collect::<Vec<_>>(),
             [0, 1, 2]
         );
+        // No equal-k values stored: the metric ranks, and says so.
+        assert_eq!(m.ranked_by, RankedBy::Metric);
+        assert!(m.cka.is_none());
         assert!((m.matrix.get(0, 2).unwrap() - 0.55).abs() < 1e-12);
         // Reading the pairs the other way round transposes the matrix.
         let t = layer_matrix(&results, "svcca", b, a);
@@ -292,6 +477,90 @@ mod tests {
         assert_eq!(full.get(0, 0), Some(1.0));
         assert_eq!(full.get(0, 1), None); // h1 vs h2 within seed 0 was not compared
         assert!(full.get(0, 3).is_some() && full.get(0, 3) == full.get(3, 0));
+    }
+
+    /// Real shapes of the digits MLP: h1…h4 keep few directions, logits many, so over all
+    /// kept directions every layer's best match is logits; at equal kept dimensions it is the
+    /// same layer of the other seed.
+    #[test]
+    fn best_matches_rank_at_equal_kept_dims_and_skip_self_matches() {
+        let layers = ["h1", "h2", "logits"];
+        let dims = [7usize, 9, 60];
+        let mut pairs = Vec::new();
+        for (sa, sb) in [(0, 1), (0, 0)] {
+            for (i, la) in layers.iter().enumerate() {
+                for (j, lb) in layers.iter().enumerate() {
+                    if sa == sb && i >= j {
+                        continue;
+                    }
+                    let same = i == j;
+                    // Over all kept dims the widest layer wins; at equal k the same layer does.
+                    let mean = if lb == &"logits" || la == &"logits" {
+                        0.95
+                    } else if same {
+                        0.7
+                    } else {
+                        0.6
+                    };
+                    let equal_k = if same { 0.7 } else { 0.5 - 0.01 * j as f64 };
+                    let mut p = pair(key("mlp", sa, 9, la), key("mlp", sb, 9, lb), "svcca", mean);
+                    p.equal_k_mean = Some(equal_k);
+                    (p.dims_a, p.dims_b) = (dims[i], dims[j]);
+                    pairs.push(p);
+                    let cka = if same { 0.9 } else { 0.3 };
+                    pairs.push(pair(
+                        key("mlp", sa, 9, la),
+                        key("mlp", sb, 9, lb),
+                        "cka",
+                        cka,
+                    ));
+                }
+            }
+        }
+        let results = results_with(&layers, pairs);
+        let (s0, s1) = (
+            NetworkId::of(&key("mlp", 0, 9, "h1")),
+            NetworkId::of(&key("mlp", 1, 9, "h1")),
+        );
+        let m = layer_matrix(&results, "svcca", &s0, &s1);
+        assert_eq!(m.ranked_by, RankedBy::EqualK);
+        let cols = |b: &[Option<BestMatch>]| -> Vec<usize> {
+            b.iter().map(|b| b.as_ref().unwrap().col).collect()
+        };
+        assert_eq!(cols(&m.best_match), [0, 1, 2]);
+        assert!(m.same_layer_misses().is_empty());
+        assert_eq!(m.best_by_mean, [Some(2), Some(2), Some(0)]);
+        let h1 = m.best_match[0].as_ref().unwrap();
+        assert_eq!((h1.value, h1.mean, h1.equal_k_mean), (0.7, 0.7, Some(0.7)));
+        assert_eq!((h1.dims, h1.cka), (Some([7, 7]), Some(0.9)));
+        // Read the other way round, dims follow the axes.
+        let t = layer_matrix(&results, "svcca", &s1, &s0);
+        assert_eq!(t.dims[2], Some([7, 60]));
+        assert_eq!(t.cka.as_ref().unwrap().get(1, 1), Some(0.9));
+
+        // A network with itself: the diagonal (1, trivially) is never a match.
+        let own = layer_matrix(&results, "svcca", &s0, &s0);
+        assert_eq!(own.matrix.get(0, 0), Some(1.0));
+        assert!(own.is_self(1, 1) && !own.is_self(0, 1));
+        for (r, b) in own.best_match.iter().enumerate() {
+            assert_ne!(b.as_ref().unwrap().col, r, "row {r} matched itself");
+        }
+        assert_eq!(own.ranked_by, RankedBy::EqualK);
+
+        // One compared pair without an equal-k value: the metric ranks the whole matrix.
+        let mut partial = results.clone();
+        partial.pairs[0].equal_k_mean = None;
+        let m = layer_matrix(&partial, "svcca", &s0, &s1);
+        assert_eq!(m.ranked_by, RankedBy::Metric);
+        assert_eq!(cols(&m.best_match), [2, 2, 0]);
+        let misses = m.same_layer_misses();
+        assert_eq!(misses.len(), 3);
+        assert_eq!(
+            (misses[0].layer.as_str(), misses[0].best.as_str()),
+            ("h1", "logits")
+        );
+        assert_eq!((misses[0].best_k, misses[0].same_k), (7, 7));
+        assert_eq!((misses[0].best_value, misses[0].same_value), (0.95, 0.7));
     }
 
     #[test]

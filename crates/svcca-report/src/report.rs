@@ -21,7 +21,7 @@ use crate::compute::{
 use crate::dynamics::{DEFAULT_THRESHOLD, LearningDynamics, learning_dynamics};
 use crate::layers::{layer_order, primary_metric, runs};
 use crate::matrices::{
-    FrequencyMap, LayerMatrix, Matrix, frequency_maps, full_matrix, layer_matrix,
+    FrequencyMap, LayerMatrix, Matrix, RankedBy, frequency_maps, full_matrix, layer_matrix,
     layer_matrix_candidates,
 };
 use crate::render::{Figure, Heatmap, LineChart, PlotFiles, Reference, Series, XScale, render};
@@ -683,7 +683,7 @@ impl Page {
             ("bottom-up", "the paper's finding, judged two ways. By convergence step: convergence steps never decrease from the input to the output (layers converging at the same checkpoint tie: in order, but not ordered). Checkpoint-wise: at each checkpoint before the final one, whether similarity to the final checkpoint is non-increasing with depth over every layer but the deepest (the output, trained directly by the loss; all layers when there are fewer than three), and how many (lower, deeper) layer pairs are in that order.".into()),
             ("suggested freeze step", format!("the latest convergence step among a layer and every layer below it (the paper's Freeze Training freezes layers from the bottom). A suggestion for the next run of the same recipe, measured in hindsight at the stored checkpoints with threshold {threshold}: the true step lies between the previous checkpoint and the one named.")),
             ("cross-seed spread", "over all pairs of seeds of the same run, step and layer: mean, sample std (n − 1), min and max. Seed pairs share networks, so this describes the sweep, not a confidence interval.".into()),
-            ("best match", "for each row layer, the column layer with the highest similarity (outlined in red).".into()),
+            ("best match", "for each row layer, the column layer with the highest similarity at equal kept dimensions k = min(kₐ, k_b): the layer that kept more directions is cut to its top k before comparing (the pairs' equal_k_mean). Over all kept directions a layer keeping few directions scores high against any layer keeping many, because the few fit inside the many, so every layer would match the widest one (often the logits). Outlined in red; a layer is never its own match. Where a compared pair has no equal-k value (pwcca, cka, conv layers, google-compat mode) the metric over all kept directions ranks, and the section says so.".into()),
             ("null baseline", "what the same shapes give with no relation: gaussian = independent standard Gaussian data with the pair's datapoints and kept dimensions (seeded); permuted = the real pair with one side's datapoints shuffled (seeded). Unrelated data is far from 0 when there are few datapoints per dimension (≈0.2 mean CCA at common shapes): read a score against its null. Conv layers: the null is computed as the pair's result is — for the DFT method one CCA per spatial frequency at that frequency's kept dims (complex Gaussian data where the frequency's values are complex), their coefficients pooled like the result's; for fold one CCA over images × positions; for pool one over the images.".into()),
             ("dimensionality", "both(k): the mean canonical correlation with the top k singular directions kept on both sides (the paper's SVCCA with k directions; not monotone: weakly shared directions lower a mean); best both(k): its highest value and the k reaching it; k for 99% of best: the fewest directions on both sides reaching 99% of that highest value; shared directions: Σρ over all kept directions (SVCCA × the smaller kept count), how many directions the two sides share in effect; carried(k): share of the pair's SVCCA similarity carried by the layer's top k directions (never decreases, reaches the SVCCA value at the kept k); k carrying 99%: the smallest k carrying 99% of it, close to the kept count whenever every direction is shared, so it says little on its own.".into()),
             ("class sensitivity", "for each class, SVCCA between the layer and the single column of that class's logit (or class indicator) over the probe set, i.e. the multiple correlation of that column with the layer's top directions, at every checkpoint.".into()),
@@ -1033,48 +1033,116 @@ impl Page {
             return Ok(());
         }
         for m in mats {
+            let metric = &m.matrix.metric;
+            let equal_k = m.ranked_by == RankedBy::EqualK;
             let outlined = m
                 .best_match
                 .iter()
                 .enumerate()
-                .filter_map(|(r, b)| b.map(|(c, _)| (r, c)))
+                .filter_map(|(r, b)| b.as_ref().map(|b| (r, b.col)))
                 .collect();
+            // The figure shows what the outline ranks by, so the outlined cell is its row's top.
+            let shown = if equal_k { &m.equal_k } else { &m.matrix };
+            let note = if equal_k {
+                "red outline: best match of each row at equal kept dims k = min(k_a, k_b); grey: not compared"
+            } else {
+                "red outline: best match of each row over all kept dims; grey: not compared"
+            };
             let heat = Heatmap {
-                title: m.matrix.title.clone(),
-                note: Some("red outline: best match of each row; grey: not compared".into()),
-                row_labels: &m.matrix.row_labels,
-                col_labels: &m.matrix.col_labels,
-                values: &m.matrix.values,
+                title: shown.title.clone(),
+                note: Some(note.into()),
+                row_labels: &shown.row_labels,
+                col_labels: &shown.col_labels,
+                values: &shown.values,
                 x_desc: format!("layers of {}", m.b.label()),
                 y_desc: format!("layers of {}", m.a.label()),
-                colorbar_label: m.matrix.metric.clone(),
+                colorbar_label: metric.clone(),
                 range: (0.0, 1.0),
                 outlined,
             };
             self.figure(
                 &heat,
                 &format!("layers_{}_vs_{}", m.a.label(), m.b.label()),
-                &m.matrix.title,
+                &shown.title,
             )?;
+            if equal_k {
+                self.p(&format!(
+                    "Best matches at equal kept dimensions: each pair compared with both layers kept at k = min(kₐ, k_b) directions, so a layer that keeps many directions does not win by holding the other's few. {metric} over all kept directions is listed alongside."
+                ));
+            } else {
+                self.note(&format!(
+                    "Best matches rank by {metric} over all kept directions: some of these pairs have no value at equal kept dimensions ({metric} on conv layers, pwcca, cka and google-compat mode have none). Layers that keep many directions tend to win."
+                ));
+            }
+            let col = |c: usize| m.matrix.col_labels[c].clone();
             let rows: Vec<Vec<String>> = m
                 .best_match
                 .iter()
                 .enumerate()
-                .map(|(r, b)| match b {
-                    Some((c, v)) => vec![
-                        m.matrix.row_labels[r].clone(),
-                        m.matrix.col_labels[*c].clone(),
-                        num(*v),
-                    ],
-                    None => vec![m.matrix.row_labels[r].clone(), "—".into(), "—".into()],
+                .map(|(r, b)| {
+                    let mut row = vec![m.matrix.row_labels[r].clone()];
+                    match b {
+                        Some(b) => {
+                            row.push(col(b.col));
+                            row.push(b.equal_k_mean.map_or("—".into(), num));
+                            row.push(num(b.mean));
+                            row.push(b.dims.map_or("—".into(), |[ka, kb]| {
+                                format!("{ka}, {kb} (k = {})", ka.min(kb))
+                            }));
+                            if m.cka.is_some() {
+                                row.push(b.cka.map_or("—".into(), num));
+                            }
+                        }
+                        None => {
+                            let cells = if m.cka.is_some() { 5 } else { 4 };
+                            row.extend(std::iter::repeat_n("—".to_string(), cells));
+                        }
+                    }
+                    row.push(m.best_by_mean[r].map_or("—".into(), col));
+                    row
                 })
                 .collect();
-            let head = vec![
+            let mut head = vec![
                 format!("layer of {}", m.a.label()),
-                format!("best match in {}", m.b.label()),
-                m.matrix.metric.clone(),
+                if equal_k {
+                    format!("best match in {} (equal k)", m.b.label())
+                } else {
+                    format!("best match in {} (all kept dims)", m.b.label())
+                },
+                format!("{metric} at equal k"),
+                format!("{metric} over all kept dims"),
+                "dims kept (kₐ, k_b)".into(),
             ];
+            if m.cka.is_some() {
+                head.push("cka".into());
+            }
+            head.push(format!("best by {metric} over all kept dims"));
             self.table(&head, &rows);
+            let misses = m.same_layer_misses();
+            if !misses.is_empty() {
+                let listed: Vec<String> = misses
+                    .iter()
+                    .map(|x| {
+                        format!(
+                            "{} → {} at k = {} ({}) above {} at k = {} ({})",
+                            x.layer,
+                            x.best,
+                            x.best_k,
+                            num(x.best_value),
+                            x.layer,
+                            x.same_k,
+                            num(x.same_value)
+                        )
+                    })
+                    .collect();
+                let smaller_k = misses.iter().any(|x| x.best_k < x.same_k);
+                let why = if smaller_k {
+                    " Each pair is compared at its own k = min(kₐ, k_b), and a mean over fewer canonical correlations runs higher (the leading ones are the strongest): a match at a smaller k than the same layer's says the two layers share their top k directions, not that they are more alike than the same layer throughout. CKA, which keeps no directions, is listed alongside."
+                } else {
+                    ""
+                };
+                self.note(&format!("Not the same layer: {}.{why}", listed.join("; ")));
+            }
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ pub(crate) fn pair(
         metric: metric.into(),
         mean,
         google_mean: None,
+        equal_k_mean: None,
         dims_a: 4,
         dims_b: 4,
         coefficients: vec![],

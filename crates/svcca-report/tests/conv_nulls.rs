@@ -54,6 +54,7 @@ fn record(a: RepresentationKey, b: RepresentationKey, c: &ConvComparison) -> Pai
         metric: "svcca".into(),
         mean: c.mean,
         google_mean: Some(c.google_mean),
+        equal_k_mean: None,
         dims_a: c.x_dims,
         dims_b: c.y_dims,
         coefficients: c.coefficients.clone(),

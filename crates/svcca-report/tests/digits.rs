@@ -80,6 +80,7 @@ fn svcca_pair(a: &RepresentationKey, b: &RepresentationKey) -> PairRecord {
         metric: "svcca".into(),
         mean: c.mean,
         google_mean: c.google_mean,
+        equal_k_mean: c.equal_k_mean,
         dims_a: c.dims_x,
         dims_b: c.dims_y,
         coefficients: c.coefficients,

@@ -246,6 +246,13 @@ pub struct PairRecord {
     /// google/svcca's truncated mean (cca/svcca only).
     #[serde(default)]
     pub google_mean: Option<f64>,
+    /// The mean at equal kept dimensions: with the side that kept more directions cut to its
+    /// leading `min(dims_a, dims_b)` (equal to `mean` when the dims are equal). A small
+    /// subspace fits inside a large one, so `mean` between layers of very different `k` is
+    /// high whatever they compute; compare layers of different widths by this value instead.
+    /// Dense svcca and cca in default mode; `None` otherwise and in results written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equal_k_mean: Option<f64>,
     pub dims_a: usize,
     pub dims_b: usize,
     /// Canonical correlations, descending (empty for cka, and in `results.json` when the job
@@ -415,6 +422,7 @@ mod tests {
                 metric: "svcca".into(),
                 mean: 0.5,
                 google_mean: Some(0.6),
+                equal_k_mean: Some(0.55),
                 dims_a: 3,
                 dims_b: 4,
                 coefficients: vec![0.9, 0.4, 0.2],

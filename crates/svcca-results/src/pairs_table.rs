@@ -8,7 +8,9 @@
 //! - one `a_tag_<name>` string column per tag name met on either side of any pair, null where
 //!   the representation has no such tag;
 //!
-//! then `metric`, `mean`, `google_mean` (null for pwcca and cka), `dims_a`, `dims_b`,
+//! then `metric`, `mean`, `google_mean` (null for pwcca and cka), `equal_k_mean` (the mean
+//! with both sides kept at `min(dims_a, dims_b)` directions: dense svcca and cca in default
+//! mode, null otherwise), `dims_a`, `dims_b`,
 //! `dropped_a`, `dropped_b` (neurons dropped as constant), `datapoints` (uint64),
 //! `warnings` (list of strings), `coefficients` (list of float64: canonical correlations,
 //! descending; empty for cka, null where the job stored none), `weights` (list of float64, the
@@ -250,6 +252,7 @@ pub fn pairs_batch(
     let mut metric = StringBuilder::new();
     let mut mean = Float64Builder::new();
     let mut google_mean = Float64Builder::new();
+    let mut equal_k_mean = Float64Builder::new();
     let (mut dims_a, mut dims_b) = (UInt64Builder::new(), UInt64Builder::new());
     let (mut dropped_a, mut dropped_b) = (UInt64Builder::new(), UInt64Builder::new());
     let mut datapoints = UInt64Builder::new();
@@ -275,6 +278,7 @@ pub fn pairs_batch(
         metric.append_value(&p.metric);
         mean.append_value(p.mean);
         google_mean.append_option(p.google_mean);
+        equal_k_mean.append_option(p.equal_k_mean);
         dims_a.append_value(p.dims_a as u64);
         dims_b.append_value(p.dims_b as u64);
         dropped_a.append_option(rep_a.map(|r| r.dropped_neurons.len() as u64));
@@ -306,6 +310,12 @@ pub fn pairs_batch(
         DataType::Float64,
         true,
         Arc::new(google_mean.finish()),
+    );
+    add(
+        "equal_k_mean",
+        DataType::Float64,
+        true,
+        Arc::new(equal_k_mean.finish()),
     );
     add("dims_a", DataType::UInt64, false, Arc::new(dims_a.finish()));
     add("dims_b", DataType::UInt64, false, Arc::new(dims_b.finish()));
@@ -522,6 +532,7 @@ mod tests {
             metric: metric.into(),
             mean: 0.5,
             google_mean: (metric == "svcca").then_some(0.6),
+            equal_k_mean: (metric == "svcca").then_some(0.45),
             dims_a: 3,
             dims_b: 2,
             coefficients: if metric == "cka" {
@@ -634,6 +645,9 @@ mod tests {
         );
         let google = column::<Float64Array>(&batch, "google_mean").unwrap();
         assert!(google.is_valid(0) && google.is_null(1));
+        let equal_k = column::<Float64Array>(&batch, "equal_k_mean").unwrap();
+        assert!(equal_k.is_null(1));
+        assert_eq!(equal_k.value(0), 0.45);
         let weights = column::<ListArray>(&batch, "weights").unwrap();
         assert!(weights.is_null(0) && weights.is_valid(1));
 

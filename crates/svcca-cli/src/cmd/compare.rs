@@ -339,6 +339,13 @@ fn dense_table(x: &Source, y: &Source, r: &Comparison) -> String {
     if let Some(g) = r.google_mean {
         let _ = writeln!(out, "google mean  {g:.6}  (google/svcca's truncated mean)");
     }
+    if let Some(e) = r.equal_k_mean.filter(|_| r.dims_x != r.dims_y) {
+        let _ = writeln!(
+            out,
+            "equal-k mean {e:.6}  (both sides kept at {} directions)",
+            r.dims_x.min(r.dims_y)
+        );
+    }
     let _ = writeln!(
         out,
         "dims         x: {}   y: {}   over {} datapoints",

@@ -268,6 +268,13 @@ pub fn compare_differences(record: &Value, compare: &Value) -> Vec<String> {
         &record["google_mean"],
         &compare["google_mean"],
     );
+    // The mean at equal kept dimensions is what the report ranks best matches by.
+    num(
+        &mut diffs,
+        "equal_k_mean",
+        &record["equal_k_mean"],
+        &compare["equal_k_mean"],
+    );
     let (dims_x, dims_y) = if conv {
         (&compare["x_dims"], &compare["y_dims"])
     } else {
