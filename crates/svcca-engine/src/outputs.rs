@@ -16,7 +16,7 @@
 //!   Pairs not compared (the diagonal, pairs outside the plan) are empty in CSV and null in
 //!   Arrow. A pair `(a, b)` fills both `[a][b]` and `[b][a]` (for PWCCA, which is not symmetric,
 //!   `[a][b]` holds the record with `a` first and the mirror the same value);
-//! - `summary.json`: counts, timings and warnings.
+//! - `summary.json`: counts, timings, warnings and the planned pairs skipped, with why.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -190,6 +190,10 @@ pub struct Summary {
     pub resumed: bool,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Planned pairs not compared, by layer pair, with why (absent in summaries written before
+    /// they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<svcca_results::SkippedPairs>,
 }
 
 /// The similarity matrix of one metric: `values[i][j]`, `None` where not compared.
