@@ -4,7 +4,8 @@
 //!   learning dynamics, convergence and suggested freeze steps ([`dynamics`]); cross-seed mean and
 //!   spread per layer ([`seeds`]); full, layer × layer and per-frequency matrices ([`matrices`]).
 //! - The answers a report leads with, picked from those analyses: bottom-up or not, convergence
-//!   steps, cross-seed agreement against its null, skipped pairs ([`answers`]).
+//!   steps, cross-seed agreement against its null, skipped pairs ([`answers`]); what changed since
+//!   the previous run of the same job ([`since`]).
 //! - Rendering: PNG + SVG figures drawn with plotters and an embedded font ([`render`]), one
 //!   self-contained `index.html` and a short terminal summary ([`report`]); the sweep's warnings
 //!   grouped by kind ([`warnings`]).
@@ -22,6 +23,7 @@ pub mod matrices;
 pub mod render;
 pub mod report;
 pub mod seeds;
+pub mod since;
 pub mod warnings;
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::matrices::{
 };
 use crate::render::{Figure, Heatmap, LineChart, PlotFiles, Reference, Series, XScale, render};
 use crate::seeds::{SeedSpread, cross_seed};
+use crate::since::{SinceLastRun, since_last_run};
 
 /// What a report contains and how it is computed. Plain data with `with_*` builders.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +57,8 @@ pub struct ReportOptions {
     pub source: Option<String>,
     /// Planned pairs the sweep skipped (`summary.json`), shown with why.
     pub skipped: Vec<SkippedPairs>,
+    /// The previous run's results (`results.prev.json`), for what changed since.
+    pub previous: Option<ResultsFile>,
 }
 
 impl Default for ReportOptions {
@@ -72,6 +75,7 @@ impl Default for ReportOptions {
             computed: None,
             source: None,
             skipped: Vec::new(),
+            previous: None,
         }
     }
 }
@@ -101,6 +105,10 @@ impl ReportOptions {
         self.skipped = skipped;
         self
     }
+    pub fn with_previous(mut self, previous: ResultsFile) -> Self {
+        self.previous = Some(previous);
+        self
+    }
 }
 
 /// What [`write_report`] wrote.
@@ -128,6 +136,9 @@ pub struct ReportData {
     pub dynamics: LearningDynamics,
     /// Learning dynamics under each other stored metric.
     pub other_dynamics: Vec<LearningDynamics>,
+    /// What changed since the previous run of the same job, when its results were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_last_run: Option<SinceLastRun>,
     pub cross_seed: Vec<SeedSpread>,
     pub layer_matrices: Vec<LayerMatrix>,
     pub frequency_maps: Vec<FrequencyMap>,
@@ -208,8 +219,16 @@ pub fn write_report(
         path: out_dir.to_path_buf(),
         source,
     })?;
+    let since = options
+        .previous
+        .as_ref()
+        .map(|previous| since_last_run(previous, results, &dynamics));
+
     let mut page = Page::new(out_dir);
-    page.summary(&answers, options.gaussian_null);
+    page.summary(&answers, options.gaussian_null, since.as_ref());
+    if let Some(since) = &since {
+        page.since_last_run(since, &metric);
+    }
     page.dynamics(&dynamics, &gaussian, results)?;
     for d in &other_dynamics {
         page.dynamics(d, &GaussianNulls::default(), results)?;
@@ -245,6 +264,7 @@ pub fn write_report(
         answers,
         dynamics,
         other_dynamics,
+        since_last_run: since,
         cross_seed: seeds,
         layer_matrices: layer_mats,
         frequency_maps: freq_maps,
@@ -421,14 +441,33 @@ fn gaussian_nulls(
             cache.shapes()
         ));
     }
+    // The summary sets each layer's agreement across seeds at the last step against its null:
+    // those pairs' shapes are computed whatever their count.
+    let mut last_seed_step: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+    for (p, _) in &dense_pairs {
+        if is_seed_pair(p) {
+            let e = last_seed_step.entry(p.a.run.as_str()).or_insert(p.a.step);
+            *e = (*e).max(p.a.step);
+        }
+    }
+    let answered: std::collections::BTreeSet<(u64, usize, usize)> = dense_pairs
+        .iter()
+        .filter(|(p, _)| {
+            is_seed_pair(p) && last_seed_step.get(p.a.run.as_str()) == Some(&p.a.step)
+        })
+        .map(|&(_, shape)| shape)
+        .take(MAX_ANSWERED_NULL_SHAPES)
+        .collect();
     let mut ordered: Vec<((u64, usize, usize), usize)> = shapes.into_iter().collect();
     ordered.sort_by_key(|&(shape, count)| (std::cmp::Reverse(count), shape));
     if ordered.len() > 12 {
         notes.push(format!(
-            "gaussian null computed for the 12 most frequent of {} pair shapes",
+            "gaussian null computed for the 12 most frequent of {} pair shapes, and for those of \
+             the seed pairs at the last step",
             ordered.len()
         ));
-        ordered.truncate(12);
+        let rest = ordered.split_off(12);
+        ordered.extend(rest.into_iter().filter(|(shape, _)| answered.contains(shape)));
     }
     ordered.sort_by_key(|&(shape, _)| shape);
     for ((n, da, db), _) in ordered {
@@ -484,6 +523,21 @@ fn dynamics_figure(metric: &str, network: &str) -> String {
 /// The id of the `<figure>` drawn under `name`, so that answers can link to it.
 fn figure_anchor(name: &str) -> String {
     format!("fig-{}", anchor(name))
+}
+
+/// Layers listed in the page's "since the last run" table.
+const MAX_MOVED_LISTED: usize = 20;
+
+/// Most shapes of last-step seed pairs given a null beyond the 12 most frequent shapes.
+const MAX_ANSWERED_NULL_SHAPES: usize = 24;
+
+/// The same layer of two seeds of one run at one step, with the same tags.
+fn is_seed_pair(p: &PairRecord) -> bool {
+    p.a.run == p.b.run
+        && p.a.step == p.b.step
+        && p.a.layer == p.b.layer
+        && p.a.tags == p.b.tags
+        && p.a.seed != p.b.seed
 }
 
 /// Summaries of the conv pairs' nulls per (run, layer, layer, method), in first-seen order.
@@ -750,7 +804,7 @@ impl Page {
     }
 
     /// The answers, first on the page; each links to the section or figure it comes from.
-    fn summary(&mut self, a: &Answers, nulls_computed: bool) {
+    fn summary(&mut self, a: &Answers, nulls_computed: bool, since: Option<&SinceLastRun>) {
         let link = |target: &str, text: &str| format!("<a href=\"#{target}\">{}</a>", esc(text));
         self.section("summary", "Summary");
         let _ = writeln!(
@@ -864,6 +918,14 @@ impl Page {
             .map(String::from);
             self.table_html(&head, &rows);
         }
+        if let Some(since) = since {
+            let _ = writeln!(
+                self.html,
+                "<p>{} {}</p>",
+                esc(&since.headline(&a.metric)),
+                link("since", "What changed")
+            );
+        }
         if !a.skipped.is_empty() {
             let total: usize = a.skipped.iter().map(|s| s.pairs).sum();
             let _ = writeln!(
@@ -880,6 +942,53 @@ impl Page {
             link("run", "The sweep")
         );
         self.lead_end = self.html.len();
+    }
+
+    fn since_last_run(&mut self, since: &SinceLastRun, metric: &str) {
+        self.section("since", "Since the last run");
+        self.p(&since.headline(metric));
+        if !since.new_checkpoints.is_empty() {
+            let shown = since.new_checkpoints.iter().take(24).cloned().collect::<Vec<_>>();
+            let more = since.new_checkpoints.len() - shown.len();
+            self.p(&format!(
+                "New checkpoints: {}{}.",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" … and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if since.moved.is_empty() {
+            return;
+        }
+        self.p(&format!(
+            "Each layer's {metric} similarity between the last run's final checkpoint and this \
+             run's, most moved first (1: unchanged since)."
+        ));
+        let rows: Vec<Vec<String>> = since
+            .moved
+            .iter()
+            .take(MAX_MOVED_LISTED)
+            .map(|m| {
+                vec![
+                    m.network.clone(),
+                    m.layer.clone(),
+                    m.previous_final.to_string(),
+                    m.final_step.to_string(),
+                    num(m.similarity),
+                ]
+            })
+            .collect();
+        let head = [
+            "network".to_string(),
+            "layer".into(),
+            "last run's final step".into(),
+            "final step".into(),
+            format!("{metric} between them"),
+        ];
+        self.table(&head, &rows);
     }
 
     fn skipped(&mut self, skipped: &[SkippedPairs]) {
@@ -1811,6 +1920,9 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             m.metric, m.bottom_up_networks, m.networks
         );
     }
+    if let Some(since) = &data.since_last_run {
+        let _ = writeln!(s, "{}", since.headline(&data.metric));
+    }
     for line in svcca_results::skipped_lines(&data.answers.skipped) {
         let _ = writeln!(s, "{line}");
     }
@@ -2190,6 +2302,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("h1 0.900±0.000 (null "), "{text}");
+    }
+
+    #[test]
+    fn a_rerun_over_more_checkpoints_says_what_changed_since_the_last_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The last run ended at step 100, for both seeds.
+        let mut pairs = Vec::new();
+        for seed in [0, 1] {
+            for layer in ["h1", "h2"] {
+                pairs.push(pair(
+                    key("mlp", seed, 10, layer),
+                    key("mlp", seed, 100, layer),
+                    "svcca",
+                    0.5,
+                ));
+            }
+        }
+        let previous = results_with(&["h1", "h2"], pairs);
+        let options = ReportOptions::default().with_previous(previous);
+        let summary = write_report(&vs_final_and_seeds(), tmp.path(), &options).unwrap();
+        let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        let lead = &html[..html.find("<nav>").unwrap()];
+        let headline = "Since the last run: 2 new checkpoint(s) (12 representations, 8 before); \
+                        moved most: h2 of run=mlp,seed=0, svcca 0.800 between step 100";
+        assert!(lead.contains(headline), "{lead}");
+        assert!(html.contains("id=\"since\""));
+        assert!(html.contains("New checkpoints: run=mlp,seed=0,step=1000, run=mlp,seed=1,step=1000."));
+        assert!(summary.text.contains(headline), "{}", summary.text);
+        assert_eq!(dangling_links(&html), Vec::<String>::new());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - `matrix_<metric>.csv` and `matrix_<metric>.arrow`: the similarity matrix of one metric over
 //!   the representations in [`ResultsFile::representations`] order (row/column labels are the
 //!   canonical keys, [`RepresentationKey::id`]);
+//! - `results.prev.json`: the previous run's `results.json`, when the same job ran again
+//!   ([`PREVIOUS_RESULTS_NAME`]);
 //! - `summary.json`: a small job summary (counts, timings, warnings, the planned pairs it
 //!   skipped and why: [`SkippedPairs`]).
 //!
@@ -29,6 +31,10 @@ pub use pairs_table::{
 /// Version 2: coefficients (and PWCCA weights, per-frequency coefficients) may be absent from
 /// `results.json`, kept in `pairs.parquet` only; [`ResultsFile::coefficients`] says where.
 pub const SCHEMA_VERSION: u32 = 2;
+
+/// Where a rerun of the same job (a nightly sweep over a growing dataset) keeps the results of
+/// the run before it, so that what changed since can be shown.
+pub const PREVIOUS_RESULTS_NAME: &str = "results.prev.json";
 
 /// Where a sweep keeps each pair's canonical correlations, PWCCA weights and per-frequency
 /// coefficients. Means, dimensions and warnings are always in `results.json`.

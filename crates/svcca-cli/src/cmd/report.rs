@@ -13,7 +13,8 @@ use crate::exit::{CmdResult, Failure};
 /// cross-seed agreement, variance spectra, null baselines, and the numbers in tables.
 ///
 /// Reads `results.json` (and `analyses.json` when present: dimensionality and class sensitivity
-/// computed from activations; `summary.json`: the pairs the sweep skipped) and writes
+/// computed from activations; `summary.json`: the pairs the sweep skipped; `results.prev.json`:
+/// the previous run of the same job, for what changed since) and writes
 /// `index.html` with its PNG and SVG figures. The page opens with the answers: bottom-up
 /// convergence or not and why, each layer's convergence step, cross-seed agreement against its
 /// null baseline, and skipped pairs.
@@ -91,6 +92,17 @@ pub fn write(args: ReportArgs) -> Result<String, Failure> {
         },
         None => Vec::new(),
     };
+    // A sweep that ran again kept the run before's results: the report says what changed.
+    let previous = match get(svcca_results::PREVIOUS_RESULTS_NAME)? {
+        Some(bytes) if file == "results.json" => match ResultsFile::from_json(&bytes) {
+            Ok(previous) => Some(previous),
+            Err(e) => {
+                tracing::warn!(error = %e, "results.prev.json unreadable; no \"since the last run\"");
+                None
+            }
+        },
+        _ => None,
+    };
     let computed = match get("analyses.json")? {
         Some(bytes) => Some(ComputedAnalyses::from_json(&bytes).map_err(|e| {
             Failure::fatal(format!(
@@ -122,6 +134,9 @@ pub fn write(args: ReportArgs) -> Result<String, Failure> {
         .with_skipped(skipped);
     if let Some(metric) = args.metric {
         options = options.with_metric(metric);
+    }
+    if let Some(previous) = previous {
+        options = options.with_previous(previous);
     }
     if let Some(computed) = computed {
         options = options.with_computed(computed);
