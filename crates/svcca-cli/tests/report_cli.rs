@@ -238,7 +238,10 @@ fn the_digits_report_opens_with_the_answers_and_another_metric_goes_beside_it() 
     };
     assert!(first.contains(headline), "{first}");
     assert!(swept.contains(headline), "{swept}");
-    for (n, net) in networks.iter().zip(data["dynamics"]["networks"].as_array().unwrap()) {
+    for (n, net) in networks
+        .iter()
+        .zip(data["dynamics"]["networks"].as_array().unwrap())
+    {
         let why = n["verdict"][0].as_str().unwrap();
         assert!(why.starts_with("By convergence step:"), "{why}");
         assert!(first.contains(why), "{why} not in {first}");
@@ -267,7 +270,8 @@ fn the_digits_report_opens_with_the_answers_and_another_metric_goes_beside_it() 
         let null = s["null"].as_f64().expect("a null per layer");
         let mean = s["mean"].as_f64().unwrap();
         assert!(
-            first.contains(&format!("<td>{mean:.3} ± ")) && first.contains(&format!("<td>{null:.3}</td>")),
+            first.contains(&format!("<td>{mean:.3} ± "))
+                && first.contains(&format!("<td>{null:.3}</td>")),
             "{first}"
         );
         assert!(
@@ -277,7 +281,10 @@ fn the_digits_report_opens_with_the_answers_and_another_metric_goes_beside_it() 
     }
     // Learning dynamics under both metrics.
     assert!(html.contains("id=\"dynamics-svcca\"") && html.contains("id=\"dynamics-cka\""));
-    assert!(first.contains("Under cka: bottom-up by convergence step in"), "{first}");
+    assert!(
+        first.contains("Under cka: bottom-up by convergence step in"),
+        "{first}"
+    );
 
     // The report of another metric goes beside the default one, which stays byte for byte.
     let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.join("report"))
@@ -288,7 +295,10 @@ fn the_digits_report_opens_with_the_answers_and_another_metric_goes_beside_it() 
         .collect();
     let text = svcca_ok(&["report", out_str, "--metric", "cka"]);
     assert!(text.contains("metric cka"), "{text}");
-    assert!(text.contains(&format!("report: {}", out.join("report/cka/index.html").display())));
+    assert!(text.contains(&format!(
+        "report: {}",
+        out.join("report/cka/index.html").display()
+    )));
     for (path, bytes) in &before {
         assert!(std::fs::read(path).unwrap() == *bytes, "{path} changed");
     }
@@ -368,7 +378,9 @@ fn pairs_of_a_conv_and_a_dense_layer_are_shown_skipped_with_why() {
         "{}",
         lead(&html)
     );
-    let listed = &html[html.find("id=\"skipped\"").expect("a skipped-pairs section")..];
+    let listed = &html[html
+        .find("id=\"skipped\"")
+        .expect("a skipped-pairs section")..];
     assert!(
         listed.contains("<td>run=conv,layer=conv2</td><td>run=mlp,layer=h1</td><td>4</td>"),
         "{listed}"

@@ -550,7 +550,10 @@ mod tests {
         assert_eq!(claim(&out, &spec).await.unwrap(), Claim::Fresh);
         let first = results(&spec, "first run");
         write_all(&out, &first, &Summary::default()).await.unwrap();
-        assert!(out.get(prev).await.unwrap().is_none(), "no run before the first");
+        assert!(
+            out.get(prev).await.unwrap().is_none(),
+            "no run before the first"
+        );
 
         // The same job again (a nightly over a dataset that grew): the first run's results stay,
         // as they were, beside the new ones.

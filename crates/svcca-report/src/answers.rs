@@ -190,13 +190,33 @@ mod tests {
         let mut pairs = Vec::new();
         for seed in [0, 1] {
             for (step, h1, h2) in [(10, 0.5, 0.3), (100, 0.97, 0.8)] {
-                pairs.push(pair(key("mlp", seed, step, "h1"), key("mlp", seed, 1000, "h1"), "svcca", h1));
-                pairs.push(pair(key("mlp", seed, step, "h2"), key("mlp", seed, 1000, "h2"), "svcca", h2));
+                pairs.push(pair(
+                    key("mlp", seed, step, "h1"),
+                    key("mlp", seed, 1000, "h1"),
+                    "svcca",
+                    h1,
+                ));
+                pairs.push(pair(
+                    key("mlp", seed, step, "h2"),
+                    key("mlp", seed, 1000, "h2"),
+                    "svcca",
+                    h2,
+                ));
             }
         }
         for (step, h1, h2) in [(100, 0.5, 0.4), (1000, 0.9, 0.6)] {
-            pairs.push(pair(key("mlp", 0, step, "h1"), key("mlp", 1, step, "h1"), "svcca", h1));
-            pairs.push(pair(key("mlp", 0, step, "h2"), key("mlp", 1, step, "h2"), "svcca", h2));
+            pairs.push(pair(
+                key("mlp", 0, step, "h1"),
+                key("mlp", 1, step, "h1"),
+                "svcca",
+                h1,
+            ));
+            pairs.push(pair(
+                key("mlp", 0, step, "h2"),
+                key("mlp", 1, step, "h2"),
+                "svcca",
+                h2,
+            ));
         }
         results_with(&["h1", "h2"], pairs)
     }
@@ -224,7 +244,10 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [("h1", Some(1000), 0.9, None), ("h2", Some(1000), 0.6, Some(false))]
+            [
+                ("h1", Some(1000), 0.9, None),
+                ("h2", Some(1000), 0.6, Some(false))
+            ]
         );
     }
 
@@ -232,8 +255,18 @@ mod tests {
     fn a_layer_converging_before_the_one_below_it_is_not_bottom_up() {
         let mut pairs = Vec::new();
         for (step, h1, h2) in [(10, 0.5, 0.96), (100, 0.97, 0.98)] {
-            pairs.push(pair(key("mlp", 0, step, "h1"), key("mlp", 0, 1000, "h1"), "svcca", h1));
-            pairs.push(pair(key("mlp", 0, step, "h2"), key("mlp", 0, 1000, "h2"), "svcca", h2));
+            pairs.push(pair(
+                key("mlp", 0, step, "h1"),
+                key("mlp", 0, 1000, "h1"),
+                "svcca",
+                h1,
+            ));
+            pairs.push(pair(
+                key("mlp", 0, step, "h2"),
+                key("mlp", 0, 1000, "h2"),
+                "svcca",
+                h2,
+            ));
         }
         let results = results_with(&["h1", "h2"], pairs);
         let d = learning_dynamics(&results, "svcca", 0.95).unwrap();
@@ -248,6 +281,10 @@ mod tests {
             |_| None,
             &[],
         );
-        assert!(none.headline().contains("cannot be judged"), "{}", none.headline());
+        assert!(
+            none.headline().contains("cannot be judged"),
+            "{}",
+            none.headline()
+        );
     }
 }

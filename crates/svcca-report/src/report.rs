@@ -452,9 +452,7 @@ fn gaussian_nulls(
     }
     let answered: std::collections::BTreeSet<(u64, usize, usize)> = dense_pairs
         .iter()
-        .filter(|(p, _)| {
-            is_seed_pair(p) && last_seed_step.get(p.a.run.as_str()) == Some(&p.a.step)
-        })
+        .filter(|(p, _)| is_seed_pair(p) && last_seed_step.get(p.a.run.as_str()) == Some(&p.a.step))
         .map(|&(_, shape)| shape)
         .take(MAX_ANSWERED_NULL_SHAPES)
         .collect();
@@ -467,7 +465,10 @@ fn gaussian_nulls(
             ordered.len()
         ));
         let rest = ordered.split_off(12);
-        ordered.extend(rest.into_iter().filter(|(shape, _)| answered.contains(shape)));
+        ordered.extend(
+            rest.into_iter()
+                .filter(|(shape, _)| answered.contains(shape)),
+        );
     }
     ordered.sort_by_key(|&(shape, _)| shape);
     for ((n, da, db), _) in ordered {
@@ -814,12 +815,16 @@ impl Page {
             link(&dynamics_section(&a.metric), "Learning dynamics")
         );
         if !a.networks.is_empty() {
-            self.html.push_str("<h3 id=\"summary-bottom-up\">Bottom-up or not, and why</h3>\n<ul>\n");
+            self.html
+                .push_str("<h3 id=\"summary-bottom-up\">Bottom-up or not, and why</h3>\n<ul>\n");
             for n in &a.networks {
                 let _ = writeln!(
                     self.html,
                     "<li>{}: {}</li>",
-                    link(&figure_anchor(&dynamics_figure(&a.metric, &n.network)), &n.network),
+                    link(
+                        &figure_anchor(&dynamics_figure(&a.metric, &n.network)),
+                        &n.network
+                    ),
                     esc(&n.verdict.join(" "))
                 );
             }
@@ -832,11 +837,15 @@ impl Page {
                 esc(&m.metric),
                 m.bottom_up_networks,
                 m.networks,
-                link(&dynamics_section(&m.metric), &format!("curves under {}", m.metric))
+                link(
+                    &dynamics_section(&m.metric),
+                    &format!("curves under {}", m.metric)
+                )
             );
         }
         if !a.networks.is_empty() {
-            self.html.push_str("<h3 id=\"summary-convergence\">Convergence step per layer</h3>\n");
+            self.html
+                .push_str("<h3 id=\"summary-convergence\">Convergence step per layer</h3>\n");
             self.p(&format!(
                 "The first checkpoint from which a layer's {} similarity to its final checkpoint \
                  stays >= {} (—: not before the final checkpoint; blank: the network has no such \
@@ -877,7 +886,8 @@ impl Page {
             self.table_html(&head, &rows);
         }
         if !a.cross_seed.is_empty() {
-            self.html.push_str("<h3 id=\"summary-seeds\">Agreement across seeds</h3>\n");
+            self.html
+                .push_str("<h3 id=\"summary-seeds\">Agreement across seeds</h3>\n");
             self.p(&format!(
                 "Mean {} over the seed pairs of each layer at the last step compared across \
                  seeds, against the largest Gaussian null of those pairs (unrelated data of the \
@@ -895,7 +905,12 @@ impl Page {
                         s.pairs.to_string(),
                         format!("{} ± {}", num(s.mean), num(s.std)),
                         s.null.map_or(
-                            if nulls_computed { "—" } else { "not computed" }.into(),
+                            if nulls_computed {
+                                "—"
+                            } else {
+                                "not computed"
+                            }
+                            .into(),
                             num,
                         ),
                         match s.above_null() {
@@ -948,7 +963,12 @@ impl Page {
         self.section("since", "Since the last run");
         self.p(&since.headline(metric));
         if !since.new_checkpoints.is_empty() {
-            let shown = since.new_checkpoints.iter().take(24).cloned().collect::<Vec<_>>();
+            let shown = since
+                .new_checkpoints
+                .iter()
+                .take(24)
+                .cloned()
+                .collect::<Vec<_>>();
             let more = since.new_checkpoints.len() - shown.len();
             self.p(&format!(
                 "New checkpoints: {}{}.",
@@ -2277,25 +2297,35 @@ mod tests {
         }
         // Every stored metric gets its learning dynamics, and the summary links to them.
         assert!(html.contains("id=\"dynamics-svcca\"") && html.contains("id=\"dynamics-cka\""));
-        assert!(lead.contains("Under cka: bottom-up by convergence step in 2 of 2"), "{lead}");
+        assert!(
+            lead.contains("Under cka: bottom-up by convergence step in 2 of 2"),
+            "{lead}"
+        );
         assert!(
             summary.files.iter().any(|f| f.contains("dynamics_cka_")),
             "{:?}",
             summary.files
         );
         // Skipped pairs: counted in the summary, listed with why further down.
-        assert!(lead.contains("3 planned pair(s) were not compared"), "{lead}");
+        assert!(
+            lead.contains("3 planned pair(s) were not compared"),
+            "{lead}"
+        );
         assert!(html.contains("Pairs the sweep skipped"));
         assert!(html.contains("no common definition of similarity"));
         assert_eq!(dangling_links(&html), Vec::<String>::new());
         // The terminal says the same, in the same order.
         let text = &summary.text;
         assert!(
-            text.find("Yes: the layers converge bottom-up in all 2 networks").unwrap()
+            text.find("Yes: the layers converge bottom-up in all 2 networks")
+                .unwrap()
                 < text.find("learning dynamics").unwrap(),
             "{text}"
         );
-        assert!(text.contains("under cka: bottom-up in 2 of 2 network(s)"), "{text}");
+        assert!(
+            text.contains("under cka: bottom-up in 2 of 2 network(s)"),
+            "{text}"
+        );
         assert!(text.contains("skipped 3 planned pair(s)"), "{text}");
         assert!(
             text.contains("run=conv,layer=conv2 × run=mlp,layer=h1: 3 pair(s)"),
@@ -2328,7 +2358,9 @@ mod tests {
                         moved most: h2 of run=mlp,seed=0, svcca 0.800 between step 100";
         assert!(lead.contains(headline), "{lead}");
         assert!(html.contains("id=\"since\""));
-        assert!(html.contains("New checkpoints: run=mlp,seed=0,step=1000, run=mlp,seed=1,step=1000."));
+        assert!(
+            html.contains("New checkpoints: run=mlp,seed=0,step=1000, run=mlp,seed=1,step=1000.")
+        );
         assert!(summary.text.contains(headline), "{}", summary.text);
         assert_eq!(dangling_links(&html), Vec::<String>::new());
     }
@@ -2355,9 +2387,20 @@ mod tests {
             lead.contains("No: the layers do not converge bottom-up, judged"),
             "{lead}"
         );
-        assert!(lead.contains("h2 converges at step 10, before h1 at step 100"), "{lead}");
-        assert!(summary.text.starts_with("svcca report:"), "{}", summary.text);
-        assert!(summary.text.contains("No: the layers do not converge"), "{}", summary.text);
+        assert!(
+            lead.contains("h2 converges at step 10, before h1 at step 100"),
+            "{lead}"
+        );
+        assert!(
+            summary.text.starts_with("svcca report:"),
+            "{}",
+            summary.text
+        );
+        assert!(
+            summary.text.contains("No: the layers do not converge"),
+            "{}",
+            summary.text
+        );
         assert!(!html.contains("Pairs the sweep skipped"));
     }
 

@@ -137,27 +137,61 @@ mod tests {
         let previous = results_with(
             &["h1", "h2"],
             vec![
-                pair(key("mlp", 0, 10, "h1"), key("mlp", 0, 100, "h1"), "svcca", 0.5),
-                pair(key("mlp", 0, 10, "h2"), key("mlp", 0, 100, "h2"), "svcca", 0.4),
+                pair(
+                    key("mlp", 0, 10, "h1"),
+                    key("mlp", 0, 100, "h1"),
+                    "svcca",
+                    0.5,
+                ),
+                pair(
+                    key("mlp", 0, 10, "h2"),
+                    key("mlp", 0, 100, "h2"),
+                    "svcca",
+                    0.4,
+                ),
             ],
         );
         let mut pairs = Vec::new();
         for (step, h1, h2) in [(10, 0.5, 0.3), (100, 0.97, 0.6)] {
-            pairs.push(pair(key("mlp", 0, step, "h1"), key("mlp", 0, 1000, "h1"), "svcca", h1));
-            pairs.push(pair(key("mlp", 0, step, "h2"), key("mlp", 0, 1000, "h2"), "svcca", h2));
+            pairs.push(pair(
+                key("mlp", 0, step, "h1"),
+                key("mlp", 0, 1000, "h1"),
+                "svcca",
+                h1,
+            ));
+            pairs.push(pair(
+                key("mlp", 0, step, "h2"),
+                key("mlp", 0, 1000, "h2"),
+                "svcca",
+                h2,
+            ));
         }
         let current = results_with(&["h1", "h2"], pairs);
         let d = learning_dynamics(&current, "svcca", 0.95).unwrap();
         let since = since_last_run(&previous, &current, &d);
         assert_eq!(since.new_checkpoints, ["run=mlp,seed=0,step=1000"]);
-        assert_eq!((since.previous_representations, since.representations), (4, 6));
+        assert_eq!(
+            (since.previous_representations, since.representations),
+            (4, 6)
+        );
         let moved: Vec<(&str, i64, i64, f64)> = since
             .moved
             .iter()
-            .map(|m| (m.layer.as_str(), m.previous_final, m.final_step, m.similarity))
+            .map(|m| {
+                (
+                    m.layer.as_str(),
+                    m.previous_final,
+                    m.final_step,
+                    m.similarity,
+                )
+            })
             .collect();
         assert_eq!(moved, [("h2", 100, 1000, 0.6), ("h1", 100, 1000, 0.97)]);
-        assert!(since.headline("svcca").contains("moved most: h2 of run=mlp,seed=0"));
+        assert!(
+            since
+                .headline("svcca")
+                .contains("moved most: h2 of run=mlp,seed=0")
+        );
 
         // The same results again: nothing new, nothing moved.
         let same = since_last_run(&current, &current, &d);

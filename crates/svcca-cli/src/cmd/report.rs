@@ -118,7 +118,9 @@ pub fn write(args: ReportArgs) -> Result<String, Failure> {
         None => {
             let url = normalise_url(folder).map_err(|e| Failure::fatal(e.to_string()))?;
             match url.to_file_path() {
-                Ok(dir) if url.scheme() == "file" => report_dir(&dir, &results, args.metric.as_deref()),
+                Ok(dir) if url.scheme() == "file" => {
+                    report_dir(&dir, &results, args.metric.as_deref())
+                }
                 _ => {
                     return Err(Failure::fatal(format!(
                         "{folder} is not a local folder: pass --out DIR for the report"
