@@ -187,7 +187,7 @@ fn the_digits_report_opens_with_the_answers_and_another_metric_goes_beside_it() 
     let out_str = out.to_str().unwrap();
     // Every pair of two layers at three checkpoints of three seeds: checkpoints against the
     // final one, and seeds against each other.
-    let swept = svcca_ok(&[
+    let sweep_args = [
         "sweep",
         "examples/digits-dataset",
         "--out",
@@ -210,7 +210,8 @@ fn the_digits_report_opens_with_the_answers_and_another_metric_goes_beside_it() 
         "cka",
         "--workers",
         "2",
-    ]);
+    ];
+    let swept = svcca_ok(&sweep_args);
     let data = read_json(&out.join("report/report.json"));
     let answers = &data["answers"];
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
@@ -317,6 +318,17 @@ fn the_digits_report_opens_with_the_answers_and_another_metric_goes_beside_it() 
         .unwrap();
     assert_eq!(refused.status.code(), Some(10));
     assert!(!out.join("report/pwcca").exists());
+
+    // The same job again (as a nightly run would): the first run's results are kept beside the
+    // new ones, and the report says what changed since (here nothing: the dataset did not grow).
+    let first_results = std::fs::read(out.join("results.json")).unwrap();
+    let again = svcca_ok(&sweep_args);
+    assert!(again.contains("306 from the cache"), "{again}");
+    assert!(std::fs::read(out.join("results.prev.json")).unwrap() == first_results);
+    let since = "Since the last run: 0 new checkpoint(s) (18 representations, 18 before)";
+    assert!(again.contains(since), "{again}");
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(lead(&html).contains(since), "{}", lead(&html));
 }
 
 #[test]
