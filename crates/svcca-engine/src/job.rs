@@ -25,8 +25,10 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use svcca_core::{MomentAccumulator, Side, Whitening};
-use svcca_results::RepresentationKey;
-use svcca_results::{PairRecord, RepresentationRecord, ResultsFile, SCHEMA_VERSION};
+use svcca_results::{
+    PairRecord, RepresentationKey, RepresentationRecord, ResultsFile, SCHEMA_VERSION, SkipReason,
+    SkippedPairs, skipped_lines,
+};
 
 use crate::cache::{self, CacheError, DenseMatrix, Store, hash_parts, keys};
 use crate::driver::{
@@ -211,6 +213,8 @@ pub struct SweepDriver {
     planned_total: Option<u64>,
     task_counts: BTreeMap<String, u64>,
     warnings: Vec<String>,
+    /// Planned pairs not compared, by layer pair and reason (`summary.json`).
+    skipped: Vec<SkippedPairs>,
     /// How tokens layers were compared, named in each of their pairs' warnings.
     tokens_note: Option<String>,
     /// Conv layer pairs still to compare, one per (pair, metric).
@@ -299,6 +303,17 @@ fn run_nonce() -> String {
     ])
 }
 
+/// A layer across seeds and checkpoints, named as canonical keys name it
+/// (`run=conv,layer=conv1`, then the tags).
+fn layer_id(key: &RepresentationKey) -> String {
+    RepresentationKey {
+        seed: None,
+        step: None,
+        ..key.clone()
+    }
+    .id()
+}
+
 /// The job's cache: the spec's, or by default the one beside the output, unless the output holds
 /// a cache of an earlier svcca release (`<output>/cache`), which it then keeps using.
 async fn open_cache(spec: &JobSpec) -> Result<Store, CacheError> {
@@ -342,13 +357,29 @@ impl SweepDriver {
         let mut warnings = Vec::new();
         let mut pairs = Vec::new();
         let mut skipped = 0usize;
+        // Grouped by the two layers so that the summary says which pairs are missing, not only
+        // how many.
+        let mut skipped_by_layers: BTreeMap<(String, String), usize> = BTreeMap::new();
         for (i, j) in planned {
             if reps[i].is_conv() == reps[j].is_conv() {
                 pairs.push((i, j));
             } else {
                 skipped += 1;
+                let (conv, dense) = if reps[i].is_conv() { (i, j) } else { (j, i) };
+                *skipped_by_layers
+                    .entry((layer_id(&reps[conv].key), layer_id(&reps[dense].key)))
+                    .or_default() += 1;
             }
         }
+        let skipped_pairs: Vec<SkippedPairs> = skipped_by_layers
+            .into_iter()
+            .map(|((a, b), pairs)| SkippedPairs {
+                a,
+                b,
+                pairs,
+                reason: SkipReason::ConvWithDense,
+            })
+            .collect();
         if skipped > 0 {
             warnings.push(format!("{skipped} pair(s) of a conv layer with a dense layer were skipped: select them separately"));
         }
@@ -453,6 +484,7 @@ impl SweepDriver {
             planned_total: None,
             task_counts: BTreeMap::new(),
             warnings,
+            skipped: skipped_pairs,
             tokens_note,
             convs: Vec::new(),
             convs_issued: false,
@@ -1483,6 +1515,7 @@ impl SweepDriver {
             seconds: self.started.elapsed().as_secs_f64(),
             resumed: self.claim == Claim::Resume,
             warnings: self.warnings.clone(),
+            skipped: self.skipped.clone(),
         };
         outputs::write_all(&self.out, &results, &summary).await?;
         let mut lines = vec![
@@ -1519,6 +1552,7 @@ impl SweepDriver {
                 ));
             }
         }
+        lines.extend(skipped_lines(&summary.skipped));
         lines.push(format!(
             "results: {}/results.json, matrices: matrix_<metric>.csv/.arrow",
             self.out.url().trim_end_matches('/')

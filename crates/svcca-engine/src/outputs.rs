@@ -16,7 +16,9 @@
 //!   Pairs not compared (the diagonal, pairs outside the plan) are empty in CSV and null in
 //!   Arrow. A pair `(a, b)` fills both `[a][b]` and `[b][a]` (for PWCCA, which is not symmetric,
 //!   `[a][b]` holds the record with `a` first and the mirror the same value);
-//! - `summary.json`: counts, timings and warnings.
+//! - `summary.json`: counts, timings, warnings and the planned pairs skipped, with why;
+//! - `results.prev.json`: when the same job runs again (resumed, or over a dataset that grew),
+//!   the `results.json` of the run before, one run deep; a different job removes it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -190,6 +192,10 @@ pub struct Summary {
     pub resumed: bool,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Planned pairs not compared, by layer pair, with why (absent in summaries written before
+    /// they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<svcca_results::SkippedPairs>,
 }
 
 /// The similarity matrix of one metric: `values[i][j]`, `None` where not compared.
@@ -306,6 +312,12 @@ pub async fn write_all(
     };
     if replacing {
         replace_earlier_job(out, results).await?;
+    } else if let Some(earlier) = out.get("results.json").await? {
+        // The same job ran before (a nightly over a growing dataset): its results are kept, one
+        // run deep, so that a report can say what changed since. Written before the new
+        // results, so a run that stops in between still has the earlier ones in one of the two.
+        out.put(svcca_results::PREVIOUS_RESULTS_NAME, earlier)
+            .await?;
     }
     let labels: Vec<String> = results
         .representations
@@ -363,6 +375,8 @@ async fn replace_earlier_job(out: &Store, results: &ResultsFile) -> Result<(), O
     }
     out.delete("analyses.json").await?;
     out.delete(svcca_results::PAIRS_TABLE_NAME).await?;
+    // The earlier job's previous run is not this job's.
+    out.delete(svcca_results::PREVIOUS_RESULTS_NAME).await?;
     // The earlier job's report drew the earlier numbers; this job draws its own, or none
     // (`--no-report`), but never leaves the old one beside the new results.
     out.delete_prefix("report").await?;
@@ -516,5 +530,49 @@ mod tests {
             Claim::Resume,
             "analyses do not make another job"
         );
+    }
+
+    #[tokio::test]
+    async fn a_rerun_of_the_same_job_keeps_the_previous_results_and_another_job_drops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let spec = JobSpec::new("/d", dir.path().to_str().unwrap());
+        let results = |spec: &JobSpec, settings: &str| ResultsFile {
+            schema_version: svcca_results::SCHEMA_VERSION,
+            coefficients: svcca_results::CoefficientStore::Json,
+            job_spec: spec.to_toml(),
+            versions: versions(),
+            comparison: spec.comparison.as_str().to_string(),
+            settings: settings.into(),
+            representations: Vec::new(),
+            pairs: Vec::new(),
+        };
+        let prev = svcca_results::PREVIOUS_RESULTS_NAME;
+        assert_eq!(claim(&out, &spec).await.unwrap(), Claim::Fresh);
+        let first = results(&spec, "first run");
+        write_all(&out, &first, &Summary::default()).await.unwrap();
+        assert!(
+            out.get(prev).await.unwrap().is_none(),
+            "no run before the first"
+        );
+
+        // The same job again (a nightly over a dataset that grew): the first run's results stay,
+        // as they were, beside the new ones.
+        assert_eq!(claim(&out, &spec).await.unwrap(), Claim::Resume);
+        let second = results(&spec, "second run");
+        write_all(&out, &second, &Summary::default()).await.unwrap();
+        let kept = ResultsFile::from_json(&out.get(prev).await.unwrap().unwrap()).unwrap();
+        assert_eq!(kept.settings, "first run");
+        let now = ResultsFile::from_json(&out.get("results.json").await.unwrap().unwrap()).unwrap();
+        assert_eq!(now.settings, "second run");
+
+        // Another job replacing this one does not inherit its previous run.
+        let mut other = spec.clone().with_where("layer", "h1");
+        other.overwrite = true;
+        assert_eq!(claim(&out, &other).await.unwrap(), Claim::Overwrite);
+        write_all(&out, &results(&other, "other job"), &Summary::default())
+            .await
+            .unwrap();
+        assert!(out.get(prev).await.unwrap().is_none());
     }
 }

@@ -3,6 +3,9 @@
 //! - Analyses read back from stored results ([`svcca_results::ResultsFile`]), pure and cheap:
 //!   learning dynamics, convergence and suggested freeze steps ([`dynamics`]); cross-seed mean and
 //!   spread per layer ([`seeds`]); full, layer × layer and per-frequency matrices ([`matrices`]).
+//! - The answers a report leads with, picked from those analyses: bottom-up or not, convergence
+//!   steps, cross-seed agreement against its null, skipped pairs ([`answers`]); what changed since
+//!   the previous run of the same job ([`since`]).
 //! - Rendering: PNG + SVG figures drawn with plotters and an embedded font ([`render`]), one
 //!   self-contained `index.html` and a short terminal summary ([`report`]); the sweep's warnings
 //!   grouped by kind ([`warnings`]).
@@ -12,6 +15,7 @@
 //! This crate computes no similarity of its own from stored results; the analyses that need
 //! activations call `svcca-core`.
 
+pub mod answers;
 pub mod compute;
 pub mod dynamics;
 pub mod layers;
@@ -19,6 +23,7 @@ pub mod matrices;
 pub mod render;
 pub mod report;
 pub mod seeds;
+pub mod since;
 pub mod warnings;
 
 #[cfg(test)]

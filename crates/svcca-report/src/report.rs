@@ -1,6 +1,11 @@
 //! Writing a report: figures, one `index.html` with the numbers in tables and their definitions,
 //! `report.json` with the same analyses as data, and a short terminal summary.
 //!
+//! The page leads with the answers ([`crate::answers`]): bottom-up or not and why, each layer's
+//! convergence step, cross-seed agreement against its null, and the pairs the sweep skipped, each
+//! linking to the section and figure it comes from. The analyses follow, learning dynamics under
+//! every stored metric first; the definitions and the sweep's settings close the page.
+//!
 //! Everything is derived from the stored results (plus, when given, the stored
 //! [`ComputedAnalyses`]); the only computation is the seeded Gaussian null baseline at the shapes
 //! of the stored pairs, which is cheap and can be turned off. The output is deterministic: the same
@@ -11,9 +16,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use svcca_results::{PairRecord, RepresentationKey, ResultsFile};
+use svcca_results::{PairRecord, RepresentationKey, ResultsFile, SkippedPairs};
 
 use crate::ReportError;
+use crate::answers::{Answers, answers};
 use crate::compute::{
     ClassSensitivity, ComputedAnalyses, DimensionalityCurve, NullBaseline, NullCache,
     conv_cca_shapes, conv_gaussian_null, gaussian_null,
@@ -26,6 +32,7 @@ use crate::matrices::{
 };
 use crate::render::{Figure, Heatmap, LineChart, PlotFiles, Reference, Series, XScale, render};
 use crate::seeds::{SeedSpread, cross_seed};
+use crate::since::{SinceLastRun, since_last_run};
 
 /// What a report contains and how it is computed. Plain data with `with_*` builders.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +55,10 @@ pub struct ReportOptions {
     pub computed: Option<ComputedAnalyses>,
     /// Where the results came from, shown on the page.
     pub source: Option<String>,
+    /// Planned pairs the sweep skipped (`summary.json`), shown with why.
+    pub skipped: Vec<SkippedPairs>,
+    /// The previous run's results (`results.prev.json`), for what changed since.
+    pub previous: Option<ResultsFile>,
 }
 
 impl Default for ReportOptions {
@@ -63,6 +74,8 @@ impl Default for ReportOptions {
             null_seed: 0,
             computed: None,
             source: None,
+            skipped: Vec::new(),
+            previous: None,
         }
     }
 }
@@ -88,6 +101,14 @@ impl ReportOptions {
         self.source = Some(source.into());
         self
     }
+    pub fn with_skipped(mut self, skipped: Vec<SkippedPairs>) -> Self {
+        self.skipped = skipped;
+        self
+    }
+    pub fn with_previous(mut self, previous: ResultsFile) -> Self {
+        self.previous = Some(previous);
+        self
+    }
 }
 
 /// What [`write_report`] wrote.
@@ -110,7 +131,14 @@ pub struct ReportData {
     pub metric: String,
     pub comparison: String,
     pub settings: String,
+    /// What the page leads with, drawn from the analyses below.
+    pub answers: Answers,
     pub dynamics: LearningDynamics,
+    /// Learning dynamics under each other stored metric.
+    pub other_dynamics: Vec<LearningDynamics>,
+    /// What changed since the previous run of the same job, when its results were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_last_run: Option<SinceLastRun>,
     pub cross_seed: Vec<SeedSpread>,
     pub layer_matrices: Vec<LayerMatrix>,
     pub frequency_maps: Vec<FrequencyMap>,
@@ -129,10 +157,6 @@ pub fn write_report(
     out_dir: &Path,
     options: &ReportOptions,
 ) -> Result<ReportSummary, ReportError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Write {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
     let metrics = results.metrics();
     let metric = match &options.metric {
         Some(m) if metrics.contains(m) || results.pairs.is_empty() => m.clone(),
@@ -144,11 +168,17 @@ pub fn write_report(
         }
         None => primary_metric(results).unwrap_or_else(|| "svcca".to_string()),
     };
-    let dynamics = learning_dynamics(results, &metric, options.threshold).map_err(|e| {
-        ReportError::Options {
+    let dynamics_of = |m: &str| {
+        learning_dynamics(results, m, options.threshold).map_err(|e| ReportError::Options {
             detail: e.to_string(),
-        }
-    })?;
+        })
+    };
+    let dynamics = dynamics_of(&metric)?;
+    let other_dynamics = metrics
+        .iter()
+        .filter(|m| **m != metric)
+        .map(|m| dynamics_of(m))
+        .collect::<Result<Vec<_>, _>>()?;
     let seeds = cross_seed(results, &metric);
     let layer_mats: Vec<LayerMatrix> =
         layer_matrix_candidates(results, &metric, options.max_layer_matrices)
@@ -176,13 +206,37 @@ pub fn write_report(
     let mut conv_nulls = std::mem::take(&mut gaussian.conv);
     conv_nulls.truncate(MAX_CONV_NULLS_LISTED);
 
+    let answers = answers(
+        &dynamics,
+        &other_dynamics,
+        &seeds,
+        |s| seed_null(&gaussian, results, &metric, s),
+        &options.skipped,
+    );
+
+    // Only once the metric and threshold are known to be good: a refused report leaves no folder behind.
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let since = options
+        .previous
+        .as_ref()
+        .map(|previous| since_last_run(previous, results, &dynamics));
+
     let mut page = Page::new(out_dir);
-    page.header(results, &metric, options);
-    page.definitions(&metric, options.threshold);
+    page.summary(&answers, options.gaussian_null, since.as_ref());
+    if let Some(since) = &since {
+        page.since_last_run(since, &metric);
+    }
+    page.dynamics(&dynamics, &gaussian, results)?;
+    for d in &other_dynamics {
+        page.dynamics(d, &GaussianNulls::default(), results)?;
+    }
+    page.cross_seed(&seeds, &metric, &gaussian, results)?;
     page.nulls(&nulls, &metric, !conv_null_groups.is_empty());
     page.conv_nulls(&conv_nulls, &conv_null_groups, &metric);
-    page.dynamics(&dynamics, &gaussian, results)?;
-    page.cross_seed(&seeds, &metric, &gaussian, results)?;
+    page.skipped(&options.skipped);
     page.layer_matrices(&layer_mats)?;
     for m in &metrics {
         let full = full_matrix(results, m);
@@ -199,12 +253,18 @@ pub fn write_report(
             page.note(note);
         }
     }
+    // Reference material closes the page: the answers and figures come first.
+    page.definitions(&metric, options.threshold);
+    page.header(results, &metric, options);
 
     let data = ReportData {
         metric: metric.clone(),
         comparison: results.comparison.clone(),
         settings: results.settings.clone(),
+        answers,
         dynamics,
+        other_dynamics,
+        since_last_run: since,
         cross_seed: seeds,
         layer_matrices: layer_mats,
         frequency_maps: freq_maps,
@@ -381,14 +441,34 @@ fn gaussian_nulls(
             cache.shapes()
         ));
     }
+    // The summary sets each layer's agreement across seeds at the last step against its null:
+    // those pairs' shapes are computed whatever their count.
+    let mut last_seed_step: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+    for (p, _) in &dense_pairs {
+        if is_seed_pair(p) {
+            let e = last_seed_step.entry(p.a.run.as_str()).or_insert(p.a.step);
+            *e = (*e).max(p.a.step);
+        }
+    }
+    let answered: std::collections::BTreeSet<(u64, usize, usize)> = dense_pairs
+        .iter()
+        .filter(|(p, _)| is_seed_pair(p) && last_seed_step.get(p.a.run.as_str()) == Some(&p.a.step))
+        .map(|&(_, shape)| shape)
+        .take(MAX_ANSWERED_NULL_SHAPES)
+        .collect();
     let mut ordered: Vec<((u64, usize, usize), usize)> = shapes.into_iter().collect();
     ordered.sort_by_key(|&(shape, count)| (std::cmp::Reverse(count), shape));
     if ordered.len() > 12 {
         notes.push(format!(
-            "gaussian null computed for the 12 most frequent of {} pair shapes",
+            "gaussian null computed for the 12 most frequent of {} pair shapes, and for those of \
+             the seed pairs at the last step",
             ordered.len()
         ));
-        ordered.truncate(12);
+        let rest = ordered.split_off(12);
+        ordered.extend(
+            rest.into_iter()
+                .filter(|(shape, _)| answered.contains(shape)),
+        );
     }
     ordered.sort_by_key(|&(shape, _)| shape);
     for ((n, da, db), _) in ordered {
@@ -413,6 +493,52 @@ fn gaussian_nulls(
         }
     }
     out
+}
+
+/// The largest Gaussian null among the seed pairs behind one cross-seed spread.
+fn seed_null(
+    nulls: &GaussianNulls,
+    results: &ResultsFile,
+    metric: &str,
+    s: &SeedSpread,
+) -> Option<f64> {
+    nulls.max_over(results, metric, |p| {
+        let side = |k: &RepresentationKey| {
+            k.run == s.run && k.tags == s.tags && k.step == s.step && k.layer == s.layer
+        };
+        side(&p.a) && side(&p.b) && p.a.seed != p.b.seed
+    })
+}
+
+/// The section of the learning dynamics of `metric`.
+fn dynamics_section(metric: &str) -> String {
+    format!("dynamics-{}", anchor(metric))
+}
+
+/// The figure of one network's learning dynamics under `metric`, by its name (see
+/// [`figure_anchor`]).
+fn dynamics_figure(metric: &str, network: &str) -> String {
+    format!("dynamics_{metric}_{network}")
+}
+
+/// The id of the `<figure>` drawn under `name`, so that answers can link to it.
+fn figure_anchor(name: &str) -> String {
+    format!("fig-{}", anchor(name))
+}
+
+/// Layers listed in the page's "since the last run" table.
+const MAX_MOVED_LISTED: usize = 20;
+
+/// Most shapes of last-step seed pairs given a null beyond the 12 most frequent shapes.
+const MAX_ANSWERED_NULL_SHAPES: usize = 24;
+
+/// The same layer of two seeds of one run at one step, with the same tags.
+fn is_seed_pair(p: &PairRecord) -> bool {
+    p.a.run == p.b.run
+        && p.a.step == p.b.step
+        && p.a.layer == p.b.layer
+        && p.a.tags == p.b.tags
+        && p.a.seed != p.b.seed
 }
 
 /// Summaries of the conv pairs' nulls per (run, layer, layer, method), in first-seen order.
@@ -530,6 +656,19 @@ fn esc(s: &str) -> String {
     out
 }
 
+/// An HTML id for a label: like [`slug`], but whole, so that long labels stay apart.
+fn anchor(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// A file-name-safe form of a label.
 fn slug(s: &str) -> String {
     let mut out: String = s
@@ -567,6 +706,9 @@ pub fn network_name(run: &str, seed: Option<i64>, tags: &BTreeMap<String, String
 struct Page {
     dir: PathBuf,
     html: String,
+    /// Where the summary ends in `html`: the table of contents goes after it, so that the first
+    /// screen holds the answers.
+    lead_end: usize,
     toc: Vec<(String, String)>,
     files: Vec<String>,
     figures: usize,
@@ -577,6 +719,7 @@ impl Page {
         Self {
             dir: dir.to_path_buf(),
             html: String::new(),
+            lead_end: 0,
             toc: Vec::new(),
             files: Vec::new(),
             figures: 0,
@@ -616,8 +759,9 @@ impl Page {
         self.files.push(files.svg.clone());
         let _ = writeln!(
             self.html,
-            "<figure><a href=\"{svg}\"><img src=\"{png}\" width=\"{w}\" height=\"{h}\" alt=\"{cap}\" /></a>\
+            "<figure id=\"{id}\"><a href=\"{svg}\"><img src=\"{png}\" width=\"{w}\" height=\"{h}\" alt=\"{cap}\" /></a>\
              <figcaption>{cap} <a href=\"{svg}\">SVG</a></figcaption></figure>",
+            id = figure_anchor(name),
             svg = esc(&files.svg),
             png = esc(&files.png),
             w = files.width,
@@ -641,6 +785,256 @@ impl Page {
             self.html.push_str("</tr>\n");
         }
         self.html.push_str("</tbody></table>\n");
+    }
+
+    /// A table whose cells are HTML already (escaped, with links).
+    fn table_html(&mut self, head: &[String], rows: &[Vec<String>]) {
+        self.html.push_str("<table><thead><tr>");
+        for h in head {
+            let _ = write!(self.html, "<th>{}</th>", esc(h));
+        }
+        self.html.push_str("</tr></thead><tbody>\n");
+        for row in rows {
+            self.html.push_str("<tr>");
+            for cell in row {
+                let _ = write!(self.html, "<td>{cell}</td>");
+            }
+            self.html.push_str("</tr>\n");
+        }
+        self.html.push_str("</tbody></table>\n");
+    }
+
+    /// The answers, first on the page; each links to the section or figure it comes from.
+    fn summary(&mut self, a: &Answers, nulls_computed: bool, since: Option<&SinceLastRun>) {
+        let link = |target: &str, text: &str| format!("<a href=\"#{target}\">{}</a>", esc(text));
+        self.section("summary", "Summary");
+        let _ = writeln!(
+            self.html,
+            "<p class=\"answer\"><strong>{}</strong> {}</p>",
+            esc(&a.headline()),
+            link(&dynamics_section(&a.metric), "Learning dynamics")
+        );
+        if !a.networks.is_empty() {
+            self.html
+                .push_str("<h3 id=\"summary-bottom-up\">Bottom-up or not, and why</h3>\n<ul>\n");
+            for n in &a.networks {
+                let _ = writeln!(
+                    self.html,
+                    "<li>{}: {}</li>",
+                    link(
+                        &figure_anchor(&dynamics_figure(&a.metric, &n.network)),
+                        &n.network
+                    ),
+                    esc(&n.verdict.join(" "))
+                );
+            }
+            self.html.push_str("</ul>\n");
+        }
+        for m in &a.other_metrics {
+            let _ = writeln!(
+                self.html,
+                "<p>Under {}: bottom-up by convergence step in {} of {} network(s) ({}).</p>",
+                esc(&m.metric),
+                m.bottom_up_networks,
+                m.networks,
+                link(
+                    &dynamics_section(&m.metric),
+                    &format!("curves under {}", m.metric)
+                )
+            );
+        }
+        if !a.networks.is_empty() {
+            self.html
+                .push_str("<h3 id=\"summary-convergence\">Convergence step per layer</h3>\n");
+            self.p(&format!(
+                "The first checkpoint from which a layer's {} similarity to its final checkpoint \
+                 stays >= {} (—: not before the final checkpoint; blank: the network has no such \
+                 layer).",
+                a.metric, a.threshold
+            ));
+            let mut layers: Vec<&str> = Vec::new();
+            for n in &a.networks {
+                for l in &n.convergence {
+                    if !layers.contains(&l.layer.as_str()) {
+                        layers.push(l.layer.as_str());
+                    }
+                }
+            }
+            let mut head = vec!["network".to_string()];
+            head.extend(layers.iter().map(|l| l.to_string()));
+            head.push("bottom-up".into());
+            let rows: Vec<Vec<String>> = a
+                .networks
+                .iter()
+                .map(|n| {
+                    let mut row = vec![link(
+                        &figure_anchor(&dynamics_figure(&a.metric, &n.network)),
+                        &n.network,
+                    )];
+                    row.extend(layers.iter().map(|layer| {
+                        n.convergence
+                            .iter()
+                            .find(|l| l.layer == *layer)
+                            .map_or(String::new(), |l| {
+                                l.step.map_or("—".into(), |s| s.to_string())
+                            })
+                    }));
+                    row.push(if n.bottom_up { "yes" } else { "no" }.into());
+                    row
+                })
+                .collect();
+            self.table_html(&head, &rows);
+        }
+        if !a.cross_seed.is_empty() {
+            self.html
+                .push_str("<h3 id=\"summary-seeds\">Agreement across seeds</h3>\n");
+            self.p(&format!(
+                "Mean {} over the seed pairs of each layer at the last step compared across \
+                 seeds, against the largest Gaussian null of those pairs (unrelated data of the \
+                 same shapes): a layer at or below its null is not shared by the seeds.",
+                a.metric
+            ));
+            let rows: Vec<Vec<String>> = a
+                .cross_seed
+                .iter()
+                .map(|s| {
+                    vec![
+                        link(&figure_anchor(&format!("seeds_{}", s.network)), &s.network),
+                        s.step.map_or("—".into(), |v| v.to_string()),
+                        esc(&s.layer),
+                        s.pairs.to_string(),
+                        format!("{} ± {}", num(s.mean), num(s.std)),
+                        s.null.map_or(
+                            if nulls_computed {
+                                "—"
+                            } else {
+                                "not computed"
+                            }
+                            .into(),
+                            num,
+                        ),
+                        match s.above_null() {
+                            Some(true) => "above".into(),
+                            Some(false) => "at or below".into(),
+                            None => "—".into(),
+                        },
+                    ]
+                })
+                .collect();
+            let head = [
+                "run",
+                "step",
+                "layer",
+                "seed pairs",
+                "mean ± std",
+                "gaussian null",
+                "against null",
+            ]
+            .map(String::from);
+            self.table_html(&head, &rows);
+        }
+        if let Some(since) = since {
+            let _ = writeln!(
+                self.html,
+                "<p>{} {}</p>",
+                esc(&since.headline(&a.metric)),
+                link("since", "What changed")
+            );
+        }
+        if !a.skipped.is_empty() {
+            let total: usize = a.skipped.iter().map(|s| s.pairs).sum();
+            let _ = writeln!(
+                self.html,
+                "<p class=\"note\">{} planned pair(s) were not compared: {}</p>",
+                total,
+                link("skipped", "which, and why")
+            );
+        }
+        let _ = writeln!(
+            self.html,
+            "<p>Definitions of every number are in {} and the sweep's settings in {}, at the end.</p>",
+            link("definitions", "What the numbers mean"),
+            link("run", "The sweep")
+        );
+        self.lead_end = self.html.len();
+    }
+
+    fn since_last_run(&mut self, since: &SinceLastRun, metric: &str) {
+        self.section("since", "Since the last run");
+        self.p(&since.headline(metric));
+        if !since.new_checkpoints.is_empty() {
+            let shown = since
+                .new_checkpoints
+                .iter()
+                .take(24)
+                .cloned()
+                .collect::<Vec<_>>();
+            let more = since.new_checkpoints.len() - shown.len();
+            self.p(&format!(
+                "New checkpoints: {}{}.",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" … and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if since.moved.is_empty() {
+            return;
+        }
+        self.p(&format!(
+            "Each layer's {metric} similarity between the last run's final checkpoint and this \
+             run's, most moved first (1: unchanged since)."
+        ));
+        let rows: Vec<Vec<String>> = since
+            .moved
+            .iter()
+            .take(MAX_MOVED_LISTED)
+            .map(|m| {
+                vec![
+                    m.network.clone(),
+                    m.layer.clone(),
+                    m.previous_final.to_string(),
+                    m.final_step.to_string(),
+                    num(m.similarity),
+                ]
+            })
+            .collect();
+        let head = [
+            "network".to_string(),
+            "layer".into(),
+            "last run's final step".into(),
+            "final step".into(),
+            format!("{metric} between them"),
+        ];
+        self.table(&head, &rows);
+    }
+
+    fn skipped(&mut self, skipped: &[SkippedPairs]) {
+        if skipped.is_empty() {
+            return;
+        }
+        self.section("skipped", "Pairs the sweep skipped");
+        let lines = svcca_results::skipped_lines(skipped);
+        for line in lines.iter().filter(|l| !l.starts_with(' ')) {
+            self.p(line);
+        }
+        let rows: Vec<Vec<String>> = skipped
+            .iter()
+            .map(|s| {
+                vec![
+                    s.a.clone(),
+                    s.b.clone(),
+                    s.pairs.to_string(),
+                    s.reason.explain().to_string(),
+                ]
+            })
+            .collect();
+        self.table(
+            &["layer".into(), "with".into(), "pairs".into(), "why".into()],
+            &rows,
+        );
     }
 
     fn header(&mut self, results: &ResultsFile, metric: &str, options: &ReportOptions) {
@@ -815,7 +1209,10 @@ impl Page {
         nulls: &GaussianNulls,
         results: &ResultsFile,
     ) -> Result<(), ReportError> {
-        self.section("dynamics", "Learning dynamics");
+        self.section(
+            &dynamics_section(&d.metric),
+            &format!("Learning dynamics ({})", d.metric),
+        );
         if d.networks.is_empty() {
             self.p("No pair compares a checkpoint with the final checkpoint of the same layer (a vs-final sweep gives them).");
             return Ok(());
@@ -873,7 +1270,7 @@ impl Page {
                 "{name}: one line per layer; convergence order {}.",
                 net.convergence_order.join(" → ")
             );
-            self.figure(&chart, &format!("dynamics_{name}"), &caption)?;
+            self.figure(&chart, &dynamics_figure(&d.metric, &name), &caption)?;
             for sentence in net.bottom_up_verdict(true) {
                 self.p(&sentence);
             }
@@ -1559,12 +1956,14 @@ impl Page {
         let mut out = String::new();
         out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\" />\n<title>svcca report</title>\n<style>\n");
         out.push_str(CSS);
-        out.push_str("</style></head><body>\n<h1>svcca report</h1>\n<nav><ul>");
+        out.push_str("</style></head><body>\n<h1>svcca report</h1>\n");
+        out.push_str(&self.html[..self.lead_end]);
+        out.push_str("<nav><ul>");
         for (id, title) in &self.toc {
             let _ = write!(out, "<li><a href=\"#{id}\">{}</a></li>", esc(title));
         }
         out.push_str("</ul></nav>\n");
-        out.push_str(&self.html);
+        out.push_str(&self.html[self.lead_end..]);
         out.push_str("</body></html>\n");
         out
     }
@@ -1600,6 +1999,21 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
         data.metric,
         results.settings
     );
+    // The answers first, as on the page.
+    let _ = writeln!(s, "{}", data.answers.headline());
+    for m in &data.answers.other_metrics {
+        let _ = writeln!(
+            s,
+            "  under {}: bottom-up in {} of {} network(s)",
+            m.metric, m.bottom_up_networks, m.networks
+        );
+    }
+    if let Some(since) = &data.since_last_run {
+        let _ = writeln!(s, "{}", since.headline(&data.metric));
+    }
+    for line in svcca_results::skipped_lines(&data.answers.skipped) {
+        let _ = writeln!(s, "{line}");
+    }
     if !data.dynamics.networks.is_empty() {
         let _ = writeln!(
             s,
@@ -1644,29 +2058,32 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
             }
         }
     }
-    if !data.cross_seed.is_empty() {
+    if !data.answers.cross_seed.is_empty() {
         let _ = writeln!(
             s,
-            "across seeds ({}, mean ± std over seed pairs, last step):",
+            "across seeds ({}, mean ± std over seed pairs, last step; gaussian null in brackets):",
             data.metric
         );
-        let mut last: BTreeMap<&str, (Option<i64>, Vec<&SeedSpread>)> = BTreeMap::new();
-        for x in &data.cross_seed {
-            let e = last.entry(x.run.as_str()).or_insert((x.step, Vec::new()));
-            if x.step > e.0 {
-                *e = (x.step, Vec::new());
-            }
-            if x.step == e.0 {
-                e.1.push(x);
+        let mut by_network: Vec<(&str, Option<i64>, Vec<String>)> = Vec::new();
+        for x in &data.answers.cross_seed {
+            let cell = format!(
+                "{} {:.3}±{:.3}{}",
+                x.layer,
+                x.mean,
+                x.std,
+                x.null.map_or(String::new(), |z| format!(
+                    " (null {z:.3}{})",
+                    if x.mean > z { "" } else { ", not above it" }
+                ))
+            );
+            match by_network.last_mut() {
+                Some((n, step, cells)) if *n == x.network && *step == x.step => cells.push(cell),
+                _ => by_network.push((&x.network, x.step, vec![cell])),
             }
         }
-        for (run, (step, v)) in last {
-            let cells: Vec<String> = v
-                .iter()
-                .map(|x| format!("{} {:.3}±{:.3}", x.layer, x.mean, x.std))
-                .collect();
+        for (network, step, cells) in by_network {
             let at = step.map_or(String::new(), |st| format!(" step {st}"));
-            let _ = writeln!(s, "  {run}{at}: {}", cells.join(", "));
+            let _ = writeln!(s, "  {network}{at}: {}", cells.join(", "));
         }
     }
     if !data.null_baselines.is_empty() {
@@ -1850,6 +2267,209 @@ mod tests {
             "{:?}",
             summary.notes
         );
+    }
+
+    /// Two seeds of a vs-final + cross-seed sweep under two metrics: h1 converges at step 100,
+    /// h2 only at the end; seeds agree on h1 at the last step.
+    fn vs_final_and_seeds() -> ResultsFile {
+        let mut pairs = Vec::new();
+        for metric in ["svcca", "cka"] {
+            for seed in [0, 1] {
+                for (step, h1, h2) in [(10, 0.5, 0.3), (100, 0.97, 0.8)] {
+                    for (layer, v) in [("h1", h1), ("h2", h2)] {
+                        pairs.push(pair(
+                            key("mlp", seed, step, layer),
+                            key("mlp", seed, 1000, layer),
+                            metric,
+                            v,
+                        ));
+                    }
+                }
+            }
+            for (layer, v) in [("h1", 0.9), ("h2", 0.6)] {
+                pairs.push(pair(
+                    key("mlp", 0, 1000, layer),
+                    key("mlp", 1, 1000, layer),
+                    metric,
+                    v,
+                ));
+            }
+        }
+        let mut results = results_with(&["h1", "h2"], pairs);
+        results.comparison = "vs-final".into();
+        results
+    }
+
+    /// Every `href="#x"` of a page, and whether an element has `id="x"`.
+    fn dangling_links(html: &str) -> Vec<String> {
+        html.split("href=\"#")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().to_string())
+            .filter(|target| !html.contains(&format!("id=\"{target}\"")))
+            .collect()
+    }
+
+    #[test]
+    fn the_page_opens_with_the_answers_and_ends_with_definitions_and_settings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = vs_final_and_seeds();
+        let skipped = vec![SkippedPairs {
+            a: "run=conv,layer=conv2".into(),
+            b: "run=mlp,layer=h1".into(),
+            pairs: 3,
+            reason: svcca_results::SkipReason::ConvWithDense,
+        }];
+        let options = ReportOptions::default().with_skipped(skipped);
+        let summary = write_report(&results, tmp.path(), &options).unwrap();
+        let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("page lacks {needle:?}"))
+        };
+        // The answers come first, before the table of contents and every figure; the
+        // definitions and the settings after the last figure.
+        let last_figure = html.rfind("<figure").unwrap();
+        assert!(at("id=\"summary\"") < at("<nav>"));
+        assert!(at("<nav>") < at("<figure"));
+        assert!(last_figure < at("id=\"definitions\""));
+        assert!(at("id=\"definitions\"") < at("id=\"run\""));
+        let lead = &html[..at("<nav>")];
+        assert!(
+            lead.contains("Yes: the layers converge bottom-up in all 2 networks"),
+            "{lead}"
+        );
+        assert!(lead.contains("By convergence step: bottom-up"), "{lead}");
+        // Convergence step per layer, each network linked to its curves.
+        assert!(
+            lead.contains(
+                "<td><a href=\"#fig-dynamics_svcca_run_mlp_seed_1\">run=mlp,seed=1</a></td>\
+                 <td>100</td><td>—</td><td>yes</td>"
+            ),
+            "{lead}"
+        );
+        // Cross-seed agreement with its null, computed at the stored shapes.
+        let data: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap())
+                .unwrap();
+        let seeds = data["answers"]["cross_seed"].as_array().unwrap();
+        assert_eq!(seeds.len(), 2);
+        for s in seeds {
+            let null = s["null"].as_f64().expect("a null for every layer");
+            let row = format!(
+                "<td>{}</td><td>1</td><td>{} ± 0.000</td><td>{}</td>",
+                s["layer"].as_str().unwrap(),
+                num(s["mean"].as_f64().unwrap()),
+                num(null)
+            );
+            assert!(lead.contains(&row), "{row} not in {lead}");
+        }
+        // Every stored metric gets its learning dynamics, and the summary links to them.
+        assert!(html.contains("id=\"dynamics-svcca\"") && html.contains("id=\"dynamics-cka\""));
+        assert!(
+            lead.contains("Under cka: bottom-up by convergence step in 2 of 2"),
+            "{lead}"
+        );
+        assert!(
+            summary.files.iter().any(|f| f.contains("dynamics_cka_")),
+            "{:?}",
+            summary.files
+        );
+        // Skipped pairs: counted in the summary, listed with why further down.
+        assert!(
+            lead.contains("3 planned pair(s) were not compared"),
+            "{lead}"
+        );
+        assert!(html.contains("Pairs the sweep skipped"));
+        assert!(html.contains("no common definition of similarity"));
+        assert_eq!(dangling_links(&html), Vec::<String>::new());
+        // The terminal says the same, in the same order.
+        let text = &summary.text;
+        assert!(
+            text.find("Yes: the layers converge bottom-up in all 2 networks")
+                .unwrap()
+                < text.find("learning dynamics").unwrap(),
+            "{text}"
+        );
+        assert!(
+            text.contains("under cka: bottom-up in 2 of 2 network(s)"),
+            "{text}"
+        );
+        assert!(text.contains("skipped 3 planned pair(s)"), "{text}");
+        assert!(
+            text.contains("run=conv,layer=conv2 × run=mlp,layer=h1: 3 pair(s)"),
+            "{text}"
+        );
+        assert!(text.contains("h1 0.900±0.000 (null "), "{text}");
+    }
+
+    #[test]
+    fn a_rerun_over_more_checkpoints_says_what_changed_since_the_last_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The last run ended at step 100, for both seeds.
+        let mut pairs = Vec::new();
+        for seed in [0, 1] {
+            for layer in ["h1", "h2"] {
+                pairs.push(pair(
+                    key("mlp", seed, 10, layer),
+                    key("mlp", seed, 100, layer),
+                    "svcca",
+                    0.5,
+                ));
+            }
+        }
+        let previous = results_with(&["h1", "h2"], pairs);
+        let options = ReportOptions::default().with_previous(previous);
+        let summary = write_report(&vs_final_and_seeds(), tmp.path(), &options).unwrap();
+        let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        let lead = &html[..html.find("<nav>").unwrap()];
+        let headline = "Since the last run: 2 new checkpoint(s) (12 representations, 8 before); \
+                        moved most: h2 of run=mlp,seed=0, svcca 0.800 between step 100";
+        assert!(lead.contains(headline), "{lead}");
+        assert!(html.contains("id=\"since\""));
+        assert!(
+            html.contains("New checkpoints: run=mlp,seed=0,step=1000, run=mlp,seed=1,step=1000.")
+        );
+        assert!(summary.text.contains(headline), "{}", summary.text);
+        assert_eq!(dangling_links(&html), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_layer_converging_out_of_order_is_the_headline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut pairs = Vec::new();
+        for (step, h1, h2) in [(10, 0.5, 0.96), (100, 0.97, 0.98)] {
+            for (layer, v) in [("h1", h1), ("h2", h2)] {
+                pairs.push(pair(
+                    key("mlp", 0, step, layer),
+                    key("mlp", 0, 1000, layer),
+                    "svcca",
+                    v,
+                ));
+            }
+        }
+        let results = results_with(&["h1", "h2"], pairs);
+        let summary = write_report(&results, tmp.path(), &ReportOptions::default()).unwrap();
+        let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        let lead = &html[..html.find("<nav>").unwrap()];
+        assert!(
+            lead.contains("No: the layers do not converge bottom-up, judged"),
+            "{lead}"
+        );
+        assert!(
+            lead.contains("h2 converges at step 10, before h1 at step 100"),
+            "{lead}"
+        );
+        assert!(
+            summary.text.starts_with("svcca report:"),
+            "{}",
+            summary.text
+        );
+        assert!(
+            summary.text.contains("No: the layers do not converge"),
+            "{}",
+            summary.text
+        );
+        assert!(!html.contains("Pairs the sweep skipped"));
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! - `matrix_<metric>.csv` and `matrix_<metric>.arrow`: the similarity matrix of one metric over
 //!   the representations in [`ResultsFile::representations`] order (row/column labels are the
 //!   canonical keys, [`RepresentationKey::id`]);
-//! - `summary.json`: a small job summary (counts, timings, warnings).
+//! - `results.prev.json`: the previous run's `results.json`, when the same job ran again
+//!   ([`PREVIOUS_RESULTS_NAME`]);
+//! - `summary.json`: a small job summary (counts, timings, warnings, the planned pairs it
+//!   skipped and why: [`SkippedPairs`]).
 //!
 //! This crate does no I/O beyond (de)serialising bytes: where the bytes live is the storage
 //! crate's business. Its README documents every column of `pairs.parquet` for users.
@@ -28,6 +31,10 @@ pub use pairs_table::{
 /// Version 2: coefficients (and PWCCA weights, per-frequency coefficients) may be absent from
 /// `results.json`, kept in `pairs.parquet` only; [`ResultsFile::coefficients`] says where.
 pub const SCHEMA_VERSION: u32 = 2;
+
+/// Where a rerun of the same job (a nightly sweep over a growing dataset) keeps the results of
+/// the run before it, so that what changed since can be shown.
+pub const PREVIOUS_RESULTS_NAME: &str = "results.prev.json";
 
 /// Where a sweep keeps each pair's canonical correlations, PWCCA weights and per-frequency
 /// coefficients. Means, dimensions and warnings are always in `results.json`.
@@ -293,6 +300,70 @@ pub struct ResultsFile {
     /// [`ResultsFile::fill_coefficients`] from `pairs.parquet`.
     #[serde(default = "stored_in_json")]
     pub coefficients: CoefficientStore,
+}
+
+/// Why a sweep planned a pair and did not compare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// A conv layer (`[h, w, c]` per datapoint, compared per spatial frequency or position) and
+    /// a dense layer have no common definition of similarity.
+    ConvWithDense,
+}
+
+impl SkipReason {
+    /// The reason in words, with what to do instead.
+    pub fn explain(&self) -> &'static str {
+        match self {
+            SkipReason::ConvWithDense => {
+                "a conv layer and a dense layer have no common definition of similarity (conv \
+                 layers are compared per spatial frequency or position); select the conv layers \
+                 and the dense layers in separate sweeps (--where layer=...)"
+            }
+        }
+    }
+}
+
+/// Pairs of two layers that a sweep planned and skipped, counted over every run, seed and
+/// checkpoint (`summary.json`'s `skipped`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedPairs {
+    /// The two layers, each as `run=conv,layer=conv1` (tags follow, as in canonical keys).
+    pub a: String,
+    pub b: String,
+    pub pairs: usize,
+    pub reason: SkipReason,
+}
+
+/// Layer pairs listed by [`skipped_lines`]; the rest are counted.
+pub const SKIPPED_LAYER_PAIRS_LISTED: usize = 8;
+
+/// Skipped pairs in words, as the sweep and the report print them: one line per reason (how
+/// many and why), then one indented line per layer pair (the first
+/// [`SKIPPED_LAYER_PAIRS_LISTED`] of each reason).
+pub fn skipped_lines(skipped: &[SkippedPairs]) -> Vec<String> {
+    let mut by_reason: BTreeMap<SkipReason, Vec<&SkippedPairs>> = BTreeMap::new();
+    for s in skipped {
+        by_reason.entry(s.reason).or_default().push(s);
+    }
+    let mut lines = Vec::new();
+    for (reason, groups) in by_reason {
+        let total: usize = groups.iter().map(|g| g.pairs).sum();
+        lines.push(format!(
+            "skipped {total} planned pair(s): {}",
+            reason.explain()
+        ));
+        for g in groups.iter().take(SKIPPED_LAYER_PAIRS_LISTED) {
+            lines.push(format!("  {} × {}: {} pair(s)", g.a, g.b, g.pairs));
+        }
+        if groups.len() > SKIPPED_LAYER_PAIRS_LISTED {
+            lines.push(format!(
+                "  and {} more layer pair(s)",
+                groups.len() - SKIPPED_LAYER_PAIRS_LISTED
+            ));
+        }
+    }
+    lines
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,17 +13,25 @@ use crate::exit::{CmdResult, Failure};
 /// cross-seed agreement, variance spectra, null baselines, and the numbers in tables.
 ///
 /// Reads `results.json` (and `analyses.json` when present: dimensionality and class sensitivity
-/// computed from activations) and writes `index.html` with its PNG and SVG figures.
+/// computed from activations; `summary.json`: the pairs the sweep skipped; `results.prev.json`:
+/// the previous run of the same job, for what changed since) and writes
+/// `index.html` with its PNG and SVG figures. The page opens with the answers: bottom-up
+/// convergence or not and why, each layer's convergence step, cross-seed agreement against its
+/// null baseline, and skipped pairs.
+///
+/// The report of the sweep's default metric (svcca when stored) lives in `report/`; with
+/// `--metric M` for another metric it goes to `report/M/`, leaving every other report as it was.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The sweep's output folder or URL (a local path, file://, s3://, gs://, az://), or the
     /// results.json file itself.
     pub results: String,
-    /// Folder to write the report into [default: `report/` inside a local results folder;
-    /// required for a remote one].
+    /// Folder to write the report into [default: `report/` inside a local results folder, or
+    /// `report/M/` with `--metric M` other than the default metric; required for a remote one].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Metric the analyses use [default: svcca when stored, else the first stored].
+    /// Metric the analyses use [default: svcca when stored, else the first stored]. Its report
+    /// goes to `report/M/`, beside the default one, unless M is the default metric.
     #[arg(long)]
     pub metric: Option<String>,
     /// Similarity to the final checkpoint a layer must keep to count as converged.
@@ -72,6 +80,29 @@ pub fn write(args: ReportArgs) -> Result<String, Failure> {
     let results = ResultsFile::from_json(&bytes).map_err(|e| {
         Failure::fatal(format!("{}/{file}: {e}", store.url().trim_end_matches('/')))
     })?;
+    // Skipped pairs are recorded in the job summary only; a summary that cannot be read costs
+    // the report that one section, not the report.
+    let skipped = match get("summary.json")? {
+        Some(bytes) => match serde_json::from_slice::<svcca_engine::outputs::Summary>(&bytes) {
+            Ok(summary) => summary.skipped,
+            Err(e) => {
+                tracing::warn!(error = %e, "summary.json unreadable; skipped pairs not shown");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    // A sweep that ran again kept the run before's results: the report says what changed.
+    let previous = match get(svcca_results::PREVIOUS_RESULTS_NAME)? {
+        Some(bytes) if file == "results.json" => match ResultsFile::from_json(&bytes) {
+            Ok(previous) => Some(previous),
+            Err(e) => {
+                tracing::warn!(error = %e, "results.prev.json unreadable; no \"since the last run\"");
+                None
+            }
+        },
+        _ => None,
+    };
     let computed = match get("analyses.json")? {
         Some(bytes) => Some(ComputedAnalyses::from_json(&bytes).map_err(|e| {
             Failure::fatal(format!(
@@ -87,7 +118,9 @@ pub fn write(args: ReportArgs) -> Result<String, Failure> {
         None => {
             let url = normalise_url(folder).map_err(|e| Failure::fatal(e.to_string()))?;
             match url.to_file_path() {
-                Ok(dir) if url.scheme() == "file" => dir.join("report"),
+                Ok(dir) if url.scheme() == "file" => {
+                    report_dir(&dir, &results, args.metric.as_deref())
+                }
                 _ => {
                     return Err(Failure::fatal(format!(
                         "{folder} is not a local folder: pass --out DIR for the report"
@@ -99,9 +132,13 @@ pub fn write(args: ReportArgs) -> Result<String, Failure> {
     let mut options = ReportOptions::default()
         .with_threshold(args.threshold)
         .with_gaussian_null(!args.no_null)
-        .with_source(args.results.clone());
+        .with_source(args.results.clone())
+        .with_skipped(skipped);
     if let Some(metric) = args.metric {
         options = options.with_metric(metric);
+    }
+    if let Some(previous) = previous {
+        options = options.with_previous(previous);
     }
     if let Some(computed) = computed {
         options = options.with_computed(computed);
@@ -111,4 +148,15 @@ pub fn write(args: ReportArgs) -> Result<String, Failure> {
         _ => Failure::fatal(e.to_string()),
     })?;
     Ok(summary.text)
+}
+
+/// Where a local sweep folder's report of `metric` goes: `report/` for the default metric (the
+/// one the sweep's own report uses), `report/M/` for any other, so that reports of several
+/// metrics sit side by side and none overwrites another.
+fn report_dir(folder: &std::path::Path, results: &ResultsFile, metric: Option<&str>) -> PathBuf {
+    let default = svcca_report::layers::primary_metric(results);
+    match metric {
+        Some(m) if default.as_deref() != Some(m) => folder.join("report").join(m),
+        _ => folder.join("report"),
+    }
 }

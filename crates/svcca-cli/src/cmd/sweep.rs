@@ -257,7 +257,13 @@ pub fn run(args: SweepArgs) -> CmdResult {
             if args.no_report {
                 return Ok(());
             }
-            write_report(&spec.dataset, &spec.output, classes.as_ref(), &runtime)
+            write_report(
+                &spec.dataset,
+                &spec.output,
+                classes.as_ref(),
+                &runtime,
+                &summary.lines,
+            )
         }
         // The coordinator is this process's own, on loopback: its address and the RPC's name
         // mean nothing to the user, the planner's reason is the message.
@@ -352,15 +358,24 @@ fn check_local_dataset(dataset: &str) -> CmdResult {
     Ok(())
 }
 
-/// Writes the analyses and the report beside the results, local or remote alike.
+/// Writes the analyses and the report beside the results, local or remote alike. The report's
+/// summary repeats what the job's lines said already (the skipped pairs): `printed` are those
+/// lines, left out of it here.
 fn write_report(
     dataset: &str,
     output: &str,
     classes: Option<&crate::cmd::sweep_analyses::ClassInputs>,
     runtime: &tokio::runtime::Runtime,
+    printed: &[String],
 ) -> CmdResult {
     let written = crate::cmd::sweep_outputs::write(dataset, output, classes, runtime)?;
-    out!("{}", written.report_text);
+    let text: String = written
+        .report_text
+        .lines()
+        .filter(|line| !printed.iter().any(|p| p == line))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    out!("{text}");
     let local = !output.contains("://") || output.starts_with("file://");
     if !local {
         for line in &written.lines {

@@ -7,9 +7,9 @@
 //!   `<output>.cache`, beside the output) must lie under one of the prefixes; with
 //!   `--allow-dataset PREFIX`, its `dataset` (and `[analyses] labels`) too;
 //! - with no output prefix configured, a job may write only to an output that is empty or holds
-//!   nothing but an svcca output (`job.toml`, `results.json`, `pairs.parquet`, `summary.json`,
-//!   `analyses.json`, `matrix_*.csv`, `matrix_*.arrow`, `report/`, `cache/`): a folder of other
-//!   files is refused.
+//!   nothing but an svcca output (`job.toml`, `results.json`, `results.prev.json`,
+//!   `pairs.parquet`, `summary.json`, `analyses.json`, `matrix_*.csv`, `matrix_*.arrow`,
+//!   `report/`, `cache/`): a folder of other files is refused.
 //!   (Whose svcca output it is, and whether it may be replaced, is the job's `job.toml` check.)
 //!
 //! Locations are compared after normalisation: local paths and `file://` URLs become absolute
@@ -183,7 +183,12 @@ fn is_svcca_output(name: &str, is_folder: bool) -> bool {
     }
     matches!(
         name,
-        "job.toml" | "results.json" | "pairs.parquet" | "summary.json" | "analyses.json"
+        "job.toml"
+            | "results.json"
+            | "results.prev.json"
+            | "pairs.parquet"
+            | "summary.json"
+            | "analyses.json"
     ) || (name.starts_with("matrix_") && (name.ends_with(".csv") || name.ends_with(".arrow")))
 }
 
