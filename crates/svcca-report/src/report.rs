@@ -539,10 +539,11 @@ fn class_null_band(
     } else {
         format!("{k_lo}–{k_hi}")
     };
+    let (band_lo, band_hi) = (lo.min.min(hi.min), lo.max.max(hi.max));
     Some(Band {
-        lo: lo.min.min(hi.min),
-        hi: lo.max.max(hi.max),
-        label: format!("gaussian null, {dims} dims vs 1 column"),
+        lo: band_lo,
+        hi: band_hi,
+        label: format!("gaussian null {band_lo:.2}–{band_hi:.2}, {dims} dims vs 1 column"),
     })
 }
 
@@ -1552,16 +1553,29 @@ impl Page {
             "<table class=\"warnings\"><thead><tr><th>kind</th><th>pairs</th><th>metrics</th>\
              <th>representations</th><th>example</th></tr></thead><tbody>\n",
         );
+        // Representations in the sweep's order (run, seed, step, layer), not alphabetical.
+        let order: BTreeMap<String, usize> = results
+            .representations
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.key.label(), i))
+            .collect();
         for g in &groups {
-            let reps = &g.representations;
+            let mut reps: Vec<&String> = g.representations.iter().collect();
+            reps.sort_by_key(|r| (order.get(*r).copied().unwrap_or(usize::MAX), *r));
+            let text = reps
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             // A long list folds under its count, so that the table stays a table.
             let listed = if reps.len() <= WARNING_REPS_SHOWN {
-                esc(&crate::warnings::list_some(reps, WARNING_REPS_SHOWN))
+                esc(&text)
             } else {
                 format!(
                     "<details><summary>{} representations</summary>{}</details>",
                     reps.len(),
-                    esc(&reps.iter().cloned().collect::<Vec<_>>().join(", "))
+                    esc(&text)
                 )
             };
             let _ = writeln!(

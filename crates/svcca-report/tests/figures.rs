@@ -210,9 +210,13 @@ fn a_300_row_matrix_labels_groups_of_rows_with_separators() {
         }
     }
     assert_eq!(keys.len(), 300);
+    // SVCCA_REPORT_OUT=DIR keeps the pictures for a look.
+    let dir = std::env::var_os("SVCCA_REPORT_OUT").map_or(tmp.path().to_path_buf(), |d| {
+        Path::new(&d).join("matrix_300")
+    });
     let options = ReportOptions::default().with_gaussian_null(false);
-    let summary = write_report(&all_pairs(&keys), tmp.path(), &options).unwrap();
-    let svg = figure(tmp.path(), &summary.files, "matrix_svcca");
+    let summary = write_report(&all_pairs(&keys), &dir, &options).unwrap();
+    let svg = figure(&dir, &summary.files, "matrix_svcca");
     let texts = texts(&svg);
     // No representation is labelled alone: 300 labels would be 3 px apart.
     for k in &keys {
@@ -340,10 +344,11 @@ fn class_sensitivity_axis_is_fitted_to_the_classes_and_names_its_null() {
     // The Gaussian null of 40 directions against one column over 597 datapoints is near 0.26:
     // far below the classes, so it is named in the legend rather than squashing the axis.
     assert!(
-        texts(&svg).iter().any(
-            |t| t.content.starts_with("gaussian null, 40 dims vs 1 column")
-                && t.content.ends_with("(below the axis)")
-        ),
+        texts(&svg)
+            .iter()
+            .any(|t| t.content.starts_with("gaussian null 0.")
+                && t.content.contains(", 40 dims vs 1 column")
+                && t.content.ends_with("(below the axis)")),
         "{svg}"
     );
 }
@@ -454,6 +459,12 @@ fn warnings_are_grouped_by_kind_with_counts_and_each_representation_once() {
         );
     }
     assert_eq!(named.matches("run=").count(), 12, "{named}");
+    // In the sweep's order: step 25 before step 100.
+    let at = |step: i64| named.find(&key("mlp", 0, step, "h1").label()).unwrap();
+    assert!(
+        at(0) < at(25) && at(25) < at(100) && at(100) < at(400),
+        "{named}"
+    );
     // The svcca pairs' warning names nobody: both sides of its pairs, 75 representations less
     // none, fold under their count.
     assert!(
