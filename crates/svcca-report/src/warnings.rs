@@ -70,8 +70,14 @@ fn kind_of(warning: &str, labels_longest_first: &[String]) -> (String, Vec<Strin
     let mut text = warning.to_string();
     let mut named = Vec::new();
     for label in labels_longest_first {
-        if text.contains(label.as_str()) {
-            named.push(label.clone());
+        if let Some(at) = text.find(label.as_str()) {
+            // Results stored before pairs named only the sides that lost neurons say
+            // "0 from <side>": that side is not concerned.
+            let before = &text[..at];
+            let none = before.ends_with(": 0 from ") || before.ends_with(", 0 from ");
+            if !none {
+                named.push(label.clone());
+            }
             text = text.replace(label.as_str(), REP);
         }
     }
@@ -166,6 +172,20 @@ mod tests {
         );
         // Most frequent first.
         assert!(groups[0].pairs >= groups[1].pairs && groups[1].pairs >= groups[2].pairs);
+    }
+
+    #[test]
+    fn a_side_named_with_none_dropped_is_not_concerned() {
+        let (h1, h2) = (key("mlp", 0, 100, "h1"), key("mlp", 0, 100, "h2"));
+        let mut p = pair(h1.clone(), h2.clone(), "svcca", 0.5);
+        p.warnings = vec![format!(
+            "near-constant neurons dropped: 0 from {}, 3 from {}",
+            h1.label(),
+            h2.label()
+        )];
+        let groups = group_warnings(&results_with(&["h1", "h2"], vec![p]));
+        let want: BTreeSet<String> = [h2.label()].into_iter().collect();
+        assert_eq!(groups[0].representations, want);
     }
 
     #[test]
