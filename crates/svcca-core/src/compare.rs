@@ -421,7 +421,8 @@ fn cka_sample_warnings(n: u64, kx: usize, ky: usize, warnings: &mut Vec<String>)
     let k = kx.max(ky) as u64;
     if n < 5 * k {
         warnings.push(format!(
-            "only {n} datapoints for {k} neurons (< 5x): linear CKA's estimator is inflated when              neurons are many per datapoint; read it against the null baseline"
+            "only {n} datapoints for {k} neurons (< 5x): linear CKA's estimator is inflated when \
+             neurons are many per datapoint; read it against the null baseline"
         ));
     }
 }
@@ -937,6 +938,8 @@ mod tests {
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("linear CKA"), "{:?}", c.warnings);
         assert!(!c.warnings[0].contains("canonical"), "{:?}", c.warnings);
+        // One sentence, not a line break's indentation carried into the text.
+        assert!(!c.warnings[0].contains("  "), "{:?}", c.warnings);
     }
 
     #[test]

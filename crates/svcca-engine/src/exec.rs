@@ -1094,13 +1094,17 @@ pub fn pair_record(
     c: &svcca_core::Comparison,
 ) -> PairRecord {
     let mut warnings = c.warnings.clone();
-    if !c.dropped_x.is_empty() || !c.dropped_y.is_empty() {
+    // Only the sides that lost neurons are named: a report lists every representation a warning
+    // names as concerned by it.
+    let dropped: Vec<String> = [(&c.dropped_x, &a), (&c.dropped_y, &b)]
+        .into_iter()
+        .filter(|(d, _)| !d.is_empty())
+        .map(|(d, k)| format!("{} from {}", d.len(), k.label()))
+        .collect();
+    if !dropped.is_empty() {
         warnings.push(format!(
-            "near-constant neurons dropped: {} from {}, {} from {}",
-            c.dropped_x.len(),
-            a.label(),
-            c.dropped_y.len(),
-            b.label()
+            "near-constant neurons dropped: {}",
+            dropped.join(", ")
         ));
     }
     PairRecord {
@@ -1218,5 +1222,91 @@ pub fn conv_record(
             grid: c.grid,
         }),
         warnings: c.warnings.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svcca_core::JointMoments;
+
+    fn key(layer: &str) -> RepresentationKey {
+        RepresentationKey {
+            run: "mlp".into(),
+            seed: Some(0),
+            step: Some(0),
+            layer: layer.into(),
+            tags: Default::default(),
+        }
+    }
+
+    /// 30 datapoints of 12 neurons (the last constant) against 3: fewer than 5 per dimension.
+    fn compared(metric: svcca_core::Metric) -> svcca_core::Comparison {
+        let x: Vec<f64> = (0..30 * 12)
+            .map(|i| {
+                if i % 12 == 11 {
+                    1.0
+                } else {
+                    ((i * 7919) % 101) as f64
+                }
+            })
+            .collect();
+        let y: Vec<f64> = (0..30 * 3).map(|i| ((i * 104729) % 97) as f64).collect();
+        let mut joint = JointMoments::new(12, 3);
+        joint
+            .push(
+                RowBlock::f64(&x, 30, 12).unwrap(),
+                RowBlock::f64(&y, 30, 3).unwrap(),
+            )
+            .unwrap();
+        svcca_core::compare_moments(&joint, &CompareOptions::default().with_metric(metric)).unwrap()
+    }
+
+    #[test]
+    fn a_pair_names_only_the_sides_that_lost_neurons() {
+        let c = compared(svcca_core::Metric::Cca);
+        assert_eq!((c.dropped_x.len(), c.dropped_y.len()), (1, 0));
+        let r = pair_record(key("h1"), key("h2"), "cca", &c);
+        let dropped: Vec<&String> = r
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("near-constant neurons dropped"))
+            .collect();
+        assert_eq!(dropped.len(), 1, "{:?}", r.warnings);
+        assert!(dropped[0].contains(&format!("1 from {}", key("h1").label())));
+        assert!(!dropped[0].contains(&key("h2").label()), "{dropped:?}");
+    }
+
+    #[test]
+    fn only_cca_family_records_say_canonical_correlations_are_biased() {
+        let cca = pair_record(
+            key("h1"),
+            key("h2"),
+            "cca",
+            &compared(svcca_core::Metric::Cca),
+        );
+        assert!(
+            cca.warnings.iter().any(|w| w.contains("biased upwards")),
+            "{:?}",
+            cca.warnings
+        );
+        let cka = pair_record(
+            key("h1"),
+            key("h2"),
+            "cka",
+            &compared(svcca_core::Metric::Cka),
+        );
+        assert!(
+            cka.warnings.iter().any(|w| w.contains("linear CKA")),
+            "{:?}",
+            cka.warnings
+        );
+        assert!(
+            !cka.warnings
+                .iter()
+                .any(|w| w.contains("canonical correlations")),
+            "{:?}",
+            cka.warnings
+        );
     }
 }

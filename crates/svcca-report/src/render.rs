@@ -168,8 +168,9 @@ pub(crate) struct Heatmap<'a> {
 struct HeatmapLayout {
     cell: u32,
     label_font: u32,
-    label_every: usize,
-    /// Column labels run downwards unless they all fit across their cell.
+    rows: AxisLabels,
+    cols: AxisLabels,
+    /// Column labels run downwards unless they all fit across their band.
     rotate_cols: bool,
     left: u32,
     top: u32,
@@ -186,23 +187,132 @@ const DESC_FONT: u32 = 14;
 const NOTE_FONT: u32 = 12;
 const TICK_FONT: u32 = 12;
 
+/// Up to this many rows (or columns) every one is labelled: at the smallest cell (10 px, 9 px
+/// text) a 100-row grid is 1000 px, still readable when the SVG is zoomed. Beyond it rows are
+/// labelled by group.
+pub(crate) const LABEL_EVERY_ROW_MAX: usize = 100;
+/// The smallest cell of a heatmap whose rows are all labelled.
+const LABELLED_CELL: u32 = 10;
+/// Grouped labels are drawn one size smaller than a cell would allow, never below this.
+const MIN_LABEL_FONT: u32 = 9;
+
+/// Which labels an axis of a heatmap shows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AxisLabels {
+    /// Each shown label and the rows (or columns) `start .. start + len` it names.
+    pub marks: Vec<AxisMark>,
+    /// Marks name groups of rows, drawn as bands with separators between them.
+    pub grouped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AxisMark {
+    pub start: usize,
+    pub len: usize,
+    pub text: String,
+}
+
+impl AxisLabels {
+    /// Every label shown up to [`LABEL_EVERY_ROW_MAX`]; beyond it, when the labels are canonical
+    /// keys (`run=mlp,seed=0,step=100,layer=h1`), consecutive rows sharing the leading parts
+    /// (run, then seed, then step) are one band with one label: the finest such grouping whose
+    /// every band is tall enough (`cell` px per row) for a line of `font` px text. Labels that
+    /// do not split that way keep every n-th label.
+    pub(crate) fn of(labels: &[String], cell: u32, font: u32) -> Self {
+        let n = labels.len();
+        if n <= LABEL_EVERY_ROW_MAX {
+            return Self::every(labels, 1);
+        }
+        let parts: Vec<Vec<&str>> = labels.iter().map(|l| l.split(',').collect()).collect();
+        let depth = parts.iter().map(Vec::len).min().unwrap_or(0);
+        let fits = |marks: &[AxisMark]| marks.iter().all(|m| m.len as u32 * cell > font);
+        let mut coarsest = None;
+        // Deepest first, short of the whole label (that would be one band per row).
+        for d in (1..depth).rev() {
+            let marks = Self::group_marks(&parts, d);
+            if marks.len() < 2 && d > 1 {
+                continue;
+            }
+            if fits(&marks) {
+                return Self {
+                    marks,
+                    grouped: true,
+                };
+            }
+            coarsest = Some(marks);
+        }
+        match coarsest {
+            // Even the coarsest bands are too thin for some labels: keep the bands, label those
+            // that fit.
+            Some(mut marks) if marks.len() > 1 => {
+                for m in &mut marks {
+                    if m.len as u32 * cell <= font {
+                        m.text.clear();
+                    }
+                }
+                Self {
+                    marks,
+                    grouped: true,
+                }
+            }
+            _ => Self::every(labels, ((font + 1) as usize).div_ceil(cell.max(1) as usize)),
+        }
+    }
+
+    fn every(labels: &[String], step: usize) -> Self {
+        Self {
+            marks: labels
+                .iter()
+                .enumerate()
+                .step_by(step.max(1))
+                .map(|(i, t)| AxisMark {
+                    start: i,
+                    len: 1,
+                    text: t.clone(),
+                })
+                .collect(),
+            grouped: false,
+        }
+    }
+
+    /// Runs of consecutive labels sharing their first `depth` parts.
+    fn group_marks(parts: &[Vec<&str>], depth: usize) -> Vec<AxisMark> {
+        let mut marks: Vec<AxisMark> = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let text = p[..depth].join(",");
+            match marks.last_mut() {
+                Some(m) if m.text == text => m.len += 1,
+                _ => marks.push(AxisMark {
+                    start: i,
+                    len: 1,
+                    text,
+                }),
+            }
+        }
+        marks
+    }
+
+    fn widest(&self, font: u32) -> u32 {
+        max_text_width(self.marks.iter().map(|m| m.text.as_str()), font)
+    }
+}
+
 impl Heatmap<'_> {
     fn layout(&self) -> HeatmapLayout {
         let (nr, nc) = (self.row_labels.len().max(1), self.col_labels.len().max(1));
-        let cell = (640 / nr.max(nc) as u32).clamp(1, 56);
-        let (label_font, label_every) = if cell >= 14 {
-            (13, 1)
-        } else if cell >= 9 {
-            (cell - 1, 1)
+        let n = nr.max(nc);
+        let cell = if n <= LABEL_EVERY_ROW_MAX {
+            (640 / n as u32).clamp(LABELLED_CELL, 56)
         } else {
-            (9, 10_usize.div_ceil(cell as usize))
+            (900 / n as u32).max(1)
         };
-        let shown = |labels: &'_ [String]| -> u32 {
-            max_text_width(
-                labels.iter().step_by(label_every).map(String::as_str),
-                label_font,
-            )
+        let label_font = if cell >= 14 {
+            13
+        } else {
+            (cell.saturating_sub(1)).max(MIN_LABEL_FONT)
         };
+        let rows = AxisLabels::of(self.row_labels, cell, label_font);
+        let cols = AxisLabels::of(self.col_labels, cell, label_font);
         let title_h = 12
             + TITLE_FONT
             + 6
@@ -212,16 +322,22 @@ impl Heatmap<'_> {
                 0
             }
             + 8;
-        let left = 12 + DESC_FONT + 10 + shown(self.row_labels) + 8;
+        // Grouped labels stand beside a bracket that spans their band.
+        let bracket = |a: &AxisLabels| if a.grouped { 6 } else { 0 };
+        let left = 12 + DESC_FONT + 10 + rows.widest(label_font) + bracket(&rows) + 8;
         let grid_w = cell * nc as u32;
         let grid_h = cell * nr as u32;
         let bar_h = grid_h.max(160);
-        let rotate_cols = shown(self.col_labels) + 4 > cell * label_every as u32;
-        let col_band = if rotate_cols {
-            shown(self.col_labels)
-        } else {
-            label_font + 4
-        };
+        let rotate_cols = cols
+            .marks
+            .iter()
+            .any(|m| text_size(&m.text, label_font).0 + 4 > cell * m.len as u32);
+        let col_band = bracket(&cols)
+            + if rotate_cols {
+                cols.widest(label_font)
+            } else {
+                label_font + 4
+            };
         let bottom = 8 + col_band + 10 + DESC_FONT + 14;
         let tick_w = max_text_width(["0.00", "1.00"], TICK_FONT);
         let right = 24 + 18 + 6 + tick_w + 10 + DESC_FONT + 14;
@@ -237,7 +353,8 @@ impl Heatmap<'_> {
         HeatmapLayout {
             cell,
             label_font,
-            label_every,
+            rows,
+            cols,
             rotate_cols,
             left,
             top: title_h,
@@ -280,7 +397,9 @@ impl Figure for Heatmap<'_> {
         let nc = self.col_labels.len();
         let (x0, y0, cell) = (l.left as i32, l.top as i32, l.cell as i32);
         // Cells overlap their right/bottom neighbour by nothing: plotters fills inclusive corners.
-        let inset = if cell > 1 { 1 } else { 0 };
+        // Below 6 px a one-pixel gap per cell would read as a white mesh over the colours, so
+        // small cells touch (groups keep their separators).
+        let inset = if cell >= 6 { 1 } else { 0 };
         for (idx, v) in self.values.iter().enumerate() {
             let (r, c) = ((idx / nc.max(1)) as i32, (idx % nc.max(1)) as i32);
             let color = v.map_or(MISSING, |v| viridis(self.norm(v)));
@@ -316,9 +435,35 @@ impl Figure for Heatmap<'_> {
             BLACK.stroke_width(1),
         ))?;
 
+        let ink = RGBColor(0x33, 0x33, 0x33);
+        let row_gap = if l.rows.grouped { 6 + 6 } else { 6 };
         let row_style = font(l.label_font).pos(Pos::new(HPos::Right, VPos::Center));
-        for (r, label) in self.row_labels.iter().enumerate().step_by(l.label_every) {
-            root.draw_text(label, &row_style, (x0 - 6, y0 + r as i32 * cell + cell / 2))?;
+        for m in &l.rows.marks {
+            let (a, b) = (
+                y0 + m.start as i32 * cell,
+                y0 + (m.start + m.len) as i32 * cell,
+            );
+            if l.rows.grouped {
+                // A bracket spanning the band, and a white line across the grid between bands.
+                root.draw(&PathElement::new(
+                    vec![
+                        (x0 - 4, a + 1),
+                        (x0 - 8, a + 1),
+                        (x0 - 8, b - 1),
+                        (x0 - 4, b - 1),
+                    ],
+                    ink.stroke_width(1),
+                ))?;
+                if m.start > 0 {
+                    root.draw(&PathElement::new(
+                        vec![(x0, a), (x0 + l.grid_w as i32 - 1, a)],
+                        WHITE.stroke_width(1),
+                    ))?;
+                }
+            }
+            if !m.text.is_empty() {
+                root.draw_text(&m.text, &row_style, (x0 - row_gap, (a + b) / 2))?;
+            }
         }
         let col_style = if l.rotate_cols {
             font(l.label_font)
@@ -327,13 +472,33 @@ impl Figure for Heatmap<'_> {
         } else {
             font(l.label_font).pos(Pos::new(HPos::Center, VPos::Top))
         };
-        let labels_top = y0 + l.grid_h as i32 + 6;
-        for (c, label) in self.col_labels.iter().enumerate().step_by(l.label_every) {
-            root.draw_text(
-                label,
-                &col_style,
-                (x0 + c as i32 * cell + cell / 2, labels_top),
-            )?;
+        let grid_bottom = y0 + l.grid_h as i32;
+        let labels_top = grid_bottom + if l.cols.grouped { 6 + 6 } else { 6 };
+        for m in &l.cols.marks {
+            let (a, b) = (
+                x0 + m.start as i32 * cell,
+                x0 + (m.start + m.len) as i32 * cell,
+            );
+            if l.cols.grouped {
+                root.draw(&PathElement::new(
+                    vec![
+                        (a + 1, grid_bottom + 4),
+                        (a + 1, grid_bottom + 8),
+                        (b - 1, grid_bottom + 8),
+                        (b - 1, grid_bottom + 4),
+                    ],
+                    ink.stroke_width(1),
+                ))?;
+                if m.start > 0 {
+                    root.draw(&PathElement::new(
+                        vec![(a, y0), (a, grid_bottom - 1)],
+                        WHITE.stroke_width(1),
+                    ))?;
+                }
+            }
+            if !m.text.is_empty() {
+                root.draw_text(&m.text, &col_style, ((a + b) / 2, labels_top))?;
+            }
         }
         let desc = font(DESC_FONT);
         root.draw_text(
@@ -402,14 +567,40 @@ pub(crate) enum XScale {
     Categories(Vec<String>),
 }
 
+#[derive(Default)]
 pub(crate) struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    pub style: SeriesStyle,
+}
+
+/// How a series is drawn. By default each series takes the next palette colour and a solid line;
+/// series that belong together (two measures of one pair) share a colour and differ by dash.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct SeriesStyle {
+    /// Palette index; `None`: the series' own position.
+    pub colour: Option<usize>,
+    pub dash: Dash,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) enum Dash {
+    #[default]
+    Solid,
+    /// Long dashes, hollow markers.
+    Dashed,
 }
 
 /// A horizontal reference line (a threshold, a null baseline), dashed and named in the legend.
 pub(crate) struct Reference {
     pub y: f64,
+    pub label: String,
+}
+
+/// A shaded horizontal band (a null baseline's spread), named in the legend.
+pub(crate) struct Band {
+    pub lo: f64,
+    pub hi: f64,
     pub label: String,
 }
 
@@ -420,21 +611,102 @@ pub(crate) struct LineChart {
     pub y_desc: String,
     pub series: Vec<Series>,
     pub x: XScale,
+    /// The span of the y ticks; the plot leaves a small margin beyond it so that markers on the
+    /// extremes are not cut. [`fit_y_range`] fits it to the data.
     pub y_range: (f64, f64),
     pub references: Vec<Reference>,
+    pub bands: Vec<Band>,
 }
 
 const CHART_W: u32 = 760;
 const CHART_H: u32 = 460;
+const BAND_FILL: RGBColor = RGBColor(0xbb, 0xbb, 0xbb);
+
+/// A tick step of 1, 2, 2.5 or 5 × 10^k close to `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    let f = raw / mag;
+    let nice = if f <= 1.0 {
+        1.0
+    } else if f <= 2.0 {
+        2.0
+    } else if f <= 2.5 {
+        2.5
+    } else if f <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
+}
+
+/// Ticks at multiples of a nice step within `lo ..= hi` (about five of them), and the decimals
+/// their labels need.
+pub(crate) fn nice_ticks(lo: f64, hi: f64) -> (Vec<f64>, usize) {
+    let step = nice_step((hi - lo) / 5.0);
+    let first = (lo / step - 1e-9).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    let ticks = (first..=last).map(|i| i as f64 * step).collect();
+    // 0.25 → 2 decimals, 0.025 → 3, 5 → 0.
+    let mut decimals = 0;
+    while decimals < 8
+        && ((step * 10f64.powi(decimals as i32)).round() - step * 10f64.powi(decimals as i32)).abs()
+            > 1e-6
+    {
+        decimals += 1;
+    }
+    (ticks, decimals)
+}
+
+/// A y range fitted to `values`: their span padded by a tenth on each side (at least `min_span`
+/// wide, so that flat lines do not fill the chart with noise), widened to nice ticks and kept
+/// within `bounds` (a similarity's 0..1). Bands are included when doing so leaves the data at
+/// least a third of the height; a band far from the data is named in the legend instead.
+pub(crate) fn fit_y_range(
+    values: impl IntoIterator<Item = f64>,
+    bands: &[Band],
+    bounds: (f64, f64),
+    min_span: f64,
+) -> (f64, f64) {
+    let (mut lo, mut hi) = values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if lo > hi {
+        return bounds;
+    }
+    let data_span = (hi - lo).max(min_span);
+    for b in bands {
+        let (blo, bhi) = (lo.min(b.lo), hi.max(b.hi));
+        if data_span >= (bhi - blo) / 3.0 {
+            (lo, hi) = (blo, bhi);
+        }
+    }
+    if hi - lo < min_span {
+        let mid = (lo + hi) / 2.0;
+        (lo, hi) = (mid - min_span / 2.0, mid + min_span / 2.0);
+    }
+    let pad = 0.1 * (hi - lo);
+    let step = nice_step((hi - lo + 2.0 * pad) / 5.0);
+    let lo = ((lo - pad) / step).floor() * step;
+    let hi = ((hi + pad) / step).ceil() * step;
+    (lo.max(bounds.0), hi.min(bounds.1))
+}
 
 impl LineChart {
     fn legend_width(&self) -> u32 {
         let names = self
             .series
             .iter()
-            .map(|s| s.name.as_str())
-            .chain(self.references.iter().map(|r| r.label.as_str()));
-        max_text_width(names, 13) + 56
+            .map(|s| s.name.clone())
+            .chain(self.references.iter().map(|r| r.label.clone()))
+            .chain(self.bands.iter().map(|b| self.band_label(b)));
+        names.map(|n| text_size(&n, 13).0).max().unwrap_or(0) + 56
     }
 
     fn map_x(&self, x: f64) -> f64 {
@@ -442,6 +714,33 @@ impl LineChart {
             XScale::Linear { .. } | XScale::Categories(_) => x,
             XScale::Log1pSteps { .. } => (1.0 + x.max(0.0)).log10(),
         }
+    }
+
+    /// A band's legend entry, saying so when it lies off the axis.
+    fn band_label(&self, b: &Band) -> String {
+        if b.hi < self.y_range.0 {
+            format!("{} (below the axis)", b.label)
+        } else if b.lo > self.y_range.1 {
+            format!("{} (above the axis)", b.label)
+        } else {
+            b.label.clone()
+        }
+    }
+
+    fn colour(i: usize, s: &Series) -> RGBColor {
+        PALETTE[s.style.colour.unwrap_or(i) % PALETTE.len()]
+    }
+}
+
+/// A legend's sample of a line: one stroke when solid, three dashes when dashed.
+fn legend_line(dash: Dash, y: i32) -> Vec<Vec<(i32, i32)>> {
+    match dash {
+        Dash::Solid => vec![vec![(6, y), (34, y)]],
+        Dash::Dashed => vec![
+            vec![(6, y), (12, y)],
+            vec![(17, y), (23, y)],
+            vec![(28, y), (34, y)],
+        ],
     }
 }
 
@@ -486,12 +785,20 @@ impl Figure for LineChart {
                 (-0.3, names.len().max(1) as f64 - 0.7, Some(kept))
             }
         };
+        // The y ticks span `y_range`; a small margin beyond keeps markers on the extremes whole.
+        let (y_lo, y_hi) = if self.y_range.1 > self.y_range.0 {
+            self.y_range
+        } else {
+            (self.y_range.0 - 0.5, self.y_range.0 + 0.5)
+        };
+        let margin = 0.02 * (y_hi - y_lo);
+        let (plot_lo, plot_hi) = (y_lo - margin, y_hi + margin);
         let mut chart = ChartBuilder::on(&plot_area)
             .caption(&self.title, font(TITLE_FONT))
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(64)
-            .build_cartesian_2d(x_lo..x_hi, self.y_range.0..self.y_range.1)?;
+            .build_cartesian_2d(x_lo..x_hi, plot_lo..plot_hi)?;
         let lin_fmt = |v: &f64| {
             if (v - v.round()).abs() < 1e-9 {
                 format!("{}", v.round() as i64)
@@ -506,25 +813,47 @@ impl Figure for LineChart {
             .axis_desc_style(font(DESC_FONT))
             .light_line_style(RGBColor(0xee, 0xee, 0xee))
             .bold_line_style(RGBColor(0xdd, 0xdd, 0xdd))
-            .y_label_formatter(&|v: &f64| format!("{v:.1}"))
-            .x_label_formatter(&lin_fmt);
+            .x_label_formatter(&lin_fmt)
+            // Nice y ticks are drawn by hand below, with as many decimals as their step needs.
+            .y_labels(0);
         if ticks.is_some() {
             mesh.x_labels(0);
         }
         mesh.draw()?;
+        let grid = RGBColor(0xdd, 0xdd, 0xdd);
+        let (y_ticks, decimals) = nice_ticks(y_lo, y_hi);
+        let y_style = font(TICK_FONT).pos(Pos::new(HPos::Right, VPos::Center));
+        for y in &y_ticks {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x_lo, *y), (x_hi, *y)],
+                grid,
+            )))?;
+            let (px, py) = chart.backend_coord(&(x_lo, *y));
+            plot_area.draw(&PathElement::new(vec![(px - 5, py), (px, py)], BLACK))?;
+            plot_area.draw_text(&format!("{y:.decimals$}"), &y_style, (px - 8, py))?;
+        }
         if let Some(ticks) = &ticks {
             let style = font(TICK_FONT).pos(Pos::new(HPos::Center, VPos::Top));
             for (x, label) in ticks {
                 chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(*x, self.y_range.0), (*x, self.y_range.1)],
-                    RGBColor(0xdd, 0xdd, 0xdd),
+                    vec![(*x, plot_lo), (*x, plot_hi)],
+                    grid,
                 )))?;
-                let (px, py) = chart.backend_coord(&(*x, self.y_range.0));
+                let (px, py) = chart.backend_coord(&(*x, plot_lo));
                 plot_area.draw(&PathElement::new(vec![(px, py), (px, py + 5)], BLACK))?;
                 plot_area.draw_text(label, &style, (px, py + 8))?;
             }
         }
 
+        for b in &self.bands {
+            let (lo, hi) = (b.lo.max(plot_lo), b.hi.min(plot_hi));
+            if lo < hi {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(x_lo, lo), (x_hi, hi)],
+                    BAND_FILL.mix(0.35).filled(),
+                )))?;
+            }
+        }
         let grey = RGBColor(0x55, 0x55, 0x55);
         for (k, r) in self.references.iter().enumerate() {
             let style = if k % 2 == 0 {
@@ -540,12 +869,28 @@ impl Figure for LineChart {
             ))?;
         }
         for (i, s) in self.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
+            let color = Self::colour(i, s);
             let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (self.map_x(x), y)).collect();
-            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
+            match s.style.dash {
+                Dash::Solid => {
+                    chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
+                }
+                Dash::Dashed => {
+                    chart.draw_series(DashedLineSeries::new(
+                        pts.clone(),
+                        10,
+                        6,
+                        color.stroke_width(2),
+                    ))?;
+                }
+            }
             // Markers show where the data are; on dense curves they would only blur the line.
             if pts.len() <= 40 {
-                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+                let marker = match s.style.dash {
+                    Dash::Solid => color.filled(),
+                    Dash::Dashed => color.stroke_width(1),
+                };
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, marker)))?;
             }
         }
 
@@ -553,12 +898,15 @@ impl Figure for LineChart {
         let entry = font(13).pos(Pos::new(HPos::Left, VPos::Center));
         let mut y = 60;
         for (i, s) in self.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            legend_area.draw(&PathElement::new(
-                vec![(6, y), (34, y)],
-                color.stroke_width(2),
-            ))?;
-            legend_area.draw(&Circle::new((20, y), 3, color.filled()))?;
+            let color = Self::colour(i, s);
+            for segment in legend_line(s.style.dash, y) {
+                legend_area.draw(&PathElement::new(segment, color.stroke_width(2)))?;
+            }
+            let marker = match s.style.dash {
+                Dash::Solid => color.filled(),
+                Dash::Dashed => color.stroke_width(1),
+            };
+            legend_area.draw(&Circle::new((20, y), 3, marker))?;
             legend_area.draw_text(&s.name, &entry, (42, y))?;
             y += 22;
         }
@@ -579,6 +927,14 @@ impl Figure for LineChart {
             legend_area.draw_text(&r.label, &entry, (42, y))?;
             y += 22;
         }
+        for b in &self.bands {
+            legend_area.draw(&Rectangle::new(
+                [(6, y - 6), (34, y + 6)],
+                BAND_FILL.mix(0.35).filled(),
+            ))?;
+            legend_area.draw_text(&self.band_label(b), &entry, (42, y))?;
+            y += 22;
+        }
         Ok(())
     }
 }
@@ -593,6 +949,97 @@ mod tests {
         assert_eq!(viridis(1.0), RGBColor(0xfd, 0xe7, 0x25));
         assert_eq!(viridis(7.0), viridis(1.0));
         assert_eq!(viridis(f64::NAN), viridis(0.0));
+    }
+
+    #[test]
+    fn ticks_are_nice_and_labelled_with_the_decimals_their_step_needs() {
+        let (ticks, decimals) = nice_ticks(0.94, 1.0);
+        assert_eq!(decimals, 2);
+        let want = [0.94, 0.96, 0.98, 1.0];
+        assert_eq!(ticks.len(), want.len(), "{ticks:?}");
+        assert!(
+            ticks.iter().zip(want).all(|(t, w)| (t - w).abs() < 1e-12),
+            "{ticks:?}"
+        );
+        let (ticks, decimals) = nice_ticks(0.0, 1.02);
+        assert_eq!((ticks.len(), decimals), (5, 2), "{ticks:?}");
+        let (ticks, decimals) = nice_ticks(0.0, 40.0);
+        assert_eq!((ticks, decimals), (vec![0.0, 10.0, 20.0, 30.0, 40.0], 0));
+    }
+
+    fn band(lo: f64, hi: f64) -> Band {
+        Band {
+            lo,
+            hi,
+            label: "null".into(),
+        }
+    }
+
+    #[test]
+    fn y_range_fits_the_data_and_includes_a_band_only_when_near() {
+        let data = [0.951, 0.97, 0.985];
+        let (lo, hi) = fit_y_range(data, &[], (0.0, 1.0), 0.02);
+        assert!(
+            (0.93..0.951).contains(&lo) && hi > 0.985 && hi <= 1.0,
+            "{lo} {hi}"
+        );
+        // A null far below would flatten the data: it stays off the axis.
+        assert_eq!(
+            fit_y_range(data, &[band(0.2, 0.3)], (0.0, 1.0), 0.02),
+            (lo, hi)
+        );
+        // A null beside the data is shown whole.
+        let (lo, hi) = fit_y_range([0.4, 0.6], &[band(0.3, 0.35)], (0.0, 1.0), 0.02);
+        assert!(lo <= 0.3 && (0.6..=0.7 + 1e-9).contains(&hi), "{lo} {hi}");
+        // Flat data get the minimum span, not a zero-height axis.
+        let (lo, hi) = fit_y_range([0.5, 0.5], &[], (0.0, 1.0), 0.02);
+        assert!(hi - lo >= 0.02 && lo < 0.5 && hi > 0.5, "{lo} {hi}");
+        // Bounds hold, and no data gives the bounds.
+        let (lo, hi) = fit_y_range([0.0, 1.0], &[], (0.0, 1.0), 0.02);
+        assert_eq!((lo, hi), (0.0, 1.0));
+        assert_eq!(fit_y_range([f64::NAN], &[], (0.0, 1.0), 0.02), (0.0, 1.0));
+    }
+
+    fn keys(n_runs: usize, seeds: usize, steps: usize, layers: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in 0..n_runs {
+            for s in 0..seeds {
+                for t in 0..steps {
+                    for l in 0..layers {
+                        out.push(format!("run=r{r},seed={s},step={t},layer=h{l}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn axis_labels_every_row_up_to_the_cut_off_then_groups() {
+        ensure_font().unwrap();
+        let labels = keys(1, 4, 5, 5);
+        assert_eq!(labels.len(), LABEL_EVERY_ROW_MAX);
+        let every = AxisLabels::of(&labels, 10, 9);
+        assert!(!every.grouped);
+        assert_eq!(every.marks.len(), labels.len());
+
+        // 2 × 3 × 10 × 5 = 300 rows of 3 px: bands of one step's 5 layers (15 px) hold a label.
+        let labels = keys(2, 3, 10, 5);
+        let grouped = AxisLabels::of(&labels, 3, 9);
+        assert!(grouped.grouped);
+        assert_eq!(grouped.marks.len(), 60);
+        assert_eq!(grouped.marks[1].text, "run=r0,seed=0,step=1");
+        assert!(grouped.marks.iter().all(|m| m.len == 5));
+        // 1 px rows: a step's band is 5 px, too thin for 9 px text: group by seed instead.
+        let coarser = AxisLabels::of(&labels, 1, 9);
+        assert_eq!(coarser.marks.len(), 6);
+        assert_eq!(coarser.marks[0].text, "run=r0,seed=0");
+
+        // Labels that are not keys keep every n-th.
+        let plain: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+        let thinned = AxisLabels::of(&plain, 3, 9);
+        assert!(!thinned.grouped);
+        assert_eq!(thinned.marks.len(), 75);
     }
 
     #[test]

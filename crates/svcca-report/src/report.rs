@@ -30,7 +30,10 @@ use crate::matrices::{
     FrequencyMap, LayerMatrix, Matrix, RankedBy, frequency_maps, full_matrix, layer_matrix,
     layer_matrix_candidates,
 };
-use crate::render::{Figure, Heatmap, LineChart, PlotFiles, Reference, Series, XScale, render};
+use crate::render::{
+    Band, Dash, Figure, Heatmap, LineChart, PlotFiles, Reference, Series, SeriesStyle, XScale,
+    fit_y_range, render,
+};
 use crate::seeds::{SeedSpread, cross_seed};
 use crate::since::{SinceLastRun, since_last_run};
 
@@ -245,7 +248,7 @@ pub fn write_report(
     page.frequency_maps(&freq_maps)?;
     page.spectra(results)?;
     page.dimensionality(&computed.dimensionality, results)?;
-    page.class_sensitivity(&computed.class_sensitivity, results)?;
+    page.class_sensitivity(&computed.class_sensitivity, results, options)?;
     page.warnings(results);
     if !notes.is_empty() {
         page.section("notes", "Notes");
@@ -291,6 +294,9 @@ pub fn write_report(
         notes,
     })
 }
+
+/// Representations a warning row lists in full; more fold under their count.
+const WARNING_REPS_SHOWN: usize = 12;
 
 /// Conv pairs' nulls listed in the page and report.json; every pair's null is still used.
 pub const MAX_CONV_NULLS_LISTED: usize = 64;
@@ -626,6 +632,45 @@ impl ConvNullGroup {
             range(self.total_min.to_string(), self.total_max.to_string()),
         )
     }
+}
+
+/// The Gaussian null of a class-sensitivity chart: a layer's kept directions against one
+/// independent column over the same datapoints, from the fewest to the most directions the layer
+/// keeps over its checkpoints (min to max over the draws). `None` when the layer is not among the
+/// stored representations (analyses named before keys were canonical).
+fn class_null_band(
+    cs: &ClassSensitivity,
+    results: &ResultsFile,
+    options: &ReportOptions,
+) -> Option<Band> {
+    let key = RepresentationKey::parse_id(&cs.layer)?;
+    let shapes: Vec<(u64, usize)> = results
+        .representations
+        .iter()
+        .filter(|r| {
+            r.key.run == key.run
+                && r.key.seed == key.seed
+                && r.key.tags == key.tags
+                && r.key.layer == key.layer
+                && r.kept_dims > 0
+        })
+        .map(|r| (r.datapoints, r.kept_dims))
+        .collect();
+    let (n, k_lo) = shapes.iter().copied().min_by_key(|s| s.1)?;
+    let (_, k_hi) = shapes.iter().copied().max_by_key(|s| s.1)?;
+    let null = |k| gaussian_null(n, k, 1, "svcca", options.null_draws, options.null_seed).ok();
+    let (lo, hi) = (null(k_lo)?, null(k_hi)?);
+    let dims = if k_lo == k_hi {
+        k_lo.to_string()
+    } else {
+        format!("{k_lo}–{k_hi}")
+    };
+    let (band_lo, band_hi) = (lo.min.min(hi.min), lo.max.max(hi.max));
+    Some(Band {
+        lo: band_lo,
+        hi: band_hi,
+        label: format!("gaussian null {band_lo:.2}–{band_hi:.2}, {dims} dims vs 1 column"),
+    })
 }
 
 /// The conv layers (`[h, w, c]` per datapoint) of the results, named, or `None` when there are none.
@@ -1258,6 +1303,7 @@ impl Page {
                             .iter()
                             .map(|p| (p.step as f64, p.similarity))
                             .collect(),
+                        ..Default::default()
                     })
                     .collect(),
                 x: XScale::Log1pSteps {
@@ -1265,6 +1311,7 @@ impl Page {
                 },
                 y_range: (0.0, 1.02),
                 references,
+                bands: Vec::new(),
             };
             let caption = format!(
                 "{name}: one line per layer; convergence order {}.",
@@ -1375,6 +1422,7 @@ impl Page {
                     .map(|(step, v)| Series {
                         name: step.map_or("no step".into(), |s| format!("step {s}")),
                         points: v.iter().map(|s| (pos(&s.layer), s.mean)).collect(),
+                        ..Default::default()
                     })
                     .collect(),
                 x: XScale::Categories(present.clone()),
@@ -1386,6 +1434,7 @@ impl Page {
                     })
                     .into_iter()
                     .collect(),
+                bands: Vec::new(),
             };
             self.figure(
                 &chart,
@@ -1694,6 +1743,7 @@ impl Page {
                     Series {
                         name: format!("{} (kept {})", r.key.layer, r.kept_dims),
                         points,
+                        ..Default::default()
                     }
                 })
                 .collect();
@@ -1712,6 +1762,7 @@ impl Page {
                     y: 0.99,
                     label: "99% of the variance".into(),
                 }],
+                bands: Vec::new(),
             };
             let caption = format!(
                 "{net}: cumulative variance per layer; the legend gives the directions the sweep kept."
@@ -1769,33 +1820,51 @@ impl Page {
             return Ok(());
         }
         let max_k = curves.iter().map(|c| c.kept).max().unwrap_or(1);
+        // One colour per pair; carried(k) solid, both(k) dashed.
+        let series: Vec<Series> = curves
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                [
+                    Series {
+                        name: format!("{} vs {}: carried(k)", c.a, c.b),
+                        points: c.points.iter().map(|p| (p.k as f64, p.carried)).collect(),
+                        style: SeriesStyle {
+                            colour: Some(i),
+                            dash: Dash::Solid,
+                        },
+                    },
+                    Series {
+                        name: format!("{} vs {}: both(k)", c.a, c.b),
+                        points: c.points.iter().map(|p| (p.k as f64, p.both)).collect(),
+                        style: SeriesStyle {
+                            colour: Some(i),
+                            dash: Dash::Dashed,
+                        },
+                    },
+                ]
+            })
+            .collect();
+        let y_range = fit_y_range(
+            series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+            &[],
+            (0.0, 1.0),
+            0.05,
+        );
         let chart = LineChart {
             title: "Similarity against the number of kept directions".into(),
             x_desc: "k (top singular directions of the layer)".into(),
             y_desc: "similarity".into(),
-            series: curves
-                .iter()
-                .flat_map(|c| {
-                    [
-                        Series {
-                            name: format!("{} vs {}: carried(k)", c.a, c.b),
-                            points: c.points.iter().map(|p| (p.k as f64, p.carried)).collect(),
-                        },
-                        Series {
-                            name: format!("{} vs {}: both(k)", c.a, c.b),
-                            points: c.points.iter().map(|p| (p.k as f64, p.both)).collect(),
-                        },
-                    ]
-                })
-                .collect(),
+            series,
             x: XScale::Linear {
                 min: 0.0,
                 max: max_k as f64,
             },
-            y_range: (0.0, 1.02),
+            y_range,
             references: Vec::new(),
+            bands: Vec::new(),
         };
-        self.figure(&chart, "dimensionality", "carried(k) per pair (each ends at the pair's SVCCA value) and both(k), the mean with k directions kept on both sides.")?;
+        self.figure(&chart, "dimensionality", "One colour per pair: carried(k) solid (it ends at the pair's SVCCA value), both(k) dashed (the mean with k directions kept on both sides).")?;
         let rows: Vec<Vec<String>> = curves
             .iter()
             .map(|c| {
@@ -1834,6 +1903,7 @@ impl Page {
         &mut self,
         all: &[ClassSensitivity],
         results: &ResultsFile,
+        options: &ReportOptions,
     ) -> Result<(), ReportError> {
         self.section("classes", "Class sensitivity");
         if let Some(layers) = conv_layers(results) {
@@ -1870,27 +1940,42 @@ impl Page {
         self.table(&head, &rows);
         for cs in all {
             let steps = cs.steps();
+            let series: Vec<Series> = cs
+                .classes
+                .iter()
+                .map(|c| Series {
+                    name: format!("class {}", c.class),
+                    points: c
+                        .points
+                        .iter()
+                        .map(|p| (p.step as f64, p.similarity))
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect();
+            let bands: Vec<Band> = if options.gaussian_null {
+                class_null_band(cs, results, options).into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            // The classes differ by hundredths: a 0–1 axis would draw them as one flat line.
+            let y_range = fit_y_range(
+                series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+                &bands,
+                (0.0, 1.0),
+                0.02,
+            );
             let chart = LineChart {
                 title: format!("{}: similarity with each class", cs.layer),
                 x_desc: "training step (log scale)".into(),
                 y_desc: "SVCCA with the class column".into(),
-                series: cs
-                    .classes
-                    .iter()
-                    .map(|c| Series {
-                        name: format!("class {}", c.class),
-                        points: c
-                            .points
-                            .iter()
-                            .map(|p| (p.step as f64, p.similarity))
-                            .collect(),
-                    })
-                    .collect(),
+                series,
                 x: XScale::Log1pSteps {
                     ticks: steps.clone(),
                 },
-                y_range: (0.0, 1.02),
+                y_range,
                 references: Vec::new(),
+                bands,
             };
             self.figure(
                 &chart,
@@ -1925,31 +2010,49 @@ impl Page {
         }
         self.section("warnings", "Warnings from the sweep");
         self.p(
-            "Grouped by kind (numbers and representation names taken out); each representation \
-             concerned is listed once, with one warning of the kind in full.",
+            "One row per kind of warning (numbers and representation names taken out): how many \
+             pairs carry it, for which metrics, every representation concerned (each once) and \
+             one warning of the kind in full.",
         );
-        let rows: Vec<Vec<String>> = groups
+        self.html.push_str(
+            "<table class=\"warnings\"><thead><tr><th>kind</th><th>pairs</th><th>metrics</th>\
+             <th>representations</th><th>example</th></tr></thead><tbody>\n",
+        );
+        // Representations in the sweep's order (run, seed, step, layer), not alphabetical.
+        let order: BTreeMap<String, usize> = results
+            .representations
             .iter()
-            .map(|g| {
-                vec![
-                    g.kind.clone(),
-                    g.pairs.to_string(),
-                    g.metrics.iter().cloned().collect::<Vec<_>>().join(", "),
-                    crate::warnings::list_some(&g.representations, 12),
-                    g.example.clone(),
-                ]
-            })
+            .enumerate()
+            .map(|(i, r)| (r.key.label(), i))
             .collect();
-        self.table(
-            &[
-                "kind".into(),
-                "pairs".into(),
-                "metrics".into(),
-                "representations".into(),
-                "example".into(),
-            ],
-            &rows,
-        );
+        for g in &groups {
+            let mut reps: Vec<&String> = g.representations.iter().collect();
+            reps.sort_by_key(|r| (order.get(*r).copied().unwrap_or(usize::MAX), *r));
+            let text = reps
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            // A long list folds under its count, so that the table stays a table.
+            let listed = if reps.len() <= WARNING_REPS_SHOWN {
+                esc(&text)
+            } else {
+                format!(
+                    "<details><summary>{} representations</summary>{}</details>",
+                    reps.len(),
+                    esc(&text)
+                )
+            };
+            let _ = writeln!(
+                self.html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{listed}</td><td>{}</td></tr>",
+                esc(&g.kind),
+                g.pairs,
+                esc(&g.metrics.iter().cloned().collect::<Vec<_>>().join(", ")),
+                esc(&g.example),
+            );
+        }
+        self.html.push_str("</tbody></table>\n");
     }
 
     fn finish(&self) -> String {
@@ -1973,7 +2076,8 @@ const CSS: &str = "body{font-family:'DejaVu Sans',sans-serif;max-width:1200px;ma
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}\n\
 td:first-child,th:first-child{text-align:left}thead{background:#f3f3f3}figure{margin:1em 0}\n\
 img{max-width:100%;height:auto}figcaption{color:#444;font-size:90%}dt{font-weight:bold;margin-top:0.4em}\n\
-.note{color:#8a5a00}nav ul{columns:3;font-size:90%}\n";
+.note{color:#8a5a00}nav ul{columns:3;font-size:90%}\n\
+table.warnings td{text-align:left;vertical-align:top}\n";
 
 /// Splits a layer's key over its checkpoints (`run=mlp,seed=0,layer=h1,lr=0.1`) into its
 /// network (`run=mlp,seed=0,lr=0.1`) and layer (`h1`). Analyses written before keys were

@@ -70,8 +70,14 @@ fn kind_of(warning: &str, labels_longest_first: &[String]) -> (String, Vec<Strin
     let mut text = warning.to_string();
     let mut named = Vec::new();
     for label in labels_longest_first {
-        if text.contains(label.as_str()) {
-            named.push(label.clone());
+        if let Some(at) = text.find(label.as_str()) {
+            // Results stored before pairs named only the sides that lost neurons say
+            // "0 from <side>": that side is not concerned.
+            let before = &text[..at];
+            let none = before.ends_with(": 0 from ") || before.ends_with(", 0 from ");
+            if !none {
+                named.push(label.clone());
+            }
             text = text.replace(label.as_str(), REP);
         }
     }
@@ -96,17 +102,11 @@ fn kind_of(warning: &str, labels_longest_first: &[String]) -> (String, Vec<Strin
     {
         kind = head.to_string();
     }
-    (kind.trim().to_string(), named)
-}
-
-/// `a, b, c … and N more` for a table cell.
-pub(crate) fn list_some(items: &BTreeSet<String>, max: usize) -> String {
-    let shown: Vec<&str> = items.iter().take(max).map(String::as_str).collect();
-    let mut s = shown.join(", ");
-    if items.len() > max {
-        s.push_str(&format!(" … and {} more", items.len() - max));
+    // "what happened; why it matters": the first clause is the kind.
+    if let Some((head, _)) = kind.split_once("; ") {
+        kind = head.to_string();
     }
-    s
+    (kind.trim().to_string(), named)
 }
 
 #[cfg(test)]
@@ -175,9 +175,35 @@ mod tests {
     }
 
     #[test]
-    fn long_lists_are_cut_with_a_count() {
-        let items: BTreeSet<String> = (0..5).map(|i| format!("r{i}")).collect();
-        assert_eq!(list_some(&items, 3), "r0, r1, r2 … and 2 more");
-        assert_eq!(list_some(&items, 5), "r0, r1, r2, r3, r4");
+    fn a_side_named_with_none_dropped_is_not_concerned() {
+        let (h1, h2) = (key("mlp", 0, 100, "h1"), key("mlp", 0, 100, "h2"));
+        let mut p = pair(h1.clone(), h2.clone(), "svcca", 0.5);
+        p.warnings = vec![format!(
+            "near-constant neurons dropped: 0 from {}, 3 from {}",
+            h1.label(),
+            h2.label()
+        )];
+        let groups = group_warnings(&results_with(&["h1", "h2"], vec![p]));
+        let want: BTreeSet<String> = [h2.label()].into_iter().collect();
+        assert_eq!(groups[0].representations, want);
+    }
+
+    #[test]
+    fn the_first_clause_of_a_warning_is_its_kind() {
+        let h1 = key("mlp", 0, 100, "h1");
+        let fin = key("mlp", 0, 2250, "h1");
+        let mut pairs = Vec::new();
+        for range in ["1-8", "1-5"] {
+            let mut p = pair(h1.clone(), fin.clone(), "pwcca", 0.5);
+            p.warnings = vec![format!(
+                "pwcca: canonical correlations {range} tie; how the weight splits between their \
+                 directions is not determined by the data, so the mean can move by up to 3.0e-2"
+            )];
+            pairs.push(p);
+        }
+        let groups = group_warnings(&results_with(&["h1"], pairs));
+        assert_eq!(groups.len(), 1, "{groups:#?}");
+        assert_eq!(groups[0].kind, "pwcca: canonical correlations N tie");
+        assert_eq!(groups[0].pairs, 2);
     }
 }
