@@ -958,7 +958,7 @@ impl SweepExecutor {
             return Ok(w.clone());
         }
         let stored = &basis.whitening;
-        let bytes = store.get(&stored).await?.ok_or_else(|| {
+        let bytes = store.get(stored).await?.ok_or_else(|| {
             ExecError::Invalid(format!(
                 "whitening `{stored}` is missing from the cache; rerun the job"
             ))
@@ -972,7 +972,7 @@ impl SweepExecutor {
             )));
         }
         let w =
-            Whitening::from_parts(cache::decode_whitening(&stored, &bytes)?).map_err(|source| {
+            Whitening::from_parts(cache::decode_whitening(stored, &bytes)?).map_err(|source| {
                 ExecError::Maths {
                     what: format!("whitening {}", key.label()),
                     source,

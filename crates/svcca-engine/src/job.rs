@@ -997,8 +997,8 @@ impl SweepDriver {
     }
 
     /// The job's task count as far as the plan can tell before pass 2 is planned (see
-    /// [`SweepDriver::progress`]): every task already issued, a projection task per row chunk
-    /// for each content still to whiten, and the pass-2 tiles as they would be planned if
+    /// [`SweepDriver::progress`]): every task already issued, a whitening task and a projection
+    /// task per row chunk for each content still to whiten, and the pass-2 tiles as they would be planned if
     /// whitening kept every dimension (the layers' widths).
     fn estimate_total(&self) -> Result<u64, JobError> {
         let mut total = self.progress.total;

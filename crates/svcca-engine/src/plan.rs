@@ -7,6 +7,7 @@
 //! - row chunks: `[0, n)` cut into equal ranges of `rows_per_task` datapoints (the same grid for
 //!   every representation, so pass-2 products line up row for row);
 //! - pass 1: one task per (representation content, row chunk);
+//! - whitening: one task per representation content (its eigendecompositions);
 //! - projection: one task per (whitening basis, row chunk), writing `Z` to the cache;
 //! - pass 2: representations grouped into blocks; one task per pair of blocks holding at least
 //!   one needed pair (a *tile*), computing `Z_Aᵀ Z_B` over every row chunk in order.

@@ -282,28 +282,27 @@ impl TaskExecutor for CountingWorker {
             .unwrap()
             .entry(task.kind.clone())
             .or_default() += 1;
-        if self.keep_two {
-            if let TaskPayload::Whiten {
+        if self.keep_two
+            && let TaskPayload::Whiten {
                 cache,
                 key,
                 content,
                 cols,
                 mut bases,
             } = serde_json::from_slice(&task.payload).unwrap()
-            {
-                for b in &mut bases {
-                    b.settings.keep_dims = Some(2);
-                    b.settings.keep_variance_bits = None;
-                }
-                let payload = TaskPayload::Whiten {
-                    cache,
-                    key,
-                    content,
-                    cols,
-                    bases,
-                };
-                task.payload = serde_json::to_vec(&payload).unwrap();
+        {
+            for b in &mut bases {
+                b.settings.keep_dims = Some(2);
+                b.settings.keep_variance_bits = None;
             }
+            let payload = TaskPayload::Whiten {
+                cache,
+                key,
+                content,
+                cols,
+                bases,
+            };
+            task.payload = serde_json::to_vec(&payload).unwrap();
         }
         self.inner.execute(task)
     }
