@@ -31,6 +31,7 @@ fn pair(a: &RepresentationKey, b: &RepresentationKey, metric: &str, mean: f64) -
         metric: metric.into(),
         mean,
         google_mean: None,
+        equal_k_mean: None,
         dims_a: 4,
         dims_b: 4,
         coefficients: vec![],
