@@ -481,8 +481,9 @@ def issue5(args, sizes, machine):
         """`svcca sweep` shares the cores it may run on between its workers (threads = cores /
         workers), so 1 worker on 1 core is pinned with taskset."""
         out = root / f"sweep_out_w{workers}_c{cores}"
-        if out.exists():
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+        # The sweep keeps its cache beside the output (`OUT.cache`): a run that found one would
+        # reuse the statistics of the last and measure nothing.
+        subprocess.run(["rm", "-rf", str(out), f"{out}.cache"], check=True)
         cmd = [args.svcca, "sweep", f"file://{dataset}", "--out", f"file://{out}", "--compare", "all-pairs",
                "--metric", "svcca", "--workers", str(workers), *shlex.split(args.sweep_extra)]
         if cores < (os.cpu_count() or 1):
