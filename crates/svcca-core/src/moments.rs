@@ -404,15 +404,15 @@ impl MomentAccumulator {
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);
-            if !self.chunk_sums(pieces, r0, r1) {
-                // Non-finite sums can also be an overflow of huge f64 values: the exact scan
-                // decides, over the whole block so the first bad value is the one reported.
-                if let Some(e) = first_non_finite_error(pieces, rows, n0) {
-                    if let Some((n, mean, m_lower)) = saved {
-                        (self.n, self.mean, self.m_lower) = (n, mean, m_lower);
-                    }
-                    return Err(e);
+            // Non-finite sums can also be an overflow of huge f64 values: the exact scan
+            // decides, over the whole block so the first bad value is the one reported.
+            if !self.chunk_sums(pieces, r0, r1)
+                && let Some(e) = first_non_finite_error(pieces, rows, n0)
+            {
+                if let Some((n, mean, m_lower)) = saved {
+                    (self.n, self.mean, self.m_lower) = (n, mean, m_lower);
                 }
+                return Err(e);
             }
             self.push_chunk(pieces, r0, r1);
             r0 = r1;

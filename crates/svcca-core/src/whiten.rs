@@ -743,10 +743,10 @@ impl Whitening {
         // A non-finite input value makes its output row non-finite (NaN and ±Inf survive every
         // product and sum), so the much smaller output is scanned instead of the input, after
         // the products; with no output columns there is nothing to carry it, so scan the input.
-        if self.dims() == 0 || d == 0 {
-            if let Some(e) = non_finite() {
-                return Err(e);
-            }
+        if (self.dims() == 0 || d == 0)
+            && let Some(e) = non_finite()
+        {
+            return Err(e);
         }
         // Row chunks bound the f64 scratch (a whole representation widened would be 8 bytes per
         // value) and keep it warm in cache between the widening and the product.
@@ -777,11 +777,9 @@ impl Whitening {
                 .iter()
                 .fold(true, |ok, v| ok & v.is_finite())
         });
-        if !finite {
-            // Or finite values whose products overflowed: the input scan tells.
-            if let Some(e) = non_finite() {
-                return Err(e);
-            }
+        // Or finite values whose products overflowed: the input scan tells.
+        if !finite && let Some(e) = non_finite() {
+            return Err(e);
         }
         Ok(())
     }
