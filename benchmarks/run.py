@@ -124,6 +124,10 @@ def _parse_time_v(text):
             out["wall_s"] = secs
         elif line.startswith("Maximum resident set size"):
             out["rss_mb"] = int(line.rsplit(": ", 1)[1]) / 1024
+        elif line.startswith("User time (seconds)"):
+            out["user_s"] = float(line.rsplit(": ", 1)[1])
+        elif line.startswith("System time (seconds)"):
+            out["sys_s"] = float(line.rsplit(": ", 1)[1])
         elif line.startswith("Percent of CPU this job got"):
             out["cpu_pct"] = line.rsplit(": ", 1)[1]
         elif line.startswith("Exit status"):
@@ -166,6 +170,9 @@ def measure_once(cmd, env, timeout, cwd=None):
         "wall_s": round(info.get("wall_s", wall), 3),
         "rss_mb": round(info.get("rss_mb", float("nan")), 1),
         "cpu_pct": info.get("cpu_pct"),
+        # CPU seconds (user + system): under load from other work they vary far less than wall
+        # time does.
+        "cpu_s": round(info.get("user_s", 0.0) + info.get("sys_s", 0.0), 2),
         "load_1m_before": load[0],
         "idle_before": round(idle, 2),
         "stderr_tail": p.stderr[-1500:],

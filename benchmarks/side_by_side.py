@@ -21,6 +21,13 @@ sys.path.insert(0, str(HERE))
 import run  # noqa: E402
 
 
+def cpu_seconds(rec):
+    """User + system seconds; from wall time and CPU share for records made without them."""
+    if rec.get("cpu_s"):
+        return rec["cpu_s"]
+    return rec["wall_s"] * float(str(rec.get("cpu_pct") or "0").rstrip("%")) / 100
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--svcca", action="append", required=True,
@@ -66,8 +73,8 @@ def main():
         print(f"round {r} numpy: {rec['wall_s']} s, CPU {rec['cpu_pct']}, load {rec['load_1m_before']}",
               file=sys.stderr, flush=True)
 
-    rows = ["| variant | median wall s (runs) | CPU % (runs) | peak RSS MB | load 1m before (runs) | max abs Δ mean vs NumPy |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| variant | median wall s (runs) | median CPU s | CPU % (runs) | peak RSS MB | load 1m before (runs) | max abs Δ mean vs NumPy |",
+            "|---|---|---|---|---|---|---|"]
     np_wall = statistics.median(r["wall_s"] for r in records["numpy whiten-once"])
     summary = {}
     for name, recs in records.items():
@@ -79,9 +86,12 @@ def main():
                      if k in means["numpy"] and v is not None]
             delta = f"{max(diffs):.1e} over {len(diffs)} pairs" if diffs else "no pairs matched"
         speed = "" if name == "numpy whiten-once" else f" ({np_wall / med:.2f}× NumPy)"
-        rows.append(f"| {name} | {med:.2f}{speed} ({', '.join(f'{w:.2f}' for w in walls)}) | "
-                    f"{', '.join(str(r['cpu_pct']) for r in recs)} | {max(r['rss_mb'] for r in recs):.0f} | "
-                    f"{', '.join(f'{r['load_1m_before']:.1f}' for r in recs)} | {delta} |")
+        runs = ", ".join("%.2f" % w for w in walls)
+        cpu = ", ".join(str(r["cpu_pct"]) for r in recs)
+        cpu_s = statistics.median(cpu_seconds(r) for r in recs)
+        load = ", ".join("%.1f" % r["load_1m_before"] for r in recs)
+        rss = max(r["rss_mb"] for r in recs)
+        rows.append(f"| {name} | {med:.2f}{speed} ({runs}) | {cpu_s:.1f} | {cpu} | {rss:.0f} | {load} | {delta} |")
         summary[name] = {"median_wall_s": med, "runs": recs}
     table = "\n".join(rows)
     print(table)
