@@ -124,6 +124,10 @@ def _parse_time_v(text):
             out["wall_s"] = secs
         elif line.startswith("Maximum resident set size"):
             out["rss_mb"] = int(line.rsplit(": ", 1)[1]) / 1024
+        elif line.startswith("User time (seconds)"):
+            out["user_s"] = float(line.rsplit(": ", 1)[1])
+        elif line.startswith("System time (seconds)"):
+            out["sys_s"] = float(line.rsplit(": ", 1)[1])
         elif line.startswith("Percent of CPU this job got"):
             out["cpu_pct"] = line.rsplit(": ", 1)[1]
         elif line.startswith("Exit status"):
@@ -166,6 +170,9 @@ def measure_once(cmd, env, timeout, cwd=None):
         "wall_s": round(info.get("wall_s", wall), 3),
         "rss_mb": round(info.get("rss_mb", float("nan")), 1),
         "cpu_pct": info.get("cpu_pct"),
+        # CPU seconds (user + system): under load from other work they vary far less than wall
+        # time does.
+        "cpu_s": round(info.get("user_s", 0.0) + info.get("sys_s", 0.0), 2),
         "load_1m_before": load[0],
         "idle_before": round(idle, 2),
         "stderr_tail": p.stderr[-1500:],
@@ -481,8 +488,9 @@ def issue5(args, sizes, machine):
         """`svcca sweep` shares the cores it may run on between its workers (threads = cores /
         workers), so 1 worker on 1 core is pinned with taskset."""
         out = root / f"sweep_out_w{workers}_c{cores}"
-        if out.exists():
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+        # The sweep keeps its cache beside the output (`OUT.cache`): a run that found one would
+        # reuse the statistics of the last and measure nothing.
+        subprocess.run(["rm", "-rf", str(out), f"{out}.cache"], check=True)
         cmd = [args.svcca, "sweep", f"file://{dataset}", "--out", f"file://{out}", "--compare", "all-pairs",
                "--metric", "svcca", "--workers", str(workers), *shlex.split(args.sweep_extra)]
         if cores < (os.cpu_count() or 1):

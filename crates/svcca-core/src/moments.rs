@@ -245,6 +245,20 @@ impl<'a> RowBlock<'a> {
     }
 }
 
+/// The error for the first non-finite value of `pieces` (in piece order, then row-major), its
+/// datapoint counted from `n0`, the datapoints seen before them.
+fn first_non_finite_error(pieces: &[RowBlock<'_>], rows: usize, n0: u64) -> Option<CoreError> {
+    pieces.iter().enumerate().find_map(|(idx, p)| {
+        p.first_non_finite(0, rows)
+            .map(|(r, c, v)| CoreError::NonFinite {
+                input: idx,
+                row: n0 + r as u64,
+                column: c,
+                value: v,
+            })
+    })
+}
+
 /// Plain-data form of a [`MomentAccumulator`], for serialisation by the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MomentParts {
@@ -377,42 +391,52 @@ impl MomentAccumulator {
         if rows == 0 {
             return Ok(());
         }
-        // Validate everything first so an error leaves the accumulator untouched.
-        for (idx, p) in pieces.iter().enumerate() {
-            if let Some((r, c, v)) = p.first_non_finite(0, rows) {
-                return Err(CoreError::NonFinite {
-                    input: idx,
-                    row: self.n + r as u64,
-                    column: c,
-                    value: v,
-                });
-            }
-        }
         if self.d == 0 {
             self.n += rows as u64;
             return Ok(());
         }
+        // No separate finiteness scan: a non-finite value makes its column's chunk sum
+        // non-finite, and the sums are needed anyway. An error must leave the accumulator
+        // untouched, so a block of several chunks keeps the state to restore until it is done.
         let chunk = chunk_rows(self.chunk_bytes, self.d, rows);
+        let n0 = self.n;
+        let saved = (chunk < rows).then(|| (self.n, self.mean.clone(), self.m_lower.clone()));
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);
+            // Non-finite sums can also be an overflow of huge f64 values: the exact scan
+            // decides, over the whole block so the first bad value is the one reported.
+            if !self.chunk_sums(pieces, r0, r1)
+                && let Some(e) = first_non_finite_error(pieces, rows, n0)
+            {
+                if let Some((n, mean, m_lower)) = saved {
+                    (self.n, self.mean, self.m_lower) = (n, mean, m_lower);
+                }
+                return Err(e);
+            }
             self.push_chunk(pieces, r0, r1);
             r0 = r1;
         }
         Ok(())
     }
 
-    fn push_chunk(&mut self, pieces: &[RowBlock<'_>], r0: usize, r1: usize) {
-        let d = self.d;
-        let nb = r1 - r0;
+    /// Puts the column sums of rows `r0..r1` into `self.sums`; false when one is not finite.
+    fn chunk_sums(&mut self, pieces: &[RowBlock<'_>], r0: usize, r1: usize) -> bool {
         self.sums.clear();
-        self.sums.resize(d, 0.0);
+        self.sums.resize(self.d, 0.0);
         let mut off = 0;
         for p in pieces {
             let c = p.cols();
             p.add_column_sums(r0, r1, &mut self.sums[off..off + c]);
             off += c;
         }
+        self.sums.iter().fold(true, |ok, s| ok & s.is_finite())
+    }
+
+    /// Merges rows `r0..r1`, whose column sums [`Self::chunk_sums`] left in `self.sums`.
+    fn push_chunk(&mut self, pieces: &[RowBlock<'_>], r0: usize, r1: usize) {
+        let d = self.d;
+        let nb = r1 - r0;
         let inv = 1.0 / nb as f64;
         for s in self.sums.iter_mut() {
             *s *= inv; // now the chunk mean
@@ -736,6 +760,57 @@ mod tests {
                 assert_eq!(a[(i, j)], a[(j, i)], "symmetric");
             }
         }
+    }
+
+    #[test]
+    fn a_bad_value_in_a_late_chunk_is_reported_and_leaves_the_accumulator_unchanged() {
+        let (n, d) = (1000, 5);
+        let mut x = data(n, d);
+        let mut acc = MomentAccumulator::new(d);
+        acc.chunk_bytes = 8 * d; // 256-row chunks: the bad values sit in the third and fourth
+        acc.push(RowBlock::f64(&x[..10 * d], 10, d).unwrap())
+            .unwrap();
+        let before = acc.to_parts();
+        for (row, col, bad) in [(600, 3, f64::NAN), (900, 0, f64::NEG_INFINITY)] {
+            x[row * d + col] = bad;
+        }
+        for pieces in [1, 2] {
+            // As one block, and as the y side of a joint block whose x side is clean.
+            let e = if pieces == 1 {
+                acc.push(RowBlock::f64(&x, n, d).unwrap()).unwrap_err()
+            } else {
+                let clean = data(n, 2);
+                let mut joint = MomentAccumulator::new(d + 2);
+                joint.chunk_bytes = 8 * d;
+                joint
+                    .push_pieces(&[
+                        RowBlock::f64(&clean, n, 2).unwrap(),
+                        RowBlock::f64(&x, n, d).unwrap(),
+                    ])
+                    .unwrap_err()
+            };
+            let CoreError::NonFinite {
+                input, row, column, ..
+            } = e
+            else {
+                panic!("{e:?}");
+            };
+            let base = if pieces == 1 { 10 } else { 0 };
+            assert_eq!((input, row, column), (pieces - 1, base + 600, 3));
+        }
+        let after = acc.to_parts();
+        assert_eq!(after.n, before.n);
+        assert_eq!(after.mean, before.mean);
+        assert_eq!(after.comoment, before.comoment);
+    }
+
+    #[test]
+    fn huge_finite_values_whose_sums_overflow_are_accepted() {
+        let d = 2;
+        let x = [f64::MAX, 1.0, f64::MAX, 2.0, 0.0, 3.0];
+        let mut acc = MomentAccumulator::new(d);
+        acc.push(RowBlock::f64(&x, 3, d).unwrap()).unwrap();
+        assert_eq!(acc.n(), 3);
     }
 
     #[test]

@@ -705,7 +705,8 @@ impl Whitening {
     }
 
     /// As [`Whitening::whiten_rows`] into `out` (`rows × k`), reusing `scratch` (grown to
-    /// `rows × d`) so a hot loop does not allocate.
+    /// `rows × d`) so a hot loop does not allocate. On a non-finite input value the error names
+    /// its row and column, and `out` holds partial results.
     pub fn whiten_rows_into(
         &self,
         block: RowBlock<'_>,
@@ -729,13 +730,23 @@ impl Whitening {
                 found: out.nrows(),
             });
         }
-        if let Some((r, c, v)) = block.first_non_finite(0, rows) {
-            return Err(CoreError::NonFinite {
-                input: 0,
-                row: r as u64,
-                column: c,
-                value: v,
-            });
+        let non_finite = || {
+            block
+                .first_non_finite(0, rows)
+                .map(|(r, c, v)| CoreError::NonFinite {
+                    input: 0,
+                    row: r as u64,
+                    column: c,
+                    value: v,
+                })
+        };
+        // A non-finite input value makes its output row non-finite (NaN and ±Inf survive every
+        // product and sum), so the much smaller output is scanned instead of the input, after
+        // the products; with no output columns there is nothing to carry it, so scan the input.
+        if (self.dims() == 0 || d == 0)
+            && let Some(e) = non_finite()
+        {
+            return Err(e);
         }
         // Row chunks bound the f64 scratch (a whole representation widened would be 8 bytes per
         // value) and keep it warm in cache between the widening and the product.
@@ -759,6 +770,16 @@ impl Whitening {
                 crate::parallelism(),
             );
             r0 = r1;
+        }
+        let finite = (0..out.ncols()).all(|j| {
+            out.as_ref()
+                .col(j)
+                .iter()
+                .fold(true, |ok, v| ok & v.is_finite())
+        });
+        // Or finite values whose products overflowed: the input scan tells.
+        if !finite && let Some(e) = non_finite() {
+            return Err(e);
         }
         Ok(())
     }
@@ -803,6 +824,40 @@ fn symmetrise(a: Mat<f64>) -> Mat<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_rows_are_named_though_only_the_output_is_scanned() {
+        let (n, d) = (3000, 6);
+        let mut x: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7919 % 1013) as f32 / 97.0).sin() + (i % d) as f32)
+            .collect();
+        let mut m = MomentAccumulator::new(d);
+        m.push(RowBlock::f32(&x, n, d).unwrap()).unwrap();
+        let w = Whitening::from_moments(&m, &WhitenOptions::default()).unwrap();
+        assert!(w.dims() > 0);
+        // The first, a middle and the last row, in different columns: NaN and both infinities.
+        for (row, col, bad) in [
+            (1500, 4, f32::NAN),
+            (0, 0, f32::INFINITY),
+            (2999, 5, f32::NEG_INFINITY),
+        ] {
+            let keep = x[row * d + col];
+            x[row * d + col] = bad;
+            let e = w.whiten_rows(RowBlock::f32(&x, n, d).unwrap()).unwrap_err();
+            x[row * d + col] = keep;
+            let CoreError::NonFinite {
+                input,
+                row: r,
+                column,
+                ..
+            } = e
+            else {
+                panic!("{e:?}");
+            };
+            assert_eq!((input, r, column), (0, row as u64, col));
+        }
+        assert!(w.whiten_rows(RowBlock::f32(&x, n, d).unwrap()).is_ok());
+    }
 
     #[test]
     fn keep_count_rules() {

@@ -204,15 +204,19 @@ impl StorageSource {
             .await
             .map_err(io)?
             .ok_or_else(missing)?;
-        let actual = tokio::task::spawn_blocking(move || crate::cache::sha256_hex(&bytes))
-            .await
-            .map_err(|e| self.invalid(format!("hashing shard {n} of {label}: {e}")))?;
-        if actual != entry.sha256 {
+        // The CRC-32 where the manifest has one: it tells a replaced shard at memory speed, and
+        // every job with a new output store checks every shard.
+        let owned = entry.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            owned.check_bytes(&bytes, svcca_storage::ShardCheck::Fast)
+        })
+        .await
+        .map_err(|e| self.invalid(format!("hashing shard {n} of {label}: {e}")))?;
+        if let Err((expected, actual)) = checked {
             return Err(self.invalid(format!(
                 "shard {n} of {label} (`{shown}`) does not hold the bytes the manifest names \
-                 (SHA-256 {actual}, manifest {}): it was replaced after the dataset was written; \
-                 re-ingest the dataset",
-                entry.sha256
+                 (checksum {actual}, manifest {expected}): it was replaced after the dataset was \
+                 written; re-ingest the dataset"
             )));
         }
         records

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use sha2::{Digest, Sha256};
 
 use crate::layout::{RowBlock, ShardContext, decode_shard};
-use crate::manifest::{MANIFEST_NAME, Manifest, Representation};
+use crate::manifest::{MANIFEST_NAME, Manifest, Representation, ShardCheck};
 use crate::selector::Selector;
 use crate::store::{Env, Location, retrying};
 use crate::{StorageError, error::is_transient};
@@ -20,11 +19,16 @@ use crate::{StorageError, error::is_transient};
 pub struct ReadOptions {
     /// Shards fetched concurrently by the streams; memory is about this many shards (default 4).
     pub shards_in_flight: usize,
-    /// Check each shard's size and SHA-256 against the manifest (default true). The size is
-    /// checked on every read; a shard is hashed the first time a [`Dataset`] (and its clones)
-    /// reads it only, since a sweep reads every shard twice (moments, then projection). Off,
-    /// neither is checked and only the decoder stands between a damaged shard and the maths.
+    /// Check each shard's size and checksum against the manifest (default true): its CRC-32
+    /// when the manifest lists one, else its SHA-256 (see [`ReadOptions::full_checksums`]). The
+    /// size is checked on every read; a shard is checksummed the first time a [`Dataset`] (and
+    /// its clones) reads it only, since a sweep reads every shard twice (moments, then
+    /// projection). Off, neither is checked and only the decoder stands between a damaged shard
+    /// and the maths.
     pub verify_checksums: bool,
+    /// Check the SHA-256 of every shard even where the manifest lists a CRC-32 (default false):
+    /// for `svcca verify`, which vouches for the content addresses caches are keyed on.
+    pub full_checksums: bool,
     /// Reject NaN/±Inf values (default true).
     pub check_finite: bool,
     /// Extra attempts after a transient store error, with exponential backoff (default 3). The
@@ -41,6 +45,7 @@ impl Default for ReadOptions {
         ReadOptions {
             shards_in_flight: 4,
             verify_checksums: true,
+            full_checksums: false,
             check_finite: true,
             retries: 3,
             retry_backoff: Duration::from_millis(100),
@@ -56,6 +61,10 @@ impl ReadOptions {
     }
     pub fn with_verify_checksums(mut self, on: bool) -> Self {
         self.verify_checksums = on;
+        self
+    }
+    pub fn with_full_checksums(mut self, on: bool) -> Self {
+        self.full_checksums = on;
         self
     }
     pub fn with_check_finite(mut self, on: bool) -> Self {
@@ -338,14 +347,20 @@ impl Dataset {
             .lock()
             .expect("verified shards")
             .contains(&seen);
-        let expected_sha =
-            (self.options.verify_checksums && !already).then(|| entry.sha256.clone());
+        let check = (self.options.verify_checksums && !already).then(|| {
+            let level = if self.options.full_checksums {
+                ShardCheck::Full
+            } else {
+                ShardCheck::Fast
+            };
+            (entry.clone(), level)
+        });
         let verified = self.verified.clone();
-        // Hashing, decoding and the finiteness scan are CPU work: keep them off the async workers.
+        // Checksums, decoding and the finiteness scan are CPU work: keep them off the async
+        // workers.
         tokio::task::spawn_blocking(move || {
-            if let Some(expected) = expected_sha {
-                let actual = hex::encode(Sha256::digest(&bytes));
-                if actual != expected {
+            if let Some((entry, level)) = check {
+                if let Err((expected, actual)) = entry.check_bytes(&bytes, level) {
                     return Err(StorageError::ShardChecksum {
                         representation: ctx.representation.to_string(),
                         shard: ctx.shard,

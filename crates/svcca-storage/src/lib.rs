@@ -32,7 +32,7 @@ pub use dataset::{Dataset, ReadOptions, open_dataset};
 pub use error::{StorageError, Waited};
 pub use ingest::{IngestConfig, IngestReport, LayerOrder, LayoutRule, ingest};
 pub use layout::RowBlock;
-pub use manifest::{Layout, Manifest, ProbeSet, RepKey, Representation, ShardEntry};
+pub use manifest::{Layout, Manifest, ProbeSet, RepKey, Representation, ShardCheck, ShardEntry};
 pub use selector::Selector;
 pub use sources::FileArray;
 pub use store::Env;

@@ -396,8 +396,47 @@ pub struct ShardEntry {
     pub rows: usize,
     /// Size of the file in bytes.
     pub bytes: u64,
-    /// Lower-case hex SHA-256 of the whole file.
+    /// Lower-case hex SHA-256 of the whole file: names the shard and keys caches.
     pub sha256: String,
+    /// CRC-32 (IEEE) of the whole file, written at ingest. Readers check it instead of the
+    /// SHA-256 when present: it catches the same accidental damage at memory speed, where
+    /// hashing every shard on every read cost a tenth of a sweep. `svcca verify` still checks
+    /// the SHA-256. Absent in manifests written before it existed, whose shards are hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
+}
+
+/// Which of a shard's checksums a read checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCheck {
+    /// The CRC-32 when the manifest has one, else the SHA-256.
+    Fast,
+    /// The SHA-256, and the CRC-32 too when the manifest has one.
+    Full,
+}
+
+impl ShardEntry {
+    /// Checks `bytes` against the checksums `check` asks for; on a mismatch, the checksum
+    /// (expected, actual) that failed, the CRC-32 written `crc32:xxxxxxxx`.
+    pub fn check_bytes(&self, bytes: &[u8], check: ShardCheck) -> Result<(), (String, String)> {
+        if let Some(expected) = self.crc32 {
+            let actual = crc32fast::hash(bytes);
+            if actual != expected {
+                return Err((
+                    format!("crc32:{expected:08x}"),
+                    format!("crc32:{actual:08x}"),
+                ));
+            }
+            if check == ShardCheck::Fast {
+                return Ok(());
+            }
+        }
+        let actual = hex::encode(Sha256::digest(bytes));
+        if actual != self.sha256 {
+            return Err((self.sha256.clone(), actual));
+        }
+        Ok(())
+    }
 }
 
 impl Representation {
@@ -797,6 +836,57 @@ mod tests {
         }
     }
 
+    fn entry_for(bytes: &[u8], crc32: Option<u32>) -> ShardEntry {
+        ShardEntry {
+            path: "data/part-00000.arrow".into(),
+            row_start: 0,
+            rows: 1,
+            bytes: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            crc32,
+        }
+    }
+
+    #[test]
+    fn shard_checks_use_the_crc_when_listed_and_the_sha256_when_asked() {
+        let good = b"shard bytes".to_vec();
+        let mut bad = good.clone();
+        bad[3] ^= 1;
+        let with_crc = entry_for(&good, Some(crc32fast::hash(&good)));
+        let without = entry_for(&good, None);
+        for check in [ShardCheck::Fast, ShardCheck::Full] {
+            assert_eq!(with_crc.check_bytes(&good, check), Ok(()));
+            assert_eq!(without.check_bytes(&good, check), Ok(()));
+            let (expected, actual) = with_crc.check_bytes(&bad, check).unwrap_err();
+            assert_eq!(expected, format!("crc32:{:08x}", crc32fast::hash(&good)));
+            assert_eq!(actual, format!("crc32:{:08x}", crc32fast::hash(&bad)));
+            let (expected, actual) = without.check_bytes(&bad, check).unwrap_err();
+            assert_eq!((expected.len(), actual.len()), (64, 64));
+            assert_eq!(expected, without.sha256);
+        }
+        // A CRC-32 that agrees with changed bytes passes the fast check only.
+        let forged = ShardEntry {
+            crc32: Some(crc32fast::hash(&bad)),
+            ..with_crc.clone()
+        };
+        assert_eq!(forged.check_bytes(&bad, ShardCheck::Fast), Ok(()));
+        assert!(forged.check_bytes(&bad, ShardCheck::Full).is_err());
+    }
+
+    #[test]
+    fn manifests_without_a_crc_still_parse_and_new_ones_round_trip() {
+        let old = serde_json::json!({"path": "a", "row_start": 0, "rows": 1, "bytes": 4, "sha256": "0".repeat(64)});
+        let e: ShardEntry = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(e.crc32, None);
+        assert_eq!(serde_json::to_value(&e).unwrap(), old);
+        let new = ShardEntry {
+            crc32: Some(0xdead_beef),
+            ..e
+        };
+        let back: ShardEntry = serde_json::from_value(serde_json::to_value(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+    }
+
     #[test]
     fn natural_order() {
         let mut v = vec!["h10", "h2", "logits", "conv2", "conv10", "h02", "conv1"];
@@ -900,6 +990,7 @@ mod legacy_tests {
                 rows: 2,
                 bytes: 100,
                 sha256: "0".repeat(64),
+                crc32: None,
             }],
             values_sha256: None,
         };

@@ -277,6 +277,7 @@ mod tests {
                 rows: 10,
                 bytes: 1,
                 sha256: "0".repeat(64),
+                crc32: None,
             }],
             values_sha256: None,
         }

@@ -521,6 +521,7 @@ pub(crate) struct EncodedShard {
     pub rows: usize,
     pub bytes: Vec<u8>,
     pub sha256: String,
+    pub crc32: u32,
 }
 
 impl ShardEncoder {
@@ -567,12 +568,14 @@ impl ShardEncoder {
         hash_f32_le(&mut self.values_hash, values);
         let bytes = encode_shard(&self.stored_item, values);
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        let crc32 = crc32fast::hash(&bytes);
         let shard = EncodedShard {
             index: self.index,
             row_start: first_row,
             rows,
             bytes,
             sha256,
+            crc32,
         };
         self.index += 1;
         Ok(shard)
@@ -629,6 +632,7 @@ pub(crate) async fn store_shard(
         rows: shard.rows,
         bytes: len,
         sha256: shard.sha256,
+        crc32: Some(shard.crc32),
     };
     Ok((entry, state))
 }

@@ -264,6 +264,56 @@ fn flip_a_bit(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// What a damaged shard's refusal reports as the expected checksum.
+async fn refused_checksum(url: &str, options: ReadOptions) -> String {
+    let ds = Dataset::open(url, options).await.unwrap();
+    match first_error(&ds).await {
+        Some(StorageError::ShardChecksum {
+            shard: 1, expected, ..
+        }) => expected,
+        other => panic!("expected shard 1 to be refused for its checksum, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_check_the_crc_written_at_ingest_and_old_manifests_the_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_src, url) = h4_dataset(dir.path(), 300).await;
+    let ds = open(&url).await.unwrap();
+    let shards = ds.representations()[0].shards.clone();
+    assert!(shards.iter().all(|s| s.crc32.is_some()), "{shards:?}");
+    flip_a_bit(&dir.path().join(&shards[1].path));
+
+    // A plain read checks the CRC-32; `svcca verify`'s full check refuses on the SHA-256 too
+    // (the CRC-32 is checked first, so it names that).
+    let crc = format!("crc32:{:08x}", shards[1].crc32.unwrap());
+    assert_eq!(refused_checksum(&url, opts()).await, crc);
+    assert_eq!(
+        refused_checksum(&url, opts().with_full_checksums(true)).await,
+        crc
+    );
+
+    // A manifest whose CRC-32 was made to match the damaged bytes: only the full check sees it.
+    let damaged = std::fs::read(dir.path().join(&shards[1].path)).unwrap();
+    edit_manifest(dir.path(), |m| {
+        m["representations"][0]["shards"][1]["crc32"] =
+            serde_json::json!(crc32fast::hash(&damaged));
+    });
+    assert!(first_error(&open(&url).await.unwrap()).await.is_none());
+    assert_eq!(
+        refused_checksum(&url, opts().with_full_checksums(true)).await,
+        shards[1].sha256
+    );
+
+    // Written before the CRC-32 existed: the SHA-256 is checked on every read.
+    edit_manifest(dir.path(), |m| {
+        for s in m["representations"][0]["shards"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("crc32");
+        }
+    });
+    assert_eq!(refused_checksum(&url, opts()).await, shards[1].sha256);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reingest_rewrites_a_shard_damaged_in_place() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! `svcca ls URL`: what a dataset holds, grouped by run, seed, checkpoint and layer.
 
 use futures::StreamExt;
-use svcca_storage::{Dataset, Representation, open_dataset};
+use svcca_storage::{Dataset, ReadOptions, Representation};
 
 use super::ingest::{runtime, storage_failure};
 use crate::exit::{CmdResult, Failure};
@@ -18,7 +18,7 @@ pub struct LsArgs {
     /// Print one JSON object (probe set and every representation) instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Also read every shard and check it against the manifest (size, SHA-256, layout, row
+    /// Also read every shard and check it against the manifest (size, SHA-256 and CRC-32, layout, row
     /// count, finite values); every damaged shard is named. Reads the whole dataset.
     #[arg(long)]
     pub verify: bool,
@@ -27,7 +27,12 @@ pub struct LsArgs {
 pub fn run(args: LsArgs) -> CmdResult {
     let runtime = runtime()?;
     let dataset = runtime
-        .block_on(open_dataset(&args.url))
+        // Reads check a shard's CRC-32 where the manifest has one; --verify vouches for the
+        // SHA-256 that names the shard and keys the caches.
+        .block_on(Dataset::open(
+            &args.url,
+            ReadOptions::default().with_full_checksums(args.verify),
+        ))
         .map_err(storage_failure)?;
     list(&args, &dataset)?;
     if args.verify {

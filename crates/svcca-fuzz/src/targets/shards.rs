@@ -80,6 +80,7 @@ fn one_rep(item_shape: &[usize], rows: usize, shard: &[u8], path: &str) -> Manif
             rows,
             bytes: shard.len() as u64,
             sha256: sha256_hex(shard),
+            crc32: None,
         }],
         values_sha256: None,
     });
