@@ -356,6 +356,29 @@ struct GaussianNulls {
 }
 
 impl GaussianNulls {
+    /// The band the nulls of the pairs `filter` selects span (the smallest and largest of their
+    /// means), or `None` when none of them has a null.
+    fn band_over(
+        &self,
+        results: &ResultsFile,
+        metric: &str,
+        filter: impl Fn(&PairRecord) -> bool,
+    ) -> Option<Band> {
+        let (lo, hi) = results
+            .pairs_of(metric)
+            .filter(|p| filter(p))
+            .filter_map(|p| self.by_pair.get(&(p.a.clone(), p.b.clone())).copied())
+            .fold(None, |m: Option<(f64, f64)>, v| {
+                Some(m.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+            })?;
+        let label = if hi - lo < 0.005 {
+            format!("gaussian null {hi:.2}")
+        } else {
+            format!("gaussian null {lo:.2}–{hi:.2}")
+        };
+        Some(Band { lo, hi, label })
+    }
+
     /// The largest null among the pairs `filter` selects.
     fn max_over(
         &self,
@@ -1271,24 +1294,32 @@ impl Page {
                 .collect();
             steps.sort_unstable();
             steps.dedup();
-            let null = nulls.max_over(results, &d.metric, |p| {
-                p.a.run == net.run
-                    && p.a.seed == net.seed
-                    && p.b.seed == net.seed
-                    && p.a.tags == net.tags
-                    && p.b.tags == net.tags
-                    && p.a.layer == p.b.layer
-            });
-            let mut references = vec![Reference {
+            let bands: Vec<Band> = nulls
+                .band_over(results, &d.metric, |p| {
+                    p.a.run == net.run
+                        && p.a.seed == net.seed
+                        && p.b.seed == net.seed
+                        && p.a.tags == net.tags
+                        && p.b.tags == net.tags
+                        && p.a.layer == p.b.layer
+                })
+                .into_iter()
+                .collect();
+            let references = vec![Reference {
                 y: d.threshold,
                 label: format!("threshold {}", d.threshold),
             }];
-            if let Some(z) = null {
-                references.push(Reference {
-                    y: z,
-                    label: format!("gaussian null (max) {z:.2}"),
-                });
-            }
+            // Fitted to the curves and the threshold they are judged by; the null band joins
+            // the range when it lies near them, and is named in the legend otherwise.
+            let y_range = fit_y_range(
+                net.layers
+                    .iter()
+                    .flat_map(|l| l.points.iter().map(|p| p.similarity))
+                    .chain([d.threshold]),
+                &bands,
+                (0.0, 1.0),
+                0.05,
+            );
             let chart = LineChart {
                 title: format!("{name}: {} similarity to the final checkpoint", d.metric),
                 x_desc: "training step (log scale)".into(),
@@ -1309,9 +1340,9 @@ impl Page {
                 x: XScale::Log1pSteps {
                     ticks: steps.clone(),
                 },
-                y_range: (0.0, 1.02),
+                y_range,
                 references,
-                bands: Vec::new(),
+                bands,
             };
             let caption = format!(
                 "{name}: one line per layer; convergence order {}.",
@@ -1404,14 +1435,23 @@ impl Page {
                 })
                 .collect();
             let pos = |l: &str| present.iter().position(|x| x == l).unwrap_or(0) as f64;
-            let null = nulls.max_over(results, metric, |p| {
-                p.a.run == run
-                    && p.b.run == run
-                    && &p.a.tags == tags
-                    && &p.b.tags == tags
-                    && p.a.layer == p.b.layer
-                    && p.a.seed != p.b.seed
-            });
+            let bands: Vec<Band> = nulls
+                .band_over(results, metric, |p| {
+                    p.a.run == run
+                        && p.b.run == run
+                        && &p.a.tags == tags
+                        && &p.b.tags == tags
+                        && p.a.layer == p.b.layer
+                        && p.a.seed != p.b.seed
+                })
+                .into_iter()
+                .collect();
+            let y_range = fit_y_range(
+                lines.iter().flat_map(|(_, v)| v.iter().map(|s| s.mean)),
+                &bands,
+                (0.0, 1.0),
+                0.05,
+            );
             let name = network_name(&run, None, tags);
             let chart = LineChart {
                 title: format!("{name}: {metric} between seeds, per layer"),
@@ -1426,15 +1466,9 @@ impl Page {
                     })
                     .collect(),
                 x: XScale::Categories(present.clone()),
-                y_range: (0.0, 1.02),
-                references: null
-                    .map(|z| Reference {
-                        y: z,
-                        label: format!("gaussian null (max) {z:.2}"),
-                    })
-                    .into_iter()
-                    .collect(),
-                bands: Vec::new(),
+                y_range,
+                references: Vec::new(),
+                bands,
             };
             self.figure(
                 &chart,

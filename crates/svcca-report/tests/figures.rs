@@ -473,3 +473,80 @@ fn warnings_are_grouped_by_kind_with_counts_and_each_representation_once() {
         "{sample}"
     );
 }
+
+/// y tick labels of a line chart (the right-aligned numbers beside the axis).
+fn y_ticks(svg: &str) -> Vec<f64> {
+    texts(svg)
+        .iter()
+        .filter(|t| t.attr("text-anchor") == Some("end"))
+        .filter_map(|t| t.content.parse::<f64>().ok())
+        .collect()
+}
+
+#[test]
+fn learning_dynamics_and_cross_seed_axes_are_fitted_and_show_their_null_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = seventy_five();
+    let steps = [0, 25, 100, 400];
+    let layers = ["h1", "h2", "h3", "h4", "logits"];
+    let mut pairs = Vec::new();
+    for seed in 0..3 {
+        for (si, step) in steps.iter().enumerate() {
+            for (li, layer) in layers.iter().enumerate() {
+                // Between 0.90 and 0.99: every curve far above the null (~0.3 at 40 dims).
+                let v = 0.90 + 0.02 * si as f64 + 0.003 * li as f64 + 0.001 * seed as f64;
+                pairs.push(pair(
+                    &key("mlp", seed, *step, layer),
+                    &key("mlp", seed, 2250, layer),
+                    "svcca",
+                    v,
+                ));
+            }
+        }
+    }
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        for (li, layer) in layers.iter().enumerate() {
+            pairs.push(pair(
+                &key("mlp", a, 2250, layer),
+                &key("mlp", b, 2250, layer),
+                "svcca",
+                0.45 + 0.07 * li as f64,
+            ));
+        }
+    }
+    let res = results(&keys, pairs);
+    let summary = write_report(&res, tmp.path(), &ReportOptions::default()).unwrap();
+
+    let dynamics = figure(tmp.path(), &summary.files, "dynamics_svcca_");
+    let ticks = y_ticks(&dynamics);
+    assert!(ticks.len() >= 3, "y ticks {ticks:?}");
+    // The curves (0.90..0.99) and the 0.95 threshold fill the axis: not a 0–1 axis.
+    assert!(ticks[0] >= 0.8 && ticks[0] <= 0.9, "{ticks:?}");
+    assert!(*ticks.last().unwrap() >= 0.99, "{ticks:?}");
+    let legend: Vec<String> = texts(&dynamics).into_iter().map(|t| t.content).collect();
+    assert!(
+        legend
+            .iter()
+            .any(|t| t.starts_with("gaussian null 0.") && t.ends_with("(below the axis)")),
+        "{legend:?}"
+    );
+    assert!(!legend.iter().any(|t| t.contains("(max)")), "{legend:?}");
+
+    // Seed pairs at 0.45..0.73 with a null near 0.3: the band is close enough to be drawn,
+    // and the axis spans both, up to just above the data (not to 1).
+    let seeds = figure(tmp.path(), &summary.files, "seeds_");
+    let ticks = y_ticks(&seeds);
+    assert!(ticks.len() >= 3, "y ticks {ticks:?}");
+    assert!(ticks[0] <= 0.3, "{ticks:?}");
+    assert!(
+        *ticks.last().unwrap() >= 0.74 && *ticks.last().unwrap() <= 0.9,
+        "{ticks:?}"
+    );
+    let legend: Vec<String> = texts(&seeds).into_iter().map(|t| t.content).collect();
+    assert!(
+        legend
+            .iter()
+            .any(|t| t.starts_with("gaussian null 0.") && !t.ends_with("(below the axis)")),
+        "{legend:?}"
+    );
+}
