@@ -1481,6 +1481,21 @@ fn the_nightly_overlays_without_a_pool_run_their_job_and_end() {
         .map(|i| Proc::spawn(&format!("per-run-worker-{i}"), &worker(i), &logs))
         .collect();
     let mut coord = Proc::spawn("per-run-coordinator", &coordinator, &logs);
+    // The pod starts the submitter once the coordinator's startup probe passes; so does this.
+    let (probe_port, probe_service) = grpc_probe(coordinator_c, "startupProbe");
+    assert_eq!(probe_port, 50053, "the startup probe asks the health port");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    wait_for(
+        &rt,
+        health,
+        &probe_service,
+        ServingStatus::Serving,
+        Duration::from_secs(60),
+        &[&coord],
+    );
     let (code, out) = run("per-run-submit", &submit, &logs, Duration::from_secs(300));
     assert_eq!(code, Some(0), "{out}\n{}", coord.logs());
     wrote_everything(&output, "nightly-per-run");
