@@ -1447,7 +1447,7 @@ impl Page {
                 .into_iter()
                 .collect();
             let y_range = fit_y_range(
-                lines.iter().flat_map(|(_, v)| v.iter().map(|s| s.mean)),
+                lines.values().flat_map(|v| v.iter().map(|s| s.mean)),
                 &bands,
                 (0.0, 1.0),
                 0.05,
