@@ -132,7 +132,8 @@ fn find_shard(m: &serde_json::Value, part: &str) -> (usize, usize) {
 }
 
 /// Copies the bytes of shard `from` over shard `to` (same shape, other values); with
-/// `update_manifest`, the manifest's `sha256` and `bytes` follow but `values_sha256` goes stale.
+/// `update_manifest`, the manifest's file checksums (`sha256`, `crc32`) and `bytes` follow but
+/// `values_sha256` goes stale.
 fn replace_shard(ds: &Path, to: &str, from: &str, update_manifest: bool) {
     let mut m = manifest(ds);
     let (tr, ts) = find_shard(&m, to);
@@ -147,6 +148,7 @@ fn replace_shard(ds: &Path, to: &str, from: &str, update_manifest: bool) {
     if update_manifest {
         let shard = &mut m["representations"][tr]["shards"][ts];
         shard["sha256"] = src["sha256"].clone();
+        shard["crc32"] = src["crc32"].clone();
         shard["bytes"] = src["bytes"].clone();
         std::fs::write(
             ds.join("manifest.json"),
