@@ -153,6 +153,20 @@ pub struct WhitenRef {
     pub settings: BasisSettings,
 }
 
+/// What a `cross` task over all of a tile's rows needs to finish the tile's pairs on the worker,
+/// so that their comparisons (one small SVD each) run in parallel on workers rather than one
+/// after another on the coordinator, which holds its scheduler while it handles a result. The
+/// records are those the driver would compute from the same `C` and the same stored whitenings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossCompare {
+    /// Per member of `a`, then of `b`: the representation (for records) and its whitening.
+    pub members: Vec<(RepresentationKey, BasisRef)>,
+    /// Pairs as indices into `members`, in the order their records come back, metric by metric.
+    pub pairs: Vec<(usize, usize, Vec<Metric>)>,
+    pub mode: Mode,
+    pub keep: KeepRule,
+}
+
 /// One member of a raw (pwcca, cka) block: how to read its raw rows and its merged moments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawRef {
@@ -208,6 +222,10 @@ pub enum TaskPayload {
         chunks: Vec<(u64, u64)>,
         /// Where a large result goes (`partials/<out>.bin`).
         out: String,
+        /// Set when `chunks` are all of the tile's rows: the worker then compares the tile's
+        /// pairs itself and returns their records instead of `C`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compare: Option<CrossCompare>,
     },
     /// One frequency block of a conv layer pair (dft), or the whole pair (fold, pool): the
     /// images are read in row chunks, both layers together.
@@ -520,6 +538,7 @@ impl SweepExecutor {
                 b,
                 chunks,
                 out,
+                compare,
             } => {
                 let store = self.store(&cache)?;
                 let diagonal = b.is_empty();
@@ -552,6 +571,14 @@ impl SweepExecutor {
                         Ok(acc)
                     })
                     .await?;
+                }
+                if let Some(compare) = compare {
+                    let n_a = a.len();
+                    let dims: Vec<usize> = a.iter().chain(b.iter()).map(|z| z.dims).collect();
+                    return self
+                        .compare_tile(&store, (n_a, diagonal, dims), acc, compare)
+                        .await
+                        .map(Blob::Pairs);
                 }
                 let bytes = acc.encode();
                 if bytes.len() <= INLINE_LIMIT {
@@ -600,6 +627,93 @@ impl SweepExecutor {
                     .await
             }
         }
+    }
+
+    /// The records of a tile's pairs from its whole cross product `acc` (`members[..n_a]` on the
+    /// rows, the rest on the columns, or the same members on both for a diagonal tile): the
+    /// arithmetic of the driver's `finish_whitened_tile`, on this worker.
+    async fn compare_tile(
+        &self,
+        store: &Store,
+        (n_a, diagonal, dims): (usize, bool, Vec<usize>),
+        acc: DenseMatrix,
+        compare: CrossCompare,
+    ) -> Result<Vec<PairRecord>, ExecError> {
+        let mut whitenings = Vec::with_capacity(compare.members.len());
+        for ((key, basis), &k) in compare.members.iter().zip(&dims) {
+            let w = self.whitening(store, basis, key).await?;
+            if w.dims() != k {
+                return Err(ExecError::Invalid(format!(
+                    "whitening `{}` of {} keeps {} directions where the job planned {k}; rerun \
+                     the job",
+                    basis.whitening,
+                    key.label(),
+                    w.dims()
+                )));
+            }
+            whitenings.push(w);
+        }
+        blocking(move || {
+            let offsets = |members: std::ops::Range<usize>| {
+                let mut off = 0;
+                let mut at = vec![None; dims.len()];
+                for m in members {
+                    at[m] = Some(off);
+                    off += dims[m];
+                }
+                at
+            };
+            let rows = offsets(0..n_a);
+            let cols = if diagonal {
+                rows.clone()
+            } else {
+                offsets(n_a..dims.len())
+            };
+            let (mode, keep) = (compare.mode, compare.keep);
+            let mut records = Vec::new();
+            for (x, y, metrics) in &compare.pairs {
+                let (x, y) = (*x, *y);
+                let (kx, ky) = (dims[x], dims[y]);
+                // x's block of C on the rows and y's on the columns, or mirrored.
+                let cross = match (rows[x], cols[y]) {
+                    (Some(r), Some(c)) => acc.view().submatrix(r, c, kx, ky).to_owned(),
+                    _ => {
+                        let (Some(r), Some(c)) = (rows[y], cols[x]) else {
+                            return Err(ExecError::Invalid(format!(
+                                "cross pair ({x}, {y}) is in neither orientation of its tile"
+                            )));
+                        };
+                        acc.view().submatrix(r, c, ky, kx).transpose().to_owned()
+                    }
+                };
+                let (kx_key, ky_key) = (&compare.members[x].0, &compare.members[y].0);
+                for &metric in metrics {
+                    let c = svcca_core::compare_whitened(
+                        Side::new(&whitenings[x]),
+                        Side::new(&whitenings[y]),
+                        cross.as_ref(),
+                        &compare_options(metric, mode, keep),
+                    )
+                    .map_err(|source| ExecError::Maths {
+                        what: format!(
+                            "{} of {} and {}",
+                            metric.as_str(),
+                            kx_key.label(),
+                            ky_key.label()
+                        ),
+                        source,
+                    })?;
+                    records.push(pair_record(
+                        kx_key.clone(),
+                        ky_key.clone(),
+                        metric.as_str(),
+                        &c,
+                    ));
+                }
+            }
+            Ok(records)
+        })
+        .await
     }
 
     /// Whitens one representation for each basis, with the very call the driver used to make

@@ -35,7 +35,7 @@ use crate::driver::{
     JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
 };
 use crate::exec::{
-    BasisRef, BasisSettings, Blob, ConvSettings, RawRef, TaskPayload, WhitenRef, ZRef,
+    BasisRef, BasisSettings, Blob, ConvSettings, CrossCompare, RawRef, TaskPayload, WhitenRef, ZRef,
     compare_options, conv_record, pair_record, spatial,
 };
 use crate::outputs::{self, Claim, OutputError, Summary};
@@ -194,6 +194,9 @@ pub struct SweepDriver {
     /// Where each stored whitening is and its SHA-256, by basis: workers check what they read
     /// against it.
     stored_basis: HashMap<String, BasisRef>,
+    /// Every whitening basis this job has read back, by name: what a worker comparing a tile's
+    /// pairs loads.
+    basis_refs: HashMap<String, BasisRef>,
     /// Unique to this run of the driver: workers open the dataset afresh for each run, so a
     /// long-lived worker never answers a new run from a manifest or shard check of an old one.
     run: String,
@@ -469,6 +472,7 @@ impl SweepDriver {
             contents,
             whitenings: HashMap::new(),
             stored_basis: HashMap::new(),
+            basis_refs: HashMap::new(),
             run: run_nonce(),
             basis_of: HashMap::new(),
             z: BTreeMap::new(),
@@ -922,6 +926,14 @@ impl SweepDriver {
                 .insert((family, content.to_string()), Arc::new(w));
             self.basis_of
                 .insert((family, content.to_string()), basis.clone());
+            self.basis_refs.insert(
+                basis.clone(),
+                BasisRef {
+                    name: basis.clone(),
+                    whitening: key.clone(),
+                    sha256: digest.clone(),
+                },
+            );
             if !reps_here
                 .iter()
                 .any(|&i| self.z_needed.contains(&(family, i)))
@@ -1162,12 +1174,64 @@ impl SweepDriver {
         }
     }
 
+    /// What a whitened tile's single `cross` task needs to compare its pairs: the members' keys
+    /// and stored whitenings, and each pair still to compute, oriented as `finish_whitened_tile`
+    /// orients it (`i` on the rows if it is a row member).
+    fn cross_compare(&self, t: usize, family: Family) -> CrossCompare {
+        let tile = &self.tiles[t];
+        let members: Vec<usize> = tile.a.iter().chain(&tile.b).copied().collect();
+        let n_a = tile.a.len();
+        let rows: HashMap<usize, usize> = tile.a.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let cols: HashMap<usize, usize> = if tile.b.is_empty() {
+            rows.clone()
+        } else {
+            tile.b.iter().enumerate().map(|(p, &i)| (i, n_a + p)).collect()
+        };
+        let metrics: Vec<Metric> = self
+            .metrics
+            .iter()
+            .copied()
+            .filter(|&m| Family::of(m) == Some(family))
+            .collect();
+        let mut pairs = Vec::new();
+        for &(i, j) in &tile.pairs {
+            let todo: Vec<Metric> = metrics
+                .iter()
+                .copied()
+                .filter(|m| !self.results.contains_key(&(i, j, *m)))
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let (x, y) = match (rows.get(&i), cols.get(&j)) {
+                (Some(&x), Some(&y)) => (x, y),
+                _ => (cols[&i], rows[&j]),
+            };
+            pairs.push((x, y, todo));
+        }
+        let members = members
+            .into_iter()
+            .map(|i| {
+                let basis = &self.basis_of[&(family, self.content_of[i].clone())];
+                (self.reps[i].key.clone(), self.basis_refs[basis].clone())
+            })
+            .collect();
+        CrossCompare {
+            members,
+            pairs,
+            mode: self.spec.mode,
+            keep: self.spec.keep,
+        }
+    }
+
     fn issue_tile(&mut self, t: usize) {
         let tile = &self.tiles[t];
         match tile.kind {
             TileKind::Whitened(family) => {
                 let a: Vec<ZRef> = tile.a.iter().map(|&i| self.zref(family, i)).collect();
                 let b: Vec<ZRef> = tile.b.iter().map(|&i| self.zref(family, i)).collect();
+                // One group covers all rows: the worker can finish the pairs itself.
+                let compare = (tile.groups.len() == 1).then(|| self.cross_compare(t, family));
                 let mut tasks = Vec::new();
                 for (g, chunks) in tile.groups.iter().enumerate() {
                     let mut parts: Vec<String> = vec!["cross".into(), family.name().into()];
@@ -1183,6 +1247,7 @@ impl SweepDriver {
                         b: b.clone(),
                         chunks: chunks.clone(),
                         out: h.clone(),
+                        compare: compare.clone(),
                     };
                     tasks.push((
                         format!("cross/{h}"),
@@ -1360,6 +1425,47 @@ impl SweepDriver {
         Ok(())
     }
 
+    /// A whitened tile's (pair, metric)s still to compute, pair by pair: the order of
+    /// [`Self::cross_compare`]'s pairs and their metrics.
+    fn whitened_todo(&self, t: usize) -> Vec<(usize, usize, Metric)> {
+        let TileKind::Whitened(family) = self.tiles[t].kind else {
+            return Vec::new();
+        };
+        self.tiles[t]
+            .pairs
+            .iter()
+            .flat_map(|&(i, j)| {
+                self.metrics
+                    .iter()
+                    .copied()
+                    .filter(move |&m| Family::of(m) == Some(family))
+                    .map(move |m| (i, j, m))
+            })
+            .filter(|k| !self.results.contains_key(k))
+            .collect()
+    }
+
+    /// The records a whitened tile's worker computed, in [`Self::cross_compare`]'s order.
+    async fn store_tile_pairs(
+        &mut self,
+        t: usize,
+        records: Vec<PairRecord>,
+    ) -> Result<(), JobError> {
+        let wanted = self.whitened_todo(t);
+        if records.len() != wanted.len() {
+            return Err(JobError::Internal(format!(
+                "a cross task returned {} pair results where {} were asked for",
+                records.len(),
+                wanted.len()
+            )));
+        }
+        for ((i, j, m), record) in wanted.into_iter().zip(records) {
+            self.store_pair(i, j, m, record).await?;
+        }
+        self.tiles[t].done = true;
+        Ok(())
+    }
+
     async fn on_complete(&mut self, task_id: &str, output: TaskOutput) -> Result<(), JobError> {
         let Some(what) = self.outstanding.remove(task_id) else {
             // A duplicate report (a retried task that finished twice) changes nothing.
@@ -1386,6 +1492,7 @@ impl SweepDriver {
             }
             TaskRef::Cross { tile, group } => {
                 let m = match blob {
+                    Blob::Pairs(records) => return self.store_tile_pairs(tile, records).await,
                     Blob::Matrix(bytes) => DenseMatrix::decode(task_id, &bytes)?,
                     Blob::MatrixAt(key) => {
                         let bytes = self.cache.get(&key).await?.ok_or_else(|| {
@@ -1654,6 +1761,22 @@ impl SweepDriver {
                         "the partial is at `{key}`, not where the task put it"
                     ))
                 }
+            }
+            (TaskRef::Cross { tile, .. }, Blob::Pairs(records))
+                if self.tiles[*tile].groups.len() == 1 =>
+            {
+                let wanted = self.whitened_todo(*tile).len();
+                if records.len() != wanted {
+                    return Err(format!("{} pair records, not {wanted}", records.len()));
+                }
+                finite(
+                    records.iter().flat_map(|r| {
+                        std::iter::once(r.mean)
+                            .chain(r.google_mean)
+                            .chain(r.coefficients.iter().copied())
+                    }),
+                    "a pair record",
+                )
             }
             (TaskRef::Raw { tile }, Blob::Pairs(records)) => {
                 let wanted = self.tiles[*tile].pairs.len() * self.raw_metrics().len();

@@ -381,7 +381,20 @@ impl Coordinator {
                 .max_encoding_message_size(max_message_size),
             )
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Without TCP_NODELAY a reply written in two segments (headers, then data) waits
+                // for the client's delayed ACK: ~40 ms between a worker's report and its next
+                // lease, longer than many tasks.
+                tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |stream| {
+                        if let Ok(stream) = &stream
+                            && let Err(error) = stream.set_nodelay(true)
+                        {
+                            tracing::debug!(%error, "could not set TCP_NODELAY");
+                        }
+                        stream
+                    },
+                ),
                 signal,
             )
             .await;
