@@ -35,8 +35,8 @@ use crate::driver::{
     JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
 };
 use crate::exec::{
-    BasisRef, BasisSettings, Blob, ConvSettings, CrossCompare, RawRef, TaskPayload, WhitenRef, ZRef,
-    compare_options, conv_record, pair_record, spatial,
+    BasisRef, BasisSettings, Blob, ConvSettings, CrossCompare, RawRef, TaskPayload, WhitenRef,
+    ZRef, compare_options, conv_record, pair_record, spatial,
 };
 use crate::outputs::{self, Claim, OutputError, Summary};
 use crate::plan::{self, PlanError, RepInfo};
@@ -410,14 +410,19 @@ impl SweepDriver {
         // Claimed only once the job is known to be plannable, so a bad spec leaves no trace.
         let claim = outputs::claim(&out, &spec).await?;
         // Everything cached is keyed by the manifest's checksums: make sure the shards still hold
-        // the bytes those name before anything is taken from the cache.
-        let keys: Vec<_> = reps.iter().map(|r| r.key.clone()).collect();
-        let checked = source.verify(&keys, &cache).await?;
-        tracing::debug!(
-            unchanged = checked.unchanged,
-            hashed = checked.hashed,
-            "dataset shards verified"
-        );
+        // the bytes those name before anything is taken from the cache. A cache that holds
+        // nothing has nothing to lend: every number then comes from tasks that read the shards,
+        // and each read checks its shard against the manifest, so a first run does not read the
+        // whole dataset one extra time.
+        if cache.holds_anything().await? {
+            let keys: Vec<_> = reps.iter().map(|r| r.key.clone()).collect();
+            let checked = source.verify(&keys, &cache).await?;
+            tracing::debug!(
+                unchanged = checked.unchanged,
+                hashed = checked.hashed,
+                "dataset shards verified"
+            );
+        }
         // Every cached number follows from the content and the row split: moments are merged
         // chunk by chunk, so another split rounds differently, and whitenings, Z and pairs derived
         // from one split must never be mixed with another's.
@@ -1185,7 +1190,11 @@ impl SweepDriver {
         let cols: HashMap<usize, usize> = if tile.b.is_empty() {
             rows.clone()
         } else {
-            tile.b.iter().enumerate().map(|(p, &i)| (i, n_a + p)).collect()
+            tile.b
+                .iter()
+                .enumerate()
+                .map(|(p, &i)| (i, n_a + p))
+                .collect()
         };
         let metrics: Vec<Metric> = self
             .metrics
