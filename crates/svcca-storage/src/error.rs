@@ -84,7 +84,10 @@ pub enum StorageError {
     },
 
     // ---- shards ----
-    #[error("representation {representation}: shard {shard} ({path}) is missing from the store")]
+    #[error(
+        "representation {representation}: shard {shard} ({path}) is missing from the store; \
+         re-ingest the dataset (`svcca ingest` writes missing shards again)"
+    )]
     ShardMissing {
         representation: String,
         shard: usize,
@@ -110,7 +113,8 @@ pub enum StorageError {
     },
     #[error(
         "representation {representation}: shard {shard} ({path}) has checksum {actual}, the manifest says {expected}; \
-         the shard was changed or damaged after it was written"
+         the shard was changed or damaged after it was written: re-ingest the dataset (`svcca ingest` \
+         rewrites damaged shards)"
     )]
     ShardChecksum {
         representation: String,
