@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use svcca_engine::spec::Analyses;
 use svcca_report::ComputedAnalyses;
 use svcca_report::compute::{
-    ClassCurve, ClassSensitivity, ClassTarget, ComputeOptions, class_sensitivity, dimensionality,
-    load_labels,
+    ClassCurve, ClassSensitivity, ClassTarget, ComputeOptions, DimensionalityCurve,
+    class_sensitivity, dimensionality, load_labels,
 };
 use svcca_report::layers::layer_order;
 use svcca_report::report::network_name;
@@ -29,6 +29,8 @@ use crate::exit::Failure;
 const MAX_VALUES: usize = 50_000_000;
 /// At most this many dimensionality curves: one per (run, layer).
 const MAX_CURVES: usize = 24;
+/// Curves computed at the same time, each on its own thread.
+const MAX_CURVES_AT_ONCE: usize = 4;
 /// At most this many class-sensitivity tracks: one per (run, seed, layer). Each is one chart and
 /// one table in the report.
 const MAX_CLASS_TRACKS: usize = 24;
@@ -155,26 +157,57 @@ pub fn compute(
             wanted.len()
         ));
     }
+    let mut curves = Vec::new();
     for (key_a, key_b) in wanted.into_iter().take(MAX_CURVES) {
         let (Some(a), Some(b)) = (data.find_key(&key_a), data.find_key(&key_b)) else {
             continue;
         };
-        let (label_a, label_b) = (key_a.label(), key_b.label());
         if a.rows() * a.row_len() > MAX_VALUES || b.rows() * b.row_len() > MAX_VALUES {
             analyses.notes.push(format!(
-                "dimensionality of {label_a} left out: more than {MAX_VALUES} values"
+                "dimensionality of {} left out: more than {MAX_VALUES} values",
+                key_a.label()
             ));
             continue;
         }
-        let (da, db) = (data.read(&a)?, data.read(&b)?);
-        let curve = dimensionality(
-            block(&da, &a)?,
-            block(&db, &b)?,
-            (&label_a, &label_b),
-            &ComputeOptions::default(),
-        )
-        .map_err(|e| Failure::fatal(format!("dimensionality of {label_a}: {e}")))?;
-        analyses.dimensionality.push(curve);
+        curves.push((a, b, key_a.label(), key_b.label()));
+    }
+    // The job's workers are done: the curves share the cores, each on one thread (their
+    // products' bits do not depend on it), in order. At most a few at once, since each holds
+    // both of its layers.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_CURVES_AT_ONCE);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let computed: Vec<std::sync::Mutex<Option<Result<DimensionalityCurve, Failure>>>> =
+        curves.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(curves.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((a, b, label_a, label_b)) = curves.get(i) else {
+                        return;
+                    };
+                    let curve = (|| {
+                        let (da, db) = (data.read(a)?, data.read(b)?);
+                        dimensionality(
+                            block(&da, a)?,
+                            block(&db, b)?,
+                            (label_a, label_b),
+                            &ComputeOptions::default(),
+                        )
+                        .map_err(|e| Failure::fatal(format!("dimensionality of {label_a}: {e}")))
+                    })();
+                    *computed[i].lock().expect("curve slot") = Some(curve);
+                }
+            });
+        }
+    });
+    for slot in computed {
+        if let Some(curve) = slot.into_inner().expect("curve slot") {
+            analyses.dimensionality.push(curve?);
+        }
     }
     if let Some(classes) = classes {
         class_tracks(&data, results, classes, &mut analyses)?;
