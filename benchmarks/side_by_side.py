@@ -8,7 +8,7 @@ the peak RSS, the load average before each run and the largest |Δ mean| of any 
 NumPy's. The data and the dataset are those of `run.py --only issue5` (run that first, or pass
 `--dataset` for a dataset ingested by another binary).
 
-    benchmarks/.venv/bin/python benchmarks/side_by_side.py --svcca NAME=PATH[@DATASET] ... [--rounds 3]
+    benchmarks/.venv/bin/python benchmarks/side_by_side.py --svcca NAME=PATH[@DATASET] ... [--rounds 3] [--no-report]
 """
 import argparse
 import json
@@ -34,6 +34,8 @@ def main():
                     help="NAME=PATH to an svcca binary, optionally @DATASET to sweep another dataset")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-report", action="store_true",
+                    help="sweep with --no-report (no analyses, no report): only what NumPy computes")
     ap.add_argument("--out", default=str(HERE / "out" / "results" / "side_by_side.json"))
     args = ap.parse_args()
 
@@ -56,6 +58,8 @@ def main():
             run.subprocess.run(["rm", "-rf", str(out), f"{out}.cache"], check=True)
             cmd = [binary, "sweep", f"file://{ds}", "--out", f"file://{out}", "--compare", "all-pairs",
                    "--metric", "svcca", "--workers", str(args.threads)]
+            if args.no_report:
+                cmd.append("--no-report")
             rec = run.measure_once(cmd, run.svcca_env(1), 900)
             rec["round"] = r
             means[name] = run._sweep_results(out)

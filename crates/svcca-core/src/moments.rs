@@ -51,7 +51,11 @@ pub(crate) fn chunk_rows(chunk_bytes: usize, d: usize, rows: usize) -> usize {
 /// fall in the same L1 sets), one more line.
 pub(crate) fn padded_ld(rows: usize) -> usize {
     let ld = rows.div_ceil(8) * 8;
-    if (ld * 8) % 4096 == 0 { ld + 8 } else { ld }
+    if (ld * 8).is_multiple_of(4096) {
+        ld + 8
+    } else {
+        ld
+    }
 }
 
 /// A borrowed block of rows, row-major `[rows, cols]` (one datapoint per row).
@@ -817,7 +821,7 @@ mod tests {
         for rows in [1, 7, 8, 255, 256, 512, 2048, 2049, 4096] {
             let ld = padded_ld(rows);
             assert!(
-                ld >= rows && ld % 8 == 0 && (ld * 8) % 4096 != 0,
+                ld >= rows && ld.is_multiple_of(8) && !(ld * 8).is_multiple_of(4096),
                 "{rows} -> {ld}"
             );
         }
