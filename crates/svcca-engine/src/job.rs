@@ -1196,27 +1196,22 @@ impl SweepDriver {
                 .map(|(p, &i)| (i, n_a + p))
                 .collect()
         };
-        let metrics: Vec<Metric> = self
-            .metrics
-            .iter()
-            .copied()
-            .filter(|&m| Family::of(m) == Some(family))
-            .collect();
-        let mut pairs = Vec::new();
-        for &(i, j) in &tile.pairs {
-            let todo: Vec<Metric> = metrics
-                .iter()
-                .copied()
-                .filter(|m| !self.results.contains_key(&(i, j, *m)))
-                .collect();
-            if todo.is_empty() {
+        // `whitened_todo` lists a pair's metrics one after another: one entry per pair.
+        let mut pairs: Vec<(usize, usize, Vec<Metric>)> = Vec::new();
+        let mut last = None;
+        for (i, j, m) in self.whitened_todo(t) {
+            if last == Some((i, j))
+                && let Some(entry) = pairs.last_mut()
+            {
+                entry.2.push(m);
                 continue;
             }
+            last = Some((i, j));
             let (x, y) = match (rows.get(&i), cols.get(&j)) {
                 (Some(&x), Some(&y)) => (x, y),
                 _ => (cols[&i], rows[&j]),
             };
-            pairs.push((x, y, todo));
+            pairs.push((x, y, vec![m]));
         }
         let members = members
             .into_iter()
