@@ -183,26 +183,18 @@ mod tests {
     use super::*;
     use crate::dynamics::learning_dynamics;
     use crate::seeds::cross_seed;
-    use crate::test_support::{key, pair, results_with};
+    use crate::test_support::{key, pair, results_with, vs_final};
 
     /// Two seeds, h1 converging at step 100 and h2 only at the end; seeds agree more on h1.
     fn results() -> svcca_results::ResultsFile {
         let mut pairs = Vec::new();
         for seed in [0, 1] {
-            for (step, h1, h2) in [(10, 0.5, 0.3), (100, 0.97, 0.8)] {
-                pairs.push(pair(
-                    key("mlp", seed, step, "h1"),
-                    key("mlp", seed, 1000, "h1"),
-                    "svcca",
-                    h1,
-                ));
-                pairs.push(pair(
-                    key("mlp", seed, step, "h2"),
-                    key("mlp", seed, 1000, "h2"),
-                    "svcca",
-                    h2,
-                ));
-            }
+            pairs.extend(vs_final(
+                "svcca",
+                seed,
+                1000,
+                &[(10, 0.5, 0.3), (100, 0.97, 0.8)],
+            ));
         }
         for (step, h1, h2) in [(100, 0.5, 0.4), (1000, 0.9, 0.6)] {
             pairs.push(pair(
@@ -253,21 +245,7 @@ mod tests {
 
     #[test]
     fn a_layer_converging_before_the_one_below_it_is_not_bottom_up() {
-        let mut pairs = Vec::new();
-        for (step, h1, h2) in [(10, 0.5, 0.96), (100, 0.97, 0.98)] {
-            pairs.push(pair(
-                key("mlp", 0, step, "h1"),
-                key("mlp", 0, 1000, "h1"),
-                "svcca",
-                h1,
-            ));
-            pairs.push(pair(
-                key("mlp", 0, step, "h2"),
-                key("mlp", 0, 1000, "h2"),
-                "svcca",
-                h2,
-            ));
-        }
+        let pairs = vs_final("svcca", 0, 1000, &[(10, 0.5, 0.96), (100, 0.97, 0.98)]);
         let results = results_with(&["h1", "h2"], pairs);
         let d = learning_dynamics(&results, "svcca", 0.95).unwrap();
         let a = answers(&d, &[], &[], |_| None, &[]);

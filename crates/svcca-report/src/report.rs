@@ -2305,7 +2305,7 @@ fn terminal_summary(results: &ResultsFile, data: &ReportData, out_dir: &Path) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{key, pair, results_with};
+    use crate::test_support::{key, pair, results_with, vs_final};
     use svcca_results::FrequencyRecord;
 
     #[test]
@@ -2413,16 +2413,12 @@ mod tests {
         let mut pairs = Vec::new();
         for metric in ["svcca", "cka"] {
             for seed in [0, 1] {
-                for (step, h1, h2) in [(10, 0.5, 0.3), (100, 0.97, 0.8)] {
-                    for (layer, v) in [("h1", h1), ("h2", h2)] {
-                        pairs.push(pair(
-                            key("mlp", seed, step, layer),
-                            key("mlp", seed, 1000, layer),
-                            metric,
-                            v,
-                        ));
-                    }
-                }
+                pairs.extend(vs_final(
+                    metric,
+                    seed,
+                    1000,
+                    &[(10, 0.5, 0.3), (100, 0.97, 0.8)],
+                ));
             }
             for (layer, v) in [("h1", 0.9), ("h2", 0.6)] {
                 pairs.push(pair(
@@ -2574,17 +2570,7 @@ mod tests {
     #[test]
     fn a_layer_converging_out_of_order_is_the_headline() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut pairs = Vec::new();
-        for (step, h1, h2) in [(10, 0.5, 0.96), (100, 0.97, 0.98)] {
-            for (layer, v) in [("h1", h1), ("h2", h2)] {
-                pairs.push(pair(
-                    key("mlp", 0, step, layer),
-                    key("mlp", 0, 1000, layer),
-                    "svcca",
-                    v,
-                ));
-            }
-        }
+        let pairs = vs_final("svcca", 0, 1000, &[(10, 0.5, 0.96), (100, 0.97, 0.98)]);
         let results = results_with(&["h1", "h2"], pairs);
         let summary = write_report(&results, tmp.path(), &ReportOptions::default()).unwrap();
         let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();

@@ -129,43 +129,13 @@ impl SinceLastRun {
 mod tests {
     use super::*;
     use crate::dynamics::learning_dynamics;
-    use crate::test_support::{key, pair, results_with};
+    use crate::test_support::{results_with, vs_final};
 
     #[test]
     fn new_checkpoints_and_the_layers_that_moved_most_since_the_previous_final() {
         // The previous run ended at step 100; this one has step 1000 too.
-        let previous = results_with(
-            &["h1", "h2"],
-            vec![
-                pair(
-                    key("mlp", 0, 10, "h1"),
-                    key("mlp", 0, 100, "h1"),
-                    "svcca",
-                    0.5,
-                ),
-                pair(
-                    key("mlp", 0, 10, "h2"),
-                    key("mlp", 0, 100, "h2"),
-                    "svcca",
-                    0.4,
-                ),
-            ],
-        );
-        let mut pairs = Vec::new();
-        for (step, h1, h2) in [(10, 0.5, 0.3), (100, 0.97, 0.6)] {
-            pairs.push(pair(
-                key("mlp", 0, step, "h1"),
-                key("mlp", 0, 1000, "h1"),
-                "svcca",
-                h1,
-            ));
-            pairs.push(pair(
-                key("mlp", 0, step, "h2"),
-                key("mlp", 0, 1000, "h2"),
-                "svcca",
-                h2,
-            ));
-        }
+        let previous = results_with(&["h1", "h2"], vs_final("svcca", 0, 100, &[(10, 0.5, 0.4)]));
+        let pairs = vs_final("svcca", 0, 1000, &[(10, 0.5, 0.3), (100, 0.97, 0.6)]);
         let current = results_with(&["h1", "h2"], pairs);
         let d = learning_dynamics(&current, "svcca", 0.95).unwrap();
         let since = since_last_run(&previous, &current, &d);

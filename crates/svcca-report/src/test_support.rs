@@ -39,6 +39,28 @@ pub(crate) fn pair(
     }
 }
 
+/// A vs-final job's records for one network: at each `(step, h1, h2)`, layer `h1` and then `h2`
+/// at that step against the same layer at `final_step`, under `metric`.
+pub(crate) fn vs_final(
+    metric: &str,
+    seed: i64,
+    final_step: i64,
+    rows: &[(i64, f64, f64)],
+) -> Vec<PairRecord> {
+    rows.iter()
+        .flat_map(|&(step, h1, h2)| {
+            [("h1", h1), ("h2", h2)].map(|(layer, v)| {
+                pair(
+                    key("mlp", seed, step, layer),
+                    key("mlp", seed, final_step, layer),
+                    metric,
+                    v,
+                )
+            })
+        })
+        .collect()
+}
+
 /// A results file whose representations are the keys of `pairs`, listed in `layers` order within
 /// each run, seed and step (as a manifest would list them).
 pub(crate) fn results_with(layers: &[&str], pairs: Vec<PairRecord>) -> ResultsFile {
