@@ -167,6 +167,75 @@ pub struct CrossCompare {
     pub keep: KeepRule,
 }
 
+/// The records of a whitened tile's pairs from its summed cross product `c` (`members[..n_a]`
+/// on the rows, the rest on the columns, or the same members on both for a diagonal tile;
+/// `dims` their widths), in `compare.pairs` order, metric by metric. The driver and a worker
+/// finishing a tile both call this, so a pair's record does not depend on where it was made.
+pub fn tile_pair_records(
+    c: MatRef<'_, f64>,
+    (n_a, diagonal, dims): (usize, bool, &[usize]),
+    whitenings: &[Arc<Whitening>],
+    compare: &CrossCompare,
+) -> Result<Vec<PairRecord>, ExecError> {
+    let offsets = |members: std::ops::Range<usize>| {
+        let mut off = 0;
+        let mut at = vec![None; dims.len()];
+        for m in members {
+            at[m] = Some(off);
+            off += dims[m];
+        }
+        at
+    };
+    let rows = offsets(0..n_a);
+    let cols = if diagonal {
+        rows.clone()
+    } else {
+        offsets(n_a..dims.len())
+    };
+    let mut records = Vec::new();
+    for (x, y, metrics) in &compare.pairs {
+        let (x, y) = (*x, *y);
+        let (kx, ky) = (dims[x], dims[y]);
+        // x's block of C on the rows and y's on the columns, or mirrored.
+        let cross = match (rows[x], cols[y]) {
+            (Some(r), Some(c0)) => c.submatrix(r, c0, kx, ky).to_owned(),
+            _ => {
+                let (Some(r), Some(c0)) = (rows[y], cols[x]) else {
+                    return Err(ExecError::Invalid(format!(
+                        "cross pair ({x}, {y}) is in neither orientation of its tile"
+                    )));
+                };
+                c.submatrix(r, c0, ky, kx).transpose().to_owned()
+            }
+        };
+        let (key_x, key_y) = (&compare.members[x].0, &compare.members[y].0);
+        for &metric in metrics {
+            let result = svcca_core::compare_whitened(
+                Side::new(&whitenings[x]),
+                Side::new(&whitenings[y]),
+                cross.as_ref(),
+                &compare_options(metric, compare.mode, compare.keep),
+            )
+            .map_err(|source| ExecError::Maths {
+                what: format!(
+                    "{} of {} and {}",
+                    metric.as_str(),
+                    key_x.label(),
+                    key_y.label()
+                ),
+                source,
+            })?;
+            records.push(pair_record(
+                key_x.clone(),
+                key_y.clone(),
+                metric.as_str(),
+                &result,
+            ));
+        }
+    }
+    Ok(records)
+}
+
 /// One member of a raw (pwcca, cka) block: how to read its raw rows and its merged moments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawRef {
@@ -629,9 +698,8 @@ impl SweepExecutor {
         }
     }
 
-    /// The records of a tile's pairs from its whole cross product `acc` (`members[..n_a]` on the
-    /// rows, the rest on the columns, or the same members on both for a diagonal tile): the
-    /// arithmetic of the driver's `finish_whitened_tile`, on this worker.
+    /// The records of a tile's pairs from its whole cross product `acc`, with the members'
+    /// stored whitenings (checked against their SHA-256, so each keeps the `k` the job planned).
     async fn compare_tile(
         &self,
         store: &Store,
@@ -640,78 +708,11 @@ impl SweepExecutor {
         compare: CrossCompare,
     ) -> Result<Vec<PairRecord>, ExecError> {
         let mut whitenings = Vec::with_capacity(compare.members.len());
-        for ((key, basis), &k) in compare.members.iter().zip(&dims) {
-            let w = self.whitening(store, basis, key).await?;
-            if w.dims() != k {
-                return Err(ExecError::Invalid(format!(
-                    "whitening `{}` of {} keeps {} directions where the job planned {k}; rerun \
-                     the job",
-                    basis.whitening,
-                    key.label(),
-                    w.dims()
-                )));
-            }
-            whitenings.push(w);
+        for (key, basis) in &compare.members {
+            whitenings.push(self.whitening(store, basis, key).await?);
         }
         blocking(move || {
-            let offsets = |members: std::ops::Range<usize>| {
-                let mut off = 0;
-                let mut at = vec![None; dims.len()];
-                for m in members {
-                    at[m] = Some(off);
-                    off += dims[m];
-                }
-                at
-            };
-            let rows = offsets(0..n_a);
-            let cols = if diagonal {
-                rows.clone()
-            } else {
-                offsets(n_a..dims.len())
-            };
-            let (mode, keep) = (compare.mode, compare.keep);
-            let mut records = Vec::new();
-            for (x, y, metrics) in &compare.pairs {
-                let (x, y) = (*x, *y);
-                let (kx, ky) = (dims[x], dims[y]);
-                // x's block of C on the rows and y's on the columns, or mirrored.
-                let cross = match (rows[x], cols[y]) {
-                    (Some(r), Some(c)) => acc.view().submatrix(r, c, kx, ky).to_owned(),
-                    _ => {
-                        let (Some(r), Some(c)) = (rows[y], cols[x]) else {
-                            return Err(ExecError::Invalid(format!(
-                                "cross pair ({x}, {y}) is in neither orientation of its tile"
-                            )));
-                        };
-                        acc.view().submatrix(r, c, ky, kx).transpose().to_owned()
-                    }
-                };
-                let (kx_key, ky_key) = (&compare.members[x].0, &compare.members[y].0);
-                for &metric in metrics {
-                    let c = svcca_core::compare_whitened(
-                        Side::new(&whitenings[x]),
-                        Side::new(&whitenings[y]),
-                        cross.as_ref(),
-                        &compare_options(metric, mode, keep),
-                    )
-                    .map_err(|source| ExecError::Maths {
-                        what: format!(
-                            "{} of {} and {}",
-                            metric.as_str(),
-                            kx_key.label(),
-                            ky_key.label()
-                        ),
-                        source,
-                    })?;
-                    records.push(pair_record(
-                        kx_key.clone(),
-                        ky_key.clone(),
-                        metric.as_str(),
-                        &c,
-                    ));
-                }
-            }
-            Ok(records)
+            tile_pair_records(acc.view(), (n_a, diagonal, &dims), &whitenings, &compare)
         })
         .await
     }

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
-use svcca_core::{MomentAccumulator, Side, Whitening};
+use svcca_core::{MomentAccumulator, Whitening};
 use svcca_results::{
     PairRecord, RepresentationKey, RepresentationRecord, ResultsFile, SCHEMA_VERSION, SkipReason,
     SkippedPairs, skipped_lines,
@@ -35,8 +35,8 @@ use crate::driver::{
     JobDriver, JobDriverFactory, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
 };
 use crate::exec::{
-    BasisRef, BasisSettings, Blob, ConvSettings, CrossCompare, RawRef, TaskPayload, WhitenRef,
-    ZRef, compare_options, conv_record, pair_record, spatial,
+    BasisRef, BasisSettings, Blob, ConvSettings, CrossCompare, ExecError, RawRef, TaskPayload,
+    WhitenRef, ZRef, compare_options, conv_record, spatial, tile_pair_records,
 };
 use crate::outputs::{self, Claim, OutputError, Summary};
 use crate::plan::{self, PlanError, RepInfo};
@@ -1336,97 +1336,26 @@ impl SweepDriver {
                 *x += y;
             }
         }
+        let compare = self.cross_compare(t, family);
         let tile = &self.tiles[t];
-        let offsets = |members: &[usize]| -> HashMap<usize, usize> {
-            let mut off = 0;
-            let mut map = HashMap::new();
-            for &i in members {
-                map.insert(i, off);
-                off += self.whitenings[&(family, self.content_of[i].clone())].dims();
-            }
-            map
-        };
-        let rows_side = offsets(&tile.a);
-        let cols_side = if tile.b.is_empty() {
-            rows_side.clone()
-        } else {
-            offsets(&tile.b)
-        };
-        let metrics: Vec<Metric> = self
-            .metrics
+        let whitenings: Vec<Arc<Whitening>> = tile
+            .a
             .iter()
-            .copied()
-            .filter(|&m| Family::of(m) == Some(family))
+            .chain(&tile.b)
+            .map(|&i| self.whitenings[&(family, self.content_of[i].clone())].clone())
             .collect();
-        let mut jobs = Vec::new();
-        for &(i, j) in &tile.pairs {
-            let todo: Vec<Metric> = metrics
-                .iter()
-                .copied()
-                .filter(|m| !self.results.contains_key(&(i, j, *m)))
-                .collect();
-            if todo.is_empty() {
-                continue;
-            }
-            let wi = self.whitenings[&(family, self.content_of[i].clone())].clone();
-            let wj = self.whitenings[&(family, self.content_of[j].clone())].clone();
-            // The pair's block of C: i in the row block and j in the column block, or mirrored.
-            let (ki, kj) = (wi.dims(), wj.dims());
-            let cross = if let (Some(&ri), Some(&cj)) = (rows_side.get(&i), cols_side.get(&j)) {
-                total.view().submatrix(ri, cj, ki, kj).to_owned()
-            } else {
-                let (rj, ci) = (rows_side[&j], cols_side[&i]);
-                total
-                    .view()
-                    .submatrix(rj, ci, kj, ki)
-                    .transpose()
-                    .to_owned()
-            };
-            jobs.push((i, j, todo, wi, wj, cross));
-        }
-        let mode = self.spec.mode;
-        let keep = self.spec.keep;
-        let reps: Vec<_> = self.reps.iter().map(|r| r.key.clone()).collect();
-        let computed = tokio::task::spawn_blocking(
-            move || -> Result<Vec<(usize, usize, Metric, PairRecord)>, JobError> {
-                let mut out = Vec::new();
-                for (i, j, todo, wi, wj, cross) in jobs {
-                    for metric in todo {
-                        let opts = compare_options(metric, mode, keep);
-                        // svcca and cca need only the whitenings (pwcca runs on workers).
-                        let c = svcca_core::compare_whitened(
-                            Side::new(&wi),
-                            Side::new(&wj),
-                            cross.as_ref(),
-                            &opts,
-                        )
-                        .map_err(|source| JobError::Maths {
-                            what: format!(
-                                "{} of {} and {}",
-                                metric.as_str(),
-                                reps[i].label(),
-                                reps[j].label()
-                            ),
-                            source,
-                        })?;
-                        out.push((
-                            i,
-                            j,
-                            metric,
-                            pair_record(reps[i].clone(), reps[j].clone(), metric.as_str(), &c),
-                        ));
-                    }
-                }
-                Ok(out)
-            },
-        )
+        let dims: Vec<usize> = whitenings.iter().map(|w| w.dims()).collect();
+        let (n_a, diagonal) = (tile.a.len(), tile.b.is_empty());
+        let records = tokio::task::spawn_blocking(move || {
+            tile_pair_records(total.view(), (n_a, diagonal, &dims), &whitenings, &compare)
+        })
         .await
-        .map_err(|e| JobError::Internal(e.to_string()))??;
-        for (i, j, metric, record) in computed {
-            self.store_pair(i, j, metric, record).await?;
-        }
-        self.tiles[t].done = true;
-        Ok(())
+        .map_err(|e| JobError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            ExecError::Maths { what, source } => JobError::Maths { what, source },
+            other => JobError::Internal(other.to_string()),
+        })?;
+        self.store_tile_pairs(t, records).await
     }
 
     /// A whitened tile's (pair, metric)s still to compute, pair by pair: the order of
