@@ -9,7 +9,7 @@
 //! all in f64 whatever the input precision. The covariance is `Σ = M / (n − 1)`.
 //!
 //! Rows arrive in blocks ([`RowBlock`], row-major `[rows, d]`, f32 or f64). Each block (cut into
-//! chunks of bounded size) is widened into a column-major f64 scratch, centred on *its own* mean,
+//! chunks of bounded size) is widened into a row-major f64 scratch, centred on *its own* mean,
 //! multiplied into the lower triangle (`M_b = S_bᵀ S_b`, faer's triangular matmul), and merged
 //! with Chan et al.'s pairwise update
 //!
@@ -44,18 +44,6 @@ const MIN_CHUNK_ROWS: usize = 256;
 /// [`MIN_CHUNK_ROWS`], at most `rows`).
 pub(crate) fn chunk_rows(chunk_bytes: usize, d: usize, rows: usize) -> usize {
     (chunk_bytes / (8 * d.max(1))).max(MIN_CHUNK_ROWS).min(rows)
-}
-
-/// The leading dimension for a column-major scratch of `rows` rows: `rows` rounded up to whole
-/// cache lines and, where columns would then lie a multiple of 4 KiB apart (they would all
-/// fall in the same L1 sets), one more line.
-pub(crate) fn padded_ld(rows: usize) -> usize {
-    let ld = rows.div_ceil(8) * 8;
-    if (ld * 8).is_multiple_of(4096) {
-        ld + 8
-    } else {
-        ld
-    }
 }
 
 /// A borrowed block of rows, row-major `[rows, cols]` (one datapoint per row).
@@ -192,14 +180,12 @@ impl<'a> RowBlock<'a> {
         }
     }
 
-    /// Writes rows `r0..r1`, minus `shift` per column, into the column-major `dst`: column `c`
-    /// of this block goes to `dst[(off + c) * ld ..][..r1 − r0]`. faer's triangular product
-    /// runs about 1.5× faster on column-major operands than on row-major ones, which pays for
-    /// the transpose. f32 rows go 8 at a time across the whole width: those 8 rows are one
-    /// contiguous read, and each 8 × 8 tile leaves as 8 whole 64-byte runs, one per column
-    /// (with [`padded_ld`], columns do not alias in the cache). Tiles of 16 columns × 128 rows
-    /// read 128 rows 2 KB apart instead, which share two L1 sets and miss: 1.8× slower.
-    pub(crate) fn write_centred_col_major(
+    /// Writes rows `r0..r1`, minus `shift` per column, into the row-major `dst`: row `r` of this
+    /// block goes to `dst[(r − r0) * ld + off ..][..cols]`. Rows stay rows: the product reads a
+    /// row-major operand as fast as a column-major one on current faer (measured: the triangular
+    /// product of 20,000 × 512 f32 rows took 15% less time, and a projection 38% less, than with
+    /// the transposed copy they used to need), and this copy is one contiguous, vectorised pass.
+    pub(crate) fn write_centred_rows(
         &self,
         r0: usize,
         r1: usize,
@@ -208,66 +194,21 @@ impl<'a> RowBlock<'a> {
         (ld, off): (usize, usize),
     ) {
         let cols = self.cols();
-        let mut t = r0;
-        let full = cols - cols % 8;
-        if let RowBlock::F32 { data, .. } = *self {
-            while t + 8 <= r1 {
-                let rows = &data[t * cols..(t + 8) * cols];
-                for cb in (0..full).step_by(8) {
-                    // Fixed sizes let the compiler drop the bounds checks and vectorise.
-                    let sh: &[f64; 8] = shift[cb..cb + 8].try_into().expect("8 shifts");
-                    let mut tile = [[0.0f64; 8]; 8];
-                    for i in 0..8 {
-                        let src: &[f32; 8] = rows[i * cols + cb..i * cols + cb + 8]
-                            .try_into()
-                            .expect("8 values");
-                        for j in 0..8 {
-                            tile[j][i] = src[j] as f64 - sh[j];
-                        }
-                    }
-                    for (j, col) in tile.iter().enumerate() {
-                        dst[(off + cb + j) * ld + (t - r0)..][..8].copy_from_slice(col);
+        let shift = &shift[..cols];
+        for (i, t) in (r0..r1).enumerate() {
+            let out = &mut dst[i * ld + off..][..cols];
+            match *self {
+                RowBlock::F32 { data, .. } => {
+                    for ((o, &x), &m) in out.iter_mut().zip(&data[t * cols..][..cols]).zip(shift) {
+                        *o = x as f64 - m;
                     }
                 }
-                for c in full..cols {
-                    let out = &mut dst[(off + c) * ld + (t - r0)..][..8];
-                    for (o, row) in out.iter_mut().zip(rows.chunks(cols)) {
-                        *o = row[c] as f64 - shift[c];
+                RowBlock::F64 { data, .. } => {
+                    for ((o, &x), &m) in out.iter_mut().zip(&data[t * cols..][..cols]).zip(shift) {
+                        *o = x - m;
                     }
                 }
-                t += 8;
             }
-        }
-        // What is left: the last rows of an f32 block, or an f64 block, column by column in
-        // tiles of 16 columns × 128 rows.
-        const COLS: usize = 16;
-        const ROWS: usize = 128;
-        let mut t0 = t;
-        while t0 < r1 {
-            let t1 = (t0 + ROWS).min(r1);
-            let mut c0 = 0;
-            while c0 < cols {
-                let c1 = (c0 + COLS).min(cols);
-                let t = t0;
-                for c in c0..c1 {
-                    let mu = shift[c];
-                    let out = &mut dst[(off + c) * ld + (t - r0)..][..t1 - t];
-                    match *self {
-                        RowBlock::F32 { data, .. } => {
-                            for (o, row) in out.iter_mut().zip(data[t * cols..].chunks(cols)) {
-                                *o = row[c] as f64 - mu;
-                            }
-                        }
-                        RowBlock::F64 { data, .. } => {
-                            for (o, row) in out.iter_mut().zip(data[t * cols..].chunks(cols)) {
-                                *o = row[c] - mu;
-                            }
-                        }
-                    }
-                }
-                c0 = c1;
-            }
-            t0 = t1;
         }
     }
 }
@@ -468,23 +409,22 @@ impl MomentAccumulator {
         for s in self.sums.iter_mut() {
             *s *= inv; // now the chunk mean
         }
-        let ld = padded_ld(nb);
-        if self.scratch.len() < ld * d {
-            self.scratch.resize(ld * d, 0.0);
+        if self.scratch.len() < nb * d {
+            self.scratch.resize(nb * d, 0.0);
         }
         let mut off = 0;
         for p in pieces {
             let c = p.cols();
-            p.write_centred_col_major(
+            p.write_centred_rows(
                 r0,
                 r1,
                 &self.sums[off..off + c],
-                &mut self.scratch[..ld * d],
-                (ld, off),
+                &mut self.scratch[..nb * d],
+                (d, off),
             );
             off += c;
         }
-        let s = MatRef::from_column_major_slice_with_stride(&self.scratch[..ld * d], nb, d, ld);
+        let s = MatRef::from_row_major_slice(&self.scratch[..nb * d], nb, d);
         // Chan: the δδᵀ term uses the old n; add it before M_b so both are relative to μ_a.
         let na = self.n as f64;
         let nbf = nb as f64;
@@ -771,9 +711,8 @@ mod tests {
     }
 
     #[test]
-    fn centred_columns_are_written_exactly_for_every_shape_and_offset() {
-        // Widths and row ranges around the 8 × 8 tiles, a piece at an offset in a wider
-        // scratch, and padded leading dimensions.
+    fn centred_rows_are_written_exactly_for_every_shape_and_offset() {
+        // Odd widths and row ranges, and a piece at an offset in a wider scratch row.
         for (rows, cols, r0, r1) in [
             (40, 24, 0, 40),
             (37, 19, 3, 37),
@@ -785,45 +724,30 @@ mod tests {
             let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
             let shift: Vec<f64> = (0..cols).map(|c| c as f64 * 0.25 - 1.0).collect();
             let (off, nb) = (3, r1 - r0);
-            let ld = padded_ld(nb);
-            let width = off + cols + 2;
+            let ld = off + cols + 2;
             for block in [
                 RowBlock::f32(&x32, rows, cols).unwrap(),
                 RowBlock::f64(&x64, rows, cols).unwrap(),
             ] {
-                let mut dst = vec![f64::NAN; ld * width];
-                block.write_centred_col_major(r0, r1, &shift, &mut dst, (ld, off));
-                for c in 0..cols {
-                    for r in 0..nb {
+                let mut dst = vec![f64::NAN; ld * nb];
+                block.write_centred_rows(r0, r1, &shift, &mut dst, (ld, off));
+                for r in 0..nb {
+                    for c in 0..cols {
                         let v = match block {
                             RowBlock::F32 { .. } => x32[(r0 + r) * cols + c] as f64,
                             RowBlock::F64 { .. } => x64[(r0 + r) * cols + c],
                         };
                         assert_eq!(
-                            dst[(off + c) * ld + r],
+                            dst[r * ld + off + c],
                             v - shift[c],
                             "{rows}x{cols} r{r} c{c}"
                         );
                     }
                 }
-                // Nothing outside the piece's columns and rows is written.
-                let inside = |i: usize| {
-                    let (c, r) = (i / ld, i % ld);
-                    c >= off && c < off + cols && r < nb
-                };
+                // Nothing outside the piece's columns is written.
+                let inside = |i: usize| (off..off + cols).contains(&(i % ld));
                 assert!(dst.iter().enumerate().all(|(i, v)| inside(i) || v.is_nan()));
             }
-        }
-    }
-
-    #[test]
-    fn padded_leading_dimensions_hold_the_rows_and_avoid_4k_strides() {
-        for rows in [1, 7, 8, 255, 256, 512, 2048, 2049, 4096] {
-            let ld = padded_ld(rows);
-            assert!(
-                ld >= rows && ld.is_multiple_of(8) && !(ld * 8).is_multiple_of(4096),
-                "{rows} -> {ld}"
-            );
         }
     }
 
