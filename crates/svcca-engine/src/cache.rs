@@ -68,6 +68,8 @@ pub struct Store {
     store: Arc<dyn ObjectStore>,
     root: Path,
     url: String,
+    /// A `file://` store: entries are mapped, not read (see `svcca_storage::store::map_file`).
+    map_files: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +106,7 @@ impl Store {
         Ok(Store {
             store: Arc::from(store),
             root,
+            map_files: url.scheme() == "file",
             url: url.to_string(),
         })
     }
@@ -118,6 +121,7 @@ impl Store {
             store: self.store.clone(),
             root,
             url: format!("{}/{}", self.url.trim_end_matches('/'), prefix),
+            map_files: self.map_files,
         }
     }
 
@@ -135,6 +139,21 @@ impl Store {
 
     /// The object at `key`, or `None` when there is none.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        if self.map_files {
+            let got = svcca_storage::store::map_file(&self.path(key)).map_err(|source| {
+                CacheError::Store {
+                    key: key.to_string(),
+                    source: object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(source),
+                    },
+                }
+            })?;
+            if let Some(bytes) = &got {
+                BYTES_READ.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            return Ok(got);
+        }
         match self.store.get(&self.path(key)).await {
             Ok(result) => match result.bytes().await {
                 Ok(bytes) => {
@@ -310,9 +329,10 @@ const MOMENTS_MAGIC: &[u8; 8] = b"SVCCAMO1";
 const MATRIX_MAGIC: &[u8; 8] = b"SVCCAMX1";
 
 fn push_f64s(out: &mut Vec<u8>, values: &[f64]) {
-    out.reserve(values.len() * 8);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+    let at = out.len();
+    out.resize(at + values.len() * 8, 0);
+    for (dst, v) in out[at..].chunks_exact_mut(8).zip(values) {
+        dst.copy_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -487,33 +507,125 @@ impl DenseMatrix {
 
     /// Bytes: magic, rows, cols, values column-major, little-endian.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + 8 * self.data.len());
-        out.extend_from_slice(MATRIX_MAGIC);
-        out.extend_from_slice(&(self.rows as u64).to_le_bytes());
-        out.extend_from_slice(&(self.cols as u64).to_le_bytes());
-        push_f64s(&mut out, &self.data);
-        out
+        encode_matrix(self.view())
     }
 
     pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, CacheError> {
-        let corrupt = |message: &str| CacheError::Corrupt {
-            key: key.to_string(),
-            message: message.to_string(),
-        };
-        if bytes.get(..8) != Some(MATRIX_MAGIC.as_slice()) {
-            return Err(corrupt("not a matrix file"));
-        }
-        let rows = read_u64(bytes, 8).ok_or_else(|| corrupt("truncated header"))? as usize;
-        let cols = read_u64(bytes, 16).ok_or_else(|| corrupt("truncated header"))? as usize;
-        let count = rows
-            .checked_mul(cols)
-            .ok_or_else(|| corrupt("impossible shape"))?;
-        if count.checked_mul(8).and_then(|b| b.checked_add(24)) != Some(bytes.len()) {
-            return Err(corrupt("length does not match its shape"));
-        }
-        let data = read_f64s(bytes, 24, count).ok_or_else(|| corrupt("truncated values"))?;
+        let (rows, cols) = matrix_shape(key, bytes)?;
+        let data =
+            read_f64s(bytes, MATRIX_HEADER, rows * cols).ok_or_else(|| CacheError::Corrupt {
+                key: key.to_string(),
+                message: "truncated values".into(),
+            })?;
         Ok(DenseMatrix { rows, cols, data })
     }
+}
+
+/// Bytes before a stored matrix's values: magic, rows, cols.
+const MATRIX_HEADER: usize = 24;
+
+/// `matrix` (column-major) as [`DenseMatrix::encode`] stores it, without an owned copy first.
+pub fn encode_matrix(matrix: faer::MatRef<'_, f64>) -> Vec<u8> {
+    let (rows, cols) = (matrix.nrows(), matrix.ncols());
+    let mut out = Vec::with_capacity(MATRIX_HEADER + 8 * rows * cols);
+    out.extend_from_slice(MATRIX_MAGIC);
+    out.extend_from_slice(&(rows as u64).to_le_bytes());
+    out.extend_from_slice(&(cols as u64).to_le_bytes());
+    for j in 0..cols {
+        match matrix.col(j).try_as_col_major() {
+            Some(col) => push_f64s(&mut out, col.as_slice()),
+            None => {
+                for v in matrix.col(j).iter() {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The shape in a stored matrix's header, checked against the bytes' length.
+fn matrix_shape(key: &str, bytes: &[u8]) -> Result<(usize, usize), CacheError> {
+    let corrupt = |message: &str| CacheError::Corrupt {
+        key: key.to_string(),
+        message: message.to_string(),
+    };
+    if bytes.get(..8) != Some(MATRIX_MAGIC.as_slice()) {
+        return Err(corrupt("not a matrix file"));
+    }
+    let rows = read_u64(bytes, 8).ok_or_else(|| corrupt("truncated header"))? as usize;
+    let cols = read_u64(bytes, 16).ok_or_else(|| corrupt("truncated header"))? as usize;
+    let count = rows
+        .checked_mul(cols)
+        .ok_or_else(|| corrupt("impossible shape"))?;
+    if count
+        .checked_mul(8)
+        .and_then(|b| b.checked_add(MATRIX_HEADER))
+        != Some(bytes.len())
+    {
+        return Err(corrupt("length does not match its shape"));
+    }
+    Ok((rows, cols))
+}
+
+/// A stored matrix read back. A tile reads each member's `Z` chunk (megabytes) once per tile it
+/// belongs to; decoding it into a new vector copied it into fresh memory every time, so where
+/// the values in the bytes read are 8-byte aligned and this machine is little-endian (the
+/// stored order) they are used where they lie, and decoded only otherwise.
+#[derive(Debug, Clone)]
+pub struct StoredMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    values: StoredValues,
+}
+
+#[derive(Debug, Clone)]
+enum StoredValues {
+    InPlace(Bytes),
+    Decoded(Vec<f64>),
+}
+
+impl StoredMatrix {
+    pub fn decode(key: &str, bytes: Bytes) -> Result<Self, CacheError> {
+        let (rows, cols) = matrix_shape(key, &bytes)?;
+        let values = if in_place_f64s(&bytes[MATRIX_HEADER..]).is_some() {
+            StoredValues::InPlace(bytes)
+        } else {
+            StoredValues::Decoded(DenseMatrix::decode(key, &bytes)?.data)
+        };
+        Ok(StoredMatrix { rows, cols, values })
+    }
+
+    /// The values, column-major.
+    pub fn values(&self) -> &[f64] {
+        match &self.values {
+            StoredValues::InPlace(bytes) => {
+                in_place_f64s(&bytes[MATRIX_HEADER..]).expect("checked when decoded")
+            }
+            StoredValues::Decoded(values) => values,
+        }
+    }
+
+    pub fn view(&self) -> faer::MatRef<'_, f64> {
+        faer::MatRef::from_column_major_slice(self.values(), self.rows, self.cols)
+    }
+
+    /// Whether the values are read where they lie in the bytes (for tests).
+    pub fn is_in_place(&self) -> bool {
+        matches!(self.values, StoredValues::InPlace(_))
+    }
+}
+
+/// Little-endian f64 values viewed in place, when `bytes` is 8-byte aligned on a little-endian
+/// machine.
+fn in_place_f64s(bytes: &[u8]) -> Option<&[f64]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: every bit pattern of 8 bytes is a valid f64, and `align_to` only reinterprets
+    // the aligned middle of the slice, which outlives the result.
+    let (head, values, tail) = unsafe { bytes.align_to::<f64>() };
+    (head.is_empty() && tail.is_empty()).then_some(values)
 }
 
 /// Keys of the cache layout described in the module docs.
@@ -550,6 +662,7 @@ mod tests {
             store: memory.clone(),
             root: Path::from("out"),
             url: "memory:///out".into(),
+            map_files: false,
         };
         store
             .put_typed(
@@ -667,5 +780,37 @@ mod tests {
             b"xyz"
         );
         assert!(dir.path().join("cache/a/b.bin").exists());
+    }
+
+    #[test]
+    fn stored_matrices_are_read_in_place_when_aligned_and_decoded_otherwise() {
+        let mut m = DenseMatrix::zeros(5, 3);
+        for (i, v) in m.data.iter_mut().enumerate() {
+            *v = i as f64 * 0.37 - 2.0;
+        }
+        let encoded = encode_matrix(m.view());
+        assert_eq!(encoded, m.encode());
+        // An 8-byte aligned copy of the bytes, and one a byte off alignment.
+        let mut aligned = Vec::<u64>::with_capacity(encoded.len().div_ceil(8) + 1);
+        aligned.resize(encoded.len().div_ceil(8) + 1, 0);
+        let base = aligned.as_mut_ptr() as *mut u8;
+        for shift in [0usize, 1] {
+            // SAFETY: `aligned` holds at least `encoded.len() + 8` bytes.
+            let dst = unsafe { std::slice::from_raw_parts_mut(base.add(shift), encoded.len()) };
+            dst.copy_from_slice(&encoded);
+            let bytes = Bytes::copy_from_slice(dst);
+            let got = StoredMatrix::decode("z/x/0-5.bin", bytes.clone()).unwrap();
+            assert_eq!((got.rows, got.cols), (5, 3));
+            assert_eq!(got.values(), &m.data[..]);
+            let in_place = (bytes.as_ptr() as usize + MATRIX_HEADER).is_multiple_of(8);
+            assert_eq!(
+                got.is_in_place(),
+                in_place && cfg!(target_endian = "little")
+            );
+        }
+        // Damaged bytes are refused, in place or not.
+        let short = Bytes::copy_from_slice(&encoded[..encoded.len() - 8]);
+        let err = StoredMatrix::decode("z/x/0-5.bin", short).unwrap_err();
+        assert!(err.to_string().contains("z/x/0-5.bin"), "{err}");
     }
 }

@@ -38,7 +38,7 @@ use svcca_core::conv::{
 use svcca_core::{CompareOptions, MomentAccumulator, RowBlock, Side, Whitening};
 use svcca_results::{ConvRecord, FrequencyRecord, PairRecord, RepresentationKey};
 
-use crate::cache::{self, CacheError, DenseMatrix, Store, keys};
+use crate::cache::{self, CacheError, DenseMatrix, Store, StoredMatrix, keys};
 use crate::driver::{TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
 use crate::pair_products;
 use crate::source::{RowSource, SourceError, SourceOpener};
@@ -590,9 +590,7 @@ impl SweepExecutor {
                                     source,
                                 }
                             })?;
-                            let mut m = DenseMatrix::zeros(z.nrows(), z.ncols());
-                            m.view_mut().copy_from(z.as_ref());
-                            Ok(m.encode())
+                            Ok(cache::encode_matrix(z.as_ref()))
                         })
                         .await?;
                     store
@@ -624,19 +622,18 @@ impl SweepExecutor {
                     let rows = (end - start) as usize;
                     let za = load_side(&store, &a, start, end, rows).await?;
                     let zb = if diagonal {
-                        None
+                        Vec::new()
                     } else {
-                        Some(load_side(&store, &b, start, end, rows).await?)
+                        load_side(&store, &b, start, end, rows).await?
                     };
                     let (a, b) = (a.clone(), b.clone());
                     acc = blocking(move || {
-                        let za_ref = MatRef::from_column_major_slice(&za, rows, dims_a);
                         let am = pair_products::stacked(a.iter().map(|z| (&*z.basis, z.dims)));
                         let bm = pair_products::stacked(b.iter().map(|z| (&*z.basis, z.dims)));
-                        let y = zb
-                            .as_ref()
-                            .map(|zb| (MatRef::from_column_major_slice(zb, rows, dims_b), &bm[..]));
-                        pair_products::add_cross(acc.view_mut(), za_ref, &am, y, threads);
+                        let xa: Vec<MatRef<'_, f64>> = za.iter().map(StoredMatrix::view).collect();
+                        let xb: Vec<MatRef<'_, f64>> = zb.iter().map(StoredMatrix::view).collect();
+                        let y = (!diagonal).then_some((&xb[..], &bm[..]));
+                        pair_products::add_cross_members(acc.view_mut(), (&xa, &am), y, threads);
                         Ok(acc)
                     })
                     .await?;
@@ -1171,16 +1168,15 @@ pub async fn load_moments(store: &Store, content: &str) -> Result<MomentAccumula
     MomentAccumulator::from_parts(parts).map_err(|source| ExecError::Maths { what: key, source })
 }
 
-/// One row chunk of several members' `Z`, side by side in one column-major buffer.
+/// One row chunk of several members' `Z`, each as stored (`rows × dims`, column-major).
 async fn load_side(
     store: &Store,
     side: &[ZRef],
     start: u64,
     end: u64,
     rows: usize,
-) -> Result<Vec<f64>, ExecError> {
-    let dims: usize = side.iter().map(|z| z.dims).sum();
-    let mut out = Vec::with_capacity(rows * dims);
+) -> Result<Vec<StoredMatrix>, ExecError> {
+    let mut out = Vec::with_capacity(side.len());
     for z in side {
         let key = keys::z_chunk(&z.basis, start, end);
         let bytes = store.get(&key).await?.ok_or_else(|| {
@@ -1188,15 +1184,14 @@ async fn load_side(
                 "whitened rows `{key}` are missing from the cache; rerun the job"
             ))
         })?;
-        let m = DenseMatrix::decode(&key, &bytes)?;
+        let m = StoredMatrix::decode(&key, bytes)?;
         if m.rows != rows || m.cols != z.dims {
             return Err(ExecError::Invalid(format!(
                 "`{key}` holds {}x{} values, expected {rows}x{}; delete the cache and rerun",
                 m.rows, m.cols, z.dims
             )));
         }
-        // Column-major blocks of the same row count concatenate into a column-major matrix.
-        out.extend_from_slice(&m.data);
+        out.push(m);
     }
     Ok(out)
 }

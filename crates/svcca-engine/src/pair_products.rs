@@ -38,24 +38,52 @@ pub fn stacked<'a>(names_and_dims: impl IntoIterator<Item = (&'a str, usize)>) -
 /// Adds `Xᵀ Y` to `acc` (`x`'s stacked columns by `y`'s), or, with `y = None`, the Gram matrix
 /// `Xᵀ X` (both triangles). `x` and `y` hold the same rows.
 pub fn add_cross(
-    mut acc: MatMut<'_, f64>,
+    acc: MatMut<'_, f64>,
     x: MatRef<'_, f64>,
     xm: &[Member<'_>],
     y: Option<(MatRef<'_, f64>, &[Member<'_>])>,
     threads: usize,
 ) {
+    let xz = members_of(x, xm);
+    let yz = y.map(|(y, ym)| (members_of(y, ym), ym));
+    add_cross_members(
+        acc,
+        (&xz, xm),
+        yz.as_ref().map(|(z, m)| (&z[..], *m)),
+        threads,
+    );
+}
+
+/// Each member's columns of a stacked matrix.
+fn members_of<'a>(z: MatRef<'a, f64>, members: &[Member<'_>]) -> Vec<MatRef<'a, f64>> {
+    members
+        .iter()
+        .map(|p| z.subcols(p.offset, p.dims))
+        .collect()
+}
+
+/// As [`add_cross`], with each member's rows in a matrix of its own (`xz[i]` holds `xm[i]`'s
+/// columns): the bits of every block are the same as from a stack of the same columns.
+pub fn add_cross_members(
+    mut acc: MatMut<'_, f64>,
+    (xz, xm): (&[MatRef<'_, f64>], &[Member<'_>]),
+    y: Option<(&[MatRef<'_, f64>], &[Member<'_>])>,
+    threads: usize,
+) {
+    assert!(xz.len() == xm.len(), "one matrix per member");
     match y {
-        Some((y, ym)) => {
-            for p in xm {
-                for q in ym {
-                    add_block(acc.as_mut(), (x, p), (y, q), threads);
+        Some((yz, ym)) => {
+            assert!(yz.len() == ym.len(), "one matrix per member");
+            for (&zp, p) in xz.iter().zip(xm) {
+                for (&zq, q) in yz.iter().zip(ym) {
+                    add_block(acc.as_mut(), (zp, p), (zq, q), threads);
                 }
             }
         }
         None => {
-            for (i, p) in xm.iter().enumerate() {
-                for q in &xm[..=i] {
-                    add_block(acc.as_mut(), (x, p), (x, q), threads);
+            for (i, (&zp, p)) in xz.iter().zip(xm).enumerate() {
+                for (&zq, q) in xz[..=i].iter().zip(&xm[..=i]) {
+                    add_block(acc.as_mut(), (zp, p), (zq, q), threads);
                     if p.offset != q.offset {
                         // The mirror block: the same values transposed.
                         let (po, qo) = (p.offset, q.offset);
@@ -74,12 +102,14 @@ pub fn add_cross(
 /// Adds `Z_pᵀ Z_q` to `acc[p's rows, q's columns]`.
 fn add_block(
     mut acc: MatMut<'_, f64>,
-    (x, p): (MatRef<'_, f64>, &Member<'_>),
-    (y, q): (MatRef<'_, f64>, &Member<'_>),
+    (zp, p): (MatRef<'_, f64>, &Member<'_>),
+    (zq, q): (MatRef<'_, f64>, &Member<'_>),
     threads: usize,
 ) {
-    let zp = x.subcols(p.offset, p.dims);
-    let zq = y.subcols(q.offset, q.dims);
+    assert!(
+        zp.ncols() == p.dims && zq.ncols() == q.dims && zp.nrows() == zq.nrows(),
+        "member shapes"
+    );
     let mut block = acc
         .as_mut()
         .submatrix_mut(p.offset, q.offset, p.dims, q.dims);
@@ -213,6 +243,39 @@ mod tests {
                 assert_eq!(gram[(i, j)].to_bits(), gram[(j, i)].to_bits());
                 assert_eq!(gram[(i % 4, j % 4)].to_bits(), gram[(i, j)].to_bits());
             }
+        }
+    }
+
+    #[test]
+    fn members_in_their_own_buffers_give_the_bits_of_a_stack() {
+        let rows = 300;
+        let (a, b, c) = (data(rows, 6, 5), data(rows, 9, 6), data(rows, 4, 7));
+        let x = stack(&[&a, &b]);
+        let xm = stacked([("a", 6), ("b", 9)]);
+        let ym = stacked([("c", 4)]);
+        for y in [None, Some(&c)] {
+            let cols = if y.is_some() { 4 } else { 15 };
+            let mut stacked_acc = Mat::zeros(15, cols);
+            add_cross(
+                stacked_acc.as_mut(),
+                x.as_ref(),
+                &xm,
+                y.map(|c| (c.as_ref(), &ym[..])),
+                2,
+            );
+            let own = [a.as_ref(), b.as_ref()];
+            let yz = y.map(|c| [c.as_ref()]);
+            let mut separate = Mat::zeros(15, cols);
+            add_cross_members(
+                separate.as_mut(),
+                (&own, &xm),
+                yz.as_ref().map(|z| (&z[..], &ym[..])),
+                1,
+            );
+            assert_eq!(
+                block(&separate, 0, 0, 15, cols),
+                block(&stacked_acc, 0, 0, 15, cols)
+            );
         }
     }
 }

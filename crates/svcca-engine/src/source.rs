@@ -16,9 +16,37 @@ use crate::plan::RepInfo;
 /// Rows of one representation: row-major `[rows, cols]` f32, `cols` = product of its shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rows {
-    pub data: Vec<f32>,
+    pub data: RowValues,
     pub rows: usize,
     pub cols: usize,
+}
+
+/// The values of [`Rows`]. When one shard holds the whole range they are that shard's decoded
+/// buffer itself: a task reads tens of MB per shard, and copying them into fresh memory cost a
+/// second pass and its page faults on every read.
+#[derive(Debug, Clone)]
+pub enum RowValues {
+    /// A slice of one shard's values, shared with the shard's buffer.
+    Shard(svcca_storage::RowBlock),
+    /// Values gathered from several shards.
+    Gathered(Vec<f32>),
+}
+
+impl std::ops::Deref for RowValues {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            RowValues::Shard(block) => block.values(),
+            RowValues::Gathered(values) => values,
+        }
+    }
+}
+
+impl PartialEq for RowValues {
+    fn eq(&self, other: &RowValues) -> bool {
+        **self == **other
+    }
 }
 
 /// A failure reading a dataset, classified where it is understood.
@@ -272,15 +300,30 @@ impl RowSource for StorageSource {
             rep.check_size().map_err(|e| from_storage(&self.url, e))?;
             let cols = rep.row_len();
             let rows = end.saturating_sub(start) as usize;
-            let mut data = Vec::with_capacity(
-                rows.saturating_mul(cols)
-                    .min(rep.checked_values().unwrap_or(0)),
-            );
             let mut blocks = self.dataset.row_blocks(rep, start as usize..end as usize);
+            let mut first = None;
+            let mut gathered: Option<Vec<f32>> = None;
             while let Some(block) = blocks.next().await {
                 let block = block.map_err(|e| from_storage(&self.url, e))?;
-                data.extend_from_slice(block.values());
+                match (&mut gathered, first.take()) {
+                    (Some(values), _) => values.extend_from_slice(block.values()),
+                    (None, None) => first = Some(block),
+                    (None, Some(previous)) => {
+                        let mut values = Vec::with_capacity(
+                            rows.saturating_mul(cols)
+                                .min(rep.checked_values().unwrap_or(0)),
+                        );
+                        values.extend_from_slice(previous.values());
+                        values.extend_from_slice(block.values());
+                        gathered = Some(values);
+                    }
+                }
             }
+            let data = match (gathered, first) {
+                (Some(values), _) => RowValues::Gathered(values),
+                (None, Some(block)) => RowValues::Shard(block),
+                (None, None) => RowValues::Gathered(Vec::new()),
+            };
             Ok(Rows { data, rows, cols })
         })
     }

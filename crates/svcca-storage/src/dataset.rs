@@ -115,9 +115,23 @@ pub(crate) async fn get_with_retry(
     retrying(location, relative, retries, backoff, || {
         let path = &path;
         async move {
-            let result = match location.store.get(path).await {
-                Ok(r) => r.bytes().await,
-                Err(e) => Err(e),
+            let result = if location.map_files {
+                crate::store::map_file(path)
+                    .map_err(|source| object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(source),
+                    })
+                    .and_then(|b| {
+                        b.ok_or_else(|| object_store::Error::NotFound {
+                            path: path.to_string(),
+                            source: "no such file".into(),
+                        })
+                    })
+            } else {
+                match location.store.get(path).await {
+                    Ok(r) => r.bytes().await,
+                    Err(e) => Err(e),
+                }
             };
             match result {
                 Ok(b) => {

@@ -193,6 +193,9 @@ pub struct Location {
     pub url: String,
     /// The dataset's directory when the store is the local filesystem.
     pub local_dir: Option<std::path::PathBuf>,
+    /// Read files by mapping them ([`map_file`]) instead of through `store`: set only where
+    /// `store` is the plain local filesystem, not a wrapper around it.
+    pub map_files: bool,
     /// Endpoint and timeouts when the store is reached over the network.
     pub remote: Option<Remote>,
 }
@@ -326,6 +329,7 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 root: prefix(parsed.path())?,
                 url: url.to_string(),
                 local_dir: None,
+                map_files: false,
                 remote: None,
             })
         }
@@ -368,6 +372,7 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 root: prefix(parsed.path())?,
                 url: url.into(),
                 local_dir: None,
+                map_files: false,
                 remote: Some(remote),
             })
         }
@@ -399,6 +404,7 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 root: prefix(parsed.path())?,
                 url: url.into(),
                 local_dir: None,
+                map_files: false,
                 remote: Some(remote),
             })
         }
@@ -431,6 +437,7 @@ fn resolve_inner(url: &str, env: &Env, create_local: bool) -> Result<Location, S
                 root: prefix(parsed.path())?,
                 url: url.into(),
                 local_dir: None,
+                map_files: false,
                 remote: Some(remote),
             })
         }
@@ -482,8 +489,37 @@ fn local(path: &std::path::Path, url: &str, create: bool) -> Result<Location, St
         root,
         url: url.to_string(),
         local_dir: Some(abs),
+        map_files: true,
         remote: None,
     })
+}
+
+/// The bytes of the local file at `location` (an object store path under the filesystem root),
+/// mapped rather than read: a task reads tens of MB per shard, and reading them copied every
+/// byte into fresh memory (zeroed first, then faulted in) on every read. `Ok(None)` when there
+/// is no file there, or a directory, as the object store says.
+pub fn map_file(location: &StorePath) -> std::io::Result<Option<bytes::Bytes>> {
+    use std::io::ErrorKind;
+    let path = object_store::local::LocalFileSystem::new()
+        .path_to_filesystem(location)
+        .map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Ok(None);
+    }
+    if meta.len() == 0 {
+        return Ok(Some(bytes::Bytes::new()));
+    }
+    // SAFETY: a mapped file that shrinks while mapped faults on access. svcca never rewrites a
+    // shard or a cache entry in place (object store writes go to a temporary file renamed over
+    // the old one, whose mapping stays intact), and every shard read checks its size and CRC.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Some(bytes::Bytes::from_owner(map)))
 }
 
 const INSTANCE: &str = "SVCCA_USE_INSTANCE_CREDENTIALS";
@@ -801,5 +837,35 @@ mod tests {
             resolve_with_env(&format!("file://{}", dir.path().display()), &Env::default()).unwrap();
         assert_eq!(a.root, b.root);
         assert!(resolve_with_env("file://relative/x", &Env::default()).is_err());
+    }
+
+    #[test]
+    fn mapped_files_read_as_the_store_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| StorePath::from_absolute_path(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join("shard.arrow"), b"some bytes").unwrap();
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(
+            map_file(&at("shard.arrow")).unwrap().as_deref(),
+            Some(&b"some bytes"[..])
+        );
+        assert_eq!(map_file(&at("empty")).unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(map_file(&at("missing")).unwrap(), None);
+        assert_eq!(
+            map_file(&at("sub")).unwrap(),
+            None,
+            "a directory is not an object"
+        );
+        // Replacing a file (as every object store write does: a new file renamed over the old)
+        // leaves an earlier mapping intact.
+        let before = map_file(&at("shard.arrow")).unwrap().unwrap();
+        std::fs::write(dir.path().join("next"), b"other bytes!").unwrap();
+        std::fs::rename(dir.path().join("next"), dir.path().join("shard.arrow")).unwrap();
+        assert_eq!(&before[..], b"some bytes");
+        assert_eq!(
+            &map_file(&at("shard.arrow")).unwrap().unwrap()[..],
+            b"other bytes!"
+        );
     }
 }

@@ -157,6 +157,8 @@ fn flaky(loc: &Location, failures: usize, fault: Fault) -> (Location, Arc<Flaky>
             root: loc.root.clone(),
             url: loc.url.clone(),
             local_dir: loc.local_dir.clone(),
+            // Reads must go through the fault-injecting store.
+            map_files: false,
             remote: loc.remote.clone(),
         },
         store,

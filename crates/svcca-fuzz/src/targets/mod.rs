@@ -103,6 +103,7 @@ fn memory_location(url: &str) -> svcca_storage::store::Location {
         root: object_store::path::Path::from(""),
         url: url.to_string(),
         local_dir: None,
+        map_files: false,
         remote: None,
     }
 }

@@ -264,6 +264,7 @@ async fn read_manifest(
         root: object_store::path::Path::from(""),
         url: "memory://svcca-fuzz-manifest".into(),
         local_dir: None,
+        map_files: false,
         remote: None,
     };
     put(&location, MANIFEST_NAME, input.to_vec()).await;
