@@ -61,6 +61,15 @@ pub enum RowBlock<'a> {
         rows: usize,
         cols: usize,
     },
+    /// Blocks of the same width one above the other (consecutive datapoints, such as the
+    /// shards a range of rows spans), read as one block without copying them together: every
+    /// result is the same, to the bit, as from the blocks gathered into one. Built by
+    /// [`RowBlock::stacked`]; `rows` is the sum of the pieces' rows.
+    Stacked {
+        pieces: &'a [RowBlock<'a>],
+        rows: usize,
+        cols: usize,
+    },
 }
 
 impl<'a> RowBlock<'a> {
@@ -78,17 +87,62 @@ impl<'a> RowBlock<'a> {
         Ok(b)
     }
 
+    /// `pieces` one above the other, all `cols` wide; with no pieces, an empty block.
+    pub fn stacked(pieces: &'a [RowBlock<'a>], cols: usize) -> Result<Self> {
+        let mut rows = 0usize;
+        for p in pieces {
+            p.check_shape()?;
+            if p.cols() != cols {
+                return Err(CoreError::DimensionMismatch {
+                    what: "stacked row blocks",
+                    expected: cols,
+                    found: p.cols(),
+                });
+            }
+            rows += p.rows();
+        }
+        Ok(RowBlock::Stacked { pieces, rows, cols })
+    }
+
     /// Number of rows (datapoints).
     pub fn rows(&self) -> usize {
         match *self {
-            RowBlock::F32 { rows, .. } | RowBlock::F64 { rows, .. } => rows,
+            RowBlock::F32 { rows, .. }
+            | RowBlock::F64 { rows, .. }
+            | RowBlock::Stacked { rows, .. } => rows,
         }
     }
 
     /// Number of columns (neurons).
     pub fn cols(&self) -> usize {
         match *self {
-            RowBlock::F32 { cols, .. } | RowBlock::F64 { cols, .. } => cols,
+            RowBlock::F32 { cols, .. }
+            | RowBlock::F64 { cols, .. }
+            | RowBlock::Stacked { cols, .. } => cols,
+        }
+    }
+
+    /// Calls `f(piece, p0, p1, at)` for the rows `r0..r1` of this block that lie in each piece
+    /// (`p0..p1` within the piece; `at` rows after `r0`). An f32 or f64 block is its own piece.
+    fn for_pieces(
+        &self,
+        r0: usize,
+        r1: usize,
+        mut f: impl FnMut(&RowBlock<'a>, usize, usize, usize),
+    ) {
+        match *self {
+            RowBlock::Stacked { pieces, .. } => {
+                let mut first = 0;
+                for p in pieces {
+                    let (lo, hi) = (first, first + p.rows());
+                    let (a, b) = (r0.max(lo), r1.min(hi));
+                    if a < b {
+                        f(p, a - lo, b - lo, a - r0);
+                    }
+                    first = hi;
+                }
+            }
+            _ => f(self, r0, r1, 0),
         }
     }
 
@@ -98,6 +152,21 @@ impl<'a> RowBlock<'a> {
         let (len, rows, cols) = match *self {
             RowBlock::F32 { data, rows, cols } => (data.len(), rows, cols),
             RowBlock::F64 { data, rows, cols } => (data.len(), rows, cols),
+            RowBlock::Stacked { pieces, rows, cols } => {
+                let mut sum = 0usize;
+                for p in pieces {
+                    p.check_shape()?;
+                    if p.cols() != cols {
+                        return Err(CoreError::DimensionMismatch {
+                            what: "stacked row blocks",
+                            expected: cols,
+                            found: p.cols(),
+                        });
+                    }
+                    sum += p.rows();
+                }
+                (sum * cols, rows, cols)
+            }
         };
         let expected = rows.checked_mul(cols).ok_or(CoreError::BlockShape {
             rows,
@@ -122,6 +191,11 @@ impl<'a> RowBlock<'a> {
         match *self {
             RowBlock::F32 { data, cols, .. } => data[row * cols + col] as f64,
             RowBlock::F64 { data, cols, .. } => data[row * cols + col],
+            RowBlock::Stacked { .. } => {
+                let mut value = f64::NAN;
+                self.for_pieces(row, row + 1, |p, r, _, _| value = p.get(r, col));
+                value
+            }
         }
     }
 
@@ -157,6 +231,17 @@ impl<'a> RowBlock<'a> {
                     (r, c, data[r * cols + c])
                 })
             }
+            RowBlock::Stacked { .. } => {
+                let mut found = None;
+                self.for_pieces(r0, r1, |p, p0, p1, at| {
+                    if found.is_none() {
+                        found = p
+                            .first_non_finite(p0, p1)
+                            .map(|(r, c, v)| (r - p0 + r0 + at, c, v));
+                    }
+                });
+                found
+            }
         }
     }
 
@@ -177,6 +262,10 @@ impl<'a> RowBlock<'a> {
                     }
                 }
             }
+            // Pieces in order, rows in order: the additions of the gathered block.
+            RowBlock::Stacked { .. } => {
+                self.for_pieces(r0, r1, |p, p0, p1, _| p.add_column_sums(p0, p1, sums))
+            }
         }
     }
 
@@ -195,6 +284,12 @@ impl<'a> RowBlock<'a> {
     ) {
         let cols = self.cols();
         let shift = &shift[..cols];
+        if let RowBlock::Stacked { .. } = *self {
+            self.for_pieces(r0, r1, |p, p0, p1, at| {
+                p.write_centred_rows(p0, p1, shift, &mut dst[at * ld..], (ld, off))
+            });
+            return;
+        }
         for (i, t) in (r0..r1).enumerate() {
             let out = &mut dst[i * ld + off..][..cols];
             match *self {
@@ -207,6 +302,9 @@ impl<'a> RowBlock<'a> {
                     for ((o, &x), &m) in out.iter_mut().zip(&data[t * cols..][..cols]).zip(shift) {
                         *o = x - m;
                     }
+                }
+                RowBlock::Stacked { .. } => {
+                    unreachable!("stacked blocks are written piece by piece")
                 }
             }
         }
@@ -735,7 +833,7 @@ mod tests {
                     for c in 0..cols {
                         let v = match block {
                             RowBlock::F32 { .. } => x32[(r0 + r) * cols + c] as f64,
-                            RowBlock::F64 { .. } => x64[(r0 + r) * cols + c],
+                            _ => x64[(r0 + r) * cols + c],
                         };
                         assert_eq!(
                             dst[r * ld + off + c],
@@ -749,6 +847,71 @@ mod tests {
                 assert!(dst.iter().enumerate().all(|(i, v)| inside(i) || v.is_nan()));
             }
         }
+    }
+
+    #[test]
+    fn stacked_pieces_give_the_bits_of_the_gathered_block() {
+        let (n, d) = (1500, 24);
+        let x64 = data(n, d);
+        let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+        // Piece boundaries inside and on chunk boundaries, an empty piece, and nesting.
+        for cuts in [vec![700], vec![256, 512], vec![1, 0, 1498], vec![]] {
+            let mut bounds = vec![0];
+            for c in &cuts {
+                bounds.push(bounds.last().unwrap() + c);
+            }
+            bounds.push(n);
+            let pieces: Vec<RowBlock<'_>> = bounds
+                .windows(2)
+                .map(|w| RowBlock::f32(&x32[w[0] * d..w[1] * d], w[1] - w[0], d).unwrap())
+                .collect();
+            let stacked = RowBlock::stacked(&pieces, d).unwrap();
+            let nested_outer = [stacked];
+            let nested = RowBlock::stacked(&nested_outer, d).unwrap();
+            let whole = RowBlock::f32(&x32, n, d).unwrap();
+            let mut want = MomentAccumulator::new(d);
+            want.chunk_bytes = 8 * d * 300;
+            want.push(whole).unwrap();
+            for block in [stacked, nested] {
+                assert_eq!(block.rows(), n);
+                let mut got = MomentAccumulator::new(d);
+                got.chunk_bytes = 8 * d * 300;
+                got.push(block).unwrap();
+                assert_eq!(got.n(), want.n());
+                let bits = |a: &MomentAccumulator| -> Vec<u64> {
+                    a.mean()
+                        .iter()
+                        .chain(a.comoment().col_iter().flat_map(|c| c.iter()))
+                        .map(|v| v.to_bits())
+                        .collect()
+                };
+                assert_eq!(bits(&got), bits(&want), "cuts {cuts:?}");
+                assert_eq!(block.get(n - 1, 3), whole.get(n - 1, 3));
+            }
+        }
+        // A bad value in the second piece is reported at its row in the whole block.
+        let mut bad = x32.clone();
+        bad[1000 * d + 5] = f32::NAN;
+        let pieces = [
+            RowBlock::f32(&bad[..700 * d], 700, d).unwrap(),
+            RowBlock::f32(&bad[700 * d..], n - 700, d).unwrap(),
+        ];
+        let err = MomentAccumulator::new(d)
+            .push(RowBlock::stacked(&pieces, d).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CoreError::NonFinite {
+                    row: 1000,
+                    column: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let narrow = [RowBlock::f32(&x32[..d - 1], 1, d - 1).unwrap()];
+        assert!(RowBlock::stacked(&narrow, d).is_err());
     }
 
     #[test]

@@ -525,13 +525,16 @@ impl SweepExecutor {
                 let label = key.label();
                 let parts = blocking(move || {
                     let mut acc = MomentAccumulator::new(cols);
-                    let block =
-                        RowBlock::f32(&rows.data, rows.rows, rows.cols).map_err(|source| {
-                            ExecError::Maths {
-                                what: label.clone(),
-                                source,
-                            }
-                        })?;
+                    let pieces = rows.pieces().map_err(|source| ExecError::Maths {
+                        what: label.clone(),
+                        source,
+                    })?;
+                    let block = RowBlock::stacked(&pieces, rows.cols).map_err(|source| {
+                        ExecError::Maths {
+                            what: label.clone(),
+                            source,
+                        }
+                    })?;
                     acc.push(block).map_err(|source| ExecError::Maths {
                         what: format!("{label}, datapoints {start}..{end}"),
                         source,
@@ -576,23 +579,23 @@ impl SweepExecutor {
                     check_rows(&key, &rows, whitening.input_dim(), start, end)?;
                     let label = key.label();
                     let rows = rows.clone();
-                    let bytes =
-                        blocking(move || {
-                            let block = RowBlock::f32(&rows.data, rows.rows, rows.cols).map_err(
-                                |source| ExecError::Maths {
-                                    what: label.clone(),
-                                    source,
-                                },
-                            )?;
-                            let z = whitening.whiten_rows(block).map_err(|source| {
-                                ExecError::Maths {
+                    let bytes = blocking(move || {
+                        let maths = |source| ExecError::Maths {
+                            what: label.clone(),
+                            source,
+                        };
+                        let pieces = rows.pieces().map_err(maths)?;
+                        let block = RowBlock::stacked(&pieces, rows.cols).map_err(maths)?;
+                        let z =
+                            whitening
+                                .whiten_rows(block)
+                                .map_err(|source| ExecError::Maths {
                                     what: format!("whitening {label}, datapoints {start}..{end}"),
                                     source,
-                                }
-                            })?;
-                            Ok(cache::encode_matrix(z.as_ref()))
-                        })
-                        .await?;
+                                })?;
+                        Ok(cache::encode_matrix(z.as_ref()))
+                    })
+                    .await?;
                     store
                         .put(&keys::z_chunk(&basis.name, start, end), bytes)
                         .await?;
@@ -806,13 +809,14 @@ impl SweepExecutor {
             let rows = (end - start) as usize;
             let mut scratch = vec![0.0f64; rows * total];
             for (idx, m) in members.iter().enumerate() {
-                let data = source.read_rows(&m.key, start, end).await?;
-                check_rows(&m.key, &data, m.cols, start, end)?;
+                let rows_read = source.read_rows(&m.key, start, end).await?;
+                check_rows(&m.key, &rows_read, m.cols, start, end)?;
+                let data = rows_read.data.contiguous();
                 let mean = moments[idx].mean();
                 let base = offsets[idx] * rows;
                 // Centre on the global mean while transposing into the column-major scratch.
                 for r in 0..rows {
-                    let row = &data.data[r * m.cols..(r + 1) * m.cols];
+                    let row = &data[r * m.cols..(r + 1) * m.cols];
                     for (c, (&v, &mu)) in row.iter().zip(mean).enumerate() {
                         scratch[base + c * rows + r] = v as f64 - mu;
                     }
@@ -950,9 +954,10 @@ impl SweepExecutor {
             check_rows(&b, &y, sb.iter().product(), start, end)?;
             let what = what.clone();
             acc = blocking(move || {
-                let xi = ConvInput::f32(&x.data, &[rows, sa[0], sa[1], sa[2]], Layout::Nhwc)
+                let (xv, yv) = (x.data.contiguous(), y.data.contiguous());
+                let xi = ConvInput::f32(&xv, &[rows, sa[0], sa[1], sa[2]], Layout::Nhwc)
                     .map_err(conv_err(what.clone()))?;
-                let yi = ConvInput::f32(&y.data, &[rows, sb[0], sb[1], sb[2]], Layout::Nhwc)
+                let yi = ConvInput::f32(&yv, &[rows, sb[0], sb[1], sb[2]], Layout::Nhwc)
                     .map_err(conv_err(what.clone()))?;
                 acc.push(xi, yi).map_err(conv_err(what))?;
                 Ok(acc)

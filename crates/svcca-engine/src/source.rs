@@ -21,31 +21,66 @@ pub struct Rows {
     pub cols: usize,
 }
 
-/// The values of [`Rows`]. When one shard holds the whole range they are that shard's decoded
-/// buffer itself: a task reads tens of MB per shard, and copying them into fresh memory cost a
-/// second pass and its page faults on every read.
-#[derive(Debug, Clone)]
-pub enum RowValues {
-    /// A slice of one shard's values, shared with the shard's buffer.
-    Shard(svcca_storage::RowBlock),
-    /// Values gathered from several shards.
-    Gathered(Vec<f32>),
+impl Rows {
+    /// The rows as svcca-core blocks, one per piece, for `RowBlock::stacked`.
+    pub fn pieces(&self) -> Result<Vec<svcca_core::RowBlock<'_>>, svcca_core::CoreError> {
+        if self.cols == 0 {
+            return Ok(vec![svcca_core::RowBlock::f32(&[], self.rows, 0)?]);
+        }
+        self.data
+            .pieces()
+            .into_iter()
+            .map(|v| svcca_core::RowBlock::f32(v, v.len() / self.cols, self.cols))
+            .collect()
+    }
 }
 
-impl std::ops::Deref for RowValues {
-    type Target = [f32];
+/// The values of [`Rows`], as the shards hold them: a task reads tens of MB per shard, and
+/// gathering them into one new buffer cost a copy into fresh memory (and its page faults) on
+/// every read. Consumers that can take the rows piece by piece ([`RowValues::pieces`], for
+/// svcca-core's stacked row blocks) never copy them.
+#[derive(Debug, Clone)]
+pub enum RowValues {
+    /// Slices of consecutive shards, in row order, shared with the shards' buffers.
+    Shards(Vec<svcca_storage::RowBlock>),
+    /// Values in one buffer of their own.
+    Owned(Vec<f32>),
+}
 
-    fn deref(&self) -> &[f32] {
+impl RowValues {
+    /// Number of values.
+    pub fn len(&self) -> usize {
         match self {
-            RowValues::Shard(block) => block.values(),
-            RowValues::Gathered(values) => values,
+            RowValues::Shards(blocks) => blocks.iter().map(|b| b.values().len()).sum(),
+            RowValues::Owned(values) => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each piece's values, row-major, in row order.
+    pub fn pieces(&self) -> Vec<&[f32]> {
+        match self {
+            RowValues::Shards(blocks) => blocks.iter().map(|b| b.values()).collect(),
+            RowValues::Owned(values) => vec![&values[..]],
+        }
+    }
+
+    /// All values in one slice: borrowed where one piece holds them, else copied together.
+    pub fn contiguous(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self.pieces()[..] {
+            [] => std::borrow::Cow::Borrowed(&[]),
+            [one] => std::borrow::Cow::Borrowed(one),
+            ref many => std::borrow::Cow::Owned(many.concat()),
         }
     }
 }
 
 impl PartialEq for RowValues {
     fn eq(&self, other: &RowValues) -> bool {
-        **self == **other
+        self.contiguous() == other.contiguous()
     }
 }
 
@@ -301,29 +336,11 @@ impl RowSource for StorageSource {
             let cols = rep.row_len();
             let rows = end.saturating_sub(start) as usize;
             let mut blocks = self.dataset.row_blocks(rep, start as usize..end as usize);
-            let mut first = None;
-            let mut gathered: Option<Vec<f32>> = None;
+            let mut pieces = Vec::new();
             while let Some(block) = blocks.next().await {
-                let block = block.map_err(|e| from_storage(&self.url, e))?;
-                match (&mut gathered, first.take()) {
-                    (Some(values), _) => values.extend_from_slice(block.values()),
-                    (None, None) => first = Some(block),
-                    (None, Some(previous)) => {
-                        let mut values = Vec::with_capacity(
-                            rows.saturating_mul(cols)
-                                .min(rep.checked_values().unwrap_or(0)),
-                        );
-                        values.extend_from_slice(previous.values());
-                        values.extend_from_slice(block.values());
-                        gathered = Some(values);
-                    }
-                }
+                pieces.push(block.map_err(|e| from_storage(&self.url, e))?);
             }
-            let data = match (gathered, first) {
-                (Some(values), _) => RowValues::Gathered(values),
-                (None, Some(block)) => RowValues::Shard(block),
-                (None, None) => RowValues::Gathered(Vec::new()),
-            };
+            let data = RowValues::Shards(pieces);
             Ok(Rows { data, rows, cols })
         })
     }
