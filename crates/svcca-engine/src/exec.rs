@@ -261,6 +261,10 @@ pub enum TaskPayload {
         cols: usize,
         start: u64,
         end: u64,
+        /// The rows are all the representation has: the part is its merged moments, stored as
+        /// such (nothing to merge, read back or write again).
+        #[serde(default)]
+        whole: bool,
     },
     /// The whitenings of one representation, from its merged moments in the cache.
     Whiten {
@@ -515,6 +519,7 @@ impl SweepExecutor {
                 cols,
                 start,
                 end,
+                whole,
             } => {
                 let rows = self
                     .source(&dataset, &run, &[(&key, &checksum)])
@@ -542,9 +547,12 @@ impl SweepExecutor {
                     Ok(cache::encode_moments(&acc.to_parts()))
                 })
                 .await?;
-                self.store(&cache)?
-                    .put(&keys::moments_part(&content, start, end), parts)
-                    .await?;
+                let key = if whole {
+                    keys::moments_all(&content)
+                } else {
+                    keys::moments_part(&content, start, end)
+                };
+                self.store(&cache)?.put(&key, parts).await?;
                 Ok(Blob::Stored)
             }
             TaskPayload::Whiten {

@@ -761,12 +761,16 @@ impl SweepDriver {
                 let s = &self.contents[&content];
                 (s.rep, s.cols, s.pending.clone())
             };
+            // One chunk: the task stores the merged moments itself (whose absence brought us
+            // here), so a part left by an earlier run is not looked for.
+            let whole = self.chunks.len() == 1;
             for chunk in pending {
                 let (start, end) = self.chunks[chunk];
-                if self
-                    .cache
-                    .exists(&keys::moments_part(&content, start, end))
-                    .await?
+                if !whole
+                    && self
+                        .cache
+                        .exists(&keys::moments_part(&content, start, end))
+                        .await?
                 {
                     self.contents
                         .get_mut(&content)
@@ -785,6 +789,7 @@ impl SweepDriver {
                     cols,
                     start,
                     end,
+                    whole,
                 };
                 self.emit(
                     format!("moments/{content}/{start}-{end}"),
@@ -805,6 +810,11 @@ impl SweepDriver {
             .map(|(c, _)| c.clone())
             .collect();
         for content in to_merge {
+            if self.chunks.len() == 1 {
+                // The moments task stored them merged.
+                self.contents.get_mut(&content).expect("content").merged = true;
+                continue;
+            }
             let cols = self.contents[&content].cols;
             let mut acc = MomentAccumulator::new(cols);
             for &(start, end) in &self.chunks {
