@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,11 +52,14 @@ def main():
     records = {name: [] for name, _, _ in sides}
     records["numpy whiten-once"] = []
     means = {}
+    # Every run writes a new output folder (its cache beside it, `OUT.cache`), so every run
+    # starts without a cache; they are all deleted at the end. Deleting a run's thousands of
+    # files just before the next one made ext4 slow to create new files for about a minute
+    # (it skips recently freed inodes), a cost NumPy, which writes nothing, never paid.
+    runs_dir = root / f"side_by_side_runs_{int(time.time())}"
     for r in range(args.rounds):
         for name, binary, ds in sides:
-            out = root / f"side_by_side_{name}"
-            # The cache sits beside the output (`OUT.cache`): every run starts without one.
-            run.subprocess.run(["rm", "-rf", str(out), f"{out}.cache"], check=True)
+            out = runs_dir / f"{name}_round{r}"
             cmd = [binary, "sweep", f"file://{ds}", "--out", f"file://{out}", "--compare", "all-pairs",
                    "--metric", "svcca", "--workers", str(args.threads)]
             if args.no_report:
@@ -97,6 +101,7 @@ def main():
         rss = max(r["rss_mb"] for r in recs)
         rows.append(f"| {name} | {med:.2f}{speed} ({runs}) | {cpu_s:.1f} | {cpu} | {rss:.0f} | {load} | {delta} |")
         summary[name] = {"median_wall_s": med, "runs": recs}
+    run.subprocess.run(["rm", "-rf", str(runs_dir)], check=True)
     table = "\n".join(rows)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

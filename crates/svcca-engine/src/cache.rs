@@ -5,7 +5,8 @@
 //! computed from*, never from the job that computed it:
 //!
 //! - `moments/<content>/<start>-<end>.bin`: a representation's moments over one row range, and
-//!   `moments/<content>/all.bin` merged over every row (pass 1). `<content>` hashes the
+//!   `moments/<content>/all.bin` merged over every row (pass 1; a job that reads each
+//!   representation in one range stores only `all.bin`). `<content>` hashes the
 //!   representation's checksum, shape and the row transform (conv method).
 //! - `z/<basis>/<start>-<end>.bin`: the whitened projection `Z` (rows × k, f64, column-major) of
 //!   one row range. `<basis>` hashes `<content>` with every setting that changes the whitening
@@ -15,6 +16,8 @@
 //!
 //! A later sweep that finds an entry uses it instead of reading raw shards; an entry is written
 //! once, complete (object stores' `put` is atomic), so a crashed job leaves no half entries.
+//! On a `file://` cache, entries are read by mapping the file (never rewritten in place: a write
+//! renames a new file over the old one).
 
 use std::sync::Arc;
 
