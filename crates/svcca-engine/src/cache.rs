@@ -794,8 +794,7 @@ mod tests {
         let encoded = encode_matrix(m.view());
         assert_eq!(encoded, m.encode());
         // An 8-byte aligned copy of the bytes, and one a byte off alignment.
-        let mut aligned = Vec::<u64>::with_capacity(encoded.len().div_ceil(8) + 1);
-        aligned.resize(encoded.len().div_ceil(8) + 1, 0);
+        let mut aligned = vec![0u64; encoded.len().div_ceil(8) + 1];
         let base = aligned.as_mut_ptr() as *mut u8;
         for shift in [0usize, 1] {
             // SAFETY: `aligned` holds at least `encoded.len() + 8` bytes.
