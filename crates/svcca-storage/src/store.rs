@@ -503,12 +503,19 @@ pub fn map_file(location: &StorePath) -> std::io::Result<Option<bytes::Bytes>> {
     let path = object_store::local::LocalFileSystem::new()
         .path_to_filesystem(location)
         .map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+    // The error keeps its kind (whether running again can help is decided by it) and names
+    // the file, as the object store's own errors do.
+    let named = |what: &str, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    };
     let file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(named("unable to open file", e)),
     };
-    let meta = file.metadata()?;
+    let meta = file
+        .metadata()
+        .map_err(|e| named("unable to read the metadata of", e))?;
     if meta.is_dir() {
         return Ok(None);
     }
@@ -518,7 +525,7 @@ pub fn map_file(location: &StorePath) -> std::io::Result<Option<bytes::Bytes>> {
     // SAFETY: a mapped file that shrinks while mapped faults on access. svcca never rewrites a
     // shard or a cache entry in place (object store writes go to a temporary file renamed over
     // the old one, whose mapping stays intact), and every shard read checks its size and CRC.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| named("unable to map file", e))?;
     Ok(Some(bytes::Bytes::from_owner(map)))
 }
 
@@ -856,6 +863,13 @@ mod tests {
             map_file(&at("sub")).unwrap(),
             None,
             "a directory is not an object"
+        );
+        // Under a regular file: an error that keeps its kind and names the file.
+        let err = map_file(&at("shard.arrow/x")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory);
+        assert!(
+            err.to_string().contains("shard.arrow/x: Not a directory"),
+            "{err}"
         );
         // Replacing a file (as every object store write does: a new file renamed over the old)
         // leaves an earlier mapping intact.
