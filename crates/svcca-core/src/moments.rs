@@ -89,19 +89,10 @@ impl<'a> RowBlock<'a> {
 
     /// `pieces` one above the other, all `cols` wide; with no pieces, an empty block.
     pub fn stacked(pieces: &'a [RowBlock<'a>], cols: usize) -> Result<Self> {
-        let mut rows = 0usize;
-        for p in pieces {
-            p.check_shape()?;
-            if p.cols() != cols {
-                return Err(CoreError::DimensionMismatch {
-                    what: "stacked row blocks",
-                    expected: cols,
-                    found: p.cols(),
-                });
-            }
-            rows += p.rows();
-        }
-        Ok(RowBlock::Stacked { pieces, rows, cols })
+        let rows = pieces.iter().map(RowBlock::rows).sum();
+        let b = RowBlock::Stacked { pieces, rows, cols };
+        b.check_shape()?;
+        Ok(b)
     }
 
     /// Number of rows (datapoints).

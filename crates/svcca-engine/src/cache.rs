@@ -146,10 +146,7 @@ impl Store {
             let got = svcca_storage::store::map_file(&self.path(key)).map_err(|source| {
                 CacheError::Store {
                     key: key.to_string(),
-                    source: object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(source),
-                    },
+                    source,
                 }
             })?;
             if let Some(bytes) = &got {

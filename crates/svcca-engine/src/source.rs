@@ -35,25 +35,17 @@ impl Rows {
     }
 }
 
-/// The values of [`Rows`], as the shards hold them: a task reads tens of MB per shard, and
-/// gathering them into one new buffer cost a copy into fresh memory (and its page faults) on
-/// every read. Consumers that can take the rows piece by piece ([`RowValues::pieces`], for
-/// svcca-core's stacked row blocks) never copy them.
+/// The values of [`Rows`]: slices of consecutive shards, in row order, shared with the shards'
+/// buffers. A task reads tens of MB per shard, and gathering them into one new buffer cost a
+/// copy into fresh memory (and its page faults) on every read. Consumers that can take the rows
+/// piece by piece ([`RowValues::pieces`], for svcca-core's stacked row blocks) never copy them.
 #[derive(Debug, Clone)]
-pub enum RowValues {
-    /// Slices of consecutive shards, in row order, shared with the shards' buffers.
-    Shards(Vec<svcca_storage::RowBlock>),
-    /// Values in one buffer of their own.
-    Owned(Vec<f32>),
-}
+pub struct RowValues(pub Vec<svcca_storage::RowBlock>);
 
 impl RowValues {
     /// Number of values.
     pub fn len(&self) -> usize {
-        match self {
-            RowValues::Shards(blocks) => blocks.iter().map(|b| b.values().len()).sum(),
-            RowValues::Owned(values) => values.len(),
-        }
+        self.0.iter().map(|b| b.values().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,10 +54,7 @@ impl RowValues {
 
     /// Each piece's values, row-major, in row order.
     pub fn pieces(&self) -> Vec<&[f32]> {
-        match self {
-            RowValues::Shards(blocks) => blocks.iter().map(|b| b.values()).collect(),
-            RowValues::Owned(values) => vec![&values[..]],
-        }
+        self.0.iter().map(|b| b.values()).collect()
     }
 
     /// All values in one slice: borrowed where one piece holds them, else copied together.
@@ -340,7 +329,7 @@ impl RowSource for StorageSource {
             while let Some(block) = blocks.next().await {
                 pieces.push(block.map_err(|e| from_storage(&self.url, e))?);
             }
-            let data = RowValues::Shards(pieces);
+            let data = RowValues(pieces);
             Ok(Rows { data, rows, cols })
         })
     }

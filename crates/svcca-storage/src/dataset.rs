@@ -117,30 +117,17 @@ pub(crate) async fn get_with_retry(
         async move {
             let result = if location.map_files {
                 crate::store::map_file(path)
-                    .map_err(|source| object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(source),
-                    })
-                    .and_then(|b| {
-                        b.ok_or_else(|| object_store::Error::NotFound {
-                            path: path.to_string(),
-                            source: "no such file".into(),
-                        })
-                    })
             } else {
                 match location.store.get(path).await {
-                    Ok(r) => r.bytes().await,
+                    Ok(r) => r.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
                 }
             };
-            match result {
-                Ok(b) => {
-                    BYTES_READ.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    Ok(Some(b))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
+            if let Ok(Some(b)) = &result {
+                BYTES_READ.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
+            result
         }
     })
     .await

@@ -497,8 +497,16 @@ fn local(path: &std::path::Path, url: &str, create: bool) -> Result<Location, St
 /// The bytes of the local file at `location` (an object store path under the filesystem root),
 /// mapped rather than read: a task reads tens of MB per shard, and reading them copied every
 /// byte into fresh memory (zeroed first, then faulted in) on every read. `Ok(None)` when there
-/// is no file there, or a directory, as the object store says.
-pub fn map_file(location: &StorePath) -> std::io::Result<Option<bytes::Bytes>> {
+/// is no file there, or a directory, as the object store says; other failures are the store's
+/// `Generic` errors around the `io::Error`, which names the file and keeps its kind.
+pub fn map_file(location: &StorePath) -> object_store::Result<Option<bytes::Bytes>> {
+    map_local_file(location).map_err(|source| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(source),
+    })
+}
+
+fn map_local_file(location: &StorePath) -> std::io::Result<Option<bytes::Bytes>> {
     use std::io::ErrorKind;
     let path = object_store::local::LocalFileSystem::new()
         .path_to_filesystem(location)
@@ -866,7 +874,10 @@ mod tests {
         );
         // Under a regular file: an error that keeps its kind and names the file.
         let err = map_file(&at("shard.arrow/x")).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory);
+        let io = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .expect("an io::Error inside");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory);
         assert!(
             err.to_string().contains("shard.arrow/x: Not a directory"),
             "{err}"
