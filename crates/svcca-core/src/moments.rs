@@ -902,7 +902,12 @@ mod tests {
             "{err}"
         );
         let narrow = [RowBlock::f32(&x32[..d - 1], 1, d - 1).unwrap()];
-        assert!(RowBlock::stacked(&narrow, d).is_err());
+        let err = RowBlock::stacked(&narrow, d).unwrap_err();
+        assert!(
+            matches!(err, CoreError::DimensionMismatch { expected, found, .. } if expected == d && found == d - 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("stacked row blocks"), "{err}");
     }
 
     #[test]
