@@ -24,6 +24,7 @@ fn build_spec(
     keep_variance: Option<f64>,
     keep_dims: Option<usize>,
     google_compat: bool,
+    precision: Option<&str>,
     memory_mb: Option<u64>,
     overwrite: bool,
 ) -> Result<JobSpec, String> {
@@ -68,6 +69,9 @@ fn build_spec(
     if google_compat {
         spec.mode = Mode::GoogleCompat;
     }
+    if let Some(p) = precision {
+        spec.precision = p.parse()?;
+    }
     if let Some(mb) = memory_mb {
         spec.resources.memory_mb = mb;
     }
@@ -97,7 +101,7 @@ enum Ended {
 /// Runs a sweep; returns (output URL, summary lines, report index path or None).
 #[pyfunction]
 #[pyo3(signature = (target, *, out, compare, filters, metrics, workers, keep_variance, keep_dims,
-    google_compat, memory_mb, overwrite, report))]
+    google_compat, precision, memory_mb, overwrite, report))]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep(
     py: Python<'_>,
@@ -110,6 +114,7 @@ pub fn sweep(
     keep_variance: Option<f64>,
     keep_dims: Option<usize>,
     google_compat: bool,
+    precision: Option<&str>,
     memory_mb: Option<u64>,
     overwrite: bool,
     report: bool,
@@ -123,6 +128,7 @@ pub fn sweep(
         keep_variance,
         keep_dims,
         google_compat,
+        precision,
         memory_mb,
         overwrite,
     )

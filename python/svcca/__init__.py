@@ -204,6 +204,7 @@ def sweep(
     keep_variance: Optional[float] = None,
     keep_dims: Optional[int] = None,
     google_compat: bool = False,
+    precision: Optional[str] = None,
     memory_mb: Optional[int] = None,
     overwrite: bool = False,
     report: bool = True,
@@ -214,7 +215,9 @@ def sweep(
     ``az://`` URL) with ``out`` the output folder or URL, or a job file (``*.toml``).
     ``compare`` is ``'all-pairs'`` (default), ``'vs-final'`` or ``'cross-seed'``; ``metrics`` any
     of ``'svcca'``, ``'cca'``, ``'pwcca'``, ``'cka'``; ``where`` keeps representations whose fields
-    match (``{'run': 'resnet', 'layer': 'layer*'}``). Rerunning resumes. A local output also gets
+    match (``{'run': 'resnet', 'layer': 'layer*'}``). ``precision='mixed'`` runs the moments'
+    products in f32 (accumulated in f64; svcca and cca), refusing a representation whose estimated
+    error exceeds 1e-3. Rerunning resumes. A local output also gets
     the HTML report (``report/index.html``) unless ``report=False``; class sensitivity
     (``svcca sweep --labels``) is computed by the command only.
     """
@@ -231,6 +234,7 @@ def sweep(
         keep_variance=keep_variance,
         keep_dims=keep_dims,
         google_compat=google_compat,
+        precision=precision,
         memory_mb=memory_mb,
         overwrite=overwrite,
         report=report,

@@ -49,7 +49,7 @@ use faer::{Accum, Mat, MatRef};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
-use crate::moments::{JointMoments, MomentAccumulator};
+use crate::moments::{JointMoments, MomentAccumulator, Precision};
 use crate::whiten::{KeepRule, Mode, WhitenOptions, Whitening, eigh_desc};
 
 /// Which similarity to compute.
@@ -110,6 +110,8 @@ pub struct CompareOptions {
     pub threshold: f64,
     /// Compute even when the dims reach the number of datapoints (CCA trivially 1).
     pub allow_trivial: bool,
+    /// The precision the moments are accumulated in. Default f64.
+    pub precision: Precision,
 }
 
 impl Default for CompareOptions {
@@ -121,6 +123,7 @@ impl Default for CompareOptions {
             epsilon: 1e-10,
             threshold: 0.98,
             allow_trivial: false,
+            precision: Precision::F64,
         }
     }
 }
@@ -157,6 +160,12 @@ impl CompareOptions {
         self
     }
 
+    /// Sets the precision the moments are accumulated in.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     /// The whitening each side needs for this metric: the keep rule applies to SVCCA only.
     pub fn whiten_options(&self) -> WhitenOptions {
         WhitenOptions {
@@ -166,6 +175,7 @@ impl CompareOptions {
                 _ => KeepRule::All,
             },
             epsilon: self.epsilon,
+            precision: self.precision,
         }
     }
 

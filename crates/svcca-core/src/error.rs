@@ -86,6 +86,22 @@ pub enum CoreError {
     #[error("{what} did not converge")]
     NoConvergence { what: &'static str },
 
+    /// Mixed precision's f32 products could move this representation's canonical correlations
+    /// by more than the tolerance: its kept directions are too ill-conditioned.
+    #[error(
+        "{side}: mixed precision could move its canonical correlations by up to {bound:.1e}, \
+         over the {tolerance:e} it allows: the smallest of its {kept} kept directions holds only \
+         {smallest_share:.1e} of the variance, too little for f32 products. Compare it in f64 \
+         (--precision f64), or keep fewer directions (SVCCA --keep-variance / --keep-dims)"
+    )]
+    MixedPrecisionUnsafe {
+        side: &'static str,
+        bound: f64,
+        tolerance: f64,
+        kept: usize,
+        smallest_share: f64,
+    },
+
     /// Serialised moments (`MomentParts`) that are inconsistent.
     #[error("invalid moment parts: {detail}")]
     InvalidParts { detail: String },

@@ -31,8 +31,12 @@ pub use compare::{
     pwcca_tie_sensitivity, pwcca_weights, truncated_mean,
 };
 pub use error::CoreError;
-pub use moments::{JointMoments, MomentAccumulator, MomentParts, RowBlock};
-pub use whiten::{KeepRule, Mode, WhitenOptions, Whitening, WhiteningParts};
+pub use moments::{
+    JointMoments, MomentAccumulator, MomentParts, Precision, RowBlock, mixed_precision_bound,
+};
+pub use whiten::{
+    KeepRule, MIXED_PRECISION_TOLERANCE, Mode, WhitenOptions, Whitening, WhiteningParts,
+};
 
 /// Re-exported so callers can build faer views without naming faer's version.
 pub use faer;

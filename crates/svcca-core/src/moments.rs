@@ -25,6 +25,12 @@
 //! Internally only the lower triangle of `M` is maintained (the triangular product halves the
 //! work); every accessor returns the full symmetric matrix.
 //!
+//! With [`Precision::Mixed`] each chunk's centred rows are rounded to f32 and multiplied in f32
+//! (about twice the f64 product rate on AVX-512 cores); the chunk's f32 Gram is added to the f64
+//! co-moment, and every merge stays f64. Centring on the chunk's own mean happens in f64 before
+//! the rounding, so large means cost no digits. The error this leaves is bounded per
+//! representation when it is whitened (see [`mixed_precision_bound`]).
+//!
 //! [`JointMoments`] accumulates a pair of representations over the same datapoints as one
 //! accumulator over the concatenated columns `[x | y]`, which yields `M_xx`, `M_yy` and the cross
 //! co-moment `M_xy = Σ (x − μ_x)(y − μ_y)ᵀ` (`d_x × d_y`).
@@ -39,6 +45,59 @@ use crate::error::{CoreError, Result};
 pub(crate) const CHUNK_BYTES: usize = 2 << 20;
 /// Chunks never go below this many rows (the product's inner dimension), for GEMM efficiency.
 const MIN_CHUNK_ROWS: usize = 256;
+
+/// How the product inside one chunk is computed; accumulation across chunks, every merge, and
+/// everything after the moments are f64 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f64 products: the default, and always the arithmetic of google-compat mode.
+    #[default]
+    F64,
+    /// f32 products per chunk, added into the f64 co-moment (opt-in; see the module docs).
+    Mixed,
+}
+
+impl Precision {
+    /// The name used in specs, flags and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F64 => "f64",
+            Precision::Mixed => "mixed",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f64" => Ok(Precision::F64),
+            "mixed" => Ok(Precision::Mixed),
+            _ => Err(CoreError::InvalidOption {
+                name: "precision",
+                detail: format!("unknown precision {s:?}; expected f64 or mixed"),
+            }),
+        }
+    }
+}
+
+/// The unit roundoff of f32 (2⁻²⁴).
+const F32_UNIT_ROUNDOFF: f64 = 5.960464477539063e-8;
+
+/// The change mixed precision makes to the canonical correlations of a representation, to first
+/// order: its `d` neurons accumulated over `n` datapoints, the decomposed matrix (covariance, or
+/// correlation for CCA) of eigenvalues summing to `trace` over `dims` of them, the smallest kept
+/// `smallest_kept`. Each co-moment entry carries a rounding error of about `u·√k` of its scale
+/// (`k` rows per f32 product, `u` = 2⁻²⁴), with random signs; a whitened direction `v` moves by
+/// `vᵀEv / λ`, about `u·√k` times the mean eigenvalue over its own. That typical size came
+/// within 1.4× of the largest error measured on the digits layers, so the bound is 10× it
+/// (see `tests/mixed_precision.rs` and the benchmarks' README for the measurements).
+pub fn mixed_precision_bound(trace: f64, dims: usize, smallest_kept: f64, d: usize, n: u64) -> f64 {
+    let k = chunk_rows(CHUNK_BYTES, d, usize::try_from(n).unwrap_or(usize::MAX)) as f64;
+    const SAFETY: f64 = 10.0;
+    SAFETY * F32_UNIT_ROUNDOFF * k.sqrt() * (trace / dims.max(1) as f64) / smallest_kept
+}
 
 /// Rows per chunk of `d`-wide rows widened to f64 within `chunk_bytes` (at least
 /// [`MIN_CHUNK_ROWS`], at most `rows`).
@@ -265,12 +324,12 @@ impl<'a> RowBlock<'a> {
     /// row-major operand as fast as a column-major one on current faer (measured: the triangular
     /// product of 20,000 × 512 f32 rows took 15% less time, and a projection 38% less, than with
     /// the transposed copy they used to need), and this copy is one contiguous, vectorised pass.
-    pub(crate) fn write_centred_rows(
+    pub(crate) fn write_centred_rows<O: Centred>(
         &self,
         r0: usize,
         r1: usize,
         shift: &[f64],
-        dst: &mut [f64],
+        dst: &mut [O],
         (ld, off): (usize, usize),
     ) {
         let cols = self.cols();
@@ -286,12 +345,12 @@ impl<'a> RowBlock<'a> {
             match *self {
                 RowBlock::F32 { data, .. } => {
                     for ((o, &x), &m) in out.iter_mut().zip(&data[t * cols..][..cols]).zip(shift) {
-                        *o = x as f64 - m;
+                        *o = O::from_f64(x as f64 - m);
                     }
                 }
                 RowBlock::F64 { data, .. } => {
                     for ((o, &x), &m) in out.iter_mut().zip(&data[t * cols..][..cols]).zip(shift) {
-                        *o = x - m;
+                        *o = O::from_f64(x - m);
                     }
                 }
                 RowBlock::Stacked { .. } => {
@@ -299,6 +358,25 @@ impl<'a> RowBlock<'a> {
                 }
             }
         }
+    }
+}
+
+/// A centred value as the chunk's product takes it: f64, or rounded to f32 (mixed precision).
+pub(crate) trait Centred: Copy {
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Centred for f64 {
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+impl Centred for f32 {
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
     }
 }
 
@@ -314,6 +392,34 @@ fn first_non_finite_error(pieces: &[RowBlock<'_>], rows: usize, n0: u64) -> Opti
                 value: v,
             })
     })
+}
+
+/// Writes rows `r0..r1` of the side-by-side `pieces`, each centred on its columns of `means`,
+/// into the row-major `[r1 − r0, d]` front of `scratch` (grown as needed).
+fn write_chunk<O: Centred + Default>(
+    pieces: &[RowBlock<'_>],
+    r0: usize,
+    r1: usize,
+    means: &[f64],
+    scratch: &mut Vec<O>,
+    d: usize,
+) {
+    let nb = r1 - r0;
+    if scratch.len() < nb * d {
+        scratch.resize(nb * d, O::default());
+    }
+    let mut off = 0;
+    for p in pieces {
+        let c = p.cols();
+        p.write_centred_rows(
+            r0,
+            r1,
+            &means[off..off + c],
+            &mut scratch[..nb * d],
+            (d, off),
+        );
+        off += c;
+    }
 }
 
 /// Plain-data form of a [`MomentAccumulator`], for serialisation by the engine.
@@ -339,11 +445,20 @@ pub struct MomentAccumulator {
     scratch: Vec<f64>,
     sums: Vec<f64>,
     chunk_bytes: usize,
+    precision: Precision,
+    /// Mixed precision's chunk rows and chunk Gram (lower triangle), reused per chunk.
+    scratch32: Vec<f32>,
+    gram32: Mat<f32>,
 }
 
 impl MomentAccumulator {
     /// An empty accumulator over `d` neurons.
     pub fn new(d: usize) -> Self {
+        Self::with_precision(d, Precision::F64)
+    }
+
+    /// An empty accumulator over `d` neurons whose per-chunk products run in `precision`.
+    pub fn with_precision(d: usize, precision: Precision) -> Self {
         MomentAccumulator {
             d,
             n: 0,
@@ -352,7 +467,15 @@ impl MomentAccumulator {
             scratch: Vec::new(),
             sums: Vec::new(),
             chunk_bytes: CHUNK_BYTES,
+            precision,
+            scratch32: Vec::new(),
+            gram32: Mat::new(),
         }
+    }
+
+    /// The precision of this accumulator's per-chunk products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Number of neurons.
@@ -498,22 +621,14 @@ impl MomentAccumulator {
         for s in self.sums.iter_mut() {
             *s *= inv; // now the chunk mean
         }
-        if self.scratch.len() < nb * d {
-            self.scratch.resize(nb * d, 0.0);
+        match self.precision {
+            Precision::F64 => {
+                write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch, d);
+            }
+            Precision::Mixed => {
+                write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch32, d);
+            }
         }
-        let mut off = 0;
-        for p in pieces {
-            let c = p.cols();
-            p.write_centred_rows(
-                r0,
-                r1,
-                &self.sums[off..off + c],
-                &mut self.scratch[..nb * d],
-                (d, off),
-            );
-            off += c;
-        }
-        let s = MatRef::from_row_major_slice(&self.scratch[..nb * d], nb, d);
         // Chan: the δδᵀ term uses the old n; add it before M_b so both are relative to μ_a.
         let na = self.n as f64;
         let nbf = nb as f64;
@@ -542,13 +657,38 @@ impl MomentAccumulator {
         } else {
             self.mean.copy_from_slice(&self.sums);
         }
-        crate::products::gram_lower(
-            self.m_lower.as_mut(),
-            Accum::Add,
-            s,
-            1.0,
-            crate::parallelism(),
-        );
+        match self.precision {
+            Precision::F64 => crate::products::gram_lower(
+                self.m_lower.as_mut(),
+                Accum::Add,
+                MatRef::from_row_major_slice(&self.scratch[..nb * d], nb, d),
+                1.0,
+                crate::parallelism(),
+            ),
+            Precision::Mixed => {
+                if self.gram32.nrows() != d {
+                    self.gram32 = Mat::zeros(d, d);
+                }
+                crate::products::gram_lower(
+                    self.gram32.as_mut(),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(&self.scratch32[..nb * d], nb, d),
+                    1.0f32,
+                    crate::parallelism(),
+                );
+                for j in 0..d {
+                    let dst = self.m_lower.col_mut(j).try_as_col_major_mut();
+                    let src = self.gram32.col(j).try_as_col_major();
+                    let (dst, src) = (
+                        dst.expect("owned Mat is column-major").as_slice_mut(),
+                        src.expect("owned Mat is column-major").as_slice(),
+                    );
+                    for (m, &g) in dst[j..].iter_mut().zip(&src[j..]) {
+                        *m += g as f64;
+                    }
+                }
+            }
+        }
         self.n += nb as u64;
     }
 
@@ -644,10 +784,16 @@ impl MomentAccumulator {
         Ok(acc)
     }
 
-    /// An accumulator made of given statistics (lower triangle of `m` used).
-    pub(crate) fn from_lower(n: u64, mean: Vec<f64>, m: MatRef<'_, f64>) -> Self {
+    /// An accumulator made of given statistics (lower triangle of `m` used), accumulated in
+    /// `precision`.
+    pub(crate) fn from_lower(
+        n: u64,
+        mean: Vec<f64>,
+        m: MatRef<'_, f64>,
+        precision: Precision,
+    ) -> Self {
         let d = mean.len();
-        let mut acc = MomentAccumulator::new(d);
+        let mut acc = MomentAccumulator::with_precision(d, precision);
         acc.n = n;
         acc.mean = mean;
         for j in 0..d {
@@ -676,8 +822,13 @@ pub struct JointMoments {
 impl JointMoments {
     /// Empty joint moments for `dx` + `dy` neurons.
     pub fn new(dx: usize, dy: usize) -> Self {
+        Self::with_precision(dx, dy, Precision::F64)
+    }
+
+    /// Empty joint moments whose per-chunk products run in `precision`.
+    pub fn with_precision(dx: usize, dy: usize, precision: Precision) -> Self {
         JointMoments {
-            acc: MomentAccumulator::new(dx + dy),
+            acc: MomentAccumulator::with_precision(dx + dy, precision),
             dx,
         }
     }
@@ -759,6 +910,7 @@ impl JointMoments {
             self.acc.n,
             self.acc.mean[..dx].to_vec(),
             self.acc.m_lower.as_ref().submatrix(0, 0, dx, dx),
+            self.acc.precision,
         )
     }
 
@@ -769,6 +921,7 @@ impl JointMoments {
             self.acc.n,
             self.acc.mean[dx..].to_vec(),
             self.acc.m_lower.as_ref().submatrix(dx, dx, dy, dy),
+            self.acc.precision,
         )
     }
 

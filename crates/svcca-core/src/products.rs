@@ -10,7 +10,13 @@
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, MatMut, MatRef, Par};
+use faer_traits::{ComplexField, Conjugate};
 use rayon::prelude::*;
+
+/// The element types the products run in: f64, and f32 for mixed precision's per-chunk products.
+pub trait Element: ComplexField + Conjugate<Canonical = Self> + Copy + Send + Sync {}
+impl Element for f64 {}
+impl Element for f32 {}
 
 /// Rows and columns of an output tile.
 const TILE: usize = 192;
@@ -19,20 +25,26 @@ const TILE: usize = 192;
 type Tile = (usize, usize, usize, usize);
 
 /// The output's base pointer and strides, shared by the tasks that each write one tile.
-#[derive(Clone, Copy)]
-struct Output {
-    ptr: *mut f64,
+struct Output<T> {
+    ptr: *mut T,
     row_stride: isize,
     col_stride: isize,
 }
 
 // SAFETY: every task writes a different tile of the output (see `run_tiles`), and the output
 // outlives the tasks, which all end before `run_tiles` returns.
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
+unsafe impl<T> Send for Output<T> {}
+unsafe impl<T> Sync for Output<T> {}
 
-impl Output {
-    fn of(dst: &mut MatMut<'_, f64>) -> Output {
+impl<T> Clone for Output<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Output<T> {}
+
+impl<T> Output<T> {
+    fn of(dst: &mut MatMut<'_, T>) -> Output<T> {
         Output {
             ptr: dst.as_ptr_mut(),
             row_stride: dst.row_stride(),
@@ -41,7 +53,7 @@ impl Output {
     }
 
     /// SAFETY: the tile lies inside the output and no other live view writes to it.
-    unsafe fn tile(&self, (i, j, h, w): Tile) -> MatMut<'_, f64> {
+    unsafe fn tile(&self, (i, j, h, w): Tile) -> MatMut<'_, T> {
         unsafe {
             let ptr = self
                 .ptr
@@ -117,11 +129,11 @@ pub fn matmul(
 /// threads (0: all of rayon's pool). The strict upper triangle of `dst` is not touched.
 ///
 /// Panics unless `dst` is square with as many rows as `x` has columns.
-pub fn gram_lower(
-    mut dst: MatMut<'_, f64>,
+pub fn gram_lower<T: Element>(
+    mut dst: MatMut<'_, T>,
     beta: Accum,
-    x: MatRef<'_, f64>,
-    alpha: f64,
+    x: MatRef<'_, T>,
+    alpha: T,
     threads: usize,
 ) {
     let d = x.ncols();

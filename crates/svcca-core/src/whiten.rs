@@ -38,7 +38,7 @@ use faer::{Accum, Mat, MatMut, MatRef};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
-use crate::moments::{MomentAccumulator, RowBlock};
+use crate::moments::{MomentAccumulator, Precision, RowBlock, mixed_precision_bound};
 
 /// Which arithmetic to follow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -140,7 +140,14 @@ pub struct WhitenOptions {
     pub keep: KeepRule,
     /// Relative variance cutoff (and, in google-compat mode, the ridge). Default 1e-10.
     pub epsilon: f64,
+    /// The precision the moments were accumulated in. With [`Precision::Mixed`] the whitening
+    /// is refused where the f32 products' error could exceed [`MIXED_PRECISION_TOLERANCE`].
+    pub precision: Precision,
 }
+
+/// The most mixed precision may move a canonical correlation, by [`mixed_precision_bound`]'s
+/// estimate; a representation whose bound is larger is refused.
+pub const MIXED_PRECISION_TOLERANCE: f64 = 1e-3;
 
 impl Default for WhitenOptions {
     fn default() -> Self {
@@ -148,6 +155,7 @@ impl Default for WhitenOptions {
             mode: Mode::Default,
             keep: KeepRule::All,
             epsilon: 1e-10,
+            precision: Precision::F64,
         }
     }
 }
@@ -169,7 +177,21 @@ impl WhitenOptions {
         self
     }
 
+    /// Sets the precision the moments were accumulated in.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.mode == Mode::GoogleCompat && self.precision != Precision::F64 {
+            return Err(CoreError::InvalidOption {
+                name: "precision",
+                detail: "google-compat mode reproduces google/svcca's f64 arithmetic; mixed \
+                         precision is only available in the default mode"
+                    .into(),
+            });
+        }
         if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
             return Err(CoreError::InvalidOption {
                 name: "epsilon",
@@ -362,6 +384,34 @@ fn google_whiten_cov(
     Ok((w, kept, dropped, spectrum))
 }
 
+/// Refuses a whitening of mixed-precision moments whose `k` kept directions (of the descending
+/// eigenvalues `vals` of the decomposed matrix) are too ill-conditioned for f32 products.
+fn check_mixed_precision(
+    opts: &WhitenOptions,
+    side: &str,
+    vals: &[f64],
+    k: usize,
+    d: usize,
+    n: u64,
+) -> Result<()> {
+    if opts.precision != Precision::Mixed {
+        return Ok(());
+    }
+    let trace: f64 = vals.iter().map(|v| v.max(0.0)).sum();
+    let smallest = vals[k - 1];
+    let bound = mixed_precision_bound(trace, vals.len(), smallest, d, n);
+    if bound <= MIXED_PRECISION_TOLERANCE {
+        return Ok(());
+    }
+    Err(CoreError::MixedPrecisionUnsafe {
+        side: side_name(side),
+        bound,
+        tolerance: MIXED_PRECISION_TOLERANCE,
+        kept: k,
+        smallest_share: smallest / trace,
+    })
+}
+
 fn side_name(side: &str) -> &'static str {
     match side {
         "x" => "x",
@@ -383,6 +433,14 @@ impl Whitening {
         opts: &WhitenOptions,
         side: &str,
     ) -> Result<Whitening> {
+        // Moments accumulated in mixed precision are checked whatever the options say.
+        let opts = &WhitenOptions {
+            precision: match (opts.precision, m.precision()) {
+                (Precision::F64, Precision::F64) => Precision::F64,
+                _ => Precision::Mixed,
+            },
+            ..*opts
+        };
         opts.validate()?;
         let d = m.dim();
         if d == 0 {
@@ -531,6 +589,7 @@ impl Whitening {
                         dk - k
                     ));
                 }
+                check_mixed_precision(opts, side, &vals, k, d, m.n())?;
                 let mut w = Mat::zeros(d, k);
                 for j in 0..k {
                     let f = 1.0 / vals[j].sqrt();
@@ -552,6 +611,7 @@ impl Whitening {
                          eigenvalue > {tol:e} x the largest; rank used = {k}"
                     ));
                 }
+                check_mixed_precision(opts, side, &vals, k, d, m.n())?;
                 let mut w = Mat::zeros(d, k);
                 for j in 0..k {
                     let f = 1.0 / vals[j].sqrt();

@@ -42,7 +42,7 @@ use crate::cache::{self, CacheError, DenseMatrix, Store, StoredMatrix, keys};
 use crate::driver::{TaskExecutor, TaskFailure, TaskOutput, TaskSpec};
 use crate::pair_products;
 use crate::source::{RowSource, SourceError, SourceOpener};
-use crate::spec::{ConvMethod, KeepRule, Metric, Mode};
+use crate::spec::{ConvMethod, KeepRule, Metric, Mode, Precision};
 
 /// Outputs up to this size travel inline in the `TaskOutput`; larger ones go to the cache.
 pub const INLINE_LIMIT: usize = 256 << 10;
@@ -56,10 +56,13 @@ pub struct BasisSettings {
     /// The keep rule; a variance fraction travels as its bit pattern so it is exact.
     pub keep_dims: Option<usize>,
     pub keep_variance_bits: Option<u64>,
+    /// The precision the moments were accumulated in (mixed: the whitening checks its bound).
+    #[serde(default, skip_serializing_if = "Precision::is_f64")]
+    pub precision: Precision,
 }
 
 impl BasisSettings {
-    pub fn new(metric: Metric, mode: Mode, keep: KeepRule) -> Self {
+    pub fn new(metric: Metric, mode: Mode, keep: KeepRule, precision: Precision) -> Self {
         let (keep_dims, keep_variance_bits) = match keep {
             KeepRule::Dims(k) => (Some(k), None),
             KeepRule::Variance(f) => (None, Some(f.to_bits())),
@@ -69,12 +72,13 @@ impl BasisSettings {
             mode,
             keep_dims,
             keep_variance_bits,
+            precision,
         }
     }
 
     /// Core's options for this metric (the same call on driver and worker).
     pub fn compare_options(&self) -> CompareOptions {
-        compare_options(self.metric, self.mode, self.keep())
+        compare_options(self.metric, self.mode, self.keep()).with_precision(self.precision.core())
     }
 
     pub fn keep(&self) -> KeepRule {
@@ -92,8 +96,13 @@ impl BasisSettings {
             _ => "all".to_string(),
         };
         let o = self.compare_options();
+        // f64 adds nothing, so the keys of caches written before mixed precision still match.
+        let precision = match self.precision {
+            Precision::F64 => "",
+            Precision::Mixed => "|mixed",
+        };
         format!(
-            "{}|{}|{}|eps{:016x}",
+            "{}|{}|{}|eps{:016x}{precision}",
             if self.metric == Metric::Svcca {
                 "svcca"
             } else {
@@ -265,6 +274,8 @@ pub enum TaskPayload {
         /// such (nothing to merge, read back or write again).
         #[serde(default)]
         whole: bool,
+        #[serde(default, skip_serializing_if = "Precision::is_f64")]
+        precision: Precision,
     },
     /// The whitenings of one representation, from its merged moments in the cache.
     Whiten {
@@ -520,6 +531,7 @@ impl SweepExecutor {
                 start,
                 end,
                 whole,
+                precision,
             } => {
                 let rows = self
                     .source(&dataset, &run, &[(&key, &checksum)])
@@ -529,7 +541,7 @@ impl SweepExecutor {
                 check_rows(&key, &rows, cols, start, end)?;
                 let label = key.label();
                 let parts = blocking(move || {
-                    let mut acc = MomentAccumulator::new(cols);
+                    let mut acc = MomentAccumulator::with_precision(cols, precision.core());
                     let pieces = rows.pieces().map_err(|source| ExecError::Maths {
                         what: label.clone(),
                         source,
@@ -1260,7 +1272,8 @@ pub struct ConvSettings {
 
 impl ConvSettings {
     pub fn new(metric: Metric, method: ConvMethod, mode: Mode, keep: KeepRule) -> Self {
-        let b = BasisSettings::new(metric, mode, keep);
+        // Conv comparisons run their own f64 products whatever the job's precision.
+        let b = BasisSettings::new(metric, mode, keep, Precision::F64);
         ConvSettings {
             metric,
             method,
@@ -1277,6 +1290,7 @@ impl ConvSettings {
             mode: self.mode,
             keep_dims: self.keep_dims,
             keep_variance_bits: self.keep_variance_bits,
+            precision: Precision::F64,
         };
         let base = b.compare_options();
         let method = match self.method {

@@ -41,7 +41,7 @@ use crate::exec::{
 use crate::outputs::{self, Claim, OutputError, Summary};
 use crate::plan::{self, PlanError, RepInfo};
 use crate::source::{SourceError, SourceOpener};
-use crate::spec::{ConvMethod, JobSpec, Metric, SpecError};
+use crate::spec::{ConvMethod, JobSpec, Metric, Precision, SpecError};
 
 /// Frequency blocks per conv pair (dft): enough to spread one pair's frequencies over workers.
 const CONV_BLOCKS: usize = 4;
@@ -431,16 +431,20 @@ impl SweepDriver {
             .map(|(s, e)| format!("{s}-{e}"))
             .collect::<Vec<_>>()
             .join(",");
+        // Mixed-precision moments are other numbers: they never share keys with f64 ones (and
+        // f64 keys stay as they were before mixed precision existed).
+        let precision = match spec.precision {
+            Precision::F64 => None,
+            Precision::Mixed => Some("precision=mixed"),
+        };
         let content_of: Vec<String> = reps
             .iter()
             .map(|r| {
-                hash_parts(&[
-                    "content",
-                    &r.checksum,
-                    &format!("{:?}", r.shape),
-                    &r.datapoints.to_string(),
-                    &split,
-                ])
+                let shape = format!("{:?}", r.shape);
+                let datapoints = r.datapoints.to_string();
+                let mut parts = vec!["content", &r.checksum, &shape, &datapoints, &split];
+                parts.extend(precision);
+                hash_parts(&parts)
             })
             .collect();
         let mut contents = BTreeMap::new();
@@ -510,7 +514,12 @@ impl SweepDriver {
     }
 
     fn basis_settings(&self, family: Family) -> BasisSettings {
-        BasisSettings::new(family.metric(), self.spec.mode, self.spec.keep)
+        BasisSettings::new(
+            family.metric(),
+            self.spec.mode,
+            self.spec.keep,
+            self.spec.precision,
+        )
     }
 
     fn basis_hash(&self, family: Family, content: &str) -> String {
@@ -790,6 +799,7 @@ impl SweepDriver {
                     start,
                     end,
                     whole,
+                    precision: self.spec.precision,
                 };
                 self.emit(
                     format!("moments/{content}/{start}-{end}"),

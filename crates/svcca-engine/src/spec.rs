@@ -174,6 +174,51 @@ impl Mode {
     }
 }
 
+/// Arithmetic of the moments' products (see `svcca_core::Precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// f64 throughout (the default; google-compat is always f64).
+    #[default]
+    F64,
+    /// f32 products per chunk, accumulated and merged in f64; svcca and cca only, and a
+    /// representation whose error estimate exceeds core's tolerance is refused.
+    Mixed,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F64 => "f64",
+            Precision::Mixed => "mixed",
+        }
+    }
+
+    pub fn is_f64(&self) -> bool {
+        *self == Precision::F64
+    }
+
+    /// Core's precision.
+    pub fn core(self) -> svcca_core::Precision {
+        match self {
+            Precision::F64 => svcca_core::Precision::F64,
+            Precision::Mixed => svcca_core::Precision::Mixed,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f64" => Ok(Precision::F64),
+            "mixed" => Ok(Precision::Mixed),
+            _ => Err(format!("unknown precision {s:?}; expected f64 or mixed")),
+        }
+    }
+}
+
 /// How convolutional layers (`[h, w, c]` per datapoint) are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -356,6 +401,9 @@ pub struct JobSpec {
     pub keep: KeepRule,
     #[serde(default)]
     pub mode: Mode,
+    /// `mixed`: f32 products in the moments of svcca and cca (opt-in; f64 by default).
+    #[serde(default, skip_serializing_if = "Precision::is_f64")]
+    pub precision: Precision,
     #[serde(default)]
     pub conv: ConvMethod,
     /// How tokens layers are compared; required when the selection holds one.
@@ -395,6 +443,7 @@ impl Default for JobSpec {
             metrics: default_metrics(),
             keep: KeepRule::default(),
             mode: Mode::default(),
+            precision: Precision::default(),
             conv: ConvMethod::default(),
             tokens: None,
             resources: Resources::default(),
@@ -614,6 +663,14 @@ impl JobSpec {
             return Err(SpecError::Missing {
                 field: "output",
                 hint: "where results go, e.g. file:///results/sweep1",
+            });
+        }
+        if self.precision == Precision::Mixed && self.mode == Mode::GoogleCompat {
+            return Err(SpecError::Invalid {
+                field: "precision",
+                message: "google-compat reproduces google/svcca's f64 arithmetic; mixed precision \
+                          is only available in the default mode"
+                    .into(),
             });
         }
         if self.metrics.is_empty() {

@@ -50,6 +50,11 @@ pub struct SweepArgs {
     /// Follow google/svcca's arithmetic (regularised covariance, truncated mean).
     #[arg(long)]
     pub google_compat: bool,
+    /// Arithmetic of the moments: f64 (the default), or mixed: f32 products per chunk,
+    /// accumulated and merged in f64 (svcca and cca). A representation whose estimated error
+    /// exceeds 1e-3 on a canonical correlation is refused, naming it (`precision` in a job file).
+    #[arg(long, value_parser = ["f64", "mixed"])]
+    pub precision: Option<String>,
     /// Memory bound per task on a worker, MiB.
     #[arg(long)]
     pub memory_mb: Option<u64>,
@@ -137,6 +142,9 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
     }
     if args.google_compat {
         spec.mode = Mode::GoogleCompat;
+    }
+    if let Some(p) = &args.precision {
+        spec.precision = p.parse().map_err(|e: String| Failure::fatal(e))?;
     }
     if let Some(t) = &args.tokens {
         spec.tokens = Some(t.parse().map_err(|e: String| Failure::fatal(e))?);
