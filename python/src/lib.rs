@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use svcca_compare::{Block, BlockSource, CompareConfig, CompareError, Input, OptionNames};
 use svcca_core::conv::{ConvMethod, Layout};
-use svcca_core::{KeepRule, Metric, Mode};
+use svcca_core::{KeepRule, Metric, Mode, Precision};
 
 mod dataset;
 mod sweep;
@@ -51,6 +51,7 @@ const PYTHON_NAMES: OptionNames = OptionNames {
     conv: "layout='nhwc' or layout='nchw'",
     memory: "memory_mb=",
     block_rows: "block_rows=",
+    mixed: "precision='mixed'",
 };
 
 #[derive(Clone, Copy)]
@@ -280,7 +281,7 @@ fn parse_metric(text: &str) -> PyResult<Metric> {
 /// Compares two arrays; returns the `svcca compare --json` record as text.
 #[pyfunction]
 #[pyo3(signature = (x, y, *, x_name, y_name, metric, keep_variance, keep_dims, epsilon, threshold,
-    google_compat, layout, conv, allow_trivial, block_rows, memory_mb, threads))]
+    google_compat, precision, layout, conv, allow_trivial, block_rows, memory_mb, threads))]
 #[allow(clippy::too_many_arguments)]
 fn compare(
     py: Python<'_>,
@@ -294,6 +295,7 @@ fn compare(
     epsilon: Option<f64>,
     threshold: f64,
     google_compat: bool,
+    precision: Option<&str>,
     layout: Option<&str>,
     conv: &str,
     allow_trivial: bool,
@@ -328,6 +330,16 @@ fn compare(
         (None, Some(f)) => KeepRule::VarianceFraction(f),
         (None, None) => KeepRule::VarianceFraction(0.99),
     };
+    let precision = match precision {
+        None | Some("f64") => Precision::F64,
+        Some("mixed") => Precision::Mixed,
+        Some(other) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "precision={other:?}: choose 'f64' (the default) or 'mixed' (f32 products, f64 \
+                 accumulation)"
+            )));
+        }
+    };
     let config = CompareConfig {
         metric,
         mode: if google_compat {
@@ -342,6 +354,7 @@ fn compare(
         allow_trivial,
         block_rows,
         memory_mb: memory_mb.unwrap_or_else(|| svcca_engine::spec::Resources::default().memory_mb),
+        precision,
     };
     let mut xs = ArraySource::new(x_name, x)?;
     let mut ys = ArraySource::new(y_name, y)?;

@@ -114,6 +114,7 @@ def compare(
     conv: str = "dft",
     epsilon: Optional[float] = None,
     threshold: float = 0.98,
+    precision: Optional[str] = None,
     allow_trivial: bool = False,
     block_rows: int = 8192,
     memory_mb: Optional[int] = None,
@@ -131,8 +132,10 @@ def compare(
 
     ``metric`` is ``'svcca'`` (default), ``'cca'``, ``'pwcca'`` or ``'cka'``; SVCCA keeps the top
     directions explaining ``keep_variance`` (default 0.99) of the variance, or ``keep_dims`` of
-    them. ``google_compat=True`` reproduces google/svcca's arithmetic. Do not write to the arrays
-    from another thread while the comparison runs.
+    them. ``google_compat=True`` reproduces google/svcca's arithmetic. ``precision='mixed'`` runs
+    the moments' products in f32 (accumulated in f64; dense layers), refusing a comparison whose
+    estimated error exceeds 1e-3. Do not write to the arrays from another thread while the
+    comparison runs.
     """
     if keep_variance is not None and keep_dims is not None:
         raise ValueError("give keep_variance or keep_dims, not both")
@@ -149,6 +152,7 @@ def compare(
         epsilon=epsilon,
         threshold=threshold,
         google_compat=google_compat,
+        precision=precision,
         layout=layout,
         conv=conv,
         allow_trivial=allow_trivial,

@@ -19,7 +19,9 @@ use serde_json::json;
 use svcca_core::conv::{
     ConvComparison, ConvError, ConvMethod, ConvMomentAccumulator, ConvOptions, ConvPlan, Layout,
 };
-use svcca_core::{CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode};
+use svcca_core::{
+    CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode, Precision,
+};
 
 /// A block of consecutive datapoints, row-major, in the source's own precision: borrowed when
 /// the source already holds the rows contiguously (an in-memory array), owned when it read or
@@ -94,6 +96,8 @@ pub struct OptionNames {
     pub conv: &'static str,
     pub memory: &'static str,
     pub block_rows: &'static str,
+    /// Asking for mixed precision.
+    pub mixed: &'static str,
 }
 
 impl OptionNames {
@@ -102,6 +106,7 @@ impl OptionNames {
         conv: "--conv dft|fold|pool",
         memory: "--memory-mb",
         block_rows: "--block-rows",
+        mixed: "--precision mixed",
     };
 }
 
@@ -124,6 +129,8 @@ pub struct CompareConfig {
     pub block_rows: usize,
     /// Memory the comparison may use, MiB.
     pub memory_mb: u64,
+    /// The moments' products: f64, or mixed (f32 per block; dense layers only).
+    pub precision: Precision,
 }
 
 impl Default for CompareConfig {
@@ -140,6 +147,7 @@ impl Default for CompareConfig {
             // The sweep's per-task default (`[resources] memory_mb`), so that a pair that
             // compares alone also fits a sweep's task.
             memory_mb: 1024,
+            precision: Precision::F64,
         }
     }
 }
@@ -152,7 +160,8 @@ impl CompareConfig {
             .with_mode(self.mode)
             .with_keep(self.keep)
             .with_threshold(self.threshold)
-            .with_allow_trivial(self.allow_trivial);
+            .with_allow_trivial(self.allow_trivial)
+            .with_precision(self.precision);
         if let Some(e) = self.epsilon {
             opts = opts.with_epsilon(e);
         }
@@ -165,6 +174,11 @@ impl CompareConfig {
         method: ConvMethod,
         names: &OptionNames,
     ) -> Result<ConvOptions, CompareError> {
+        if self.precision != Precision::F64 {
+            return Err(CompareError::ConvPrecision {
+                option: names.mixed,
+            });
+        }
         let keep = match self.metric {
             Metric::Svcca => self.keep,
             Metric::Cca => KeepRule::All,
@@ -248,6 +262,8 @@ pub enum CompareError {
         option: &'static str,
         conv: &'static str,
     },
+    #[error("{option} is for dense layers; conv layers are compared in f64")]
+    ConvPrecision { option: &'static str },
     #[error(
         "{name}: non-finite value {value} at datapoint {row}, neuron {column}; NaN or infinite \
          activations cannot be compared (check the layer for overflow)"
@@ -362,7 +378,7 @@ fn compare_dense(
     let core = |e: CoreError| core_error(e, &xn, &yn);
     opts.validate().map_err(core)?;
     let (dx, dy) = (x.row_len(), y.row_len());
-    let mut joint = JointMoments::new(dx, dy);
+    let mut joint = JointMoments::with_precision(dx, dy, opts.precision);
     loop {
         let (bx, by) = (x.next_block(block_rows)?, y.next_block(block_rows)?);
         match (bx, by) {
@@ -673,6 +689,7 @@ mod tests {
             conv: "layout='nhwc'|'nchw'",
             memory: "memory_mb=",
             block_rows: "block_rows=",
+            mixed: "precision='mixed'",
         };
         let e = compare(&mut x, &mut y, &CompareConfig::default(), &names).unwrap_err();
         assert_eq!(

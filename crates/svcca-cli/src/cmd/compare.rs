@@ -7,7 +7,7 @@ use svcca_compare::{
     BlockSource, CompareConfig, CompareError, Input, OptionNames, Outcome, to_json,
 };
 use svcca_core::conv::{ConvComparison, ConvMethod, Layout};
-use svcca_core::{Comparison, JointMoments, KeepRule, Metric, Mode};
+use svcca_core::{Comparison, JointMoments, KeepRule, Metric, Mode, Precision};
 
 use crate::exit::{CmdResult, Failure};
 use crate::source::{Block, Source};
@@ -48,6 +48,11 @@ pub struct CompareArgs {
     /// dft_ccas.fourier_ccas) instead of the numerically robust default.
     #[arg(long)]
     pub google_compat: bool,
+    /// Arithmetic of the moments: f64 (the default), or mixed: f32 products per block,
+    /// accumulated in f64 (dense layers). A comparison whose estimated error exceeds 1e-3 on a
+    /// canonical correlation is refused.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
+    pub precision: PrecisionArg,
     /// Dense .npy inputs are [neurons, datapoints] (google/svcca's layout).
     #[arg(long)]
     pub neurons_first: bool,
@@ -112,6 +117,12 @@ pub enum ConvArg {
     Pool,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PrecisionArg {
+    F64,
+    Mixed,
+}
+
 impl From<ConvArg> for ConvMethod {
     fn from(c: ConvArg) -> ConvMethod {
         match c {
@@ -158,6 +169,10 @@ impl CompareArgs {
             allow_trivial: self.allow_trivial,
             block_rows: self.block_rows,
             memory_mb: self.memory_mb,
+            precision: match self.precision {
+                PrecisionArg::F64 => Precision::F64,
+                PrecisionArg::Mixed => Precision::Mixed,
+            },
         }
     }
 }
