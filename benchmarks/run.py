@@ -50,6 +50,10 @@ FULL = {
     "issue3": (500, 16, 16, 64),
     "issue5": {"seeds": 10, "layers": 6, "n": 20_000, "d": 512, "rank": 40},
 }
+# Transformer-sized layers for `scale_out.py`: 24 representations (4 seeds × 6 layers) × 2,048
+# neurons × 50,000 datapoints, 9.8 GB of float32. Made with
+# `python -c "import run; run._sweep_data(run.TRANSFORMER)"` from this folder.
+TRANSFORMER = {"seeds": 4, "layers": 6, "n": 50_000, "d": 2048, "rank": 160}
 QUICK = {
     "issue2_sizes": [(128, 5_000), (256, 5_000)],
     "issue2_mem": (128, [5_000, 50_000]),

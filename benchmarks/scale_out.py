@@ -11,7 +11,11 @@ efficiency T1 / (N · TN), the CPU seconds of the workers and of the coordinator
 |Δ mean| of any pair against the N = 1 run (merges follow chunk and group order, so it should be 0).
 
     python3 benchmarks/scale_out.py --svcca target/release/svcca --dataset file:///data/acts \\
-        --workers 1,2,4,8,16 [--metric svcca] [--comparison all-pairs] [--rounds 1]
+        --workers 1,2,4,8,16 [--metric svcca] [--comparison all-pairs] [--rounds 1] \\
+        [--precision f64|mixed] [--memory-mb MB]
+
+Each worker's peak RSS is reported next to the job's per-task memory bound (one task at a time
+per worker).
 
 On a 2-core machine use `--workers 1,2`; on a 16-core one `--workers 1,2,4,8,16` (the same
 script). The data of `run.py --only issue5` (60 × 512 × 20,000, ingested by `svcca ingest`) is the
@@ -49,10 +53,11 @@ def wait_listening(port, proc, timeout=60.0):
 
 
 def cpu_of(proc):
-    """Waits for `proc` and returns its user + system CPU seconds (its children included)."""
+    """Waits for `proc` and returns its user + system CPU seconds and its peak RSS in MiB (the
+    kernel's high-water mark, which counts pages of memory-mapped shards it touched)."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def means(results_json):
@@ -70,12 +75,16 @@ def run_once(args, n, work):
         shutil.rmtree(p, ignore_errors=True)
     spec = work / f"job-{n}.toml"
     metrics = ", ".join(f'"{m}"' for m in args.metric)
-    spec.write_text(
+    text = (
         f'dataset = "{args.dataset}"\n'
         f'output = "{out.as_uri()}"\n'
         f'comparison = "{args.comparison}"\n'
         f"metrics = [{metrics}]\n"
+        f'precision = "{args.precision}"\n'
     )
+    if args.memory_mb:
+        text += f"[resources]\nmemory_mb = {args.memory_mb}\n"
+    spec.write_text(text)
     port = free_port()
     env = dict(os.environ, RAYON_NUM_THREADS="1")
     logs = work / f"logs-{n}"
@@ -104,13 +113,16 @@ def run_once(args, n, work):
         if w.poll() is not None:
             raise SystemExit(f"worker {i} exited early ({w.returncode}); logs in {logs}")
         w.terminate()
-    worker_cpu = sum(cpu_of(w) for w in workers)
+    usage = [cpu_of(w) for w in workers]
+    worker_cpu = sum(cpu for cpu, _ in usage)
+    worker_rss = max(rss for _, rss in usage)
     coord.terminate()
-    coord_cpu = cpu_of(coord)
+    coord_cpu, coord_rss = cpu_of(coord)
     if submit.returncode != 0:
         raise SystemExit(f"submit with {n} worker(s) failed ({submit.returncode}):\n"
                          f"{submit.stdout}\n{submit.stderr}\nlogs in {logs}")
     return {"workers": n, "wall_s": wall, "worker_cpu_s": worker_cpu, "coordinator_cpu_s": coord_cpu,
+            "worker_peak_rss_mb": worker_rss, "coordinator_peak_rss_mb": coord_rss,
             "pinned": pin, "means": means(out / "results.json"),
             "load_before": os.getloadavg()[0]}
 
@@ -122,6 +134,9 @@ def main():
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--metric", action="append", default=None)
     ap.add_argument("--comparison", default="all-pairs")
+    ap.add_argument("--precision", default="f64", choices=["f64", "mixed"])
+    ap.add_argument("--memory-mb", type=int, default=None,
+                    help="the job's memory bound per task (`[resources] memory_mb`)")
     ap.add_argument("--rounds", type=int, default=1, help="runs per N; the median wall is kept")
     ap.add_argument("--work", default=None, help="folder for outputs and logs (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the table's numbers here")
@@ -142,8 +157,9 @@ def main():
     base = rows[0]
     lines = [
         "| workers | pinned | wall s (runs) | speed-up | efficiency T1/(N·TN) | worker CPU s | "
-        "coordinator CPU s | max abs Δ mean vs first | load 1m before |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "coordinator CPU s | peak RSS MiB: worker (max), coordinator | max abs Δ mean vs first | "
+        "load 1m before |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         speed = base["wall_s"] / r["wall_s"] * base["workers"]
@@ -156,6 +172,7 @@ def main():
         lines.append(
             f"| {r['workers']} | {'yes' if r['pinned'] else 'no'} | {r['wall_s']:.2f} ({walls}) | "
             f"{speed:.2f}× | {eff:.0%} | {r['worker_cpu_s']:.1f} | {r['coordinator_cpu_s']:.2f} | "
+            f"{r['worker_peak_rss_mb']:.0f}, {r['coordinator_peak_rss_mb']:.0f} | "
             f"{delta:.1e} | {r['load_before']:.1f} |")
     table = "\n".join(lines)
     print(table)

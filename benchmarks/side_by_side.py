@@ -8,10 +8,12 @@ the peak RSS, the load average before each run and the largest |Δ mean| of any 
 NumPy's. The data and the dataset are those of `run.py --only issue5` (run that first, or pass
 `--dataset` for a dataset ingested by another binary).
 
-    benchmarks/.venv/bin/python benchmarks/side_by_side.py --svcca NAME=PATH[@DATASET] ... [--rounds 3] [--no-report]
+    benchmarks/.venv/bin/python benchmarks/side_by_side.py --svcca NAME=PATH[@DATASET] ... \
+        [--extra 'NAME=--precision mixed'] [--rounds 3] [--no-report]
 """
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -33,6 +35,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--svcca", action="append", required=True,
                     help="NAME=PATH to an svcca binary, optionally @DATASET to sweep another dataset")
+    ap.add_argument("--extra", action="append", default=[],
+                    help="NAME=ARGS: more `svcca sweep` flags for that side, e.g. "
+                         "'mixed=--precision mixed'")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-report", action="store_true",
@@ -49,6 +54,10 @@ def main():
         binary, _, ds = rest.partition("@")
         sides.append((name, binary, Path(ds) if ds else dataset))
 
+    extra = {}
+    for spec in args.extra:
+        name, _, flags = spec.partition("=")
+        extra.setdefault(name, []).extend(shlex.split(flags))
     records = {name: [] for name, _, _ in sides}
     records["numpy whiten-once"] = []
     means = {}
@@ -64,6 +73,7 @@ def main():
                    "--metric", "svcca", "--workers", str(args.threads)]
             if args.no_report:
                 cmd.append("--no-report")
+            cmd.extend(extra.get(name, []))
             rec = run.measure_once(cmd, run.svcca_env(1), 900)
             rec["round"] = r
             means[name] = run._sweep_results(out)

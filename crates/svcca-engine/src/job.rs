@@ -387,6 +387,13 @@ impl SweepDriver {
             warnings.push(format!("{skipped} pair(s) of a conv layer with a dense layer were skipped: select them separately"));
         }
         warnings.extend(tokens_note.clone());
+        let conv_pairs = pairs.iter().filter(|&&(i, _)| reps[i].is_conv()).count();
+        if spec.precision == Precision::Mixed && conv_pairs > 0 {
+            warnings.push(format!(
+                "{conv_pairs} pair(s) of conv layers were compared in f64: mixed precision applies \
+                 to dense layers only"
+            ));
+        }
         if pairs.is_empty() {
             return Err(PlanError::NoPairs {
                 detail: "every planned pair mixes a conv layer with a dense layer".into(),

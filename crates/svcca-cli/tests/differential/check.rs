@@ -8,6 +8,11 @@ use serde_json::Value;
 /// `|a - b|` allowed between `svcca compare` and any sweep.
 pub const TOLERANCE: f64 = 1e-9;
 
+/// Between a mixed-precision sweep and a mixed-precision `svcca compare`: each may be
+/// `svcca_core::MIXED_PRECISION_TOLERANCE` from the f64 numbers, and they sum the moments in
+/// other chunks, so they round differently.
+pub const MIXED_TOLERANCE: f64 = 2.0 * svcca_core::MIXED_PRECISION_TOLERANCE;
+
 /// `|a - b| <= tolerance`; false when either is NaN, so a NaN never passes as equal.
 pub fn within(a: f64, b: f64, tolerance: f64) -> bool {
     (a - b).abs() <= tolerance
@@ -162,7 +167,7 @@ const DIRECTION_NOISE: f64 = 1e-11;
 /// only the coefficients and the weighted mean are compared; `svcca compare` itself gives
 /// weights differing by 4e-9 between `--block-rows 64` and `8192` when neighbouring correlations
 /// are 5e-7 apart.
-fn weight_differences(diffs: &mut Vec<String>, record: &Value, compare: &Value) {
+fn weight_differences(diffs: &mut Vec<String>, record: &Value, compare: &Value, tolerance: f64) {
     let values = |v: &Value| -> Vec<f64> {
         v.as_array()
             .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
@@ -186,7 +191,7 @@ fn weight_differences(diffs: &mut Vec<String>, record: &Value, compare: &Value) 
             .filter_map(|j| coefficients.get(j))
             .map(|n| (c - n).abs())
             .fold(f64::INFINITY, f64::min);
-        let allowed = TOLERANCE + DIRECTION_NOISE / gap;
+        let allowed = tolerance + DIRECTION_NOISE / gap;
         if !within(*s, *d, allowed) {
             diffs.push(format!(
                 "weights[{i}]: sweep {s} vs compare {d} (|diff| {:.3e}, allowed {allowed:.3e} for \
@@ -209,23 +214,24 @@ pub fn pwcca_tie_bound(record: &Value, compare: &Value) -> Option<f64> {
         .reduce(f64::max)
 }
 
-/// Differences beyond [`TOLERANCE`] between a stored pair record and `svcca compare --json`.
+/// Differences beyond `tolerance` ([`TOLERANCE`], or [`MIXED_TOLERANCE`] for mixed precision)
+/// between a stored pair record and `svcca compare --json`.
 ///
 /// A PWCCA mean whose canonical correlations nearly tie is held to the bound svcca states for it
 /// in a warning (on either side) instead, and its weights are not compared: there the data do
 /// not determine how the weight splits between the tied directions, and rounding of ~1e-16 can
 /// move the mean by far more than 1e-9.
-pub fn compare_differences(record: &Value, compare: &Value) -> Vec<String> {
+pub fn compare_differences(record: &Value, compare: &Value, tolerance: f64) -> Vec<String> {
     let mut diffs = Vec::new();
     let conv = compare.get("x_dims").is_some();
     let tie = pwcca_tie_bound(record, compare);
-    let mean_tolerance = TOLERANCE.max(tie.unwrap_or(0.0));
+    let mean_tolerance = tolerance.max(tie.unwrap_or(0.0));
     let num = |diffs: &mut Vec<String>, what: &str, a: &Value, b: &Value| match (
         a.as_f64(),
         b.as_f64(),
     ) {
         (Some(x), Some(y)) if what == "mean" && (x - y).abs() <= mean_tolerance => {}
-        (Some(x), Some(y)) if (x - y).abs() <= TOLERANCE => {}
+        (Some(x), Some(y)) if (x - y).abs() <= tolerance => {}
         (None, None) if a.is_null() && b.is_null() => {}
         _ => diffs.push(format!("{what}: sweep {a} vs compare {b}")),
     };
@@ -254,7 +260,7 @@ pub fn compare_differences(record: &Value, compare: &Value) -> Vec<String> {
                 (i, d)
             })
             .fold((0, 0.0f64), |w, c| if c.1 > w.1 { c } else { w });
-        if worst.1 > TOLERANCE {
+        if worst.1 > tolerance {
             diffs.push(format!(
                 "{what}[{}]: sweep {} vs compare {} (|diff| {:.3e})",
                 worst.0, x[worst.0], y[worst.0], worst.1
@@ -295,7 +301,7 @@ pub fn compare_differences(record: &Value, compare: &Value) -> Vec<String> {
     // With tied correlations the weights are normalised over an undetermined split, so every
     // weight moves with it; the mean's bound covers what that does to the result.
     if !conv && tie.is_none() {
-        weight_differences(&mut diffs, record, compare);
+        weight_differences(&mut diffs, record, compare, tolerance);
     }
     if conv {
         let stored = record["frequencies"]

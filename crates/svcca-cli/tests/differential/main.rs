@@ -460,7 +460,7 @@ impl Harness {
             return;
         }
         let direct: Value = serde_json::from_slice(&out.stdout).expect("compare JSON");
-        let mut diffs = compare_differences(record, &direct);
+        let mut diffs = compare_differences(record, &direct, case.tolerance());
         if !diffs.is_empty() && metric == "pwcca" {
             // PWCCA's mean can be ill-conditioned where canonical correlations nearly tie: on
             // the digits MLP, `svcca compare` itself moves it by 5e-5 between --block-rows 7,
@@ -473,7 +473,7 @@ impl Harness {
             self.compares += 1;
             if out.status.success() {
                 let direct: Value = serde_json::from_slice(&out.stdout).expect("compare JSON");
-                if compare_differences(record, &direct).is_empty() {
+                if compare_differences(record, &direct, case.tolerance()).is_empty() {
                     diffs.clear();
                 }
             }
@@ -484,7 +484,7 @@ impl Harness {
                 &path,
                 &format!(
                     "pair {pair} (tolerance {:e}):\n{}",
-                    check::TOLERANCE,
+                    case.tolerance(),
                     diffs
                         .iter()
                         .map(|d| format!("  {d}"))
@@ -647,6 +647,7 @@ fn every_way_of_running_a_job_gives_the_same_numbers() {
     let datasets: Vec<Dataset> = datasets.into_iter().cloned().collect();
     let refs: Vec<&Dataset> = datasets.iter().collect();
     let mut index = 0;
+    let mut mixed = 0usize;
     loop {
         let seed = match only {
             Some(c) if index == 0 => c,
@@ -659,6 +660,7 @@ fn every_way_of_running_a_job_gives_the_same_numbers() {
             _ => {}
         }
         let case = Case::draw(index, seed, &refs);
+        mixed += usize::from(case.mixed);
         let case_started = Instant::now();
         harness.run_case(&case);
         let took = case_started.elapsed();
@@ -675,7 +677,8 @@ fn every_way_of_running_a_job_gives_the_same_numbers() {
     }
     eprintln!(
         "differential: {} cases in {:.1}s (seed {run_seed:#x}): {} compare runs, {} sweeps and {} \
-         coordinators killed mid-job ({} kills tried, {} reruns resumed), {} data changes; {} refused by every path{}; {} differences",
+         coordinators killed mid-job ({} kills tried, {} reruns resumed), {} data changes, {mixed} \
+         in mixed precision; {} refused by every path{}; {} differences",
         harness.cases,
         started.elapsed().as_secs_f64(),
         harness.compares,
@@ -691,6 +694,12 @@ fn every_way_of_running_a_job_gives_the_same_numbers() {
             format!(" ({})", harness.refusals.join("; "))
         },
         harness.failures.len()
+    );
+    // Every path must be exercised in both precisions, or a wrong mixed path would pass unseen.
+    assert!(
+        mixed > 0 || harness.cases < 20,
+        "no case of {} ran in mixed precision",
+        harness.cases
     );
     assert!(
         harness.failures.is_empty(),
@@ -810,7 +819,7 @@ fn a_warm_worker_pool_gives_the_next_job_the_numbers_of_a_fresh_run() {
         direct["mean"],
         started.elapsed().as_secs_f64()
     );
-    let against_compare = compare_differences(&embedded.pairs[named], &direct);
+    let against_compare = compare_differences(&embedded.pairs[named], &direct, check::TOLERANCE);
     assert!(
         against_compare.is_empty(),
         "embedded B vs svcca compare on {named}: {against_compare:?}"
