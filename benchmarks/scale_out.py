@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +59,28 @@ def cpu_of(proc):
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+class RssSampler(threading.Thread):
+    """Polls /proc/PID/status of the workers every 0.2 s for the peak of their anonymous memory
+    (heap: what the memory bound is about) and of their file-backed pages (memory-mapped shards
+    and cache entries, which the kernel can drop and reread), which ru_maxrss adds together."""
+
+    def __init__(self, pids):
+        super().__init__(daemon=True)
+        self.pids, self.stop, self.anon, self.file = pids, threading.Event(), 0, 0
+
+    def run(self):
+        while not self.stop.is_set():
+            for pid in self.pids:
+                try:
+                    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+                except OSError:
+                    continue
+                kib = lambda name: int(fields.get(name, "0 kB").split()[0])  # noqa: E731
+                self.anon = max(self.anon, kib("RssAnon"))
+                self.file = max(self.file, kib("RssFile") + kib("RssShmem"))
+            self.stop.wait(0.2)
 
 
 def means(results_json):
@@ -103,12 +126,16 @@ def run_once(args, n, work):
             cmd = ["taskset", "-c", str(i), *cmd]
         workers.append(subprocess.Popen(
             cmd, stdout=open(logs / f"worker-{i}.out", "w"), stderr=subprocess.STDOUT, env=env))
+    sampler = RssSampler([w.pid for w in workers])
+    sampler.start()
     t0 = time.monotonic()
     submit = subprocess.run(
         [args.svcca, "submit", "--coordinator", f"http://127.0.0.1:{port}", "--wait",
          str(spec)],
         capture_output=True, text=True, env=env)
     wall = time.monotonic() - t0
+    sampler.stop.set()
+    sampler.join()
     for i, w in enumerate(workers):
         if w.poll() is not None:
             raise SystemExit(f"worker {i} exited early ({w.returncode}); logs in {logs}")
@@ -123,6 +150,7 @@ def run_once(args, n, work):
                          f"{submit.stdout}\n{submit.stderr}\nlogs in {logs}")
     return {"workers": n, "wall_s": wall, "worker_cpu_s": worker_cpu, "coordinator_cpu_s": coord_cpu,
             "worker_peak_rss_mb": worker_rss, "coordinator_peak_rss_mb": coord_rss,
+            "worker_peak_anon_mb": sampler.anon / 1024, "worker_peak_file_mb": sampler.file / 1024,
             "pinned": pin, "means": means(out / "results.json"),
             "load_before": os.getloadavg()[0]}
 
@@ -157,9 +185,9 @@ def main():
     base = rows[0]
     lines = [
         "| workers | pinned | wall s (runs) | speed-up | efficiency T1/(N·TN) | worker CPU s | "
-        "coordinator CPU s | peak RSS MiB: worker (max), coordinator | max abs Δ mean vs first | "
-        "load 1m before |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "coordinator CPU s | peak RSS MiB: worker (max), coordinator | worker peak MiB: anonymous, "
+        "file-backed | max abs Δ mean vs first | load 1m before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         speed = base["wall_s"] / r["wall_s"] * base["workers"]
@@ -173,6 +201,7 @@ def main():
             f"| {r['workers']} | {'yes' if r['pinned'] else 'no'} | {r['wall_s']:.2f} ({walls}) | "
             f"{speed:.2f}× | {eff:.0%} | {r['worker_cpu_s']:.1f} | {r['coordinator_cpu_s']:.2f} | "
             f"{r['worker_peak_rss_mb']:.0f}, {r['coordinator_peak_rss_mb']:.0f} | "
+            f"{r['worker_peak_anon_mb']:.0f}, {r['worker_peak_file_mb']:.0f} | "
             f"{delta:.1e} | {r['load_before']:.1f} |")
     table = "\n".join(lines)
     print(table)

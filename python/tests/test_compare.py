@@ -120,3 +120,22 @@ def test_conv_arrays_need_a_declared_layout():
         svcca.compare(np.zeros((10, 3), dtype=np.int64), np.zeros((10, 3)))
     with pytest.raises(ValueError, match="layout="):
         svcca.compare(x, x, layout="hwc")
+
+
+def test_mixed_precision_matches_the_cli_and_stays_near_f64(cli_json):
+    a = DIGITS / "mlp/seed0/step2250/h2.npy"
+    b = DIGITS / "mlp/seed1/step2250/h2.npy"
+    expected = cli_json("compare", a, b, "--precision", "mixed")
+    got = svcca.compare(np.load(a), np.load(b), precision="mixed")
+    assert_same(got, expected)
+    exact = svcca.compare(np.load(a), np.load(b))
+    assert got.coefficients != exact.coefficients
+    assert np.allclose(got.coefficients, exact.coefficients, atol=1e-3, rtol=0)
+    # CCA keeps directions far too small for f32 products: refused, naming the way out.
+    with pytest.raises(svcca.SvccaError, match=r"--precision f64"):
+        svcca.compare(np.load(a), np.load(b), metric="cca", precision="mixed")
+    with pytest.raises(svcca.SvccaError, match=r"precision='mixed' is for dense layers"):
+        x = np.load(DIGITS / "conv/seed0/step1500/conv1.npy")
+        svcca.compare(x, x, layout="nhwc", precision="mixed")
+    with pytest.raises(ValueError, match="precision="):
+        svcca.compare(np.load(a), np.load(b), precision="f16")
