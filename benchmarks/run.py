@@ -11,9 +11,9 @@ and reported as a lower bound. Both sides get the same thread count (`--threads`
 at least F idle first.
 
 Items (`--only`, default all):
-  issue2   dense CCA and SVCCA (99%) vs google's NumPy recipe, plus compare at 10× the datapoints
-  issue3   conv layers, DFT method vs google's fourier_ccas in NumPy
-  issue5   all-pairs SVCCA sweep vs NumPy loops, whiten-once NumPy and a loop of `svcca compare`;
+  dense    dense CCA and SVCCA (99%) vs google's NumPy recipe, plus compare at 10× the datapoints
+  conv     conv layers, DFT method vs google's fourier_ccas in NumPy
+  sweep    all-pairs SVCCA sweep vs NumPy loops, whiten-once NumPy and a loop of `svcca compare`;
            1 → 2 workers
 `--quick` shrinks every size so the whole harness checks itself in a minute or two.
 
@@ -45,20 +45,20 @@ PY = sys.executable
 NP_BENCH = str(HERE / "np_bench.py")
 
 FULL = {
-    "issue2_sizes": [(512, 50_000), (2048, 50_000)],
-    "issue2_mem": (512, [50_000, 500_000]),
-    "issue3": (500, 16, 16, 64),
-    "issue5": {"seeds": 10, "layers": 6, "n": 20_000, "d": 512, "rank": 40},
+    "dense_sizes": [(512, 50_000), (2048, 50_000)],
+    "dense_mem": (512, [50_000, 500_000]),
+    "conv": (500, 16, 16, 64),
+    "sweep": {"seeds": 10, "layers": 6, "n": 20_000, "d": 512, "rank": 40},
 }
 # Transformer-sized layers for `scale_out.py`: 24 representations (4 seeds × 6 layers) × 2,048
 # neurons × 50,000 datapoints, 9.8 GB of float32. Made with
 # `python -c "import run; run._sweep_data(run.TRANSFORMER)"` from this folder.
 TRANSFORMER = {"seeds": 4, "layers": 6, "n": 50_000, "d": 2048, "rank": 160}
 QUICK = {
-    "issue2_sizes": [(128, 5_000), (256, 5_000)],
-    "issue2_mem": (128, [5_000, 50_000]),
-    "issue3": (100, 8, 8, 16),
-    "issue5": {"seeds": 3, "layers": 3, "n": 4_000, "d": 128, "rank": 12},
+    "dense_sizes": [(128, 5_000), (256, 5_000)],
+    "dense_mem": (128, [5_000, 50_000]),
+    "conv": (100, 8, 8, 16),
+    "sweep": {"seeds": 3, "layers": 3, "n": 4_000, "d": 128, "rank": 12},
 }
 
 
@@ -300,11 +300,11 @@ def loads(*recs):
 
 
 # ---------------------------------------------------------------------------------------------
-# issue 2: dense CCA / SVCCA
+# dense CCA / SVCCA
 
 
-def issue2(args, sizes, machine):
-    data = HERE / "out" / "data" / "issue2"
+def dense(args, sizes, machine):
+    data = HERE / "out" / "data" / "dense"
     rows, mem_rows, recs = [], [], []
     svcca = args.svcca
 
@@ -317,7 +317,7 @@ def issue2(args, sizes, machine):
             gen.dense_pair(x, y, n=n, d=d, rank=max(8, d // 8), seed=2000 + d)
         return x, y
 
-    for d, n in sizes["issue2_sizes"]:
+    for d, n in sizes["dense_sizes"]:
         x, y = pair(d, n)
         for metric in ("cca", "svcca"):
             extra = ["--keep-variance", "0.99"] if metric == "svcca" else []
@@ -352,7 +352,7 @@ def issue2(args, sizes, machine):
                     f"1/{1 / rss:.1f} (≤1/5: {'met' if rss <= 0.2 else 'NOT met'}) | {delta} | {loads(rec, npr)} |"
                 )
 
-    d, ns = sizes["issue2_mem"]
+    d, ns = sizes["dense_mem"]
     for n in ns:
         x, y = pair(d, n)
         size_mb = (x.stat().st_size + y.stat().st_size) / 1e6
@@ -371,7 +371,7 @@ def issue2(args, sizes, machine):
                             f"{npr['rss_mb']:.0f} | {loads(npr)} |")
 
     md = (
-        f"### Issue 2: dense CCA and SVCCA (threads: {args.threads} each side; profile: {args.profile})\n\n"
+        f"### Dense CCA and SVCCA (threads: {args.threads} each side; profile: {args.profile})\n\n"
         "| neurons × datapoints | metric | svcca mode | dims kept x/y | svcca s | svcca RSS MB | NumPy s | "
         "NumPy RSS MB | speed-up | RSS svcca/NumPy | abs Δ mean | load 1m, idle before (svcca / NumPy) |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
@@ -379,16 +379,16 @@ def issue2(args, sizes, machine):
         "| program | neurons × datapoints | metric | input MB (x+y) | wall s | peak RSS MB | load 1m, idle before |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(mem_rows) + "\n"
     )
-    write_results("issue2", {"machine": machine, "records": recs}, md)
+    write_results("dense", {"machine": machine, "records": recs}, md)
 
 
 # ---------------------------------------------------------------------------------------------
-# issue 3: conv DFT
+# conv layers, DFT method
 
 
-def issue3(args, sizes, machine):
-    images, h, w, c = sizes["issue3"]
-    folder = HERE / "out" / "data" / "issue3" / f"{images}x{h}x{w}x{c}"
+def conv(args, sizes, machine):
+    images, h, w, c = sizes["conv"]
+    folder = HERE / "out" / "data" / "conv" / f"{images}x{h}x{w}x{c}"
     x, y = folder / "x.npy", folder / "y.npy"
     if not (x.exists() and y.exists()):
         folder.mkdir(parents=True, exist_ok=True)
@@ -415,20 +415,20 @@ def issue3(args, sizes, machine):
             f"1/{1 / rss:.1f} (≤1/5: {'met' if rss <= 0.2 else 'NOT met'}) | {delta} | {loads(rec, npr)} |"
         )
     md = (
-        f"### Issue 3: conv layers, DFT method (threads: {args.threads} each side; profile: {args.profile})\n\n"
+        f"### Conv layers, DFT method (threads: {args.threads} each side; profile: {args.profile})\n\n"
         "| images × h × w × c | svcca mode | svcca s | svcca RSS MB | NumPy s | NumPy RSS MB | speed-up | "
         "RSS svcca/NumPy | abs Δ mean of all coefs | load 1m, idle before (svcca / NumPy) |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
-    write_results("issue3", {"machine": machine, "records": {"svcca": sv, "svcca_google": svg, "numpy": npr}}, md)
+    write_results("conv", {"machine": machine, "records": {"svcca": sv, "svcca_google": svg, "numpy": npr}}, md)
 
 
 # ---------------------------------------------------------------------------------------------
-# issue 5: all-pairs sweep
+# all-pairs sweep
 
 
 def _sweep_data(cfg):
-    root = HERE / "out" / "data" / "issue5" / f"s{cfg['seeds']}_l{cfg['layers']}_n{cfg['n']}_d{cfg['d']}"
+    root = HERE / "out" / "data" / "sweep" / f"s{cfg['seeds']}_l{cfg['layers']}_n{cfg['n']}_d{cfg['d']}"
     src = root / "src"
     keys = [(s, f"l{li}") for s in range(cfg["seeds"]) for li in range(cfg["layers"])]
     paths = {k: src / "bench" / f"seed{k[0]}" / "step0" / f"{k[1]}.npy" for k in keys}
@@ -469,8 +469,8 @@ def _sweep_results(out_dir):
     return got
 
 
-def issue5(args, sizes, machine):
-    cfg = sizes["issue5"]
+def sweep(args, sizes, machine):
+    cfg = sizes["sweep"]
     root, src, paths = _sweep_data(cfg)
     files = sorted(str(p) for p in paths.values())
     n_reps = len(files)
@@ -479,7 +479,7 @@ def issue5(args, sizes, machine):
     dataset = root / "dataset"
     recs = {}
 
-    # Ingest once (also an ingest-throughput number for issue 4).
+    # Ingest once (also an ingest-throughput number).
     if not (dataset / "manifest.json").exists() or args.reingest:
         cmd = [args.svcca, "ingest", str(src), f"file://{dataset}", "--pattern",
                "{run}/seed{seed}/step{step}/{layer}.npy"]
@@ -488,7 +488,7 @@ def issue5(args, sizes, machine):
         recs["ingest"] = measure("svcca ingest", cmd, svcca_env(args.threads), args.svcca_timeout, repeat_below_s=0)
         recs["ingest"]["bytes"] = sum(Path(f).stat().st_size for f in files)
 
-    def sweep(workers, cores):
+    def run_sweep(workers, cores):
         """`svcca sweep` shares the cores it may run on between its workers (threads = cores /
         workers), so 1 worker on 1 core is pinned with taskset."""
         out = root / f"sweep_out_w{workers}_c{cores}"
@@ -504,9 +504,9 @@ def issue5(args, sizes, machine):
         rec["results"] = _sweep_results(out)
         return rec
 
-    recs["sweep_w2"] = sweep(2, args.threads)
+    recs["sweep_w2"] = run_sweep(2, args.threads)
     if args.sweep_only:
-        recs["sweep_w1"] = sweep(1, 1)
+        recs["sweep_w1"] = run_sweep(1, 1)
         t1, t2 = recs["sweep_w1"]["wall_s"], recs["sweep_w2"]["wall_s"]
         for r in (recs["sweep_w1"], recs["sweep_w2"]):
             if r.get("results") is not None:
@@ -516,7 +516,7 @@ def issue5(args, sizes, machine):
               f"| 2 | 2 | {fmt_s(recs['sweep_w2'])} | {recs['sweep_w2']['rss_mb']:.0f} | {loads(recs['sweep_w2'])} |\n"
               f"| 1 | 1 (taskset) | {fmt_s(recs['sweep_w1'])} | {recs['sweep_w1']['rss_mb']:.0f} | "
               f"{loads(recs['sweep_w1'])} |\n\nParallel efficiency T1 / (2·T2) = {t1 / (2 * t2):.0%}.\n")
-        write_results(f"issue5-sweep-{args.sweep_only}", {"machine": machine, "records": recs}, md)
+        write_results(f"sweep-only-{args.sweep_only}", {"machine": machine, "records": recs}, md)
         return
 
     np_env_t = np_env(args.threads)
@@ -544,9 +544,9 @@ def issue5(args, sizes, machine):
     recs["compare_loop"].pop("json", None)
     recs["compare_loop"]["pairs_done"] = min(args.compare_pairs, n_pairs)
 
-    recs["sweep_w1"] = sweep(1, 1)
+    recs["sweep_w1"] = run_sweep(1, 1)
     if args.threads > 1 and args.w1_allcores:
-        recs["sweep_w1_allcores"] = sweep(1, args.threads)
+        recs["sweep_w1_allcores"] = run_sweep(1, args.threads)
     recs["gemm"] = measure("numpy GEMM/SYRK rates", [PY, NP_BENCH, "gemm", str(cfg["n"]), str(cfg["d"]), "40"],
                            np_env_t, args.np_timeout, repeat_below_s=0)
     recs["gemm_1t"] = measure("numpy GEMM/SYRK rates (1 thread)",
@@ -649,7 +649,7 @@ def issue5(args, sizes, machine):
                        f"peak RSS {ingest['rss_mb']:.0f} MB.\n")
 
     md = (
-        f"### Issue 5: all-pairs SVCCA (99%), {n_reps} representations × {d} neurons × {n:,} datapoints, "
+        f"### All-pairs SVCCA (99%), {n_reps} representations × {d} neurons × {n:,} datapoints, "
         f"{n_pairs} pairs (threads: {args.threads} each side; profile: {args.profile})\n\n"
         f"Directions kept per representation (NumPy covariance route): min {min(ks) if ks else 'n/a'}, "
         f"max {max(ks) if ks else 'n/a'}, total {k_total}. Agreement sweep vs whiten-once NumPy: {agree}.\n\n"
@@ -665,8 +665,14 @@ def issue5(args, sizes, machine):
         f"{'met' if eff >= 0.85 else 'NOT met'}). One worker with 2 threads on both cores: "
         f"{w1all}.\n" + ingest_line
     )
-    write_results("issue5", {"machine": machine, "config": cfg, "ks": ks, "gemm_gflop": gemm_flops / 1e9,
+    write_results("sweep", {"machine": machine, "config": cfg, "ks": ks, "gemm_gflop": gemm_flops / 1e9,
                              "records": recs, "compare_loop_stdout_json": cl_out}, md)
+
+
+# The items `--only` names, in the order they run by default; OLD_NAMES maps the names they had
+# before (kept so that older command lines still run).
+ITEMS = {"dense": dense, "conv": conv, "sweep": sweep}
+OLD_NAMES = {"issue2": "dense", "issue3": "conv", "issue5": "sweep"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -674,7 +680,8 @@ def issue5(args, sizes, machine):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=["issue2", "issue3", "issue5"])
+    ap.add_argument("--only", action="append", type=lambda s: OLD_NAMES.get(s, s), choices=list(ITEMS),
+                    help="run only this item (repeatable): " + ", ".join(ITEMS))
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness itself")
     ap.add_argument("--svcca", default=str(REPO / "target" / "debug" / "svcca"))
     ap.add_argument("--profile", default="dev (numeric crates at opt-level 3)")
@@ -689,9 +696,10 @@ def main():
     ap.add_argument("--sweep-extra", default="", help="extra arguments for `svcca sweep`")
     ap.add_argument("--reingest", action="store_true")
     ap.add_argument("--tag", default="", help="suffix for result file names, e.g. -release")
-    ap.add_argument("--issue2-d", type=int, help="issue2: only this many neurons (and the smaller memory size)")
-    ap.add_argument("--w1-allcores", action="store_true", help="issue5: also 1 worker with all cores")
-    ap.add_argument("--sweep-only", metavar="LABEL", help="issue5: only the sweeps (e.g. another build)")
+    ap.add_argument("--dense-d", type=int, help="dense: only this many neurons (and the smaller memory size)")
+    ap.add_argument("--issue2-d", dest="dense_d", type=int, help=argparse.SUPPRESS)  # older name of --dense-d
+    ap.add_argument("--w1-allcores", action="store_true", help="sweep: also 1 worker with all cores")
+    ap.add_argument("--sweep-only", metavar="LABEL", help="sweep: only the sweeps (e.g. another build)")
     ap.add_argument("--wait-idle", type=float, default=0.0,
                     help="before each run wait until this fraction of the cores is idle (e.g. 0.8)")
     ap.add_argument("--wait-max", type=int, default=120, help="longest wait for --wait-idle, s")
@@ -699,15 +707,15 @@ def main():
     args.svcca = str(Path(args.svcca).resolve())
     sizes = dict(QUICK if args.quick else FULL)
     TAG[0] = args.tag
-    if args.issue2_d:
-        sizes["issue2_sizes"] = [(d, n) for d, n in sizes["issue2_sizes"] if d == args.issue2_d]
-        d, ns = sizes["issue2_mem"]
-        sizes["issue2_mem"] = (d, ns[:1])
+    if args.dense_d:
+        sizes["dense_sizes"] = [(d, n) for d, n in sizes["dense_sizes"] if d == args.dense_d]
+        d, ns = sizes["dense_mem"]
+        sizes["dense_mem"] = (d, ns[:1])
     QUIET.update(idle=args.wait_idle, max_wait=args.wait_max)
     machine = machine_info(args)
     print(json.dumps(machine, indent=1), file=sys.stderr)
-    for item in args.only or ["issue2", "issue3", "issue5"]:
-        {"issue2": issue2, "issue3": issue3, "issue5": issue5}[item](args, sizes, machine)
+    for item in args.only or list(ITEMS):
+        ITEMS[item](args, sizes, machine)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ Each worker's peak RSS is reported next to the job's per-task memory bound (one 
 per worker).
 
 On a 2-core machine use `--workers 1,2`; on a 16-core one `--workers 1,2,4,8,16` (the same
-script). The data of `run.py --only issue5` (60 × 512 × 20,000, ingested by `svcca ingest`) is the
+script). The data of `run.py --only sweep` (60 × 512 × 20,000, ingested by `svcca ingest`) is the
 reference workload; any dataset works.
 """
 import argparse

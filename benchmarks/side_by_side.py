@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The all-pairs sweep (issue5 data) against whiten-once NumPy, side by side, alternating.
+"""The all-pairs sweep against whiten-once NumPy, side by side, alternating.
 
 Each round runs every `--svcca` binary's `svcca sweep` (2 workers, 1 thread each) and NumPy's
 whiten-once plan (2 threads) once, in turn, so that load from other work falls on all of them
 alike; the table keeps the median wall time of the rounds, the CPU share `/usr/bin/time` reports,
 the peak RSS, the load average before each run and the largest |Δ mean| of any pair against
-NumPy's. The data and the dataset are those of `run.py --only issue5` (run that first, or pass
+NumPy's. The data and the dataset are those of `run.py --only sweep` (run that first, or pass
 `--dataset` for a dataset ingested by another binary).
 
     benchmarks/.venv/bin/python benchmarks/side_by_side.py --svcca NAME=PATH[@DATASET] ... \
@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--out", default=str(HERE / "out" / "results" / "side_by_side.json"))
     args = ap.parse_args()
 
-    cfg = run.FULL["issue5"]
+    cfg = run.FULL["sweep"]
     root, src, _paths = run._sweep_data(cfg)
     dataset = root / "dataset"
     sides = []

