@@ -851,6 +851,15 @@ impl SweepDriver {
             self.cache
                 .put(&keys::moments_all(&content), cache::encode_moments(&parts))
                 .await?;
+            // Nothing reads a part once the merge is stored (a rerun starts from `all.bin`), and
+            // at d = 2,048 they are 33 MB each: three quarters of a transformer-sized cache.
+            let part_keys: Vec<String> = self
+                .chunks
+                .iter()
+                .map(|&(start, end)| keys::moments_part(&content, start, end))
+                .collect();
+            futures::future::try_join_all(part_keys.iter().map(|key| self.cache.delete(key)))
+                .await?;
             self.contents.get_mut(&content).expect("content").merged = true;
         }
         // Stage 2: whitenings (stored, or a `whiten` task) and projections for contents with

@@ -31,6 +31,27 @@ async fn a_rerun_resumes_and_a_killed_run_finishes_with_the_same_numbers() {
     let clean = read_results(out.path());
     assert_eq!(clean.pairs.len(), 15 * 2);
     assert!(opener.total() > 0);
+    // Each representation's moments came in two row chunks (300 of 597 rows per task); once
+    // merged, only the merge is kept.
+    let moments: Vec<_> = std::fs::read_dir(cache.path().join("moments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(moments.len(), 6);
+    for dir in &moments {
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["all.bin"], "{}", dir.display());
+    }
+    // Another output over the same cache computes from the merged moments: same numbers.
+    let other = tempfile::tempdir().unwrap();
+    let toml_other = spec_toml(ds.path(), other.path(), cache.path(), EXTRA);
+    run_job(&opener, &toml_other, Order::Reversed)
+        .await
+        .unwrap();
+    assert_eq!(read_results(other.path()).pairs, clean.pairs);
 
     // The same job again: nothing is read or run, the numbers are the same.
     opener.reset();
