@@ -70,7 +70,9 @@ fn build_spec(
         spec.mode = Mode::GoogleCompat;
     }
     if let Some(p) = precision {
-        spec.precision = p.parse()?;
+        spec.precision = p
+            .parse()
+            .map_err(|e: svcca_core::CoreError| e.to_string())?;
     }
     if let Some(mb) = memory_mb {
         spec.resources.memory_mb = mb;

@@ -48,7 +48,10 @@ const MIN_CHUNK_ROWS: usize = 256;
 
 /// How the product inside one chunk is computed; accumulation across chunks, every merge, and
 /// everything after the moments are f64 either way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Precision {
     /// f64 products: the default, and always the arithmetic of google-compat mode.
     #[default]
@@ -64,6 +67,11 @@ impl Precision {
             Precision::F64 => "f64",
             Precision::Mixed => "mixed",
         }
+    }
+
+    /// For `skip_serializing_if`: f64, the default, is left out of specs and payloads.
+    pub fn is_f64(&self) -> bool {
+        *self == Precision::F64
     }
 }
 

@@ -78,7 +78,7 @@ impl BasisSettings {
 
     /// Core's options for this metric (the same call on driver and worker).
     pub fn compare_options(&self) -> CompareOptions {
-        compare_options(self.metric, self.mode, self.keep()).with_precision(self.precision.core())
+        compare_options(self.metric, self.mode, self.keep()).with_precision(self.precision)
     }
 
     pub fn keep(&self) -> KeepRule {
@@ -541,7 +541,7 @@ impl SweepExecutor {
                 check_rows(&key, &rows, cols, start, end)?;
                 let label = key.label();
                 let parts = blocking(move || {
-                    let mut acc = MomentAccumulator::with_precision(cols, precision.core());
+                    let mut acc = MomentAccumulator::with_precision(cols, precision);
                     let pieces = rows.pieces().map_err(|source| ExecError::Maths {
                         what: label.clone(),
                         source,

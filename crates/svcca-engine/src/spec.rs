@@ -174,50 +174,10 @@ impl Mode {
     }
 }
 
-/// Arithmetic of the moments' products (see `svcca_core::Precision`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// f64 throughout (the default; google-compat is always f64).
-    #[default]
-    F64,
-    /// f32 products per chunk, accumulated and merged in f64; svcca and cca only, and a
-    /// representation whose error estimate exceeds core's tolerance is refused.
-    Mixed,
-}
-
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F64 => "f64",
-            Precision::Mixed => "mixed",
-        }
-    }
-
-    pub fn is_f64(&self) -> bool {
-        *self == Precision::F64
-    }
-
-    /// Core's precision.
-    pub fn core(self) -> svcca_core::Precision {
-        match self {
-            Precision::F64 => svcca_core::Precision::F64,
-            Precision::Mixed => svcca_core::Precision::Mixed,
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f64" => Ok(Precision::F64),
-            "mixed" => Ok(Precision::Mixed),
-            _ => Err(format!("unknown precision {s:?}; expected f64 or mixed")),
-        }
-    }
-}
+/// Arithmetic of the moments' products: `f64` (the default; google-compat is always f64) or
+/// `mixed` (f32 products per chunk, accumulated and merged in f64; svcca and cca, dense layers;
+/// a representation whose error estimate exceeds core's tolerance is refused).
+pub use svcca_core::Precision;
 
 /// How convolutional layers (`[h, w, c]` per datapoint) are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

@@ -103,7 +103,7 @@ async fn a_representation_too_ill_conditioned_for_f32_fails_the_job_naming_it() 
     ingest_digits(ds.path(), |p| p.contains("step2250") && p.contains("seed0")).await;
     let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let opener = CountingOpener::default();
-    // CCA keeps every direction, including those holding a 1e-6 share of the variance.
+    // CCA keeps every direction, down to ones holding about 5e-5 of the variance.
     let toml = spec_toml(
         ds.path(),
         out.path(),

@@ -144,7 +144,9 @@ pub fn build_spec(args: &SweepArgs) -> Result<JobSpec, Failure> {
         spec.mode = Mode::GoogleCompat;
     }
     if let Some(p) = &args.precision {
-        spec.precision = p.parse().map_err(|e: String| Failure::fatal(e))?;
+        spec.precision = p
+            .parse()
+            .map_err(|e: svcca_core::CoreError| Failure::fatal(e.to_string()))?;
     }
     if let Some(t) = &args.tokens {
         spec.tokens = Some(t.parse().map_err(|e: String| Failure::fatal(e))?);
