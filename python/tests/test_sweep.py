@@ -60,6 +60,26 @@ def test_sweep_matches_the_cli_and_loads(cli, tmp_path):
     assert len(svcca.load_results(str(py_out / "results.json"), frame=False)) == len(rows)
 
 
+def test_mixed_precision_sweep_matches_the_cli(cli, tmp_path):
+    cli_out, py_out = tmp_path / "cli", tmp_path / "py"
+    args = ["--compare", "vs-final", "--metric", "svcca", "--precision", "mixed", "--no-report"]
+    for w in WHERE:
+        args += ["--where", w]
+    cli("sweep", DATASET, "--out", cli_out, *args)
+    svcca.sweep(
+        str(DATASET), out=py_out, compare="vs-final", metrics="svcca",
+        where={"seed": 0, "layer": ["h1", "h2"]}, precision="mixed", report=False,
+    )
+    expected = json.loads((cli_out / "results.json").read_text())
+    got = json.loads((py_out / "results.json").read_text())
+    assert 'precision = "mixed"' in got["job_spec"]
+    assert expected["job_spec"].replace(str(cli_out), str(py_out)) == got["job_spec"]
+    means = lambda r: sorted((json.dumps(p["a"], sort_keys=True), p["mean"]) for p in r["pairs"])
+    assert means(got) == means(expected) and len(got["pairs"]) == 8
+    with pytest.raises(svcca.SvccaError, match="unknown precision"):
+        svcca.sweep(str(DATASET), out=tmp_path / "bad", precision="f16")
+
+
 def test_sweep_errors_are_the_cli_messages(cli, tmp_path):
     done = cli("sweep", DATASET, check=False)
     assert done.returncode == 10

@@ -12,6 +12,7 @@
 //! comparison = "all-pairs"            # all-pairs | vs-final | cross-seed | pairs
 //! metrics = ["svcca", "pwcca", "cka"] # svcca | cca | pwcca | cka
 //! mode = "default"                    # default | google-compat
+//! precision = "f64"                   # f64 | mixed: f32 products in the moments (svcca, cca)
 //! conv = "dft"                        # dft | fold | pool
 //! tokens = "mean"                     # fold | mean; required when a tokens layer is selected
 //! coefficients = "parquet"            # parquet | json | none: where canonical correlations go
