@@ -331,14 +331,13 @@ fn compare(
         (None, None) => KeepRule::VarianceFraction(0.99),
     };
     let precision = match precision {
-        None | Some("f64") => Precision::F64,
-        Some("mixed") => Precision::Mixed,
-        Some(other) => {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "precision={other:?}: choose 'f64' (the default) or 'mixed' (f32 products, f64 \
+        None => Precision::F64,
+        Some(p) => p.parse().map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "precision={p:?}: choose 'f64' (the default) or 'mixed' (f32 products, f64 \
                  accumulation)"
-            )));
-        }
+            ))
+        })?,
     };
     let config = CompareConfig {
         metric,

@@ -61,14 +61,6 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The name used in specs, flags and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F64 => "f64",
-            Precision::Mixed => "mixed",
-        }
-    }
-
     /// For `skip_serializing_if`: f64, the default, is left out of specs and payloads.
     pub fn is_f64(&self) -> bool {
         *self == Precision::F64
@@ -90,8 +82,8 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// The unit roundoff of f32 (2⁻²⁴).
-const F32_UNIT_ROUNDOFF: f64 = 5.960464477539063e-8;
+/// The unit roundoff of f32 (2⁻²⁴: half the gap from 1 to the next float).
+const F32_UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
 
 /// The change mixed precision makes to the canonical correlations of a representation, to first
 /// order: its `d` neurons accumulated over `n` datapoints, the decomposed matrix (covariance, or

@@ -96,13 +96,10 @@ impl BasisSettings {
             _ => "all".to_string(),
         };
         let o = self.compare_options();
-        // f64 adds nothing, so the keys of caches written before mixed precision still match.
-        let precision = match self.precision {
-            Precision::F64 => "",
-            Precision::Mixed => "|mixed",
-        };
+        // No precision here: mixed moments have their own content keys, which every key built
+        // from this fingerprint also holds.
         format!(
-            "{}|{}|{}|eps{:016x}{precision}",
+            "{}|{}|{}|eps{:016x}",
             if self.metric == Metric::Svcca {
                 "svcca"
             } else {
