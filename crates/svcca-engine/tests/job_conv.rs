@@ -143,3 +143,36 @@ async fn pool_and_fold_equal_compare_conv() {
         assert!(worst < 1e-9, "{name}: {worst:e}");
     }
 }
+
+/// Mixed precision covers dense layers only: a mixed sweep of conv layers gives the f64 sweep's
+/// numbers bit for bit and says that its conv pairs were compared in f64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_sweep_compares_conv_layers_in_f64_and_says_so() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_conv(ds.path()).await;
+    let opener = CountingOpener::default();
+    let mut runs = Vec::new();
+    for precision in ["f64", "mixed"] {
+        let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let toml = spec_toml(
+            ds.path(),
+            out.path(),
+            cache.path(),
+            &format!(
+                "precision = \"{precision}\"\ncomparison = \"all-pairs\"\nconv = \"pool\"\nmetrics = [\"svcca\"]\n"
+            ),
+        );
+        run_job(&opener, &toml, Order::AsIssued).await.unwrap();
+        let summary = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
+        let said = summary.contains("6 pair(s) of conv layers were compared in f64");
+        assert_eq!(said, precision == "mixed", "{precision}: {summary}");
+        let pairs: Vec<_> = read_results(out.path())
+            .pairs
+            .into_iter()
+            .map(|p| (p.a.label(), p.b.label(), p.mean, p.coefficients))
+            .collect();
+        assert_eq!(pairs.len(), 6);
+        runs.push(pairs);
+    }
+    assert_eq!(runs[0], runs[1]);
+}
