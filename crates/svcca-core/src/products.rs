@@ -11,7 +11,7 @@ use faer::linalg::matmul::matmul as faer_matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, MatMut, MatRef, Par};
 use faer_traits::{ComplexField, Conjugate};
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The element types the products run in: f64, and f32 for mixed precision's per-chunk products.
 pub trait Element: ComplexField + Conjugate<Canonical = Self> + Copy + Send + Sync {}
@@ -77,12 +77,26 @@ fn run_tiles(tiles: &[Tile], threads: usize, f: impl Fn(Tile) + Sync + Send) {
     if threads <= 1 || tiles.len() <= 1 {
         tiles.iter().copied().for_each(f);
     } else {
-        // At least len/threads tiles per piece: at most `threads` pieces run at once.
-        tiles
-            .par_iter()
-            .with_min_len(tiles.len().div_ceil(threads))
-            .copied()
-            .for_each(f);
+        // `threads` runners take the next tile from a shared counter until none is left, so
+        // at most `threads` tiles run at once and uneven tiles (the triangular diagonal ones,
+        // the narrow last span) balance. Splitting with rayon's `with_min_len(len / threads)`
+        // instead never split an odd count (253 tiles at 4,096 wide): one thread did all.
+        let next = AtomicUsize::new(0);
+        let runner = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                match tiles.get(i) {
+                    Some(&tile) => f(tile),
+                    None => break,
+                }
+            }
+        };
+        rayon::scope(|s| {
+            for _ in 1..threads.min(tiles.len()) {
+                s.spawn(|_| runner());
+            }
+            runner();
+        });
     }
 }
 

@@ -811,16 +811,17 @@ impl Whitening {
         // Row chunks bound the f64 scratch (a whole representation widened would be 8 bytes per
         // value) and keep it warm in cache between the widening and the product.
         let chunk = crate::moments::chunk_rows(crate::moments::CHUNK_BYTES, d, rows);
-        if scratch.len() < chunk * d {
-            scratch.resize(chunk * d, 0.0);
+        let ld = crate::moments::padded_stride(d, 8);
+        if scratch.len() < chunk * ld {
+            scratch.resize(chunk * ld, 0.0);
         }
         let mut out = out;
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);
             let nb = r1 - r0;
-            block.write_centred_rows(r0, r1, &self.mean, &mut scratch[..nb * d], (d, 0));
-            let s = MatRef::from_row_major_slice(&scratch[..nb * d], nb, d);
+            block.write_centred_rows(r0, r1, &self.mean, &mut scratch[..nb * ld], (ld, 0));
+            let s = MatRef::from_row_major_slice_with_stride(&scratch[..nb * ld], nb, d, ld);
             crate::products::matmul(
                 out.as_mut().subrows_mut(r0, nb),
                 Accum::Replace,

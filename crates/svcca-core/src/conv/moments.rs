@@ -547,14 +547,17 @@ fn absorb_locations(
         for a in mu.iter_mut() {
             *a /= n_b;
         }
-        let buf = &mut local.centred[..rows * d];
+        // Columns a padded stride apart: 64 images of c64 are exactly 1 KiB, and columns that
+        // far apart share cache sets (see `moments::padded_stride`).
+        let ld = crate::moments::padded_stride(rows, std::mem::size_of::<c64>());
+        let buf = &mut local.centred[..ld * d];
         for b in 0..rows {
             let z = &gather[b * stride + s * d..b * stride + (s + 1) * d];
             for c in 0..d {
-                buf[c * rows + b] = z[c] - mu[c];
+                buf[c * ld + b] = z[c] - mu[c];
             }
         }
-        let dm = MatRef::from_column_major_slice(buf, rows, d);
+        let dm = MatRef::from_column_major_slice_with_stride(buf, rows, d, ld);
         let mut mm = MatMut::from_column_major_slice_mut(m, d, d);
         // M[r, c] += Σ_b z_br · conj(z_bc), i.e. Dᵀ D̄ (the (z − μ)(z − μ)ᴴ convention);
         // Hermitian, so only the lower triangle is formed (half the work).
@@ -623,7 +626,11 @@ impl Workspace {
             gather: vec![zero(); chunk * nloc * d],
             locals: (0..threads)
                 .map(|_| LocalScratch {
-                    centred: vec![zero(); chunk * d],
+                    centred: vec![
+                        zero();
+                        crate::moments::padded_stride(chunk, std::mem::size_of::<c64>())
+                            * d
+                    ],
                     block_mean: vec![zero(); d],
                 })
                 .collect(),
