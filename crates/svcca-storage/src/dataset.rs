@@ -321,7 +321,7 @@ impl Dataset {
             path: self.location.display(&entry.path),
         })?;
         let path = self.location.display(&entry.path);
-        let ctx = ShardContext {
+        let mut ctx = ShardContext {
             representation: id.clone(),
             shard,
             path,
@@ -348,6 +348,12 @@ impl Dataset {
             .lock()
             .expect("verified shards")
             .contains(&seen);
+        // A shard enters `verified` once its checksum matched and it decoded with every value
+        // finite, and its size is checked on every read: a later read (a sweep's projection
+        // after its moments) neither hashes nor scans it again.
+        if already {
+            ctx.check_finite = false;
+        }
         let check = (self.options.verify_checksums && !already).then(|| {
             let level = if self.options.full_checksums {
                 ShardCheck::Full
@@ -360,19 +366,23 @@ impl Dataset {
         // Checksums, decoding and the finiteness scan are CPU work: keep them off the async
         // workers.
         tokio::task::spawn_blocking(move || {
-            if let Some((entry, level)) = check {
-                if let Err((expected, actual)) = entry.check_bytes(&bytes, level) {
-                    return Err(StorageError::ShardChecksum {
-                        representation: ctx.representation.to_string(),
-                        shard: ctx.shard,
-                        path: ctx.path.clone(),
-                        expected,
-                        actual,
-                    });
-                }
+            let checked = check.is_some();
+            if let Some((entry, level)) = check
+                && let Err((expected, actual)) = entry.check_bytes(&bytes, level)
+            {
+                return Err(StorageError::ShardChecksum {
+                    representation: ctx.representation.to_string(),
+                    shard: ctx.shard,
+                    path: ctx.path.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            let blocks = decode_shard(bytes, &ctx)?;
+            if checked {
                 verified.lock().expect("verified shards").insert(seen);
             }
-            decode_shard(bytes, &ctx)
+            Ok(blocks)
         })
         .await
         .map_err(|e| StorageError::ShardCorrupt {
