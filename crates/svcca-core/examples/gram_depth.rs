@@ -8,16 +8,6 @@ use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef, Par};
 use std::time::Instant;
 
-/// The same rule as `moments::padded_stride` (private there): whole cache lines, an odd count.
-fn padded(d: usize) -> usize {
-    let lines = d.div_ceil(8);
-    (if lines.is_multiple_of(2) {
-        lines + 1
-    } else {
-        lines
-    }) * 8
-}
-
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -41,7 +31,11 @@ fn main() {
     ];
     for &rows in &args[3..] {
         for (mode, name) in modes.iter().enumerate() {
-            let ld = if mode == 1 { padded(d) } else { d };
+            let ld = if mode == 1 {
+                svcca_core::moments::padded_stride(d, 8)
+            } else {
+                d
+            };
             let mut scratch = vec![0.0f64; rows * ld];
             let mut c = Mat::<f64>::zeros(d, d);
             let t = Instant::now();

@@ -102,10 +102,10 @@ pub fn mixed_precision_bound(trace: f64, dims: usize, smallest_kept: f64, d: usi
 /// The row stride, in elements of `elem_bytes`, of a row-major scratch holding `d`-wide rows:
 /// `d` rounded up to whole cache lines, then to an odd number of them. A stride of a power of two
 /// bytes (`d` = 512 f64 is 4 KiB) maps every row of a column to the same cache sets, and the
-/// product's packing of such a chunk ran at 35 GFLOP/s against 56 with the stride padded
+/// product's packing of such a chunk ran at 32–35 GFLOP/s against 48–56 with the stride padded
 /// (Xeon with AVX-512, one core, 512 neurons; `examples/gram_depth.rs`). The padding is never
 /// read: the product sees only the `d` columns, and its panels, hence its bits, are the same.
-pub(crate) fn padded_stride(d: usize, elem_bytes: usize) -> usize {
+pub fn padded_stride(d: usize, elem_bytes: usize) -> usize {
     let per_line = (64 / elem_bytes).max(1);
     let lines = d.div_ceil(per_line);
     let lines = if lines.is_multiple_of(2) {
