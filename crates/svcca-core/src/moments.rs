@@ -99,9 +99,10 @@ pub fn mixed_precision_bound(trace: f64, dims: usize, smallest_kept: f64, d: usi
     SAFETY * F32_UNIT_ROUNDOFF * k.sqrt() * (trace / dims.max(1) as f64) / smallest_kept
 }
 
-/// The row stride, in elements of `elem_bytes`, of a row-major scratch holding `d`-wide rows:
-/// `d` rounded up to whole cache lines, then to an odd number of them. A stride of a power of two
-/// bytes (`d` = 512 f64 is 4 KiB) maps every row of a column to the same cache sets, and the
+/// The stride, in elements of `elem_bytes`, between the rows of a row-major scratch holding `d`
+/// values per row (or the columns of a column-major one holding `d` per column): `d` rounded up
+/// to whole cache lines, then to an odd number of them. A stride of a power of two bytes
+/// (`d` = 512 f64 is 4 KiB) maps every row of a column to the same cache sets, and the
 /// product's packing of such a chunk ran at 32–35 GFLOP/s against 48–56 with the stride padded
 /// (Xeon with AVX-512, one core, 512 neurons; `examples/gram_depth.rs`). The padding is never
 /// read: the product sees only the `d` columns, and its panels, hence its bits, are the same.
@@ -412,7 +413,8 @@ fn first_non_finite_error(pieces: &[RowBlock<'_>], rows: usize, n0: u64) -> Opti
 }
 
 /// Writes rows `r0..r1` of the side-by-side `pieces`, each centred on its columns of `means`,
-/// into the row-major front of `scratch` (grown as needed), rows [`padded_stride`] apart.
+/// into the row-major front of `scratch` (grown as needed), rows [`padded_stride`] apart; returns
+/// that stride.
 fn write_chunk<O: Centred + Default>(
     pieces: &[RowBlock<'_>],
     r0: usize,
@@ -420,7 +422,7 @@ fn write_chunk<O: Centred + Default>(
     means: &[f64],
     scratch: &mut Vec<O>,
     d: usize,
-) {
+) -> usize {
     let nb = r1 - r0;
     let ld = padded_stride(d, std::mem::size_of::<O>());
     if scratch.len() < nb * ld {
@@ -438,6 +440,7 @@ fn write_chunk<O: Centred + Default>(
         );
         off += c;
     }
+    ld
 }
 
 /// Plain-data form of a [`MomentAccumulator`], for serialisation by the engine.
@@ -639,16 +642,10 @@ impl MomentAccumulator {
         for s in self.sums.iter_mut() {
             *s *= inv; // now the chunk mean
         }
-        match self.precision {
-            Precision::F64 => {
-                write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch, d);
-            }
-            Precision::Mixed => {
-                write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch32, d);
-            }
-        }
-        let ld64 = padded_stride(d, 8);
-        let ld32 = padded_stride(d, 4);
+        let ld = match self.precision {
+            Precision::F64 => write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch, d),
+            Precision::Mixed => write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch32, d),
+        };
         // Chan: the δδᵀ term uses the old n; add it before M_b so both are relative to μ_a.
         let na = self.n as f64;
         let nbf = nb as f64;
@@ -681,7 +678,7 @@ impl MomentAccumulator {
             Precision::F64 => crate::products::gram_lower(
                 self.m_lower.as_mut(),
                 Accum::Add,
-                MatRef::from_row_major_slice_with_stride(&self.scratch[..nb * ld64], nb, d, ld64),
+                MatRef::from_row_major_slice_with_stride(&self.scratch[..nb * ld], nb, d, ld),
                 1.0,
                 crate::parallelism(),
             ),
@@ -692,12 +689,7 @@ impl MomentAccumulator {
                 crate::products::gram_lower(
                     self.gram32.as_mut(),
                     Accum::Replace,
-                    MatRef::from_row_major_slice_with_stride(
-                        &self.scratch32[..nb * ld32],
-                        nb,
-                        d,
-                        ld32,
-                    ),
+                    MatRef::from_row_major_slice_with_stride(&self.scratch32[..nb * ld], nb, d, ld),
                     1.0f32,
                     crate::parallelism(),
                 );

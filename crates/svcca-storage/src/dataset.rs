@@ -320,15 +320,24 @@ impl Dataset {
             shard,
             path: self.location.display(&entry.path),
         })?;
+        let seen = (entry.path.clone(), entry.sha256.clone());
+        let already = self
+            .verified
+            .lock()
+            .expect("verified shards")
+            .contains(&seen);
         let path = self.location.display(&entry.path);
-        let mut ctx = ShardContext {
+        let ctx = ShardContext {
             representation: id.clone(),
             shard,
             path,
             first_row: entry.row_start,
             expected_rows: entry.rows,
             item_shape: rep.item_shape().to_vec(),
-            check_finite: self.options.check_finite,
+            // A shard enters `verified` once its checksum matched and it decoded with every
+            // value finite, and its size is checked on every read: a later read (a sweep's
+            // projection after its moments) neither hashes nor scans it again.
+            check_finite: self.options.check_finite && !already,
         };
         // Cheap, and it tells a shard changed in size (truncated, replaced, a wrong manifest)
         // apart from one damaged in place, on every read: later reads of a verified shard are
@@ -341,18 +350,6 @@ impl Dataset {
                 expected: entry.bytes,
                 actual: bytes.len() as u64,
             });
-        }
-        let seen = (entry.path.clone(), entry.sha256.clone());
-        let already = self
-            .verified
-            .lock()
-            .expect("verified shards")
-            .contains(&seen);
-        // A shard enters `verified` once its checksum matched and it decoded with every value
-        // finite, and its size is checked on every read: a later read (a sweep's projection
-        // after its moments) neither hashes nor scans it again.
-        if already {
-            ctx.check_finite = false;
         }
         let check = (self.options.verify_checksums && !already).then(|| {
             let level = if self.options.full_checksums {
