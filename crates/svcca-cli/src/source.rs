@@ -121,7 +121,7 @@ impl Source {
         &mut self,
         rows: usize,
         runtime: &tokio::runtime::Runtime,
-    ) -> Result<Option<Block<'static>>, Failure> {
+    ) -> Result<Option<Block<'_>>, Failure> {
         let fatal = |e: svcca_storage::npy::NpyError| Failure::fatal(e.to_string());
         match &mut self.reader {
             Reader::NpyF32(blocks) => Ok(read_exact_rows(blocks, rows)
@@ -137,13 +137,14 @@ impl Source {
     }
 }
 
-/// Reads exactly `rows` rows (or what is left) from a `.npy` block iterator.
+/// Reads exactly `rows` rows (or what is left) from a `.npy` block iterator, lent from its
+/// reused buffer: a copy per block would double the memory traffic of reading.
 fn read_exact_rows<T: svcca_storage::npy::Element + Copy>(
     blocks: &mut RowBlocks<BufReader<File>, T>,
     rows: usize,
-) -> Result<Option<Vec<T>>, svcca_storage::npy::NpyError> {
+) -> Result<Option<&[T]>, svcca_storage::npy::NpyError> {
     blocks.set_rows_per_block(rows);
-    Ok(blocks.next_block()?.map(|b| b.data.to_vec()))
+    Ok(blocks.next_block()?.map(|b| b.data))
 }
 
 /// google's `[neurons, datapoints]` layout: each block of datapoints is gathered with one
