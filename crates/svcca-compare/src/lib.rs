@@ -433,11 +433,16 @@ fn compare_conv(
         layout.spatial_shape(x.shape()).map_err(conv)?,
         layout.spatial_shape(y.shape()).map_err(conv)?,
     );
+    let block_images = conv_block_images(
+        config.block_rows,
+        opts.chunk_images,
+        x.row_len().max(y.row_len()),
+    );
     let needed = conv_bytes(
         [sx.height, sx.width, sx.channels],
         [sy.height, sy.width, sy.channels],
         opts,
-        x.datapoints().min(config.block_rows),
+        x.datapoints().min(block_images),
     );
     check_memory(needed, config.memory_mb, names, || {
         format!(
@@ -450,10 +455,7 @@ fn compare_conv(
     let (shape_x, shape_y) = (x.shape().to_vec(), y.shape().to_vec());
     let row_x = x.row_len();
     loop {
-        let (bx, by) = (
-            x.next_block(config.block_rows)?,
-            y.next_block(config.block_rows)?,
-        );
+        let (bx, by) = (x.next_block(block_images)?, y.next_block(block_images)?);
         match (bx, by) {
             (Some(bx), Some(by)) => {
                 let rows = bx.len() / row_x;
@@ -477,6 +479,20 @@ fn compare_conv(
 }
 
 const MIB: u128 = 1 << 20;
+
+/// Bytes of one side's block of images a conv comparison reads at a time (as f64; half that
+/// for f32 files). A conv image is large (`h·w·c` values) and the spectra are computed a chunk
+/// at a time anyway, so reading thousands of images per block only adds memory and page faults.
+const CONV_BLOCK_BYTES: usize = 8 << 20;
+
+/// Images per block for a conv comparison: at most `block_rows`, and otherwise whole chunks of
+/// the moment accumulator within [`CONV_BLOCK_BYTES`], so the chunks (and so the result's bits)
+/// are the same as reading everything at once.
+fn conv_block_images(block_rows: usize, chunk: usize, row_len: usize) -> usize {
+    let chunk = chunk.max(1);
+    let chunks = (CONV_BLOCK_BYTES / row_len.saturating_mul(8).saturating_mul(chunk).max(1)).max(1);
+    block_rows.min(chunks.saturating_mul(chunk)).max(1)
+}
 
 /// Shapes come from file headers and manifests, which may claim anything: every product is taken
 /// in u128 and saturates, so an absurd claim is "over the bound", never an overflow.
@@ -650,7 +666,7 @@ mod tests {
             &self.shape
         }
         fn next_block(&mut self, rows: usize) -> Result<Option<Block<'_>>, CompareError> {
-            let cols = self.shape[1];
+            let cols: usize = self.shape[1..].iter().product();
             let rows = rows.min(self.shape[0] - self.next);
             if rows == 0 {
                 return Ok(None);
@@ -679,6 +695,46 @@ mod tests {
         let (whole, blocks) = (run(8192), run(7));
         assert!((whole - blocks).abs() < 1e-12, "{whole} vs {blocks}");
         assert!(whole > 0.0 && whole < 1.0);
+    }
+
+    #[test]
+    fn conv_blocks_are_whole_chunks_within_the_byte_budget() {
+        // A 16×16×128 f64 image is 256 KiB: 32 of them fill the budget, less than one chunk.
+        assert_eq!(conv_block_images(8192, 64, 16 * 16 * 128), 64);
+        // 4 KiB images: 2,048 fit, i.e. 32 whole chunks.
+        assert_eq!(conv_block_images(8192, 64, 512), 2048);
+        // The caller's smaller block wins; nothing is ever zero.
+        assert_eq!(conv_block_images(10, 64, 512), 10);
+        assert_eq!(conv_block_images(0, 0, 0), 1);
+        assert_eq!(conv_block_images(8192, 64, usize::MAX), 64);
+    }
+
+    #[test]
+    fn conv_results_do_not_depend_on_whole_chunk_blocks() {
+        let run = |block_rows| {
+            let (mut x, mut y) = (Rows::new("a", 200, 48, 1), Rows::new("b", 200, 32, 2));
+            x.shape = vec![200, 4, 4, 3];
+            y.shape = vec![200, 4, 4, 2];
+            let config = CompareConfig {
+                block_rows,
+                metric: Metric::Cca,
+                conv: Some((ConvMethod::Dft, Layout::Nhwc)),
+                ..CompareConfig::default()
+            };
+            match compare(&mut x, &mut y, &config, &OptionNames::CLI).unwrap() {
+                Outcome::Conv(result) => result,
+                Outcome::Dense { .. } => unreachable!("conv config"),
+            }
+        };
+        let (whole, chunks, odd) = (run(8192), run(64), run(7));
+        assert_eq!(whole.coefficients, chunks.coefficients);
+        assert!(
+            (whole.mean - odd.mean).abs() < 1e-12,
+            "{} vs {}",
+            whole.mean,
+            odd.mean
+        );
+        assert!(whole.mean > 0.0 && whole.mean < 1.0);
     }
 
     #[test]
