@@ -513,6 +513,10 @@ impl ConvMomentAccumulator {
 /// Centres each location's chunk (copied from the image-major gather buffer into a
 /// column-major `rows × d` scratch) on its own mean, multiplies it into the co-moment's lower
 /// triangle and merges the means: the hot loop of the accumulation (no allocation).
+///
+/// Chan's merge term `δδᴴ·n_a·n_b/n` (`δ = μ_b − μ_a`) rides in the same product as one more
+/// row, `sqrt(n_a·n_b/n)·δ`, of the centred chunk: the co-moment is read and written once per
+/// chunk instead of once more for a separate rank-one update.
 #[allow(clippy::too_many_arguments)]
 fn absorb_locations(
     gather: &[c64],
@@ -528,36 +532,39 @@ fn absorb_locations(
 ) {
     let n = n_a + n_b;
     let stride = nloc * d;
-    for (k, (m, mean)) in comoments
+    // Columns a padded stride apart: 64 images of c64 are exactly 1 KiB, and columns that far
+    // apart share cache sets (see `moments::padded_stride`). One spare row for Chan's term.
+    let ld = crate::moments::padded_stride(rows + 1, std::mem::size_of::<c64>());
+    let merge_row = n_a > 0.0;
+    let k = rows + usize::from(merge_row);
+    let gain = (n_a * n_b / n).sqrt();
+    for (j, (m, mean)) in comoments
         .chunks_mut(d * d)
         .zip(means.chunks_mut(d))
         .enumerate()
     {
-        let s = first + k;
+        let s = first + j;
         let mu = &mut local.block_mean;
         mu.fill(zero());
-        for b in 0..rows {
-            for (a, z) in mu
-                .iter_mut()
-                .zip(&gather[b * stride + s * d..b * stride + (s + 1) * d])
-            {
-                *a += *z;
-            }
-        }
-        for a in mu.iter_mut() {
-            *a /= n_b;
-        }
-        // Columns a padded stride apart: 64 images of c64 are exactly 1 KiB, and columns that
-        // far apart share cache sets (see `moments::padded_stride`).
-        let ld = crate::moments::padded_stride(rows, std::mem::size_of::<c64>());
         let buf = &mut local.centred[..ld * d];
         for b in 0..rows {
             let z = &gather[b * stride + s * d..b * stride + (s + 1) * d];
-            for c in 0..d {
-                buf[c * ld + b] = z[c] - mu[c];
+            for (c, (a, &v)) in mu.iter_mut().zip(z).enumerate() {
+                buf[c * ld + b] = v;
+                *a += v;
             }
         }
-        let dm = MatRef::from_column_major_slice_with_stride(buf, rows, d, ld);
+        for (c, a) in mu.iter_mut().enumerate() {
+            *a /= n_b;
+            let col = &mut buf[c * ld..c * ld + k];
+            for v in &mut col[..rows] {
+                *v -= *a;
+            }
+            if merge_row {
+                col[rows] = (*a - mean[c]) * gain;
+            }
+        }
+        let dm = MatRef::from_column_major_slice_with_stride(buf, k, d, ld);
         let mut mm = MatMut::from_column_major_slice_mut(m, d, d);
         // M[r, c] += Σ_b z_br · conj(z_bc), i.e. Dᵀ D̄ (the (z − μ)(z − μ)ᴴ convention);
         // Hermitian, so only the lower triangle is formed (half the work).
@@ -572,7 +579,14 @@ fn absorb_locations(
             c64::new(1.0, 0.0),
             Par::Seq,
         );
-        chan_update(mean, m, n_a, mu, n_b, n);
+        if merge_row {
+            let f = n_b / n;
+            for (a, b) in mean.iter_mut().zip(mu.iter()) {
+                *a += (*b - *a) * f;
+            }
+        } else {
+            mean.copy_from_slice(mu);
+        }
     }
 }
 
@@ -628,8 +642,10 @@ impl Workspace {
                 .map(|_| LocalScratch {
                     centred: vec![
                         zero();
-                        crate::moments::padded_stride(chunk, std::mem::size_of::<c64>())
-                            * d
+                        crate::moments::padded_stride(
+                            chunk + 1,
+                            std::mem::size_of::<c64>()
+                        ) * d
                     ],
                     block_mean: vec![zero(); d],
                 })
