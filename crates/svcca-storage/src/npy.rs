@@ -896,6 +896,25 @@ impl<R: Read, T: Element> RowBlocks<R, T> {
     }
 }
 
+impl<R: Read + std::io::Seek, T: Element> RowBlocks<R, T> {
+    /// Starts over at the first row, for callers that read a file twice (a comparison that
+    /// projects each side in a second pass).
+    pub fn rewind(&mut self) -> Result<(), NpyError> {
+        if self.inner.columns.is_none() {
+            let offset = self.inner.header.data_offset;
+            self.inner
+                .reader
+                .seek(std::io::SeekFrom::Start(offset))
+                .map_err(|source| NpyError::Io {
+                    path: self.inner.path.clone(),
+                    source,
+                })?;
+        }
+        self.next_row = 0;
+        Ok(())
+    }
+}
+
 /// Writes a C-order little-endian `.npy` (version 1) file; used by tests and tools.
 pub fn write_npy<T: Element + NpyWritable>(
     path: impl AsRef<Path>,

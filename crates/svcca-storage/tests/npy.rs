@@ -178,6 +178,16 @@ fn float16_big_endian_and_fortran_order_read_as_the_same_rows() {
             got.extend(b.data.iter().map(|v| *v as f32));
         }
         assert_eq!(got, c, "{name}: blocks");
+        // Rewound mid-file (after one block), the file reads again from its first row.
+        blocks.rewind().unwrap();
+        blocks.next_block().unwrap();
+        blocks.rewind().unwrap();
+        let mut again = Vec::new();
+        while let Some(b) = blocks.next_block().unwrap() {
+            assert_eq!(again.len(), b.first_row * 24, "{name}");
+            again.extend(b.data.iter().map(|v| *v as f32));
+        }
+        assert_eq!(again, c, "{name}: blocks after rewind");
     }
     // A Fortran flag on a vector-like array is C order.
     let p = write(
