@@ -257,6 +257,11 @@ impl BlockSource for ArraySource {
         };
         Ok(Some(block))
     }
+
+    fn rewind(&mut self) -> Result<(), CompareError> {
+        self.next = 0;
+        Ok(())
+    }
 }
 
 fn input(s: &ArraySource) -> Input<'_> {
@@ -354,6 +359,7 @@ fn compare(
         block_rows,
         memory_mb: memory_mb.unwrap_or_else(|| svcca_engine::spec::Resources::default().memory_mb),
         precision,
+        joint_moments: false,
     };
     let mut xs = ArraySource::new(x_name, x)?;
     let mut ys = ArraySource::new(y_name, y)?;

@@ -34,7 +34,7 @@ enum Reader {
     NpyF32(RowBlocks<BufReader<File>, f32>),
     NpyF64(RowBlocks<BufReader<File>, f64>),
     NeuronsFirst(NeuronsFirstReader),
-    Dataset(DatasetReader),
+    Dataset(Box<DatasetReader>),
     Member(MemberReader),
 }
 
@@ -56,7 +56,7 @@ impl Source {
                 .map(|(shape, reader)| Source {
                     name: spec.to_string(),
                     shape,
-                    reader: Reader::Dataset(reader),
+                    reader: Reader::Dataset(Box::new(reader)),
                 });
         }
         let (file, member) = match spec.rsplit_once("::") {
@@ -114,6 +114,28 @@ impl Source {
             shape,
             reader,
         })
+    }
+
+    /// Starts over at the first datapoint (a dataset's shards or a container's array are
+    /// streamed again from the start).
+    pub fn rewind(&mut self) -> Result<(), Failure> {
+        let fatal = |e: svcca_storage::npy::NpyError| Failure::fatal(e.to_string());
+        match &mut self.reader {
+            Reader::NpyF32(blocks) => blocks.rewind().map_err(fatal),
+            Reader::NpyF64(blocks) => blocks.rewind().map_err(fatal),
+            Reader::NeuronsFirst(r) => {
+                r.next = 0;
+                Ok(())
+            }
+            Reader::Dataset(r) => {
+                r.rewind();
+                Ok(())
+            }
+            Reader::Member(r) => {
+                r.rewind();
+                Ok(())
+            }
+        }
     }
 
     /// The next `rows` datapoints (fewer at the end; `None` when exhausted).
@@ -253,6 +275,8 @@ impl NeuronsFirstReader {
 /// readers push blocks) and re-blocked to the requested number of rows. The channel holds one
 /// block, so memory stays at about two blocks.
 struct MemberReader {
+    /// Kept to read the array again from the start.
+    array: FileArray,
     blocks: std::sync::mpsc::Receiver<Result<Vec<f32>, Failure>>,
     pending: Vec<f32>,
     row_len: usize,
@@ -265,6 +289,7 @@ impl MemberReader {
     fn spawn(array: FileArray) -> MemberReader {
         let row_len = array.shape()[1..].iter().product::<usize>().max(1);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let kept = array.clone();
         std::thread::spawn(move || {
             let name = array.display();
             let rows_per_block = (MEMBER_BLOCK_VALUES / row_len).max(1);
@@ -292,10 +317,17 @@ impl MemberReader {
             }
         });
         MemberReader {
+            array: kept,
             blocks: rx,
             pending: Vec::new(),
             row_len,
         }
+    }
+
+    /// Reads the array again from its first row; the previous reader thread stops at its next
+    /// block, when it finds its channel closed.
+    fn rewind(&mut self) {
+        *self = MemberReader::spawn(self.array.clone());
     }
 
     fn next(&mut self, rows: usize) -> Result<Option<Block<'static>>, Failure> {
@@ -318,6 +350,9 @@ impl MemberReader {
 
 /// One representation of a dataset, re-blocked to the requested number of rows.
 struct DatasetReader {
+    /// Kept to stream the representation again from the start.
+    dataset: Dataset,
+    rep: svcca_storage::Representation,
     stream: BoxStream<'static, Result<svcca_storage::RowBlock, StorageError>>,
     pending: Option<svcca_storage::RowBlock>,
     row_len: usize,
@@ -337,12 +372,19 @@ impl DatasetReader {
         let value_bytes = rep.check_size().map_err(storage_failure)?;
         let stream = dataset.row_blocks(&rep, 0..rep.rows());
         let reader = DatasetReader {
+            dataset,
+            rep: rep.clone(),
             stream,
             pending: None,
             row_len: rep.row_len(),
             values: (value_bytes / 4) as usize,
         };
         Ok((rep.shape.clone(), reader))
+    }
+
+    fn rewind(&mut self) {
+        self.stream = self.dataset.row_blocks(&self.rep, 0..self.rep.rows());
+        self.pending = None;
     }
 
     async fn next(&mut self, rows: usize) -> Result<Option<Block<'static>>, Failure> {

@@ -6,8 +6,15 @@
 //! aligned blocks of `block_rows` datapoints from each side into svcca-core's exactly mergeable
 //! moments and compares them. [`to_json`] is the `--json` record of a result.
 //!
-//! Memory is bounded by the statistics and one block per side: a comparison is estimated from
-//! the shapes before anything is read and refused when over [`CompareConfig::memory_mb`].
+//! SVCCA reads both inputs twice, as the sweep does: each side's moments and whitening first,
+//! then each side projected on its kept directions, whose small cross product is all the
+//! comparison needs (never the full `d_x × d_y` cross co-moment). Every other metric reads them
+//! once into the joint moments of `[x | y]`. Reading the next blocks overlaps the products on
+//! the current ones.
+//!
+//! Memory is bounded by the statistics and two blocks per side (the one being read and the one
+//! being multiplied): a comparison is estimated from the shapes before anything is read and
+//! refused when over [`CompareConfig::memory_mb`].
 //!
 //! It does not open files or parse arguments (the front-ends do) and has no maths of its own
 //! (svcca-core does). Errors are a typed [`CompareError`] whose messages name the inputs and the
@@ -19,8 +26,10 @@ use serde_json::json;
 use svcca_core::conv::{
     ConvComparison, ConvError, ConvMethod, ConvMomentAccumulator, ConvOptions, ConvPlan, Layout,
 };
+use svcca_core::faer::{Accum, Mat};
 use svcca_core::{
-    CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode, Precision,
+    CompareOptions, Comparison, CoreError, JointMoments, KeepRule, Metric, Mode, MomentAccumulator,
+    Precision, RowBlock, Side, Whitening, compare_whitened, products,
 };
 
 /// A block of consecutive datapoints, row-major, in the source's own precision: borrowed when
@@ -42,6 +51,14 @@ impl Block<'_> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The block with its own copy of the values (moved when it already owns them).
+    pub fn into_owned(self) -> Block<'static> {
+        match self {
+            Block::F32(v) => Block::F32(Cow::Owned(v.into_owned())),
+            Block::F64(v) => Block::F64(Cow::Owned(v.into_owned())),
+        }
     }
 
     fn as_core(&self, rows: usize, cols: usize) -> Result<svcca_core::RowBlock<'_>, CoreError> {
@@ -72,6 +89,9 @@ pub trait BlockSource {
     /// Exactly the next `rows` datapoints (fewer only at the end; `None` when exhausted), so two
     /// sources whose native blocks differ stay aligned datapoint by datapoint.
     fn next_block(&mut self, rows: usize) -> Result<Option<Block<'_>>, CompareError>;
+    /// Starts over at the first datapoint: SVCCA reads both sides twice (moments, then each
+    /// side projected on its kept directions).
+    fn rewind(&mut self) -> Result<(), CompareError>;
 
     fn datapoints(&self) -> usize {
         self.shape()[0]
@@ -131,6 +151,9 @@ pub struct CompareConfig {
     pub memory_mb: u64,
     /// The moments' products: f64, or mixed (f32 per block; dense layers only).
     pub precision: Precision,
+    /// Keep the joint moments of `[x | y]` in the outcome (to export SVCCA directions from
+    /// them). Otherwise SVCCA reads both inputs twice and never forms the cross co-moment.
+    pub joint_moments: bool,
 }
 
 impl Default for CompareConfig {
@@ -148,6 +171,7 @@ impl Default for CompareConfig {
             // compares alone also fits a sweep's task.
             memory_mb: 1024,
             precision: Precision::F64,
+            joint_moments: false,
         }
     }
 }
@@ -241,6 +265,16 @@ pub enum CompareError {
         unit: &'static str,
     },
     #[error(
+        "{x} / {y} changed while being compared: the first pass read {first} datapoints, the \
+         second {second}; compare them again once they are no longer being written"
+    )]
+    ChangedWhileRead {
+        x: String,
+        y: String,
+        first: u64,
+        second: u64,
+    },
+    #[error(
         "{what} needs {needed}, over the bound of {bound_mb} MiB; raise {memory} if the machine \
          has the memory, or reduce the neurons (compare a subset or pooled units; {conv_short} for \
          4-D conv layers; a smaller {block_rows} for very wide rows)"
@@ -306,10 +340,11 @@ impl CompareError {
 /// A finished comparison.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Dense: the result and the joint moments it came from (for exporting directions).
+    /// Dense: the result, and the joint moments it came from when they were formed (every
+    /// metric but SVCCA, or [`CompareConfig::joint_moments`]).
     Dense {
         result: Comparison,
-        joint: Box<JointMoments>,
+        joint: Option<Box<JointMoments>>,
     },
     Conv(ConvComparison),
 }
@@ -354,11 +389,18 @@ pub fn compare(
                     y.name()
                 )
             })?;
-            let (result, joint) =
-                compare_dense(x, y, &config.compare_options(), config.block_rows)?;
+            let opts = config.compare_options();
+            if opts.metric == Metric::Svcca && !config.joint_moments {
+                let result = compare_svcca_two_pass(x, y, &opts, config.block_rows)?;
+                return Ok(Outcome::Dense {
+                    result,
+                    joint: None,
+                });
+            }
+            let (result, joint) = compare_dense(x, y, &opts, config.block_rows)?;
             Ok(Outcome::Dense {
                 result,
-                joint: Box::new(joint),
+                joint: Some(Box::new(joint)),
             })
         }
         Some((method, layout)) => {
@@ -379,30 +421,164 @@ fn compare_dense(
     opts.validate().map_err(core)?;
     let (dx, dy) = (x.row_len(), y.row_len());
     let mut joint = JointMoments::with_precision(dx, dy, opts.precision);
-    loop {
-        let (bx, by) = (x.next_block(block_rows)?, y.next_block(block_rows)?);
-        match (bx, by) {
-            (Some(bx), Some(by)) => {
-                let rows = bx.len() / dx;
-                joint
-                    .push(
-                        bx.as_core(rows, dx).map_err(core)?,
-                        by.as_core(rows, dy).map_err(core)?,
-                    )
-                    .map_err(core)?;
-            }
-            (None, None) => break,
-            _ => {
+    for_each_block_pair(x, y, block_rows, |bx, by| joint.push(bx, by))?;
+    let result = svcca_core::compare_moments(&joint, opts).map_err(core)?;
+    Ok((result, joint))
+}
+
+/// SVCCA in two passes over both inputs: each side's own moments and whitening first, then
+/// each side projected on its kept directions and the small whitened cross product
+/// `Σ z_x z_yᵀ = Wₓᵀ M_xy W_y` accumulated, as the sweep computes it. The joint pass forms the
+/// whole `d_x × d_y` cross co-moment; SVCCA keeps `k ≪ d` directions, and projecting costs
+/// `d·k` per datapoint and side (at 2,048 neurons keeping 240: about 40% fewer flops in all).
+fn compare_svcca_two_pass(
+    x: &mut dyn BlockSource,
+    y: &mut dyn BlockSource,
+    opts: &CompareOptions,
+    block_rows: usize,
+) -> Result<Comparison, CompareError> {
+    let (xn, yn) = (x.name().to_string(), y.name().to_string());
+    let core = |e: CoreError| core_error(e, &xn, &yn);
+    opts.validate().map_err(core)?;
+    let (dx, dy) = (x.row_len(), y.row_len());
+    let mut mx = MomentAccumulator::with_precision(dx, opts.precision);
+    let mut my = MomentAccumulator::with_precision(dy, opts.precision);
+    let n = for_each_block_pair(x, y, block_rows, |bx, by| {
+        mx.push(bx)?;
+        my.push(by).map_err(on_y)
+    })?;
+    if n == 0 {
+        return Err(core(CoreError::Empty {
+            what: "no datapoints",
+        }));
+    }
+    let wo = opts.whiten_options();
+    let wx = Whitening::from_moments_named(&mx, &wo, "x").map_err(core)?;
+    let wy = Whitening::from_moments_named(&my, &wo, "y").map_err(core)?;
+    x.rewind()?;
+    y.rewind()?;
+    let (kx, ky) = (wx.dims(), wy.dims());
+    let mut cross = Mat::<f64>::zeros(kx, ky);
+    let (mut zx, mut zy) = (Mat::<f64>::zeros(0, kx), Mat::<f64>::zeros(0, ky));
+    let mut scratch = Vec::new();
+    let threads = svcca_core::parallelism();
+    let again = for_each_block_pair(x, y, block_rows, |bx, by| {
+        let rows = bx.rows();
+        zx.resize_with(rows, kx, |_, _| 0.0);
+        zy.resize_with(rows, ky, |_, _| 0.0);
+        wx.whiten_rows_into(bx, zx.as_mut(), &mut scratch)?;
+        wy.whiten_rows_into(by, zy.as_mut(), &mut scratch)
+            .map_err(on_y)?;
+        products::matmul(
+            cross.as_mut(),
+            Accum::Add,
+            zx.transpose(),
+            zy.as_ref(),
+            1.0,
+            threads,
+        );
+        Ok(())
+    })?;
+    if again != n {
+        return Err(CompareError::ChangedWhileRead {
+            x: xn,
+            y: yn,
+            first: n,
+            second: again,
+        });
+    }
+    compare_whitened(
+        Side::with_moments(&wx, &mx),
+        Side::with_moments(&wy, &my),
+        cross.as_ref(),
+        opts,
+    )
+    .map_err(core)
+}
+
+/// A single-input core error about y's data: its non-finite value is in input 1.
+fn on_y(e: CoreError) -> CoreError {
+    match e {
+        CoreError::NonFinite {
+            row, column, value, ..
+        } => CoreError::NonFinite {
+            input: 1,
+            row,
+            column,
+            value,
+        },
+        e => e,
+    }
+}
+
+/// Reads `x` and `y` to the end in aligned blocks of `block_rows` datapoints, handing each pair
+/// to `f`; returns the datapoints read. Core errors name the input they came from.
+///
+/// Reading overlaps the work: while `f` works on one pair on its own thread (its products on
+/// the shared pool), this thread reads the next, so neither waits for the other (reading a
+/// `.npy` pair is ~40% of a single-pair SVCCA otherwise).
+fn for_each_block_pair<F>(
+    x: &mut dyn BlockSource,
+    y: &mut dyn BlockSource,
+    block_rows: usize,
+    f: F,
+) -> Result<u64, CompareError>
+where
+    F: FnMut(RowBlock<'_>, RowBlock<'_>) -> Result<(), CoreError> + Send,
+{
+    let (xn, yn) = (x.name().to_string(), y.name().to_string());
+    let (dx, dy) = (x.row_len(), y.row_len());
+    for (d, what) in [(dx, "x has no neurons"), (dy, "y has no neurons")] {
+        if d == 0 {
+            return Err(core_error(CoreError::Empty { what }, &xn, &yn));
+        }
+    }
+    let work = |mut f: F, bx: Block<'static>, by: Block<'static>| {
+        let rows = bx.len() / dx;
+        let core = |e: CoreError| core_error(e, &xn, &yn);
+        let outcome = bx
+            .as_core(rows, dx)
+            .and_then(|bx| Ok((bx, by.as_core(rows, dy)?)))
+            .map_err(core)
+            .and_then(|(bx, by)| f(bx, by).map_err(core));
+        (f, outcome)
+    };
+    std::thread::scope(|scope| {
+        let mut f = Some(f);
+        let mut running: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
+        let mut n = 0u64;
+        loop {
+            let (bx, by) = (x.next_block(block_rows)?, y.next_block(block_rows)?);
+            let uneven = match (&bx, &by) {
+                (Some(bx), Some(by)) => bx.len() / dx != by.len() / dy,
+                (None, None) => false,
+                _ => true,
+            };
+            if uneven {
                 return Err(CompareError::UnevenEnd {
-                    x: xn,
-                    y: yn,
+                    x: xn.clone(),
+                    y: yn.clone(),
                     unit: "datapoints",
                 });
             }
+            if let Some(handle) = running.take() {
+                let (back, outcome): (F, Result<(), CompareError>) = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                outcome?;
+                f = Some(back);
+            }
+            // Copied only once the previous pair is done with: two blocks per side at most
+            // (the reader's and this copy), as without the overlap.
+            let (Some(bx), Some(by)) = (bx, by) else {
+                return Ok(n);
+            };
+            let (bx, by) = (bx.into_owned(), by.into_owned());
+            n += (bx.len() / dx) as u64;
+            let (g, work) = (f.take().expect("returned by the last pair's work"), &work);
+            running = Some(scope.spawn(move || work(g, bx, by)));
         }
-    }
-    let result = svcca_core::compare_moments(&joint, opts).map_err(core)?;
-    Ok((result, joint))
+    })
 }
 
 fn compare_conv(
@@ -677,6 +853,10 @@ mod tests {
                 &self.data[start..start + rows * cols],
             ))))
         }
+        fn rewind(&mut self) -> Result<(), CompareError> {
+            self.next = 0;
+            Ok(())
+        }
     }
 
     #[test]
@@ -695,6 +875,98 @@ mod tests {
         let (whole, blocks) = (run(8192), run(7));
         assert!((whole - blocks).abs() < 1e-12, "{whole} vs {blocks}");
         assert!(whole > 0.0 && whole < 1.0);
+    }
+
+    #[test]
+    fn svcca_two_passes_equal_the_joint_moments() {
+        for (block_rows, keep) in [
+            (8192, KeepRule::VarianceFraction(0.9)),
+            (37, KeepRule::Dims(3)),
+            (37, KeepRule::All),
+        ] {
+            let run = |joint_moments| {
+                let (mut x, mut y) = (Rows::new("a", 300, 6, 1), Rows::new("b", 300, 5, 2));
+                // Shared signal, so the coefficients are not all near zero.
+                for r in 0..300 {
+                    for c in 0..5 {
+                        y.data[r * 5 + c] += x.data[r * 6 + c] * (c as f64 + 1.0);
+                    }
+                }
+                let config = CompareConfig {
+                    block_rows,
+                    keep,
+                    joint_moments,
+                    ..CompareConfig::default()
+                };
+                match compare(&mut x, &mut y, &config, &OptionNames::CLI).unwrap() {
+                    Outcome::Dense { result, joint } => {
+                        assert_eq!(joint.is_some(), joint_moments);
+                        result
+                    }
+                    Outcome::Conv(_) => unreachable!("dense config"),
+                }
+            };
+            let (two, joint) = (run(false), run(true));
+            assert_eq!((two.dims_x, two.dims_y), (joint.dims_x, joint.dims_y));
+            assert_eq!(two.coefficients.len(), joint.coefficients.len());
+            for (a, b) in two.coefficients.iter().zip(&joint.coefficients) {
+                assert!((a - b).abs() < 1e-12, "{keep:?}: {a} vs {b}");
+            }
+            assert!(two.mean > 0.1 && two.mean <= 1.0, "{}", two.mean);
+        }
+    }
+
+    /// Rows that come back different after a rewind, as a file rewritten mid-comparison does.
+    struct Shrinking(Rows);
+
+    impl BlockSource for Shrinking {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn shape(&self) -> &[usize] {
+            self.0.shape()
+        }
+        fn next_block(&mut self, rows: usize) -> Result<Option<Block<'_>>, CompareError> {
+            self.0.next_block(rows)
+        }
+        fn rewind(&mut self) -> Result<(), CompareError> {
+            self.0.rewind()?;
+            self.0.next = 10;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn svcca_second_pass_names_bad_values_and_changed_inputs() {
+        let config = CompareConfig::default();
+        let (mut x, mut y) = (Rows::new("a", 200, 4, 1), Rows::new("b", 200, 3, 2));
+        y.data[7 * 3 + 2] = f64::NAN;
+        let e = compare(&mut x, &mut y, &config, &OptionNames::CLI).unwrap_err();
+        assert!(
+            matches!(&e, CompareError::NonFinite { name, row: 7, column: 2, .. } if name == "b"),
+            "{e}"
+        );
+        let mut x = Shrinking(Rows::new("a", 200, 4, 1));
+        let mut y = Shrinking(Rows::new("b", 200, 3, 2));
+        let e = compare(&mut x, &mut y, &config, &OptionNames::CLI).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CompareError::ChangedWhileRead {
+                    first: 200,
+                    second: 190,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Only one side changed: its blocks no longer line up with the other's.
+        let (mut x, mut y) = (
+            Rows::new("a", 200, 4, 1),
+            Shrinking(Rows::new("b", 200, 3, 2)),
+        );
+        let e = compare(&mut x, &mut y, &config, &OptionNames::CLI).unwrap_err();
+        assert!(matches!(e, CompareError::UnevenEnd { .. }), "{e}");
     }
 
     #[test]

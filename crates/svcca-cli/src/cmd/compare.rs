@@ -173,6 +173,7 @@ impl CompareArgs {
                 PrecisionArg::F64 => Precision::F64,
                 PrecisionArg::Mixed => Precision::Mixed,
             },
+            joint_moments: self.export_directions.is_some(),
         }
     }
 }
@@ -193,12 +194,18 @@ impl BlockSource for Opened<'_> {
     }
 
     fn next_block(&mut self, rows: usize) -> Result<Option<Block<'_>>, CompareError> {
-        self.source
-            .next(rows, self.runtime)
-            .map_err(|f| CompareError::Read {
-                message: f.message,
-                retryable: f.retryable,
-            })
+        self.source.next(rows, self.runtime).map_err(read_error)
+    }
+
+    fn rewind(&mut self) -> Result<(), CompareError> {
+        self.source.rewind().map_err(read_error)
+    }
+}
+
+fn read_error(f: Failure) -> CompareError {
+    CompareError::Read {
+        message: f.message,
+        retryable: f.retryable,
     }
 }
 
@@ -244,7 +251,13 @@ pub fn run(args: CompareArgs) -> CmdResult {
     let outcome = svcca_compare::compare(&mut x, &mut y, &args.config(), &OptionNames::CLI)
         .map_err(|e| compare_failure(e, args.neurons_first))?;
     let (x, y) = (&x.source, &y.source);
-    if let (Some(dir), Outcome::Dense { joint, .. }) = (&args.export_directions, &outcome) {
+    if let (
+        Some(dir),
+        Outcome::Dense {
+            joint: Some(joint), ..
+        },
+    ) = (&args.export_directions, &outcome)
+    {
         export_directions(dir, joint, (x, y), args.directions, &args)?;
     }
     let output = if args.json {
