@@ -453,8 +453,7 @@ fn compare_svcca_two_pass(
         }));
     }
     let wo = opts.whiten_options();
-    let wx = Whitening::from_moments_named(&mx, &wo, "x").map_err(core)?;
-    let wy = Whitening::from_moments_named(&my, &wo, "y").map_err(core)?;
+    let (wx, wy) = Whitening::pair_from_moments(&mx, &my, &wo).map_err(core)?;
     x.rewind()?;
     y.rewind()?;
     let (kx, ky) = (wx.dims(), wy.dims());

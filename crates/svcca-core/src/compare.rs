@@ -895,8 +895,7 @@ pub fn compare_moments(joint: &JointMoments, opts: &CompareOptions) -> Result<Co
         return compare_cka(&mx, &my, mxy.as_ref(), opts);
     }
     let wo = opts.whiten_options();
-    let wx = Whitening::from_moments_named(&mx, &wo, "x")?;
-    let wy = Whitening::from_moments_named(&my, &wo, "y")?;
+    let (wx, wy) = Whitening::pair_from_moments(&mx, &my, &wo)?;
     let cross = wx.whitened_cross(&wy, mxy.as_ref())?;
     compare_whitened(
         Side::with_moments(&wx, &mx),
