@@ -145,7 +145,9 @@ pub struct CompareConfig {
     /// 4-D conv inputs: the method and how the stored axes are ordered. `None` for dense.
     pub conv: Option<(ConvMethod, Layout)>,
     pub allow_trivial: bool,
-    /// Datapoints read per block: results are bitwise reproducible for a given value.
+    /// Datapoints read per block, at most (wide layers and conv images read fewer: see
+    /// `dense_block_rows` and `conv_block_images`); results are bitwise reproducible for a
+    /// given value.
     pub block_rows: usize,
     /// Memory the comparison may use, MiB.
     pub memory_mb: u64,
@@ -381,7 +383,8 @@ pub fn compare(
                 }
             }
             let (dx, dy) = (x.shape()[1], y.shape()[1]);
-            let needed = dense_bytes(dx, dy, x.datapoints().min(config.block_rows));
+            let block_rows = dense_block_rows(config.block_rows, dx.max(dy));
+            let needed = dense_bytes(dx, dy, x.datapoints().min(block_rows));
             check_memory(needed, config.memory_mb, names, || {
                 format!(
                     "comparing {} ({dx} neurons) with {} ({dy} neurons)",
@@ -391,13 +394,13 @@ pub fn compare(
             })?;
             let opts = config.compare_options();
             if opts.metric == Metric::Svcca && !config.joint_moments {
-                let result = compare_svcca_two_pass(x, y, &opts, config.block_rows)?;
+                let result = compare_svcca_two_pass(x, y, &opts, block_rows)?;
                 return Ok(Outcome::Dense {
                     result,
                     joint: None,
                 });
             }
-            let (result, joint) = compare_dense(x, y, &opts, config.block_rows)?;
+            let (result, joint) = compare_dense(x, y, &opts, block_rows)?;
             Ok(Outcome::Dense {
                 result,
                 joint: Some(Box::new(joint)),
@@ -654,6 +657,19 @@ fn compare_conv(
 }
 
 const MIB: u128 = 1 << 20;
+
+/// Bytes of one side's block of a dense comparison, as f32: the default 8,192 datapoints of
+/// 512 neurons. Wider layers read fewer datapoints per block: a block is read, decoded and
+/// copied once more while the previous one is multiplied, and at 2,048 neurons 8,192 rows were
+/// 200 MB per side in those buffers, more than the moments themselves.
+const DENSE_BLOCK_BYTES: usize = 16 << 20;
+
+/// Datapoints per block of a dense comparison: at most `block_rows`, and within
+/// [`DENSE_BLOCK_BYTES`] per side for the wider side's `neurons`.
+fn dense_block_rows(block_rows: usize, neurons: usize) -> usize {
+    let fit = DENSE_BLOCK_BYTES / neurons.saturating_mul(4).max(1);
+    block_rows.min(fit.max(256)).max(1)
+}
 
 /// Bytes of one side's block of images a conv comparison reads at a time (as f64; half that
 /// for f32 files). A conv image is large (`h·w·c` values) and the spectra are computed a chunk
@@ -966,6 +982,16 @@ mod tests {
         );
         let e = compare(&mut x, &mut y, &config, &OptionNames::CLI).unwrap_err();
         assert!(matches!(e, CompareError::UnevenEnd { .. }), "{e}");
+    }
+
+    #[test]
+    fn dense_blocks_shrink_for_wide_layers_only() {
+        assert_eq!(dense_block_rows(8192, 512), 8192);
+        assert_eq!(dense_block_rows(8192, 2048), 2048);
+        assert_eq!(dense_block_rows(100, 2048), 100);
+        // Very wide rows still read a useful number of datapoints; nothing is ever zero.
+        assert_eq!(dense_block_rows(8192, 1 << 30), 256);
+        assert_eq!(dense_block_rows(0, 0), 1);
     }
 
     #[test]

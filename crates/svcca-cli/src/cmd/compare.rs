@@ -69,7 +69,8 @@ pub struct CompareArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Datapoints read per block.
+    /// Datapoints read per block, at most (wide layers and conv images read fewer, within
+    /// 16 MiB and 8 MiB per side).
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub block_rows: usize,
     /// Threads for the linear algebra (default: all cores).
