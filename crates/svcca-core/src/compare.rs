@@ -890,13 +890,13 @@ pub fn compare_moments(joint: &JointMoments, opts: &CompareOptions) -> Result<Co
     }
     let mx = joint.x();
     let my = joint.y();
-    let mxy = joint.cross();
     if opts.metric == Metric::Cka {
-        return compare_cka(&mx, &my, mxy.as_ref(), opts);
+        return compare_cka(&mx, &my, joint.cross().as_ref(), opts);
     }
     let wo = opts.whiten_options();
     let (wx, wy) = Whitening::pair_from_moments(&mx, &my, &wo)?;
-    let cross = wx.whitened_cross(&wy, mxy.as_ref())?;
+    // Copied out only now: the two decompositions' workspaces are the peak of a wide pair.
+    let cross = wx.whitened_cross(&wy, joint.cross().as_ref())?;
     compare_whitened(
         Side::with_moments(&wx, &mx),
         Side::with_moments(&wy, &my),
