@@ -579,14 +579,7 @@ fn absorb_locations(
             c64::new(1.0, 0.0),
             Par::Seq,
         );
-        if merge_row {
-            let f = n_b / n;
-            for (a, b) in mean.iter_mut().zip(mu.iter()) {
-                *a += (*b - *a) * f;
-            }
-        } else {
-            mean.copy_from_slice(mu);
-        }
+        merge_mean(mean, n_a, mu, n_b, n);
     }
 }
 
@@ -600,17 +593,25 @@ pub(crate) fn worker_threads(jobs: usize) -> usize {
 /// triangle) and moves `mean` (= `μ_a`) to the merged mean.
 fn chan_update(mean: &mut [c64], m: &mut [c64], n_a: f64, mean_b: &[c64], n_b: f64, n: f64) {
     let d = mean.len();
+    if n_a > 0.0 {
+        let w = n_a * n_b / n;
+        for c in 0..d {
+            let dc = (mean_b[c] - mean[c]).conj() * w;
+            let col = &mut m[c * d..(c + 1) * d];
+            for r in c..d {
+                col[r] += (mean_b[r] - mean[r]) * dc;
+            }
+        }
+    }
+    merge_mean(mean, n_a, mean_b, n_b, n);
+}
+
+/// Moves `mean` (`μ_a` over `n_a` datapoints) to the mean of both sets (`μ_b` over `n_b`,
+/// `n = n_a + n_b` in all).
+fn merge_mean(mean: &mut [c64], n_a: f64, mean_b: &[c64], n_b: f64, n: f64) {
     if n_a == 0.0 {
         mean.copy_from_slice(mean_b);
         return;
-    }
-    let w = n_a * n_b / n;
-    for c in 0..d {
-        let dc = (mean_b[c] - mean[c]).conj() * w;
-        let col = &mut m[c * d..(c + 1) * d];
-        for r in c..d {
-            col[r] += (mean_b[r] - mean[r]) * dc;
-        }
     }
     let f = n_b / n;
     for (a, b) in mean.iter_mut().zip(mean_b) {
