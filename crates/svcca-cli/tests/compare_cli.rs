@@ -439,6 +439,15 @@ fn exported_svcca_directions_whiten_the_layer_and_are_never_overwritten() {
         digits("mlp/seed1/step2250/h1.npy"),
     );
     let report = json_of(&["compare", &x, &y, "--export-directions", &out_s]);
+    // Exporting keeps the one-pass joint moments; the result is the two-pass SVCCA's.
+    let plain = json_of(&["compare", &x, &y]);
+    assert_eq!(report["dims_x"], plain["dims_x"]);
+    assert_eq!(report["dims_y"], plain["dims_y"]);
+    let (a, b) = (
+        report["mean"].as_f64().unwrap(),
+        plain["mean"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     let k_pair = report["dims_x"]
         .as_u64()
         .unwrap()
