@@ -371,8 +371,7 @@ pub fn canonical_correlations(
         }
         Ok(CanonicalCorrelations { coefficients, u, v })
     } else {
-        let mut s = a
-            .singular_values()
+        let mut s = crate::decompose::singular_values(a.as_ref())
             .map_err(|_| CoreError::NoConvergence { what: "SVD" })?;
         s.iter_mut().for_each(|v| *v = v.abs());
         s.sort_by(|a, b| b.total_cmp(a));

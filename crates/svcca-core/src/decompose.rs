@@ -6,7 +6,8 @@
 //! workers, and its results must not depend on how many threads each process was given, so the
 //! decompositions (small next to the products that feed them) always run on one thread. Matrix
 //! products go through [`crate::products`] for the same reason. (faer's convenience methods such
-//! as `Mat::qr` and `Mat::llt` use the process-wide setting: call these instead.)
+//! as `Mat::qr`, `Mat::llt` and `Mat::singular_values` use the process-wide setting: call these
+//! instead.)
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -68,6 +69,35 @@ pub(crate) fn thin_svd<T: ComplexField>(a: MatRef<'_, T>) -> Result<ThinSvd<T>, 
         Default::default(),
     )?;
     Ok((s, u, v))
+}
+
+/// Singular values of `a` (faer's order, non-negative). faer's `Mat::singular_values` follows the
+/// process-wide parallelism, and its parallel bidiagonalisation rounds differently (measured: up to
+/// 1.6e-13 apart at 2,048 × 2,048, from 300 × 300 up).
+pub(crate) fn singular_values<T: ComplexField>(a: MatRef<'_, T>) -> Result<Vec<T::Real>, SvdError> {
+    let (m, n) = a.shape();
+    let mut s = Diag::<T>::zeros(m.min(n));
+    let scratch = svd::svd_scratch::<T>(
+        m,
+        n,
+        ComputeSvdVectors::No,
+        ComputeSvdVectors::No,
+        Par::Seq,
+        Default::default(),
+    );
+    svd::svd(
+        a,
+        s.as_mut(),
+        None,
+        None,
+        Par::Seq,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )?;
+    Ok(s.column_vector()
+        .iter()
+        .map(faer::traits::math_utils::real)
+        .collect())
 }
 
 /// The `R` factor (upper triangular, `min(m, n) × n`) of `a = QR`, unpivoted.

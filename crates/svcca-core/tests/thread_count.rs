@@ -28,19 +28,41 @@ fn dense(threads: usize) -> Vec<Numbers> {
         RowBlock::f32(&y.raw_f32, n, dy).unwrap(),
     )
     .unwrap();
+    let mut out = metrics_and_modes("digits", &j);
+    // The real layers are at most 128 neurons wide, below the sizes where faer's decompositions
+    // would split their work (its parallel SVD rounds differently from 300 × 300 up): a wider,
+    // synthetic pair, y a noisy shuffle of x's neurons.
+    let (n, d) = (900, 320);
+    let mut g = SplitMix64::new(14);
+    let x: Vec<f64> = (0..n * d).map(|_| g.normal()).collect();
+    let y: Vec<f64> = (0..n * d)
+        .map(|i| x[i - i % d + (i % d * 7) % d] + 0.5 * g.normal())
+        .collect();
+    let mut wide = JointMoments::new(d, d);
+    wide.push(
+        RowBlock::f64(&x, n, d).unwrap(),
+        RowBlock::f64(&y, n, d).unwrap(),
+    )
+    .unwrap();
+    out.extend(metrics_and_modes("wide", &wide));
+    out
+}
+
+/// Every metric in both modes, and SVCCA keeping one direction, of the pair `j`.
+fn metrics_and_modes(name: &str, j: &JointMoments) -> Vec<Numbers> {
     let mut out = Vec::new();
     // One kept direction: the products have a single output column over every datapoint, the
     // shape faer's parallel products split across threads.
     for mode in [Mode::Default, Mode::GoogleCompat] {
         let c = compare_moments(
-            &j,
+            j,
             &CompareOptions::default()
                 .with_mode(mode)
                 .with_keep(KeepRule::Dims(1)),
         )
         .unwrap();
         out.push((
-            format!("Svcca keep 1 {mode:?}"),
+            format!("{name}: Svcca keep 1 {mode:?}"),
             c.mean,
             c.coefficients,
             None,
@@ -49,14 +71,14 @@ fn dense(threads: usize) -> Vec<Numbers> {
     for metric in [Metric::Svcca, Metric::Cca, Metric::Pwcca, Metric::Cka] {
         for mode in [Mode::Default, Mode::GoogleCompat] {
             let c = compare_moments(
-                &j,
+                j,
                 &CompareOptions::default()
                     .with_metric(metric)
                     .with_mode(mode),
             )
             .unwrap();
             out.push((
-                format!("{metric:?} {mode:?}"),
+                format!("{name}: {metric:?} {mode:?}"),
                 c.mean,
                 c.coefficients,
                 c.weights,

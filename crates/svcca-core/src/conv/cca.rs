@@ -274,8 +274,7 @@ pub(crate) fn location_cca(
         });
     }
     let t = mul(mul(wx.adjoint(), sxy.as_ref()).as_ref(), wy.as_ref());
-    let mut coefficients = t
-        .singular_values()
+    let mut coefficients = crate::decompose::singular_values(t.as_ref())
         .map_err(|_| NoConvergence("singular value decomposition"))?;
     if s.mode == Mode::Default {
         for c in &mut coefficients {
