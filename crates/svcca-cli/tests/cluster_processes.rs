@@ -618,8 +618,14 @@ fn a_real_sweep_with_a_worker_killed_mid_job_equals_the_embedded_sweep() {
     assert_eq!(
         end["state"],
         "succeeded",
-        "{end}; coordinator log:\n{}",
-        cluster.coordinator.log_text()
+        "{end}; coordinator log:\n{}\nworker logs:\n{}",
+        cluster.coordinator.log_text(),
+        cluster
+            .workers
+            .iter()
+            .map(|w| w.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(
         end["workers_alive"], 1,

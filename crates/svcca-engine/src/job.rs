@@ -138,10 +138,18 @@ struct ContentState {
     /// hundreds of wide layers could not keep every `d × d` co-moment in one process.
     merged: bool,
     issued: bool,
+    /// Parts found missing at the merge although their tasks had stored them (or the planner
+    /// had found them), and computed again: at most [`PART_RECOMPUTES`] times.
+    recomputed: usize,
     /// A `whiten` task is out for this content.
     whitening: bool,
     prepared: bool,
 }
+
+/// How many times a content's missing moments parts are computed again before the job fails.
+/// Once covers an entry deleted while the job ran; a part that is missing again right after its
+/// task stored it means the coordinator does not see what the workers write.
+const PART_RECOMPUTES: usize = 2;
 
 struct ZState {
     /// Row chunks whose `Z` is not stored yet.
@@ -468,6 +476,7 @@ impl SweepDriver {
                     pending: (0..chunks.len()).collect(),
                     merged: false,
                     issued: false,
+                    recomputed: 0,
                     whitening: false,
                     prepared: false,
                 })
@@ -750,6 +759,80 @@ impl SweepDriver {
         Ok(())
     }
 
+    /// Queues the moments task of `chunk` of `content` (read from representation `rep`, `cols`
+    /// neurons); `whole`: the job has one chunk, and the task stores the merged moments.
+    fn emit_moments(
+        &mut self,
+        content: &str,
+        (rep, cols): (usize, usize),
+        chunk: usize,
+        whole: bool,
+    ) {
+        let (start, end) = self.chunks[chunk];
+        let payload = TaskPayload::Moments {
+            dataset: self.spec.dataset.clone(),
+            run: self.run.clone(),
+            cache: self.cache.url().to_string(),
+            key: self.reps[rep].key.clone(),
+            checksum: self.reps[rep].checksum.clone(),
+            content: content.to_string(),
+            cols,
+            start,
+            end,
+            whole,
+            precision: self.spec.precision,
+        };
+        self.emit(
+            format!("moments/{content}/{start}-{end}"),
+            payload,
+            TaskRef::MomentsPart {
+                content: content.to_string(),
+                chunk,
+            },
+        );
+    }
+
+    /// Moments parts of `content` that a merge did not find although their tasks stored them,
+    /// or the planner found them: an entry deleted while the job ran (a cache cleaned by hand or
+    /// by an expiry rule) is computed again, from the same rows, so the numbers do not change.
+    /// Missing again after that, the coordinator cannot see what the workers write.
+    fn recompute_parts(
+        &mut self,
+        content: &str,
+        (rep, cols): (usize, usize),
+        missing: &[usize],
+    ) -> Result<(), JobError> {
+        let keys: Vec<String> = missing
+            .iter()
+            .map(|&c| keys::moments_part(content, self.chunks[c].0, self.chunks[c].1))
+            .collect();
+        let state = self.contents.get_mut(content).expect("content");
+        if state.recomputed >= PART_RECOMPUTES {
+            return Err(JobError::Internal(format!(
+                "moments parts {} of {} are missing from the cache {} although their tasks \
+                 stored them, {} times: the coordinator does not see what the workers write \
+                 (a file:// cache must be one folder that the coordinator and every worker \
+                 share; or something deletes entries while the job runs)",
+                keys.join(", "),
+                self.reps[rep].key.label(),
+                self.cache.url(),
+                PART_RECOMPUTES + 1
+            )));
+        }
+        state.recomputed += 1;
+        state.pending.extend(missing.iter().copied());
+        tracing::warn!(
+            representation = %self.reps[rep].key.label(),
+            parts = %keys.join(", "),
+            cache = %self.cache.url(),
+            "moments parts are missing from the cache although they were stored; computing them again"
+        );
+        for &chunk in missing {
+            self.emit_moments(content, (rep, cols), chunk, false);
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, id: String, payload: TaskPayload, what: TaskRef) {
         *self
             .task_counts
@@ -795,27 +878,7 @@ impl SweepDriver {
                         .remove(&chunk);
                     continue;
                 }
-                let payload = TaskPayload::Moments {
-                    dataset: self.spec.dataset.clone(),
-                    run: self.run.clone(),
-                    cache: self.cache.url().to_string(),
-                    key: self.reps[rep].key.clone(),
-                    checksum: self.reps[rep].checksum.clone(),
-                    content: content.clone(),
-                    cols,
-                    start,
-                    end,
-                    whole,
-                    precision: self.spec.precision,
-                };
-                self.emit(
-                    format!("moments/{content}/{start}-{end}"),
-                    payload,
-                    TaskRef::MomentsPart {
-                        content: content.clone(),
-                        chunk,
-                    },
-                );
+                self.emit_moments(&content, (rep, cols), chunk, whole);
             }
             self.contents.get_mut(&content).expect("content").issued = true;
         }
@@ -832,13 +895,22 @@ impl SweepDriver {
                 self.contents.get_mut(&content).expect("content").merged = true;
                 continue;
             }
-            let cols = self.contents[&content].cols;
+            let (rep, cols) = (self.contents[&content].rep, self.contents[&content].cols);
             let mut acc = MomentAccumulator::new(cols);
-            for &(start, end) in &self.chunks {
+            let mut missing = Vec::new();
+            for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
                 let key = keys::moments_part(&content, start, end);
-                let bytes = self.cache.get(&key).await?.ok_or_else(|| {
-                    JobError::Internal(format!("moments part `{key}` vanished from the cache"))
-                })?;
+                if !missing.is_empty() {
+                    // The merge will not happen this time: only see what else is missing.
+                    if !self.cache.exists(&key).await? {
+                        missing.push(chunk);
+                    }
+                    continue;
+                }
+                let Some(bytes) = self.cache.get(&key).await? else {
+                    missing.push(chunk);
+                    continue;
+                };
                 let part = MomentAccumulator::from_parts(cache::decode_moments(&key, &bytes)?)
                     .map_err(|source| JobError::Maths {
                         what: key.clone(),
@@ -846,6 +918,10 @@ impl SweepDriver {
                     })?;
                 acc.merge(&part)
                     .map_err(|source| JobError::Maths { what: key, source })?;
+            }
+            if !missing.is_empty() {
+                self.recompute_parts(&content, (rep, cols), &missing)?;
+                continue;
             }
             let parts = acc.to_parts();
             self.cache

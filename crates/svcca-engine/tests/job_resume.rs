@@ -491,3 +491,98 @@ async fn the_driver_takes_its_whitenings_from_the_workers() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Deletes the moments part each `moments` task stores, right after the task, while `budget`
+/// lasts: something that cleans the cache while a job runs, or a coordinator that cannot see
+/// the workers' cache.
+struct PartDeletingWorker {
+    inner: SweepExecutor,
+    cache: std::path::PathBuf,
+    budget: Arc<Mutex<usize>>,
+}
+
+impl TaskExecutor for PartDeletingWorker {
+    fn execute(&self, task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
+        let target = match serde_json::from_slice(&task.payload).unwrap() {
+            TaskPayload::Moments {
+                content,
+                start,
+                end,
+                whole: false,
+                ..
+            } => Some(self.cache.join(svcca_engine::cache::keys::moments_part(
+                &content, start, end,
+            ))),
+            _ => None,
+        };
+        let budget = self.budget.clone();
+        let run = self.inner.execute(task);
+        Box::pin(async move {
+            let out = run.await;
+            if let Some(path) = target {
+                let mut left = budget.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
+            out
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moments_part_deleted_while_the_job_runs_is_computed_again() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0") && p.contains("step2250") && (p.contains("h2") || p.contains("h4"))
+    })
+    .await;
+    let opener = CountingOpener::default();
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_job(
+        &opener,
+        &spec_toml(ds.path(), out.path(), cache.path(), EXTRA),
+        Order::AsIssued,
+    )
+    .await
+    .unwrap();
+    let clean = read_results(out.path());
+    assert_eq!(clean.pairs.len(), 2);
+
+    // One part deleted after its task stored it: computed again, the same numbers.
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let worker = PartDeletingWorker {
+        inner: executor(&opener),
+        cache: cache.path().to_path_buf(),
+        budget: Arc::new(Mutex::new(1)),
+    };
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    let mut driver = factory(&opener).create(toml).await.unwrap();
+    drive(driver.as_mut(), &worker, Order::AsIssued, None)
+        .await
+        .unwrap()
+        .expect("ran to the end");
+    assert_eq!(*worker.budget.lock().unwrap(), 0, "a part was deleted");
+    assert_eq!(read_results(out.path()).pairs, clean.pairs);
+
+    // Every part deleted: the job fails, saying what is wrong, instead of computing for ever.
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let worker = PartDeletingWorker {
+        inner: executor(&opener),
+        cache: cache.path().to_path_buf(),
+        budget: Arc::new(Mutex::new(usize::MAX)),
+    };
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    let mut driver = factory(&opener).create(toml).await.unwrap();
+    let failure = drive(driver.as_mut(), &worker, Order::AsIssued, None)
+        .await
+        .expect_err("the parts never stay");
+    let message = failure.to_string();
+    assert!(
+        message.contains("missing from the cache")
+            && message.contains("does not see what the workers write"),
+        "{message}"
+    );
+    assert!(!out.path().join("results.json").exists());
+}
