@@ -413,20 +413,19 @@ fn first_non_finite_error(pieces: &[RowBlock<'_>], rows: usize, n0: u64) -> Opti
 }
 
 /// Writes rows `r0..r1` of the side-by-side `pieces`, each centred on its columns of `means`,
-/// into the row-major front of `scratch` (grown as needed), rows [`padded_stride`] apart; returns
-/// that stride.
+/// into the row-major front of `scratch` (grown as needed, with room for `extra` rows after
+/// them), rows [`padded_stride`] apart; returns that stride.
 fn write_chunk<O: Centred + Default>(
     pieces: &[RowBlock<'_>],
-    r0: usize,
-    r1: usize,
+    (r0, r1, extra): (usize, usize, usize),
     means: &[f64],
     scratch: &mut Vec<O>,
     d: usize,
 ) -> usize {
     let nb = r1 - r0;
     let ld = padded_stride(d, std::mem::size_of::<O>());
-    if scratch.len() < nb * ld {
-        scratch.resize(nb * ld, O::default());
+    if scratch.len() < (nb + extra) * ld {
+        scratch.resize((nb + extra) * ld, O::default());
     }
     let mut off = 0;
     for p in pieces {
@@ -642,30 +641,47 @@ impl MomentAccumulator {
         for s in self.sums.iter_mut() {
             *s *= inv; // now the chunk mean
         }
+        // Chan's merge term `w·δδᵀ` (δ the chunk mean minus the running one, w = n_a·n_b/n) is,
+        // in f64, one more row `sqrt(w)·δ` under the chunk's rows, so the product adds it: a
+        // separate rank-one update would read and write the whole `d × d` co-moment once per
+        // chunk, evicting the chunk from cache (2% of a sweep's samples). Mixed precision keeps
+        // it in f64, outside its f32 product.
+        let chan_row = usize::from(self.n > 0 && self.precision == Precision::F64);
         let ld = match self.precision {
-            Precision::F64 => write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch, d),
-            Precision::Mixed => write_chunk(pieces, r0, r1, &self.sums, &mut self.scratch32, d),
+            Precision::F64 => {
+                write_chunk(pieces, (r0, r1, chan_row), &self.sums, &mut self.scratch, d)
+            }
+            Precision::Mixed => {
+                write_chunk(pieces, (r0, r1, 0), &self.sums, &mut self.scratch32, d)
+            }
         };
-        // Chan: the δδᵀ term uses the old n; add it before M_b so both are relative to μ_a.
         let na = self.n as f64;
         let nbf = nb as f64;
         let ntot = na + nbf;
         if self.n > 0 {
             let w = na * nbf / ntot;
-            for j in 0..d {
-                let dj = self.sums[j] - self.mean[j];
-                let wdj = w * dj;
-                let col = self.m_lower.col_mut(j);
-                let col = col
-                    .try_as_col_major_mut()
-                    .expect("owned Mat is column-major");
-                let col = col.as_slice_mut();
-                for ((c, s), m) in col[j..]
-                    .iter_mut()
-                    .zip(&self.sums[j..])
-                    .zip(&self.mean[j..])
-                {
-                    *c += (s - m) * wdj;
+            if chan_row == 1 {
+                let root_w = w.sqrt();
+                let row = &mut self.scratch[nb * ld..][..d];
+                for ((r, s), m) in row.iter_mut().zip(&self.sums).zip(&self.mean) {
+                    *r = root_w * (s - m);
+                }
+            } else {
+                for j in 0..d {
+                    let dj = self.sums[j] - self.mean[j];
+                    let wdj = w * dj;
+                    let col = self.m_lower.col_mut(j);
+                    let col = col
+                        .try_as_col_major_mut()
+                        .expect("owned Mat is column-major");
+                    let col = col.as_slice_mut();
+                    for ((c, s), m) in col[j..]
+                        .iter_mut()
+                        .zip(&self.sums[j..])
+                        .zip(&self.mean[j..])
+                    {
+                        *c += (s - m) * wdj;
+                    }
                 }
             }
             for i in 0..d {
@@ -675,13 +691,21 @@ impl MomentAccumulator {
             self.mean.copy_from_slice(&self.sums);
         }
         match self.precision {
-            Precision::F64 => crate::products::gram_lower(
-                self.m_lower.as_mut(),
-                Accum::Add,
-                MatRef::from_row_major_slice_with_stride(&self.scratch[..nb * ld], nb, d, ld),
-                1.0,
-                crate::parallelism(),
-            ),
+            Precision::F64 => {
+                let rows = nb + chan_row;
+                crate::products::gram_lower(
+                    self.m_lower.as_mut(),
+                    Accum::Add,
+                    MatRef::from_row_major_slice_with_stride(
+                        &self.scratch[..rows * ld],
+                        rows,
+                        d,
+                        ld,
+                    ),
+                    1.0,
+                    crate::parallelism(),
+                )
+            }
             Precision::Mixed => {
                 if self.gram32.nrows() != d {
                     self.gram32 = Mat::zeros(d, d);
