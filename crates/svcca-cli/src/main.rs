@@ -4,6 +4,7 @@
 #[macro_use]
 mod exit;
 mod cmd;
+mod heap;
 mod logging;
 mod progress;
 mod source;
@@ -48,7 +49,7 @@ fn version() -> &'static str {
 
 fn main() -> std::process::ExitCode {
     ignore_sigpipe();
-    keep_large_buffers_mapped();
+    heap::keep_large_buffers_mapped();
     let cli = Cli::parse();
     logging::init(&cli.log);
     let outcome = match cli.command {
@@ -66,22 +67,6 @@ fn main() -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => failure.report(),
-    }
-}
-
-/// Tasks allocate and free buffers of tens of MB (a shard, a widened row chunk, a projection)
-/// many times. glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh
-/// mapping and unmaps it on free, so the kernel faults in and zeroes every page again: in a
-/// 60-representation sweep that was a third of all CPU time (5 million page faults). Serving them
-/// from one heap that keeps freed memory for reuse removes most of it; per-thread arenas cannot
-/// grow beyond 64 MB, so their large allocations would be mapped anyway.
-fn keep_large_buffers_mapped() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called once before any thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
 

@@ -239,7 +239,9 @@ pub fn run(args: SweepArgs) -> CmdResult {
     let progress_bar = bar.clone();
     let outcome = runtime.block_on(svcca_engine::client::run_embedded(
         svcca_engine::job_factory(),
-        svcca_engine::task_executor(ExecutorConfig::default().with_threads(threads)),
+        crate::heap::HeapReleasingExecutor::wrap(svcca_engine::task_executor(
+            ExecutorConfig::default().with_threads(threads),
+        )),
         toml_text,
         workers,
         move |p| {

@@ -54,9 +54,9 @@ pub fn run(args: WorkerArgs) -> CmdResult {
     let executor: std::sync::Arc<dyn svcca_engine::driver::TaskExecutor> = if args.test_sum_jobs {
         std::sync::Arc::new(svcca_engine::coordinator::testkit::SumExecutor::new())
     } else {
-        svcca_engine::task_executor(
+        crate::heap::HeapReleasingExecutor::wrap(svcca_engine::task_executor(
             svcca_engine::exec::ExecutorConfig::default().with_threads(threads),
-        )
+        ))
     };
     let name = args
         .name
