@@ -759,15 +759,10 @@ impl SweepDriver {
         Ok(())
     }
 
-    /// Queues the moments task of `chunk` of `content` (read from representation `rep`, `cols`
-    /// neurons); `whole`: the job has one chunk, and the task stores the merged moments.
-    fn emit_moments(
-        &mut self,
-        content: &str,
-        (rep, cols): (usize, usize),
-        chunk: usize,
-        whole: bool,
-    ) {
+    /// Queues the moments task of `chunk` of `content` (read from the content's representation);
+    /// `whole`: the job has one chunk, and the task stores the merged moments.
+    fn emit_moments(&mut self, content: &str, chunk: usize, whole: bool) {
+        let (rep, cols) = (self.contents[content].rep, self.contents[content].cols);
         let (start, end) = self.chunks[chunk];
         let payload = TaskPayload::Moments {
             dataset: self.spec.dataset.clone(),
@@ -796,12 +791,8 @@ impl SweepDriver {
     /// or the planner found them: an entry deleted while the job ran (a cache cleaned by hand or
     /// by an expiry rule) is computed again, from the same rows, so the numbers do not change.
     /// Missing again after that, the coordinator cannot see what the workers write.
-    fn recompute_parts(
-        &mut self,
-        content: &str,
-        (rep, cols): (usize, usize),
-        missing: &[usize],
-    ) -> Result<(), JobError> {
+    fn recompute_parts(&mut self, content: &str, missing: &[usize]) -> Result<(), JobError> {
+        let rep = self.contents[content].rep;
         let keys: Vec<String> = missing
             .iter()
             .map(|&c| keys::moments_part(content, self.chunks[c].0, self.chunks[c].1))
@@ -828,7 +819,7 @@ impl SweepDriver {
             "moments parts are missing from the cache although they were stored; computing them again"
         );
         for &chunk in missing {
-            self.emit_moments(content, (rep, cols), chunk, false);
+            self.emit_moments(content, chunk, false);
         }
         Ok(())
     }
@@ -856,10 +847,7 @@ impl SweepDriver {
             .map(|(c, _)| c.clone())
             .collect();
         for content in to_issue {
-            let (rep, cols, pending) = {
-                let s = &self.contents[&content];
-                (s.rep, s.cols, s.pending.clone())
-            };
+            let pending = self.contents[&content].pending.clone();
             // One chunk: the task stores the merged moments itself (whose absence brought us
             // here), so a part left by an earlier run is not looked for.
             let whole = self.chunks.len() == 1;
@@ -878,7 +866,7 @@ impl SweepDriver {
                         .remove(&chunk);
                     continue;
                 }
-                self.emit_moments(&content, (rep, cols), chunk, whole);
+                self.emit_moments(&content, chunk, whole);
             }
             self.contents.get_mut(&content).expect("content").issued = true;
         }
@@ -895,8 +883,7 @@ impl SweepDriver {
                 self.contents.get_mut(&content).expect("content").merged = true;
                 continue;
             }
-            let (rep, cols) = (self.contents[&content].rep, self.contents[&content].cols);
-            let mut acc = MomentAccumulator::new(cols);
+            let mut acc = MomentAccumulator::new(self.contents[&content].cols);
             let mut missing = Vec::new();
             for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
                 let key = keys::moments_part(&content, start, end);
@@ -920,7 +907,7 @@ impl SweepDriver {
                     .map_err(|source| JobError::Maths { what: key, source })?;
             }
             if !missing.is_empty() {
-                self.recompute_parts(&content, (rep, cols), &missing)?;
+                self.recompute_parts(&content, &missing)?;
                 continue;
             }
             let parts = acc.to_parts();
