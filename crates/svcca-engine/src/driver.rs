@@ -71,10 +71,14 @@ pub type AfterFinish = BoxFuture<'static, Result<Vec<String>, TaskFailure>>;
 pub trait JobDriver: Send {
     /// Tasks that became ready since the last call (each returned exactly once). Tasks whose
     /// results are already stored (resume, incremental runs) are completed internally and never
-    /// returned.
+    /// returned. After a retryable failure the coordinator calls it again later: a failed call
+    /// must leave nothing half-planned (no task issued twice, none lost).
     fn take_ready(&mut self) -> BoxFuture<'_, Result<Vec<TaskSpec>, TaskFailure>>;
 
-    /// A task finished. May make more tasks ready.
+    /// A task finished. May make more tasks ready (returned by the next [`JobDriver::take_ready`],
+    /// which the coordinator calls after every completed task). After a retryable failure the
+    /// coordinator runs the task again and reports it again: the driver must still be waiting
+    /// for it then, and merge it as if it were the first report.
     fn complete(
         &mut self,
         task_id: String,

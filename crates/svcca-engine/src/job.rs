@@ -138,18 +138,19 @@ struct ContentState {
     /// hundreds of wide layers could not keep every `d × d` co-moment in one process.
     merged: bool,
     issued: bool,
-    /// Parts found missing at the merge although their tasks had stored them (or the planner
-    /// had found them), and computed again: at most [`PART_RECOMPUTES`] times.
+    /// Times its moments parts (found missing at the merge although their tasks had stored them,
+    /// or the planner had found them) or its whitening (missing although its task stored it)
+    /// were computed again: at most [`LOST_ENTRY_RECOMPUTES`].
     recomputed: usize,
     /// A `whiten` task is out for this content.
     whitening: bool,
     prepared: bool,
 }
 
-/// How many times a content's missing moments parts are computed again before the job fails.
-/// Once covers an entry deleted while the job ran; a part that is missing again right after its
-/// task stored it means the coordinator does not see what the workers write.
-const PART_RECOMPUTES: usize = 2;
+/// How many times a content's missing moments parts or whitening are computed again before the
+/// job fails. Once covers an entry deleted while the job ran; an entry that is missing again
+/// right after its task stored it means the coordinator does not see what the workers write.
+const LOST_ENTRY_RECOMPUTES: usize = 2;
 
 struct ZState {
     /// Row chunks whose `Z` is not stored yet.
@@ -175,6 +176,7 @@ struct Tile {
     done: bool,
 }
 
+#[derive(Clone)]
 enum TaskRef {
     MomentsPart { content: String, chunk: usize },
     Whiten { content: String },
@@ -711,10 +713,11 @@ impl SweepDriver {
             let c = &self.convs[job];
             (c.i, c.j, c.metric, c.settings)
         };
+        // The blocks' results stay until the pair is stored (see `finish_whitened_tile`).
         let blobs: Vec<Blob> = self.convs[job]
             .results
-            .iter_mut()
-            .map(|r| r.take().expect("every block present"))
+            .iter()
+            .map(|r| r.clone().expect("every block present"))
             .collect();
         let record = if settings.method == ConvMethod::Dft {
             let mut frequencies = Vec::new();
@@ -754,7 +757,8 @@ impl SweepDriver {
                 other => return Err(JobError::Internal(format!("conv task returned {other:?}"))),
             }
         };
-        self.store_pair(i, j, metric, record).await?;
+        self.store_pairs(vec![((i, j, metric), record)]).await?;
+        self.convs[job].results.iter_mut().for_each(|r| *r = None);
         self.convs[job].done = true;
         Ok(())
     }
@@ -798,7 +802,7 @@ impl SweepDriver {
             .map(|&c| keys::moments_part(content, self.chunks[c].0, self.chunks[c].1))
             .collect();
         let state = self.contents.get_mut(content).expect("content");
-        if state.recomputed >= PART_RECOMPUTES {
+        if state.recomputed >= LOST_ENTRY_RECOMPUTES {
             return Err(JobError::Internal(format!(
                 "moments parts {} of {} are missing from the cache {} although their tasks \
                  stored them, {} times: the coordinator does not see what the workers write \
@@ -807,7 +811,7 @@ impl SweepDriver {
                 keys.join(", "),
                 self.reps[rep].key.label(),
                 self.cache.url(),
-                PART_RECOMPUTES + 1
+                LOST_ENTRY_RECOMPUTES + 1
             )));
         }
         state.recomputed += 1;
@@ -851,24 +855,25 @@ impl SweepDriver {
             // One chunk: the task stores the merged moments itself (whose absence brought us
             // here), so a part left by an earlier run is not looked for.
             let whole = self.chunks.len() == 1;
-            for chunk in pending {
+            // Every look into the cache first: one that fails leaves nothing half-issued for the
+            // next attempt to issue twice.
+            let mut stored = BTreeSet::new();
+            for &chunk in pending.iter().filter(|_| !whole) {
                 let (start, end) = self.chunks[chunk];
-                if !whole
-                    && self
-                        .cache
-                        .exists(&keys::moments_part(&content, start, end))
-                        .await?
+                if self
+                    .cache
+                    .exists(&keys::moments_part(&content, start, end))
+                    .await?
                 {
-                    self.contents
-                        .get_mut(&content)
-                        .expect("content")
-                        .pending
-                        .remove(&chunk);
-                    continue;
+                    stored.insert(chunk);
                 }
+            }
+            let state = self.contents.get_mut(&content).expect("content");
+            state.pending.retain(|chunk| !stored.contains(chunk));
+            state.issued = true;
+            for &chunk in pending.difference(&stored) {
                 self.emit_moments(&content, chunk, whole);
             }
-            self.contents.get_mut(&content).expect("content").issued = true;
         }
         // Merge finished contents in chunk order.
         let to_merge: Vec<String> = self
@@ -914,16 +919,20 @@ impl SweepDriver {
             self.cache
                 .put(&keys::moments_all(&content), cache::encode_moments(&parts))
                 .await?;
+            self.contents.get_mut(&content).expect("content").merged = true;
             // Nothing reads a part once the merge is stored (a rerun starts from `all.bin`), and
-            // at d = 2,048 they are 33 MB each: three quarters of a transformer-sized cache.
+            // at d = 2,048 they are 33 MB each: three quarters of a transformer-sized cache. A
+            // part a failed delete leaves behind costs space, not a result.
             let part_keys: Vec<String> = self
                 .chunks
                 .iter()
                 .map(|&(start, end)| keys::moments_part(&content, start, end))
                 .collect();
-            futures::future::try_join_all(part_keys.iter().map(|key| self.cache.delete(key)))
-                .await?;
-            self.contents.get_mut(&content).expect("content").merged = true;
+            let deleted =
+                futures::future::join_all(part_keys.iter().map(|key| self.cache.delete(key))).await;
+            if let Some(Err(e)) = deleted.into_iter().find(Result::is_err) {
+                tracing::warn!(error = %e, "could not delete merged moments parts");
+            }
         }
         // Stage 2: whitenings (stored, or a `whiten` task) and projections for contents with
         // moments.
@@ -984,11 +993,6 @@ impl SweepDriver {
             let key = keys::whitened(&hash);
             match self.cache.get(&key).await? {
                 Some(bytes) => stored.push((family, hash, key, bytes)),
-                None if whitened => {
-                    return Err(JobError::Internal(format!(
-                        "whitening `{key}` vanished from the cache after its task stored it"
-                    )));
-                }
                 None => missing.push(WhitenRef {
                     hash,
                     settings: self.basis_settings(family),
@@ -996,6 +1000,31 @@ impl SweepDriver {
             }
         }
         let (rep, cols) = (self.contents[content].rep, self.contents[content].cols);
+        if !missing.is_empty() && whitened {
+            // Its task stored them: an entry deleted since is computed again, as moments parts
+            // are (see `recompute_parts`), a bounded number of times.
+            let names: Vec<String> = missing.iter().map(|w| keys::whitened(&w.hash)).collect();
+            let state = self.contents.get_mut(content).expect("content");
+            if state.recomputed >= LOST_ENTRY_RECOMPUTES {
+                return Err(JobError::Internal(format!(
+                    "whitening {} of {} is missing from the cache {} although its task stored \
+                     it, {} times: the coordinator does not see what the workers write (a \
+                     file:// cache must be one folder that the coordinator and every worker \
+                     share; or something deletes entries while the job runs)",
+                    names.join(", "),
+                    self.reps[rep].key.label(),
+                    self.cache.url(),
+                    LOST_ENTRY_RECOMPUTES + 1
+                )));
+            }
+            state.recomputed += 1;
+            tracing::warn!(
+                representation = %self.reps[rep].key.label(),
+                whitening = %names.join(", "),
+                cache = %self.cache.url(),
+                "a whitening is missing from the cache although its task stored it; computing it again"
+            );
+        }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|w| w.hash.as_str()).collect();
             let id = format!("whiten/{}", hash_parts(&names));
@@ -1018,7 +1047,9 @@ impl SweepDriver {
         }
         let reps_here = self.contents[content].reps.clone();
         let label = self.reps[rep].key.clone();
-        let mut to_project: Vec<(String, BTreeSet<usize>)> = Vec::new();
+        // Every read and look into the cache first, then the state: a failed read leaves the
+        // content as it was, for the next attempt.
+        let mut read = Vec::with_capacity(stored.len());
         for (family, hash, key, bytes) in stored {
             let digest = cache::sha256_hex(&bytes);
             let w = read_whitening(&key, &bytes, cols, &label)?;
@@ -1026,45 +1057,44 @@ impl SweepDriver {
             // only ever combined with chunks projected by the very same whitening, whatever an
             // earlier run (another machine, another split, another svcca) left in the cache.
             let basis = hash_parts(&[&hash, &digest]);
+            let needs_z = reps_here
+                .iter()
+                .any(|&i| self.z_needed.contains(&(family, i)))
+                && !self.z.contains_key(&basis);
+            let mut z_pending = None;
+            if needs_z {
+                let mut pending = BTreeSet::new();
+                for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
+                    if !self
+                        .cache
+                        .exists(&keys::z_chunk(&basis, start, end))
+                        .await?
+                    {
+                        pending.insert(chunk);
+                    }
+                }
+                z_pending = Some(pending);
+            }
+            read.push((family, key, w, basis, digest, z_pending));
+        }
+        let mut to_project: Vec<(String, BTreeSet<usize>)> = Vec::new();
+        for (family, key, w, basis, digest, z_pending) in read {
+            let stored = BasisRef {
+                name: basis.clone(),
+                whitening: key,
+                sha256: digest,
+            };
             self.whitenings
                 .insert((family, content.to_string()), Arc::new(w));
             self.basis_of
                 .insert((family, content.to_string()), basis.clone());
-            self.basis_refs.insert(
-                basis.clone(),
-                BasisRef {
-                    name: basis.clone(),
-                    whitening: key.clone(),
-                    sha256: digest.clone(),
-                },
-            );
-            if !reps_here
-                .iter()
-                .any(|&i| self.z_needed.contains(&(family, i)))
-                || self.z.contains_key(&basis)
-            {
+            self.basis_refs.insert(basis.clone(), stored.clone());
+            let Some(pending) = z_pending else {
                 continue;
-            }
+            };
             // Workers project with this very whitening (read from the cache and checked against
             // its digest).
-            self.stored_basis.insert(
-                basis.clone(),
-                BasisRef {
-                    name: basis.clone(),
-                    whitening: key,
-                    sha256: digest,
-                },
-            );
-            let mut pending = BTreeSet::new();
-            for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
-                if !self
-                    .cache
-                    .exists(&keys::z_chunk(&basis, start, end))
-                    .await?
-                {
-                    pending.insert(chunk);
-                }
-            }
+            self.stored_basis.insert(basis.clone(), stored);
             to_project.push((basis.clone(), pending.clone()));
             self.z.insert(basis, ZState { pending });
         }
@@ -1404,32 +1434,34 @@ impl SweepDriver {
         self.tiles[t].issued = true;
     }
 
-    async fn store_pair(
+    /// Stores pair results in the cache, then keeps them: all or none, so that a result merged
+    /// again after a failed write (see [`Self::on_complete`]) finds the same pairs still to do.
+    async fn store_pairs(
         &mut self,
-        i: usize,
-        j: usize,
-        metric: Metric,
-        record: PairRecord,
+        records: Vec<((usize, usize, Metric), PairRecord)>,
     ) -> Result<(), JobError> {
-        let key = self.pair_cache_key(i, j, metric);
-        self.cache
-            .put(
-                &key,
-                serde_json::to_vec(&record).expect("pair record serialises"),
-            )
-            .await?;
-        self.results.insert((i, j, metric), record);
+        for (&(i, j, metric), record) in records.iter().map(|(k, r)| (k, r)) {
+            let key = self.pair_cache_key(i, j, metric);
+            self.cache
+                .put(
+                    &key,
+                    serde_json::to_vec(record).expect("pair record serialises"),
+                )
+                .await?;
+        }
+        self.results.extend(records);
         Ok(())
     }
 
     /// All groups of a whitened tile are in: sum them in group order and compare each pair.
     async fn finish_whitened_tile(&mut self, t: usize, family: Family) -> Result<(), JobError> {
-        let tile = &mut self.tiles[t];
-        let mut parts = tile
+        // The parts stay until the tile's pairs are stored: if storing fails, the group merged
+        // again finds the others still here.
+        let mut parts = self.tiles[t]
             .parts
-            .iter_mut()
-            .map(|p| p.take().expect("every group present"));
-        let mut total = parts.next().expect("a tile has at least one group");
+            .iter()
+            .map(|p| p.as_ref().expect("every group present"));
+        let mut total = parts.next().expect("a tile has at least one group").clone();
         for p in parts {
             for (x, y) in total.data.iter_mut().zip(&p.data) {
                 *x += y;
@@ -1454,7 +1486,9 @@ impl SweepDriver {
             ExecError::Maths { what, source } => JobError::Maths { what, source },
             other => JobError::Internal(other.to_string()),
         })?;
-        self.store_tile_pairs(t, records).await
+        self.store_tile_pairs(t, records).await?;
+        self.tiles[t].parts.iter_mut().for_each(|p| *p = None);
+        Ok(())
     }
 
     /// A whitened tile's (pair, metric)s still to compute, pair by pair: the order of
@@ -1491,19 +1525,36 @@ impl SweepDriver {
                 wanted.len()
             )));
         }
-        for ((i, j, m), record) in wanted.into_iter().zip(records) {
-            self.store_pair(i, j, m, record).await?;
-        }
+        self.store_pairs(wanted.into_iter().zip(records).collect())
+            .await?;
         self.tiles[t].done = true;
         Ok(())
     }
 
+    /// Merges a task's result. The task stays outstanding until its result is merged: when
+    /// merging fails (a cache read or write the store refused for now), the coordinator runs the
+    /// task again and its next report is merged as if it were the first, so every step below
+    /// either completes or leaves the driver as it found it.
     async fn on_complete(&mut self, task_id: &str, output: TaskOutput) -> Result<(), JobError> {
         let Some(what) = self.outstanding.remove(task_id) else {
             // A duplicate report (a retried task that finished twice) changes nothing.
             return Ok(());
         };
+        if let Err(e) = self.merge_result(task_id, what.clone(), output).await {
+            // Waited for again: the coordinator runs the task again (or fails the job).
+            self.outstanding.entry(task_id.to_string()).or_insert(what);
+            return Err(e);
+        }
         self.progress.done += 1;
+        Ok(())
+    }
+
+    async fn merge_result(
+        &mut self,
+        task_id: &str,
+        what: TaskRef,
+        output: TaskOutput,
+    ) -> Result<(), JobError> {
         let blob =
             Blob::from_output(task_id, &output).map_err(|f| JobError::Internal(f.to_string()))?;
         match what {
@@ -1531,8 +1582,11 @@ impl SweepDriver {
                             JobError::Internal(format!("partial `{key}` vanished"))
                         })?;
                         let m = DenseMatrix::decode(&key, &bytes)?;
-                        // Partials are scratch: the pair results are what is kept.
-                        self.cache.delete(&key).await?;
+                        // Partials are scratch: the pair results are what is kept, and one left
+                        // behind by a failed delete costs space, not a result.
+                        if let Err(e) = self.cache.delete(&key).await {
+                            tracing::warn!(error = %e, "could not delete a merged partial");
+                        }
                         m
                     }
                     other => {
@@ -1568,16 +1622,18 @@ impl SweepDriver {
                         "raw task returned the wrong number of pairs".into(),
                     ));
                 }
-                for ((i, j, m), record) in wanted.into_iter().zip(records) {
-                    // A pair may be here for one metric while the other came from the cache.
-                    if !self.results.contains_key(&(i, j, m)) {
-                        self.store_pair(i, j, m, record).await?;
-                    }
-                }
+                // A pair may be here for one metric while the other came from the cache.
+                let fresh = wanted
+                    .into_iter()
+                    .zip(records)
+                    .filter(|(k, _)| !self.results.contains_key(k))
+                    .collect();
+                self.store_pairs(fresh).await?;
                 self.tiles[tile].done = true;
             }
         }
-        self.advance().await
+        // The coordinator asks for ready tasks (`take_ready`) after every merged result.
+        Ok(())
     }
 
     fn results_file(&self) -> ResultsFile {

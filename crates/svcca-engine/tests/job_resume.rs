@@ -586,3 +586,124 @@ async fn a_moments_part_deleted_while_the_job_runs_is_computed_again() {
     );
     assert!(!out.path().join("results.json").exists());
 }
+
+/// Turns each whitening a `whiten` task stores into a symbolic link to itself, while `budget`
+/// lasts: the coordinator's read of it then fails as an object store's refused read does (an
+/// error worth retrying), until the task, run again, stores it again over the link.
+struct WhiteningLoopingWorker {
+    inner: SweepExecutor,
+    cache: std::path::PathBuf,
+    budget: Arc<Mutex<usize>>,
+}
+
+impl TaskExecutor for WhiteningLoopingWorker {
+    fn execute(&self, task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
+        let targets: Vec<std::path::PathBuf> = match serde_json::from_slice(&task.payload).unwrap()
+        {
+            TaskPayload::Whiten { bases, .. } => bases
+                .iter()
+                .map(|b| {
+                    self.cache
+                        .join(svcca_engine::cache::keys::whitened(&b.hash))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let budget = self.budget.clone();
+        let run = self.inner.execute(task);
+        Box::pin(async move {
+            let out = run.await;
+            for path in targets {
+                let mut left = budget.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    std::fs::remove_file(&path).unwrap();
+                    std::os::unix::fs::symlink(&path, &path).unwrap();
+                }
+            }
+            out
+        })
+    }
+}
+
+/// Drives a job as the coordinator does when the driver fails for now: a task whose result the
+/// driver could not merge (a retryable failure of `complete`) is run again and reported again,
+/// and a failed `take_ready` is called again, each at most `tries` times.
+async fn drive_with_retries(
+    driver: &mut dyn svcca_engine::driver::JobDriver,
+    exec: &dyn TaskExecutor,
+    tries: usize,
+) -> Result<svcca_engine::driver::JobSummary, TaskFailure> {
+    let mut retried = 0;
+    loop {
+        let batch = match driver.take_ready().await {
+            Ok(batch) => batch,
+            Err(failure) if failure.is_retryable() && retried < tries => {
+                retried += 1;
+                continue;
+            }
+            Err(failure) => return Err(failure),
+        };
+        if batch.is_empty() {
+            assert!(
+                driver.all_done(),
+                "the driver has nothing ready but is not done"
+            );
+            return driver.finish().await;
+        }
+        for task in batch {
+            let mut attempt = 0;
+            loop {
+                let output = exec.execute(task.clone()).await?;
+                match driver.complete(task.id.clone(), output).await {
+                    Ok(()) => break,
+                    Err(failure) if failure.is_retryable() && attempt < tries => {
+                        attempt += 1;
+                        retried += 1;
+                    }
+                    Err(failure) => return Err(failure),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_coordinator_could_not_read_is_merged_when_its_task_runs_again() {
+    let ds = tempfile::tempdir().unwrap();
+    ingest_digits(ds.path(), |p| {
+        p.contains("seed0") && p.contains("step2250") && (p.contains("h2") || p.contains("h4"))
+    })
+    .await;
+    let opener = CountingOpener::default();
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_job(
+        &opener,
+        &spec_toml(ds.path(), out.path(), cache.path(), EXTRA),
+        Order::AsIssued,
+    )
+    .await
+    .unwrap();
+    let clean = read_results(out.path());
+    assert_eq!(clean.pairs.len(), 2);
+
+    // Every whitening unreadable once, right after its task stored it: the coordinator's read
+    // fails (retryably), the task runs again, and its second report is merged.
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let worker = WhiteningLoopingWorker {
+        inner: executor(&opener),
+        cache: cache.path().to_path_buf(),
+        budget: Arc::new(Mutex::new(2)),
+    };
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    let mut driver = factory(&opener).create(toml).await.unwrap();
+    drive_with_retries(driver.as_mut(), &worker, 2)
+        .await
+        .expect("the job ends");
+    assert_eq!(
+        *worker.budget.lock().unwrap(),
+        0,
+        "two whitenings were looped"
+    );
+    assert_eq!(read_results(out.path()).pairs, clean.pairs);
+}
