@@ -545,3 +545,136 @@ async fn a_restarted_coordinator_never_reuses_an_earlier_ones_worker_or_lease_id
         Err(SchedulerError::UnknownWorker { .. })
     ));
 }
+
+/// A sum job whose planner fails with a retryable error on the calls to `take_ready` listed in
+/// `failing` (counted from 1: the submission's call is the first), as a cache on an object store
+/// that refuses a read for a while would.
+struct FlakyPlanner {
+    inner: SumDriver,
+    calls: u32,
+    failing: Vec<u32>,
+}
+
+impl svcca_engine::driver::JobDriver for FlakyPlanner {
+    fn take_ready(
+        &mut self,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<svcca_engine::driver::TaskSpec>, TaskFailure>>
+    {
+        self.calls += 1;
+        if self.failing.contains(&self.calls) {
+            let message = format!("the store timed out (planning call {})", self.calls);
+            return Box::pin(async move {
+                Err(TaskFailure::Retryable {
+                    task_id: "plan".into(),
+                    message,
+                })
+            });
+        }
+        self.inner.take_ready()
+    }
+    fn complete(
+        &mut self,
+        task_id: String,
+        output: svcca_engine::driver::TaskOutput,
+    ) -> futures::future::BoxFuture<'_, Result<(), TaskFailure>> {
+        self.inner.complete(task_id, output)
+    }
+    fn all_done(&self) -> bool {
+        self.inner.all_done()
+    }
+    fn finish(
+        &mut self,
+    ) -> futures::future::BoxFuture<'_, Result<svcca_engine::driver::JobSummary, TaskFailure>> {
+        self.inner.finish()
+    }
+    fn progress(&self) -> svcca_engine::driver::Progress {
+        self.inner.progress()
+    }
+}
+
+async fn submit_flaky(
+    scheduler: &mut Scheduler,
+    spec: &SumSpec,
+    failing: &[u32],
+    now: Instant,
+) -> String {
+    let driver = FlakyPlanner {
+        inner: SumDriver::new(spec.clone()),
+        calls: 0,
+        failing: failing.to_vec(),
+    };
+    scheduler.submit(Box::new(driver), now).await
+}
+
+#[tokio::test]
+async fn a_planner_that_fails_for_now_is_planned_again_and_the_job_ends_as_without_it() {
+    // Planning fails on the second and third calls: after the first part's result (two parts
+    // still running), then after the second (one running), and succeeds after the third.
+    let spec = SumSpec::new(3);
+    let (clock, mut scheduler) = setup();
+    let w = register(&mut scheduler, "w", clock.at(0.0));
+    let job = submit_flaky(&mut scheduler, &spec, &[2, 3], clock.at(0.0)).await;
+    let parts = lease_all(&mut scheduler, &w, clock.at(0.1));
+    assert_eq!(parts.len(), 3);
+    for (n, leased) in parts.iter().enumerate() {
+        complete(&mut scheduler, &w, leased, clock.at(0.2)).await;
+        let info = scheduler.job(&job).unwrap();
+        assert_eq!(info.state, JobState::Running, "after part {n}: {info:?}");
+    }
+    let reduce = lease_all(&mut scheduler, &w, clock.at(0.3));
+    assert_eq!(reduce.len(), 1, "planned once a result came in");
+    complete(&mut scheduler, &w, &reduce[0], clock.at(0.4)).await;
+    let info = scheduler.job(&job).unwrap();
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
+    assert_eq!(
+        sum_from_summary(info.summary.as_ref().unwrap()),
+        Some(spec.expected_sum())
+    );
+
+    // Planning fails after the last part, with nothing left running: no result will come in,
+    // so the coordinator's tick plans again once the back-off has passed.
+    let (clock, mut scheduler) = setup();
+    let w = register(&mut scheduler, "w", clock.at(0.0));
+    let job = submit_flaky(&mut scheduler, &SumSpec::new(1), &[2], clock.at(0.0)).await;
+    let part = lease_all(&mut scheduler, &w, clock.at(0.1));
+    complete(&mut scheduler, &w, &part[0], clock.at(0.2)).await;
+    assert_eq!(scheduler.job(&job).unwrap().state, JobState::Running);
+    scheduler.retry_planning(clock.at(0.3)).await;
+    assert!(
+        lease_all(&mut scheduler, &w, clock.at(0.3)).is_empty(),
+        "not before the back-off"
+    );
+    scheduler.retry_planning(clock.at(1.0)).await;
+    let reduce = lease_all(&mut scheduler, &w, clock.at(1.0));
+    assert_eq!(reduce.len(), 1, "planned again by the tick");
+    complete(&mut scheduler, &w, &reduce[0], clock.at(1.1)).await;
+    let info = scheduler.job(&job).unwrap();
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
+    assert_eq!(
+        sum_from_summary(info.summary.as_ref().unwrap()),
+        Some(SumSpec::new(1).expected_sum())
+    );
+}
+
+#[tokio::test]
+async fn a_planner_that_keeps_failing_fails_the_job_after_max_attempts_in_a_row() {
+    let (clock, mut scheduler) = setup();
+    let w = register(&mut scheduler, "w", clock.at(0.0));
+    // max_attempts is 3: the calls after the part's result, and two retries.
+    let job = submit_flaky(&mut scheduler, &SumSpec::new(1), &[2, 3, 4], clock.at(0.0)).await;
+    let part = lease_all(&mut scheduler, &w, clock.at(0.1));
+    complete(&mut scheduler, &w, &part[0], clock.at(0.2)).await;
+    scheduler.retry_planning(clock.at(5.0)).await;
+    assert_eq!(scheduler.job(&job).unwrap().state, JobState::Running);
+    scheduler.retry_planning(clock.at(10.0)).await;
+    let info = scheduler.job(&job).unwrap();
+    assert_eq!(info.state, JobState::Failed, "{info:?}");
+    let failure = info.failure.expect("failure");
+    assert!(failure.retryable);
+    assert!(
+        failure.message.contains("3 time(s) in a row")
+            && failure.message.contains("planning call 4"),
+        "{}",
+        failure.message
+    );
+}

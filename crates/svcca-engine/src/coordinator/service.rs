@@ -31,7 +31,8 @@ pub(super) struct Shared {
     pub(super) max_message_size: usize,
 }
 
-/// Expires lost workers and idle jobs, a few times per heartbeat interval.
+/// Expires lost workers and idle jobs, and plans again jobs whose planning failed for now, a few
+/// times per heartbeat interval.
 pub(super) async fn tick_loop(shared: Arc<Shared>) {
     let period = {
         let scheduler = shared.scheduler.lock().await;
@@ -42,7 +43,11 @@ pub(super) async fn tick_loop(shared: Arc<Shared>) {
     loop {
         interval.tick().await;
         let now = Instant::now();
-        shared.scheduler.lock().await.tick(now);
+        {
+            let mut scheduler = shared.scheduler.lock().await;
+            scheduler.tick(now);
+            scheduler.retry_planning(now).await;
+        }
         shared.work.notify_waiters();
     }
 }

@@ -11,6 +11,10 @@
 //!   a fatal one fails the job at once with the task's message; a retryable one re-queues the task
 //!   at the front, until `max_attempts` attempts have failed, which fails the job naming the task
 //!   and its last error;
+//! - a job whose planner fails with a retryable error (a cache read the store refused) is planned
+//!   again after the next result, or after a back-off when none comes, until `max_attempts`
+//!   attempts in a row have failed; a driver leaves its state as it was when planning or merging
+//!   a result fails, so the retry (or the task run again) goes on from there;
 //! - while no worker is registered for `worker_grace`, running jobs fail with a message saying so,
 //!   instead of waiting forever;
 //! - results are handed to the job's [`JobDriver`], which merges them in its own fixed order, so
@@ -184,6 +188,26 @@ struct Job {
     events: watch::Sender<JobInfo>,
     /// The after-step of a job whose results are written, until it is handed out to run.
     after: Option<AfterFinish>,
+    /// Planning attempts (`take_ready`) that failed with a retryable error since the last one
+    /// that succeeded, and when the next is due if no result comes in before.
+    planning: PlanningRetry,
+}
+
+/// A job whose planner failed for now (a cache read the store refused, say): it is asked again,
+/// after every result that comes in and at `due` when none does, until `max_attempts` attempts
+/// in a row have failed.
+#[derive(Debug, Default)]
+struct PlanningRetry {
+    failures: u32,
+    due: Option<Instant>,
+}
+
+/// How long a job whose planning failed waits before it is planned again (when no result comes
+/// in first): doubling from half a second, at most 30 seconds.
+fn planning_backoff(failures: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(30))
 }
 
 impl Job {
@@ -521,6 +545,7 @@ impl Scheduler {
                 submitted_at: now,
                 events,
                 after: None,
+                planning: PlanningRetry::default(),
             },
         );
         self.job_seq.insert(job_id, seq);
@@ -558,11 +583,13 @@ impl Scheduler {
             submitted_at: now,
             events,
             after: None,
+            planning: PlanningRetry::default(),
         };
         self.jobs.insert(seq, job);
         self.job_seq.insert(job_id.clone(), seq);
+        let max_attempts = self.config.max_attempts;
         if let Some(job) = self.jobs.get_mut(&seq) {
-            advance(job).await;
+            advance(job, now, max_attempts).await;
         }
         self.publish(seq);
         job_id
@@ -637,7 +664,7 @@ impl Scheduler {
                 self.stats
                     .task_latency
                     .observe(now.saturating_duration_since(lease.granted_at));
-                advance(job).await
+                advance(job, now, max_attempts).await
             }
             Err(failure) => failed_attempt(
                 job,
@@ -858,6 +885,27 @@ impl Scheduler {
             }
         }
         for seq in failed {
+            self.publish(seq);
+        }
+    }
+
+    /// Plans again the running jobs whose planning failed for now and is due (see
+    /// [`PlanningRetry`]); the coordinator calls it with [`Scheduler::tick`].
+    pub async fn retry_planning(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.state == JobState::Running && j.planning.due.is_some_and(|due| due <= now)
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        let max_attempts = self.config.max_attempts;
+        for seq in due {
+            if let Some(job) = self.jobs.get_mut(&seq) {
+                job.planning.due = None;
+                advance(job, now, max_attempts).await;
+            }
             self.publish(seq);
         }
     }
@@ -1083,9 +1131,9 @@ fn failed_attempt(
     }
 }
 
-/// After a submission or a completed task: queue newly ready tasks, and finish the job (write its
-/// results) once the driver says it is done.
-async fn advance(job: &mut Job) {
+/// After a submission or a completed task (or when a failed planning is due again): queue newly
+/// ready tasks, and finish the job (write its results) once the driver says it is done.
+async fn advance(job: &mut Job, now: Instant, max_attempts: u32) {
     let Some(driver) = job.driver.as_mut() else {
         return;
     };
@@ -1094,14 +1142,38 @@ async fn advance(job: &mut Job) {
     let all_done = driver.all_done();
     match ready {
         Ok(tasks) => {
+            job.planning = PlanningRetry::default();
             job.queue.extend(tasks.into_iter().map(|task| PendingTask {
                 task,
                 failed_attempts: 0,
             }));
         }
+        Err(failure) if failure.is_retryable() && job.planning.failures + 1 < max_attempts => {
+            job.planning.failures += 1;
+            let wait = planning_backoff(job.planning.failures);
+            job.planning.due = Some(now + wait);
+            job.progress = progress;
+            tracing::warn!(
+                job_id = %job.id,
+                attempt = job.planning.failures,
+                retry_in_s = wait.as_secs_f64(),
+                error = %failure,
+                "planning the job's next tasks failed; trying again"
+            );
+            return;
+        }
         Err(failure) => {
             let retryable = failure.is_retryable();
-            job.fail(failure.to_string(), retryable);
+            let message = if job.planning.failures > 0 {
+                format!(
+                    "planning the job's next tasks failed {} time(s) in a row, the limit; last \
+                     error: {failure}",
+                    job.planning.failures + 1
+                )
+            } else {
+                failure.to_string()
+            };
+            job.fail(message, retryable);
             return;
         }
     }
