@@ -589,11 +589,13 @@ async fn a_moments_part_deleted_while_the_job_runs_is_computed_again() {
 
 /// Turns each whitening a `whiten` task stores into a symbolic link to itself, while `budget`
 /// lasts: the coordinator's read of it then fails as an object store's refused read does (an
-/// error worth retrying), until the task, run again, stores it again over the link.
+/// error worth retrying), until the task, run again, stores it again over the link. With
+/// `delete`, deletes it instead (something that cleans the cache while the job runs).
 struct WhiteningLoopingWorker {
     inner: SweepExecutor,
     cache: std::path::PathBuf,
     budget: Arc<Mutex<usize>>,
+    delete: bool,
 }
 
 impl TaskExecutor for WhiteningLoopingWorker {
@@ -609,7 +611,7 @@ impl TaskExecutor for WhiteningLoopingWorker {
                 .collect(),
             _ => Vec::new(),
         };
-        let budget = self.budget.clone();
+        let (budget, delete) = (self.budget.clone(), self.delete);
         let run = self.inner.execute(task);
         Box::pin(async move {
             let out = run.await;
@@ -618,7 +620,9 @@ impl TaskExecutor for WhiteningLoopingWorker {
                 if *left > 0 {
                     *left -= 1;
                     std::fs::remove_file(&path).unwrap();
-                    std::os::unix::fs::symlink(&path, &path).unwrap();
+                    if !delete {
+                        std::os::unix::fs::symlink(&path, &path).unwrap();
+                    }
                 }
             }
             out
@@ -694,6 +698,7 @@ async fn a_result_the_coordinator_could_not_read_is_merged_when_its_task_runs_ag
         inner: executor(&opener),
         cache: cache.path().to_path_buf(),
         budget: Arc::new(Mutex::new(2)),
+        delete: false,
     };
     let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
     let mut driver = factory(&opener).create(toml).await.unwrap();
@@ -706,4 +711,42 @@ async fn a_result_the_coordinator_could_not_read_is_merged_when_its_task_runs_ag
         "two whitenings were looped"
     );
     assert_eq!(read_results(out.path()).pairs, clean.pairs);
+
+    // A whitening deleted right after its task stored it: computed again, the same numbers.
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let worker = WhiteningLoopingWorker {
+        inner: executor(&opener),
+        cache: cache.path().to_path_buf(),
+        budget: Arc::new(Mutex::new(1)),
+        delete: true,
+    };
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    let mut driver = factory(&opener).create(toml).await.unwrap();
+    drive(driver.as_mut(), &worker, Order::AsIssued, None)
+        .await
+        .unwrap()
+        .expect("ran to the end");
+    assert_eq!(*worker.budget.lock().unwrap(), 0, "a whitening was deleted");
+    assert_eq!(read_results(out.path()).pairs, clean.pairs);
+
+    // Deleted every time: the job fails, saying what is wrong, instead of computing for ever.
+    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let worker = WhiteningLoopingWorker {
+        inner: executor(&opener),
+        cache: cache.path().to_path_buf(),
+        budget: Arc::new(Mutex::new(usize::MAX)),
+        delete: true,
+    };
+    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
+    let mut driver = factory(&opener).create(toml).await.unwrap();
+    let failure = drive(driver.as_mut(), &worker, Order::AsIssued, None)
+        .await
+        .expect_err("the whitening never stays");
+    let message = failure.to_string();
+    assert!(
+        message.contains("missing from the cache")
+            && message.contains("does not see what the workers write"),
+        "{message}"
+    );
+    assert!(!out.path().join("results.json").exists());
 }
