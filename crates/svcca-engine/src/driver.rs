@@ -97,7 +97,8 @@ pub trait JobDriver: Send {
     /// True once every task is complete and nothing more will become ready.
     fn all_done(&self) -> bool;
 
-    /// Writes the results; called once after `all_done()`.
+    /// Writes the results; called after `all_done()`, and again after a retryable failure (so
+    /// writing twice must give what writing once gives).
     fn finish(&mut self) -> BoxFuture<'_, Result<JobSummary, TaskFailure>>;
 
     /// Called once after [`JobDriver::finish`] succeeded: work that must end before the job

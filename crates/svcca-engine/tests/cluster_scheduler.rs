@@ -553,6 +553,8 @@ struct FlakyPlanner {
     inner: SumDriver,
     calls: u32,
     failing: Vec<u32>,
+    /// How many calls to `finish` fail (retryably) before one writes the results.
+    failing_finishes: u32,
 }
 
 impl svcca_engine::driver::JobDriver for FlakyPlanner {
@@ -585,6 +587,19 @@ impl svcca_engine::driver::JobDriver for FlakyPlanner {
     fn finish(
         &mut self,
     ) -> futures::future::BoxFuture<'_, Result<svcca_engine::driver::JobSummary, TaskFailure>> {
+        if self.failing_finishes > 0 {
+            self.failing_finishes -= 1;
+            let message = format!(
+                "the store refused the results ({} more refusals)",
+                self.failing_finishes
+            );
+            return Box::pin(async move {
+                Err(TaskFailure::Retryable {
+                    task_id: "finish".into(),
+                    message,
+                })
+            });
+        }
         self.inner.finish()
     }
     fn progress(&self) -> svcca_engine::driver::Progress {
@@ -598,10 +613,21 @@ async fn submit_flaky(
     failing: &[u32],
     now: Instant,
 ) -> String {
+    submit_flaky_finish(scheduler, spec, failing, 0, now).await
+}
+
+async fn submit_flaky_finish(
+    scheduler: &mut Scheduler,
+    spec: &SumSpec,
+    failing: &[u32],
+    failing_finishes: u32,
+    now: Instant,
+) -> String {
     let driver = FlakyPlanner {
         inner: SumDriver::new(spec.clone()),
         calls: 0,
         failing: failing.to_vec(),
+        failing_finishes,
     };
     scheduler.submit(Box::new(driver), now).await
 }
@@ -676,5 +702,48 @@ async fn a_planner_that_keeps_failing_fails_the_job_after_max_attempts_in_a_row(
             && failure.message.contains("planning call 4"),
         "{}",
         failure.message
+    );
+}
+
+#[tokio::test]
+async fn results_the_store_refused_to_take_are_written_again() {
+    // Two refusals, then the results are written: the job succeeds with the right sum.
+    let spec = SumSpec::new(1);
+    let (clock, mut scheduler) = setup();
+    let w = register(&mut scheduler, "w", clock.at(0.0));
+    let job = submit_flaky_finish(&mut scheduler, &spec, &[], 2, clock.at(0.0)).await;
+    let part = lease_all(&mut scheduler, &w, clock.at(0.1));
+    complete(&mut scheduler, &w, &part[0], clock.at(0.2)).await;
+    let reduce = lease_all(&mut scheduler, &w, clock.at(0.3));
+    complete(&mut scheduler, &w, &reduce[0], clock.at(0.4)).await;
+    let info = scheduler.job(&job).unwrap();
+    assert_eq!(info.state, JobState::Running, "back to running: {info:?}");
+    scheduler.retry_planning(clock.at(1.0)).await;
+    assert_eq!(scheduler.job(&job).unwrap().state, JobState::Running);
+    scheduler.retry_planning(clock.at(3.0)).await;
+    let info = scheduler.job(&job).unwrap();
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
+    assert_eq!(
+        sum_from_summary(info.summary.as_ref().unwrap()),
+        Some(spec.expected_sum())
+    );
+
+    // Refused every time: the job fails after max_attempts (3) writes, saying so.
+    let (clock, mut scheduler) = setup();
+    let w = register(&mut scheduler, "w", clock.at(0.0));
+    let job = submit_flaky_finish(&mut scheduler, &spec, &[], u32::MAX, clock.at(0.0)).await;
+    let part = lease_all(&mut scheduler, &w, clock.at(0.1));
+    complete(&mut scheduler, &w, &part[0], clock.at(0.2)).await;
+    let reduce = lease_all(&mut scheduler, &w, clock.at(0.3));
+    complete(&mut scheduler, &w, &reduce[0], clock.at(0.4)).await;
+    for at in [1.0, 3.0] {
+        scheduler.retry_planning(clock.at(at)).await;
+    }
+    let info = scheduler.job(&job).unwrap();
+    assert_eq!(info.state, JobState::Failed, "{info:?}");
+    let message = info.failure.expect("failure").message;
+    assert!(
+        message.contains("writing the job's results failed 3 time(s) in a row"),
+        "{message}"
     );
 }

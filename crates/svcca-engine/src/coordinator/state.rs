@@ -11,9 +11,9 @@
 //!   a fatal one fails the job at once with the task's message; a retryable one re-queues the task
 //!   at the front, until `max_attempts` attempts have failed, which fails the job naming the task
 //!   and its last error;
-//! - a job whose planner fails with a retryable error (a cache read the store refused) is planned
-//!   again after the next result, or after a back-off when none comes, until `max_attempts`
-//!   attempts in a row have failed; a driver leaves its state as it was when planning or merging
+//! - a job whose planner, or the writing of its results, fails with a retryable error (a store
+//!   that refused a read or a write) is tried again after the next result, or after a back-off
+//!   when none comes, until `max_attempts` attempts in a row have failed; a driver leaves its state as it was when planning or merging
 //!   a result fails, so the retry (or the task run again) goes on from there;
 //! - while no worker is registered for `worker_grace`, running jobs fail with a message saying so,
 //!   instead of waiting forever;
@@ -188,14 +188,14 @@ struct Job {
     events: watch::Sender<JobInfo>,
     /// The after-step of a job whose results are written, until it is handed out to run.
     after: Option<AfterFinish>,
-    /// Planning attempts (`take_ready`) that failed with a retryable error since the last one
-    /// that succeeded, and when the next is due if no result comes in before.
+    /// Attempts at planning (`take_ready`) or at writing the results (`finish`) that failed with
+    /// a retryable error, in a row, and when the next is due if no result comes in before.
     planning: PlanningRetry,
 }
 
-/// A job whose planner failed for now (a cache read the store refused, say): it is asked again,
-/// after every result that comes in and at `due` when none does, until `max_attempts` attempts
-/// in a row have failed.
+/// A job whose planner, or the writing of its results, failed for now (a store that refused a
+/// read or a write, say): it is tried again after every result that comes in and at `due` when
+/// none does, until `max_attempts` attempts in a row have failed.
 #[derive(Debug, Default)]
 struct PlanningRetry {
     failures: u32,
@@ -1140,44 +1140,30 @@ async fn advance(job: &mut Job, now: Instant, max_attempts: u32) {
     let ready = driver.take_ready().await;
     let progress = driver.progress();
     let all_done = driver.all_done();
+    job.progress = progress;
     match ready {
         Ok(tasks) => {
-            job.planning = PlanningRetry::default();
+            if !all_done {
+                // Planning works again; a job that is done carries its count into writing the
+                // results, so that a write that keeps failing is not retried for ever.
+                job.planning = PlanningRetry::default();
+            }
             job.queue.extend(tasks.into_iter().map(|task| PendingTask {
                 task,
                 failed_attempts: 0,
             }));
         }
-        Err(failure) if failure.is_retryable() && job.planning.failures + 1 < max_attempts => {
-            job.planning.failures += 1;
-            let wait = planning_backoff(job.planning.failures);
-            job.planning.due = Some(now + wait);
-            job.progress = progress;
-            tracing::warn!(
-                job_id = %job.id,
-                attempt = job.planning.failures,
-                retry_in_s = wait.as_secs_f64(),
-                error = %failure,
-                "planning the job's next tasks failed; trying again"
+        Err(failure) => {
+            give_up_or_retry(
+                job,
+                &failure,
+                "planning the job's next tasks",
+                now,
+                max_attempts,
             );
             return;
         }
-        Err(failure) => {
-            let retryable = failure.is_retryable();
-            let message = if job.planning.failures > 0 {
-                format!(
-                    "planning the job's next tasks failed {} time(s) in a row, the limit; last \
-                     error: {failure}",
-                    job.planning.failures + 1
-                )
-            } else {
-                failure.to_string()
-            };
-            job.fail(message, retryable);
-            return;
-        }
     }
-    job.progress = progress;
     if !job.queue.is_empty() || job.in_flight > 0 {
         return;
     }
@@ -1220,8 +1206,50 @@ async fn advance(job: &mut Job, now: Instant, max_attempts: u32) {
             job.end(JobState::Succeeded);
         }
         Err(failure) => {
-            let retryable = failure.is_retryable();
-            job.fail(failure.to_string(), retryable);
+            give_up_or_retry(
+                job,
+                &failure,
+                "writing the job's results",
+                now,
+                max_attempts,
+            );
         }
     }
+}
+
+/// Planning or writing the results failed: a retryable failure leaves the job running, to be
+/// tried again after the next result or at its back-off (see [`PlanningRetry`]), until
+/// `max_attempts` attempts in a row have failed; any other fails the job.
+fn give_up_or_retry(
+    job: &mut Job,
+    failure: &TaskFailure,
+    what: &str,
+    now: Instant,
+    max_attempts: u32,
+) {
+    let retryable = failure.is_retryable();
+    if retryable && job.planning.failures + 1 < max_attempts {
+        job.planning.failures += 1;
+        let wait = planning_backoff(job.planning.failures);
+        job.planning.due = Some(now + wait);
+        // A job whose results could not be written goes back to running until they are.
+        job.state = JobState::Running;
+        tracing::warn!(
+            job_id = %job.id,
+            attempt = job.planning.failures,
+            retry_in_s = wait.as_secs_f64(),
+            error = %failure,
+            "{what} failed; trying again"
+        );
+        return;
+    }
+    let message = if job.planning.failures > 0 {
+        format!(
+            "{what} failed {} time(s) in a row, the limit; last error: {failure}",
+            job.planning.failures + 1
+        )
+    } else {
+        failure.to_string()
+    };
+    job.fail(message, retryable);
 }
