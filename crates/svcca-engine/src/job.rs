@@ -1440,7 +1440,7 @@ impl SweepDriver {
         &mut self,
         records: Vec<((usize, usize, Metric), PairRecord)>,
     ) -> Result<(), JobError> {
-        for (&(i, j, metric), record) in records.iter().map(|(k, r)| (k, r)) {
+        for &((i, j, metric), ref record) in &records {
             let key = self.pair_cache_key(i, j, metric);
             self.cache
                 .put(
