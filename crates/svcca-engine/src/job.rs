@@ -796,35 +796,51 @@ impl SweepDriver {
     /// by an expiry rule) is computed again, from the same rows, so the numbers do not change.
     /// Missing again after that, the coordinator cannot see what the workers write.
     fn recompute_parts(&mut self, content: &str, missing: &[usize]) -> Result<(), JobError> {
-        let rep = self.contents[content].rep;
         let keys: Vec<String> = missing
             .iter()
             .map(|&c| keys::moments_part(content, self.chunks[c].0, self.chunks[c].1))
             .collect();
+        self.count_lost_entries(content, "moments parts", &keys)?;
+        self.contents
+            .get_mut(content)
+            .expect("content")
+            .pending
+            .extend(missing.iter().copied());
+        for &chunk in missing {
+            self.emit_moments(content, chunk, false);
+        }
+        Ok(())
+    }
+
+    /// Counts one more computation of `content`'s entries `keys` (`what`: moments parts, a
+    /// whitening) that are missing from the cache although their tasks stored them; past
+    /// [`LOST_ENTRY_RECOMPUTES`], the job fails saying why.
+    fn count_lost_entries(
+        &mut self,
+        content: &str,
+        what: &str,
+        keys: &[String],
+    ) -> Result<(), JobError> {
+        let label = self.reps[self.contents[content].rep].key.label();
         let state = self.contents.get_mut(content).expect("content");
         if state.recomputed >= LOST_ENTRY_RECOMPUTES {
             return Err(JobError::Internal(format!(
-                "moments parts {} of {} are missing from the cache {} although their tasks \
-                 stored them, {} times: the coordinator does not see what the workers write \
-                 (a file:// cache must be one folder that the coordinator and every worker \
-                 share; or something deletes entries while the job runs)",
+                "{what} {} of {label}: missing from the cache {} although their tasks stored \
+                 them, {} times: the coordinator does not see what the workers write (a \
+                 file:// cache must be one folder that the coordinator and every worker share; \
+                 or something deletes entries while the job runs)",
                 keys.join(", "),
-                self.reps[rep].key.label(),
                 self.cache.url(),
                 LOST_ENTRY_RECOMPUTES + 1
             )));
         }
         state.recomputed += 1;
-        state.pending.extend(missing.iter().copied());
         tracing::warn!(
-            representation = %self.reps[rep].key.label(),
-            parts = %keys.join(", "),
+            representation = %label,
+            entries = %keys.join(", "),
             cache = %self.cache.url(),
-            "moments parts are missing from the cache although they were stored; computing them again"
+            "{what} missing from the cache although their tasks stored them; computing them again"
         );
-        for &chunk in missing {
-            self.emit_moments(content, chunk, false);
-        }
         Ok(())
     }
 
@@ -1002,28 +1018,9 @@ impl SweepDriver {
         let (rep, cols) = (self.contents[content].rep, self.contents[content].cols);
         if !missing.is_empty() && whitened {
             // Its task stored them: an entry deleted since is computed again, as moments parts
-            // are (see `recompute_parts`), a bounded number of times.
-            let names: Vec<String> = missing.iter().map(|w| keys::whitened(&w.hash)).collect();
-            let state = self.contents.get_mut(content).expect("content");
-            if state.recomputed >= LOST_ENTRY_RECOMPUTES {
-                return Err(JobError::Internal(format!(
-                    "whitening {} of {} is missing from the cache {} although its task stored \
-                     it, {} times: the coordinator does not see what the workers write (a \
-                     file:// cache must be one folder that the coordinator and every worker \
-                     share; or something deletes entries while the job runs)",
-                    names.join(", "),
-                    self.reps[rep].key.label(),
-                    self.cache.url(),
-                    LOST_ENTRY_RECOMPUTES + 1
-                )));
-            }
-            state.recomputed += 1;
-            tracing::warn!(
-                representation = %self.reps[rep].key.label(),
-                whitening = %names.join(", "),
-                cache = %self.cache.url(),
-                "a whitening is missing from the cache although its task stored it; computing it again"
-            );
+            // are (see `recompute_parts`).
+            let keys: Vec<String> = missing.iter().map(|w| keys::whitened(&w.hash)).collect();
+            self.count_lost_entries(content, "whitenings", &keys)?;
         }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|w| w.hash.as_str()).collect();

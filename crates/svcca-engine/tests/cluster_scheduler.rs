@@ -705,17 +705,25 @@ async fn a_planner_that_keeps_failing_fails_the_job_after_max_attempts_in_a_row(
     );
 }
 
+/// A one-part sum job whose first `refusals` writes of the results fail (retryably), run by one
+/// worker until every task is done (the part, then the reduce).
+async fn one_part_job_refused(refusals: u32) -> (Clock, Scheduler, String) {
+    let (clock, mut scheduler) = setup();
+    let w = register(&mut scheduler, "w", clock.at(0.0));
+    let spec = SumSpec::new(1);
+    let job = submit_flaky_finish(&mut scheduler, &spec, &[], refusals, clock.at(0.0)).await;
+    for at in [0.1, 0.3] {
+        let leased = lease_all(&mut scheduler, &w, clock.at(at));
+        assert_eq!(leased.len(), 1);
+        complete(&mut scheduler, &w, &leased[0], clock.at(at + 0.1)).await;
+    }
+    (clock, scheduler, job)
+}
+
 #[tokio::test]
 async fn results_the_store_refused_to_take_are_written_again() {
     // Two refusals, then the results are written: the job succeeds with the right sum.
-    let spec = SumSpec::new(1);
-    let (clock, mut scheduler) = setup();
-    let w = register(&mut scheduler, "w", clock.at(0.0));
-    let job = submit_flaky_finish(&mut scheduler, &spec, &[], 2, clock.at(0.0)).await;
-    let part = lease_all(&mut scheduler, &w, clock.at(0.1));
-    complete(&mut scheduler, &w, &part[0], clock.at(0.2)).await;
-    let reduce = lease_all(&mut scheduler, &w, clock.at(0.3));
-    complete(&mut scheduler, &w, &reduce[0], clock.at(0.4)).await;
+    let (clock, mut scheduler, job) = one_part_job_refused(2).await;
     let info = scheduler.job(&job).unwrap();
     assert_eq!(info.state, JobState::Running, "back to running: {info:?}");
     scheduler.retry_planning(clock.at(1.0)).await;
@@ -725,17 +733,11 @@ async fn results_the_store_refused_to_take_are_written_again() {
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
     assert_eq!(
         sum_from_summary(info.summary.as_ref().unwrap()),
-        Some(spec.expected_sum())
+        Some(SumSpec::new(1).expected_sum())
     );
 
     // Refused every time: the job fails after max_attempts (3) writes, saying so.
-    let (clock, mut scheduler) = setup();
-    let w = register(&mut scheduler, "w", clock.at(0.0));
-    let job = submit_flaky_finish(&mut scheduler, &spec, &[], u32::MAX, clock.at(0.0)).await;
-    let part = lease_all(&mut scheduler, &w, clock.at(0.1));
-    complete(&mut scheduler, &w, &part[0], clock.at(0.2)).await;
-    let reduce = lease_all(&mut scheduler, &w, clock.at(0.3));
-    complete(&mut scheduler, &w, &reduce[0], clock.at(0.4)).await;
+    let (clock, mut scheduler, job) = one_part_job_refused(u32::MAX).await;
     for at in [1.0, 3.0] {
         scheduler.retry_planning(clock.at(at)).await;
     }

@@ -492,126 +492,72 @@ async fn the_driver_takes_its_whitenings_from_the_workers() {
     );
 }
 
-/// Deletes the moments part each `moments` task stores, right after the task, while `budget`
-/// lasts: something that cleans the cache while a job runs, or a coordinator that cannot see
-/// the workers' cache.
-struct PartDeletingWorker {
+/// Which cache entries a [`TamperingWorker`] spoils, right after the task that stored them.
+#[derive(Clone, Copy)]
+enum Tamper {
+    /// Deletes each moments part (something that cleans the cache while a job runs, or a
+    /// coordinator that cannot see the workers' cache).
+    DeletePart,
+    /// Deletes each whitening.
+    DeleteWhitening,
+    /// Turns each whitening into a symbolic link to itself: the coordinator's read of it then
+    /// fails as an object store's refused read does (an error worth retrying), until the task,
+    /// run again, stores it again over the link.
+    LoopWhitening,
+}
+
+/// Runs tasks, then spoils what they stored (see [`Tamper`]) while `budget` lasts.
+struct TamperingWorker {
     inner: SweepExecutor,
     cache: std::path::PathBuf,
     budget: Arc<Mutex<usize>>,
+    tamper: Tamper,
 }
 
-impl TaskExecutor for PartDeletingWorker {
-    fn execute(&self, task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
-        let target = match serde_json::from_slice(&task.payload).unwrap() {
-            TaskPayload::Moments {
-                content,
-                start,
-                end,
-                whole: false,
-                ..
-            } => Some(self.cache.join(svcca_engine::cache::keys::moments_part(
-                &content, start, end,
-            ))),
-            _ => None,
-        };
-        let budget = self.budget.clone();
-        let run = self.inner.execute(task);
-        Box::pin(async move {
-            let out = run.await;
-            if let Some(path) = target {
-                let mut left = budget.lock().unwrap();
-                if *left > 0 {
-                    *left -= 1;
-                    std::fs::remove_file(&path).unwrap();
-                }
-            }
-            out
-        })
+impl TamperingWorker {
+    fn new(
+        opener: &CountingOpener,
+        cache: &std::path::Path,
+        budget: usize,
+        tamper: Tamper,
+    ) -> Self {
+        TamperingWorker {
+            inner: executor(opener),
+            cache: cache.to_path_buf(),
+            budget: Arc::new(Mutex::new(budget)),
+            tamper,
+        }
+    }
+
+    fn left(&self) -> usize {
+        *self.budget.lock().unwrap()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_moments_part_deleted_while_the_job_runs_is_computed_again() {
-    let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| {
-        p.contains("seed0") && p.contains("step2250") && (p.contains("h2") || p.contains("h4"))
-    })
-    .await;
-    let opener = CountingOpener::default();
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run_job(
-        &opener,
-        &spec_toml(ds.path(), out.path(), cache.path(), EXTRA),
-        Order::AsIssued,
-    )
-    .await
-    .unwrap();
-    let clean = read_results(out.path());
-    assert_eq!(clean.pairs.len(), 2);
-
-    // One part deleted after its task stored it: computed again, the same numbers.
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let worker = PartDeletingWorker {
-        inner: executor(&opener),
-        cache: cache.path().to_path_buf(),
-        budget: Arc::new(Mutex::new(1)),
-    };
-    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
-    let mut driver = factory(&opener).create(toml).await.unwrap();
-    drive(driver.as_mut(), &worker, Order::AsIssued, None)
-        .await
-        .unwrap()
-        .expect("ran to the end");
-    assert_eq!(*worker.budget.lock().unwrap(), 0, "a part was deleted");
-    assert_eq!(read_results(out.path()).pairs, clean.pairs);
-
-    // Every part deleted: the job fails, saying what is wrong, instead of computing for ever.
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let worker = PartDeletingWorker {
-        inner: executor(&opener),
-        cache: cache.path().to_path_buf(),
-        budget: Arc::new(Mutex::new(usize::MAX)),
-    };
-    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
-    let mut driver = factory(&opener).create(toml).await.unwrap();
-    let failure = drive(driver.as_mut(), &worker, Order::AsIssued, None)
-        .await
-        .expect_err("the parts never stay");
-    let message = failure.to_string();
-    assert!(
-        message.contains("missing from the cache")
-            && message.contains("does not see what the workers write"),
-        "{message}"
-    );
-    assert!(!out.path().join("results.json").exists());
-}
-
-/// Turns each whitening a `whiten` task stores into a symbolic link to itself, while `budget`
-/// lasts: the coordinator's read of it then fails as an object store's refused read does (an
-/// error worth retrying), until the task, run again, stores it again over the link. With
-/// `delete`, deletes it instead (something that cleans the cache while the job runs).
-struct WhiteningLoopingWorker {
-    inner: SweepExecutor,
-    cache: std::path::PathBuf,
-    budget: Arc<Mutex<usize>>,
-    delete: bool,
-}
-
-impl TaskExecutor for WhiteningLoopingWorker {
+impl TaskExecutor for TamperingWorker {
     fn execute(&self, task: TaskSpec) -> BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
-        let targets: Vec<std::path::PathBuf> = match serde_json::from_slice(&task.payload).unwrap()
-        {
-            TaskPayload::Whiten { bases, .. } => bases
-                .iter()
-                .map(|b| {
-                    self.cache
-                        .join(svcca_engine::cache::keys::whitened(&b.hash))
-                })
-                .collect(),
+        use svcca_engine::cache::keys;
+        let payload = serde_json::from_slice(&task.payload).unwrap();
+        let targets: Vec<String> = match (self.tamper, payload) {
+            (
+                Tamper::DeletePart,
+                TaskPayload::Moments {
+                    content,
+                    start,
+                    end,
+                    whole: false,
+                    ..
+                },
+            ) => vec![keys::moments_part(&content, start, end)],
+            (
+                Tamper::DeleteWhitening | Tamper::LoopWhitening,
+                TaskPayload::Whiten { bases, .. },
+            ) => bases.iter().map(|b| keys::whitened(&b.hash)).collect(),
             _ => Vec::new(),
         };
-        let (budget, delete) = (self.budget.clone(), self.delete);
+        let targets: Vec<std::path::PathBuf> =
+            targets.iter().map(|key| self.cache.join(key)).collect();
+        let (budget, tamper) = (self.budget.clone(), self.tamper);
         let run = self.inner.execute(task);
         Box::pin(async move {
             let out = run.await;
@@ -620,7 +566,7 @@ impl TaskExecutor for WhiteningLoopingWorker {
                 if *left > 0 {
                     *left -= 1;
                     std::fs::remove_file(&path).unwrap();
-                    if !delete {
+                    if let Tamper::LoopWhitening = tamper {
                         std::os::unix::fs::symlink(&path, &path).unwrap();
                     }
                 }
@@ -672,81 +618,105 @@ async fn drive_with_retries(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_the_coordinator_could_not_read_is_merged_when_its_task_runs_again() {
-    let ds = tempfile::tempdir().unwrap();
-    ingest_digits(ds.path(), |p| {
-        p.contains("seed0") && p.contains("step2250") && (p.contains("h2") || p.contains("h4"))
-    })
-    .await;
-    let opener = CountingOpener::default();
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run_job(
-        &opener,
-        &spec_toml(ds.path(), out.path(), cache.path(), EXTRA),
-        Order::AsIssued,
-    )
-    .await
-    .unwrap();
-    let clean = read_results(out.path());
-    assert_eq!(clean.pairs.len(), 2);
+/// Two layers of one digits network, and the pairs of a clean run over them.
+struct TwoLayers {
+    dataset: tempfile::TempDir,
+    opener: CountingOpener,
+    clean: Vec<svcca_results::PairRecord>,
+}
 
-    // Every whitening unreadable once, right after its task stored it: the coordinator's read
-    // fails (retryably), the task runs again, and its second report is merged.
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let worker = WhiteningLoopingWorker {
-        inner: executor(&opener),
-        cache: cache.path().to_path_buf(),
-        budget: Arc::new(Mutex::new(2)),
-        delete: false,
-    };
-    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
-    let mut driver = factory(&opener).create(toml).await.unwrap();
-    drive_with_retries(driver.as_mut(), &worker, 2)
-        .await
-        .expect("the job ends");
-    assert_eq!(
-        *worker.budget.lock().unwrap(),
-        0,
-        "two whitenings were looped"
-    );
-    assert_eq!(read_results(out.path()).pairs, clean.pairs);
+impl TwoLayers {
+    async fn new() -> Self {
+        let dataset = tempfile::tempdir().unwrap();
+        ingest_digits(dataset.path(), |p| {
+            p.contains("seed0") && p.contains("step2250") && (p.contains("h2") || p.contains("h4"))
+        })
+        .await;
+        let opener = CountingOpener::default();
+        let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let toml = spec_toml(dataset.path(), out.path(), cache.path(), EXTRA);
+        run_job(&opener, &toml, Order::AsIssued).await.unwrap();
+        let clean = read_results(out.path()).pairs;
+        assert_eq!(clean.len(), 2);
+        TwoLayers {
+            dataset,
+            opener,
+            clean,
+        }
+    }
 
-    // A whitening deleted right after its task stored it: computed again, the same numbers.
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let worker = WhiteningLoopingWorker {
-        inner: executor(&opener),
-        cache: cache.path().to_path_buf(),
-        budget: Arc::new(Mutex::new(1)),
-        delete: true,
-    };
-    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
-    let mut driver = factory(&opener).create(toml).await.unwrap();
-    drive(driver.as_mut(), &worker, Order::AsIssued, None)
-        .await
-        .unwrap()
-        .expect("ran to the end");
-    assert_eq!(*worker.budget.lock().unwrap(), 0, "a whitening was deleted");
-    assert_eq!(read_results(out.path()).pairs, clean.pairs);
+    /// Runs the job again on a fresh cache with a worker spoiling it (`tries`: driven as the
+    /// coordinator retries, see [`drive_with_retries`]; `None`: no retries). Returns the pairs,
+    /// or the failure, and how much of the worker's budget is left.
+    async fn run_tampered(
+        &self,
+        budget: usize,
+        tamper: Tamper,
+        tries: Option<usize>,
+    ) -> (Result<Vec<svcca_results::PairRecord>, TaskFailure>, usize) {
+        let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let worker = TamperingWorker::new(&self.opener, cache.path(), budget, tamper);
+        let toml = spec_toml(self.dataset.path(), out.path(), cache.path(), EXTRA);
+        let mut driver = factory(&self.opener).create(toml).await.unwrap();
+        let ran = match tries {
+            Some(tries) => drive_with_retries(driver.as_mut(), &worker, tries)
+                .await
+                .map(|_| ()),
+            None => drive(driver.as_mut(), &worker, Order::AsIssued, None)
+                .await
+                .map(|summary| assert!(summary.is_some(), "ran to the end")),
+        };
+        let pairs = ran.map(|()| read_results(out.path()).pairs);
+        if pairs.is_err() {
+            assert!(!out.path().join("results.json").exists());
+        }
+        (pairs, worker.left())
+    }
+}
 
-    // Deleted every time: the job fails, saying what is wrong, instead of computing for ever.
-    let (out, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let worker = WhiteningLoopingWorker {
-        inner: executor(&opener),
-        cache: cache.path().to_path_buf(),
-        budget: Arc::new(Mutex::new(usize::MAX)),
-        delete: true,
-    };
-    let toml = spec_toml(ds.path(), out.path(), cache.path(), EXTRA);
-    let mut driver = factory(&opener).create(toml).await.unwrap();
-    let failure = drive(driver.as_mut(), &worker, Order::AsIssued, None)
-        .await
-        .expect_err("the whitening never stays");
-    let message = failure.to_string();
+/// The failure of a job whose entries never stay in the cache: it says what is wrong instead of
+/// computing for ever.
+fn assert_lost_for_good(pairs: Result<Vec<svcca_results::PairRecord>, TaskFailure>) {
+    let message = pairs.expect_err("the entries never stay").to_string();
     assert!(
         message.contains("missing from the cache")
             && message.contains("does not see what the workers write"),
         "{message}"
     );
-    assert!(!out.path().join("results.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moments_part_deleted_while_the_job_runs_is_computed_again() {
+    let layers = TwoLayers::new().await;
+    // One part deleted after its task stored it: computed again, the same numbers.
+    let (pairs, left) = layers.run_tampered(1, Tamper::DeletePart, None).await;
+    assert_eq!(left, 0, "a part was deleted");
+    assert_eq!(pairs.unwrap(), layers.clean);
+    // Every part deleted: the job fails, saying why.
+    let (pairs, _) = layers
+        .run_tampered(usize::MAX, Tamper::DeletePart, None)
+        .await;
+    assert_lost_for_good(pairs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_coordinator_could_not_read_is_merged_when_its_task_runs_again() {
+    let layers = TwoLayers::new().await;
+    // The first whiten task's two whitenings unreadable right after it stored them: the
+    // coordinator's read fails (retryably), the task runs again, and its second report is merged.
+    let (pairs, left) = layers.run_tampered(2, Tamper::LoopWhitening, Some(2)).await;
+    assert_eq!(left, 0, "two whitenings were looped");
+    assert_eq!(pairs.unwrap(), layers.clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whitening_deleted_while_the_job_runs_is_computed_again() {
+    let layers = TwoLayers::new().await;
+    let (pairs, left) = layers.run_tampered(1, Tamper::DeleteWhitening, None).await;
+    assert_eq!(left, 0, "a whitening was deleted");
+    assert_eq!(pairs.unwrap(), layers.clean);
+    let (pairs, _) = layers
+        .run_tampered(usize::MAX, Tamper::DeleteWhitening, None)
+        .await;
+    assert_lost_for_good(pairs);
 }
