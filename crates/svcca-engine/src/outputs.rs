@@ -365,9 +365,6 @@ async fn replace_earlier_job(out: &Store, results: &ResultsFile) -> Result<(), O
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    out.delete("results.json").await?;
-    out.put("job.toml", results.job_spec.clone().into_bytes())
-        .await?;
     let ours = results.metrics();
     for metric in earlier_metrics.iter().filter(|m| !ours.contains(m)) {
         out.delete(&format!("matrix_{metric}.csv")).await?;
@@ -380,6 +377,12 @@ async fn replace_earlier_job(out: &Store, results: &ResultsFile) -> Result<(), O
     // The earlier job's report drew the earlier numbers; this job draws its own, or none
     // (`--no-report`), but never leaves the old one beside the new results.
     out.delete_prefix("report").await?;
+    // Last, in this order: a write that failed part-way (and is tried again) starts the
+    // replacement over from the earlier job's `results.json`, which names its matrices, and its
+    // `job.toml`, which says the output is not yet ours.
+    out.delete("results.json").await?;
+    out.put("job.toml", results.job_spec.clone().into_bytes())
+        .await?;
     Ok(())
 }
 
@@ -574,5 +577,91 @@ mod tests {
             .await
             .unwrap();
         assert!(out.get(prev).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_replacement_that_failed_part_way_is_done_whole_when_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let results = |spec: &JobSpec| ResultsFile {
+            schema_version: svcca_results::SCHEMA_VERSION,
+            coefficients: svcca_results::CoefficientStore::Json,
+            job_spec: spec.to_toml(),
+            versions: versions(),
+            comparison: spec.comparison.as_str().to_string(),
+            settings: String::new(),
+            representations: Vec::new(),
+            pairs: Vec::new(),
+        };
+        // An earlier job with its report.
+        let mut earlier = JobSpec::new("/d", dir.path().to_str().unwrap());
+        earlier.metrics = vec![crate::spec::Metric::Svcca, crate::spec::Metric::Cka];
+        assert_eq!(claim(&out, &earlier).await.unwrap(), Claim::Fresh);
+        let key = RepresentationKey {
+            run: "mlp".into(),
+            seed: Some(0),
+            step: None,
+            layer: "h1".into(),
+            tags: BTreeMap::new(),
+        };
+        let mut earlier_results = results(&earlier);
+        earlier_results
+            .representations
+            .push(svcca_results::RepresentationRecord {
+                key: key.clone(),
+                shape: vec![4],
+                datapoints: 10,
+                kept_dims: 4,
+                dropped_neurons: vec![],
+                spectrum: vec![],
+                checksum: String::new(),
+                depth: None,
+                layout: None,
+            });
+        earlier_results.pairs.push(svcca_results::PairRecord {
+            a: key.clone(),
+            b: key,
+            metric: "cka".into(),
+            mean: 1.0,
+            google_mean: None,
+            equal_k_mean: None,
+            dims_a: 4,
+            dims_b: 4,
+            coefficients: vec![],
+            weights: None,
+            frequencies: None,
+            conv: None,
+            warnings: vec![],
+        });
+        write_all(&out, &earlier_results, &Summary::default())
+            .await
+            .unwrap();
+        out.put("report/index.html", b"earlier numbers".to_vec())
+            .await
+            .unwrap();
+        assert!(out.get("matrix_cka.csv").await.unwrap().is_some());
+
+        // Another job replaces it; its first write fails part-way (the earlier report cannot be
+        // listed: a link to itself stands in it), as a store that refuses a request would.
+        let mut ours = JobSpec::new("/d", dir.path().to_str().unwrap()).with_where("layer", "h1");
+        ours.overwrite = true;
+        assert_eq!(claim(&out, &ours).await.unwrap(), Claim::Overwrite);
+        let looped = dir.path().join("report/loop");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        write_all(&out, &results(&ours), &Summary::default())
+            .await
+            .expect_err("the report cannot be listed");
+        std::fs::remove_file(&looped).unwrap();
+        write_all(&out, &results(&ours), &Summary::default())
+            .await
+            .unwrap();
+        assert!(
+            out.get("report/index.html").await.unwrap().is_none(),
+            "the earlier report is gone"
+        );
+        assert!(out.get("matrix_cka.csv").await.unwrap().is_none());
+        assert!(out.get("matrix_cka.arrow").await.unwrap().is_none());
+        let stored = read_job(&out, &out.get("job.toml").await.unwrap().unwrap()).unwrap();
+        assert!(same_job(&stored, &ours));
     }
 }
