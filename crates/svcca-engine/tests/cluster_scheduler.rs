@@ -749,3 +749,66 @@ async fn results_the_store_refused_to_take_are_written_again() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_task_that_failed_for_now_waits_out_its_back_off_and_others_go_first() {
+    // Backs off 0.5 s after the first failure, 1 s after the second (the default base).
+    let spec = SumSpec::new(2);
+    let (clock, mut scheduler) = setup();
+    let w = register(&mut scheduler, "w", clock.at(0.0));
+    let job = submit(&mut scheduler, &spec, clock.at(0.0)).await;
+    let first = scheduler.lease(&w, clock.at(1.0)).unwrap().expect("part-0");
+    assert_eq!(first.task.id, "part-0");
+    let failure = TaskFailure::Retryable {
+        task_id: String::new(),
+        message: "the store refused a read".into(),
+    };
+    scheduler
+        .report_failure(&w, &first.lease_id, failure.clone(), clock.at(1.0))
+        .unwrap();
+    let other = scheduler.lease(&w, clock.at(1.1)).unwrap().expect("part-1");
+    assert_eq!(
+        other.task.id, "part-1",
+        "the waiting task does not hold others up"
+    );
+    assert!(
+        scheduler.lease(&w, clock.at(1.4)).unwrap().is_none(),
+        "part-0 waits out its back-off"
+    );
+    let again = scheduler
+        .lease(&w, clock.at(1.5))
+        .unwrap()
+        .expect("part-0 again");
+    assert_eq!((again.task.id.as_str(), again.attempt), ("part-0", 2));
+    scheduler
+        .report_failure(&w, &again.lease_id, failure, clock.at(1.5))
+        .unwrap();
+    assert!(
+        scheduler.lease(&w, clock.at(2.4)).unwrap().is_none(),
+        "doubled"
+    );
+    let third = scheduler
+        .lease(&w, clock.at(2.5))
+        .unwrap()
+        .expect("part-0, third");
+    complete(&mut scheduler, &w, &third, clock.at(2.6)).await;
+    complete(&mut scheduler, &w, &other, clock.at(2.6)).await;
+    let reduce = lease_all(&mut scheduler, &w, clock.at(2.7));
+    complete(&mut scheduler, &w, &reduce[0], clock.at(2.8)).await;
+    let info = scheduler.job(&job).unwrap();
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
+    assert_eq!(
+        sum_from_summary(info.summary.as_ref().unwrap()),
+        Some(spec.expected_sum())
+    );
+
+    // A lost worker's tasks are not the tasks' fault: they go out again at once.
+    let (clock, mut scheduler) = setup();
+    let a = register(&mut scheduler, "a", clock.at(0.0));
+    submit(&mut scheduler, &SumSpec::new(1), clock.at(0.0)).await;
+    scheduler.lease(&a, clock.at(0.1)).unwrap().expect("part-0");
+    let b = register(&mut scheduler, "b", clock.at(5.0));
+    scheduler.tick(clock.at(6.0));
+    let taken = scheduler.lease(&b, clock.at(6.0)).unwrap();
+    assert_eq!(taken.map(|t| t.task.id).as_deref(), Some("part-0"));
+}

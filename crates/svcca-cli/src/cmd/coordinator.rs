@@ -41,6 +41,12 @@ pub struct CoordinatorArgs {
     /// Attempts per task (a lost worker or a retryable error costs one) before the job fails.
     #[arg(long, env = "SVCCA_MAX_ATTEMPTS", default_value_t = 4)]
     pub max_attempts: u32,
+    /// How long a task that failed with an error worth retrying (a store that refused a request)
+    /// waits before it runs again, doubled after each failure of the same task, at most 30 s; the
+    /// coordinator's own planning and results writes are retried on the same schedule. `0s`
+    /// retries at once.
+    #[arg(long, env = "SVCCA_RETRY_BACKOFF", default_value = "500ms", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
     /// Tokens of submitters (submit, status, cancel), one per line; each is an identity, and only
     /// the one that submitted a job may cancel it.
     #[arg(long, env = "SVCCA_AUTH_TOKEN_FILE")]
@@ -113,6 +119,7 @@ impl CoordinatorArgs {
             .with_lease_timeout(self.lease_timeout)
             .with_worker_grace(self.worker_grace)
             .with_max_attempts(self.max_attempts)
+            .with_retry_backoff(self.retry_backoff)
             .with_auth(auth)
             .with_insecure(self.insecure)
             .with_tls(tls)

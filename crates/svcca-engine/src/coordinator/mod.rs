@@ -59,6 +59,10 @@ pub struct CoordinatorConfig {
     pub worker_grace: Duration,
     /// Attempts per task before the job fails (each lost lease or retryable failure is one).
     pub max_attempts: u32,
+    /// How long a task that failed with an error worth retrying waits before it is leased again,
+    /// doubled after each failure of the same task (at most 30 s); planning and writing a job's
+    /// results are retried on the same schedule. A lost worker's tasks go out again at once.
+    pub retry_backoff: Duration,
     /// The longest a worker's LeaseTask call is held open waiting for work.
     pub max_lease_wait: Duration,
     /// Tokens of submitters and workers; none configured means no authentication.
@@ -121,6 +125,7 @@ impl Default for CoordinatorConfig {
             lease_timeout: Duration::from_secs(10),
             worker_grace: Duration::from_secs(120),
             max_attempts: 4,
+            retry_backoff: Duration::from_millis(500),
             max_lease_wait: Duration::from_secs(5),
             auth: AuthConfig::default(),
             insecure: false,
@@ -151,6 +156,10 @@ impl CoordinatorConfig {
     }
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+    pub fn with_retry_backoff(mut self, backoff: Duration) -> Self {
+        self.retry_backoff = backoff;
         self
     }
     pub fn with_max_lease_wait(mut self, wait: Duration) -> Self {

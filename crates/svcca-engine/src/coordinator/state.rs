@@ -10,7 +10,9 @@
 //! - a failure is classified once, by whoever understood it (the worker's executor, or the driver):
 //!   a fatal one fails the job at once with the task's message; a retryable one re-queues the task
 //!   at the front, until `max_attempts` attempts have failed, which fails the job naming the task
-//!   and its last error;
+//!   and its last error. A task that failed retryably waits out a back-off (`retry_backoff`,
+//!   doubled per failure) before it is leased again, while the tasks behind it go out; a lost
+//!   worker's tasks go out again at once;
 //! - a job whose planner, or the writing of its results, fails with a retryable error (a store
 //!   that refused a read or a write) is tried again after the next result, or after a back-off
 //!   when none comes, until `max_attempts` attempts in a row have failed; a driver leaves its state as it was when planning or merging
@@ -169,6 +171,9 @@ struct LeaseEntry {
 struct PendingTask {
     task: TaskSpec,
     failed_attempts: u32,
+    /// A task that failed with an error worth retrying waits out its back-off before it is
+    /// leased again (see [`retry_backoff`]); a lost worker's tasks go out again at once.
+    not_before: Option<Instant>,
 }
 
 struct Job {
@@ -194,20 +199,12 @@ struct Job {
 }
 
 /// A job whose planner, or the writing of its results, failed for now (a store that refused a
-/// read or a write, say): it is tried again after every result that comes in and at `due` when
-/// none does, until `max_attempts` attempts in a row have failed.
+/// read or a write, say): it is tried again after every result that comes in and at `due` (its
+/// back-off, as a task's) when none does, until `max_attempts` attempts in a row have failed.
 #[derive(Debug, Default)]
 struct PlanningRetry {
     failures: u32,
     due: Option<Instant>,
-}
-
-/// How long a job whose planning failed waits before it is planned again (when no result comes
-/// in first): doubling from half a second, at most 30 seconds.
-fn planning_backoff(failures: u32) -> Duration {
-    Duration::from_millis(500)
-        .saturating_mul(1 << failures.saturating_sub(1).min(6))
-        .min(Duration::from_secs(30))
 }
 
 impl Job {
@@ -433,7 +430,8 @@ impl Scheduler {
         Ok(revoked)
     }
 
-    /// Hands the oldest ready task to the worker, if any.
+    /// Hands the oldest ready task to the worker, if any (a task waiting out its back-off after a
+    /// retryable failure is not ready until its time).
     pub fn lease(
         &mut self,
         worker_id: &str,
@@ -442,14 +440,23 @@ impl Scheduler {
         // Asking for work is as good a sign of life as a heartbeat.
         let worker = self.worker_mut(worker_id)?;
         worker.last_heartbeat = worker.last_heartbeat.max(now);
-        let Some(job) = self
+        // The oldest job's first task that is not waiting out a back-off (those wait at the
+        // front of the queue, so the search rarely goes past the first entry).
+        let Some((job, at)) = self
             .jobs
             .values_mut()
-            .find(|j| j.state == JobState::Running && !j.queue.is_empty())
+            .filter(|j| j.state == JobState::Running)
+            .find_map(|j| {
+                let at = j
+                    .queue
+                    .iter()
+                    .position(|p| p.not_before.is_none_or(|due| due <= now))?;
+                Some((j, at))
+            })
         else {
             return Ok(None);
         };
-        let Some(pending) = job.queue.pop_front() else {
+        let Some(pending) = job.queue.remove(at) else {
             return Ok(None);
         };
         job.in_flight += 1;
@@ -587,9 +594,9 @@ impl Scheduler {
         };
         self.jobs.insert(seq, job);
         self.job_seq.insert(job_id.clone(), seq);
-        let max_attempts = self.config.max_attempts;
+        let (max_attempts, backoff) = (self.config.max_attempts, self.config.retry_backoff);
         if let Some(job) = self.jobs.get_mut(&seq) {
-            advance(job, now, max_attempts).await;
+            advance(job, now, (max_attempts, backoff)).await;
         }
         self.publish(seq);
         job_id
@@ -645,7 +652,7 @@ impl Scheduler {
         let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
             return Ok(());
         };
-        let max_attempts = self.config.max_attempts;
+        let (max_attempts, backoff) = (self.config.max_attempts, self.config.retry_backoff);
         let Some(job) = self.jobs.get_mut(&seq) else {
             return Ok(());
         };
@@ -664,16 +671,19 @@ impl Scheduler {
                 self.stats
                     .task_latency
                     .observe(now.saturating_duration_since(lease.granted_at));
-                advance(job, now, max_attempts).await
+                advance(job, now, (max_attempts, backoff)).await
             }
-            Err(failure) => failed_attempt(
-                job,
-                lease.task,
-                lease.failed_attempts,
-                &failure,
-                max_attempts,
-                &mut self.stats,
-            ),
+            Err(failure) => {
+                let not_before = now + retry_backoff(backoff, lease.failed_attempts + 1);
+                failed_attempt(
+                    job,
+                    lease.task,
+                    lease.failed_attempts,
+                    &failure,
+                    (max_attempts, Some(not_before)),
+                    &mut self.stats,
+                )
+            }
         }
         self.publish(seq);
         Ok(())
@@ -699,6 +709,7 @@ impl Scheduler {
             return Ok(());
         };
         let max_attempts = self.config.max_attempts;
+        let not_before = now + retry_backoff(self.config.retry_backoff, lease.failed_attempts + 1);
         if let Some(job) = self.jobs.get_mut(&seq) {
             job.in_flight = job.in_flight.saturating_sub(1);
             if job.state == JobState::Running {
@@ -708,7 +719,7 @@ impl Scheduler {
                     lease.task,
                     lease.failed_attempts,
                     &failure,
-                    max_attempts,
+                    (max_attempts, Some(not_before)),
                     &mut self.stats,
                 );
             }
@@ -769,7 +780,7 @@ impl Scheduler {
                         lease.task,
                         lease.failed_attempts,
                         &attempt,
-                        max_attempts,
+                        (max_attempts, None),
                         &mut self.stats,
                     );
                 }
@@ -900,11 +911,11 @@ impl Scheduler {
             })
             .map(|(seq, _)| *seq)
             .collect();
-        let max_attempts = self.config.max_attempts;
+        let (max_attempts, backoff) = (self.config.max_attempts, self.config.retry_backoff);
         for seq in due {
             if let Some(job) = self.jobs.get_mut(&seq) {
                 job.planning.due = None;
-                advance(job, now, max_attempts).await;
+                advance(job, now, (max_attempts, backoff)).await;
             }
             self.publish(seq);
         }
@@ -1054,13 +1065,14 @@ impl Scheduler {
                             lease.task,
                             lease.failed_attempts,
                             &failure,
-                            max_attempts,
+                            (max_attempts, None),
                             &mut self.stats,
                         );
                     }
                     None => job.queue.push_front(PendingTask {
                         task: lease.task,
                         failed_attempts: lease.failed_attempts,
+                        not_before: None,
                     }),
                 }
             }
@@ -1100,13 +1112,14 @@ impl Scheduler {
     }
 }
 
-/// One attempt of `task` failed: fail the job, or queue the task again.
+/// One attempt of `task` failed: fail the job, or queue the task again, to be leased from
+/// `not_before` on (`None`: at once).
 fn failed_attempt(
     job: &mut Job,
     task: TaskSpec,
     failed_before: u32,
     failure: &TaskFailure,
-    max_attempts: u32,
+    (max_attempts, not_before): (u32, Option<Instant>),
     stats: &mut TaskStats,
 ) {
     let failed_attempts = failed_before + 1;
@@ -1127,13 +1140,21 @@ fn failed_attempt(
         TaskFailure::Retryable { .. } => job.queue.push_front(PendingTask {
             task,
             failed_attempts,
+            not_before,
         }),
     }
 }
 
+/// How long something that failed `failures` times in a row with an error worth retrying waits
+/// before it is tried again: `base`, doubled after each failure, at most 30 seconds.
+fn retry_backoff(base: Duration, failures: u32) -> Duration {
+    base.saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(Duration::from_secs(30))
+}
+
 /// After a submission or a completed task (or when a failed planning is due again): queue newly
 /// ready tasks, and finish the job (write its results) once the driver says it is done.
-async fn advance(job: &mut Job, now: Instant, max_attempts: u32) {
+async fn advance(job: &mut Job, now: Instant, retries: (u32, Duration)) {
     let Some(driver) = job.driver.as_mut() else {
         return;
     };
@@ -1151,16 +1172,11 @@ async fn advance(job: &mut Job, now: Instant, max_attempts: u32) {
             job.queue.extend(tasks.into_iter().map(|task| PendingTask {
                 task,
                 failed_attempts: 0,
+                not_before: None,
             }));
         }
         Err(failure) => {
-            give_up_or_retry(
-                job,
-                &failure,
-                "planning the job's next tasks",
-                now,
-                max_attempts,
-            );
+            give_up_or_retry(job, &failure, "planning the job's next tasks", now, retries);
             return;
         }
     }
@@ -1206,13 +1222,7 @@ async fn advance(job: &mut Job, now: Instant, max_attempts: u32) {
             job.end(JobState::Succeeded);
         }
         Err(failure) => {
-            give_up_or_retry(
-                job,
-                &failure,
-                "writing the job's results",
-                now,
-                max_attempts,
-            );
+            give_up_or_retry(job, &failure, "writing the job's results", now, retries);
         }
     }
 }
@@ -1225,12 +1235,12 @@ fn give_up_or_retry(
     failure: &TaskFailure,
     what: &str,
     now: Instant,
-    max_attempts: u32,
+    (max_attempts, backoff): (u32, Duration),
 ) {
     let retryable = failure.is_retryable();
     if retryable && job.planning.failures + 1 < max_attempts {
         job.planning.failures += 1;
-        let wait = planning_backoff(job.planning.failures);
+        let wait = retry_backoff(backoff, job.planning.failures);
         job.planning.due = Some(now + wait);
         // A job whose results could not be written goes back to running until they are.
         job.state = JobState::Running;
