@@ -425,17 +425,10 @@ mod tests {
         assert_eq!(col.value(1), 0.25);
     }
 
-    #[test]
-    fn representations_that_differ_only_by_a_tag_get_their_own_rows_and_labels() {
-        let key = |lr: &str| RepresentationKey {
-            run: "mlp".into(),
-            seed: Some(0),
-            step: Some(10),
-            layer: "h1".into(),
-            tags: [("lr".to_string(), lr.to_string())].into_iter().collect(),
-        };
-        let rep = |lr: &str| svcca_results::RepresentationRecord {
-            key: key(lr),
+    /// A four-neuron representation of ten datapoints, as results record it.
+    fn representation(key: RepresentationKey) -> svcca_results::RepresentationRecord {
+        svcca_results::RepresentationRecord {
+            key,
             shape: vec![4],
             datapoints: 10,
             kept_dims: 4,
@@ -444,11 +437,19 @@ mod tests {
             checksum: String::new(),
             depth: None,
             layout: None,
-        };
-        let pair = |a: &str, b: &str, mean: f64| svcca_results::PairRecord {
-            a: key(a),
-            b: key(b),
-            metric: "svcca".into(),
+        }
+    }
+
+    fn pair_record(
+        a: RepresentationKey,
+        b: RepresentationKey,
+        metric: &str,
+        mean: f64,
+    ) -> svcca_results::PairRecord {
+        svcca_results::PairRecord {
+            a,
+            b,
+            metric: metric.into(),
             mean,
             google_mean: None,
             equal_k_mean: None,
@@ -459,7 +460,20 @@ mod tests {
             frequencies: None,
             conv: None,
             warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn representations_that_differ_only_by_a_tag_get_their_own_rows_and_labels() {
+        let key = |lr: &str| RepresentationKey {
+            run: "mlp".into(),
+            seed: Some(0),
+            step: Some(10),
+            layer: "h1".into(),
+            tags: [("lr".to_string(), lr.to_string())].into_iter().collect(),
         };
+        let rep = |lr: &str| representation(key(lr));
+        let pair = |a: &str, b: &str, mean: f64| pair_record(key(a), key(b), "svcca", mean);
         let results = ResultsFile {
             schema_version: svcca_results::SCHEMA_VERSION,
             coefficients: svcca_results::CoefficientStore::Json,
@@ -607,32 +621,10 @@ mod tests {
         let mut earlier_results = results(&earlier);
         earlier_results
             .representations
-            .push(svcca_results::RepresentationRecord {
-                key: key.clone(),
-                shape: vec![4],
-                datapoints: 10,
-                kept_dims: 4,
-                dropped_neurons: vec![],
-                spectrum: vec![],
-                checksum: String::new(),
-                depth: None,
-                layout: None,
-            });
-        earlier_results.pairs.push(svcca_results::PairRecord {
-            a: key.clone(),
-            b: key,
-            metric: "cka".into(),
-            mean: 1.0,
-            google_mean: None,
-            equal_k_mean: None,
-            dims_a: 4,
-            dims_b: 4,
-            coefficients: vec![],
-            weights: None,
-            frequencies: None,
-            conv: None,
-            warnings: vec![],
-        });
+            .push(representation(key.clone()));
+        earlier_results
+            .pairs
+            .push(pair_record(key.clone(), key, "cka", 1.0));
         write_all(&out, &earlier_results, &Summary::default())
             .await
             .unwrap();

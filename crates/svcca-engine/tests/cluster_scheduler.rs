@@ -546,6 +546,16 @@ async fn a_restarted_coordinator_never_reuses_an_earlier_ones_worker_or_lease_id
     ));
 }
 
+/// The job succeeded, with the sum its spec gives.
+fn assert_succeeded_with(scheduler: &Scheduler, job: &str, spec: &SumSpec) {
+    let info = scheduler.job(job).unwrap();
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
+    assert_eq!(
+        sum_from_summary(info.summary.as_ref().unwrap()),
+        Some(spec.expected_sum())
+    );
+}
+
 /// A sum job whose planner fails with a retryable error on the calls to `take_ready` listed in
 /// `failing` (counted from 1: the submission's call is the first), as a cache on an object store
 /// that refuses a read for a while would.
@@ -650,12 +660,7 @@ async fn a_planner_that_fails_for_now_is_planned_again_and_the_job_ends_as_witho
     let reduce = lease_all(&mut scheduler, &w, clock.at(0.3));
     assert_eq!(reduce.len(), 1, "planned once a result came in");
     complete(&mut scheduler, &w, &reduce[0], clock.at(0.4)).await;
-    let info = scheduler.job(&job).unwrap();
-    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
-    assert_eq!(
-        sum_from_summary(info.summary.as_ref().unwrap()),
-        Some(spec.expected_sum())
-    );
+    assert_succeeded_with(&scheduler, &job, &spec);
 
     // Planning fails after the last part, with nothing left running: no result will come in,
     // so the coordinator's tick plans again once the back-off has passed.
@@ -674,12 +679,7 @@ async fn a_planner_that_fails_for_now_is_planned_again_and_the_job_ends_as_witho
     let reduce = lease_all(&mut scheduler, &w, clock.at(1.0));
     assert_eq!(reduce.len(), 1, "planned again by the tick");
     complete(&mut scheduler, &w, &reduce[0], clock.at(1.1)).await;
-    let info = scheduler.job(&job).unwrap();
-    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
-    assert_eq!(
-        sum_from_summary(info.summary.as_ref().unwrap()),
-        Some(SumSpec::new(1).expected_sum())
-    );
+    assert_succeeded_with(&scheduler, &job, &SumSpec::new(1));
 }
 
 #[tokio::test]
@@ -729,12 +729,7 @@ async fn results_the_store_refused_to_take_are_written_again() {
     scheduler.retry_planning(clock.at(1.0)).await;
     assert_eq!(scheduler.job(&job).unwrap().state, JobState::Running);
     scheduler.retry_planning(clock.at(3.0)).await;
-    let info = scheduler.job(&job).unwrap();
-    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
-    assert_eq!(
-        sum_from_summary(info.summary.as_ref().unwrap()),
-        Some(SumSpec::new(1).expected_sum())
-    );
+    assert_succeeded_with(&scheduler, &job, &SumSpec::new(1));
 
     // Refused every time: the job fails after max_attempts (3) writes, saying so.
     let (clock, mut scheduler, job) = one_part_job_refused(u32::MAX).await;
@@ -795,12 +790,7 @@ async fn a_task_that_failed_for_now_waits_out_its_back_off_and_others_go_first()
     complete(&mut scheduler, &w, &other, clock.at(2.6)).await;
     let reduce = lease_all(&mut scheduler, &w, clock.at(2.7));
     complete(&mut scheduler, &w, &reduce[0], clock.at(2.8)).await;
-    let info = scheduler.job(&job).unwrap();
-    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
-    assert_eq!(
-        sum_from_summary(info.summary.as_ref().unwrap()),
-        Some(spec.expected_sum())
-    );
+    assert_succeeded_with(&scheduler, &job, &spec);
 
     // A lost worker's tasks are not the tasks' fault: they go out again at once.
     let (clock, mut scheduler) = setup();

@@ -15,8 +15,9 @@
 //!   worker's tasks go out again at once;
 //! - a job whose planner, or the writing of its results, fails with a retryable error (a store
 //!   that refused a read or a write) is tried again after the next result, or after a back-off
-//!   when none comes, until `max_attempts` attempts in a row have failed; a driver leaves its state as it was when planning or merging
-//!   a result fails, so the retry (or the task run again) goes on from there;
+//!   when none comes, until `max_attempts` attempts in a row have failed; a driver leaves its
+//!   state as it was when planning or merging a result fails, so the retry (or the task run
+//!   again) goes on from there;
 //! - while no worker is registered for `worker_grace`, running jobs fail with a message saying so,
 //!   instead of waiting forever;
 //! - results are handed to the job's [`JobDriver`], which merges them in its own fixed order, so
