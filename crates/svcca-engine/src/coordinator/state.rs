@@ -173,7 +173,7 @@ struct PendingTask {
     task: TaskSpec,
     failed_attempts: u32,
     /// A task that failed with an error worth retrying waits out its back-off before it is
-    /// leased again (see [`retry_backoff`]); a lost worker's tasks go out again at once.
+    /// leased again (see [`RetryPolicy::wait`]); a lost worker's tasks go out again at once.
     not_before: Option<Instant>,
 }
 
@@ -595,9 +595,9 @@ impl Scheduler {
         };
         self.jobs.insert(seq, job);
         self.job_seq.insert(job_id.clone(), seq);
-        let (max_attempts, backoff) = (self.config.max_attempts, self.config.retry_backoff);
+        let policy = RetryPolicy::of(&self.config);
         if let Some(job) = self.jobs.get_mut(&seq) {
-            advance(job, now, (max_attempts, backoff)).await;
+            advance(job, now, policy).await;
         }
         self.publish(seq);
         job_id
@@ -653,7 +653,7 @@ impl Scheduler {
         let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
             return Ok(());
         };
-        let (max_attempts, backoff) = (self.config.max_attempts, self.config.retry_backoff);
+        let policy = RetryPolicy::of(&self.config);
         let Some(job) = self.jobs.get_mut(&seq) else {
             return Ok(());
         };
@@ -672,19 +672,17 @@ impl Scheduler {
                 self.stats
                     .task_latency
                     .observe(now.saturating_duration_since(lease.granted_at));
-                advance(job, now, (max_attempts, backoff)).await
+                advance(job, now, policy).await
             }
-            Err(failure) => {
-                let not_before = now + retry_backoff(backoff, lease.failed_attempts + 1);
-                failed_attempt(
-                    job,
-                    lease.task,
-                    lease.failed_attempts,
-                    &failure,
-                    (max_attempts, Some(not_before)),
-                    &mut self.stats,
-                )
-            }
+            Err(failure) => failed_attempt(
+                job,
+                lease.task,
+                lease.failed_attempts,
+                &failure,
+                policy,
+                Some(now),
+                &mut self.stats,
+            ),
         }
         self.publish(seq);
         Ok(())
@@ -709,8 +707,7 @@ impl Scheduler {
         let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
             return Ok(());
         };
-        let max_attempts = self.config.max_attempts;
-        let not_before = now + retry_backoff(self.config.retry_backoff, lease.failed_attempts + 1);
+        let policy = RetryPolicy::of(&self.config);
         if let Some(job) = self.jobs.get_mut(&seq) {
             job.in_flight = job.in_flight.saturating_sub(1);
             if job.state == JobState::Running {
@@ -720,7 +717,8 @@ impl Scheduler {
                     lease.task,
                     lease.failed_attempts,
                     &failure,
-                    (max_attempts, Some(not_before)),
+                    policy,
+                    Some(now),
                     &mut self.stats,
                 );
             }
@@ -767,7 +765,7 @@ impl Scheduler {
             }
         }
         // The rejected lease itself was already taken from the worker.
-        let max_attempts = self.config.max_attempts;
+        let policy = RetryPolicy::of(&self.config);
         if let Some(seq) = self.job_seq.get(&lease.job_id).copied() {
             if let Some(job) = self.jobs.get_mut(&seq) {
                 job.in_flight = job.in_flight.saturating_sub(1);
@@ -781,7 +779,8 @@ impl Scheduler {
                         lease.task,
                         lease.failed_attempts,
                         &attempt,
-                        (max_attempts, None),
+                        policy,
+                        None,
                         &mut self.stats,
                     );
                 }
@@ -912,11 +911,11 @@ impl Scheduler {
             })
             .map(|(seq, _)| *seq)
             .collect();
-        let (max_attempts, backoff) = (self.config.max_attempts, self.config.retry_backoff);
+        let policy = RetryPolicy::of(&self.config);
         for seq in due {
             if let Some(job) = self.jobs.get_mut(&seq) {
                 job.planning.due = None;
-                advance(job, now, (max_attempts, backoff)).await;
+                advance(job, now, policy).await;
             }
             self.publish(seq);
         }
@@ -1051,7 +1050,7 @@ impl Scheduler {
         let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
             return;
         };
-        let max_attempts = self.config.max_attempts;
+        let policy = RetryPolicy::of(&self.config);
         if let Some(job) = self.jobs.get_mut(&seq) {
             job.in_flight = job.in_flight.saturating_sub(1);
             if job.state == JobState::Running {
@@ -1066,7 +1065,8 @@ impl Scheduler {
                             lease.task,
                             lease.failed_attempts,
                             &failure,
-                            (max_attempts, None),
+                            policy,
+                            None,
                             &mut self.stats,
                         );
                     }
@@ -1113,16 +1113,19 @@ impl Scheduler {
     }
 }
 
-/// One attempt of `task` failed: fail the job, or queue the task again, to be leased from
-/// `not_before` on (`None`: at once).
+/// One attempt of `task` failed: fail the job, or queue the task again. With `failed_at`, the task
+/// failed itself and waits out its back-off from then; without, it goes out again at once (its
+/// worker was lost or dropped).
 fn failed_attempt(
     job: &mut Job,
     task: TaskSpec,
     failed_before: u32,
     failure: &TaskFailure,
-    (max_attempts, not_before): (u32, Option<Instant>),
+    policy: RetryPolicy,
+    failed_at: Option<Instant>,
     stats: &mut TaskStats,
 ) {
+    let max_attempts = policy.max_attempts;
     let failed_attempts = failed_before + 1;
     stats.tasks_failed += 1;
     let requeued = failure.is_retryable() && failed_attempts < max_attempts;
@@ -1141,21 +1144,39 @@ fn failed_attempt(
         TaskFailure::Retryable { .. } => job.queue.push_front(PendingTask {
             task,
             failed_attempts,
-            not_before,
+            not_before: failed_at.map(|at| at + policy.wait(failed_attempts)),
         }),
     }
 }
 
-/// How long something that failed `failures` times in a row with an error worth retrying waits
-/// before it is tried again: `base`, doubled after each failure, at most 30 seconds.
-fn retry_backoff(base: Duration, failures: u32) -> Duration {
-    base.saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(Duration::from_secs(30))
+/// How often and how patiently something that failed with an error worth retrying is tried
+/// again (from [`CoordinatorConfig`]): a task, a job's planning, the writing of its results.
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    max_attempts: u32,
+    backoff: Duration,
+}
+
+impl RetryPolicy {
+    fn of(config: &CoordinatorConfig) -> Self {
+        RetryPolicy {
+            max_attempts: config.max_attempts,
+            backoff: config.retry_backoff,
+        }
+    }
+
+    /// The wait after `failures` failures in a row: the back-off, doubled after each failure, at
+    /// most 30 seconds.
+    fn wait(self, failures: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(Duration::from_secs(30))
+    }
 }
 
 /// After a submission or a completed task (or when a failed planning is due again): queue newly
 /// ready tasks, and finish the job (write its results) once the driver says it is done.
-async fn advance(job: &mut Job, now: Instant, retries: (u32, Duration)) {
+async fn advance(job: &mut Job, now: Instant, policy: RetryPolicy) {
     let Some(driver) = job.driver.as_mut() else {
         return;
     };
@@ -1177,7 +1198,7 @@ async fn advance(job: &mut Job, now: Instant, retries: (u32, Duration)) {
             }));
         }
         Err(failure) => {
-            give_up_or_retry(job, &failure, "planning the job's next tasks", now, retries);
+            give_up_or_retry(job, &failure, "planning the job's next tasks", now, policy);
             return;
         }
     }
@@ -1223,7 +1244,7 @@ async fn advance(job: &mut Job, now: Instant, retries: (u32, Duration)) {
             job.end(JobState::Succeeded);
         }
         Err(failure) => {
-            give_up_or_retry(job, &failure, "writing the job's results", now, retries);
+            give_up_or_retry(job, &failure, "writing the job's results", now, policy);
         }
     }
 }
@@ -1236,12 +1257,12 @@ fn give_up_or_retry(
     failure: &TaskFailure,
     what: &str,
     now: Instant,
-    (max_attempts, backoff): (u32, Duration),
+    policy: RetryPolicy,
 ) {
     let retryable = failure.is_retryable();
-    if retryable && job.planning.failures + 1 < max_attempts {
+    if retryable && job.planning.failures + 1 < policy.max_attempts {
         job.planning.failures += 1;
-        let wait = retry_backoff(backoff, job.planning.failures);
+        let wait = policy.wait(job.planning.failures);
         job.planning.due = Some(now + wait);
         // A job whose results could not be written goes back to running until they are.
         job.state = JobState::Running;
