@@ -57,6 +57,10 @@ impl CacheError {
     }
 }
 
+/// How many requests to one store a batch keeps in flight (existence checks, pair records, a
+/// task's inputs): enough to hide an object store's latency, few enough not to be throttled.
+pub const REQUESTS_IN_FLIGHT: usize = 32;
+
 static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Bytes this process has read through [`Store::get`] (caches, outputs, job records) since it
@@ -182,6 +186,45 @@ impl Store {
                 source,
             }),
         }
+    }
+
+    /// Whether each of `keys` is stored, in their order. The requests go out
+    /// [`REQUESTS_IN_FLIGHT`] at a time: on an object store each is a round trip of tens of
+    /// milliseconds, and the coordinator waits for them while it plans.
+    pub async fn exists_many(&self, keys: &[String]) -> Result<Vec<bool>, CacheError> {
+        use futures::{StreamExt, TryStreamExt};
+        // The futures are made first: a stream that maps with a borrowing closure is not
+        // `Send` for every lifetime, which the job driver's boxed futures need.
+        let checks: Vec<_> = keys.iter().map(|key| self.exists(key)).collect();
+        futures::stream::iter(checks)
+            .buffered(REQUESTS_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// The objects at `keys` (`None` where there is none), in their order,
+    /// [`REQUESTS_IN_FLIGHT`] at a time.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        use futures::{StreamExt, TryStreamExt};
+        let reads: Vec<_> = keys.iter().map(|key| self.get(key)).collect();
+        futures::stream::iter(reads)
+            .buffered(REQUESTS_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// Writes every entry, [`REQUESTS_IN_FLIGHT`] at a time. On failure some may be written
+    /// and others not; each is whole (a `put` is atomic), so writing them all again is safe.
+    pub async fn put_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
+        use futures::{StreamExt, TryStreamExt};
+        let writes: Vec<_> = entries
+            .into_iter()
+            .map(|(key, bytes)| async move { self.put(&key, bytes).await })
+            .collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(REQUESTS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
     }
 
     pub async fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), CacheError> {
@@ -654,6 +697,56 @@ pub mod keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store whose every request takes one second of tokio's (paused) clock.
+    fn slow_store() -> Store {
+        let config = object_store::throttle::ThrottleConfig {
+            wait_get_per_call: std::time::Duration::from_secs(1),
+            wait_put_per_call: std::time::Duration::from_secs(1),
+            ..Default::default()
+        };
+        let throttled = object_store::throttle::ThrottledStore::new(
+            object_store::memory::InMemory::new(),
+            config,
+        );
+        Store {
+            store: Arc::new(throttled),
+            root: Path::from("cache"),
+            url: "memory:///cache".into(),
+            map_files: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_of_requests_wait_for_one_round_trip_per_batch_not_per_entry() {
+        let store = slow_store();
+        let entries: Vec<(String, Bytes)> = (0..REQUESTS_IN_FLIGHT)
+            .map(|i| (format!("pairs/{i}.json"), Bytes::from(vec![i as u8])))
+            .collect();
+        let started = tokio::time::Instant::now();
+        store.put_many(entries).await.unwrap();
+        // One by one, these writes would take 32 s of the store's time.
+        assert_eq!(started.elapsed().as_secs(), 1);
+
+        // Every other key was written; the answers come back in the keys' order.
+        let keys: Vec<String> = (0..2 * REQUESTS_IN_FLIGHT)
+            .map(|i| format!("pairs/{}.json", 2 * i))
+            .collect();
+        let started = tokio::time::Instant::now();
+        let found = store.exists_many(&keys).await.unwrap();
+        assert_eq!(started.elapsed().as_secs(), 2);
+        let expected: Vec<bool> = (0..2 * REQUESTS_IN_FLIGHT)
+            .map(|i| 2 * i < REQUESTS_IN_FLIGHT)
+            .collect();
+        assert_eq!(found, expected);
+        let started = tokio::time::Instant::now();
+        let got = store.get_many(&keys).await.unwrap();
+        assert_eq!(started.elapsed().as_secs(), 2);
+        for (i, got) in got.iter().enumerate() {
+            let expected = (2 * i < REQUESTS_IN_FLIGHT).then(|| vec![2 * i as u8]);
+            assert_eq!(got.as_deref(), expected.as_deref(), "{}", keys[i]);
+        }
+    }
 
     #[tokio::test]
     async fn typed_puts_keep_their_content_type_and_fall_back_where_none_is_kept() {
