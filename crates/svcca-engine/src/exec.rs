@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use faer::MatRef;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use svcca_core::conv::{
     ConvComparison, ConvError, ConvInput, ConvMomentAccumulator, ConvOptions, ConvPlan,
@@ -800,10 +801,16 @@ impl SweepExecutor {
         let expect: Vec<(&RepresentationKey, &String)> =
             members.iter().map(|m| (&m.key, &m.checksum)).collect();
         let source = self.source(&dataset, &run, &expect).await?;
-        let mut moments = Vec::with_capacity(members.len());
-        for m in &members {
-            moments.push(Arc::new(load_moments(&store, &m.content).await?));
-        }
+        // All are held at once anyway: read them side by side.
+        let loads: Vec<_> = members
+            .iter()
+            .map(|m| load_moments(&store, &m.content))
+            .collect();
+        let moments: Vec<Arc<MomentAccumulator>> = futures::stream::iter(loads)
+            .buffered(cache::REQUESTS_IN_FLIGHT)
+            .map_ok(Arc::new)
+            .try_collect()
+            .await?;
         let mode = settings.mode;
         let offsets: Vec<usize> = members
             .iter()
@@ -1198,24 +1205,30 @@ async fn load_side(
     end: u64,
     rows: usize,
 ) -> Result<Vec<StoredMatrix>, ExecError> {
-    let mut out = Vec::with_capacity(side.len());
-    for z in side {
-        let key = keys::z_chunk(&z.basis, start, end);
-        let bytes = store.get(&key).await?.ok_or_else(|| {
-            ExecError::Invalid(format!(
-                "whitened rows `{key}` are missing from the cache; rerun the job"
-            ))
-        })?;
-        let m = StoredMatrix::decode(&key, bytes)?;
-        if m.rows != rows || m.cols != z.dims {
-            return Err(ExecError::Invalid(format!(
-                "`{key}` holds {}x{} values, expected {rows}x{}; delete the cache and rerun",
-                m.rows, m.cols, z.dims
-            )));
-        }
-        out.push(m);
-    }
-    Ok(out)
+    // Every member's chunk is held at once anyway: read them side by side.
+    let loads: Vec<_> = side
+        .iter()
+        .map(|z| async move {
+            let key = keys::z_chunk(&z.basis, start, end);
+            let bytes = store.get(&key).await?.ok_or_else(|| {
+                ExecError::Invalid(format!(
+                    "whitened rows `{key}` are missing from the cache; rerun the job"
+                ))
+            })?;
+            let m = StoredMatrix::decode(&key, bytes)?;
+            if m.rows != rows || m.cols != z.dims {
+                return Err(ExecError::Invalid(format!(
+                    "`{key}` holds {}x{} values, expected {rows}x{}; delete the cache and rerun",
+                    m.rows, m.cols, z.dims
+                )));
+            }
+            Ok(m)
+        })
+        .collect();
+    futures::stream::iter(loads)
+        .buffered(cache::REQUESTS_IN_FLIGHT)
+        .try_collect()
+        .await
 }
 
 /// A core comparison as a stored pair record.

@@ -520,9 +520,15 @@ impl SweepDriver {
             convs: Vec::new(),
             convs_issued: false,
         };
-        for (content, state) in driver.contents.iter_mut() {
-            // Read by the `whiten` and `raw` tasks that need them, never here.
-            if driver.cache.exists(&keys::moments_all(content)).await? {
+        // Read by the `whiten` and `raw` tasks that need them, never here.
+        let merged_keys: Vec<String> = driver
+            .contents
+            .keys()
+            .map(|c| keys::moments_all(c))
+            .collect();
+        let merged = driver.cache.exists_many(&merged_keys).await?;
+        for (state, merged) in driver.contents.values_mut().zip(merged) {
+            if merged {
                 state.merged = true;
                 state.pending.clear();
             }
@@ -590,7 +596,7 @@ impl SweepDriver {
                 let cache = cache.clone();
                 async move { (i, j, m, key.clone(), cache.get(&key).await) }
             })
-            .buffered(16)
+            .buffered(cache::REQUESTS_IN_FLIGHT)
             .collect()
             .await;
         for (i, j, m, key, got) in found {
@@ -866,25 +872,35 @@ impl SweepDriver {
             .filter(|(_, s)| !s.issued && !s.merged)
             .map(|(c, _)| c.clone())
             .collect();
-        for content in to_issue {
-            let pending = self.contents[&content].pending.clone();
-            // One chunk: the task stores the merged moments itself (whose absence brought us
-            // here), so a part left by an earlier run is not looked for.
-            let whole = self.chunks.len() == 1;
-            // Every look into the cache first: one that fails leaves nothing half-issued for the
-            // next attempt to issue twice.
-            let mut stored = BTreeSet::new();
-            for &chunk in pending.iter().filter(|_| !whole) {
-                let (start, end) = self.chunks[chunk];
-                if self
-                    .cache
-                    .exists(&keys::moments_part(&content, start, end))
-                    .await?
-                {
-                    stored.insert(chunk);
-                }
+        // One chunk: the task stores the merged moments itself (whose absence brought us here),
+        // so a part left by an earlier run is not looked for.
+        let whole = self.chunks.len() == 1;
+        // Every look into the cache first, all of them in one batch: one that fails leaves
+        // nothing half-issued for the next attempt to issue twice.
+        let mut looked_for = Vec::new();
+        for content in to_issue.iter().filter(|_| !whole) {
+            for &chunk in &self.contents[content].pending {
+                looked_for.push((content.as_str(), chunk));
             }
+        }
+        let part_keys: Vec<String> = looked_for
+            .iter()
+            .map(|&(content, chunk)| {
+                let (start, end) = self.chunks[chunk];
+                keys::moments_part(content, start, end)
+            })
+            .collect();
+        let found = self.cache.exists_many(&part_keys).await?;
+        let mut stored: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+        for (&(content, chunk), found) in looked_for.iter().zip(found) {
+            if found {
+                stored.entry(content.to_string()).or_default().insert(chunk);
+            }
+        }
+        for content in to_issue {
+            let stored = stored.remove(&content).unwrap_or_default();
             let state = self.contents.get_mut(&content).expect("content");
+            let pending = state.pending.clone();
             state.pending.retain(|chunk| !stored.contains(chunk));
             state.issued = true;
             for &chunk in pending.difference(&stored) {
@@ -904,29 +920,43 @@ impl SweepDriver {
                 self.contents.get_mut(&content).expect("content").merged = true;
                 continue;
             }
-            let mut acc = MomentAccumulator::new(self.contents[&content].cols);
+            let cols = self.contents[&content].cols;
+            let mut acc = MomentAccumulator::new(cols);
             let mut missing = Vec::new();
-            for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
-                let key = keys::moments_part(&content, start, end);
-                if !missing.is_empty() {
+            let part_keys: Vec<String> = self
+                .chunks
+                .iter()
+                .map(|&(start, end)| keys::moments_part(&content, start, end))
+                .collect();
+            // Merged in chunk order, read ahead of the merge: a few parts in flight hide the
+            // store's latency, and a bound on their bytes keeps wide layers' parts (128 MiB at
+            // 4,096 neurons) from piling up on the coordinator.
+            const PART_BYTES_IN_FLIGHT: usize = 128 << 20;
+            let ahead = (PART_BYTES_IN_FLIGHT / (cols * cols * 8).max(1))
+                .clamp(1, cache::REQUESTS_IN_FLIGHT);
+            let reads: Vec<_> = part_keys.iter().map(|key| self.cache.get(key)).collect();
+            let mut reads = stream::iter(reads).buffered(ahead);
+            let mut chunk = 0;
+            while let Some(read) = reads.next().await {
+                let key = &part_keys[chunk];
+                match read? {
+                    None => missing.push(chunk),
                     // The merge will not happen this time: only see what else is missing.
-                    if !self.cache.exists(&key).await? {
-                        missing.push(chunk);
+                    Some(_) if !missing.is_empty() => {}
+                    Some(bytes) => {
+                        let maths = |source| JobError::Maths {
+                            what: key.clone(),
+                            source,
+                        };
+                        let part =
+                            MomentAccumulator::from_parts(cache::decode_moments(key, &bytes)?)
+                                .map_err(maths)?;
+                        acc.merge(&part).map_err(maths)?;
                     }
-                    continue;
                 }
-                let Some(bytes) = self.cache.get(&key).await? else {
-                    missing.push(chunk);
-                    continue;
-                };
-                let part = MomentAccumulator::from_parts(cache::decode_moments(&key, &bytes)?)
-                    .map_err(|source| JobError::Maths {
-                        what: key.clone(),
-                        source,
-                    })?;
-                acc.merge(&part)
-                    .map_err(|source| JobError::Maths { what: key, source })?;
+                chunk += 1;
             }
+            drop(reads);
             if !missing.is_empty() {
                 self.recompute_parts(&content, &missing)?;
                 continue;
@@ -958,9 +988,7 @@ impl SweepDriver {
             .filter(|(_, s)| s.merged && !s.prepared && !s.whitening)
             .map(|(c, _)| c.clone())
             .collect();
-        for content in to_prepare {
-            self.prepare(&content, false).await?;
-        }
+        self.prepare_all(to_prepare).await?;
         // Stage 3: tiles, once every representation has its whitening.
         if !self.tiles_planned && self.contents.values().all(|s| s.prepared) {
             self.plan_tiles()?;
@@ -1001,88 +1029,199 @@ impl SweepDriver {
     /// whitening not stored yet is derived by a `whiten` task first (`whitened`: that task has
     /// run, so every whitening must be there).
     async fn prepare(&mut self, content: &str, whitened: bool) -> Result<(), JobError> {
-        let families = self.families_of(content);
-        let mut stored = Vec::with_capacity(families.len());
-        let mut missing = Vec::new();
-        for &family in &families {
-            let hash = self.basis_hash(family, content);
-            let key = keys::whitened(&hash);
-            match self.cache.get(&key).await? {
-                Some(bytes) => stored.push((family, hash, key, bytes)),
+        let mut read = self.read_for_prepare(&[content.to_string()]).await?;
+        self.apply_prepare(content, read.pop().expect("one content read"), whitened)
+    }
+
+    /// [`Self::prepare`] for many contents, reading the cache a batch of contents at a time (one
+    /// round trip for their whitenings, one for their `Z` chunks) rather than one after another:
+    /// on an object store a rerun of 100,000 representations would otherwise wait hours here.
+    async fn prepare_all(&mut self, contents: Vec<String>) -> Result<(), JobError> {
+        // Each batch's stored whitenings are held at once, undecoded: a bound on their size.
+        const BATCH_BYTES: usize = 256 << 20;
+        let mut batch: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        let mut contents = contents.into_iter().peekable();
+        while let Some(content) = contents.next() {
+            let cols = self.contents[&content].cols;
+            bytes += cols * cols * 8 * self.families_of(&content).len();
+            batch.push(content);
+            let full = batch.len() >= cache::REQUESTS_IN_FLIGHT || bytes >= BATCH_BYTES;
+            if full || contents.peek().is_none() {
+                // Every read of the batch first, then the state: a failed read leaves every
+                // content of the batch as it was, for the next attempt.
+                let read = self.read_for_prepare(&batch).await?;
+                for (content, read) in batch.drain(..).zip(read) {
+                    self.apply_prepare(&content, read, false)?;
+                }
+                bytes = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The cache reads of [`Self::prepare`] for `contents`, in their order; changes nothing.
+    async fn read_for_prepare(&self, contents: &[String]) -> Result<Vec<PrepareRead>, JobError> {
+        let mut wanted = Vec::new();
+        for content in contents {
+            for family in self.families_of(content) {
+                let hash = self.basis_hash(family, content);
+                let key = keys::whitened(&hash);
+                wanted.push((content.as_str(), family, hash, key));
+            }
+        }
+        let whitening_keys: Vec<String> = wanted.iter().map(|w| w.3.clone()).collect();
+        let found = self.cache.get_many(&whitening_keys).await?;
+        let mut reads: BTreeMap<&str, (Vec<WhitenRef>, Vec<StoredWhitening>)> = BTreeMap::new();
+        for ((content, family, hash, key), bytes) in wanted.into_iter().zip(found) {
+            let (missing, stored) = reads.entry(content).or_default();
+            match bytes {
+                Some(bytes) => stored.push(StoredWhitening {
+                    family,
+                    hash,
+                    key,
+                    bytes,
+                }),
                 None => missing.push(WhitenRef {
                     hash,
                     settings: self.basis_settings(family),
                 }),
             }
         }
-        let (rep, cols) = (self.contents[content].rep, self.contents[content].cols);
-        if !missing.is_empty() && whitened {
-            // Its task stored them: an entry deleted since is computed again, as moments parts
-            // are (see `recompute_parts`).
-            let keys: Vec<String> = missing.iter().map(|w| keys::whitened(&w.hash)).collect();
-            self.count_lost_entries(content, "whitenings", &keys)?;
-        }
-        if !missing.is_empty() {
-            let names: Vec<&str> = missing.iter().map(|w| w.hash.as_str()).collect();
-            let id = format!("whiten/{}", hash_parts(&names));
-            let payload = TaskPayload::Whiten {
-                cache: self.cache.url().to_string(),
-                key: self.reps[rep].key.clone(),
-                content: content.to_string(),
-                cols,
-                bases: missing,
-            };
-            self.emit(
-                id,
-                payload,
-                TaskRef::Whiten {
-                    content: content.to_string(),
-                },
-            );
-            self.contents.get_mut(content).expect("content").whitening = true;
-            return Ok(());
-        }
-        let reps_here = self.contents[content].reps.clone();
-        let label = self.reps[rep].key.clone();
-        // Every read and look into the cache first, then the state: a failed read leaves the
-        // content as it was, for the next attempt.
-        let mut read = Vec::with_capacity(stored.len());
-        for (family, hash, key, bytes) in stored {
-            let digest = cache::sha256_hex(&bytes);
-            let w = read_whitening(&key, &bytes, cols, &label)?;
-            // `Z` is stored under a name that includes the whitening's own digest: a `Z` chunk is
-            // only ever combined with chunks projected by the very same whitening, whatever an
-            // earlier run (another machine, another split, another svcca) left in the cache.
-            let basis = hash_parts(&[&hash, &digest]);
-            let needs_z = reps_here
-                .iter()
-                .any(|&i| self.z_needed.contains(&(family, i)))
-                && !self.z.contains_key(&basis);
-            let mut z_pending = None;
-            if needs_z {
-                let mut pending = BTreeSet::new();
-                for (chunk, &(start, end)) in self.chunks.iter().enumerate() {
-                    if !self
-                        .cache
-                        .exists(&keys::z_chunk(&basis, start, end))
-                        .await?
-                    {
-                        pending.insert(chunk);
-                    }
-                }
-                z_pending = Some(pending);
+        // Decode the stored whitenings of contents that have all of theirs, and look for the
+        // `Z` chunks of those that need them.
+        let mut decoded = Vec::new();
+        let mut z_keys = Vec::new();
+        for content in contents {
+            let (missing, stored) = reads.remove(content.as_str()).unwrap_or_default();
+            if !missing.is_empty() {
+                decoded.push(Err(missing));
+                continue;
             }
-            read.push((family, key, w, basis, digest, z_pending));
+            let state = &self.contents[content];
+            let label = &self.reps[state.rep].key;
+            let mut bases = Vec::with_capacity(stored.len());
+            for StoredWhitening {
+                family,
+                hash,
+                key,
+                bytes,
+            } in stored
+            {
+                let digest = cache::sha256_hex(&bytes);
+                let w = read_whitening(&key, &bytes, state.cols, label)?;
+                // `Z` is stored under a name that includes the whitening's own digest: a `Z`
+                // chunk is only ever combined with chunks projected by the very same whitening,
+                // whatever an earlier run (another machine, another split, another svcca) left
+                // in the cache.
+                let basis = hash_parts(&[&hash, &digest]);
+                let needs_z = state
+                    .reps
+                    .iter()
+                    .any(|&i| self.z_needed.contains(&(family, i)))
+                    && !self.z.contains_key(&basis);
+                if needs_z {
+                    z_keys.extend(
+                        self.chunks
+                            .iter()
+                            .map(|&(start, end)| keys::z_chunk(&basis, start, end)),
+                    );
+                }
+                bases.push((family, key, w, basis, digest, needs_z));
+            }
+            decoded.push(Ok(bases));
         }
+        let mut z_found = self.cache.exists_many(&z_keys).await?.into_iter();
+        let mut out = Vec::with_capacity(decoded.len());
+        for content in decoded {
+            let bases = match content {
+                Err(missing) => {
+                    out.push(PrepareRead::Missing(missing));
+                    continue;
+                }
+                Ok(bases) => bases,
+            };
+            let mut read = Vec::with_capacity(bases.len());
+            for (family, key, w, basis, digest, needs_z) in bases {
+                let z_pending = needs_z.then(|| {
+                    z_found
+                        .by_ref()
+                        .take(self.chunks.len())
+                        .enumerate()
+                        .filter(|&(_, found)| !found)
+                        .map(|(chunk, _)| chunk)
+                        .collect()
+                });
+                read.push(ReadBasis {
+                    family,
+                    key,
+                    whitening: w,
+                    basis,
+                    digest,
+                    z_pending,
+                });
+            }
+            out.push(PrepareRead::Stored(read));
+        }
+        Ok(out)
+    }
+
+    /// The state changes and tasks of [`Self::prepare`], from what [`Self::read_for_prepare`]
+    /// read.
+    fn apply_prepare(
+        &mut self,
+        content: &str,
+        read: PrepareRead,
+        whitened: bool,
+    ) -> Result<(), JobError> {
+        let rep = self.contents[content].rep;
+        let read = match read {
+            PrepareRead::Missing(missing) => {
+                if whitened {
+                    // Its task stored them: an entry deleted since is computed again, as
+                    // moments parts are (see `recompute_parts`).
+                    let keys: Vec<String> =
+                        missing.iter().map(|w| keys::whitened(&w.hash)).collect();
+                    self.count_lost_entries(content, "whitenings", &keys)?;
+                }
+                let names: Vec<&str> = missing.iter().map(|w| w.hash.as_str()).collect();
+                let id = format!("whiten/{}", hash_parts(&names));
+                let payload = TaskPayload::Whiten {
+                    cache: self.cache.url().to_string(),
+                    key: self.reps[rep].key.clone(),
+                    content: content.to_string(),
+                    cols: self.contents[content].cols,
+                    bases: missing,
+                };
+                self.emit(
+                    id,
+                    payload,
+                    TaskRef::Whiten {
+                        content: content.to_string(),
+                    },
+                );
+                self.contents.get_mut(content).expect("content").whitening = true;
+                return Ok(());
+            }
+            PrepareRead::Stored(read) => read,
+        };
         let mut to_project: Vec<(String, BTreeSet<usize>)> = Vec::new();
-        for (family, key, w, basis, digest, z_pending) in read {
+        for ReadBasis {
+            family,
+            key,
+            whitening,
+            basis,
+            digest,
+            z_pending,
+        } in read
+        {
             let stored = BasisRef {
                 name: basis.clone(),
                 whitening: key,
                 sha256: digest,
             };
             self.whitenings
-                .insert((family, content.to_string()), Arc::new(w));
+                .insert((family, content.to_string()), Arc::new(whitening));
             self.basis_of
                 .insert((family, content.to_string()), basis.clone());
             self.basis_refs.insert(basis.clone(), stored.clone());
@@ -1437,15 +1576,14 @@ impl SweepDriver {
         &mut self,
         records: Vec<((usize, usize, Metric), PairRecord)>,
     ) -> Result<(), JobError> {
-        for &((i, j, metric), ref record) in &records {
-            let key = self.pair_cache_key(i, j, metric);
-            self.cache
-                .put(
-                    &key,
-                    serde_json::to_vec(record).expect("pair record serialises"),
-                )
-                .await?;
-        }
+        let entries = records
+            .iter()
+            .map(|&((i, j, metric), ref record)| {
+                let bytes = serde_json::to_vec(record).expect("pair record serialises");
+                (self.pair_cache_key(i, j, metric), bytes.into())
+            })
+            .collect();
+        self.cache.put_many(entries).await?;
         self.results.extend(records);
         Ok(())
     }
@@ -1911,6 +2049,33 @@ impl SweepDriver {
 
 /// A whitening read back from the cache, checked against the representation it belongs to (a
 /// damaged or foreign entry is reported, never compared with).
+/// What [`SweepDriver::read_for_prepare`] found for one content.
+enum PrepareRead {
+    /// Whitenings not stored yet: a `whiten` task derives them.
+    Missing(Vec<WhitenRef>),
+    /// Every whitening stored, decoded.
+    Stored(Vec<ReadBasis>),
+}
+
+/// A stored whitening as read, before it is decoded.
+struct StoredWhitening {
+    family: Family,
+    hash: String,
+    key: String,
+    bytes: bytes::Bytes,
+}
+
+/// A stored whitening, decoded, with the `Z` chunks still to project under it (`None` when no
+/// pair of this job needs its `Z`).
+struct ReadBasis {
+    family: Family,
+    key: String,
+    whitening: Whitening,
+    basis: String,
+    digest: String,
+    z_pending: Option<BTreeSet<usize>>,
+}
+
 fn read_whitening(
     key: &str,
     bytes: &[u8],

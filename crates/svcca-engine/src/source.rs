@@ -361,7 +361,7 @@ impl RowSource for StorageSource {
                 .collect();
             let checks = futures::stream::iter(checks);
             let mut report = VerifyReport::default();
-            let mut checks = checks.buffer_unordered(16);
+            let mut checks = checks.buffer_unordered(crate::cache::REQUESTS_IN_FLIGHT);
             while let Some(done) = checks.next().await {
                 if done? {
                     report.hashed += 1;
