@@ -431,7 +431,11 @@ impl SweepDriver {
         // nothing has nothing to lend: every number then comes from tasks that read the shards,
         // and each read checks its shard against the manifest, so a first run does not read the
         // whole dataset one extra time.
-        if cache.holds_anything().await? {
+        // Nor is anything looked up in it below: on an object store, a first run of an all-pairs
+        // job would otherwise ask for every pair record in turn, to be told each time that there
+        // is none.
+        let cache_holds_anything = cache.holds_anything().await?;
+        if cache_holds_anything {
             let keys: Vec<_> = reps.iter().map(|r| r.key.clone()).collect();
             let checked = source.verify(&keys, &cache).await?;
             tracing::debug!(
@@ -526,14 +530,18 @@ impl SweepDriver {
             .keys()
             .map(|c| keys::moments_all(c))
             .collect();
-        let merged = driver.cache.exists_many(&merged_keys).await?;
+        let merged = if cache_holds_anything {
+            driver.cache.exists_many(&merged_keys).await?
+        } else {
+            vec![false; merged_keys.len()]
+        };
         for (state, merged) in driver.contents.values_mut().zip(merged) {
             if merged {
                 state.merged = true;
                 state.pending.clear();
             }
         }
-        driver.load_cached_pairs().await?;
+        driver.load_cached_pairs(cache_holds_anything).await?;
         Ok(driver)
     }
 
@@ -583,24 +591,23 @@ impl SweepDriver {
         keys::pair(&h)
     }
 
-    async fn load_cached_pairs(&mut self) -> Result<(), JobError> {
+    /// Takes the stored pair records from the cache (`look`: whether it may hold any) and
+    /// notes what the others need.
+    async fn load_cached_pairs(&mut self, look: bool) -> Result<(), JobError> {
         let mut wanted = Vec::new();
         for &m in &self.metrics {
             for &(i, j) in &self.pairs {
                 wanted.push((i, j, m, self.pair_cache_key(i, j, m)));
             }
         }
-        let cache = self.cache.clone();
-        let found: Vec<_> = stream::iter(wanted)
-            .map(|(i, j, m, key)| {
-                let cache = cache.clone();
-                async move { (i, j, m, key.clone(), cache.get(&key).await) }
-            })
-            .buffered(cache::REQUESTS_IN_FLIGHT)
-            .collect()
-            .await;
-        for (i, j, m, key, got) in found {
-            match got? {
+        let found = if look {
+            let keys: Vec<String> = wanted.iter().map(|w| w.3.clone()).collect();
+            self.cache.get_many(&keys).await?
+        } else {
+            vec![None; wanted.len()]
+        };
+        for ((i, j, m, key), got) in wanted.into_iter().zip(found) {
+            match got {
                 Some(bytes) => {
                     let mut record: PairRecord =
                         serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
