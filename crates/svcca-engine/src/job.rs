@@ -1042,7 +1042,7 @@ impl SweepDriver {
 
     /// [`Self::prepare`] for many contents, reading the cache a batch of contents at a time (one
     /// round trip for their whitenings, one for their `Z` chunks) rather than one after another:
-    /// on an object store a rerun of 100,000 representations would otherwise wait hours here.
+    /// on an object store a rerun of 100,000 representations would otherwise wait over an hour.
     async fn prepare_all(&mut self, contents: Vec<String>) -> Result<(), JobError> {
         // Each batch's stored whitenings are held at once, undecoded: a bound on their size.
         const BATCH_BYTES: usize = 256 << 20;
