@@ -674,15 +674,9 @@ impl Scheduler {
                     .observe(now.saturating_duration_since(lease.granted_at));
                 advance(job, now, policy).await
             }
-            Err(failure) => failed_attempt(
-                job,
-                lease.task,
-                lease.failed_attempts,
-                &failure,
-                policy,
-                Some(now),
-                &mut self.stats,
-            ),
+            Err(failure) => {
+                failed_attempt(job, lease, &failure, policy, Some(now), &mut self.stats)
+            }
         }
         self.publish(seq);
         Ok(())
@@ -712,15 +706,7 @@ impl Scheduler {
             job.in_flight = job.in_flight.saturating_sub(1);
             if job.state == JobState::Running {
                 tracing::warn!(%worker_id, %lease_id, job_id = %job.id, error = %failure, "task failed");
-                failed_attempt(
-                    job,
-                    lease.task,
-                    lease.failed_attempts,
-                    &failure,
-                    policy,
-                    Some(now),
-                    &mut self.stats,
-                );
+                failed_attempt(job, lease, &failure, policy, Some(now), &mut self.stats);
             }
         }
         self.publish(seq);
@@ -774,15 +760,7 @@ impl Scheduler {
                         task_id: lease.task.id.clone(),
                         message: failure,
                     };
-                    failed_attempt(
-                        job,
-                        lease.task,
-                        lease.failed_attempts,
-                        &attempt,
-                        policy,
-                        None,
-                        &mut self.stats,
-                    );
+                    failed_attempt(job, lease, &attempt, policy, None, &mut self.stats);
                 }
             }
             self.publish(seq);
@@ -1060,15 +1038,7 @@ impl Scheduler {
                             task_id: lease.task.id.clone(),
                             message,
                         };
-                        failed_attempt(
-                            job,
-                            lease.task,
-                            lease.failed_attempts,
-                            &failure,
-                            policy,
-                            None,
-                            &mut self.stats,
-                        );
+                        failed_attempt(job, lease, &failure, policy, None, &mut self.stats);
                     }
                     None => job.queue.push_front(PendingTask {
                         task: lease.task,
@@ -1113,20 +1083,20 @@ impl Scheduler {
     }
 }
 
-/// One attempt of `task` failed: fail the job, or queue the task again. With `failed_at`, the task
-/// failed itself and waits out its back-off from then; without, it goes out again at once (its
-/// worker was lost or dropped).
+/// The attempt of `lease` failed: fail the job, or queue its task again. With `failed_at`, the
+/// task failed itself and waits out its back-off from then; without, it goes out again at once
+/// (its worker was lost or dropped).
 fn failed_attempt(
     job: &mut Job,
-    task: TaskSpec,
-    failed_before: u32,
+    lease: LeaseEntry,
     failure: &TaskFailure,
     policy: RetryPolicy,
     failed_at: Option<Instant>,
     stats: &mut TaskStats,
 ) {
     let max_attempts = policy.max_attempts;
-    let failed_attempts = failed_before + 1;
+    let failed_attempts = lease.failed_attempts + 1;
+    let task = lease.task;
     stats.tasks_failed += 1;
     let requeued = failure.is_retryable() && failed_attempts < max_attempts;
     if requeued {
