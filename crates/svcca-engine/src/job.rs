@@ -1097,12 +1097,12 @@ impl SweepDriver {
         }
         // Decode the stored whitenings of contents that have all of theirs, and look for the
         // `Z` chunks of those that need them.
-        let mut decoded = Vec::new();
+        let mut out = Vec::with_capacity(contents.len());
         let mut z_keys = Vec::new();
         for content in contents {
             let (missing, stored) = reads.remove(content.as_str()).unwrap_or_default();
             if !missing.is_empty() {
-                decoded.push(Err(missing));
+                out.push(PrepareRead::Missing(missing));
                 continue;
             }
             let state = &self.contents[content];
@@ -1116,7 +1116,7 @@ impl SweepDriver {
             } in stored
             {
                 let digest = cache::sha256_hex(&bytes);
-                let w = read_whitening(&key, &bytes, state.cols, label)?;
+                let whitening = read_whitening(&key, &bytes, state.cols, label)?;
                 // `Z` is stored under a name that includes the whitening's own digest: a `Z`
                 // chunk is only ever combined with chunks projected by the very same whitening,
                 // whatever an earlier run (another machine, another split, another svcca) left
@@ -1134,41 +1134,33 @@ impl SweepDriver {
                             .map(|&(start, end)| keys::z_chunk(&basis, start, end)),
                     );
                 }
-                bases.push((family, key, w, basis, digest, needs_z));
+                bases.push(ReadBasis {
+                    family,
+                    key,
+                    whitening,
+                    basis,
+                    digest,
+                    z_pending: needs_z.then(BTreeSet::new),
+                });
             }
-            decoded.push(Ok(bases));
+            out.push(PrepareRead::Stored(bases));
         }
+        // Each `Z` that is needed, in the order its chunks were looked for: the chunks not stored.
         let mut z_found = self.cache.exists_many(&z_keys).await?.into_iter();
-        let mut out = Vec::with_capacity(decoded.len());
-        for content in decoded {
-            let bases = match content {
-                Err(missing) => {
-                    out.push(PrepareRead::Missing(missing));
-                    continue;
-                }
-                Ok(bases) => bases,
+        for read in &mut out {
+            let PrepareRead::Stored(bases) = read else {
+                continue;
             };
-            let mut read = Vec::with_capacity(bases.len());
-            for (family, key, w, basis, digest, needs_z) in bases {
-                let z_pending = needs_z.then(|| {
+            for pending in bases.iter_mut().filter_map(|b| b.z_pending.as_mut()) {
+                pending.extend(
                     z_found
                         .by_ref()
                         .take(self.chunks.len())
                         .enumerate()
                         .filter(|&(_, found)| !found)
-                        .map(|(chunk, _)| chunk)
-                        .collect()
-                });
-                read.push(ReadBasis {
-                    family,
-                    key,
-                    whitening: w,
-                    basis,
-                    digest,
-                    z_pending,
-                });
+                        .map(|(chunk, _)| chunk),
+                );
             }
-            out.push(PrepareRead::Stored(read));
         }
         Ok(out)
     }
