@@ -262,15 +262,17 @@ pub(super) async fn submit_or_attach(
             tracing::warn!(error = %failure, "job refused");
             task_failure_to_status(&failure)
         })?;
-    let mut scheduler = shared.scheduler.lock().await;
-    let job_id = scheduler
-        .submit_as(driver, owner.clone(), Instant::now())
-        .await;
-    // A job whose results were all stored already finishes here: its completion step (analyses,
-    // report) runs off the lock.
-    let after = scheduler.take_after_steps();
-    drop(scheduler);
-    super::completion::spawn_after_steps(shared, after);
+    let (job_id, turn) =
+        shared
+            .scheduler
+            .lock()
+            .await
+            .insert_job(None, driver, owner.clone(), Instant::now());
+    // The first planning runs off the scheduler's lock; a job whose results were all stored
+    // already finishes here, and its completion step (analyses, report) runs off the lock too.
+    if let Some(turn) = turn {
+        let _ = super::service::run_turn(shared, turn).await;
+    }
     *current = Some(job_id.clone());
     drop(current);
     shared.durable.track(&job_id, spec_toml, owner);
@@ -375,13 +377,15 @@ pub(super) async fn restore(shared: &Arc<Shared>) -> Result<usize, ClusterError>
             .track(&job_id, record.spec_toml.clone(), owner.clone());
         match shared.factory.create(record.spec_toml.clone()).await {
             Ok(driver) => {
-                let mut scheduler = shared.scheduler.lock().await;
-                scheduler
-                    .restore_as(job_id.clone(), driver, owner.clone(), Instant::now())
-                    .await;
-                let after = scheduler.take_after_steps();
-                drop(scheduler);
-                super::completion::spawn_after_steps(shared, after);
+                let (_, turn) = shared.scheduler.lock().await.insert_job(
+                    Some(job_id.clone()),
+                    driver,
+                    owner.clone(),
+                    Instant::now(),
+                );
+                if let Some(turn) = turn {
+                    let _ = super::service::run_turn(shared, turn).await;
+                }
                 let key = attach_key(&record.spec_toml, &owner);
                 *shared.durable.slot(&key).lock().await = Some(job_id.clone());
                 restored += 1;

@@ -43,12 +43,43 @@ pub(super) async fn tick_loop(shared: Arc<Shared>) {
     loop {
         interval.tick().await;
         let now = Instant::now();
-        {
+        let due = {
             let mut scheduler = shared.scheduler.lock().await;
             scheduler.tick(now);
-            scheduler.retry_planning(now).await;
+            scheduler.due_planning(now)
+        };
+        for turn in due {
+            // Off the ticker: planning may take a while, and ticks must go on meanwhile.
+            let shared = shared.clone();
+            tokio::spawn(async move { run_turn(&shared, turn).await });
         }
         shared.work.notify_waiters();
+    }
+}
+
+/// Runs a job driver's turn with the scheduler's lock released while it merges, plans or writes
+/// results (see `state::turns`), then starts the after-steps of the jobs it finished.
+///
+/// The turn runs on a task of its own, to its end even when the call that started it goes away
+/// (a worker that disconnects while its result is merged): a merge dropped half-way would leave
+/// its task neither done nor queued again, and the job waiting for it for ever.
+pub(super) async fn run_turn(
+    shared: &Arc<Shared>,
+    turn: super::state::DriverTurn,
+) -> Result<(), super::state::SchedulerError> {
+    let shared = shared.clone();
+    let turn = tokio::spawn(async move {
+        let outcome = super::state::run_turn(&mut &shared.scheduler, turn).await;
+        let after = shared.scheduler.lock().await.take_after_steps();
+        super::completion::spawn_after_steps(&shared, after);
+        shared.work.notify_waiters();
+        outcome
+    });
+    match turn.await {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Ok(()),
     }
 }
 
@@ -177,20 +208,22 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let output = TaskOutput {
             payload: request.output,
         };
-        let mut scheduler = self.shared.scheduler.lock().await;
-        let outcome = scheduler
-            .report_checked_result(
+        let taken = {
+            let mut scheduler = self.shared.scheduler.lock().await;
+            scheduler.take_report(
                 &request.worker_id,
                 &request.lease_id,
                 Some(&request.task_id),
                 output,
                 now,
             )
-            .await;
-        let after = scheduler.take_after_steps();
-        drop(scheduler);
-        super::completion::spawn_after_steps(&self.shared, after);
+        };
         self.shared.work.notify_waiters();
+        let outcome = match taken {
+            Ok(Some(turn)) => run_turn(&self.shared, turn).await,
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
         outcome?;
         Ok(Response::new(v1::ReportResultResponse {}))
     }

@@ -40,6 +40,11 @@ use crate::driver::{
     AfterFinish, JobDriver, JobSummary, Progress, TaskFailure, TaskOutput, TaskSpec,
 };
 
+mod turns;
+
+pub(crate) use turns::{DriverTurn, report, run_turn};
+use turns::{Owned, SharedDriver};
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -181,8 +186,9 @@ struct Job {
     id: String,
     /// Who submitted it: the only identity that may cancel it.
     owner: Identity,
-    /// Dropped when the job ends, to free what the driver holds (merged matrices).
-    driver: Option<Box<dyn JobDriver>>,
+    /// Dropped when the job ends, to free what the driver holds (merged matrices). Locked by
+    /// whoever runs a step of it, never under the scheduler's lock (see `turns`).
+    driver: Option<SharedDriver>,
     state: JobState,
     queue: VecDeque<PendingTask>,
     /// Leases of this job currently out with workers.
@@ -500,8 +506,9 @@ impl Scheduler {
         owner: Identity,
         now: Instant,
     ) -> String {
-        let job_id = format!("job-{}", random_hex::<16>());
-        self.insert_job(job_id, driver, owner, now).await
+        let (job_id, turn) = self.insert_job(None, driver, owner, now);
+        self.run_owned(turn, now).await;
+        job_id
     }
 
     /// Takes back a job an earlier coordinator process recorded (see `durable`), under the id
@@ -514,8 +521,22 @@ impl Scheduler {
         owner: Identity,
         now: Instant,
     ) -> String {
-        tracing::info!(%job_id, "job restored from its record");
-        self.insert_job(job_id, driver, owner, now).await
+        let (job_id, turn) = self.insert_job(Some(job_id), driver, owner, now);
+        self.run_owned(turn, now).await;
+        job_id
+    }
+
+    /// Runs a driver's turn on this scheduler, at `now` (the coordinator runs turns with its
+    /// lock released instead: see `turns`).
+    async fn run_owned(&mut self, turn: Option<DriverTurn>, now: Instant) {
+        if let Some(turn) = turn {
+            let mut owned = Owned {
+                scheduler: self,
+                now,
+            };
+            // A planning turn merges nothing, so it cannot meet an invalid result.
+            let _ = run_turn(&mut owned, turn).await;
+        }
     }
 
     /// Records a job an earlier coordinator process ran that cannot be taken back (its spec no
@@ -559,13 +580,22 @@ impl Scheduler {
         self.job_seq.insert(job_id, seq);
     }
 
-    async fn insert_job(
+    /// Records a new job (under `job_id` when restored, else a new random id) and returns its
+    /// first planning turn, to run with [`run_turn`].
+    pub(crate) fn insert_job(
         &mut self,
-        job_id: String,
+        job_id: Option<String>,
         driver: Box<dyn JobDriver>,
         owner: Identity,
         now: Instant,
-    ) -> String {
+    ) -> (String, Option<DriverTurn>) {
+        let job_id = match job_id {
+            Some(job_id) => {
+                tracing::info!(%job_id, "job restored from its record");
+                job_id
+            }
+            None => format!("job-{}", random_hex::<16>()),
+        };
         let seq = self.next_job;
         self.next_job += 1;
         let progress = driver.progress();
@@ -581,7 +611,7 @@ impl Scheduler {
         let job = Job {
             id: job_id.clone(),
             owner,
-            driver: Some(driver),
+            driver: Some(std::sync::Arc::new(tokio::sync::Mutex::new(driver))),
             state: JobState::Running,
             queue: VecDeque::new(),
             in_flight: 0,
@@ -595,12 +625,7 @@ impl Scheduler {
         };
         self.jobs.insert(seq, job);
         self.job_seq.insert(job_id.clone(), seq);
-        let policy = RetryPolicy::of(&self.config);
-        if let Some(job) = self.jobs.get_mut(&seq) {
-            advance(job, now, policy).await;
-        }
-        self.publish(seq);
-        job_id
+        (job_id, self.plan_turn(seq))
     }
 
     /// A worker finished a leased task. Results for leases that are no longer held (expired,
@@ -627,59 +652,11 @@ impl Scheduler {
         output: TaskOutput,
         now: Instant,
     ) -> Result<(), SchedulerError> {
-        let lease = self.take_lease(worker_id, lease_id, now)?;
-        let invalid = match task_id {
-            Some(named) if named != lease.task.id => Some(format!(
-                "the output names task `{named}` but lease {lease_id} is for task `{}`",
-                lease.task.id
-            )),
-            _ => self
-                .job_seq
-                .get(&lease.job_id)
-                .and_then(|seq| self.jobs.get(seq))
-                .filter(|job| job.state == JobState::Running)
-                .and_then(|job| job.driver.as_ref())
-                .and_then(|driver| driver.validate(&lease.task.id, &output).err()),
+        let mut owned = Owned {
+            scheduler: self,
+            now,
         };
-        if let Some(message) = invalid {
-            let task_id = lease.task.id.clone();
-            self.reject_worker(worker_id, lease, &message, now);
-            return Err(SchedulerError::InvalidResult {
-                worker_id: worker_id.to_string(),
-                task_id,
-                message,
-            });
-        }
-        let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
-            return Ok(());
-        };
-        let policy = RetryPolicy::of(&self.config);
-        let Some(job) = self.jobs.get_mut(&seq) else {
-            return Ok(());
-        };
-        job.in_flight = job.in_flight.saturating_sub(1);
-        if job.state != JobState::Running {
-            return Ok(());
-        }
-        let Some(driver) = job.driver.as_mut() else {
-            return Ok(());
-        };
-        tracing::debug!(%worker_id, %lease_id, job_id = %job.id, task_id = %lease.task.id, "task done");
-        let outcome = driver.complete(lease.task.id.clone(), output).await;
-        match outcome {
-            Ok(()) => {
-                self.stats.tasks_done += 1;
-                self.stats
-                    .task_latency
-                    .observe(now.saturating_duration_since(lease.granted_at));
-                advance(job, now, policy).await
-            }
-            Err(failure) => {
-                failed_attempt(job, lease, &failure, policy, Some(now), &mut self.stats)
-            }
-        }
-        self.publish(seq);
-        Ok(())
+        report(&mut owned, worker_id, lease_id, task_id, output).await
     }
 
     /// A worker's task failed; the worker classified the failure (the task id in `failure` is
@@ -879,23 +856,11 @@ impl Scheduler {
     }
 
     /// Plans again the running jobs whose planning failed for now and is due (see
-    /// [`PlanningRetry`]); the coordinator calls it with [`Scheduler::tick`].
+    /// [`PlanningRetry`]); the coordinator does this with [`Scheduler::tick`], running the turns
+    /// of [`Scheduler::due_planning`] with its lock released.
     pub async fn retry_planning(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| {
-                j.state == JobState::Running && j.planning.due.is_some_and(|due| due <= now)
-            })
-            .map(|(seq, _)| *seq)
-            .collect();
-        let policy = RetryPolicy::of(&self.config);
-        for seq in due {
-            if let Some(job) = self.jobs.get_mut(&seq) {
-                job.planning.due = None;
-                advance(job, now, policy).await;
-            }
-            self.publish(seq);
+        for turn in self.due_planning(now) {
+            self.run_owned(Some(turn), now).await;
         }
     }
 
@@ -1142,116 +1107,4 @@ impl RetryPolicy {
             .saturating_mul(1 << failures.saturating_sub(1).min(16))
             .min(Duration::from_secs(30))
     }
-}
-
-/// After a submission or a completed task (or when a failed planning is due again): queue newly
-/// ready tasks, and finish the job (write its results) once the driver says it is done.
-async fn advance(job: &mut Job, now: Instant, policy: RetryPolicy) {
-    let Some(driver) = job.driver.as_mut() else {
-        return;
-    };
-    let ready = driver.take_ready().await;
-    let progress = driver.progress();
-    let all_done = driver.all_done();
-    job.progress = progress;
-    match ready {
-        Ok(tasks) => {
-            if !all_done {
-                // Planning works again; a job that is done carries its count into writing the
-                // results, so that a write that keeps failing is not retried for ever.
-                job.planning = PlanningRetry::default();
-            }
-            job.queue.extend(tasks.into_iter().map(|task| PendingTask {
-                task,
-                failed_attempts: 0,
-                not_before: None,
-            }));
-        }
-        Err(failure) => {
-            give_up_or_retry(job, &failure, "planning the job's next tasks", now, policy);
-            return;
-        }
-    }
-    if !job.queue.is_empty() || job.in_flight > 0 {
-        return;
-    }
-    if !all_done {
-        // Nothing queued, nothing running, yet not done: waiting would hang for ever.
-        let message = format!(
-            "job {} stalled: its planner made no task ready but reports unfinished work \
-             ({} of {} tasks done); this is a bug in the job driver",
-            job.id, job.progress.done, job.progress.total
-        );
-        job.fail(message, false);
-        return;
-    }
-    job.state = JobState::Finishing;
-    let workers_alive = job.events.borrow().workers_alive;
-    let info = job.info(workers_alive);
-    job.events.send_replace(info);
-    tracing::info!(job_id = %job.id, "all tasks done; writing results");
-    let Some(driver) = job.driver.as_mut() else {
-        return;
-    };
-    let outcome = driver.finish().await;
-    job.progress = driver.progress();
-    let after = match &outcome {
-        Ok(summary) => driver.after_finish(summary),
-        Err(_) => None,
-    };
-    match outcome {
-        Ok(summary) if after.is_some() => {
-            // Run by the caller once the scheduler's lock is released (see `take_after_steps`);
-            // the job stays `finishing` until then.
-            tracing::info!(job_id = %job.id, output_url = %summary.output_url, "results written; running the job's after-step");
-            job.summary = Some(summary);
-            job.after = after;
-            job.driver = None;
-        }
-        Ok(summary) => {
-            tracing::info!(job_id = %job.id, output_url = %summary.output_url, "job succeeded");
-            job.summary = Some(summary);
-            job.end(JobState::Succeeded);
-        }
-        Err(failure) => {
-            give_up_or_retry(job, &failure, "writing the job's results", now, policy);
-        }
-    }
-}
-
-/// Planning or writing the results failed: a retryable failure leaves the job running, to be
-/// tried again after the next result or at its back-off (see [`PlanningRetry`]), until
-/// `max_attempts` attempts in a row have failed; any other fails the job.
-fn give_up_or_retry(
-    job: &mut Job,
-    failure: &TaskFailure,
-    what: &str,
-    now: Instant,
-    policy: RetryPolicy,
-) {
-    let retryable = failure.is_retryable();
-    if retryable && job.planning.failures + 1 < policy.max_attempts {
-        job.planning.failures += 1;
-        let wait = policy.wait(job.planning.failures);
-        job.planning.due = Some(now + wait);
-        // A job whose results could not be written goes back to running until they are.
-        job.state = JobState::Running;
-        tracing::warn!(
-            job_id = %job.id,
-            attempt = job.planning.failures,
-            retry_in_s = wait.as_secs_f64(),
-            error = %failure,
-            "{what} failed; trying again"
-        );
-        return;
-    }
-    let message = if job.planning.failures > 0 {
-        format!(
-            "{what} failed {} time(s) in a row, the limit; last error: {failure}",
-            job.planning.failures + 1
-        )
-    } else {
-        failure.to_string()
-    };
-    job.fail(message, retryable);
 }
