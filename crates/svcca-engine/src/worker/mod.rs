@@ -444,7 +444,48 @@ async fn heartbeat_loop(
     }
 }
 
+/// A slot leases, runs and reports one task at a time, but sends each report while it leases and
+/// runs the next task: merging a result on the coordinator takes its own round trips to the cache,
+/// and the slot would idle through them. At most one report is in flight per slot (results are
+/// not piled up), and a slot that stops waits for it, so a drained worker deregisters only once
+/// its results are in.
 async fn slot_loop(shared: Arc<Shared>, slot: usize) {
+    let mut reporting = ReportInFlight(None);
+    lease_and_run(&shared, slot, &mut reporting).await;
+    reporting.finish().await;
+}
+
+/// The report a slot is sending; aborted with the slot (a worker dropped by the coordinator, or
+/// past its drain timeout, abandons its slots).
+struct ReportInFlight(Option<tokio::task::JoinHandle<()>>);
+
+impl ReportInFlight {
+    async fn finish(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.await;
+        }
+    }
+
+    /// Sends `report` once the report before it is in.
+    async fn send(&mut self, shared: &Arc<Shared>, lease_id: String, report: Report) {
+        self.finish().await;
+        let shared = shared.clone();
+        self.0 = Some(tokio::spawn(async move {
+            send_report(&shared, &lease_id, report).await;
+            lock(&shared.held).remove(&lease_id);
+        }));
+    }
+}
+
+impl Drop for ReportInFlight {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+async fn lease_and_run(shared: &Arc<Shared>, slot: usize, reporting: &mut ReportInFlight) {
     let mut draining = shared.draining.clone();
     let mut ids = shared.worker_id.subscribe();
     let mut backoff = Duration::from_millis(50);
@@ -473,7 +514,10 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
             Ok(response) => {
                 backoff = Duration::from_millis(50);
                 if let Some(lease) = response.into_inner().lease {
-                    run_lease(&shared, &worker_id, slot, lease).await;
+                    let lease_id = lease.lease_id.clone();
+                    if let Some(report) = run_lease(shared, &worker_id, slot, lease).await {
+                        reporting.send(shared, lease_id, report).await;
+                    }
                 }
             }
             Err(status) => {
@@ -488,7 +532,13 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
     }
 }
 
-async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lease) {
+/// Runs a leased task; the report to send, or `None` when the task was abandoned.
+async fn run_lease(
+    shared: &Shared,
+    worker_id: &str,
+    slot: usize,
+    lease: v1::Lease,
+) -> Option<Report> {
     let lease_id = lease.lease_id.clone();
     let stop = Arc::new(Notify::new());
     lock(&shared.held).insert(lease_id.clone(), stop.clone());
@@ -505,7 +555,7 @@ async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lea
         tracing::info!(slot, %lease_id, task_id = %lease.task_id, elapsed_s, "task abandoned: the coordinator revoked its lease (job cancelled or ended, or the lease expired)");
         lock(&shared.stats).abandoned += 1;
         lock(&shared.held).remove(&lease_id);
-        return;
+        return None;
     };
     let report = match outcome {
         Ok(output) => {
@@ -534,8 +584,7 @@ async fn run_lease(shared: &Shared, worker_id: &str, slot: usize, lease: v1::Lea
             })
         }
     };
-    send_report(shared, &lease_id, report).await;
-    lock(&shared.held).remove(&lease_id);
+    Some(report)
 }
 
 /// Runs the executor's future on a blocking thread, so compute never stalls the async workers
