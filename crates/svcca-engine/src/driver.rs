@@ -67,7 +67,8 @@ pub struct JobSummary {
 pub type AfterFinish = BoxFuture<'static, Result<Vec<String>, TaskFailure>>;
 
 /// The job logic, driven by the coordinator. Implementations are state machines; the
-/// coordinator calls them from one task at a time (never concurrently).
+/// coordinator calls them from one task at a time (never concurrently), and without holding its
+/// scheduler: a driver may take its time over the store while leases and heartbeats go on.
 pub trait JobDriver: Send {
     /// Tasks that became ready since the last call (each returned exactly once). Tasks whose
     /// results are already stored (resume, incremental runs) are completed internally and never

@@ -1,9 +1,10 @@
 //! The tonic glue: serves the [`Scheduler`] as `svcca.v1.Coordinator`.
 //!
 //! Every handler reads the clock *before* it waits for the scheduler's lock (a fair, FIFO lock),
-//! and the ticker does the same: while a driver call holds the lock (writing results can take a
-//! while), heartbeats queue up with their arrival times, and are applied before any later tick
-//! judges a worker lost.
+//! and the ticker does the same: heartbeats that queue up behind another call are applied with
+//! their arrival times before any later tick judges a worker lost. A job driver's work (merging a
+//! result, planning, writing results) runs with the lock released (see `state::turns`), so the
+//! lock is only ever held for the scheduler's own bookkeeping.
 
 use std::pin::Pin;
 use std::sync::Arc;
