@@ -716,8 +716,15 @@ impl Scheduler {
 
     /// Drops a worker that reported an invalid result on `lease`: the lease is a failed attempt of
     /// its task, the worker's other leases go back to the queue the same way, and the worker's
-    /// later calls are refused.
-    fn reject_worker(&mut self, worker_id: &str, lease: LeaseEntry, message: &str, now: Instant) {
+    /// later calls are refused. Returns the error that tells the worker why.
+    fn reject_worker(
+        &mut self,
+        worker_id: &str,
+        lease: LeaseEntry,
+        message: String,
+        now: Instant,
+    ) -> SchedulerError {
+        let task_id = lease.task.id.clone();
         tracing::warn!(%worker_id, task_id = %lease.task.id, job_id = %lease.job_id, %message, "invalid result: dropping the worker");
         let failure = format!("worker {worker_id} reported an invalid result: {message}");
         self.dropped.insert(worker_id.to_string());
@@ -746,6 +753,11 @@ impl Scheduler {
             self.no_workers_since = Some(now);
         }
         self.publish_all();
+        SchedulerError::InvalidResult {
+            worker_id: worker_id.to_string(),
+            task_id,
+            message,
+        }
     }
 
     /// Cancels a job for `caller`, who must be the identity that submitted it (anyone may cancel

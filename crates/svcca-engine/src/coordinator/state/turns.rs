@@ -240,13 +240,7 @@ impl Scheduler {
                 "the output names task `{named}` but lease {lease_id} is for task `{}`",
                 lease.task.id
             );
-            let task_id = lease.task.id.clone();
-            self.reject_worker(worker_id, lease, &message, now);
-            return Err(SchedulerError::InvalidResult {
-                worker_id: worker_id.to_string(),
-                task_id,
-                message,
-            });
+            return Err(self.reject_worker(worker_id, lease, message, now));
         }
         let Some(seq) = self.job_seq.get(&lease.job_id).copied() else {
             return Ok(None);
@@ -324,13 +318,7 @@ impl Scheduler {
                 Some(Merged::Invalid(message)),
             ) => {
                 // The worker is dropped even when the job ended meanwhile.
-                let task_id = lease.task.id.clone();
-                self.reject_worker(&worker_id, lease, &message, now);
-                return Err(SchedulerError::InvalidResult {
-                    worker_id,
-                    task_id,
-                    message,
-                });
+                return Err(self.reject_worker(&worker_id, lease, message, now));
             }
             (Step::Merge { lease, .. }, merged) => {
                 let Some(job) = self.jobs.get_mut(&seq) else {
