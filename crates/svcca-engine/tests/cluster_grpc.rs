@@ -713,3 +713,141 @@ async fn workers_started_for_one_job_leave_when_it_ends_and_not_before() {
     .await
     .expect("within the time limit");
 }
+
+/// A merge that takes seconds (a cache far away) holds up no other call: while the coordinator
+/// merges one result, a heartbeat, a lease call and a client's status call are answered at once,
+/// and the job ends with the exact answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_merge_holds_up_no_other_call() {
+    // Far longer than any of the calls below may take; each call gets half of it.
+    const MERGE: Duration = Duration::from_secs(4);
+    let prompt = MERGE / 2;
+    tokio::time::timeout(LIMIT, async {
+        let coordinator =
+            RunningCoordinator::start(fast_config().with_lease_timeout(Duration::from_secs(30)))
+                .await;
+        let url = coordinator.url.clone();
+        let spec = SumSpec {
+            merge_ms: u64::try_from(MERGE.as_millis()).unwrap(),
+            ..SumSpec::new(2)
+        };
+        let job_id = client::submit(&url, spec.to_toml()).await.expect("submit");
+        let mut raw = client::connect(&url).await.expect("connect");
+        let worker_id = raw
+            .register_worker(svcca_proto::v1::RegisterWorkerRequest {
+                protocol_version: svcca_proto::PROTOCOL_VERSION,
+                name: "by hand".into(),
+                concurrency: 2,
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .worker_id;
+        let mut leases = Vec::new();
+        for _ in 0..2 {
+            let lease = raw
+                .lease_task(svcca_proto::v1::LeaseTaskRequest {
+                    worker_id: worker_id.clone(),
+                    wait_ms: 1000,
+                })
+                .await
+                .expect("lease")
+                .into_inner()
+                .lease
+                .expect("a part is ready");
+            leases.push(lease);
+        }
+        let executor = SumExecutor::new();
+        let reporter = raw.clone();
+        let report = |lease: &svcca_proto::v1::Lease| {
+            let task = svcca_engine::driver::TaskSpec {
+                id: lease.task_id.clone(),
+                kind: lease.task_kind.clone(),
+                payload: lease.payload.clone(),
+            };
+            let output = executor.run(&task).expect("part runs");
+            let mut raw = reporter.clone();
+            let request = svcca_proto::v1::ReportResultRequest {
+                worker_id: worker_id.clone(),
+                lease_id: lease.lease_id.clone(),
+                output: output.payload,
+                task_id: lease.task_id.clone(),
+            };
+            tokio::spawn(async move { raw.report_result(request).await })
+        };
+        let first = report(&leases[0]);
+        // The coordinator has taken the first lease (its merge has begun) once a heartbeat that
+        // lists it hears it revoked; every heartbeat until then is answered promptly too.
+        let started = Instant::now();
+        loop {
+            let heartbeat = tokio::time::timeout(
+                prompt,
+                raw.heartbeat(svcca_proto::v1::HeartbeatRequest {
+                    worker_id: worker_id.clone(),
+                    lease_ids: vec![leases[0].lease_id.clone(), leases[1].lease_id.clone()],
+                }),
+            )
+            .await
+            .expect("a heartbeat is answered while a result is merged")
+            .expect("heartbeat")
+            .into_inner();
+            if heartbeat.revoked_lease_ids == [leases[0].lease_id.clone()] {
+                break;
+            }
+            assert!(heartbeat.revoked_lease_ids.is_empty(), "{heartbeat:?}");
+            assert!(
+                started.elapsed() < prompt,
+                "the report never reached the coordinator"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let leased = tokio::time::timeout(
+            prompt,
+            raw.lease_task(svcca_proto::v1::LeaseTaskRequest {
+                worker_id: worker_id.clone(),
+                wait_ms: 0,
+            }),
+        )
+        .await
+        .expect("a lease call is answered while a result is merged")
+        .expect("lease call");
+        assert!(leased.into_inner().lease.is_none(), "no task is ready yet");
+        let info = tokio::time::timeout(prompt, client::status(&url, &job_id))
+            .await
+            .expect("a status call is answered while a result is merged")
+            .expect("status");
+        assert_eq!(info.state, JobState::Running);
+        assert_eq!(info.progress.done, 0, "the first merge has not ended");
+        assert!(!first.is_finished(), "these calls came while the merge ran");
+
+        // The second result merges after the first; then the reduce task, and the answer.
+        let second = report(&leases[1]);
+        first
+            .await
+            .expect("report task")
+            .expect("first result accepted");
+        second
+            .await
+            .expect("report task")
+            .expect("second result accepted");
+        let reduce = raw
+            .lease_task(svcca_proto::v1::LeaseTaskRequest {
+                worker_id: worker_id.clone(),
+                wait_ms: 1000,
+            })
+            .await
+            .expect("lease")
+            .into_inner()
+            .lease
+            .expect("the reduce task is ready");
+        report(&reduce)
+            .await
+            .expect("report task")
+            .expect("reduce accepted");
+        let (info, _) = wait(&url, &job_id).await;
+        assert_eq!(sum_of(&info), spec.expected_sum());
+        coordinator.stop().await;
+    })
+    .await
+    .expect("within the time limit");
+}

@@ -17,6 +17,7 @@
 //! terms_per_task = 1000
 //! task_ms = 200         # each task sleeps this long on its blocking thread
 //! fatal_task = 3        # optional: this part fails with a non-retryable error
+//! merge_ms = 0          # optional: each merge of a result takes this long on the coordinator
 //! ```
 
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub struct SumSpec {
     pub task_ms: u64,
     #[serde(default)]
     pub fatal_task: Option<u64>,
+    /// How long the driver takes over each result it merges (as a cache far away would).
+    #[serde(default)]
+    pub merge_ms: u64,
 }
 
 fn default_terms() -> u64 {
@@ -60,6 +64,7 @@ impl SumSpec {
             terms_per_task: default_terms(),
             task_ms: 0,
             fatal_task: None,
+            merge_ms: 0,
         }
     }
 
@@ -70,6 +75,9 @@ impl SumSpec {
         );
         if let Some(fatal) = self.fatal_task {
             text.push_str(&format!("fatal_task = {fatal}\n"));
+        }
+        if self.merge_ms > 0 {
+            text.push_str(&format!("merge_ms = {}\n", self.merge_ms));
         }
         text
     }
@@ -238,7 +246,14 @@ impl JobDriver for SumDriver {
             }
             Ok(())
         })();
-        async move { outcome }.boxed()
+        let merge = Duration::from_millis(self.spec.merge_ms);
+        async move {
+            if !merge.is_zero() {
+                tokio::time::sleep(merge).await;
+            }
+            outcome
+        }
+        .boxed()
     }
 
     fn validate(&self, task_id: &str, output: &TaskOutput) -> Result<(), String> {
