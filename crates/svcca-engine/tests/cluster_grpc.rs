@@ -743,20 +743,22 @@ async fn a_slow_merge_holds_up_no_other_call() {
             .expect("register")
             .into_inner()
             .worker_id;
-        let mut leases = Vec::new();
-        for _ in 0..2 {
-            let lease = raw
-                .lease_task(svcca_proto::v1::LeaseTaskRequest {
-                    worker_id: worker_id.clone(),
-                    wait_ms: 1000,
-                })
-                .await
-                .expect("lease")
-                .into_inner()
-                .lease
-                .expect("a part is ready");
-            leases.push(lease);
-        }
+        let leaser = raw.clone();
+        let lease_next = |wait_ms: u64| {
+            let mut raw = leaser.clone();
+            let worker_id = worker_id.clone();
+            async move {
+                raw.lease_task(svcca_proto::v1::LeaseTaskRequest { worker_id, wait_ms })
+                    .await
+                    .expect("lease call")
+                    .into_inner()
+                    .lease
+            }
+        };
+        let leases = [
+            lease_next(1000).await.expect("a part is ready"),
+            lease_next(1000).await.expect("a part is ready"),
+        ];
         let executor = SumExecutor::new();
         let reporter = raw.clone();
         let report = |lease: &svcca_proto::v1::Lease| {
@@ -801,17 +803,10 @@ async fn a_slow_merge_holds_up_no_other_call() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let leased = tokio::time::timeout(
-            prompt,
-            raw.lease_task(svcca_proto::v1::LeaseTaskRequest {
-                worker_id: worker_id.clone(),
-                wait_ms: 0,
-            }),
-        )
-        .await
-        .expect("a lease call is answered while a result is merged")
-        .expect("lease call");
-        assert!(leased.into_inner().lease.is_none(), "no task is ready yet");
+        let leased = tokio::time::timeout(prompt, lease_next(0))
+            .await
+            .expect("a lease call is answered while a result is merged");
+        assert!(leased.is_none(), "no task is ready yet");
         let info = tokio::time::timeout(prompt, client::status(&url, &job_id))
             .await
             .expect("a status call is answered while a result is merged")
@@ -830,16 +825,7 @@ async fn a_slow_merge_holds_up_no_other_call() {
             .await
             .expect("report task")
             .expect("second result accepted");
-        let reduce = raw
-            .lease_task(svcca_proto::v1::LeaseTaskRequest {
-                worker_id: worker_id.clone(),
-                wait_ms: 1000,
-            })
-            .await
-            .expect("lease")
-            .into_inner()
-            .lease
-            .expect("the reduce task is ready");
+        let reduce = lease_next(1000).await.expect("the reduce task is ready");
         report(&reduce)
             .await
             .expect("report task")

@@ -476,9 +476,9 @@ mod tests {
     use tokio::sync::{Mutex, Semaphore};
 
     use super::*;
-    use crate::coordinator::CoordinatorConfig;
     use crate::coordinator::auth::Identity;
     use crate::coordinator::testkit::{SumDriver, SumExecutor, SumSpec, sum_from_summary};
+    use crate::coordinator::{CoordinatorConfig, LeasedTask};
     use crate::driver::JobSummary;
 
     /// A sum job whose merges wait at a gate: each `complete` takes one permit.
@@ -529,6 +529,17 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} waited for a merge"))
     }
 
+    /// Runs a leased task of the sum job and reports its result, as a worker does.
+    async fn run_and_report(
+        scheduler: &Mutex<Scheduler>,
+        worker: &str,
+        lease: &LeasedTask,
+    ) -> Result<(), SchedulerError> {
+        let output = SumExecutor::new().run(&lease.task).unwrap();
+        let task_id = Some(lease.task.id.as_str());
+        report(&mut &*scheduler, worker, &lease.lease_id, task_id, output).await
+    }
+
     #[tokio::test]
     async fn the_scheduler_serves_while_a_driver_merges_and_applies_turns_in_order() {
         let spec = SumSpec::new(3);
@@ -551,7 +562,6 @@ mod tests {
         run_turn(&mut &scheduler, turn.expect("a first planning turn"))
             .await
             .unwrap();
-        let executor = SumExecutor::new();
         let mut leased = Vec::new();
         while let Some(lease) = scheduler.lock().await.lease(&worker, now).unwrap() {
             leased.push(lease);
@@ -565,20 +575,7 @@ mod tests {
         // the others wait for the driver.
         let reports: Vec<_> = leased
             .iter()
-            .map(|lease| {
-                let output = executor.run(&lease.task).unwrap();
-                let (scheduler, worker) = (&scheduler, worker.clone());
-                async move {
-                    report(
-                        &mut &*scheduler,
-                        &worker,
-                        &lease.lease_id,
-                        Some(&lease.task.id),
-                        output,
-                    )
-                    .await
-                }
-            })
+            .map(|lease| run_and_report(&scheduler, &worker, lease))
             .collect();
         let reports = futures::future::join_all(reports);
         tokio::pin!(reports);
@@ -606,16 +603,7 @@ mod tests {
             let lease = scheduler.lock().await.lease(&worker, now).unwrap();
             let Some(lease) = lease else { break };
             gate.add_permits(1);
-            let output = executor.run(&lease.task).unwrap();
-            report(
-                &mut &scheduler,
-                &worker,
-                &lease.lease_id,
-                Some(&lease.task.id),
-                output,
-            )
-            .await
-            .unwrap();
+            run_and_report(&scheduler, &worker, &lease).await.unwrap();
         }
         let info = scheduler.lock().await.job(&job_id).unwrap();
         assert_eq!(info.state, JobState::Succeeded, "{info:?}");
