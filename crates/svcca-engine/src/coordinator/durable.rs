@@ -262,17 +262,7 @@ pub(super) async fn submit_or_attach(
             tracing::warn!(error = %failure, "job refused");
             task_failure_to_status(&failure)
         })?;
-    let (job_id, turn) =
-        shared
-            .scheduler
-            .lock()
-            .await
-            .insert_job(None, driver, owner.clone(), Instant::now());
-    // The first planning runs off the scheduler's lock; a job whose results were all stored
-    // already finishes here, and its completion step (analyses, report) runs off the lock too.
-    if let Some(turn) = turn {
-        let _ = super::service::run_turn(shared, turn).await;
-    }
+    let job_id = super::service::start_job(shared, None, driver, owner.clone()).await;
     *current = Some(job_id.clone());
     drop(current);
     shared.durable.track(&job_id, spec_toml, owner);
@@ -377,15 +367,8 @@ pub(super) async fn restore(shared: &Arc<Shared>) -> Result<usize, ClusterError>
             .track(&job_id, record.spec_toml.clone(), owner.clone());
         match shared.factory.create(record.spec_toml.clone()).await {
             Ok(driver) => {
-                let (_, turn) = shared.scheduler.lock().await.insert_job(
-                    Some(job_id.clone()),
-                    driver,
-                    owner.clone(),
-                    Instant::now(),
-                );
-                if let Some(turn) = turn {
-                    let _ = super::service::run_turn(shared, turn).await;
-                }
+                super::service::start_job(shared, Some(job_id.clone()), driver, owner.clone())
+                    .await;
                 let key = attach_key(&record.spec_toml, &owner);
                 *shared.durable.slot(&key).lock().await = Some(job_id.clone());
                 restored += 1;

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use super::auth::{Identity, Role, Verifier, certificate_identity};
 use super::state::{JobInfo, Scheduler};
 use super::wire::info_to_proto;
-use crate::driver::{JobDriverFactory, TaskFailure, TaskOutput};
+use crate::driver::{JobDriver, JobDriverFactory, TaskFailure, TaskOutput};
 
 pub(super) struct Shared {
     pub(super) durable: super::durable::Durable,
@@ -82,6 +82,28 @@ pub(super) async fn run_turn(
         // The runtime is shutting down.
         Err(_) => Ok(()),
     }
+}
+
+/// Takes a job (restored under `job_id`, else under a new id) and plans its first tasks with the
+/// scheduler's lock released; a job whose results were all stored finishes here, and its
+/// completion step (analyses, report) starts. Returns the job's id.
+pub(super) async fn start_job(
+    shared: &Arc<Shared>,
+    job_id: Option<String>,
+    driver: Box<dyn JobDriver>,
+    owner: Identity,
+) -> String {
+    let (job_id, turn) =
+        shared
+            .scheduler
+            .lock()
+            .await
+            .insert_job(job_id, driver, owner, Instant::now());
+    if let Some(turn) = turn {
+        // A planning turn merges no result, so it cannot meet an invalid one.
+        let _ = run_turn(shared, turn).await;
+    }
+    job_id
 }
 
 #[derive(Clone)]
