@@ -391,7 +391,6 @@ fn check_mixed_precision(
     side: &str,
     vals: &[f64],
     k: usize,
-    d: usize,
     n: u64,
 ) -> Result<()> {
     if opts.precision != Precision::Mixed {
@@ -399,7 +398,7 @@ fn check_mixed_precision(
     }
     let trace: f64 = vals.iter().map(|v| v.max(0.0)).sum();
     let smallest = vals[k - 1];
-    let bound = mixed_precision_bound(trace, vals.len(), smallest, d, n);
+    let bound = mixed_precision_bound(trace, vals.len(), smallest, n);
     if bound <= MIXED_PRECISION_TOLERANCE {
         return Ok(());
     }
@@ -610,7 +609,7 @@ impl Whitening {
                         dk - k
                     ));
                 }
-                check_mixed_precision(opts, side, &vals, k, d, m.n())?;
+                check_mixed_precision(opts, side, &vals, k, m.n())?;
                 let mut w = Mat::zeros(d, k);
                 for j in 0..k {
                     let f = 1.0 / vals[j].sqrt();
@@ -632,7 +631,7 @@ impl Whitening {
                          eigenvalue > {tol:e} x the largest; rank used = {k}"
                     ));
                 }
-                check_mixed_precision(opts, side, &vals, k, d, m.n())?;
+                check_mixed_precision(opts, side, &vals, k, m.n())?;
                 let mut w = Mat::zeros(d, k);
                 for j in 0..k {
                     let f = 1.0 / vals[j].sqrt();

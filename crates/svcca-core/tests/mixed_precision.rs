@@ -35,7 +35,7 @@ fn bound(j: &JointMoments, opts: &CompareOptions) -> f64 {
             let k = w.dims();
             // The decomposed matrix: covariance (SVCCA) or correlation (CCA) of the kept neurons.
             let trace = s.iter().sum::<f64>();
-            mixed_precision_bound(trace, s.len(), s[k - 1], m.dim(), m.n())
+            mixed_precision_bound(trace, s.len(), s[k - 1], m.n())
         })
         .fold(0.0, f64::max)
 }
