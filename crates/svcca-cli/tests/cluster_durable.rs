@@ -289,13 +289,22 @@ fn a_coordinator_killed_mid_job_and_restarted_finishes_it_with_the_embedded_numb
         before["done"].as_u64() < Some(total_before),
         "the kill comes mid-job: {before}"
     );
-    // Progress is recorded at most a second apart: let the record catch up with the tasks done.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Progress is recorded at most a second apart: kill as soon as the record has caught up
+    // with the tasks done (a fixed wait let an optimised build finish the job first).
+    let record_path = state.join(format!("jobs/{job_id}.json"));
+    let read_record = || -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(&record_path).ok()?).ok()
+    };
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while !read_record().is_some_and(|r| r["done"].as_u64() >= Some(5)) {
+        assert!(
+            Instant::now() < deadline,
+            "the job's record never showed 5 tasks done"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     coordinator.sigkill();
-    let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(state.join(format!("jobs/{job_id}.json"))).expect("the job's record"),
-    )
-    .expect("record JSON");
+    let record = read_record().expect("the job's record");
     assert_eq!(record["state"], "running", "{record}");
     assert!(record["done"].as_u64() >= Some(5), "{record}");
     assert!(
