@@ -321,20 +321,8 @@ impl<'a> RowBlock<'a> {
     /// Adds the column sums of rows `r0..r1` into `sums`.
     fn add_column_sums(&self, r0: usize, r1: usize, sums: &mut [f64]) {
         match *self {
-            RowBlock::F32 { data, cols, .. } => {
-                for row in data[r0 * cols..r1 * cols].chunks_exact(cols) {
-                    for (s, &v) in sums.iter_mut().zip(row) {
-                        *s += v as f64;
-                    }
-                }
-            }
-            RowBlock::F64 { data, cols, .. } => {
-                for row in data[r0 * cols..r1 * cols].chunks_exact(cols) {
-                    for (s, &v) in sums.iter_mut().zip(row) {
-                        *s += v;
-                    }
-                }
-            }
+            RowBlock::F32 { data, cols, .. } => add_rows(&data[r0 * cols..r1 * cols], cols, sums),
+            RowBlock::F64 { data, cols, .. } => add_rows(&data[r0 * cols..r1 * cols], cols, sums),
             // Pieces in order, rows in order: the additions of the gathered block.
             RowBlock::Stacked { .. } => {
                 self.for_pieces(r0, r1, |p, p0, p1, _| p.add_column_sums(p0, p1, sums))
@@ -364,23 +352,14 @@ impl<'a> RowBlock<'a> {
             });
             return;
         }
-        for (i, t) in (r0..r1).enumerate() {
-            let out = &mut dst[i * ld + off..][..cols];
-            match *self {
-                RowBlock::F32 { data, .. } => {
-                    for ((o, &x), &m) in out.iter_mut().zip(&data[t * cols..][..cols]).zip(shift) {
-                        *o = O::from_f64(x as f64 - m);
-                    }
-                }
-                RowBlock::F64 { data, .. } => {
-                    for ((o, &x), &m) in out.iter_mut().zip(&data[t * cols..][..cols]).zip(shift) {
-                        *o = O::from_f64(x - m);
-                    }
-                }
-                RowBlock::Stacked { .. } => {
-                    unreachable!("stacked blocks are written piece by piece")
-                }
+        match *self {
+            RowBlock::F32 { data, .. } => {
+                centre_rows(&data[r0 * cols..r1 * cols], shift, dst, (ld, off))
             }
+            RowBlock::F64 { data, .. } => {
+                centre_rows(&data[r0 * cols..r1 * cols], shift, dst, (ld, off))
+            }
+            RowBlock::Stacked { .. } => unreachable!("stacked blocks are written piece by piece"),
         }
     }
 }
@@ -414,9 +393,90 @@ impl RowBlock<'_> {
     }
 }
 
+// The loops below are compiled for the baseline x86-64 (SSE2, two f64 per instruction); where
+// the CPU has AVX2 the same loops run compiled for it. Each output value is computed by the
+// same operations in the same order either way (the vectors run across columns), so the bits
+// do not depend on the CPU.
+
+/// Adds each `cols`-wide row of `data`, widened, into `sums`, row after row.
+fn add_rows<I: Widen>(data: &[I], cols: usize, sums: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { add_rows_avx2(data, cols, sums) };
+    }
+    add_rows_body(data, cols, sums)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn add_rows_avx2<I: Widen>(data: &[I], cols: usize, sums: &mut [f64]) {
+    add_rows_body(data, cols, sums)
+}
+
+#[inline(always)]
+fn add_rows_body<I: Widen>(data: &[I], cols: usize, sums: &mut [f64]) {
+    if cols == 0 {
+        return;
+    }
+    for row in data.chunks_exact(cols) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v.widen();
+        }
+    }
+}
+
+/// Each `shift.len()`-wide row of `src`, minus `shift`, into row `i` of the row-major `dst`
+/// at `dst[i * ld + off..]`.
+fn centre_rows<I: Widen, O: Centred>(src: &[I], shift: &[f64], dst: &mut [O], at: (usize, usize)) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { centre_rows_avx2(src, shift, dst, at) };
+    }
+    centre_rows_body(src, shift, dst, at)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn centre_rows_avx2<I: Widen, O: Centred>(
+    src: &[I],
+    shift: &[f64],
+    dst: &mut [O],
+    at: (usize, usize),
+) {
+    centre_rows_body(src, shift, dst, at)
+}
+
+#[inline(always)]
+fn centre_rows_body<I: Widen, O: Centred>(
+    src: &[I],
+    shift: &[f64],
+    dst: &mut [O],
+    (ld, off): (usize, usize),
+) {
+    let cols = shift.len();
+    if cols == 0 {
+        return;
+    }
+    for (i, row) in src.chunks_exact(cols).enumerate() {
+        let out = &mut dst[i * ld + off..][..cols];
+        for ((o, &x), &m) in out.iter_mut().zip(row).zip(shift) {
+            *o = O::from_f64(x.widen() - m);
+        }
+    }
+}
+
 /// A value of a stored block, widened to f64 for centring.
 pub(crate) trait Widen: Copy {
     fn widen(self) -> f64;
+
+    /// Four consecutive values from `p`, widened.
+    ///
+    /// # Safety
+    /// `p..p + 4` must be readable, and the CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load4(p: *const Self) -> std::arch::x86_64::__m256d;
 }
 
 impl Widen for f32 {
@@ -424,12 +484,29 @@ impl Widen for f32 {
     fn widen(self) -> f64 {
         self as f64
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load4(p: *const Self) -> std::arch::x86_64::__m256d {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm256_cvtps_pd};
+        // SAFETY: the caller guarantees four readable values.
+        unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) }
+    }
 }
 
 impl Widen for f64 {
     #[inline(always)]
     fn widen(self) -> f64 {
         self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load4(p: *const Self) -> std::arch::x86_64::__m256d {
+        // SAFETY: the caller guarantees four readable values.
+        unsafe { std::arch::x86_64::_mm256_loadu_pd(p) }
     }
 }
 
@@ -443,15 +520,48 @@ fn transpose_centred<I: Widen, O: Centred>(
     (ld, off): (usize, usize),
 ) {
     const BLOCK: usize = 8;
-    if cols == 0 {
+    if cols == 0 || src.is_empty() {
         return;
     }
     let shift = &shift[..cols];
+    // Every write below lands in `dst` (the vectorised blocks rely on this one check).
+    let last_column = (off + cols - 1) * ld;
+    assert!(
+        last_column + src.len() / cols <= dst.len(),
+        "column-major scratch too small: {} values for {} rows of {cols} columns at stride {ld}",
+        dst.len(),
+        src.len() / cols
+    );
+    // The scalar loop below is compiled for the baseline x86-64 (SSE2): eight rows at a time
+    // with AVX2 shuffles (4 × 4 transposes) when the CPU has them, bit for bit the same values.
+    #[cfg(target_arch = "x86_64")]
+    let simd_cols = if std::arch::is_x86_feature_detected!("avx2") {
+        cols & !3
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd_cols = 0;
     let mut rows = src.chunks_exact(cols * BLOCK);
     let mut r = 0;
     for block in rows.by_ref() {
+        #[cfg(target_arch = "x86_64")]
+        if simd_cols > 0 {
+            // SAFETY: AVX2 is present; `block` holds eight rows of `cols ≥ simd_cols` values and
+            // `shift` `cols` values; the writes, columns `off..off + simd_cols` rows `r..r + 8`,
+            // lie within `dst` by the check above (`r + 8` rows of `src` exist).
+            unsafe {
+                transpose_block8(
+                    block.as_ptr(),
+                    (cols, simd_cols),
+                    shift.as_ptr(),
+                    dst.as_mut_ptr().add(off * ld + r),
+                    ld,
+                )
+            };
+        }
         let row: [&[I]; BLOCK] = std::array::from_fn(|k| &block[k * cols..][..cols]);
-        for (j, &m) in shift.iter().enumerate() {
+        for (j, &m) in shift.iter().enumerate().skip(simd_cols) {
             let out = &mut dst[(off + j) * ld + r..][..BLOCK];
             for (o, x) in out.iter_mut().zip(&row) {
                 *o = O::from_f64(x[j].widen() - m);
@@ -466,9 +576,55 @@ fn transpose_centred<I: Widen, O: Centred>(
     }
 }
 
+/// Columns `0..simd_cols` (a multiple of 4) of eight rows at `src` (row-major, `cols` wide),
+/// minus `shift`, into eight consecutive values of each column at `dst` (columns `ld` apart).
+///
+/// # Safety
+/// The CPU must have AVX2; `src` must hold `8 × cols` values, `shift` `simd_cols`, and
+/// `dst + j·ld + 0..8` must be writable for every `j < simd_cols`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_block8<I: Widen, O: Centred>(
+    src: *const I,
+    (cols, simd_cols): (usize, usize),
+    shift: *const f64,
+    dst: *mut O,
+    ld: usize,
+) {
+    use std::arch::x86_64::{
+        _mm256_loadu_pd, _mm256_permute2f128_pd, _mm256_sub_pd, _mm256_unpackhi_pd,
+        _mm256_unpacklo_pd,
+    };
+    for j in (0..simd_cols).step_by(4) {
+        // SAFETY: within the bounds the caller guarantees (see above).
+        unsafe {
+            let m = _mm256_loadu_pd(shift.add(j));
+            for k0 in [0, 4] {
+                let a = |k: usize| _mm256_sub_pd(I::load4(src.add((k0 + k) * cols + j)), m);
+                let (a0, a1, a2, a3) = (a(0), a(1), a(2), a(3));
+                // a_k holds row k0 + k, columns j..j + 4; the shuffles make columns of rows.
+                let (t0, t1) = (_mm256_unpacklo_pd(a0, a1), _mm256_unpackhi_pd(a0, a1));
+                let (t2, t3) = (_mm256_unpacklo_pd(a2, a3), _mm256_unpackhi_pd(a2, a3));
+                let out = |c: usize| dst.add((j + c) * ld + k0);
+                O::store4(out(0), _mm256_permute2f128_pd::<0x20>(t0, t2));
+                O::store4(out(1), _mm256_permute2f128_pd::<0x20>(t1, t3));
+                O::store4(out(2), _mm256_permute2f128_pd::<0x31>(t0, t2));
+                O::store4(out(3), _mm256_permute2f128_pd::<0x31>(t1, t3));
+            }
+        }
+    }
+}
+
 /// A centred value as the chunk's product takes it: f64, or rounded to f32 (mixed precision).
 pub(crate) trait Centred: Copy {
     fn from_f64(v: f64) -> Self;
+
+    /// Stores four values at `p`, as [`Centred::from_f64`] would.
+    ///
+    /// # Safety
+    /// `p..p + 4` must be writable, and the CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn store4(p: *mut Self, v: std::arch::x86_64::__m256d);
 }
 
 impl Centred for f64 {
@@ -476,12 +632,30 @@ impl Centred for f64 {
     fn from_f64(v: f64) -> Self {
         v
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store4(p: *mut Self, v: std::arch::x86_64::__m256d) {
+        // SAFETY: the caller guarantees four writable values.
+        unsafe { std::arch::x86_64::_mm256_storeu_pd(p, v) }
+    }
 }
 
 impl Centred for f32 {
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v as f32
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store4(p: *mut Self, v: std::arch::x86_64::__m256d) {
+        use std::arch::x86_64::{_mm_storeu_ps, _mm256_cvtpd_ps};
+        // Rounds to nearest, ties to even (the default MXCSR mode), as `v as f32` does.
+        // SAFETY: the caller guarantees four writable values.
+        unsafe { _mm_storeu_ps(p, _mm256_cvtpd_ps(v)) }
     }
 }
 
@@ -1152,6 +1326,15 @@ mod tests {
                     dst.iter().enumerate().all(|(i, v)| inside(i) || v.is_nan()),
                     "{name} {rows}x{cols}"
                 );
+                // Mixed precision's f32 scratch gets the same values, rounded once.
+                let mut dst32 = vec![f32::NAN; ld * (off + cols + 1)];
+                block.write_centred_cols(r0, r1, &shift, &mut dst32, (ld, off));
+                for (i, (&v32, &v64)) in dst32.iter().zip(&dst).enumerate() {
+                    assert!(
+                        v32.to_bits() == (v64 as f32).to_bits() || (!inside(i) && v32.is_nan()),
+                        "{name} {rows}x{cols} f32 at {i}: {v32} against {v64}"
+                    );
+                }
             }
         }
     }
