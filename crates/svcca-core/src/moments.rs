@@ -1278,10 +1278,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn centred_columns_are_written_exactly_for_every_shape_offset_and_piece() {
-        // Row counts around the eight-row blocks of the copy, a block of stacked pieces whose
-        // boundary falls inside an eight-row block, and columns at an offset in the scratch.
+    /// Odd widths and row ranges around the copies' blocks of eight rows and four columns:
+    /// `f(rows, cols, r0, r1, x64, x32, shift)` for each, `x32` the f32 copy of `x64`.
+    fn centring_cases(mut f: impl FnMut(usize, usize, usize, usize, &[f64], &[f32], &[f64])) {
         for (rows, cols, r0, r1) in [
             (40, 24, 0, 40),
             (37, 19, 3, 37),
@@ -1293,6 +1292,15 @@ mod tests {
             let x64 = data(rows, cols);
             let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
             let shift: Vec<f64> = (0..cols).map(|c| c as f64 * 0.25 - 1.0).collect();
+            f(rows, cols, r0, r1, &x64, &x32, &shift);
+        }
+    }
+
+    #[test]
+    fn centred_columns_are_written_exactly_for_every_shape_offset_and_piece() {
+        // Also a block of stacked pieces whose boundary falls inside an eight-row block, and
+        // columns at an offset in the scratch.
+        centring_cases(|rows, cols, r0, r1, x64, x32, shift| {
             let (off, nb) = (3, r1 - r0);
             let ld = nb + 5;
             let cut = rows / 3;
@@ -1301,12 +1309,12 @@ mod tests {
                 RowBlock::f32(&x32[cut * cols..], rows - cut, cols).unwrap(),
             ];
             for (name, block) in [
-                ("f32", RowBlock::f32(&x32, rows, cols).unwrap()),
-                ("f64", RowBlock::f64(&x64, rows, cols).unwrap()),
+                ("f32", RowBlock::f32(x32, rows, cols).unwrap()),
+                ("f64", RowBlock::f64(x64, rows, cols).unwrap()),
                 ("stacked f32", RowBlock::stacked(&pieces, cols).unwrap()),
             ] {
                 let mut dst = vec![f64::NAN; ld * (off + cols + 1)];
-                block.write_centred_cols(r0, r1, &shift, &mut dst, (ld, off));
+                block.write_centred_cols(r0, r1, shift, &mut dst, (ld, off));
                 for r in 0..nb {
                     for c in 0..cols {
                         let v = match block {
@@ -1328,7 +1336,7 @@ mod tests {
                 );
                 // Mixed precision's f32 scratch gets the same values, rounded once.
                 let mut dst32 = vec![f32::NAN; ld * (off + cols + 1)];
-                block.write_centred_cols(r0, r1, &shift, &mut dst32, (ld, off));
+                block.write_centred_cols(r0, r1, shift, &mut dst32, (ld, off));
                 for (i, (&v32, &v64)) in dst32.iter().zip(&dst).enumerate() {
                     assert!(
                         v32.to_bits() == (v64 as f32).to_bits() || (!inside(i) && v32.is_nan()),
@@ -1336,30 +1344,21 @@ mod tests {
                     );
                 }
             }
-        }
+        });
     }
 
     #[test]
     fn centred_rows_are_written_exactly_for_every_shape_and_offset() {
-        // Odd widths and row ranges, and a piece at an offset in a wider scratch row.
-        for (rows, cols, r0, r1) in [
-            (40, 24, 0, 40),
-            (37, 19, 3, 37),
-            (9, 8, 1, 9),
-            (300, 5, 0, 300),
-            (17, 33, 0, 17),
-        ] {
-            let x64 = data(rows, cols);
-            let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
-            let shift: Vec<f64> = (0..cols).map(|c| c as f64 * 0.25 - 1.0).collect();
+        // Also a piece at an offset in a wider scratch row.
+        centring_cases(|rows, cols, r0, r1, x64, x32, shift| {
             let (off, nb) = (3, r1 - r0);
             let ld = off + cols + 2;
             for block in [
-                RowBlock::f32(&x32, rows, cols).unwrap(),
-                RowBlock::f64(&x64, rows, cols).unwrap(),
+                RowBlock::f32(x32, rows, cols).unwrap(),
+                RowBlock::f64(x64, rows, cols).unwrap(),
             ] {
                 let mut dst = vec![f64::NAN; ld * nb];
-                block.write_centred_rows(r0, r1, &shift, &mut dst, (ld, off));
+                block.write_centred_rows(r0, r1, shift, &mut dst, (ld, off));
                 for r in 0..nb {
                     for c in 0..cols {
                         let v = match block {
@@ -1377,7 +1376,7 @@ mod tests {
                 let inside = |i: usize| (off..off + cols).contains(&(i % ld));
                 assert!(dst.iter().enumerate().all(|(i, v)| inside(i) || v.is_nan()));
             }
-        }
+        });
     }
 
     #[test]
