@@ -16,6 +16,10 @@
 //! Parallelism: matrix products ([`products`]) run on at most [`set_parallelism`]'s thread
 //! count (default: all of rayon's pool) and give the same bits on any count; decompositions run
 //! sequentially for the same reason.
+//!
+//! Instruction sets: faer picks its product kernels for the CPU at run time; the copies and sums
+//! around them ([`moments`]) run compiled for AVX2 where the CPU has it, computing every value
+//! with the same operations in the same order as the baseline x86-64 build.
 
 pub mod compare;
 pub mod conv;
