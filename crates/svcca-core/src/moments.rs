@@ -39,12 +39,6 @@ use faer::{Accum, Mat, MatRef};
 
 use crate::error::{CoreError, Result};
 
-/// Bytes of f64 scratch one chunk may use; a block with more rows is processed in chunks. Small
-/// enough that the widened chunk is still in L2/L3 when the product reads it: with two threads
-/// at 20,000 × 512, 2 MB chunks took 15% less time than 8 MB ones (1 and 4 MB within 5%).
-pub(crate) const CHUNK_BYTES: usize = 2 << 20;
-/// Chunks never go below this many rows (the product's inner dimension), for GEMM efficiency.
-const MIN_CHUNK_ROWS: usize = 256;
 /// Rows per chunk of the moments' product, whatever the width. In column-major chunks the rows
 /// are the product's inner dimension; on an AVX-512 Xeon 256 rows were as fast as or faster than
 /// 128 and 512 from 64 to 4,096 neurons (`examples/moments_rate.rs`), and the f64 scratch stays
@@ -120,12 +114,6 @@ pub fn padded_stride(d: usize, elem_bytes: usize) -> usize {
         lines
     };
     lines * per_line
-}
-
-/// Rows per chunk of `d`-wide rows widened to f64 within `chunk_bytes` (at least
-/// [`MIN_CHUNK_ROWS`], at most `rows`).
-pub(crate) fn chunk_rows(chunk_bytes: usize, d: usize, rows: usize) -> usize {
-    (chunk_bytes / (8 * d.max(1))).max(MIN_CHUNK_ROWS).min(rows)
 }
 
 /// A borrowed block of rows, row-major `[rows, cols]` (one datapoint per row).
