@@ -8,22 +8,13 @@ use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef, Par};
 use std::time::Instant;
 
+mod common;
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("a number"))
-        .collect();
+    let args = common::number_args();
     let (d, total, threads) = (args[0], args[1], args[2]);
     svcca_core::set_parallelism(threads);
-    let mut s = 1u64;
-    let data: Vec<f64> = (0..total * d)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f64 / 16777216.0
-        })
-        .collect();
+    let data: Vec<f64> = common::uniform(total * d).collect();
     let modes = [
         "copy, stride d",
         "copy, padded stride",

@@ -2,11 +2,11 @@
 //! and the triangular product). Usage: `moments_rate ROWS NEURONS THREADS [1 for mixed]`.
 use std::time::Instant;
 use svcca_core::{MomentAccumulator, RowBlock};
+
+mod common;
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let args = common::number_args();
     let (n, d, threads) = (args[0], args[1], args[2]);
     // A fourth argument of 1 accumulates in mixed precision.
     let precision = if args.get(3) == Some(&1) {
@@ -15,15 +15,7 @@ fn main() {
         svcca_core::Precision::F64
     };
     svcca_core::set_parallelism(threads);
-    let mut s = 1u64;
-    let data: Vec<f32> = (0..n * d)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / 16777216.0
-        })
-        .collect();
+    let data: Vec<f32> = common::uniform(n * d).map(|v| v as f32).collect();
     // The fastest of seven pushes, and their median: other work on a shared machine only slows.
     let mut times: Vec<f64> = (0..7)
         .map(|_| {

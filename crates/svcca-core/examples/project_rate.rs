@@ -3,21 +3,12 @@
 use std::time::Instant;
 use svcca_core::{KeepRule, MomentAccumulator, RowBlock, WhitenOptions, Whitening};
 
+mod common;
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("a number"))
-        .collect();
+    let args = common::number_args();
     let (n, d, k) = (args[0], args[1], args[2]);
-    let mut s = 1u64;
-    let data: Vec<f32> = (0..n * d)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / 16777216.0
-        })
-        .collect();
+    let data: Vec<f32> = common::uniform(n * d).map(|v| v as f32).collect();
     let mut acc = MomentAccumulator::new(d);
     acc.push(RowBlock::f32(&data, n, d).unwrap()).unwrap();
     let opts = WhitenOptions::default().with_keep(KeepRule::Dims(k));
